@@ -1,0 +1,654 @@
+#include "dataplane/config/loader.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "rapidjson/document.h"
+#include "rapidjson/error/en.h"
+
+namespace eldric::config {
+namespace {
+
+using rapidjson::Value;
+
+struct Settings {
+  std::string mode = "single";
+  int64_t https_port = 443;
+  int64_t http_port = 80;
+  std::string bind = "0.0.0.0";
+  std::vector<std::string> routers;
+  std::string controller_url;
+  bool tls_enabled = true;
+  std::string tls_mode = "manual";
+  std::string cert_file, key_file;
+  bool require_api_key = false;
+  size_t api_key_count = 0;
+  bool has_rate_limits = false;
+  bool has_farm_peers = false;
+  int64_t workers = 0;
+  std::string access_log = "-";
+  std::string log_level;
+  // limits
+  int64_t max_header_bytes = 32 * 1024, max_headers = 100, max_body_bytes = 10 * 1024 * 1024;
+  int64_t header_timeout_ms = 10000, idle_timeout_ms = 60000, request_timeout_ms = 600000,
+          drain_timeout_ms = 15000, max_connections_per_worker = 0;
+  // upstream
+  int64_t connect_timeout_ms = 2000, health_interval_ms = 5000, health_timeout_ms = 2000,
+          unhealthy_threshold = 2, healthy_threshold = 1, ejection_failures = 3, ejection_time_ms = 10000,
+          max_idle = 64, idle_connection_timeout_ms = 60000, retries = 1;
+  std::string health_path = "/health";
+};
+
+// A tiny schema walker: each object lists its fields; unknown ones fail.
+class Walker {
+ public:
+  explicit Walker(std::string* error) : error_(error) {}
+  bool ok() const { return error_->empty(); }
+  void fail(const std::string& msg) {
+    if (error_->empty()) *error_ = msg;
+  }
+  static std::string join(const std::string& prefix, const char* name) {
+    return prefix.empty() ? name : prefix + "." + name;
+  }
+
+  using Handler = std::function<void(const Value&, const std::string& path)>;
+  void object(const Value& v, const std::string& path,
+              std::initializer_list<std::pair<const char*, Handler>> fields) {
+    if (!v.IsObject()) {
+      fail("field \"" + path + "\" must be an object");
+      return;
+    }
+    for (auto it = v.MemberBegin(); it != v.MemberEnd() && ok(); ++it) {
+      std::string name(it->name.GetString(), it->name.GetStringLength());
+      bool known = false;
+      for (const auto& [fname, handler] : fields) {
+        if (name == fname) {
+          known = true;
+          handler(it->value, join(path, fname));
+          break;
+        }
+      }
+      if (!known) {
+        std::string all;
+        for (const auto& f : fields) all += std::string(all.empty() ? "" : ", ") + f.first;
+        fail("unknown field \"" + join(path, name.c_str()) + "\" (known: " + all + ")");
+      }
+    }
+  }
+  Handler integer(int64_t* out, int64_t min, int64_t max) {
+    return [this, out, min, max](const Value& v, const std::string& path) {
+      if (!v.IsInt64() || v.GetInt64() < min || v.GetInt64() > max) {
+        fail("field \"" + path + "\" must be an integer from " + std::to_string(min) + " to " +
+             std::to_string(max));
+        return;
+      }
+      *out = v.GetInt64();
+    };
+  }
+  Handler string(std::string* out, std::initializer_list<const char*> allowed = {}) {
+    std::vector<std::string> allow(allowed.begin(), allowed.end());
+    return [this, out, allow](const Value& v, const std::string& path) {
+      if (!v.IsString()) {
+        fail("field \"" + path + "\" must be a string");
+        return;
+      }
+      std::string s(v.GetString(), v.GetStringLength());
+      if (!allow.empty()) {
+        bool found = false;
+        std::string list;
+        for (const auto& a : allow) {
+          found |= a == s;
+          list += (list.empty() ? "\"" : ", \"") + a + "\"";
+        }
+        if (!found) {
+          fail("field \"" + path + "\" must be one of " + list + " (got \"" + s + "\")");
+          return;
+        }
+      }
+      *out = s;
+    };
+  }
+  Handler boolean(bool* out) {
+    return [this, out](const Value& v, const std::string& path) {
+      if (!v.IsBool()) {
+        fail("field \"" + path + "\" must be true or false");
+        return;
+      }
+      *out = v.GetBool();
+    };
+  }
+  Handler stringList(std::vector<std::string>* out) {
+    return [this, out](const Value& v, const std::string& path) {
+      if (!v.IsArray()) {
+        fail("field \"" + path + "\" must be an array of strings");
+        return;
+      }
+      out->clear();
+      for (rapidjson::SizeType i = 0; i < v.Size(); ++i) {
+        if (!v[i].IsString()) {
+          fail("field \"" + path + "[" + std::to_string(i) + "]\" must be a string");
+          return;
+        }
+        out->emplace_back(v[i].GetString(), v[i].GetStringLength());
+      }
+    };
+  }
+
+ private:
+  std::string* error_;
+};
+
+constexpr int64_t kMaxInt = 1LL << 40;
+
+void walkFile(Walker& w, const Value& root, Settings& s) {
+  int64_t ignored_i = 0;
+  w.object(root, "",
+           {
+               {"mode", w.string(&s.mode, {"single", "farm"})},
+               {"https_port", w.integer(&s.https_port, 0, 65535)},
+               {"http_port", w.integer(&s.http_port, 0, 65535)},
+               {"bind_address", w.string(&s.bind)},
+               {"router_urls", w.stringList(&s.routers)},
+               {"controller_url", w.string(&s.controller_url)},
+               {"workers", w.integer(&s.workers, 0, 256)},
+               {"log_level", w.string(&s.log_level, {"debug", "info", "warn", "error"})},
+               {"access_log", w.string(&s.access_log)},
+               {"tls",
+                [&](const Value& v, const std::string& p) {
+                  w.object(v, p,
+                           {{"mode", w.string(&s.tls_mode, {"manual", "acme"})},
+                            {"enabled", w.boolean(&s.tls_enabled)},
+                            {"cert_file", w.string(&s.cert_file)},
+                            {"key_file", w.string(&s.key_file)}});
+                }},
+               {"auth",
+                [&](const Value& v, const std::string& p) {
+                  w.object(v, p,
+                           {{"require_api_key", w.boolean(&s.require_api_key)},
+                            {"api_keys", [&](const Value& keys, const std::string& kp) {
+                               if (!keys.IsObject()) {
+                                 w.fail("field \"" + kp + "\" must be an object of key -> client name");
+                                 return;
+                               }
+                               for (auto it = keys.MemberBegin(); it != keys.MemberEnd(); ++it) {
+                                 if (!it->value.IsString()) {
+                                   // Never echo the key itself in an error.
+                                   w.fail("field \"" + kp + "\": each value must be a client name string");
+                                   return;
+                                 }
+                               }
+                               s.api_key_count = keys.MemberCount();
+                             }}});
+                }},
+               {"rate_limits",
+                [&](const Value& v, const std::string& p) {
+                  s.has_rate_limits = true;
+                  w.object(v, p,
+                           {{"global_rpm", w.integer(&ignored_i, 0, kMaxInt)},
+                            {"per_ip_rpm", w.integer(&ignored_i, 0, kMaxInt)},
+                            {"per_key_rpm", w.integer(&ignored_i, 0, kMaxInt)},
+                            {"window_seconds", w.integer(&ignored_i, 1, 3600)}});
+                }},
+               {"farm",
+                [&](const Value& v, const std::string& p) {
+                  std::vector<std::string> peers;
+                  w.object(v, p,
+                           {{"peers", w.stringList(&peers)},
+                            {"sync_interval_ms", w.integer(&ignored_i, 10, 3600000)}});
+                  s.has_farm_peers = !peers.empty();
+                }},
+               {"limits",
+                [&](const Value& v, const std::string& p) {
+                  w.object(v, p,
+                           {{"max_header_bytes", w.integer(&s.max_header_bytes, 1024, 1 << 20)},
+                            {"max_headers", w.integer(&s.max_headers, 8, 1000)},
+                            {"max_body_bytes", w.integer(&s.max_body_bytes, 1, 1LL << 32)},
+                            {"header_timeout_ms", w.integer(&s.header_timeout_ms, 100, 3600000)},
+                            {"idle_timeout_ms", w.integer(&s.idle_timeout_ms, 100, 86400000)},
+                            {"request_timeout_ms", w.integer(&s.request_timeout_ms, 100, 86400000)},
+                            {"drain_timeout_ms", w.integer(&s.drain_timeout_ms, 0, 3600000)},
+                            {"max_connections_per_worker", w.integer(&s.max_connections_per_worker, 0, 10000000)}});
+                }},
+               {"upstream",
+                [&](const Value& v, const std::string& p) {
+                  w.object(v, p,
+                           {{"connect_timeout_ms", w.integer(&s.connect_timeout_ms, 10, 600000)},
+                            {"health_check_path", w.string(&s.health_path)},
+                            {"health_check_interval_ms", w.integer(&s.health_interval_ms, 50, 3600000)},
+                            {"health_check_timeout_ms", w.integer(&s.health_timeout_ms, 10, 600000)},
+                            {"unhealthy_threshold", w.integer(&s.unhealthy_threshold, 1, 100)},
+                            {"healthy_threshold", w.integer(&s.healthy_threshold, 1, 100)},
+                            {"ejection_consecutive_failures", w.integer(&s.ejection_failures, 0, 1000)},
+                            {"ejection_time_ms", w.integer(&s.ejection_time_ms, 100, 3600000)},
+                            {"max_idle_connections", w.integer(&s.max_idle, 0, 100000)},
+                            {"idle_connection_timeout_ms", w.integer(&s.idle_connection_timeout_ms, 100, 3600000)},
+                            {"retries", w.integer(&s.retries, 0, 10)}});
+                }},
+           });
+}
+
+bool readFile(const std::string& path, const std::string& what, std::string* out, std::string* error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *error = what + " " + path + ": " + strerror(errno);
+    return false;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) {
+    *error = what + " " + path + ": read error";
+    return false;
+  }
+  *out = ss.str();
+  return true;
+}
+
+bool parsePort(const std::string& flag, const std::string& v, int64_t* out, std::string* error) {
+  char* end = nullptr;
+  long n = strtol(v.c_str(), &end, 10);
+  if (v.empty() || *end || n < 0 || n > 65535) {
+    *error = "flag " + flag + ": \"" + v + "\" is not a port number (0-65535)";
+    return false;
+  }
+  *out = n;
+  return true;
+}
+
+struct ParsedUrl {
+  std::string host;
+  uint16_t port = 80;
+};
+
+bool parseHttpUrl(const std::string& url, const std::string& what, ParsedUrl* out, std::string* error) {
+  const std::string scheme = "http://";
+  if (url.compare(0, scheme.size(), scheme) != 0) {
+    *error = what + " \"" + url + "\" must start with http:// (the cluster network is plaintext; TLS ends at the Edge)";
+    return false;
+  }
+  std::string rest = url.substr(scheme.size());
+  size_t slash = rest.find('/');
+  if (slash != std::string::npos) {
+    if (rest.substr(slash) != "/") {
+      *error = what + " \"" + url + "\" must not have a path";
+      return false;
+    }
+    rest.resize(slash);
+  }
+  std::string host = rest;
+  std::string port;
+  if (!rest.empty() && rest[0] == '[') {
+    size_t close = rest.find(']');
+    if (close == std::string::npos) {
+      *error = what + " \"" + url + "\" has a bad IPv6 address";
+      return false;
+    }
+    host = rest.substr(1, close - 1);
+    if (close + 1 < rest.size() && rest[close + 1] == ':') port = rest.substr(close + 2);
+  } else if (size_t colon = rest.rfind(':'); colon != std::string::npos) {
+    host = rest.substr(0, colon);
+    port = rest.substr(colon + 1);
+  }
+  if (host.empty()) {
+    *error = what + " \"" + url + "\" has no host";
+    return false;
+  }
+  out->host = host;
+  if (!port.empty()) {
+    char* end = nullptr;
+    long n = strtol(port.c_str(), &end, 10);
+    if (*end || n < 1 || n > 65535) {
+      *error = what + " \"" + url + "\" has a bad port";
+      return false;
+    }
+    out->port = static_cast<uint16_t>(n);
+  }
+  return true;
+}
+
+std::vector<std::string> splitList(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    while (!item.empty() && item.front() == ' ') item.erase(0, 1);
+    while (!item.empty() && item.back() == ' ') item.pop_back();
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+google::protobuf::Duration duration(int64_t ms) {
+  google::protobuf::Duration d;
+  d.set_seconds(ms / 1000);
+  d.set_nanos(static_cast<int32_t>((ms % 1000) * 1000000));
+  return d;
+}
+
+bool applyFlags(const CommandLine& cli, Settings& s, std::string* error) {
+  if (!cli.port.empty() && !parsePort("--port", cli.port, &s.https_port, error)) return false;
+  if (!cli.http_port.empty() && !parsePort("--http-port", cli.http_port, &s.http_port, error)) return false;
+  if (!cli.bind.empty()) s.bind = cli.bind;
+  if (!cli.routers.empty()) s.routers = splitList(cli.routers);
+  if (!cli.cert.empty()) s.cert_file = cli.cert;
+  if (!cli.key.empty()) s.key_file = cli.key;
+  if (cli.no_tls) s.tls_enabled = false;
+  if (!cli.mode.empty()) {
+    if (cli.mode != "single" && cli.mode != "farm") {
+      *error = "flag --mode: must be \"single\" or \"farm\" (got \"" + cli.mode + "\")";
+      return false;
+    }
+    s.mode = cli.mode;
+  }
+  if (!cli.access_log.empty()) s.access_log = cli.access_log == "off" ? "" : cli.access_log;
+  if (!cli.workers.empty()) {
+    char* end = nullptr;
+    long n = strtol(cli.workers.c_str(), &end, 10);
+    if (*end || n < 1 || n > 256) {
+      *error = "flag --workers: must be an integer from 1 to 256 (got \"" + cli.workers + "\")";
+      return false;
+    }
+    s.workers = n;
+  }
+  if (!cli.api_key.empty()) s.require_api_key = true;
+  if (!cli.peers.empty()) s.has_farm_peers = true;
+  return true;
+}
+
+bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out, std::string* error) {
+  // What this build cannot do yet is refused or named, never silently
+  // ignored: an operator who asked for API keys must not get an open door.
+  if (s.mode == "farm") {
+    *error = "mode \"farm\" needs eldric-controlplane, which this build does not include yet; run with mode \"single\"";
+    return false;
+  }
+  if (s.require_api_key) {
+    *error = "API key enforcement (auth.require_api_key / --api-key) is not available in this build yet; "
+             "refusing to start an open gateway that was asked to require keys";
+    return false;
+  }
+  if (s.api_key_count > 0) out->warnings.push_back("auth.api_keys is accepted but keys are not checked yet");
+  if (s.has_rate_limits) out->warnings.push_back("rate_limits is accepted but not enforced yet");
+  if (s.has_farm_peers) out->warnings.push_back("farm.peers / --peers has no effect in mode \"single\"");
+  if (s.tls_enabled && s.tls_mode == "acme") {
+    *error = "tls.mode \"acme\" is not available in this build yet; use \"manual\" with cert_file and key_file";
+    return false;
+  }
+  if (s.routers.empty()) {
+    *error = "no routers: give --routers http://host:8881[,...] or \"router_urls\" in the config file";
+    return false;
+  }
+
+  edge::v1::Snapshot& snap = out->snapshot;
+  snap.set_source(source);
+  snap.set_worker_threads(static_cast<uint32_t>(s.workers));
+  snap.mutable_access_log()->set_path(s.access_log);
+
+  if (s.bind.empty()) {
+    *error = "bind_address is empty";
+    return false;
+  }
+
+  if (s.tls_enabled) {
+    if (s.cert_file.empty() || s.key_file.empty()) {
+      *error = "TLS is on but " + std::string(s.cert_file.empty() ? "no certificate" : "no key") +
+               " is configured: give --cert and --key (tls.cert_file, tls.key_file), or --no-tls";
+      return false;
+    }
+    auto* https = snap.add_listeners();
+    https->set_name("https");
+    https->mutable_address()->set_address(s.bind);
+    https->mutable_address()->set_port(static_cast<uint32_t>(s.https_port));
+    https->set_role(edge::v1::Listener::ROLE_SERVE);
+    auto* tls = https->mutable_tls();
+    tls->add_alpn_protocols("http/1.1");
+    auto* cert = tls->add_certificates();
+    std::string pem;
+    if (!readFile(s.cert_file, "tls.cert_file", &pem, error)) return false;
+    cert->set_certificate_chain_pem(pem);
+    cert->set_certificate_source(s.cert_file);
+    if (!readFile(s.key_file, "tls.key_file", &pem, error)) return false;
+    cert->set_private_key_pem(pem);
+    cert->set_private_key_source(s.key_file);
+    auto* http = snap.add_listeners();
+    http->set_name("http");
+    http->mutable_address()->set_address(s.bind);
+    http->mutable_address()->set_port(static_cast<uint32_t>(s.http_port));
+    http->set_role(edge::v1::Listener::ROLE_REDIRECT_TO_HTTPS);
+    http->set_redirect_port(static_cast<uint32_t>(s.https_port));
+  } else {
+    auto* http = snap.add_listeners();
+    http->set_name("http");
+    http->mutable_address()->set_address(s.bind);
+    http->mutable_address()->set_port(static_cast<uint32_t>(s.http_port));
+    http->set_role(edge::v1::Listener::ROLE_SERVE);
+  }
+
+  auto* limits = snap.mutable_limits();
+  limits->set_max_request_header_bytes(static_cast<uint32_t>(s.max_header_bytes));
+  limits->set_max_request_headers(static_cast<uint32_t>(s.max_headers));
+  limits->set_max_request_body_bytes(static_cast<uint64_t>(s.max_body_bytes));
+  *limits->mutable_header_timeout() = duration(s.header_timeout_ms);
+  *limits->mutable_idle_timeout() = duration(s.idle_timeout_ms);
+  *limits->mutable_request_timeout() = duration(s.request_timeout_ms);
+  *limits->mutable_drain_timeout() = duration(s.drain_timeout_ms);
+  limits->set_max_connections_per_worker(static_cast<uint32_t>(s.max_connections_per_worker));
+
+  auto addCluster = [&](const std::string& name, const std::vector<std::string>& urls, const char* what,
+                        bool health) -> bool {
+    auto* c = snap.add_clusters();
+    c->set_name(name);
+    std::set<std::string> seen;
+    for (const auto& url : urls) {
+      ParsedUrl u;
+      if (!parseHttpUrl(url, what, &u, error)) return false;
+      if (!seen.insert(url).second) {
+        *error = std::string(what) + " \"" + url + "\" is listed twice";
+        return false;
+      }
+      auto* e = c->add_endpoints();
+      e->set_url(url);
+      e->set_host(u.host);
+      e->set_port(u.port);
+    }
+    *c->mutable_connect_timeout() = duration(s.connect_timeout_ms);
+    if (health) {
+      auto* hc = c->mutable_health_check();
+      hc->set_path(s.health_path);
+      *hc->mutable_interval() = duration(s.health_interval_ms);
+      *hc->mutable_timeout() = duration(s.health_timeout_ms);
+      hc->set_unhealthy_threshold(static_cast<uint32_t>(s.unhealthy_threshold));
+      hc->set_healthy_threshold(static_cast<uint32_t>(s.healthy_threshold));
+    }
+    auto* od = c->mutable_outlier_detection();
+    od->set_consecutive_failures(static_cast<uint32_t>(s.ejection_failures));
+    *od->mutable_ejection_time() = duration(s.ejection_time_ms);
+    c->set_max_idle_connections_per_endpoint(static_cast<uint32_t>(s.max_idle));
+    *c->mutable_idle_connection_timeout() = duration(s.idle_connection_timeout_ms);
+    c->set_max_retries(static_cast<uint32_t>(s.retries));
+    return true;
+  };
+  if (!addCluster("routers", s.routers, "router URL", true)) return false;
+  if (!s.controller_url.empty() && !addCluster("controller", {s.controller_url}, "controller_url", false)) {
+    return false;
+  }
+
+  auto route = [&](const char* name, const char* path, bool exact, std::initializer_list<const char*> methods) {
+    auto* r = snap.add_routes();
+    r->set_name(name);
+    if (exact) {
+      r->set_exact_path(path);
+    } else {
+      r->set_path_prefix(path);
+    }
+    for (const char* m : methods) r->add_methods(m);
+    return r;
+  };
+  route("health", "/health", true, {"GET", "HEAD"})->set_builtin(edge::v1::BUILTIN_HANDLER_HEALTH);
+  route("metrics", "/metrics", true, {"GET"})->set_builtin(edge::v1::BUILTIN_HANDLER_METRICS);
+  route("upstreams", "/api/v1/upstreams", true, {"GET"})->set_builtin(edge::v1::BUILTIN_HANDLER_UPSTREAMS);
+  route("chat_completions", "/v1/chat/completions", true, {"POST"})->set_cluster("routers");
+  route("completions", "/v1/completions", true, {"POST"})->set_cluster("routers");
+  route("embeddings", "/v1/embeddings", true, {"POST"})->set_cluster("routers");
+  route("models", "/v1/models", false, {"GET"})->set_cluster("routers");
+  route("openai_other", "/v1/", false, {})->set_cluster("routers");
+  if (!s.controller_url.empty()) {
+    // Remote workers register through the Edge (the seed's proxy table).
+    for (const char* p : {"/api/v1/workers/", "/api/v1/data-workers/", "/api/v1/science-workers/",
+                          "/api/v1/training-workers/", "/api/v1/pipeline/"}) {
+      std::string name = std::string("controller_") + (p + 8);
+      for (char& ch : name) {
+        if (ch == '/' || ch == '-') ch = '_';
+      }
+      while (!name.empty() && name.back() == '_') name.pop_back();
+      route(name.c_str(), p, false, {"GET", "POST"})->set_cluster("controller");
+    }
+  }
+  out->log_level = s.log_level;
+  snap.set_version(std::to_string(std::hash<std::string>{}(snap.SerializeAsString()) % 100000000));
+  return true;
+}
+
+}  // namespace
+
+const char* usage() {
+  return R"(eldric-edge: the TLS gateway in front of an Eldric LLM cluster.
+
+Usage: eldric-edge [flags]
+  --port N            HTTPS port (default 443; 0 picks a free port)
+  --http-port N       HTTP port (default 80): redirects to HTTPS, or serves with --no-tls
+  --no-tls            serve plain HTTP only (testing, or behind a TLS proxy)
+  --cert FILE         certificate chain (PEM)
+  --key FILE          private key (PEM, RSA or ECDSA)
+  --routers URLS      comma-separated router URLs, e.g. http://10.0.0.5:8881,http://10.0.0.6:8881
+  --bind ADDR         listen address (default 0.0.0.0; "::" for IPv6)
+  --workers N         worker threads (default: one per core)
+  --config FILE       JSON config file (see deploy/edge.example.json); flags override it
+  --access-log PATH   JSON access log: "-" for stdout (default), a file, or "off"
+  --log-level LEVEL   debug, info, warn, error (default info)
+  --mode MODE         single (default) or farm
+  --peers LIST        farm peers (farm mode)
+  --api-key KEY       require this API key
+  --help, --version
+
+Signals: SIGHUP re-reads the config file and certificates without dropping
+connections; SIGTERM drains in-flight requests, then exits.
+)";
+}
+
+bool parseCommandLine(int argc, char** argv, CommandLine* out, std::string* error) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::string value;
+    bool has_inline = false;
+    if (size_t eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg.resize(eq);
+      has_inline = true;
+    }
+    auto takeValue = [&](std::string* dst) -> bool {
+      if (has_inline) {
+        *dst = value;
+      } else if (i + 1 < argc) {
+        *dst = argv[++i];
+      } else {
+        *error = "flag " + arg + " needs a value";
+        return false;
+      }
+      if (dst->empty()) {
+        *error = "flag " + arg + " needs a non-empty value";
+        return false;
+      }
+      return true;
+    };
+    if (arg == "--help" || arg == "-h") {
+      out->help = true;
+    } else if (arg == "--version") {
+      out->version = true;
+    } else if (arg == "--no-tls") {
+      out->no_tls = true;
+    } else if (arg == "--config") {
+      if (!takeValue(&out->config_file)) return false;
+    } else if (arg == "--port") {
+      if (!takeValue(&out->port)) return false;
+    } else if (arg == "--http-port") {
+      if (!takeValue(&out->http_port)) return false;
+    } else if (arg == "--bind") {
+      if (!takeValue(&out->bind)) return false;
+    } else if (arg == "--routers") {
+      if (!takeValue(&out->routers)) return false;
+    } else if (arg == "--cert") {
+      if (!takeValue(&out->cert)) return false;
+    } else if (arg == "--key") {
+      if (!takeValue(&out->key)) return false;
+    } else if (arg == "--workers") {
+      if (!takeValue(&out->workers)) return false;
+    } else if (arg == "--mode") {
+      if (!takeValue(&out->mode)) return false;
+    } else if (arg == "--peers") {
+      if (!takeValue(&out->peers)) return false;
+    } else if (arg == "--api-key") {
+      if (!takeValue(&out->api_key)) return false;
+    } else if (arg == "--access-log") {
+      if (!takeValue(&out->access_log)) return false;
+    } else if (arg == "--log-level") {
+      if (!takeValue(&out->log_level)) return false;
+    } else if (arg == "--control-plane") {
+      if (!takeValue(&out->control_plane)) return false;
+    } else {
+      *error = "unknown flag " + arg + " (see --help)";
+      return false;
+    }
+  }
+  return true;
+}
+
+bool loadFromText(const std::string& text, const std::string& source, const CommandLine& cli,
+                  LoadResult* out, std::string* error) {
+  Settings s;
+  if (!text.empty()) {
+    rapidjson::Document doc;
+    doc.Parse<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag>(text.c_str(), text.size());
+    if (doc.HasParseError()) {
+      size_t off = doc.GetErrorOffset();
+      size_t line = 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + std::min(off, text.size()), '\n'));
+      *error = source + ": invalid JSON at line " + std::to_string(line) + ": " +
+               rapidjson::GetParseError_En(doc.GetParseError());
+      return false;
+    }
+    std::string werr;
+    Walker w(&werr);
+    walkFile(w, doc, s);
+    if (!werr.empty()) {
+      *error = source + ": " + werr;
+      return false;
+    }
+  }
+  if (!applyFlags(cli, s, error)) return false;
+  if (!cli.log_level.empty()) s.log_level = cli.log_level;
+  if (!buildSnapshot(s, source, out, error)) return false;
+  return true;
+}
+
+bool load(const CommandLine& cli, LoadResult* out, std::string* error) {
+  std::string text;
+  std::string source = "flags";
+  if (!cli.config_file.empty()) {
+    if (!readFile(cli.config_file, "config file", &text, error)) return false;
+    source = cli.config_file;
+    if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
+      *error = "config file " + cli.config_file + " is empty";
+      return false;
+    }
+  }
+  return loadFromText(text, source, cli, out, error);
+}
+
+}  // namespace eldric::config

@@ -1,0 +1,46 @@
+#pragma once
+
+// Standalone configuration: the seed's CLI flags and JSON file become one
+// Snapshot. A flag overrides the file. Every problem is reported as an
+// error naming the flag, the field (as a dotted path) or the file.
+
+#include <string>
+#include <vector>
+
+#include "eldric/edge/v1/snapshot.pb.h"
+
+namespace eldric::config {
+
+struct CommandLine {
+  std::string config_file;
+  bool help = false;
+  bool version = false;
+  std::string log_level;  // empty: from file, else info
+  // Raw flag values; empty / unset when not given.
+  std::string port, http_port, bind, routers, cert, key, workers, mode, peers, api_key, access_log,
+      control_plane;
+  bool no_tls = false;
+};
+
+// Parses argv. Returns false with `*error` set for an unknown flag, a flag
+// missing its value, ...
+bool parseCommandLine(int argc, char** argv, CommandLine* out, std::string* error);
+const char* usage();
+
+struct LoadResult {
+  edge::v1::Snapshot snapshot;
+  std::string log_level;
+  // Things that are accepted but not acted on yet; logged at start.
+  std::vector<std::string> warnings;
+};
+
+// Reads the file (if any), applies flags, validates, reads TLS material
+// from disk. Returns false with `*error` set.
+bool load(const CommandLine& cli, LoadResult* out, std::string* error);
+
+// Parses JSON config text (with // and /* */ comments) into `out` as the
+// file would be; exposed for tests.
+bool loadFromText(const std::string& text, const std::string& source, const CommandLine& cli,
+                  LoadResult* out, std::string* error);
+
+}  // namespace eldric::config

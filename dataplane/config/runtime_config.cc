@@ -1,0 +1,180 @@
+#include "dataplane/config/runtime_config.h"
+
+#include <netdb.h>
+
+#include <cstring>
+
+#include "dataplane/network/connection.h"
+#include "dataplane/stats/stats.h"
+
+namespace eldric::config {
+namespace {
+
+uint64_t ms(const google::protobuf::Duration& d, uint64_t fallback) {
+  if (d.seconds() == 0 && d.nanos() == 0) return fallback;
+  return static_cast<uint64_t>(d.seconds()) * 1000 + static_cast<uint64_t>(d.nanos()) / 1000000;
+}
+
+bool resolve(const std::string& host, uint16_t port, sockaddr_storage* out, std::string* error) {
+  if (network::parseIpAddress(host, port, out)) return true;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
+  if (rc != 0 || !res) {
+    *error = gai_strerror(rc);
+    return false;
+  }
+  memset(out, 0, sizeof *out);
+  memcpy(out, res->ai_addr, res->ai_addrlen);
+  if (out->ss_family == AF_INET) {
+    reinterpret_cast<sockaddr_in*>(out)->sin_port = htons(port);
+  } else {
+    reinterpret_cast<sockaddr_in6*>(out)->sin6_port = htons(port);
+  }
+  freeaddrinfo(res);
+  return true;
+}
+
+}  // namespace
+
+std::string CompiledRoute::allowedMethods() const {
+  std::string out;
+  for (const auto& m : methods) {
+    if (!out.empty()) out += ", ";
+    out += m;
+  }
+  return out;
+}
+
+bool CompiledRoute::allows(std::string_view method) const {
+  if (methods.empty()) return true;
+  for (const auto& m : methods) {
+    if (m == method) return true;
+  }
+  return false;
+}
+
+const CompiledListener* RuntimeConfig::listener(std::string_view name) const {
+  for (const auto& l : listeners) {
+    if (l.name == name) return &l;
+  }
+  return nullptr;
+}
+
+const upstream::ClusterInfo* RuntimeConfig::cluster(std::string_view name) const {
+  for (const auto& c : clusters) {
+    if (c->name == name) return c.get();
+  }
+  return nullptr;
+}
+
+const CompiledRoute* RuntimeConfig::match(std::string_view path, std::string_view method,
+                                          bool* wrong_method) const {
+  *wrong_method = false;
+  for (const auto& r : routes) {
+    bool hit = r.exact ? path == r.path : path.substr(0, r.path.size()) == r.path;
+    if (!hit) continue;
+    if (!r.allows(method)) {
+      *wrong_method = true;
+      return &r;
+    }
+    return &r;
+  }
+  return nullptr;
+}
+
+RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::HostRegistry& hosts,
+                               std::string* error) {
+  auto cfg = std::make_shared<RuntimeConfig>();
+  cfg->snapshot = snapshot;
+
+  const auto& limits = snapshot.limits();
+  if (limits.max_request_header_bytes()) cfg->codec_limits.max_header_bytes = limits.max_request_header_bytes();
+  if (limits.max_request_headers()) cfg->codec_limits.max_headers = limits.max_request_headers();
+  if (limits.max_request_body_bytes()) cfg->codec_limits.max_body_bytes = limits.max_request_body_bytes();
+  cfg->header_timeout_ms = ms(limits.header_timeout(), cfg->header_timeout_ms);
+  cfg->idle_timeout_ms = ms(limits.idle_timeout(), cfg->idle_timeout_ms);
+  cfg->request_timeout_ms = ms(limits.request_timeout(), cfg->request_timeout_ms);
+  cfg->drain_timeout_ms = ms(limits.drain_timeout(), cfg->drain_timeout_ms);
+  cfg->max_connections_per_worker = limits.max_connections_per_worker();
+
+  for (const auto& l : snapshot.listeners()) {
+    CompiledListener cl;
+    cl.name = l.name();
+    cl.address = l.address().address();
+    cl.port = l.address().port();
+    cl.role = l.role() == edge::v1::Listener::ROLE_UNSPECIFIED ? edge::v1::Listener::ROLE_SERVE : l.role();
+    cl.redirect_port = l.redirect_port();
+    if (l.has_tls()) {
+      cl.tls = tls::ServerContext::create(l.tls(), error);
+      if (!cl.tls) return nullptr;
+    }
+    cfg->listeners.push_back(std::move(cl));
+  }
+
+  for (const auto& c : snapshot.clusters()) {
+    auto info = std::make_shared<upstream::ClusterInfo>();
+    info->name = c.name();
+    info->index = hosts.clusterIndex(c.name());
+    info->connect_timeout_ms = ms(c.connect_timeout(), info->connect_timeout_ms);
+    if (c.has_health_check()) {
+      const auto& hc = c.health_check();
+      info->health_path = hc.path();
+      info->health_interval_ms = ms(hc.interval(), info->health_interval_ms);
+      info->health_timeout_ms = ms(hc.timeout(), info->health_timeout_ms);
+      if (hc.unhealthy_threshold()) info->unhealthy_threshold = hc.unhealthy_threshold();
+      if (hc.healthy_threshold()) info->healthy_threshold = hc.healthy_threshold();
+    }
+    if (c.has_outlier_detection()) {
+      info->outlier_consecutive_failures = c.outlier_detection().consecutive_failures();
+      info->outlier_ejection_ms = ms(c.outlier_detection().ejection_time(), info->outlier_ejection_ms);
+    }
+    if (c.max_idle_connections_per_endpoint()) info->max_idle_per_host = c.max_idle_connections_per_endpoint();
+    info->idle_connection_timeout_ms = ms(c.idle_connection_timeout(), info->idle_connection_timeout_ms);
+    info->max_retries = c.max_retries();
+    for (const auto& e : c.endpoints()) {
+      sockaddr_storage addr;
+      std::string why;
+      if (!resolve(e.host(), static_cast<uint16_t>(e.port()), &addr, &why)) {
+        *error = "cluster \"" + c.name() + "\": cannot resolve " + e.url() + ": " + why;
+        return nullptr;
+      }
+      info->hosts.push_back(hosts.get(e.url(), e.host(), static_cast<uint16_t>(e.port()), addr));
+    }
+    cfg->clusters.push_back(std::move(info));
+  }
+
+  for (const auto& r : snapshot.routes()) {
+    CompiledRoute cr;
+    cr.name = r.name();
+    cr.stats_index = stats::Registry::get().routeIndex(r.name());
+    if (r.path_match_case() == edge::v1::Route::kExactPath) {
+      cr.exact = true;
+      cr.path = r.exact_path();
+    } else {
+      cr.path = r.path_prefix();
+    }
+    cr.methods.assign(r.methods().begin(), r.methods().end());
+    cr.timeout_ms = ms(r.timeout(), 0);
+    if (r.action_case() == edge::v1::Route::kCluster) {
+      for (const auto& c : cfg->clusters) {
+        if (c->name == r.cluster()) cr.cluster = c;
+      }
+      if (!cr.cluster) {
+        *error = "route \"" + r.name() + "\": unknown cluster \"" + r.cluster() + "\"";
+        return nullptr;
+      }
+    } else if (r.action_case() == edge::v1::Route::kBuiltin) {
+      cr.builtin = r.builtin();
+    } else {
+      *error = "route \"" + r.name() + "\": no action";
+      return nullptr;
+    }
+    cfg->routes.push_back(std::move(cr));
+  }
+  return cfg;
+}
+
+}  // namespace eldric::config

@@ -1,0 +1,104 @@
+#include "dataplane/event/dispatcher.h"
+
+#include <cstdlib>
+
+#include "dataplane/common/log.h"
+
+namespace eldric {
+
+Dispatcher::Dispatcher() {
+  if (uv_loop_init(&loop_) != 0) abort();
+  uv_async_init(&loop_, &async_, &Dispatcher::onAsync);
+  async_.data = this;
+  uv_check_init(&loop_, &check_);
+  check_.data = this;
+  uv_check_start(&check_, &Dispatcher::onCheck);
+  // The check handle alone must not keep the loop alive.
+  uv_unref(reinterpret_cast<uv_handle_t*>(&check_));
+}
+
+Dispatcher::~Dispatcher() {
+  clearDeferred();
+  uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
+  // Close whatever handles remain (timers whose owners leaked at exit) and
+  // let their close callbacks run.
+  uv_walk(
+      &loop_,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  uv_loop_close(&loop_);
+}
+
+void Dispatcher::post(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(post_mutex_);
+    posted_.push_back(std::move(fn));
+  }
+  uv_async_send(&async_);
+}
+
+void Dispatcher::onAsync(uv_async_t* h) {
+  auto* self = static_cast<Dispatcher*>(h->data);
+  std::vector<std::function<void()>> work;
+  {
+    std::lock_guard<std::mutex> lock(self->post_mutex_);
+    work.swap(self->posted_);
+  }
+  for (auto& fn : work) fn();
+  if (self->exiting_) uv_stop(&self->loop_);
+}
+
+void Dispatcher::deferredDelete(std::unique_ptr<DeferredDeletable> obj) {
+  deferred_.push_back(std::move(obj));
+}
+
+void Dispatcher::clearDeferred() {
+  // Deleting may defer more deletions; loop until quiet.
+  while (!deferred_.empty()) {
+    std::vector<std::unique_ptr<DeferredDeletable>> batch;
+    batch.swap(deferred_);
+    batch.clear();
+  }
+}
+
+void Dispatcher::onCheck(uv_check_t* h) { static_cast<Dispatcher*>(h->data)->clearDeferred(); }
+
+std::unique_ptr<Timer> Dispatcher::createTimer(std::function<void()> cb) {
+  return std::make_unique<Timer>(*this, std::move(cb));
+}
+
+void Dispatcher::run() {
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  clearDeferred();
+}
+
+void Dispatcher::exit() {
+  post([this] { exiting_ = true; });
+}
+
+Timer::Timer(Dispatcher& d, std::function<void()> cb) : handle_(new uv_timer_t), cb_(std::move(cb)) {
+  uv_timer_init(d.loop(), handle_);
+  handle_->data = this;
+}
+
+Timer::~Timer() {
+  uv_timer_stop(handle_);
+  handle_->data = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(handle_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+}
+
+void Timer::enable(uint64_t ms) { uv_timer_start(handle_, &Timer::onTimer, ms, 0); }
+void Timer::disable() { uv_timer_stop(handle_); }
+bool Timer::enabled() const { return uv_is_active(reinterpret_cast<uv_handle_t*>(handle_)); }
+
+void Timer::onTimer(uv_timer_t* t) {
+  auto* self = static_cast<Timer*>(t->data);
+  if (self) self->cb_();
+}
+
+}  // namespace eldric

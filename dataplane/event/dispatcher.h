@@ -1,0 +1,81 @@
+#pragma once
+
+// One libuv loop, owned by one thread. Everything that touches the loop's
+// handles runs on that thread; other threads reach it only through post().
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace eldric {
+
+// Objects that may be destroyed from inside their own callbacks are handed
+// to the dispatcher, which deletes them once the current loop iteration's
+// callbacks have returned.
+class DeferredDeletable {
+ public:
+  virtual ~DeferredDeletable() = default;
+};
+
+class Timer;
+
+class Dispatcher {
+ public:
+  Dispatcher();
+  ~Dispatcher();
+  Dispatcher(const Dispatcher&) = delete;
+  Dispatcher& operator=(const Dispatcher&) = delete;
+
+  uv_loop_t* loop() { return &loop_; }
+  // Monotonic milliseconds, cached per loop iteration.
+  uint64_t nowMs() const { return uv_now(const_cast<uv_loop_t*>(&loop_)); }
+  // Monotonic nanoseconds, read fresh.
+  static uint64_t monotonicNs() { return uv_hrtime(); }
+
+  // Thread-safe: runs `fn` on this dispatcher's thread.
+  void post(std::function<void()> fn);
+  void deferredDelete(std::unique_ptr<DeferredDeletable> obj);
+
+  std::unique_ptr<Timer> createTimer(std::function<void()> cb);
+
+  // Runs until exit() is called.
+  void run();
+  // Thread-safe.
+  void exit();
+
+ private:
+  static void onAsync(uv_async_t* h);
+  static void onCheck(uv_check_t* h);
+  void clearDeferred();
+
+  uv_loop_t loop_;
+  uv_async_t async_;
+  uv_check_t check_;
+  std::mutex post_mutex_;
+  std::vector<std::function<void()>> posted_;
+  std::vector<std::unique_ptr<DeferredDeletable>> deferred_;
+  bool exiting_ = false;
+};
+
+// A one-shot timer; re-arm with enable(). Destroying it cancels it.
+class Timer {
+ public:
+  Timer(Dispatcher& d, std::function<void()> cb);
+  ~Timer();
+  void enable(uint64_t ms);
+  void disable();
+  bool enabled() const;
+
+ private:
+  static void onTimer(uv_timer_t* t);
+  // The handle outlives the Timer until libuv's close callback runs.
+  uv_timer_t* handle_;
+  std::function<void()> cb_;
+};
+using TimerPtr = std::unique_ptr<Timer>;
+
+}  // namespace eldric

@@ -1,0 +1,197 @@
+#pragma once
+
+// The HTTP connection manager: one per downstream connection. It owns the
+// codec, runs the connection's timers (header read, idle), and for each
+// request an ActiveStream that matches a route and drives the filter chain.
+
+#include <list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dataplane/config/runtime_config.h"
+#include "dataplane/event/dispatcher.h"
+#include "dataplane/http/codec.h"
+#include "dataplane/http/filter.h"
+#include "dataplane/network/connection.h"
+#include "dataplane/stats/stats.h"
+
+namespace eldric::http {
+
+// What the manager needs from its worker. Long-lived, one per worker.
+class ConnectionManagerContext {
+ public:
+  virtual ~ConnectionManagerContext() = default;
+  virtual Dispatcher& dispatcher() = 0;
+  // The worker's current config; a new stream takes a reference.
+  virtual const config::RuntimeConfigSharedPtr& currentConfig() = 0;
+  virtual stats::WorkerStats& stats() = 0;
+  // Adds the terminal filter for `route` (router or built-in handler).
+  virtual void addTerminalFilter(const config::CompiledRoute& route, FilterChainBuilder& builder) = 0;
+  virtual void logAccess(const RequestHeaders* request, const StreamInfo& info,
+                         std::string_view route_name) = 0;
+  virtual bool draining() = 0;
+};
+
+class ConnectionManager;
+
+class ActiveStream : public RequestDecoder,
+                     public DecoderFilterCallbacks,
+                     public EncoderFilterCallbacks,
+                     public FilterChainBuilder,
+                     public DeferredDeletable {
+ public:
+  ActiveStream(ConnectionManager& cm, ResponseEncoder& encoder);
+  ~ActiveStream() override;
+
+  // RequestDecoder
+  void decodeHeaders(RequestHeadersPtr headers, bool end_stream) override;
+  void decodeData(Buffer& data, bool end_stream) override;
+
+  // StreamFilterCallbacks
+  Dispatcher& dispatcher() override;
+  const config::RuntimeConfig& config() override { return *config_; }
+  const config::CompiledRoute* route() override { return route_; }
+  const RequestHeaders& requestHeaders() override { return *request_; }
+  StreamInfo& streamInfo() override { return info_; }
+  network::Connection& connection() override;
+  std::string_view scheme() override;
+  void resetStream(std::string_view reason) override;
+  void closeConnectionAfterResponse() override;
+
+  // DecoderFilterCallbacks
+  void continueDecoding() override;
+  void sendLocalReply(const ErrorReply& reply,
+                      const std::function<void(ResponseHeaders&)>& extra = nullptr) override;
+  void encodeHeaders(ResponseHeadersPtr headers, bool end_stream) override;
+  void encodeData(Buffer& data, bool end_stream) override;
+  void continue100() override;
+  void readDisableDownstream(bool disable) override;
+  void addDownstreamWatermarkCallbacks(DownstreamWatermarkCallbacks& cb) override;
+  void removeDownstreamWatermarkCallbacks(DownstreamWatermarkCallbacks& cb) override;
+
+  // EncoderFilterCallbacks
+  void continueEncoding() override;
+  void injectEncodedData(Buffer& data, bool end_stream) override;
+
+  // FilterChainBuilder
+  void addDecoderFilter(StreamDecoderFilterPtr filter) override;
+  void addEncoderFilter(StreamEncoderFilterPtr filter) override;
+  void addStreamFilter(std::shared_ptr<StreamDecoderFilter> decoder,
+                       std::shared_ptr<StreamEncoderFilter> encoder) override;
+
+  void onAboveWriteBufferHighWatermark();
+  void onBelowWriteBufferLowWatermark();
+  // The client went away or the connection is being torn down.
+  void onConnectionClosed();
+  // Local reply for a request the codec refused mid-stream.
+  void onCodecError(const CodecError& error);
+  bool responseComplete() const { return response_complete_; }
+  const StreamInfo& info() const { return info_; }
+  const RequestHeaders* request() const { return request_.get(); }
+  std::string_view routeName() const;
+
+ private:
+  void iterateDecodeHeaders(size_t from);
+  void iterateDecodeData(size_t from, Buffer& data, bool end_stream);
+  void iterateEncodeHeaders(size_t from);
+  void iterateEncodeData(size_t from, Buffer& data, bool end_stream);
+  void writeHeadersToCodec(bool end_stream);
+  void writeDataToCodec(Buffer& data, bool end_stream);
+  void destroyFilters();
+  void finish();
+
+  ConnectionManager& cm_;
+  ResponseEncoder& encoder_;
+  config::RuntimeConfigSharedPtr config_;
+  const config::CompiledRoute* route_ = nullptr;
+  RequestHeadersPtr request_;
+  ResponseHeadersPtr response_;
+  StreamInfo info_;
+
+  std::vector<std::shared_ptr<StreamDecoderFilter>> decoders_;
+  std::vector<std::shared_ptr<StreamEncoderFilter>> encoders_;  // in encode order
+
+  // Decode iteration.
+  static constexpr size_t kNone = static_cast<size_t>(-1);
+  size_t decode_stopped_at_ = kNone;
+  bool decode_stopped_in_headers_ = false;
+  bool decode_buffering_ = false;  // the stopped filter asked to buffer
+  Buffer decode_buffered_;
+  bool request_complete_ = false;
+  bool decode_done_ = false;  // local reply sent or stream over
+
+  // Encode iteration.
+  size_t encode_stopped_at_ = kNone;
+  bool encode_stopped_in_headers_ = false;
+  bool encode_buffering_ = false;
+  Buffer encode_buffered_;
+  bool encode_end_seen_ = false;
+  bool response_headers_encoded_ = false;  // passed all encoder filters
+  bool response_complete_ = false;
+  bool local_reply_ = false;
+
+  std::vector<DownstreamWatermarkCallbacks*> watermark_callbacks_;
+  bool destroyed_ = false;
+  bool read_disabled_ = false;
+};
+
+class ConnectionManager : public network::ConnectionCallbacks,
+                          public ServerCodecCallbacks,
+                          public DeferredDeletable {
+ public:
+  ConnectionManager(ConnectionManagerContext& context, network::Connection* connection,
+                    const config::CompiledListener& listener, bool tls);
+  ~ConnectionManager() override;
+
+  // network::ConnectionCallbacks
+  void onData(Buffer& data) override;
+  void onEvent(network::ConnectionEvent event) override;
+  void onAboveWriteBufferHighWatermark() override;
+  void onBelowWriteBufferLowWatermark() override;
+
+  // ServerCodecCallbacks
+  RequestDecoder& newStream(ResponseEncoder& encoder) override;
+  void onCodecError(const CodecError& error, ResponseEncoder& encoder) override;
+  void onResponseComplete(bool keep_alive) override;
+
+  // SIGTERM: finish the current request, then close.
+  void startDrain();
+  bool closed() const { return closed_; }
+
+  ConnectionManagerContext& context() { return context_; }
+  network::Connection& connection() { return *connection_; }
+  const config::CompiledListener& listener() const { return listener_; }
+  bool tls() const { return tls_; }
+  // Set by the owner: called once, when this manager is finished.
+  std::function<void(ConnectionManager*)> on_closed;
+  std::list<ConnectionManager*>::iterator self_iter;
+
+ private:
+  friend class ActiveStream;
+  void processInput();
+  void armTimers();
+  void onTimer();
+  void closeConnection(network::CloseType type);
+  void onResponseCompleteAfterClose();
+  void teardown();
+
+  ConnectionManagerContext& context_;
+  network::Connection* connection_;
+  // Copied: the listener's entry in a config that a reload may replace.
+  config::CompiledListener listener_;
+  bool tls_;
+  std::unique_ptr<ServerCodec> codec_;
+  std::unique_ptr<ActiveStream> stream_;
+  Buffer input_;
+  TimerPtr timer_;  // header-read or idle timeout
+  enum class TimerKind { None, Header, Idle } timer_kind_ = TimerKind::None;
+  TimerPtr resume_timer_;  // pipelined input waiting for the next turn
+  bool closed_ = false;
+  bool dispatching_ = false;
+  bool handshake_counted_ = false;
+  uint64_t bytes_rx_reported_ = 0;
+  uint64_t bytes_tx_reported_ = 0;
+};
+
+}  // namespace eldric::http

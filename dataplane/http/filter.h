@@ -1,0 +1,160 @@
+#pragma once
+
+// The HTTP filter API. A stream's filters see the request in order and the
+// response in reverse order; each steers the chain by what it returns.
+// Filters may be asynchronous: stop now, resume later through the
+// callbacks (a plugin answering over a pipe, a quota check in flight).
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dataplane/common/buffer.h"
+#include "dataplane/event/dispatcher.h"
+#include "dataplane/http/errors.h"
+#include "dataplane/http/headers.h"
+
+namespace eldric {
+namespace config {
+struct RuntimeConfig;
+struct CompiledRoute;
+}  // namespace config
+namespace network {
+class Connection;
+}
+}  // namespace eldric
+
+namespace eldric::http {
+
+enum class FilterHeadersStatus {
+  // Pass the headers to the next filter.
+  Continue,
+  // Do not pass them on. The filter must later call continueDecoding() /
+  // continueEncoding(), or answer/reset the stream. Body data arriving in
+  // the meantime is buffered by the manager and delivered after the
+  // headers once iteration resumes.
+  StopIteration,
+};
+
+enum class FilterDataStatus {
+  // Pass this data (possibly modified in place) to the next filter.
+  Continue,
+  // Keep this data and everything after it buffered here; the filter is
+  // called again once, with the whole buffered body and end_stream=true.
+  // It then returns Continue, or StopIterationNoBuffer and resumes later
+  // with continueDecoding()/continueEncoding().
+  StopIterationAndBuffer,
+  // The filter took the data (or dropped it); nothing goes further now.
+  StopIterationNoBuffer,
+};
+
+// Per-request facts shared by filters and the access log.
+struct StreamInfo {
+  uint64_t start_ns = 0;
+  uint64_t request_headers_done_ns = 0;
+  uint64_t upstream_headers_ns = 0;
+  uint64_t first_byte_sent_ns = 0;
+  int status = 0;
+  uint64_t request_body_bytes = 0;
+  uint64_t response_body_bytes = 0;
+  std::string request_id;
+  std::string upstream_host;  // "http://router1:8881"
+  std::string error_code;     // why the stream ended badly, if it did
+  std::string client_name;    // set by the auth filter
+  uint32_t attempts = 0;
+};
+
+// A filter may register to hear when the client's side cannot take more
+// (a slow reader): the router stops reading its upstream in response.
+class DownstreamWatermarkCallbacks {
+ public:
+  virtual ~DownstreamWatermarkCallbacks() = default;
+  virtual void onAboveWriteBufferHighWatermark() = 0;
+  virtual void onBelowWriteBufferLowWatermark() = 0;
+};
+
+class StreamFilterCallbacks {
+ public:
+  virtual ~StreamFilterCallbacks() = default;
+  virtual Dispatcher& dispatcher() = 0;
+  virtual const config::RuntimeConfig& config() = 0;
+  virtual const config::CompiledRoute* route() = 0;
+  virtual const RequestHeaders& requestHeaders() = 0;
+  virtual StreamInfo& streamInfo() = 0;
+  virtual network::Connection& connection() = 0;
+  // "https" or "http", as the client connected.
+  virtual std::string_view scheme() = 0;
+  // Ends the stream: the client sees a reset (HTTP/1: the connection
+  // closes). Filters are destroyed after.
+  virtual void resetStream(std::string_view reason) = 0;
+  // Close the client connection once this response is complete.
+  virtual void closeConnectionAfterResponse() = 0;
+};
+
+class DecoderFilterCallbacks : public StreamFilterCallbacks {
+ public:
+  virtual void continueDecoding() = 0;
+  // Answers the request with an OpenAI-shaped error; skips the filters
+  // after this one. `extra` may add headers (Retry-After, WWW-Authenticate).
+  virtual void sendLocalReply(const ErrorReply& reply,
+                              const std::function<void(ResponseHeaders&)>& extra = nullptr) = 0;
+  // A terminal filter (router, built-in handler) produces the response
+  // through these; it then runs through the encoder filters.
+  virtual void encodeHeaders(ResponseHeadersPtr headers, bool end_stream) = 0;
+  virtual void encodeData(Buffer& data, bool end_stream) = 0;
+  // Tells the client to send its body (Expect: 100-continue).
+  virtual void continue100() = 0;
+  // Stop / resume reading the client's request body (upstream backpressure).
+  virtual void readDisableDownstream(bool disable) = 0;
+  virtual void addDownstreamWatermarkCallbacks(DownstreamWatermarkCallbacks& cb) = 0;
+  virtual void removeDownstreamWatermarkCallbacks(DownstreamWatermarkCallbacks& cb) = 0;
+};
+
+class EncoderFilterCallbacks : public StreamFilterCallbacks {
+ public:
+  virtual void continueEncoding() = 0;
+  // Adds bytes after the current chunk (an SSE event a filter injects).
+  virtual void injectEncodedData(Buffer& data, bool end_stream) = 0;
+};
+
+class StreamDecoderFilter {
+ public:
+  virtual ~StreamDecoderFilter() = default;
+  virtual void setDecoderFilterCallbacks(DecoderFilterCallbacks& callbacks) = 0;
+  virtual FilterHeadersStatus decodeHeaders(RequestHeaders& headers, bool end_stream) = 0;
+  virtual FilterDataStatus decodeData(Buffer& data, bool end_stream) = 0;
+  // The stream is over (finished or reset). Release upstream resources
+  // here: the filter object itself is deleted later.
+  virtual void onDestroy() {}
+};
+
+class StreamEncoderFilter {
+ public:
+  virtual ~StreamEncoderFilter() = default;
+  virtual void setEncoderFilterCallbacks(EncoderFilterCallbacks& callbacks) = 0;
+  virtual FilterHeadersStatus encodeHeaders(ResponseHeaders& headers, bool end_stream) = 0;
+  virtual FilterDataStatus encodeData(Buffer& data, bool end_stream) = 0;
+  virtual void onDestroy() {}
+};
+
+using StreamDecoderFilterPtr = std::unique_ptr<StreamDecoderFilter>;
+using StreamEncoderFilterPtr = std::unique_ptr<StreamEncoderFilter>;
+
+// Filters add themselves to a stream's chain through this.
+class FilterChainBuilder {
+ public:
+  virtual ~FilterChainBuilder() = default;
+  virtual void addDecoderFilter(StreamDecoderFilterPtr filter) = 0;
+  virtual void addEncoderFilter(StreamEncoderFilterPtr filter) = 0;
+  // A filter that is both (shared ownership between the two chains).
+  virtual void addStreamFilter(std::shared_ptr<StreamDecoderFilter> decoder,
+                               std::shared_ptr<StreamEncoderFilter> encoder) = 0;
+};
+
+// Builds the filters for one stream, in order. Captures its shared config
+// (as Envoy's filter factories do); one per configured filter.
+using FilterFactory = std::function<void(FilterChainBuilder&)>;
+
+}  // namespace eldric::http

@@ -1,0 +1,128 @@
+#include "dataplane/http/headers.h"
+
+#include <algorithm>
+#include <cctype>
+
+namespace eldric::http {
+
+bool equalsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool listHasToken(std::string_view list, std::string_view token) {
+  while (!list.empty()) {
+    size_t comma = list.find(',');
+    std::string_view item = list.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (equalsIgnoreCase(item, token)) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+void HeaderMap::set(std::string_view name, std::string value) {
+  remove(name);
+  entries_.emplace_back(std::string(name), std::move(value));
+}
+
+void HeaderMap::remove(std::string_view name) {
+  entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
+                                [&](const Entry& e) { return e.first == name; }),
+                 entries_.end());
+}
+
+const std::string* HeaderMap::get(std::string_view name) const {
+  for (const auto& e : entries_) {
+    if (e.first == name) return &e.second;
+  }
+  return nullptr;
+}
+
+size_t HeaderMap::count(std::string_view name) const {
+  size_t n = 0;
+  for (const auto& e : entries_) n += e.first == name;
+  return n;
+}
+
+void removeHopByHop(HeaderMap& headers) {
+  std::vector<std::string> named;
+  for (const auto& e : headers.entries()) {
+    if (e.first != "connection") continue;
+    std::string_view list = e.second;
+    while (!list.empty()) {
+      size_t comma = list.find(',');
+      std::string_view item = list.substr(0, comma);
+      while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+      while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+      std::string lower(item);
+      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (!lower.empty()) named.push_back(lower);
+      if (comma == std::string_view::npos) break;
+      list.remove_prefix(comma + 1);
+    }
+  }
+  static const char* kHopByHop[] = {"connection",          "keep-alive", "proxy-connection",
+                                    "proxy-authenticate",  "proxy-authorization", "te",
+                                    "trailer",             "transfer-encoding", "upgrade"};
+  auto& v = headers.mutableEntries();
+  v.erase(std::remove_if(v.begin(), v.end(),
+                         [&](const HeaderMap::Entry& e) {
+                           for (const char* h : kHopByHop) {
+                             if (e.first == h) return true;
+                           }
+                           for (const auto& n : named) {
+                             if (e.first == n) return true;
+                           }
+                           return false;
+                         }),
+          v.end());
+}
+
+const char* statusText(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+  }
+}
+
+}  // namespace eldric::http

@@ -1,0 +1,334 @@
+#include "dataplane/http/http1_server_codec.h"
+
+#include <cstdio>
+#include <cstring>
+
+namespace eldric::http {
+namespace {
+
+Http1ServerCodec* self(llhttp_t* p) { return static_cast<Http1ServerCodec*>(p->data); }
+
+void appendLower(std::string& out, const char* at, size_t len) {
+  size_t base = out.size();
+  out.append(at, len);
+  for (size_t i = base; i < out.size(); ++i) {
+    char c = out[i];
+    if (c >= 'A' && c <= 'Z') out[i] = static_cast<char>(c + 32);
+  }
+}
+
+}  // namespace
+
+const llhttp_settings_t& Http1ServerCodec::settings() {
+  static const llhttp_settings_t s = [] {
+    llhttp_settings_t st;
+    llhttp_settings_init(&st);
+    st.on_message_begin = &Http1ServerCodec::onMessageBegin;
+    st.on_url = &Http1ServerCodec::onUrl;
+    st.on_header_field = &Http1ServerCodec::onHeaderField;
+    st.on_header_value = &Http1ServerCodec::onHeaderValue;
+    st.on_headers_complete = &Http1ServerCodec::onHeadersComplete;
+    st.on_body = &Http1ServerCodec::onBody;
+    st.on_message_complete = &Http1ServerCodec::onMessageComplete;
+    return st;
+  }();
+  return s;
+}
+
+Http1ServerCodec::Http1ServerCodec(network::Connection& connection, ServerCodecCallbacks& callbacks,
+                                   const CodecLimits& limits)
+    : connection_(connection), callbacks_(callbacks), limits_(limits) {
+  llhttp_init(&parser_, HTTP_REQUEST, &settings());
+  parser_.data = this;
+}
+
+int Http1ServerCodec::fail(int status, std::string message, std::string code) {
+  if (!has_error_) {
+    has_error_ = true;
+    pending_error_ = CodecError{status, std::move(message), std::move(code)};
+  }
+  return -1;
+}
+
+bool Http1ServerCodec::countHeaderBytes(size_t n) {
+  header_bytes_ += static_cast<uint32_t>(n);
+  return header_bytes_ <= limits_.max_header_bytes;
+}
+
+int Http1ServerCodec::onMessageBegin(llhttp_t* p) {
+  auto* c = self(p);
+  c->request_ = std::make_unique<RequestHeaders>();
+  c->field_.clear();
+  c->value_.clear();
+  c->in_value_ = false;
+  c->header_bytes_ = 0;
+  c->body_bytes_ = 0;
+  c->state_ = State::Headers;
+  return 0;
+}
+
+int Http1ServerCodec::onUrl(llhttp_t* p, const char* at, size_t len) {
+  auto* c = self(p);
+  if (!c->countHeaderBytes(len)) {
+    return c->fail(431, "request line and headers exceed " + std::to_string(c->limits_.max_header_bytes) +
+                            " bytes",
+                   "header_too_large");
+  }
+  c->request_->path.append(at, len);
+  return 0;
+}
+
+void Http1ServerCodec::finishHeader() {
+  if (!field_.empty()) request_->headers.add(std::move(field_), std::move(value_));
+  field_.clear();
+  value_.clear();
+  in_value_ = false;
+}
+
+int Http1ServerCodec::onHeaderField(llhttp_t* p, const char* at, size_t len) {
+  auto* c = self(p);
+  if (c->in_value_) c->finishHeader();
+  if (!c->countHeaderBytes(len)) {
+    return c->fail(431, "request headers exceed " + std::to_string(c->limits_.max_header_bytes) + " bytes",
+                   "header_too_large");
+  }
+  if (c->field_.empty() && c->request_->headers.size() >= c->limits_.max_headers) {
+    return c->fail(431, "more than " + std::to_string(c->limits_.max_headers) + " request headers",
+                   "too_many_headers");
+  }
+  appendLower(c->field_, at, len);
+  return 0;
+}
+
+int Http1ServerCodec::onHeaderValue(llhttp_t* p, const char* at, size_t len) {
+  auto* c = self(p);
+  c->in_value_ = true;
+  if (!c->countHeaderBytes(len)) {
+    return c->fail(431, "request headers exceed " + std::to_string(c->limits_.max_header_bytes) + " bytes",
+                   "header_too_large");
+  }
+  c->value_.append(at, len);
+  return 0;
+}
+
+int Http1ServerCodec::onHeadersComplete(llhttp_t* p) {
+  auto* c = self(p);
+  if (c->in_value_ || !c->field_.empty()) c->finishHeader();
+  RequestHeaders& r = *c->request_;
+  r.method = llhttp_method_name(static_cast<llhttp_method_t>(p->method));
+  r.version_minor = p->http_minor;
+  if (p->http_major != 1) return c->fail(505, "only HTTP/1.x is supported here", "http_version");
+  r.keep_alive = llhttp_should_keep_alive(p) != 0;
+  r.chunked = (p->flags & F_CHUNKED) != 0;
+  if (p->flags & F_CONTENT_LENGTH) r.content_length = p->content_length;
+  if (r.version_minor >= 1) {
+    size_t hosts = r.headers.count("host");
+    if (hosts != 1) {
+      return c->fail(400, hosts == 0 ? "missing Host header" : "more than one Host header", "bad_host");
+    }
+  }
+  if (r.path.empty() || (r.path[0] != '/' && r.method != "OPTIONS")) {
+    return c->fail(400, "request target must be an absolute path", "bad_request_target");
+  }
+  if (r.content_length && *r.content_length > c->limits_.max_body_bytes) {
+    return c->fail(413, "request body of " + std::to_string(*r.content_length) + " bytes exceeds the limit of " +
+                            std::to_string(c->limits_.max_body_bytes),
+                   "body_too_large");
+  }
+  if (const std::string* expect = r.headers.get("expect")) {
+    if (equalsIgnoreCase(*expect, "100-continue")) {
+      r.expect_continue = true;
+      r.headers.remove("expect");
+    } else {
+      return c->fail(417, "unsupported Expect header", "expectation_failed");
+    }
+  }
+  c->request_has_body_ = r.chunked || (r.content_length && *r.content_length > 0);
+  c->request_is_head_ = r.method == "HEAD";
+  c->request_keep_alive_ = r.keep_alive;
+  c->request_http10_ = r.version_minor == 0;
+  c->state_ = c->request_has_body_ ? State::Body : State::AwaitResponse;
+  c->response_started_ = false;
+  c->sent_100_ = false;
+  c->decoder_ = &c->callbacks_.newStream(*c);
+  c->decoder_->decodeHeaders(std::move(c->request_), !c->request_has_body_);
+  if (c->state_ == State::Closed) return -1;
+  return 0;
+}
+
+int Http1ServerCodec::onBody(llhttp_t* p, const char* at, size_t len) {
+  auto* c = self(p);
+  c->body_bytes_ += len;
+  if (c->body_bytes_ > c->limits_.max_body_bytes) {
+    return c->fail(413, "request body exceeds the limit of " + std::to_string(c->limits_.max_body_bytes) + " bytes",
+                   "body_too_large");
+  }
+  if (!c->decoder_) return 0;
+  Buffer data;
+  const Slice* s = c->current_slice_;
+  data.addSlice(s->slab, static_cast<uint32_t>(at - s->slab->data()), static_cast<uint32_t>(len));
+  c->decoder_->decodeData(data, false);
+  return c->state_ == State::Closed ? -1 : 0;
+}
+
+int Http1ServerCodec::onMessageComplete(llhttp_t* p) {
+  auto* c = self(p);
+  if (c->request_has_body_ && c->decoder_) {
+    Buffer empty;
+    c->state_ = State::AwaitResponse;
+    c->decoder_->decodeData(empty, true);
+  }
+  if (c->state_ == State::Closed) return -1;
+  if (c->state_ == State::Body) c->state_ = State::AwaitResponse;
+  // Stop after every request: a pipelined one waits for this response, and
+  // dispatch() re-arms the header scanner for the next.
+  return HPE_PAUSED;
+}
+
+bool Http1ServerCodec::scanHeaderBytes(const char* p, size_t n) {
+  for (size_t i = 0; i < n && scanning_headers_; ++i) {
+    char ch = p[i];
+    if (ch == '\n') {
+      if (!prev_cr_) return false;
+      if (++crlf_state_ == 2) scanning_headers_ = false;  // "\r\n\r\n"
+    } else if (ch != '\r') {
+      crlf_state_ = 0;
+    }
+    prev_cr_ = ch == '\r';
+  }
+  return true;
+}
+
+void Http1ServerCodec::dispatch(Buffer& data) {
+  while (!data.empty() && state_ != State::Closed && !has_error_) {
+    if (state_ == State::AwaitResponse) return;  // pipelined bytes wait
+    const Slice& slice = data.slice(0);
+    if (state_ == State::Idle) {
+      scanning_headers_ = true;
+      crlf_state_ = 0;
+      prev_cr_ = false;
+    }
+    if (scanning_headers_ && !scanHeaderBytes(slice.data(), slice.length)) {
+      fail(400, "bare LF in request line or headers", "bad_line_ending");
+      break;
+    }
+    if (state_ == State::Idle) state_ = State::Headers;
+    current_slice_ = &slice;
+    llhttp_errno_t err = llhttp_execute(&parser_, slice.data(), slice.length);
+    current_slice_ = nullptr;
+    if (state_ == State::Closed) return;
+    if (err == HPE_OK) {
+      data.drain(slice.length);
+      continue;
+    }
+    if (err == HPE_PAUSED) {
+      const char* pos = llhttp_get_error_pos(&parser_);
+      data.drain(static_cast<size_t>(pos - slice.data()));
+      llhttp_resume(&parser_);
+      continue;  // returns at the top while awaiting the response
+    }
+    if (!has_error_) {
+      const char* reason = llhttp_get_error_reason(&parser_);
+      fail(400, std::string("malformed request: ") + (reason ? reason : llhttp_errno_name(err)),
+           "bad_request");
+    }
+    break;
+  }
+  if (has_error_ && state_ != State::Closed) {
+    state_ = State::Closed;
+    data.clear();
+    callbacks_.onCodecError(pending_error_, *this);
+  }
+}
+
+void Http1ServerCodec::encode100Continue() {
+  if (sent_100_ || response_started_) return;
+  sent_100_ = true;
+  Buffer out;
+  out.add("HTTP/1.1 100 Continue\r\n\r\n");
+  connection_.write(out);
+}
+
+void Http1ServerCodec::encodeHeaders(const ResponseHeaders& headers, bool end_stream) {
+  response_started_ = true;
+  bool keep_alive = request_keep_alive_ && !close_after_response_ && state_ != State::Closed;
+  // A request whose body we did not read to the end leaves the connection
+  // in an unknown place: close after answering.
+  if (state_ == State::Body || state_ == State::Headers) keep_alive = false;
+  const std::string* cl = headers.headers.get("content-length");
+  response_chunked_ = false;
+  response_close_delimited_ = false;
+  bool no_body = request_is_head_ || headers.status == 204 || headers.status == 304;
+  if (!end_stream && !cl && !no_body) {
+    if (request_http10_) {
+      response_close_delimited_ = true;
+      keep_alive = false;
+    } else {
+      response_chunked_ = true;
+    }
+  }
+  if (!keep_alive) close_after_response_ = true;
+
+  char line[64];
+  int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", headers.status, statusText(headers.status));
+  std::string out;
+  out.reserve(256);
+  out.append(line, static_cast<size_t>(n));
+  for (const auto& [name, value] : headers.headers.entries()) {
+    out += name;
+    out += ": ";
+    out += value;
+    out += "\r\n";
+  }
+  if (end_stream && !cl && !no_body) out += "content-length: 0\r\n";
+  if (response_chunked_) out += "transfer-encoding: chunked\r\n";
+  if (!keep_alive) {
+    out += "connection: close\r\n";
+  } else if (request_http10_) {
+    out += "connection: keep-alive\r\n";
+  }
+  out += "\r\n";
+  Buffer buf;
+  buf.add(out);
+  connection_.write(buf);
+  if (end_stream) completeResponse();
+}
+
+void Http1ServerCodec::encodeData(Buffer& data, bool end_stream) {
+  if (request_is_head_) {
+    data.clear();
+  } else if (response_chunked_) {
+    Buffer out;
+    if (!data.empty()) {
+      char size[24];
+      int n = snprintf(size, sizeof size, "%zx\r\n", data.length());
+      out.add(size, static_cast<size_t>(n));
+      out.move(data);
+      out.add("\r\n", 2);
+    }
+    if (end_stream) out.add("0\r\n\r\n", 5);
+    if (!out.empty()) connection_.write(out);
+  } else if (!data.empty()) {
+    connection_.write(data);
+  }
+  if (end_stream) completeResponse();
+}
+
+void Http1ServerCodec::completeResponse() {
+  bool keep_alive = !close_after_response_ && state_ == State::AwaitResponse;
+  if (!keep_alive) {
+    state_ = State::Closed;
+  } else {
+    state_ = State::Idle;
+    decoder_ = nullptr;
+  }
+  callbacks_.onResponseComplete(keep_alive);
+}
+
+void Http1ServerCodec::abort() {
+  state_ = State::Closed;
+  decoder_ = nullptr;
+  callbacks_.onResponseComplete(false);
+}
+
+}  // namespace eldric::http

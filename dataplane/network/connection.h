@@ -1,0 +1,148 @@
+#pragma once
+
+// A TCP connection on one dispatcher, optionally wrapped in TLS. TLS runs
+// over a custom BIO that reads from the bytes libuv delivered and writes
+// into the connection's outgoing buffer, so ciphertext is never copied
+// through a memory BIO.
+//
+// Lifetime: a Connection deletes itself once its socket is closed (as a
+// libuv handle does). Its owner learns of the close through onEvent() and
+// must not touch the pointer after that event or after calling close().
+
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "dataplane/common/buffer.h"
+#include "dataplane/event/dispatcher.h"
+
+namespace eldric::network {
+
+enum class ConnectionEvent {
+  Connected,      // client side: the TCP connect finished
+  ConnectFailed,  // client side: refused, unreachable or timed out
+  RemoteClose,    // the peer closed or reset, or a read/TLS error
+  LocalClose,     // close() was called
+};
+
+class ConnectionCallbacks {
+ public:
+  virtual ~ConnectionCallbacks() = default;
+  // Plaintext bytes; take what is needed (move or drain), the rest is kept
+  // and offered again with the next read.
+  virtual void onData(Buffer& data) = 0;
+  virtual void onEvent(ConnectionEvent event) = 0;
+  // The outgoing buffer crossed the high watermark / fell below the low one.
+  virtual void onAboveWriteBufferHighWatermark() {}
+  virtual void onBelowWriteBufferLowWatermark() {}
+};
+
+enum class CloseType { FlushWrite, NoFlush };
+
+struct ConnectionOptions {
+  size_t high_watermark = 256 * 1024;
+  size_t low_watermark = 64 * 1024;
+  // How long a FlushWrite close may wait for a peer that does not read.
+  uint64_t flush_timeout_ms = 5000;
+};
+
+class Connection {
+ public:
+  // Adopts an accepted socket. `tls` (may be null) is the server context.
+  static Connection* accept(Dispatcher& dispatcher, uv_stream_t* server, SSL_CTX* tls,
+                            const ConnectionOptions& options, int* error);
+  // Starts a plaintext client connection to `addr`.
+  static Connection* connect(Dispatcher& dispatcher, const sockaddr* addr, uint64_t timeout_ms,
+                             const ConnectionOptions& options);
+
+  void setCallbacks(ConnectionCallbacks* cb) { callbacks_ = cb; }
+  // Queues `data` (plaintext) for the peer; consumes it.
+  void write(Buffer& data);
+  // Reference-counted: reading resumes when every disable is undone.
+  void readDisable(bool disable);
+  bool readEnabled() const { return read_disable_count_ == 0; }
+  // Delivers LocalClose to the callbacks, then detaches them.
+  void close(CloseType type);
+
+  size_t bufferedWriteBytes() const { return write_buffer_.length() + in_flight_bytes_; }
+  bool aboveHighWatermark() const { return above_high_; }
+  bool isTls() const { return ssl_ != nullptr; }
+  bool tlsHandshakeDone() const { return handshake_done_; }
+  // "h2", "http/1.1" or empty.
+  std::string alpn() const;
+  const char* tlsVersion() const;
+  const sockaddr_storage& peerAddress() const { return peer_; }
+  // The peer's IP as text ("203.0.113.9", "::1"), computed once.
+  const std::string& peerIp();
+  uint64_t bytesReceived() const { return bytes_received_; }
+  uint64_t bytesSent() const { return bytes_sent_; }
+  Dispatcher& dispatcher() { return dispatcher_; }
+
+ private:
+  Connection(Dispatcher& dispatcher, const ConnectionOptions& options);
+  ~Connection();
+
+  static void onAlloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void onWrite(uv_write_t* req, int status);
+  static void onConnect(uv_connect_t* req, int status);
+  static void onClosed(uv_handle_t* h);
+
+  void startReading();
+  void handleRead(ssize_t nread);
+  void deliver();
+  void doTlsRead();
+  bool doHandshake();
+  void flush();
+  void checkWatermarks();
+  void raise(ConnectionEvent e);
+  void closeSocket(bool reset);
+  void resumeBufferedTls();
+
+  static BIO_METHOD* bioMethod();
+  static int bioRead(BIO* b, char* out, int len);
+  static int bioWrite(BIO* b, const char* in, int len);
+  static long bioCtrl(BIO* b, int cmd, long num, void* ptr);
+
+  Dispatcher& dispatcher_;
+  ConnectionOptions options_;
+  uv_tcp_t tcp_;
+  ConnectionCallbacks* callbacks_ = nullptr;
+  SSL* ssl_ = nullptr;
+  bool handshake_done_ = false;
+  bool connecting_ = false;
+  bool closing_ = false;      // close() called; flushing or closed
+  bool socket_closed_ = false;
+  bool remote_closed_ = false;
+  bool above_high_ = false;
+  int read_disable_count_ = 0;
+
+  // The slab libuv reads into; kept while it still has room.
+  SlabRef read_slab_;
+  uint32_t read_offset_ = 0;
+  Buffer tls_in_;   // ciphertext not yet consumed by BoringSSL
+  Buffer read_buffer_;  // plaintext not yet taken by the callbacks
+  Buffer write_buffer_;  // bytes for the wire (ciphertext under TLS)
+  struct WriteReq;
+  WriteReq* in_flight_ = nullptr;
+  size_t in_flight_bytes_ = 0;
+  std::unique_ptr<Timer> timer_;  // connect timeout or flush timeout
+  std::unique_ptr<Timer> resume_timer_;
+  bool resume_posted_ = false;
+
+  sockaddr_storage peer_{};
+  std::string peer_ip_;
+  uint64_t bytes_received_ = 0;
+  uint64_t bytes_sent_ = 0;
+};
+
+// Formats an address as "ip:port" ("[::1]:443" for IPv6).
+std::string formatAddress(const sockaddr* addr);
+// Parses an IP literal and port into `out`. Returns false if not an IP.
+bool parseIpAddress(const std::string& ip, uint16_t port, sockaddr_storage* out);
+
+}  // namespace eldric::network

@@ -1,0 +1,296 @@
+#include "dataplane/router/router.h"
+
+#include "dataplane/common/log.h"
+#include "dataplane/config/runtime_config.h"
+
+namespace eldric::router {
+
+upstream::ConnPool& RouterContext::pool(uint32_t cluster_index) {
+  while (pools->size() <= cluster_index) pools->push_back(nullptr);
+  return *(*pools)[cluster_index];
+}
+
+RouterFilter::RouterFilter(RouterContext& context) : context_(context), codec_(*this) {}
+
+RouterFilter::~RouterFilter() { onDestroy(); }
+
+http::FilterHeadersStatus RouterFilter::decodeHeaders(http::RequestHeaders& headers, bool end_stream) {
+  request_is_head_ = headers.method == "HEAD";
+  if (end_stream) {
+    start();
+    return http::FilterHeadersStatus::StopIteration;
+  }
+  // The filters before us accepted the request: let a client that waits
+  // for "100 Continue" send its body.
+  callbacks_->continue100();
+  return http::FilterHeadersStatus::Continue;
+}
+
+http::FilterDataStatus RouterFilter::decodeData(Buffer& data, bool end_stream) {
+  if (!end_stream) return http::FilterDataStatus::StopIterationAndBuffer;
+  request_body_.move(data);
+  start();
+  return http::FilterDataStatus::StopIterationNoBuffer;
+}
+
+void RouterFilter::start() {
+  const config::CompiledRoute* route = callbacks_->route();
+  cluster_ = route->cluster.get();
+  http::RequestHeaders& req = const_cast<http::RequestHeaders&>(callbacks_->requestHeaders());
+  // What goes upstream: hop-by-hop headers removed, the forwarding facts
+  // added. The Edge is the perimeter, so a client's own X-Forwarded-* are
+  // replaced, not trusted.
+  http::removeHopByHop(req.headers);
+  const std::string* host = req.headers.get("host");
+  if (host) req.headers.set("x-forwarded-host", *host);
+  req.headers.set("x-forwarded-for", callbacks_->connection().peerIp());
+  req.headers.set("x-forwarded-proto", std::string(callbacks_->scheme()));
+  if (!request_body_.empty() || req.content_length || req.chunked) {
+    req.headers.set("content-length", std::to_string(request_body_.length()));
+  }
+  http::Http1ClientCodec::encodeRequestHead(req, request_head_);
+
+  uint64_t timeout_ms = route->timeout_ms ? route->timeout_ms : callbacks_->config().request_timeout_ms;
+  timeout_ = callbacks_->dispatcher().createTimer([this] { onTimeout(); });
+  timeout_->enable(timeout_ms);
+  callbacks_->addDownstreamWatermarkCallbacks(*this);
+  attempt();
+}
+
+void RouterFilter::attempt() {
+  uint64_t now = callbacks_->dispatcher().nowMs();
+  upstream::Host* chosen = upstream::chooseHost(*cluster_, now, failed_host_);
+  if (!chosen) {
+    callbacks_->sendLocalReply(http::ErrorReply{503, "no upstream is configured for this route", "server_error",
+                                                "no_upstream"});
+    return;
+  }
+  for (const auto& h : cluster_->hosts) {
+    if (h.get() == chosen) host_ = h;
+  }
+  ++attempts_;
+  auto& info = callbacks_->streamInfo();
+  info.attempts = attempts_;
+  info.upstream_host = host_->url();
+  host_->in_flight.fetch_add(1, std::memory_order_relaxed);
+  host_->requests_total.fetch_add(1, std::memory_order_relaxed);
+  context_.stats->upstream_rq_total.inc();
+
+  upstream::ConnPool& pool = context_.pool(cluster_->index);
+  upstream_ = pool.acquire(host_);
+  reused_connection_ = upstream_ != nullptr;
+  if (!upstream_) {
+    context_.stats->upstream_cx_total.inc();
+    upstream_ = network::Connection::connect(callbacks_->dispatcher(), host_->address(),
+                                             cluster_->connect_timeout_ms, network::ConnectionOptions());
+  }
+  upstream_->setCallbacks(this);
+  codec_.beginResponse(request_is_head_);
+  Buffer out;
+  // The head and body are shared by reference with every attempt.
+  request_head_.copyRefsTo(out, request_head_.length());
+  request_body_.copyRefsTo(out, request_body_.length());
+  upstream_->write(out);
+}
+
+void RouterFilter::releaseHost() {
+  if (host_) {
+    host_->in_flight.fetch_sub(1, std::memory_order_relaxed);
+    host_.reset();
+  }
+}
+
+void RouterFilter::onEvent(network::ConnectionEvent event) {
+  switch (event) {
+    case network::ConnectionEvent::Connected:
+      return;
+    case network::ConnectionEvent::ConnectFailed:
+      upstream_ = nullptr;
+      context_.stats->upstream_cx_connect_fail.inc();
+      onAttemptFailed(true, "upstream_unavailable", "could not connect to upstream " + host_->url());
+      return;
+    case network::ConnectionEvent::RemoteClose: {
+      upstream_ = nullptr;
+      if (done_) return;
+      if (!codec_.responseStarted()) {
+        onAttemptFailed(false, "upstream_closed", "upstream " + host_->url() + " closed the connection before responding");
+        return;
+      }
+      if (codec_.onEof()) return;  // a close-delimited body ended
+      onUpstreamBrokeMidResponse("upstream closed the connection mid-response");
+      return;
+    }
+    case network::ConnectionEvent::LocalClose:
+      return;
+  }
+}
+
+void RouterFilter::onAttemptFailed(bool connect_failure, const char* code, const std::string& message) {
+  if (done_) return;
+  upstream::Host* h = host_.get();
+  bool was_reused = reused_connection_;
+  if (upstream_) {
+    upstream_->close(network::CloseType::NoFlush);
+    upstream_ = nullptr;
+  }
+  // A stale keep-alive connection closed by the upstream while idle is
+  // not the host's fault; try a fresh connection (bounded).
+  bool stale = !connect_failure && was_reused && stale_retries_ < 2;
+  if (!stale) {
+    h->recordFailure(callbacks_->dispatcher().nowMs(), cluster_->outlier_consecutive_failures,
+                     cluster_->outlier_ejection_ms);
+  }
+  releaseHost();
+  if (stale) {
+    ++stale_retries_;
+    --attempts_;
+    attempt();
+    return;
+  }
+  // Retry on another host only when nothing of the request can have been
+  // acted on: the connection never opened.
+  if (connect_failure && attempts_ <= cluster_->max_retries && cluster_->hosts.size() > 1) {
+    failed_host_ = h;
+    context_.stats->upstream_rq_retry.inc();
+    attempt();
+    return;
+  }
+  done_ = true;
+  callbacks_->sendLocalReply(http::ErrorReply{connect_failure ? 503 : 502, message, "server_error", code});
+}
+
+void RouterFilter::onData(Buffer& data) { codec_.dispatch(data); }
+
+void RouterFilter::onResponseHeaders(http::ResponseHeadersPtr headers, bool end_stream) {
+  if (done_) return;
+  uint64_t now = callbacks_->dispatcher().nowMs();
+  if (headers->status >= 500) {
+    host_->recordFailure(now, cluster_->outlier_consecutive_failures, cluster_->outlier_ejection_ms);
+  } else {
+    host_->recordSuccess();
+  }
+  http::removeHopByHop(headers->headers);
+  if (const std::string* ct = headers->headers.get("content-type")) {
+    response_sse_ = ct->compare(0, 17, "text/event-stream") == 0;
+  }
+  callbacks_->streamInfo().upstream_headers_ns = Dispatcher::monotonicNs();
+  response_started_ = true;
+  if (end_stream) done_ = true;
+  bool reusable = end_stream && codec_.keepAlive();
+  callbacks_->encodeHeaders(std::move(headers), end_stream);
+  if (end_stream) finishUpstream(reusable);
+}
+
+void RouterFilter::onResponseData(Buffer& data, bool end_stream) {
+  if (done_) {
+    data.clear();
+    return;
+  }
+  if (end_stream) done_ = true;
+  bool reusable = end_stream && codec_.keepAlive();
+  callbacks_->encodeData(data, end_stream);
+  if (end_stream) finishUpstream(reusable);
+}
+
+void RouterFilter::onResponseError(const std::string& reason) {
+  if (done_) return;
+  host_->recordFailure(callbacks_->dispatcher().nowMs(), cluster_->outlier_consecutive_failures,
+                       cluster_->outlier_ejection_ms);
+  if (!response_started_) {
+    done_ = true;
+    if (upstream_) {
+      upstream_->close(network::CloseType::NoFlush);
+      upstream_ = nullptr;
+    }
+    releaseHost();
+    callbacks_->sendLocalReply(http::ErrorReply{502, reason, "server_error", "bad_upstream_response"});
+    return;
+  }
+  onUpstreamBrokeMidResponse(reason);
+}
+
+void RouterFilter::onUpstreamBrokeMidResponse(const std::string& message) {
+  if (done_) return;
+  done_ = true;
+  context_.stats->upstream_rq_reset.inc();
+  if (upstream_) {
+    upstream_->close(network::CloseType::NoFlush);
+    upstream_ = nullptr;
+  }
+  releaseHost();
+  callbacks_->streamInfo().error_code = "upstream_reset";
+  if (response_sse_) {
+    // End the client's stream cleanly: an error event it can parse, the
+    // final chunk, then close.
+    Buffer event;
+    event.add(http::sseErrorEvent(message + "; the response is incomplete", "server_error", "upstream_reset"));
+    callbacks_->closeConnectionAfterResponse();
+    callbacks_->encodeData(event, true);
+    return;
+  }
+  callbacks_->resetStream("upstream_reset");
+}
+
+void RouterFilter::onTimeout() {
+  if (done_) return;
+  context_.stats->upstream_rq_timeout.inc();
+  if (!response_started_) {
+    done_ = true;
+    if (upstream_) {
+      upstream_->close(network::CloseType::NoFlush);
+      upstream_ = nullptr;
+    }
+    releaseHost();
+    callbacks_->sendLocalReply(
+        http::ErrorReply{504, "upstream did not respond in time", "server_error", "upstream_timeout"});
+    return;
+  }
+  onUpstreamBrokeMidResponse("request timeout reached");
+}
+
+void RouterFilter::finishUpstream(bool reusable) {
+  if (timeout_) timeout_->disable();
+  if (upstream_) {
+    network::Connection* conn = upstream_;
+    upstream_ = nullptr;
+    if (reusable && conn->readEnabled()) {
+      context_.pool(cluster_->index).release(host_, conn, cluster_->max_idle_per_host,
+                                             cluster_->idle_connection_timeout_ms);
+    } else {
+      conn->close(network::CloseType::NoFlush);
+    }
+  }
+  releaseHost();
+}
+
+void RouterFilter::onAboveWriteBufferHighWatermark() {
+  // The client reads slower than the upstream writes: stop reading the
+  // upstream so that nothing piles up here (TCP pushes back to it).
+  if (upstream_ && !upstream_read_disabled_) {
+    upstream_read_disabled_ = true;
+    upstream_->readDisable(true);
+  }
+}
+
+void RouterFilter::onBelowWriteBufferLowWatermark() {
+  if (upstream_ && upstream_read_disabled_) {
+    upstream_read_disabled_ = false;
+    upstream_->readDisable(false);
+  }
+}
+
+void RouterFilter::onDestroy() {
+  if (timeout_) {
+    timeout_->disable();
+  }
+  if (upstream_) {
+    // The client went away (or the stream was reset): close the upstream
+    // connection at once so the cluster stops generating.
+    upstream_->close(network::CloseType::NoFlush);
+    upstream_ = nullptr;
+  }
+  releaseHost();
+  done_ = true;
+}
+
+}  // namespace eldric::router

@@ -1,0 +1,268 @@
+#include "dataplane/server/builtin.h"
+
+#include <sys/resource.h>
+#include <time.h>
+
+#include <cinttypes>
+#include <cstdio>
+
+#include "dataplane/common/log.h"
+#include "dataplane/config/runtime_config.h"
+#include "dataplane/server/server.h"
+#include "dataplane/stats/stats.h"
+
+namespace eldric::server {
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+
+uint64_t wallMs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+void appendHost(std::string& out, const upstream::Host& h, uint64_t now_ms) {
+  out += "{\"url\":";
+  log::appendJsonString(out, h.url());
+  out += ",\"healthy\":";
+  out += h.available(now_ms) ? "true" : "false";
+  out += ",\"health_check\":";
+  out += h.healthy() ? "\"passing\"" : "\"failing\"";
+  out += ",\"ejected\":";
+  out += h.ejected(now_ms) ? "true" : "false";
+  out += ",\"latency_ms\":";
+  char buf[32];
+  snprintf(buf, sizeof buf, "%.3f", static_cast<double>(h.lastLatencyUs()) / 1000.0);
+  out += buf;
+  out += ",\"in_flight\":" + std::to_string(h.in_flight.load(std::memory_order_relaxed));
+  out += ",\"requests_total\":" + std::to_string(h.requests_total.load(std::memory_order_relaxed));
+  out += ",\"failures_total\":" + std::to_string(h.failures_total.load(std::memory_order_relaxed));
+  out += ",\"last_check\":";
+  log::appendJsonString(out, h.lastCheckDetail());
+  out += "}";
+}
+
+}  // namespace
+
+http::FilterHeadersStatus BuiltinFilter::decodeHeaders(http::RequestHeaders&, bool end_stream) {
+  if (end_stream) respond();
+  return http::FilterHeadersStatus::StopIteration;
+}
+
+http::FilterDataStatus BuiltinFilter::decodeData(Buffer& data, bool end_stream) {
+  data.clear();
+  if (end_stream) respond();
+  return http::FilterDataStatus::StopIterationNoBuffer;
+}
+
+void BuiltinFilter::reply(int status, const char* content_type, std::string body) {
+  auto headers = std::make_unique<http::ResponseHeaders>();
+  headers->status = status;
+  headers->headers.add("content-type", content_type);
+  headers->headers.add("cache-control", "no-store");
+  headers->headers.add("content-length", std::to_string(body.size()));
+  Buffer data;
+  data.add(body);
+  callbacks_->encodeHeaders(std::move(headers), false);
+  callbacks_->encodeData(data, true);
+}
+
+void BuiltinFilter::respond() {
+  switch (handler_) {
+    case edge::v1::BUILTIN_HANDLER_HEALTH: {
+      int status = 200;
+      std::string body = healthJson(&status);
+      reply(status, "application/json", std::move(body));
+      return;
+    }
+    case edge::v1::BUILTIN_HANDLER_UPSTREAMS:
+      reply(200, "application/json", upstreamsJson());
+      return;
+    case edge::v1::BUILTIN_HANDLER_METRICS:
+      reply(200, "text/plain; version=0.0.4; charset=utf-8", metricsText());
+      return;
+    default:
+      callbacks_->sendLocalReply(http::ErrorReply{500, "unknown built-in handler", "server_error", "internal"});
+  }
+}
+
+std::string BuiltinFilter::healthJson(int* status) {
+  const auto& cfg = callbacks_->config();
+  uint64_t now = callbacks_->dispatcher().nowMs();
+  const upstream::ClusterInfo* routers = cfg.cluster("routers");
+  size_t healthy = 0, total = 0;
+  std::string list = "[";
+  if (routers) {
+    for (const auto& h : routers->hosts) {
+      if (total++) list += ",";
+      if (h->available(now)) ++healthy;
+      appendHost(list, *h, now);
+    }
+  }
+  list += "]";
+  bool draining = state_.draining.load();
+  const char* overall = healthy == total && total > 0 ? "ok" : (healthy > 0 ? "degraded" : "unavailable");
+  if (draining) overall = "draining";
+  *status = (healthy > 0 && !draining) ? 200 : 503;
+  std::string out = "{\"status\":\"";
+  out += overall;
+  out += "\",\"service\":\"eldric-edge\",\"version\":\"";
+  out += kVersion;
+  out += "\",\"mode\":";
+  log::appendJsonString(out, state_.mode);
+  out += ",\"snapshot_version\":";
+  log::appendJsonString(out, cfg.version());
+  out += ",\"uptime_seconds\":" + std::to_string((wallMs() - state_.start_ms) / 1000);
+  out += ",\"routers_healthy\":" + std::to_string(healthy);
+  out += ",\"routers_total\":" + std::to_string(total);
+  out += ",\"routers\":" + list + "}";
+  return out;
+}
+
+std::string BuiltinFilter::upstreamsJson() {
+  const auto& cfg = callbacks_->config();
+  uint64_t now = callbacks_->dispatcher().nowMs();
+  std::string out = "{\"clusters\":[";
+  bool first_cluster = true;
+  for (const auto& c : cfg.clusters) {
+    if (!first_cluster) out += ",";
+    first_cluster = false;
+    out += "{\"name\":";
+    log::appendJsonString(out, c->name);
+    out += ",\"upstreams\":[";
+    bool first = true;
+    for (const auto& h : c->hosts) {
+      if (!first) out += ",";
+      first = false;
+      appendHost(out, *h, now);
+    }
+    out += "]}";
+  }
+  out += "]}";
+  return out;
+}
+
+std::string BuiltinFilter::metricsText() {
+  const auto& cfg = callbacks_->config();
+  auto& reg = stats::Registry::get();
+  std::vector<std::string> routes = reg.routeNames();
+  std::string out;
+  out.reserve(16 * 1024);
+  char line[512];
+
+  // Requests by route and status.
+  out += "# HELP eldric_edge_http_requests_total HTTP requests answered, by route and status code.\n";
+  out += "# TYPE eldric_edge_http_requests_total counter\n";
+  std::vector<uint64_t> sums(stats::kMaxStatus - stats::kMinStatus + 1);
+  for (size_t r = 0; r < routes.size(); ++r) {
+    if (routes[r].empty()) continue;
+    std::fill(sums.begin(), sums.end(), 0);
+    reg.forEachWorker([&](stats::WorkerStats& w) {
+      for (size_t s = 0; s < sums.size(); ++s) sums[s] += w.requests[r][s].value();
+    });
+    for (size_t s = 0; s < sums.size(); ++s) {
+      if (!sums[s]) continue;
+      snprintf(line, sizeof line, "eldric_edge_http_requests_total{route=\"%s\",code=\"%zu\"} %" PRIu64 "\n",
+               routes[r].c_str(), s + stats::kMinStatus, sums[s]);
+      out += line;
+    }
+  }
+
+  out += "# HELP eldric_edge_http_request_duration_seconds Time from request start to response end.\n";
+  out += "# TYPE eldric_edge_http_request_duration_seconds histogram\n";
+  for (size_t r = 0; r < routes.size(); ++r) {
+    if (routes[r].empty()) continue;
+    uint64_t buckets[stats::kLatencyBucketCount + 1] = {0};
+    uint64_t sum_us = 0, count = 0;
+    reg.forEachWorker([&](stats::WorkerStats& w) {
+      for (size_t b = 0; b <= stats::kLatencyBucketCount; ++b) buckets[b] += w.latency[r].buckets[b].value();
+      sum_us += w.latency[r].sum_us.value();
+      count += w.latency[r].count.value();
+    });
+    if (!count) continue;
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b < stats::kLatencyBucketCount; ++b) {
+      cumulative += buckets[b];
+      snprintf(line, sizeof line,
+               "eldric_edge_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %" PRIu64 "\n",
+               routes[r].c_str(), stats::kLatencyBuckets[b], cumulative);
+      out += line;
+    }
+    cumulative += buckets[stats::kLatencyBucketCount];
+    snprintf(line, sizeof line,
+             "eldric_edge_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %" PRIu64 "\n"
+             "eldric_edge_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
+             "eldric_edge_http_request_duration_seconds_count{route=\"%s\"} %" PRIu64 "\n",
+             routes[r].c_str(), cumulative, routes[r].c_str(), static_cast<double>(sum_us) / 1e6,
+             routes[r].c_str(), count);
+    out += line;
+  }
+
+  auto counter = [&](const char* name, const char* help, const char* type, stats::Counter stats::WorkerStats::*field) {
+    uint64_t v = 0;
+    reg.forEachWorker([&](stats::WorkerStats& w) { v += (w.*field).value(); });
+    snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, v);
+    out += line;
+  };
+  using W = stats::WorkerStats;
+  counter("eldric_edge_downstream_connections_total", "Client connections accepted.", "counter", &W::downstream_cx_total);
+  counter("eldric_edge_downstream_connections_active", "Client connections open now.", "gauge", &W::downstream_cx_active);
+  counter("eldric_edge_downstream_connections_rejected_total", "Client connections refused over the per-worker limit.", "counter", &W::downstream_cx_rejected);
+  counter("eldric_edge_downstream_received_bytes_total", "Bytes received from clients (on the wire).", "counter", &W::downstream_bytes_rx);
+  counter("eldric_edge_downstream_sent_bytes_total", "Bytes sent to clients (on the wire).", "counter", &W::downstream_bytes_tx);
+  counter("eldric_edge_tls_handshakes_total", "TLS handshakes completed.", "counter", &W::tls_handshakes);
+  counter("eldric_edge_tls_handshake_errors_total", "TLS handshakes that failed.", "counter", &W::tls_handshake_errors);
+  counter("eldric_edge_http_codec_errors_total", "Malformed requests refused by the HTTP codec.", "counter", &W::codec_errors);
+  counter("eldric_edge_http_header_timeouts_total", "Connections closed for not sending headers in time.", "counter", &W::header_timeouts);
+  counter("eldric_edge_downstream_requests_reset_total", "Requests whose client went away before the response ended.", "counter", &W::downstream_rq_reset);
+  counter("eldric_edge_upstream_requests_total", "Requests sent to upstreams (attempts).", "counter", &W::upstream_rq_total);
+  counter("eldric_edge_upstream_retries_total", "Attempts retried on another upstream.", "counter", &W::upstream_rq_retry);
+  counter("eldric_edge_upstream_connections_total", "Upstream connections opened.", "counter", &W::upstream_cx_total);
+  counter("eldric_edge_upstream_connect_failures_total", "Upstream connects that failed or timed out.", "counter", &W::upstream_cx_connect_fail);
+  counter("eldric_edge_upstream_timeouts_total", "Requests that hit the request timeout.", "counter", &W::upstream_rq_timeout);
+  counter("eldric_edge_upstream_resets_total", "Upstream responses cut off mid-way.", "counter", &W::upstream_rq_reset);
+
+  uint64_t now = callbacks_->dispatcher().nowMs();
+  out += "# HELP eldric_edge_upstream_healthy Whether an upstream takes traffic (1) or not (0).\n";
+  out += "# TYPE eldric_edge_upstream_healthy gauge\n";
+  for (const auto& c : cfg.clusters) {
+    for (const auto& h : c->hosts) {
+      snprintf(line, sizeof line, "eldric_edge_upstream_healthy{cluster=\"%s\",upstream=\"%s\"} %d\n",
+               c->name.c_str(), h->url().c_str(), h->available(now) ? 1 : 0);
+      out += line;
+    }
+  }
+  out += "# HELP eldric_edge_upstream_in_flight Requests in flight to an upstream.\n";
+  out += "# TYPE eldric_edge_upstream_in_flight gauge\n";
+  for (const auto& c : cfg.clusters) {
+    for (const auto& h : c->hosts) {
+      snprintf(line, sizeof line, "eldric_edge_upstream_in_flight{cluster=\"%s\",upstream=\"%s\"} %" PRId64 "\n",
+               c->name.c_str(), h->url().c_str(), h->in_flight.load(std::memory_order_relaxed));
+      out += line;
+    }
+  }
+  out += "# HELP eldric_edge_upstream_health_check_latency_seconds Latency of the last health check.\n";
+  out += "# TYPE eldric_edge_upstream_health_check_latency_seconds gauge\n";
+  for (const auto& c : cfg.clusters) {
+    for (const auto& h : c->hosts) {
+      snprintf(line, sizeof line,
+               "eldric_edge_upstream_health_check_latency_seconds{cluster=\"%s\",upstream=\"%s\"} %.6f\n",
+               c->name.c_str(), h->url().c_str(), static_cast<double>(h->lastLatencyUs()) / 1e6);
+      out += line;
+    }
+  }
+  snprintf(line, sizeof line,
+           "# HELP eldric_edge_config_reloads_total Config reloads (SIGHUP) by result.\n"
+           "# TYPE eldric_edge_config_reloads_total counter\n"
+           "eldric_edge_config_reloads_total{result=\"ok\"} %" PRIu64 "\n"
+           "eldric_edge_config_reloads_total{result=\"error\"} %" PRIu64 "\n"
+           "# HELP eldric_edge_start_time_seconds Process start, Unix time.\n"
+           "# TYPE eldric_edge_start_time_seconds gauge\n"
+           "eldric_edge_start_time_seconds %" PRIu64 "\n",
+           state_.reloads_ok.load(), state_.reloads_failed.load(), state_.start_ms / 1000);
+  out += line;
+  return out;
+}
+
+}  // namespace eldric::server

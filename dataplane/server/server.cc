@@ -1,0 +1,430 @@
+#include "dataplane/server/server.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "dataplane/common/log.h"
+#include "dataplane/network/connection.h"
+#include "dataplane/server/builtin.h"
+
+namespace eldric::server {
+
+// ---------------------------------------------------------------------------
+// Worker
+
+struct Worker::ListenerHandle {
+  uv_tcp_t tcp;
+  Worker* worker;
+  std::string name;
+};
+
+Worker::Worker(Server& server, uint32_t index, config::RuntimeConfigSharedPtr config)
+    : server_(server), index_(index), config_(std::move(config)), stats_(std::make_unique<stats::WorkerStats>()) {
+  stats::Registry::get().addWorker(stats_.get());
+  router_context_.pools = &pools_;
+  router_context_.stats = stats_.get();
+  access_log_fd_ = server.accessLogFd();
+}
+
+Worker::~Worker() {
+  // Stats shards stay registered (the registry is process-wide) and the
+  // process exits right after workers stop; leak the shard on purpose.
+  stats_.release();
+}
+
+void Worker::start(const std::vector<std::pair<int, std::string>>& listen_fds) {
+  for (const auto& [fd, name] : listen_fds) {
+    auto l = std::make_unique<ListenerHandle>();
+    l->worker = this;
+    l->name = name;
+    uv_tcp_init(dispatcher_.loop(), &l->tcp);
+    l->tcp.data = l.get();
+    uv_tcp_open(&l->tcp, fd);
+    uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), 1024, &Worker::onConnection);
+    listeners_.push_back(std::move(l));
+  }
+  for (size_t i = 0; i < 4; ++i) pools_.push_back(std::make_unique<upstream::ConnPool>(dispatcher_));
+  access_log_timer_ = dispatcher_.createTimer([this] {
+    flushAccessLog();
+    access_log_timer_->enable(200);
+  });
+  access_log_timer_->enable(200);
+  thread_ = std::thread([this] { dispatcher_.run(); });
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::setConfig(config::RuntimeConfigSharedPtr config) {
+  dispatcher_.post([this, config] {
+    config_ = config;
+    // New clusters get pools; old pools stay (indexes are stable).
+    while (pools_.size() < config->clusters.size() + 4) {
+      pools_.push_back(std::make_unique<upstream::ConnPool>(dispatcher_));
+    }
+  });
+}
+
+void Worker::onConnection(uv_stream_t* server, int status) {
+  auto* l = static_cast<ListenerHandle*>(server->data);
+  if (status < 0) return;
+  l->worker->accept(l);
+}
+
+void Worker::accept(ListenerHandle* l) {
+  const config::CompiledListener* lc = config_->listener(l->name);
+  if (!lc) return;
+  int error = 0;
+  network::Connection* conn =
+      network::Connection::accept(dispatcher_, reinterpret_cast<uv_stream_t*>(&l->tcp),
+                                  lc->tls ? lc->tls->get() : nullptr, network::ConnectionOptions(), &error);
+  if (!conn) return;
+  if (config_->max_connections_per_worker && connections_.size() >= config_->max_connections_per_worker) {
+    stats_->downstream_cx_rejected.inc();
+    conn->close(network::CloseType::NoFlush);
+    return;
+  }
+  auto* cm = new http::ConnectionManager(*this, conn, *lc, lc->tls != nullptr);
+  connections_.push_front(cm);
+  cm->self_iter = connections_.begin();
+  cm->on_closed = [this](http::ConnectionManager* c) {
+    connections_.erase(c->self_iter);
+    maybeFinishDrain();
+  };
+}
+
+void Worker::addTerminalFilter(const config::CompiledRoute& route, http::FilterChainBuilder& builder) {
+  if (route.cluster) {
+    builder.addDecoderFilter(std::make_unique<router::RouterFilter>(router_context_));
+  } else {
+    builder.addDecoderFilter(std::make_unique<BuiltinFilter>(server_.state(), route.builtin));
+  }
+}
+
+void Worker::logAccess(const http::RequestHeaders* request, const http::StreamInfo& info,
+                       std::string_view route_name) {
+  if (access_log_fd_ < 0) return;
+  uint64_t now = Dispatcher::monotonicNs();
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  std::string& out = access_log_buffer_;
+  char buf[160];
+  struct tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  snprintf(buf, sizeof buf, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"type\":\"access\"",
+           tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+  out += buf;
+  out += ",\"request_id\":";
+  log::appendJsonString(out, info.request_id);
+  out += ",\"method\":";
+  log::appendJsonString(out, request ? request->method : "");
+  // The path only: a query string may carry secrets.
+  out += ",\"path\":";
+  log::appendJsonString(out, request ? request->pathOnly() : "");
+  out += ",\"route\":";
+  log::appendJsonString(out, route_name);
+  snprintf(buf, sizeof buf,
+           ",\"status\":%d,\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f", info.status,
+           static_cast<unsigned long long>(info.request_body_bytes),
+           static_cast<unsigned long long>(info.response_body_bytes),
+           static_cast<double>(now - info.start_ns) / 1e6);
+  out += buf;
+  if (info.upstream_headers_ns) {
+    snprintf(buf, sizeof buf, ",\"upstream_ttfb_ms\":%.3f",
+             static_cast<double>(info.upstream_headers_ns - info.request_headers_done_ns) / 1e6);
+    out += buf;
+  }
+  out += ",\"upstream\":";
+  log::appendJsonString(out, info.upstream_host);
+  if (info.attempts > 1) out += ",\"attempts\":" + std::to_string(info.attempts);
+  if (!info.client_name.empty()) {
+    out += ",\"client\":";
+    log::appendJsonString(out, info.client_name);
+  }
+  if (!info.error_code.empty()) {
+    out += ",\"error\":";
+    log::appendJsonString(out, info.error_code);
+  }
+  out += "}\n";
+  if (out.size() > 32 * 1024) flushAccessLog();
+}
+
+void Worker::flushAccessLog() {
+  if (access_log_buffer_.empty() || access_log_fd_ < 0) return;
+  // One write per batch; the fd is O_APPEND (or stdout), shared by workers.
+  size_t off = 0;
+  while (off < access_log_buffer_.size()) {
+    ssize_t n = ::write(access_log_fd_, access_log_buffer_.data() + off, access_log_buffer_.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      stats_->access_log_dropped.inc();
+      break;
+    }
+    off += static_cast<size_t>(n);
+  }
+  access_log_buffer_.clear();
+}
+
+void Worker::drain() {
+  dispatcher_.post([this] {
+    draining_ = true;
+    for (auto& l : listeners_) {
+      uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
+    }
+    // Idle keep-alive connections close now; busy ones after their response.
+    std::vector<http::ConnectionManager*> all(connections_.begin(), connections_.end());
+    for (auto* cm : all) cm->startDrain();
+    maybeFinishDrain();
+  });
+}
+
+void Worker::maybeFinishDrain() {
+  if (draining_ && connections_.empty()) {
+    flushAccessLog();
+    server_.workerDrained();
+  }
+}
+
+void Worker::stop() {
+  dispatcher_.post([this] {
+    flushAccessLog();
+    access_log_timer_.reset();
+    // Hard stop (drain deadline): close what is left.
+    std::vector<http::ConnectionManager*> all(connections_.begin(), connections_.end());
+    for (auto* cm : all) cm->startDrain();
+    pools_.clear();
+    dispatcher_.exit();
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Server
+
+Server::Server(config::CommandLine cli) : cli_(std::move(cli)) {}
+
+config::RuntimeConfigSharedPtr Server::config() const {
+  std::lock_guard<std::mutex> lock(config_mutex_);
+  return config_;
+}
+
+namespace {
+
+int bindSocket(const std::string& address, uint32_t port, std::string* error) {
+  sockaddr_storage addr;
+  if (!network::parseIpAddress(address, static_cast<uint16_t>(port), &addr)) {
+    *error = "bind_address \"" + address + "\" is not an IP address";
+    return -1;
+  }
+  int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *error = std::string("socket: ") + strerror(errno);
+    return -1;
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  // One listening socket per worker on the same port: the kernel spreads
+  // connections, and no accept lock is shared.
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  socklen_t len = addr.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+    *error = "cannot listen on " + network::formatAddress(reinterpret_cast<sockaddr*>(&addr)) + ": " + strerror(errno);
+    close(fd);
+    return -1;
+  }
+  if (::listen(fd, 1024) != 0) {
+    *error = std::string("listen: ") + strerror(errno);
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+uint32_t boundPort(int fd) {
+  sockaddr_storage addr;
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+}
+
+}  // namespace
+
+bool Server::bindListeners(const config::RuntimeConfig& cfg, std::string* error) {
+  size_t n = workers_.size();
+  worker_fds_.assign(n, {});
+  for (const auto& l : cfg.listeners) {
+    uint32_t port = l.port;
+    for (size_t w = 0; w < n; ++w) {
+      int fd = bindSocket(l.address, port, error);
+      if (fd < 0) return false;
+      // Port 0: the first socket picks, the others join it.
+      if (port == 0) port = boundPort(fd);
+      worker_fds_[w].emplace_back(fd, l.name);
+    }
+    log::info("listening", {{"listener", log::str(l.name)}, {"address", log::str(l.address)},
+                            {"port", log::num(port)}, {"tls", l.tls ? "true" : "false"},
+                            {"role", log::str(l.role == edge::v1::Listener::ROLE_REDIRECT_TO_HTTPS ? "redirect" : "serve")}});
+    const_cast<config::CompiledListener&>(l).port = port;
+  }
+  return true;
+}
+
+void Server::applyConfig(config::RuntimeConfigSharedPtr cfg) {
+  {
+    std::lock_guard<std::mutex> lock(config_mutex_);
+    config_ = cfg;
+  }
+  for (auto& w : workers_) w->setConfig(cfg);
+  health_->update(*cfg);
+}
+
+void Server::reload() {
+  if (cli_.config_file.empty()) {
+    log::info("SIGHUP: no config file; re-reading certificate files given by flags");
+  }
+  config::LoadResult loaded;
+  std::string error;
+  config::RuntimeConfigSharedPtr next;
+  if (config::load(cli_, &loaded, &error)) next = config::compile(loaded.snapshot, hosts_, &error);
+  if (!next) {
+    state_.reloads_failed.fetch_add(1);
+    log::error("reload failed; keeping the running config", {{"error", log::str(error)}});
+    return;
+  }
+  auto current = config();
+  // Listeners stay as bound at start; keep their (possibly picked) ports.
+  auto mutable_next = std::const_pointer_cast<config::RuntimeConfig>(next);
+  for (auto& l : mutable_next->listeners) {
+    const config::CompiledListener* old = current->listener(l.name);
+    if (!old) {
+      log::warn("reload: a new listener needs a restart", {{"listener", log::str(l.name)}});
+      continue;
+    }
+    if (old->port != l.port && l.port != 0) {
+      log::warn("reload: listener port changes need a restart", {{"listener", log::str(l.name)}});
+    }
+    l.port = old->port;
+    l.address = old->address;
+  }
+  for (const auto& w : loaded.warnings) log::warn(w);
+  applyConfig(next);
+  state_.reloads_ok.fetch_add(1);
+  std::string fp;
+  for (const auto& l : next->listeners) {
+    if (l.tls) fp = l.tls->fingerprint();
+  }
+  log::info("config reloaded", {{"version", log::str(next->version())}, {"certificate_sha256", log::str(fp)}});
+}
+
+void Server::startDrain() {
+  if (state_.draining.exchange(true)) return;
+  auto cfg = config();
+  log::info("draining", {{"deadline_ms", log::num(static_cast<long long>(cfg->drain_timeout_ms))}});
+  for (auto& w : workers_) w->drain();
+  drain_timer_ = main_.createTimer([this] {
+    log::warn("drain deadline reached; closing remaining connections");
+    main_.exit();
+  });
+  drain_timer_->enable(cfg->drain_timeout_ms);
+}
+
+void Server::workerDrained() {
+  main_.post([this] {
+    if (++workers_drained_ == workers_.size()) {
+      log::info("drained");
+      main_.exit();
+    }
+  });
+}
+
+int Server::run() {
+  config::LoadResult loaded;
+  std::string error;
+  if (!config::load(cli_, &loaded, &error)) {
+    log::error("config error", {{"error", log::str(error)}});
+    fprintf(stderr, "eldric-edge: %s\n", error.c_str());
+    return 2;
+  }
+  log::Level level = log::Level::Info;
+  if (!loaded.log_level.empty() && !log::parseLevel(loaded.log_level, &level)) {
+    fprintf(stderr, "eldric-edge: --log-level must be debug, info, warn or error\n");
+    return 2;
+  }
+  log::setLevel(level);
+  auto cfg = config::compile(loaded.snapshot, hosts_, &error);
+  if (!cfg) {
+    log::error("config error", {{"error", log::str(error)}});
+    fprintf(stderr, "eldric-edge: %s\n", error.c_str());
+    return 2;
+  }
+  for (const auto& w : loaded.warnings) log::warn(w);
+
+  access_log_path_ = cfg->snapshot.access_log().path();
+  if (access_log_path_ == "-") {
+    access_log_fd_ = 1;
+  } else if (!access_log_path_.empty()) {
+    access_log_fd_ = open(access_log_path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (access_log_fd_ < 0) {
+      fprintf(stderr, "eldric-edge: access_log %s: %s\n", access_log_path_.c_str(), strerror(errno));
+      return 2;
+    }
+  }
+
+  uint32_t n = cfg->snapshot.worker_threads();
+  if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+  state_.start_ms = static_cast<uint64_t>(time(nullptr)) * 1000;
+  for (uint32_t i = 0; i < n; ++i) workers_.push_back(std::make_unique<Worker>(*this, i, cfg));
+  if (!bindListeners(*cfg, &error)) {
+    log::error("listen error", {{"error", log::str(error)}});
+    fprintf(stderr, "eldric-edge: %s\n", error.c_str());
+    return 2;
+  }
+  {
+    std::lock_guard<std::mutex> lock(config_mutex_);
+    config_ = cfg;
+  }
+  health_ = std::make_unique<upstream::HealthChecker>(main_);
+  health_->update(*cfg);
+
+  uv_signal_t sighup, sigterm, sigint;
+  uv_signal_init(main_.loop(), &sighup);
+  uv_signal_init(main_.loop(), &sigterm);
+  uv_signal_init(main_.loop(), &sigint);
+  sighup.data = sigterm.data = sigint.data = this;
+  uv_signal_start(&sighup, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->reload(); }, SIGHUP);
+  uv_signal_start(&sigterm, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->startDrain(); }, SIGTERM);
+  uv_signal_start(&sigint, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->startDrain(); }, SIGINT);
+  signal(SIGPIPE, SIG_IGN);
+
+  for (uint32_t i = 0; i < n; ++i) workers_[i]->start(worker_fds_[i]);
+  std::string ports;
+  for (const auto& l : cfg->listeners) {
+    ports += ",\"" + l.name + "_port\":" + std::to_string(l.port);
+  }
+  log::info("ready", {{"workers", log::num(n)}, {"version", log::str(cfg->version())},
+                      {"routers", log::num(static_cast<long long>(cfg->cluster("routers")->hosts.size()))}});
+  // A machine-readable line with the bound ports (tests use port 0).
+  std::string ready = "{\"event\":\"ready\"" + ports + "}\n";
+  if (write(2, ready.data(), ready.size()) < 0) {
+  }
+
+  main_.run();
+
+  for (auto& w : workers_) w->stop();
+  for (auto& w : workers_) w->join();
+  health_.reset();
+  uv_close(reinterpret_cast<uv_handle_t*>(&sighup), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sigterm), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sigint), nullptr);
+  log::info("exit");
+  return 0;
+}
+
+}  // namespace eldric::server

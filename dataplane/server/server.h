@@ -1,0 +1,116 @@
+#pragma once
+
+// The process: a main loop (signals, reloads, health checks, drain) and N
+// worker threads, each with its own loop, SO_REUSEPORT listeners and
+// upstream pools. Workers share only the immutable config and atomics.
+
+#include <atomic>
+#include <list>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dataplane/config/loader.h"
+#include "dataplane/config/runtime_config.h"
+#include "dataplane/event/dispatcher.h"
+#include "dataplane/http/conn_manager.h"
+#include "dataplane/router/router.h"
+#include "dataplane/stats/stats.h"
+#include "dataplane/upstream/conn_pool.h"
+#include "dataplane/upstream/health_checker.h"
+
+namespace eldric::server {
+
+class Server;
+
+// State that built-in handlers report.
+struct ServerState {
+  uint64_t start_ms = 0;  // wall clock
+  std::string mode = "single";
+  std::atomic<uint64_t> reloads_ok{0};
+  std::atomic<uint64_t> reloads_failed{0};
+  std::atomic<bool> draining{false};
+};
+
+class Worker : public http::ConnectionManagerContext {
+ public:
+  Worker(Server& server, uint32_t index, config::RuntimeConfigSharedPtr config);
+  ~Worker() override;
+  // Adopts listening sockets (already bound by the main thread).
+  void start(const std::vector<std::pair<int, std::string>>& listen_fds);
+  void join();
+  // Thread-safe.
+  void setConfig(config::RuntimeConfigSharedPtr config);
+  void drain();
+  void stop();
+
+  // http::ConnectionManagerContext
+  Dispatcher& dispatcher() override { return dispatcher_; }
+  const config::RuntimeConfigSharedPtr& currentConfig() override { return config_; }
+  stats::WorkerStats& stats() override { return *stats_; }
+  void addTerminalFilter(const config::CompiledRoute& route, http::FilterChainBuilder& builder) override;
+  void logAccess(const http::RequestHeaders* request, const http::StreamInfo& info,
+                 std::string_view route_name) override;
+  bool draining() override { return draining_; }
+
+ private:
+  struct ListenerHandle;
+  static void onConnection(uv_stream_t* server, int status);
+  void accept(ListenerHandle* l);
+  void flushAccessLog();
+  void maybeFinishDrain();
+
+  Server& server_;
+  uint32_t index_;
+  Dispatcher dispatcher_;
+  std::thread thread_;
+  config::RuntimeConfigSharedPtr config_;
+  std::unique_ptr<stats::WorkerStats> stats_;
+  std::vector<std::unique_ptr<ListenerHandle>> listeners_;
+  std::list<http::ConnectionManager*> connections_;
+  std::vector<std::unique_ptr<upstream::ConnPool>> pools_;
+  router::RouterContext router_context_;
+  bool draining_ = false;
+  std::string access_log_buffer_;
+  TimerPtr access_log_timer_;
+  int access_log_fd_ = -1;
+  bool owns_access_log_fd_ = false;
+};
+
+class Server {
+ public:
+  explicit Server(config::CommandLine cli);
+  // Runs until drained. Returns the process exit code.
+  int run();
+
+  ServerState& state() { return state_; }
+  config::RuntimeConfigSharedPtr config() const;
+  upstream::HealthChecker* healthChecker() { return health_.get(); }
+  // Called by workers (any thread) when they finished draining.
+  void workerDrained();
+  int accessLogFd() const { return access_log_fd_; }
+
+ private:
+  bool bindListeners(const config::RuntimeConfig& cfg, std::string* error);
+  void reload();
+  void startDrain();
+  void applyConfig(config::RuntimeConfigSharedPtr cfg);
+
+  config::CommandLine cli_;
+  Dispatcher main_;
+  ServerState state_;
+  upstream::HostRegistry hosts_;
+  mutable std::mutex config_mutex_;
+  config::RuntimeConfigSharedPtr config_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  // Per worker: (fd, listener name).
+  std::vector<std::vector<std::pair<int, std::string>>> worker_fds_;
+  std::unique_ptr<upstream::HealthChecker> health_;
+  std::atomic<uint32_t> workers_drained_{0};
+  TimerPtr drain_timer_;
+  int access_log_fd_ = -1;
+  std::string access_log_path_;
+};
+
+}  // namespace eldric::server

@@ -1,0 +1,30 @@
+#pragma once
+
+// Active health checks: on the main loop, a GET of each endpoint's health
+// path at the cluster's interval. `unhealthy_threshold` failures in a row
+// mark a host unhealthy; `healthy_threshold` successes bring it back.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dataplane/config/runtime_config.h"
+#include "dataplane/event/dispatcher.h"
+#include "dataplane/upstream/host.h"
+
+namespace eldric::upstream {
+
+class HealthChecker {
+ public:
+  explicit HealthChecker(Dispatcher& dispatcher);
+  ~HealthChecker();
+  // Replaces the set of checked hosts (main thread).
+  void update(const config::RuntimeConfig& config);
+
+ private:
+  struct Check;
+  Dispatcher& dispatcher_;
+  std::vector<std::unique_ptr<Check>> checks_;
+};
+
+}  // namespace eldric::upstream
