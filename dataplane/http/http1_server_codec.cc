@@ -8,6 +8,19 @@ namespace {
 
 Http1ServerCodec* self(llhttp_t* p) { return static_cast<Http1ServerCodec*>(p->data); }
 
+// RFC 9110 token characters: what a header name may hold. llhttp 8 lets a
+// space before the colon through; a proxy must refuse it (RFC 9112 5.1).
+bool isTokenChar(unsigned char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+      return true;
+    default:
+      return false;
+  }
+}
+
 void appendLower(std::string& out, const char* at, size_t len) {
   size_t base = out.size();
   out.append(at, len);
@@ -95,6 +108,11 @@ int Http1ServerCodec::onHeaderField(llhttp_t* p, const char* at, size_t len) {
   if (c->field_.empty() && c->request_->headers.size() >= c->limits_.max_headers) {
     return c->fail(431, "more than " + std::to_string(c->limits_.max_headers) + " request headers",
                    "too_many_headers");
+  }
+  for (size_t i = 0; i < len; ++i) {
+    if (!isTokenChar(static_cast<unsigned char>(at[i]))) {
+      return c->fail(400, "invalid character in a header name", "bad_header_name");
+    }
   }
   appendLower(c->field_, at, len);
   return 0;

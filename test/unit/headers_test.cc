@@ -1,0 +1,53 @@
+#include "dataplane/http/headers.h"
+
+#include <gtest/gtest.h>
+
+#include "dataplane/http/errors.h"
+
+namespace eldric::http {
+namespace {
+
+TEST(HeadersTest, RemoveHopByHopIncludingConnectionNamed) {
+  HeaderMap h;
+  h.add("connection", "keep-alive, x-secret-hop");
+  h.add("keep-alive", "timeout=5");
+  h.add("transfer-encoding", "chunked");
+  h.add("x-secret-hop", "1");
+  h.add("upgrade", "websocket");
+  h.add("content-type", "application/json");
+  removeHopByHop(h);
+  ASSERT_EQ(h.size(), 1u);
+  EXPECT_EQ(h.entries()[0].first, "content-type");
+}
+
+TEST(HeadersTest, SetReplacesEveryValue) {
+  HeaderMap h;
+  h.add("x-forwarded-for", "1.2.3.4");
+  h.add("x-forwarded-for", "5.6.7.8");
+  h.set("x-forwarded-for", "9.9.9.9");
+  EXPECT_EQ(h.count("x-forwarded-for"), 1u);
+  EXPECT_EQ(*h.get("x-forwarded-for"), "9.9.9.9");
+}
+
+TEST(HeadersTest, ListHasToken) {
+  EXPECT_TRUE(listHasToken("gzip, Chunked", "chunked"));
+  EXPECT_FALSE(listHasToken("gzip,chunkedx", "chunked"));
+}
+
+TEST(ErrorsTest, OpenAiShapeAndEscaping) {
+  EXPECT_EQ(errorBody("bad \"x\"", "invalid_request_error", "bad_request"),
+            "{\"error\":{\"message\":\"bad \\\"x\\\"\",\"type\":\"invalid_request_error\","
+            "\"param\":null,\"code\":\"bad_request\"}}");
+  EXPECT_EQ(errorBody("m", "server_error", ""),
+            "{\"error\":{\"message\":\"m\",\"type\":\"server_error\",\"param\":null,\"code\":null}}");
+  EXPECT_EQ(std::string(defaultErrorType(429)), "rate_limit_error");
+}
+
+TEST(RequestHeadersTest, PathOnlyDropsQuery) {
+  RequestHeaders r;
+  r.path = "/v1/models?x=1";
+  EXPECT_EQ(r.pathOnly(), "/v1/models");
+}
+
+}  // namespace
+}  // namespace eldric::http
