@@ -11,6 +11,9 @@
 #include <sstream>
 #include <thread>
 
+#include <openssl/sha.h>
+
+#include "dataplane/network/connection.h"
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
 
@@ -30,8 +33,19 @@ struct Settings {
   std::string tls_mode = "manual";
   std::string cert_file, key_file;
   bool require_api_key = false;
-  size_t api_key_count = 0;
-  bool has_rate_limits = false;
+  struct Key {
+    std::string key;  // never logged; hashed into the snapshot
+    std::string client;
+    std::vector<std::string> scopes = {"inference"};
+    int64_t rpm = 0, tpm = 0, max_concurrent = 0;
+    std::vector<std::string> allowed_models;
+  };
+  std::vector<Key> keys;
+  int64_t rotation_overlap_s = 3600;
+  int64_t global_rpm = 10000, per_ip_rpm = 100, per_key_rpm = 1000, window_seconds = 60;
+  int64_t per_key_tpm = 0, max_tokens_per_request = 0, per_key_max_concurrent = 0;
+  std::vector<std::string> trusted_proxies;
+  std::string data_dir = "/var/lib/eldric-edge";
   bool has_farm_peers = false;
   int64_t workers = 0;
   std::string access_log = "-";
@@ -171,32 +185,71 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                 }},
                {"auth",
                 [&](const Value& v, const std::string& p) {
+                  auto keyMap = [&](bool admin) {
+                    return [&, admin](const Value& keys, const std::string& kp) {
+                      if (!keys.IsObject()) {
+                        w.fail("field \"" + kp + "\" must be an object of key -> client");
+                        return;
+                      }
+                      size_t index = 0;
+                      for (auto it = keys.MemberBegin(); it != keys.MemberEnd() && w.ok(); ++it, ++index) {
+                        Settings::Key k;
+                        k.key.assign(it->name.GetString(), it->name.GetStringLength());
+                        // Name entries by position: the key itself is never echoed.
+                        std::string ep = kp + "[" + std::to_string(index) + "]";
+                        if (k.key.size() < 8) {
+                          w.fail("field \"" + ep + "\": an API key must be at least 8 characters");
+                          return;
+                        }
+                        if (it->value.IsString()) {
+                          k.client.assign(it->value.GetString(), it->value.GetStringLength());
+                        } else if (it->value.IsObject()) {
+                          w.object(it->value, ep,
+                                   {{"client", w.string(&k.client)},
+                                    {"scopes", w.stringList(&k.scopes)},
+                                    {"rpm", w.integer(&k.rpm, 0, kMaxInt)},
+                                    {"tpm", w.integer(&k.tpm, 0, kMaxInt)},
+                                    {"max_concurrent", w.integer(&k.max_concurrent, 0, 1000000)},
+                                    {"allowed_models", w.stringList(&k.allowed_models)}});
+                        } else {
+                          w.fail("field \"" + ep + "\" must be a client name or an object");
+                          return;
+                        }
+                        if (k.client.empty()) {
+                          w.fail("field \"" + ep + "\" needs a client name");
+                          return;
+                        }
+                        for (const auto& sc : k.scopes) {
+                          if (sc != "inference" && sc != "admin" && sc != "worker") {
+                            w.fail("field \"" + ep + ".scopes\": unknown scope \"" + sc +
+                                   "\" (inference, admin, worker)");
+                            return;
+                          }
+                        }
+                        if (admin) k.scopes = {"inference", "admin"};
+                        s.keys.push_back(std::move(k));
+                      }
+                    };
+                  };
                   w.object(v, p,
                            {{"require_api_key", w.boolean(&s.require_api_key)},
-                            {"api_keys", [&](const Value& keys, const std::string& kp) {
-                               if (!keys.IsObject()) {
-                                 w.fail("field \"" + kp + "\" must be an object of key -> client name");
-                                 return;
-                               }
-                               for (auto it = keys.MemberBegin(); it != keys.MemberEnd(); ++it) {
-                                 if (!it->value.IsString()) {
-                                   // Never echo the key itself in an error.
-                                   w.fail("field \"" + kp + "\": each value must be a client name string");
-                                   return;
-                                 }
-                               }
-                               s.api_key_count = keys.MemberCount();
-                             }}});
+                            {"api_keys", keyMap(false)},
+                            {"admin_keys", keyMap(true)},
+                            {"rotation_overlap_seconds", w.integer(&s.rotation_overlap_s, 0, 90 * 86400)}});
                 }},
                {"rate_limits",
                 [&](const Value& v, const std::string& p) {
-                  s.has_rate_limits = true;
                   w.object(v, p,
-                           {{"global_rpm", w.integer(&ignored_i, 0, kMaxInt)},
-                            {"per_ip_rpm", w.integer(&ignored_i, 0, kMaxInt)},
-                            {"per_key_rpm", w.integer(&ignored_i, 0, kMaxInt)},
-                            {"window_seconds", w.integer(&ignored_i, 1, 3600)}});
+                           {{"global_rpm", w.integer(&s.global_rpm, 0, kMaxInt)},
+                            {"per_ip_rpm", w.integer(&s.per_ip_rpm, 0, kMaxInt)},
+                            {"per_key_rpm", w.integer(&s.per_key_rpm, 0, kMaxInt)},
+                            {"window_seconds", w.integer(&s.window_seconds, 1, 3600)},
+                            {"per_key_tpm", w.integer(&s.per_key_tpm, 0, kMaxInt)},
+                            {"max_tokens_per_request", w.integer(&s.max_tokens_per_request, 0, kMaxInt)},
+                            {"per_key_max_concurrent", w.integer(&s.per_key_max_concurrent, 0, 1000000)},
+                            {"trusted_proxies", w.stringList(&s.trusted_proxies)}});
                 }},
+               {"data_dir", w.string(&s.data_dir)},
                {"farm",
                 [&](const Value& v, const std::string& p) {
                   std::vector<std::string> peers;
@@ -325,6 +378,19 @@ std::vector<std::string> splitList(const std::string& s) {
   return out;
 }
 
+bool validCidr(const std::string& text) {
+  std::string ip = text.substr(0, text.find('/'));
+  sockaddr_storage probe;
+  if (!network::parseIpAddress(ip, 0, &probe)) return false;
+  if (size_t slash = text.find('/'); slash != std::string::npos) {
+    char* end = nullptr;
+    long p = strtol(text.c_str() + slash + 1, &end, 10);
+    int max = probe.ss_family == AF_INET ? 32 : 128;
+    if (*end || slash + 1 == text.size() || p < 0 || p > max) return false;
+  }
+  return true;
+}
+
 google::protobuf::Duration duration(int64_t ms) {
   google::protobuf::Duration d;
   d.set_seconds(ms / 1000);
@@ -357,7 +423,20 @@ bool applyFlags(const CommandLine& cli, Settings& s, std::string* error) {
     }
     s.workers = n;
   }
-  if (!cli.api_key.empty()) s.require_api_key = true;
+  if (!cli.api_key.empty()) {
+    // The seed's --api-key: require keys, and this one is the operator's.
+    s.require_api_key = true;
+    Settings::Key k;
+    k.key = cli.api_key;
+    k.client = "operator";
+    k.scopes = {"inference", "admin"};
+    if (k.key.size() < 8) {
+      *error = "flag --api-key: an API key must be at least 8 characters";
+      return false;
+    }
+    s.keys.push_back(std::move(k));
+  }
+  if (!cli.data_dir.empty()) s.data_dir = cli.data_dir;
   if (!cli.peers.empty()) s.has_farm_peers = true;
   return true;
 }
@@ -369,13 +448,6 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     *error = "mode \"farm\" needs eldric-controlplane, which this build does not include yet; run with mode \"single\"";
     return false;
   }
-  if (s.require_api_key) {
-    *error = "API key enforcement (auth.require_api_key / --api-key) is not available in this build yet; "
-             "refusing to start an open gateway that was asked to require keys";
-    return false;
-  }
-  if (s.api_key_count > 0) out->warnings.push_back("auth.api_keys is accepted but keys are not checked yet");
-  if (s.has_rate_limits) out->warnings.push_back("rate_limits is accepted but not enforced yet");
   if (s.has_farm_peers) out->warnings.push_back("farm.peers / --peers has no effect in mode \"single\"");
   if (s.tls_enabled && s.tls_mode == "acme") {
     *error = "tls.mode \"acme\" is not available in this build yet; use \"manual\" with cert_file and key_file";
@@ -390,6 +462,49 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   snap.set_source(source);
   snap.set_worker_threads(static_cast<uint32_t>(s.workers));
   snap.mutable_access_log()->set_path(s.access_log);
+  snap.set_data_dir(s.data_dir);
+
+  auto* auth = snap.mutable_auth();
+  auth->set_require_api_key(s.require_api_key);
+  *auth->mutable_rotation_overlap() = duration(s.rotation_overlap_s * 1000);
+  std::set<std::string> seen_keys;
+  for (const auto& k : s.keys) {
+    if (!seen_keys.insert(k.key).second) {
+      *error = "the same API key is configured twice (for client \"" + k.client + "\")";
+      return false;
+    }
+    auto* ak = auth->add_api_keys();
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const uint8_t*>(k.key.data()), k.key.size(), digest);
+    ak->set_sha256(std::string(reinterpret_cast<const char*>(digest), sizeof digest));
+    ak->set_prefix(k.key.substr(0, std::min<size_t>(k.key.size() / 2, 10)));
+    ak->set_client_id("cfg_" + k.client);
+    ak->set_client_name(k.client);
+    for (const auto& sc : k.scopes) {
+      ak->add_scopes(sc == "admin" ? edge::v1::SCOPE_ADMIN
+                                   : sc == "worker" ? edge::v1::SCOPE_WORKER : edge::v1::SCOPE_INFERENCE);
+    }
+    ak->set_requests_per_minute(static_cast<uint32_t>(k.rpm));
+    ak->set_tokens_per_minute(static_cast<uint32_t>(k.tpm));
+    ak->set_max_concurrent_requests(static_cast<uint32_t>(k.max_concurrent));
+    for (const auto& m : k.allowed_models) ak->add_allowed_models(m);
+  }
+
+  auto* rl = snap.mutable_rate_limits();
+  rl->set_global_requests(static_cast<uint32_t>(std::min<int64_t>(s.global_rpm, UINT32_MAX)));
+  rl->set_per_ip_requests(static_cast<uint32_t>(std::min<int64_t>(s.per_ip_rpm, UINT32_MAX)));
+  rl->set_per_key_requests(static_cast<uint32_t>(std::min<int64_t>(s.per_key_rpm, UINT32_MAX)));
+  *rl->mutable_window() = duration(s.window_seconds * 1000);
+  rl->set_per_key_tokens(static_cast<uint32_t>(std::min<int64_t>(s.per_key_tpm, UINT32_MAX)));
+  rl->set_max_tokens_per_request(static_cast<uint32_t>(std::min<int64_t>(s.max_tokens_per_request, UINT32_MAX)));
+  rl->set_per_key_max_concurrent(static_cast<uint32_t>(s.per_key_max_concurrent));
+  for (const auto& t : s.trusted_proxies) {
+    if (!validCidr(t)) {
+      *error = "rate_limits.trusted_proxies: \"" + t + "\" is not an IP address or CIDR";
+      return false;
+    }
+    rl->add_trusted_proxies(t);
+  }
 
   if (s.bind.empty()) {
     *error = "bind_address is empty";
@@ -491,14 +606,44 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     for (const char* m : methods) r->add_methods(m);
     return r;
   };
+  auto inference = [](edge::v1::Route* r, bool tokens) {
+    r->set_required_scope(edge::v1::SCOPE_INFERENCE);
+    r->set_rate_limited(true);
+    r->set_count_tokens(tokens);
+  };
   route("health", "/health", true, {"GET", "HEAD"})->set_builtin(edge::v1::BUILTIN_HANDLER_HEALTH);
   route("metrics", "/metrics", true, {"GET"})->set_builtin(edge::v1::BUILTIN_HANDLER_METRICS);
-  route("upstreams", "/api/v1/upstreams", true, {"GET"})->set_builtin(edge::v1::BUILTIN_HANDLER_UPSTREAMS);
-  route("chat_completions", "/v1/chat/completions", true, {"POST"})->set_cluster("routers");
-  route("completions", "/v1/completions", true, {"POST"})->set_cluster("routers");
-  route("embeddings", "/v1/embeddings", true, {"POST"})->set_cluster("routers");
-  route("models", "/v1/models", false, {"GET"})->set_cluster("routers");
-  route("openai_other", "/v1/", false, {})->set_cluster("routers");
+  {
+    auto* r = route("upstreams", "/api/v1/upstreams", true, {"GET"});
+    r->set_builtin(edge::v1::BUILTIN_HANDLER_UPSTREAMS);
+    // Router addresses are internal: with keys required, only admins see them.
+    if (s.require_api_key) r->set_required_scope(edge::v1::SCOPE_ADMIN);
+  }
+  {
+    auto* r = route("clients", "/api/v1/clients", false, {"GET", "POST", "DELETE"});
+    r->set_builtin(edge::v1::BUILTIN_HANDLER_CLIENTS);
+    r->set_required_scope(edge::v1::SCOPE_ADMIN);
+  }
+  {
+    auto* r = route("usage", "/api/v1/usage", true, {"GET"});
+    r->set_builtin(edge::v1::BUILTIN_HANDLER_USAGE);
+    r->set_required_scope(edge::v1::SCOPE_INFERENCE);
+  }
+  auto* chat = route("chat_completions", "/v1/chat/completions", true, {"POST"});
+  chat->set_cluster("routers");
+  inference(chat, true);
+  auto* completions = route("completions", "/v1/completions", true, {"POST"});
+  completions->set_cluster("routers");
+  inference(completions, true);
+  auto* embeddings = route("embeddings", "/v1/embeddings", true, {"POST"});
+  embeddings->set_cluster("routers");
+  inference(embeddings, false);
+  auto* models = route("models", "/v1/models", false, {"GET"});
+  models->set_cluster("routers");
+  inference(models, false);
+  auto* other = route("openai_other", "/v1/", false, {});
+  other->set_cluster("routers");
+  inference(other, false);
   if (!s.controller_url.empty()) {
     // Remote workers register through the Edge (the seed's proxy table).
     for (const char* p : {"/api/v1/workers/", "/api/v1/data-workers/", "/api/v1/science-workers/",
@@ -508,7 +653,10 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
         if (ch == '/' || ch == '-') ch = '_';
       }
       while (!name.empty() && name.back() == '_') name.pop_back();
-      route(name.c_str(), p, false, {"GET", "POST"})->set_cluster("controller");
+      auto* r = route(name.c_str(), p, false, {"GET", "POST"});
+      r->set_cluster("controller");
+      r->set_required_scope(edge::v1::SCOPE_WORKER);
+      r->set_rate_limited(true);
     }
   }
   out->log_level = s.log_level;
@@ -535,7 +683,8 @@ Usage: eldric-edge [flags]
   --log-level LEVEL   debug, info, warn, error (default info)
   --mode MODE         single (default) or farm
   --peers LIST        farm peers (farm mode)
-  --api-key KEY       require this API key
+  --api-key KEY       require API keys; KEY is the operator's (inference + admin scopes)
+  --data-dir DIR      where registered clients are kept (default /var/lib/eldric-edge)
   --help, --version
 
 Signals: SIGHUP re-reads the config file and certificates without dropping
@@ -600,6 +749,8 @@ bool parseCommandLine(int argc, char** argv, CommandLine* out, std::string* erro
       if (!takeValue(&out->access_log)) return false;
     } else if (arg == "--log-level") {
       if (!takeValue(&out->log_level)) return false;
+    } else if (arg == "--data-dir") {
+      if (!takeValue(&out->data_dir)) return false;
     } else if (arg == "--control-plane") {
       if (!takeValue(&out->control_plane)) return false;
     } else {

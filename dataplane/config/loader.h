@@ -18,7 +18,7 @@ struct CommandLine {
   std::string log_level;  // empty: from file, else info
   // Raw flag values; empty / unset when not given.
   std::string port, http_port, bind, routers, cert, key, workers, mode, peers, api_key, access_log,
-      control_plane;
+      control_plane, data_dir;
   bool no_tls = false;
 };
 

@@ -158,6 +158,9 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
     }
     cr.methods.assign(r.methods().begin(), r.methods().end());
     cr.timeout_ms = ms(r.timeout(), 0);
+    cr.required_scope = r.required_scope();
+    cr.rate_limited = r.rate_limited();
+    cr.count_tokens = r.count_tokens();
     if (r.action_case() == edge::v1::Route::kCluster) {
       for (const auto& c : cfg->clusters) {
         if (c->name == r.cluster()) cr.cluster = c;

@@ -28,6 +28,9 @@ struct CompiledRoute {
   upstream::ClusterInfoSharedPtr cluster;  // proxy target, or null
   edge::v1::BuiltinHandler builtin = edge::v1::BUILTIN_HANDLER_UNSPECIFIED;
   uint64_t timeout_ms = 0;
+  int required_scope = 0;  // edge::v1::Scope
+  bool rate_limited = false;
+  bool count_tokens = false;
   std::string allowedMethods() const;
   bool allows(std::string_view method) const;
 };

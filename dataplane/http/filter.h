@@ -50,6 +50,22 @@ enum class FilterDataStatus {
   StopIterationNoBuffer,
 };
 
+// Who is calling: set by the auth filter from a valid API key, read by the
+// rate limiter, handlers and the access log. Shared with the compiled
+// config that holds it.
+struct ClientIdentity {
+  std::string client_id;
+  std::string client_name;
+  std::string key_prefix;  // never the key itself
+  uint32_t scopes = 0;     // bit (1 << edge::v1::Scope)
+  uint32_t requests_per_window = 0;  // 0: tier default
+  uint32_t tokens_per_window = 0;
+  uint32_t max_concurrent = 0;
+  std::vector<std::string> allowed_models;  // empty: all
+  int64_t expires_at = 0;
+  bool hasScope(int scope) const { return (scopes >> scope) & 1u; }
+};
+
 // Per-request facts shared by filters and the access log.
 struct StreamInfo {
   uint64_t start_ns = 0;
@@ -63,7 +79,11 @@ struct StreamInfo {
   std::string upstream_host;  // "http://router1:8881"
   std::string error_code;     // why the stream ended badly, if it did
   std::string client_name;    // set by the auth filter
+  std::shared_ptr<const ClientIdentity> identity;  // null: anonymous
+  std::string client_ip;      // as the rate limiter saw it
   uint32_t attempts = 0;
+  uint64_t prompt_tokens = 0;
+  uint64_t completion_tokens = 0;
 };
 
 // A filter may register to hear when the client's side cannot take more

@@ -10,6 +10,8 @@
 #include "dataplane/config/runtime_config.h"
 #include "dataplane/server/server.h"
 #include "dataplane/stats/stats.h"
+#include "filters/auth/auth_filter.h"
+#include "filters/usage/usage_filter.h"
 
 namespace eldric::server {
 namespace {
@@ -46,7 +48,8 @@ void appendHost(std::string& out, const upstream::Host& h, uint64_t now_ms) {
 }  // namespace
 
 http::FilterHeadersStatus BuiltinFilter::decodeHeaders(http::RequestHeaders&, bool end_stream) {
-  if (end_stream) respond();
+  if (!end_stream) return http::FilterHeadersStatus::Continue;  // answered once the body is read
+  respond();
   return http::FilterHeadersStatus::StopIteration;
 }
 
@@ -249,6 +252,49 @@ std::string BuiltinFilter::metricsText() {
       snprintf(line, sizeof line,
                "eldric_edge_upstream_health_check_latency_seconds{cluster=\"%s\",upstream=\"%s\"} %.6f\n",
                c->name.c_str(), h->url().c_str(), static_cast<double>(h->lastLatencyUs()) / 1e6);
+      out += line;
+    }
+  }
+  // Who was refused, and why: bounded labels (reasons, tiers, client
+  // names from the registry), never a key or an IP.
+  auto& as = filters::auth::stats();
+  snprintf(line, sizeof line,
+           "# HELP eldric_edge_auth_failures_total Requests refused by API key authentication, by reason.\n"
+           "# TYPE eldric_edge_auth_failures_total counter\n"
+           "eldric_edge_auth_failures_total{reason=\"missing\"} %" PRIu64 "\n"
+           "eldric_edge_auth_failures_total{reason=\"invalid\"} %" PRIu64 "\n"
+           "eldric_edge_auth_failures_total{reason=\"expired\"} %" PRIu64 "\n"
+           "eldric_edge_auth_failures_total{reason=\"forbidden\"} %" PRIu64 "\n",
+           as.missing.load(), as.invalid.load(), as.expired.load(), as.forbidden.load());
+  out += line;
+  if (auto rl = state_.rateLimitState()) {
+    snprintf(line, sizeof line,
+             "# HELP eldric_edge_rate_limited_total Requests refused with 429, by tier.\n"
+             "# TYPE eldric_edge_rate_limited_total counter\n"
+             "eldric_edge_rate_limited_total{tier=\"global\"} %" PRIu64 "\n"
+             "eldric_edge_rate_limited_total{tier=\"ip\"} %" PRIu64 "\n"
+             "eldric_edge_rate_limited_total{tier=\"key\"} %" PRIu64 "\n"
+             "eldric_edge_rate_limited_total{tier=\"tokens\"} %" PRIu64 "\n"
+             "eldric_edge_rate_limited_total{tier=\"concurrency\"} %" PRIu64 "\n"
+             "# HELP eldric_edge_streams_cut_total Streams ended at the per-request token cap.\n"
+             "# TYPE eldric_edge_streams_cut_total counter\n"
+             "eldric_edge_streams_cut_total %" PRIu64 "\n",
+             rl->refused_global.load(), rl->refused_ip.load(), rl->refused_key.load(), rl->refused_tokens.load(),
+             rl->refused_concurrency.load(), rl->streams_cut.load());
+    out += line;
+  }
+  {
+    auto& us = filters::usage::stats();
+    out += "# HELP eldric_edge_tokens_total Tokens counted in responses, by client.\n";
+    out += "# TYPE eldric_edge_tokens_total counter\n";
+    std::lock_guard<std::mutex> lock(us.mutex);
+    for (const auto& [client, n] : us.tokens_by_client) {
+      std::string name;
+      for (char c : client) {
+        if (c == '"' || c == '\\' || c == '\n') continue;  // names are [A-Za-z0-9._-] already
+        name.push_back(c);
+      }
+      snprintf(line, sizeof line, "eldric_edge_tokens_total{client=\"%s\"} %" PRIu64 "\n", name.c_str(), n);
       out += line;
     }
   }

@@ -8,10 +8,16 @@
 
 #include <cerrno>
 #include <cstring>
+#include <set>
 
 #include "dataplane/common/log.h"
 #include "dataplane/network/connection.h"
+#include "controlplane/core/snapshot_builder.h"
 #include "dataplane/server/builtin.h"
+#include "filters/auth/auth_filter.h"
+#include "filters/ratelimit/ratelimit_filter.h"
+#include "filters/usage/usage_filter.h"
+#include "rapidjson/document.h"
 
 namespace eldric::server {
 
@@ -62,13 +68,14 @@ void Worker::join() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Worker::setConfig(config::RuntimeConfigSharedPtr config) {
-  dispatcher_.post([this, config] {
+void Worker::setConfig(config::RuntimeConfigSharedPtr config, std::function<void()> applied) {
+  dispatcher_.post([this, config, applied] {
     config_ = config;
     // New clusters get pools; old pools stay (indexes are stable).
-    while (pools_.size() < config->clusters.size() + 4) {
-      pools_.push_back(std::make_unique<upstream::ConnPool>(dispatcher_));
+    for (const auto& c : config->clusters) {
+      while (pools_.size() <= c->index) pools_.push_back(std::make_unique<upstream::ConnPool>(dispatcher_));
     }
+    if (applied) applied();
   });
 }
 
@@ -103,6 +110,10 @@ void Worker::accept(ListenerHandle* l) {
 void Worker::addTerminalFilter(const config::CompiledRoute& route, http::FilterChainBuilder& builder) {
   if (route.cluster) {
     builder.addDecoderFilter(std::make_unique<router::RouterFilter>(router_context_));
+  } else if (route.builtin == edge::v1::BUILTIN_HANDLER_CLIENTS) {
+    builder.addDecoderFilter(std::make_unique<ClientsFilter>(server_.admin()));
+  } else if (route.builtin == edge::v1::BUILTIN_HANDLER_USAGE) {
+    builder.addDecoderFilter(std::make_unique<UsageFilter>(server_.state().rateLimitState()));
   } else {
     builder.addDecoderFilter(std::make_unique<BuiltinFilter>(server_.state(), route.builtin));
   }
@@ -276,12 +287,40 @@ bool Server::bindListeners(const config::RuntimeConfig& cfg, std::string* error)
   return true;
 }
 
-void Server::applyConfig(config::RuntimeConfigSharedPtr cfg) {
+config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std::string* error) {
+  edge::v1::Snapshot snap = base;
+  if (store_) controlplane::addClientKeys(store_->listClients(), static_cast<int64_t>(time(nullptr)), snap.mutable_auth());
+  auto cfg = config::compile(snap, hosts_, error);
+  if (!cfg) return nullptr;
+  auto state = state_.rateLimitState();
+  uint32_t window = static_cast<uint32_t>(snap.rate_limits().window().seconds());
+  if (!state || state->windowSeconds() != window) {
+    if (state) log::warn("rate limit window changed; counters start afresh", {{"window_seconds", log::num(window)}});
+    state = std::make_shared<filters::ratelimit::State>(window);
+    std::atomic_store(&state_.rate_limit_state, state);
+  }
+  auto rl = filters::ratelimit::compileConfig(snap.rate_limits());
+  auto mutable_cfg = std::const_pointer_cast<config::RuntimeConfig>(cfg);
+  // The chain, in request order: who is it, may they, and what they use.
+  mutable_cfg->filter_factories = {
+      filters::auth::makeFactory(snap.auth()),
+      filters::ratelimit::makeFactory(rl, state),
+      filters::usage::makeFactory(rl, state),
+  };
+  return cfg;
+}
+
+void Server::applyConfig(config::RuntimeConfigSharedPtr cfg, std::function<void()> done) {
   {
     std::lock_guard<std::mutex> lock(config_mutex_);
     config_ = cfg;
   }
-  for (auto& w : workers_) w->setConfig(cfg);
+  auto remaining = std::make_shared<std::atomic<size_t>>(workers_.size());
+  for (auto& w : workers_) {
+    w->setConfig(cfg, [this, remaining, done] {
+      if (remaining->fetch_sub(1) == 1 && done) main_.post(done);
+    });
+  }
   health_->update(*cfg);
 }
 
@@ -292,7 +331,7 @@ void Server::reload() {
   config::LoadResult loaded;
   std::string error;
   config::RuntimeConfigSharedPtr next;
-  if (config::load(cli_, &loaded, &error)) next = config::compile(loaded.snapshot, hosts_, &error);
+  if (config::load(cli_, &loaded, &error)) next = build(loaded.snapshot, &error);
   if (!next) {
     state_.reloads_failed.fetch_add(1);
     log::error("reload failed; keeping the running config", {{"error", log::str(error)}});
@@ -314,6 +353,7 @@ void Server::reload() {
     l.address = old->address;
   }
   for (const auto& w : loaded.warnings) log::warn(w);
+  base_snapshot_ = loaded.snapshot;
   applyConfig(next);
   state_.reloads_ok.fetch_add(1);
   std::string fp;
@@ -358,7 +398,16 @@ int Server::run() {
     return 2;
   }
   log::setLevel(level);
-  auto cfg = config::compile(loaded.snapshot, hosts_, &error);
+  base_snapshot_ = loaded.snapshot;
+  const std::string& data_dir = base_snapshot_.data_dir();
+  store_ = controlplane::Store::open(data_dir, &error);
+  if (!store_) {
+    log::error("store error", {{"error", log::str(error)}});
+    fprintf(stderr, "eldric-edge: data_dir %s: %s (set --data-dir or \"data_dir\")\n", data_dir.c_str(),
+            error.c_str());
+    return 2;
+  }
+  auto cfg = build(base_snapshot_, &error);
   if (!cfg) {
     log::error("config error", {{"error", log::str(error)}});
     fprintf(stderr, "eldric-edge: %s\n", error.c_str());
@@ -409,6 +458,8 @@ int Server::run() {
     ports += ",\"" + l.name + "_port\":" + std::to_string(l.port);
   }
   log::info("ready", {{"workers", log::num(n)}, {"version", log::str(cfg->version())},
+                      {"api_keys", log::num(cfg->snapshot.auth().api_keys_size())},
+                      {"require_api_key", cfg->snapshot.auth().require_api_key() ? "true" : "false"},
                       {"routers", log::num(static_cast<long long>(cfg->cluster("routers")->hosts.size()))}});
   // A machine-readable line with the bound ports (tests use port 0).
   std::string ready = "{\"event\":\"ready\"" + ports + "}\n";
@@ -425,6 +476,279 @@ int Server::run() {
   uv_close(reinterpret_cast<uv_handle_t*>(&sigint), nullptr);
   log::info("exit");
   return 0;
+}
+
+}  // namespace eldric::server
+
+// ---------------------------------------------------------------------------
+// Admin API over the embedded store (standalone mode).
+
+namespace eldric::server {
+namespace {
+
+using Reply = AdminBackend::Reply;
+
+Reply error(int status, std::string message, std::string code) { return Reply{status, std::move(message), std::move(code)}; }
+
+std::string timeOrNull(int64_t t) { return t ? std::to_string(t) : "null"; }
+
+bool readUint(const rapidjson::Value& doc, const char* name, uint32_t* out, std::string* err) {
+  if (!doc.HasMember(name)) return true;
+  const auto& v = doc[name];
+  if (!v.IsUint() ) {
+    *err = std::string("\"") + name + "\" must be a non-negative integer";
+    return false;
+  }
+  *out = v.GetUint();
+  return true;
+}
+
+}  // namespace
+
+std::string Server::clientJson(const controlplane::ClientRecord& c) {
+  std::string out = "{\"id\":";
+  log::appendJsonString(out, c.id);
+  out += ",\"name\":";
+  log::appendJsonString(out, c.name);
+  out += ",\"description\":";
+  log::appendJsonString(out, c.description);
+  out += ",\"source\":";
+  log::appendJsonString(out, c.source);
+  out += ",\"scopes\":[";
+  bool first = true;
+  for (const char* sc : {"inference", "admin", "worker"}) {
+    controlplane::Scopes bit = 0;
+    controlplane::parseScopes(sc, &bit);
+    if (c.scopes & bit) {
+      if (!first) out += ",";
+      first = false;
+      log::appendJsonString(out, sc);
+    }
+  }
+  out += "],\"limits\":{\"rpm\":" + std::to_string(c.limits.rpm) + ",\"tpm\":" + std::to_string(c.limits.tpm) +
+         ",\"max_concurrent\":" + std::to_string(c.limits.max_concurrent) + ",\"allowed_models\":[";
+  for (size_t i = 0; i < c.limits.allowed_models.size(); ++i) {
+    if (i) out += ",";
+    log::appendJsonString(out, c.limits.allowed_models[i]);
+  }
+  out += "]},\"created_at\":" + std::to_string(c.created_at) + ",\"expires_at\":" + timeOrNull(c.expires_at) +
+         ",\"revoked_at\":" + timeOrNull(c.revoked_at) + ",\"keys\":[";
+  for (size_t i = 0; i < c.keys.size(); ++i) {
+    const auto& k = c.keys[i];
+    if (i) out += ",";
+    out += "{\"prefix\":";
+    log::appendJsonString(out, k.prefix);
+    out += ",\"created_at\":" + std::to_string(k.created_at) + ",\"expires_at\":" + timeOrNull(k.expires_at) +
+           ",\"revoked_at\":" + timeOrNull(k.revoked_at) + "}";
+  }
+  out += "]";
+  auto state = state_.rateLimitState();
+  if (state) {
+    uint64_t now = filters::ratelimit::nowSeconds();
+    auto e = state->keys.get(c.id, now);
+    out += ",\"usage\":{\"requests_in_window\":" + std::to_string(e->requests.count(now)) +
+           ",\"tokens_in_window\":" + std::to_string(e->tokens.count(now)) +
+           ",\"in_flight\":" + std::to_string(e->in_flight.load()) + "}";
+  }
+  out += "}";
+  return out;
+}
+
+std::string Server::configClientsJson(bool* any, const std::string& only) {
+  // Clients from the config file: listed, never changed through the API.
+  std::string out;
+  std::set<std::string> seen;
+  for (const auto& k : base_snapshot_.auth().api_keys()) {
+    if (!only.empty() && k.client_id() != only && k.client_name() != only) continue;
+    if (!seen.insert(k.client_name()).second) continue;
+    controlplane::ClientRecord c;
+    c.id = k.client_id();
+    c.name = k.client_name();
+    c.source = "config";
+    c.scopes = 0;
+    for (int sc : k.scopes()) {
+      c.scopes |= sc == edge::v1::SCOPE_ADMIN ? static_cast<controlplane::Scopes>(controlplane::Scope::Admin)
+                  : sc == edge::v1::SCOPE_WORKER ? static_cast<controlplane::Scopes>(controlplane::Scope::Worker)
+                                                 : static_cast<controlplane::Scopes>(controlplane::Scope::Inference);
+    }
+    c.limits.rpm = k.requests_per_minute();
+    c.limits.tpm = k.tokens_per_minute();
+    c.limits.max_concurrent = k.max_concurrent_requests();
+    controlplane::KeyRecord kr;
+    kr.prefix = k.prefix();
+    c.keys.push_back(kr);
+    if (*any) out += ",";
+    *any = true;
+    out += clientJson(c);
+  }
+  return out;
+}
+
+void Server::handle(const std::string& method, const std::string& path, std::string body, Dispatcher& worker,
+                    std::function<void(Reply)> done) {
+  main_.post([this, method, path, body = std::move(body), &worker, done] {
+    bool changed = false;
+    Reply reply = executeAdmin(method, path, body, &changed);
+    auto respond = [&worker, done, reply] { worker.post([done, reply] { done(reply); }); };
+    if (!changed) {
+      respond();
+      return;
+    }
+    // The change is committed; answer only once every worker enforces it.
+    std::string error;
+    auto cfg = build(base_snapshot_, &error);
+    if (!cfg) {
+      log::error("rebuilding the snapshot after an admin change failed", {{"error", log::str(error)}});
+      respond();
+      return;
+    }
+    applyConfig(cfg, respond);
+  });
+}
+
+AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::string& path, const std::string& body,
+                                         bool* changed) {
+  const std::string base = "/api/v1/clients";
+  std::string rest = path.size() > base.size() ? path.substr(base.size()) : "";
+  if (!rest.empty() && rest.back() == '/') rest.pop_back();
+  rapidjson::Document doc;
+  auto parseBody = [&](bool required, std::string* err) -> bool {
+    if (body.empty() && !required) {
+      doc.SetObject();
+      return true;
+    }
+    doc.Parse(body.c_str(), body.size());
+    if (doc.HasParseError() || !doc.IsObject()) {
+      *err = "request body is not a JSON object";
+      return false;
+    }
+    return true;
+  };
+
+  if (rest.empty() && method == "GET") {
+    std::string out = "{\"object\":\"list\",\"data\":[";
+    bool any = false;
+    out += configClientsJson(&any);
+    for (const auto& c : store_->listClients()) {
+      if (any) out += ",";
+      any = true;
+      out += clientJson(c);
+    }
+    out += "]}";
+    return Reply{200, out, ""};
+  }
+  if (rest == "/register") {
+    if (method != "POST") return error(405, "use POST to register a client", "method_not_allowed");
+    std::string err;
+    if (!parseBody(true, &err)) return error(400, err, "invalid_json");
+    if (!doc.HasMember("name") || !doc["name"].IsString()) {
+      return error(400, "missing \"name\" (a string)", "missing_name");
+    }
+    std::string name = doc["name"].GetString();
+    std::string description;
+    if (doc.HasMember("description")) {
+      if (!doc["description"].IsString()) return error(400, "\"description\" must be a string", "invalid_field");
+      description = doc["description"].GetString();
+    }
+    controlplane::Scopes scopes = static_cast<controlplane::Scopes>(controlplane::Scope::Inference);
+    if (doc.HasMember("scopes")) {
+      if (!doc["scopes"].IsArray()) return error(400, "\"scopes\" must be an array of strings", "invalid_field");
+      scopes = 0;
+      for (const auto& v : doc["scopes"].GetArray()) {
+        controlplane::Scopes one = 0;
+        if (!v.IsString() || !controlplane::parseScopes(v.GetString(), &one)) {
+          return error(400, "unknown scope in \"scopes\" (inference, admin, worker)", "invalid_scope");
+        }
+        scopes |= one;
+      }
+    }
+    controlplane::ClientLimits limits;
+    if (!readUint(doc, "rpm", &limits.rpm, &err) || !readUint(doc, "tpm", &limits.tpm, &err) ||
+        !readUint(doc, "max_concurrent", &limits.max_concurrent, &err)) {
+      return error(400, err, "invalid_field");
+    }
+    if (doc.HasMember("allowed_models")) {
+      if (!doc["allowed_models"].IsArray()) return error(400, "\"allowed_models\" must be an array", "invalid_field");
+      for (const auto& v : doc["allowed_models"].GetArray()) {
+        if (!v.IsString()) return error(400, "\"allowed_models\" must hold strings", "invalid_field");
+        limits.allowed_models.push_back(v.GetString());
+      }
+    }
+    int64_t expires_at = 0;
+    if (doc.HasMember("expires_in_seconds")) {
+      if (!doc["expires_in_seconds"].IsUint64() || doc["expires_in_seconds"].GetUint64() == 0) {
+        return error(400, "\"expires_in_seconds\" must be a positive integer", "invalid_field");
+      }
+      expires_at = static_cast<int64_t>(time(nullptr)) + static_cast<int64_t>(doc["expires_in_seconds"].GetUint64());
+    }
+    for (const auto& k : base_snapshot_.auth().api_keys()) {
+      if (k.client_name() == name) return error(400, "a client named \"" + name + "\" already exists (in the config file)", "duplicate_name");
+    }
+    controlplane::IssuedKey issued;
+    bool conflict = false;
+    if (!store_->registerClient(name, description, scopes, limits, expires_at, &issued, &err, &conflict)) {
+      return error(400, err, conflict ? "duplicate_name" : "invalid_client");
+    }
+    *changed = true;
+    std::string out = clientJson(issued.client);
+    out.pop_back();
+    // The only time the key is shown.
+    out += ",\"api_key\":";
+    log::appendJsonString(out, issued.key);
+    out += "}";
+    log::info("client registered", {{"client", log::str(name)}, {"key_prefix", log::str(controlplane::keyPrefix(issued.key))}});
+    return Reply{200, out, ""};
+  }
+  if (rest.empty()) return error(405, "use GET to list clients or POST /api/v1/clients/register", "method_not_allowed");
+  // /{id}, /{id}/rotate
+  std::string id = rest.substr(1);
+  std::string action;
+  if (size_t slash = id.find('/'); slash != std::string::npos) {
+    action = id.substr(slash + 1);
+    id.resize(slash);
+  }
+  for (const auto& k : base_snapshot_.auth().api_keys()) {
+    if ((k.client_id() == id || k.client_name() == id) && (method != "GET" || !action.empty())) {
+      return error(400, "client \"" + id + "\" is defined in the config file; change it there", "config_client");
+    }
+  }
+  if (action.empty() && method == "GET") {
+    auto c = store_->getClient(id);
+    if (!c) {
+      bool any = false;
+      std::string one = configClientsJson(&any, id);
+      if (any) return Reply{200, one, ""};
+      return error(404, "no client \"" + id + "\"", "client_not_found");
+    }
+    return Reply{200, clientJson(*c), ""};
+  }
+  if (action.empty() && method == "DELETE") {
+    std::string err;
+    if (!store_->revokeClient(id, &err)) return error(404, err.empty() ? "no client \"" + id + "\"" : err, "client_not_found");
+    *changed = true;
+    log::info("client revoked", {{"client", log::str(id)}});
+    return Reply{200, "{\"id\":" + log::str(id) + ",\"revoked\":true}", ""};
+  }
+  if (action == "rotate" && method == "POST") {
+    std::string err;
+    if (!parseBody(false, &err)) return error(400, err, "invalid_json");
+    int64_t overlap = base_snapshot_.auth().rotation_overlap().seconds();
+    if (doc.HasMember("overlap_seconds")) {
+      if (!doc["overlap_seconds"].IsUint64()) return error(400, "\"overlap_seconds\" must be a non-negative integer", "invalid_field");
+      overlap = static_cast<int64_t>(doc["overlap_seconds"].GetUint64());
+    }
+    controlplane::IssuedKey issued;
+    if (!store_->rotateKey(id, overlap, &issued, &err)) return error(404, err.empty() ? "no client \"" + id + "\"" : err, "client_not_found");
+    *changed = true;
+    std::string out = clientJson(issued.client);
+    out.pop_back();
+    out += ",\"api_key\":";
+    log::appendJsonString(out, issued.key);
+    out += ",\"previous_keys_valid_for_seconds\":" + std::to_string(overlap) + "}";
+    log::info("client key rotated", {{"client", log::str(issued.client.name)}, {"key_prefix", log::str(controlplane::keyPrefix(issued.key))}});
+    return Reply{200, out, ""};
+  }
+  return error(405, "unsupported: " + method + " " + path, "method_not_allowed");
 }
 
 }  // namespace eldric::server

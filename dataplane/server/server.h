@@ -19,6 +19,9 @@
 #include "dataplane/stats/stats.h"
 #include "dataplane/upstream/conn_pool.h"
 #include "dataplane/upstream/health_checker.h"
+#include "dataplane/server/admin_api.h"
+#include "controlplane/core/store.h"
+#include "filters/ratelimit/limiter.h"
 
 namespace eldric::server {
 
@@ -31,6 +34,9 @@ struct ServerState {
   std::atomic<uint64_t> reloads_ok{0};
   std::atomic<uint64_t> reloads_failed{0};
   std::atomic<bool> draining{false};
+  // Read with std::atomic_load: a reload that changes the window swaps it.
+  filters::ratelimit::StateSharedPtr rate_limit_state;
+  filters::ratelimit::StateSharedPtr rateLimitState() const { return std::atomic_load(&rate_limit_state); }
 };
 
 class Worker : public http::ConnectionManagerContext {
@@ -40,8 +46,8 @@ class Worker : public http::ConnectionManagerContext {
   // Adopts listening sockets (already bound by the main thread).
   void start(const std::vector<std::pair<int, std::string>>& listen_fds);
   void join();
-  // Thread-safe.
-  void setConfig(config::RuntimeConfigSharedPtr config);
+  // Thread-safe. `applied` runs on this worker's thread once it switched.
+  void setConfig(config::RuntimeConfigSharedPtr config, std::function<void()> applied = nullptr);
   void drain();
   void stop();
 
@@ -78,7 +84,7 @@ class Worker : public http::ConnectionManagerContext {
   bool owns_access_log_fd_ = false;
 };
 
-class Server {
+class Server : public AdminBackend {
  public:
   explicit Server(config::CommandLine cli);
   // Runs until drained. Returns the process exit code.
@@ -90,12 +96,26 @@ class Server {
   // Called by workers (any thread) when they finished draining.
   void workerDrained();
   int accessLogFd() const { return access_log_fd_; }
+  AdminBackend& admin() { return *this; }
+
+  // AdminBackend (standalone: the embedded store, on the main loop).
+  void handle(const std::string& method, const std::string& path, std::string body, Dispatcher& worker,
+              std::function<void(Reply)> done) override;
 
  private:
   bool bindListeners(const config::RuntimeConfig& cfg, std::string* error);
   void reload();
   void startDrain();
-  void applyConfig(config::RuntimeConfigSharedPtr cfg);
+  // Builds the runtime config from the file's snapshot plus the store's
+  // clients, with the filter chain attached.
+  config::RuntimeConfigSharedPtr build(const edge::v1::Snapshot& base, std::string* error);
+  // Swaps every worker to `cfg`; `done` runs on the main loop once all have.
+  void applyConfig(config::RuntimeConfigSharedPtr cfg, std::function<void()> done = nullptr);
+  Reply executeAdmin(const std::string& method, const std::string& path, const std::string& body,
+                     bool* changed);
+  std::string clientJson(const controlplane::ClientRecord& c);
+  // Clients from the config file (all, or the one named `only`).
+  std::string configClientsJson(bool* any, const std::string& only = "");
 
   config::CommandLine cli_;
   Dispatcher main_;
@@ -111,6 +131,8 @@ class Server {
   TimerPtr drain_timer_;
   int access_log_fd_ = -1;
   std::string access_log_path_;
+  std::unique_ptr<controlplane::Store> store_;
+  edge::v1::Snapshot base_snapshot_;  // from the file and flags
 };
 
 }  // namespace eldric::server

@@ -43,7 +43,7 @@ TEST(LoaderTest, SeedConfigWithCommentsIsAccepted) {
   EXPECT_EQ(s.clusters(0).name(), "routers");
   EXPECT_EQ(s.clusters(0).endpoints_size(), 2);
   EXPECT_EQ(s.clusters(1).name(), "controller");
-  // Accepted-but-not-enforced parts are named, not silent.
+  // Farm peers do nothing in single mode: said, not silent.
   EXPECT_FALSE(r.warnings.empty());
 }
 
@@ -94,13 +94,53 @@ TEST(LoaderTest, TlsNeedsCertAndReadableFiles) {
   EXPECT_NE(loadError("", cli).find("/nonexistent/cert.pem"), std::string::npos);
 }
 
-TEST(LoaderTest, RequireApiKeyIsRefusedNotIgnored) {
+TEST(LoaderTest, ApiKeysExistOnlyAsHashes) {
   CommandLine cli = noTls();
   cli.routers = "http://a:1";
-  cli.api_key = "sk-test";
-  std::string e = loadError("", cli);
-  EXPECT_NE(e.find("not available"), std::string::npos) << e;
-  EXPECT_EQ(e.find("sk-test"), std::string::npos) << "the key must never be echoed";
+  cli.api_key = "sk-operator-secret-1234";
+  LoadResult r;
+  std::string error;
+  ASSERT_TRUE(loadFromText(R"({"auth":{"api_keys":{"sk-openwebui-key":"openwebui-client",
+      "sk-mobile-ios-key":{"client":"ios","rpm":5,"allowed_models":["llama3.2:3b"]}}}})",
+                           "edge.json", cli, &r, &error))
+      << error;
+  const auto& auth = r.snapshot.auth();
+  EXPECT_TRUE(auth.require_api_key());  // --api-key turns it on
+  ASSERT_EQ(auth.api_keys_size(), 3);
+  std::string wire = r.snapshot.SerializeAsString();
+  for (const char* key : {"sk-operator-secret-1234", "sk-openwebui-key", "sk-mobile-ios-key"}) {
+    EXPECT_EQ(wire.find(key), std::string::npos) << "a key in clear in the snapshot";
+  }
+  for (const auto& k : auth.api_keys()) {
+    EXPECT_EQ(k.sha256().size(), 32u);
+    EXPECT_LE(k.prefix().size(), 10u);
+  }
+  EXPECT_EQ(auth.api_keys(1).client_name(), "ios");
+  EXPECT_EQ(auth.api_keys(1).requests_per_minute(), 5u);
+}
+
+TEST(LoaderTest, BadKeyEntriesAreNamedWithoutTheKey) {
+  std::string e = loadError(R"({"router_urls":["http://a:1"],"auth":{"api_keys":{"sk-short":""}}})");
+  EXPECT_NE(e.find("auth.api_keys[0]"), std::string::npos) << e;
+  EXPECT_EQ(e.find("sk-short"), std::string::npos) << e;
+  e = loadError(R"({"router_urls":["http://a:1"],"auth":{"api_keys":{"sk-long-enough":{"client":"x","scopes":["root"]}}}})");
+  EXPECT_NE(e.find("unknown scope"), std::string::npos) << e;
+}
+
+TEST(LoaderTest, SeedRateLimitDefaults) {
+  CommandLine cli = noTls();
+  cli.routers = "http://a:1";
+  LoadResult r;
+  std::string error;
+  ASSERT_TRUE(loadFromText("", "flags", cli, &r, &error)) << error;
+  const auto& rl = r.snapshot.rate_limits();
+  EXPECT_EQ(rl.global_requests(), 10000u);
+  EXPECT_EQ(rl.per_ip_requests(), 100u);
+  EXPECT_EQ(rl.per_key_requests(), 1000u);
+  EXPECT_EQ(rl.window().seconds(), 60);
+  EXPECT_NE(loadError(R"({"router_urls":["http://a:1"],"rate_limits":{"trusted_proxies":["10.0.0.0/99"]}})")
+                .find("trusted_proxies"),
+            std::string::npos);
 }
 
 TEST(LoaderTest, RoutesCompileAndMatch) {

@@ -1,0 +1,52 @@
+#include "controlplane/core/snapshot_builder.h"
+
+namespace eldric::controlplane {
+namespace {
+
+bool hexToBytes(const std::string& hex, std::string* out) {
+  if (hex.size() % 2) return false;
+  out->clear();
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out->push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return true;
+}
+
+}  // namespace
+
+void addClientKeys(const std::vector<ClientRecord>& clients, int64_t now_s, edge::v1::Auth* auth) {
+  for (const auto& c : clients) {
+    if (c.revoked_at != 0 || (c.expires_at != 0 && c.expires_at <= now_s)) continue;
+    for (const auto& k : c.keys) {
+      if (k.revoked_at != 0 || (k.expires_at != 0 && k.expires_at <= now_s)) continue;
+      std::string raw;
+      if (!hexToBytes(k.sha256_hex, &raw) || raw.size() != 32) continue;
+      auto* ak = auth->add_api_keys();
+      ak->set_sha256(raw);
+      ak->set_prefix(k.prefix);
+      ak->set_client_id(c.id);
+      ak->set_client_name(c.name);
+      if (c.scopes & static_cast<Scopes>(Scope::Inference))
+        ak->add_scopes(edge::v1::SCOPE_INFERENCE);
+      if (c.scopes & static_cast<Scopes>(Scope::Admin)) ak->add_scopes(edge::v1::SCOPE_ADMIN);
+      if (c.scopes & static_cast<Scopes>(Scope::Worker)) ak->add_scopes(edge::v1::SCOPE_WORKER);
+      ak->set_requests_per_minute(c.limits.rpm);
+      ak->set_tokens_per_minute(c.limits.tpm);
+      ak->set_max_concurrent_requests(c.limits.max_concurrent);
+      for (const auto& m : c.limits.allowed_models) ak->add_allowed_models(m);
+      int64_t expires = k.expires_at;
+      if (c.expires_at != 0 && (expires == 0 || c.expires_at < expires)) expires = c.expires_at;
+      ak->set_expires_at(expires);
+    }
+  }
+}
+
+}  // namespace eldric::controlplane

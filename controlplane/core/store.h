@@ -1,0 +1,103 @@
+#pragma once
+
+// The durable client registry: clients and their API keys, in SQLite (WAL,
+// synchronous=FULL: a call that returned success survives kill -9 and
+// power loss). Keys are stored only as SHA-256 hashes plus a short visible
+// prefix. Used by the control plane daemon and, in standalone mode, linked
+// into the data plane: it has no gRPC and no TLS library in it.
+//
+// Thread-compatible: one Store per thread, or external serialization.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace eldric::controlplane {
+
+enum class Scope : uint32_t { Inference = 1, Admin = 2, Worker = 4 };
+// Bit set of Scope values.
+using Scopes = uint32_t;
+std::string scopesToString(Scopes s);  // "inference,admin"
+// Parses "inference", "admin", "worker" (comma separated). False if unknown.
+bool parseScopes(const std::string& text, Scopes* out);
+
+struct ClientLimits {
+  uint32_t rpm = 0;  // 0: the tier default
+  uint32_t tpm = 0;
+  uint32_t max_concurrent = 0;              // 0: unlimited
+  std::vector<std::string> allowed_models;  // empty: all
+};
+
+struct KeyRecord {
+  std::string sha256_hex;  // 64 lowercase hex chars
+  std::string prefix;      // first characters of the key, e.g. "sk-3f9a1b"
+  int64_t created_at = 0;  // Unix seconds
+  int64_t expires_at = 0;  // 0: never (set on rotation for the old key)
+  int64_t revoked_at = 0;  // 0: not revoked
+};
+
+struct ClientRecord {
+  std::string id;    // stable id, "cl_" + 16 hex
+  std::string name;  // unique
+  std::string description;
+  Scopes scopes = static_cast<Scopes>(Scope::Inference);
+  ClientLimits limits;
+  // "config" for keys from the config file / flags (read-only through the
+  // API), "api" for registered clients.
+  std::string source = "api";
+  int64_t created_at = 0;
+  int64_t expires_at = 0;  // 0: never
+  int64_t revoked_at = 0;  // 0: active
+  std::vector<KeyRecord> keys;
+};
+
+// A key handed out once, at registration or rotation.
+struct IssuedKey {
+  std::string key;  // "sk-" + 48 random base62 characters
+  ClientRecord client;
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) `<data_dir>/edge.db`. Returns null and sets
+  // `error` if the directory or database cannot be used.
+  static std::unique_ptr<Store> open(const std::string& data_dir, std::string* error);
+  virtual ~Store() = default;
+
+  // Errors are returned as false with `*error` set to a message fit for an
+  // API client ("a client named \"x\" already exists"); `*conflict` is set
+  // when the failure is a duplicate name.
+  virtual bool registerClient(const std::string& name, const std::string& description,
+                              Scopes scopes, const ClientLimits& limits, int64_t expires_at,
+                              IssuedKey* out, std::string* error, bool* conflict) = 0;
+  // Adds a client with a key the operator chose (config file, --api-key).
+  // Idempotent by name: replaces that client's config-sourced key.
+  virtual bool upsertConfigClient(const std::string& name, const std::string& key, Scopes scopes,
+                                  std::string* error) = 0;
+  virtual std::vector<ClientRecord> listClients() = 0;
+  // By id or name.
+  virtual std::optional<ClientRecord> getClient(const std::string& id_or_name) = 0;
+  // Marks the client and all its keys revoked. False if unknown.
+  virtual bool revokeClient(const std::string& id_or_name, std::string* error) = 0;
+  // A new key; the old active keys stay valid until now + overlap_seconds.
+  virtual bool rotateKey(const std::string& id_or_name, int64_t overlap_seconds, IssuedKey* out,
+                         std::string* error) = 0;
+  // A monotonically increasing number, bumped by every successful change;
+  // survives restarts.
+  virtual uint64_t version() = 0;
+};
+
+// SHA-256 of `data` as 64 lowercase hex characters (no TLS library needed).
+std::string sha256Hex(const std::string& data);
+// Raw 32-byte digest.
+void sha256(const void* data, size_t len, unsigned char out[32]);
+// Compares in time independent of where the inputs differ.
+bool constantTimeEquals(const std::string& a, const std::string& b);
+// A new API key from the kernel's CSPRNG: "sk-" + 48 base62 characters.
+std::string generateApiKey();
+// The visible prefix kept for a key: its first 10 characters.
+std::string keyPrefix(const std::string& key);
+
+}  // namespace eldric::controlplane

@@ -1,0 +1,68 @@
+#pragma once
+
+// The admin REST API (/api/v1/clients...) and /api/v1/usage. Client
+// changes run on the main loop, where the store lives: the store commits
+// (fsync), a new snapshot is built and every worker has switched to it
+// before the answer goes out, so a revoked key is refused on the very
+// next request, on any worker.
+
+#include <memory>
+#include <string>
+
+#include "dataplane/http/filter.h"
+#include "filters/ratelimit/limiter.h"
+
+namespace eldric::server {
+
+class Server;
+
+// What the API needs from the process; standalone mode implements it over
+// the embedded store (farm mode will forward to the control plane).
+class AdminBackend {
+ public:
+  virtual ~AdminBackend() = default;
+  struct Reply {
+    int status = 200;
+    std::string body;  // JSON
+    std::string error_code;
+  };
+  // Runs `request` (method, path, body) off the worker, then calls `done`
+  // back on `worker`'s thread.
+  virtual void handle(const std::string& method, const std::string& path, std::string body,
+                      Dispatcher& worker, std::function<void(Reply)> done) = 0;
+};
+
+class ClientsFilter : public http::StreamDecoderFilter {
+ public:
+  explicit ClientsFilter(AdminBackend& backend) : backend_(backend), alive_(std::make_shared<bool>(true)) {}
+  void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& cb) override { callbacks_ = &cb; }
+  http::FilterHeadersStatus decodeHeaders(http::RequestHeaders& headers, bool end_stream) override;
+  http::FilterDataStatus decodeData(Buffer& data, bool end_stream) override;
+  void onDestroy() override { *alive_ = false; }
+
+ private:
+  void dispatch(std::string body);
+  AdminBackend& backend_;
+  http::DecoderFilterCallbacks* callbacks_ = nullptr;
+  std::shared_ptr<bool> alive_;
+};
+
+class UsageFilter : public http::StreamDecoderFilter {
+ public:
+  explicit UsageFilter(filters::ratelimit::StateSharedPtr state) : state_(std::move(state)) {}
+  void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& cb) override { callbacks_ = &cb; }
+  http::FilterHeadersStatus decodeHeaders(http::RequestHeaders& headers, bool end_stream) override;
+  http::FilterDataStatus decodeData(Buffer& data, bool) override {
+    data.clear();
+    return http::FilterDataStatus::StopIterationNoBuffer;
+  }
+
+ private:
+  filters::ratelimit::StateSharedPtr state_;
+  http::DecoderFilterCallbacks* callbacks_ = nullptr;
+};
+
+// Sends a JSON reply through a terminal filter's callbacks.
+void sendJson(http::DecoderFilterCallbacks& cb, int status, std::string body);
+
+}  // namespace eldric::server

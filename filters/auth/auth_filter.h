@@ -1,0 +1,62 @@
+#pragma once
+
+// API key authentication. A key comes as `Authorization: Bearer sk-...` or
+// `X-API-Key: sk-...`; it is hashed (SHA-256) and looked up by hash, and
+// the stored hash is compared in constant time. Keys exist in the config
+// only as hashes. An unknown, expired or revoked key is refused alike
+// (401); a key without the route's scope gets 403.
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "dataplane/http/filter.h"
+#include "eldric/edge/v1/snapshot.pb.h"
+
+namespace eldric::filters::auth {
+
+// Auth failures by reason, process-wide (bounded label set).
+struct AuthStats {
+  std::atomic<uint64_t> missing{0}, invalid{0}, expired{0}, forbidden{0}, ok{0};
+};
+AuthStats& stats();
+
+// Compiled from Snapshot.auth; shared by every stream of a config.
+class AuthConfig {
+ public:
+  explicit AuthConfig(const edge::v1::Auth& auth);
+  bool requireKey() const { return require_key_; }
+  // Null if the key is unknown. `expired` is set if known but expired.
+  std::shared_ptr<const http::ClientIdentity> lookup(std::string_view key, int64_t now_s,
+                                                     bool* expired) const;
+  size_t keyCount() const { return keys_.size(); }
+
+ private:
+  bool require_key_;
+  struct Stored {
+    std::string sha256;  // raw 32 bytes
+    std::shared_ptr<const http::ClientIdentity> identity;
+  };
+  std::unordered_map<std::string, Stored> keys_;  // by raw hash
+};
+using AuthConfigSharedPtr = std::shared_ptr<const AuthConfig>;
+
+// The key a request presents, or empty.
+std::string_view presentedKey(const http::RequestHeaders& headers);
+
+class AuthFilter : public http::StreamDecoderFilter {
+ public:
+  explicit AuthFilter(AuthConfigSharedPtr config) : config_(std::move(config)) {}
+  void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& cb) override { callbacks_ = &cb; }
+  http::FilterHeadersStatus decodeHeaders(http::RequestHeaders& headers, bool end_stream) override;
+  http::FilterDataStatus decodeData(Buffer&, bool) override { return http::FilterDataStatus::Continue; }
+
+ private:
+  void refuse(int status, const char* message, const char* code);
+  AuthConfigSharedPtr config_;
+  http::DecoderFilterCallbacks* callbacks_ = nullptr;
+};
+
+http::FilterFactory makeFactory(const edge::v1::Auth& auth);
+
+}  // namespace eldric::filters::auth

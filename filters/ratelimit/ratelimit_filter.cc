@@ -1,0 +1,229 @@
+#include "filters/ratelimit/ratelimit_filter.h"
+
+#include <arpa/inet.h>
+
+#include <cstring>
+
+#include "dataplane/config/runtime_config.h"
+#include "dataplane/network/connection.h"
+
+namespace eldric::filters::ratelimit {
+
+bool parseCidr(const std::string& text, Cidr* out) {
+  std::string ip = text;
+  int prefix = -1;
+  if (size_t slash = text.find('/'); slash != std::string::npos) {
+    ip = text.substr(0, slash);
+    char* end = nullptr;
+    long p = strtol(text.c_str() + slash + 1, &end, 10);
+    if (*end || slash + 1 == text.size() || p < 0 || p > 128) return false;
+    prefix = static_cast<int>(p);
+  }
+  if (inet_pton(AF_INET, ip.c_str(), out->bytes) == 1) {
+    out->family = AF_INET;
+    if (prefix > 32) return false;
+    out->prefix = static_cast<uint8_t>(prefix < 0 ? 32 : prefix);
+    return true;
+  }
+  if (inet_pton(AF_INET6, ip.c_str(), out->bytes) == 1) {
+    out->family = AF_INET6;
+    out->prefix = static_cast<uint8_t>(prefix < 0 ? 128 : prefix);
+    return true;
+  }
+  return false;
+}
+
+bool Cidr::contains(const std::string& ip) const {
+  uint8_t b[16];
+  int fam = ip.find(':') == std::string::npos ? AF_INET : AF_INET6;
+  if (fam != family || inet_pton(fam, ip.c_str(), b) != 1) return false;
+  int full = prefix / 8, rest = prefix % 8;
+  if (memcmp(b, bytes, static_cast<size_t>(full)) != 0) return false;
+  if (rest == 0) return true;
+  uint8_t mask = static_cast<uint8_t>(0xff << (8 - rest));
+  return (b[full] & mask) == (bytes[full] & mask);
+}
+
+RateLimitConfigSharedPtr compileConfig(const edge::v1::RateLimits& limits) {
+  auto c = std::make_shared<RateLimitConfig>();
+  c->global = limits.global_requests();
+  c->per_ip = limits.per_ip_requests();
+  c->per_key = limits.per_key_requests();
+  c->per_key_tokens = limits.per_key_tokens();
+  c->max_tokens_per_request = limits.max_tokens_per_request();
+  c->per_key_max_concurrent = limits.per_key_max_concurrent();
+  c->window_s = limits.window().seconds() > 0 ? static_cast<uint32_t>(limits.window().seconds()) : 60;
+  for (const auto& t : limits.trusted_proxies()) {
+    Cidr cidr;
+    if (parseCidr(t, &cidr)) c->trusted_proxies.push_back(cidr);
+  }
+  return c;
+}
+
+namespace {
+bool trusted(const std::string& ip, const std::vector<Cidr>& list) {
+  for (const auto& c : list) {
+    if (c.contains(ip)) return true;
+  }
+  return false;
+}
+std::string trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return std::string(s);
+}
+}  // namespace
+
+std::string clientIp(const std::string& peer, const http::RequestHeaders& headers,
+                     const std::vector<Cidr>& trusted_list) {
+  if (trusted_list.empty() || !trusted(peer, trusted_list)) return peer;
+  // Walk X-Forwarded-For from the right: skip our own trusted proxies;
+  // the first other address is the client as the last trusted hop saw it.
+  std::vector<std::string> hops;
+  for (const auto& [name, value] : headers.headers.entries()) {
+    if (name != "x-forwarded-for") continue;
+    std::string_view v = value;
+    while (!v.empty()) {
+      size_t comma = v.find(',');
+      hops.push_back(trim(v.substr(0, comma)));
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
+    }
+  }
+  for (auto it = hops.rbegin(); it != hops.rend(); ++it) {
+    sockaddr_storage probe;
+    if (!network::parseIpAddress(*it, 0, &probe)) return peer;  // garbage: trust nothing
+    if (!trusted(*it, trusted_list)) return *it;
+  }
+  return peer;
+}
+
+void RateLimitFilter::refuse(const char* tier, uint64_t limit, uint32_t retry_after, const std::string& what) {
+  retry_after_ = retry_after < 1 ? 1 : retry_after;
+  std::string message = "rate limit exceeded: " + what + " (" + tier + " tier, limit " + std::to_string(limit) +
+                        "); retry after " + std::to_string(retry_after_) + "s";
+  std::string code = std::string(tier) + "_rate_limit_exceeded";
+  uint32_t ra = retry_after_;
+  std::string tier_name = tier;
+  decoder_->sendLocalReply(http::ErrorReply{429, message, "rate_limit_error", code},
+                           [ra, tier_name](http::ResponseHeaders& h) {
+                             h.headers.add("retry-after", std::to_string(ra));
+                             h.headers.add("x-ratelimit-tier", tier_name);
+                           });
+}
+
+http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& headers, bool) {
+  const config::CompiledRoute* route = decoder_->route();
+  if (!route || !route->rate_limited) return http::FilterHeadersStatus::Continue;
+  applied_ = true;
+  const RateLimitConfig& cfg = *config_;
+  State& st = *state_;
+  uint64_t now = nowSeconds();
+  auto& info = decoder_->streamInfo();
+  info.client_ip = clientIp(decoder_->connection().peerIp(), headers, cfg.trusted_proxies);
+  const http::ClientIdentity* id = info.identity.get();
+  uint32_t window = st.windowSeconds();
+  header_limit_ = 0;
+
+  auto note = [&](uint64_t limit, SlidingWindow& w) {
+    uint64_t used = w.count(now);
+    uint64_t remaining = used >= limit ? 0 : limit - used;
+    if (header_limit_ == 0 || remaining < header_remaining_) {
+      header_limit_ = limit;
+      header_remaining_ = remaining;
+      header_reset_s_ = w.secondsUntilEmpty(now);
+    }
+  };
+
+  uint64_t key_limit = 0;
+  if (id) {
+    key_entry_ = st.keys.get(id->client_id, now);
+    Entry& e = *key_entry_;
+    uint64_t tpm = id->tokens_per_window ? id->tokens_per_window : cfg.per_key_tokens;
+    if (tpm) {
+      uint64_t used = e.tokens.count(now);
+      token_limit_ = tpm;
+      token_remaining_ = used >= tpm ? 0 : tpm - used;
+      token_reset_s_ = e.tokens.secondsUntilEmpty(now);
+      if (used >= tpm) {
+        st.refused_tokens.fetch_add(1, std::memory_order_relaxed);
+        refuse("tokens", tpm, e.tokens.secondsUntilAvailable(now, tpm),
+               "client \"" + id->client_name + "\" used " + std::to_string(used) + " tokens in " +
+                   std::to_string(window) + "s");
+        return http::FilterHeadersStatus::StopIteration;
+      }
+    }
+    uint64_t max_conc = id->max_concurrent ? id->max_concurrent : cfg.per_key_max_concurrent;
+    if (max_conc) {
+      if (static_cast<uint64_t>(e.in_flight.fetch_add(1, std::memory_order_acq_rel)) >= max_conc) {
+        e.in_flight.fetch_sub(1, std::memory_order_acq_rel);
+        st.refused_concurrency.fetch_add(1, std::memory_order_relaxed);
+        refuse("concurrency", max_conc, 1,
+               "client \"" + id->client_name + "\" already has " + std::to_string(max_conc) + " requests in flight");
+        return http::FilterHeadersStatus::StopIteration;
+      }
+      holds_concurrency_ = true;
+    }
+    key_limit = id->requests_per_window ? id->requests_per_window : cfg.per_key;
+    if (key_limit && !e.requests.tryAdmit(now, key_limit)) {
+      st.refused_key.fetch_add(1, std::memory_order_relaxed);
+      refuse("key", key_limit, e.requests.secondsUntilAvailable(now, key_limit),
+             "client \"" + id->client_name + "\" is over its request limit");
+      return http::FilterHeadersStatus::StopIteration;
+    }
+  }
+  EntrySharedPtr ip_entry;
+  if (cfg.per_ip) {
+    ip_entry = st.ips.get(info.client_ip, now);
+    if (!ip_entry->requests.tryAdmit(now, cfg.per_ip)) {
+      if (key_limit) key_entry_->requests.refund(now);
+      st.refused_ip.fetch_add(1, std::memory_order_relaxed);
+      refuse("ip", cfg.per_ip, ip_entry->requests.secondsUntilAvailable(now, cfg.per_ip),
+             "too many requests from this address");
+      return http::FilterHeadersStatus::StopIteration;
+    }
+  }
+  if (cfg.global && !st.global.tryAdmit(now, cfg.global)) {
+    if (key_limit) key_entry_->requests.refund(now);
+    if (ip_entry) ip_entry->requests.refund(now);
+    st.refused_global.fetch_add(1, std::memory_order_relaxed);
+    refuse("global", cfg.global, st.global.secondsUntilAvailable(now, cfg.global),
+           "the gateway is at its global request limit");
+    return http::FilterHeadersStatus::StopIteration;
+  }
+  if (key_limit) note(key_limit, key_entry_->requests);
+  if (ip_entry) note(cfg.per_ip, ip_entry->requests);
+  if (cfg.global) note(cfg.global, st.global);
+  return http::FilterHeadersStatus::Continue;
+}
+
+http::FilterHeadersStatus RateLimitFilter::encodeHeaders(http::ResponseHeaders& headers, bool) {
+  if (!applied_) return http::FilterHeadersStatus::Continue;
+  if (header_limit_) {
+    headers.headers.add("x-ratelimit-limit-requests", std::to_string(header_limit_));
+    headers.headers.add("x-ratelimit-remaining-requests", std::to_string(header_remaining_));
+    headers.headers.add("x-ratelimit-reset-requests", std::to_string(header_reset_s_) + "s");
+  }
+  if (token_limit_) {
+    headers.headers.add("x-ratelimit-limit-tokens", std::to_string(token_limit_));
+    headers.headers.add("x-ratelimit-remaining-tokens", std::to_string(token_remaining_));
+    headers.headers.add("x-ratelimit-reset-tokens", std::to_string(token_reset_s_) + "s");
+  }
+  return http::FilterHeadersStatus::Continue;
+}
+
+void RateLimitFilter::onDestroy() {
+  if (holds_concurrency_ && key_entry_) {
+    key_entry_->in_flight.fetch_sub(1, std::memory_order_acq_rel);
+    holds_concurrency_ = false;
+  }
+}
+
+http::FilterFactory makeFactory(RateLimitConfigSharedPtr config, StateSharedPtr state) {
+  return [config, state](http::FilterChainBuilder& builder) {
+    auto f = std::make_shared<RateLimitFilter>(config, state);
+    builder.addStreamFilter(f, f);
+  };
+}
+
+}  // namespace eldric::filters::ratelimit

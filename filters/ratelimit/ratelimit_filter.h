@@ -1,0 +1,79 @@
+#pragma once
+
+// The request tiers: global, per client IP, per key (with per-client
+// overrides), tokens per key and requests in flight per key. A request
+// over any tier gets 429 with a Retry-After that says when that tier
+// admits again; every response on a rate-limited route carries
+// OpenAI-style x-ratelimit-* headers.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dataplane/http/filter.h"
+#include "eldric/edge/v1/snapshot.pb.h"
+#include "filters/ratelimit/limiter.h"
+
+namespace eldric::filters::ratelimit {
+
+struct Cidr {
+  uint8_t family = 0;  // AF_INET or AF_INET6
+  uint8_t bytes[16] = {0};
+  uint8_t prefix = 0;
+  bool contains(const std::string& ip) const;
+};
+// Parses "10.0.0.0/8", "::1", "192.168.1.7". False if malformed.
+bool parseCidr(const std::string& text, Cidr* out);
+
+struct RateLimitConfig {
+  uint64_t global = 0, per_ip = 0, per_key = 0, per_key_tokens = 0, max_tokens_per_request = 0,
+           per_key_max_concurrent = 0;
+  uint32_t window_s = 60;
+  std::vector<Cidr> trusted_proxies;
+};
+using RateLimitConfigSharedPtr = std::shared_ptr<const RateLimitConfig>;
+
+RateLimitConfigSharedPtr compileConfig(const edge::v1::RateLimits& limits);
+
+// The client's address for the per-IP tier: the socket peer, or, when the
+// peer is a trusted proxy, the right-most X-Forwarded-For entry that is not
+// itself a trusted proxy.
+std::string clientIp(const std::string& peer, const http::RequestHeaders& headers,
+                     const std::vector<Cidr>& trusted);
+
+class RateLimitFilter : public http::StreamDecoderFilter, public http::StreamEncoderFilter {
+ public:
+  RateLimitFilter(RateLimitConfigSharedPtr config, StateSharedPtr state)
+      : config_(std::move(config)), state_(std::move(state)) {}
+
+  void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& cb) override { decoder_ = &cb; }
+  http::FilterHeadersStatus decodeHeaders(http::RequestHeaders& headers, bool end_stream) override;
+  http::FilterDataStatus decodeData(Buffer&, bool) override { return http::FilterDataStatus::Continue; }
+  void setEncoderFilterCallbacks(http::EncoderFilterCallbacks&) override {}
+  http::FilterHeadersStatus encodeHeaders(http::ResponseHeaders& headers, bool end_stream) override;
+  http::FilterDataStatus encodeData(Buffer&, bool) override { return http::FilterDataStatus::Continue; }
+  void onDestroy() override;
+
+ private:
+  void refuse(const char* tier, uint64_t limit, uint32_t retry_after, const std::string& what);
+
+  RateLimitConfigSharedPtr config_;
+  StateSharedPtr state_;
+  http::DecoderFilterCallbacks* decoder_ = nullptr;
+  EntrySharedPtr key_entry_;
+  bool holds_concurrency_ = false;
+  bool applied_ = false;
+  // For the x-ratelimit-* headers: the tier with the least left.
+  uint64_t header_limit_ = 0, header_remaining_ = 0;
+  uint32_t header_reset_s_ = 0;
+  uint64_t token_limit_ = 0, token_remaining_ = 0;
+  uint32_t token_reset_s_ = 0;
+  // A refusal in progress: its headers.
+  uint32_t retry_after_ = 0;
+};
+
+// The state is owned by the process and survives reloads (unless the
+// window size changes); the config comes from each snapshot.
+http::FilterFactory makeFactory(RateLimitConfigSharedPtr config, StateSharedPtr state);
+
+}  // namespace eldric::filters::ratelimit

@@ -1,0 +1,209 @@
+#include "filters/usage/usage_filter.h"
+
+#include "dataplane/common/log.h"
+#include "dataplane/config/runtime_config.h"
+#include "rapidjson/document.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
+
+namespace eldric::filters::usage {
+
+UsageStats& stats() {
+  static UsageStats* s = new UsageStats();
+  return *s;
+}
+
+http::FilterHeadersStatus UsageFilter::decodeHeaders(http::RequestHeaders&, bool end_stream) {
+  const config::CompiledRoute* route = decoder_->route();
+  active_ = route && route->count_tokens;
+  if (!active_) return http::FilterHeadersStatus::Continue;
+  if (const auto& id = decoder_->streamInfo().identity) {
+    key_entry_ = state_->keys.get(id->client_id, ratelimit::nowSeconds());
+  }
+  return http::FilterHeadersStatus::Continue;
+}
+
+http::FilterDataStatus UsageFilter::decodeData(Buffer& data, bool end_stream) {
+  if (!active_) return http::FilterDataStatus::Continue;
+  if (!end_stream) return http::FilterDataStatus::StopIterationAndBuffer;
+  if (!inspectRequest(data)) return http::FilterDataStatus::StopIterationNoBuffer;
+  return http::FilterDataStatus::Continue;
+}
+
+bool UsageFilter::inspectRequest(Buffer& body) {
+  std::string text = body.toString();
+  rapidjson::Document doc;
+  doc.Parse(text.c_str(), text.size());
+  // Not JSON, or not an object: the upstream answers that; nothing to do.
+  if (doc.HasParseError() || !doc.IsObject()) return true;
+  const auto& id = decoder_->streamInfo().identity;
+  if (id && !id->allowed_models.empty()) {
+    std::string model;
+    if (doc.HasMember("model") && doc["model"].IsString()) model = doc["model"].GetString();
+    bool allowed = false;
+    for (const auto& m : id->allowed_models) allowed |= m == model;
+    if (!allowed) {
+      decoder_->sendLocalReply(http::ErrorReply{403, "model \"" + model + "\" is not allowed for this API key",
+                                                "permission_error", "model_not_allowed"});
+      return false;
+    }
+  }
+  bool stream = doc.HasMember("stream") && doc["stream"].IsBool() && doc["stream"].GetBool();
+  if (!stream) return true;
+  auto& alloc = doc.GetAllocator();
+  if (!doc.HasMember("stream_options") || !doc["stream_options"].IsObject()) {
+    if (doc.HasMember("stream_options")) doc.RemoveMember("stream_options");
+    doc.AddMember("stream_options", rapidjson::Value(rapidjson::kObjectType), alloc);
+  }
+  auto& opts = doc["stream_options"];
+  bool asked = opts.HasMember("include_usage") && opts["include_usage"].IsBool() && opts["include_usage"].GetBool();
+  if (asked) return true;
+  // Ask the upstream for usage; the client never sees the extra event.
+  if (opts.HasMember("include_usage")) opts.RemoveMember("include_usage");
+  opts.AddMember("include_usage", true, alloc);
+  injected_usage_ = true;
+  stats().usage_injected.fetch_add(1, std::memory_order_relaxed);
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  doc.Accept(w);
+  body.clear();
+  body.add(std::string_view(sb.GetString(), sb.GetSize()));
+  return true;
+}
+
+http::FilterHeadersStatus UsageFilter::encodeHeaders(http::ResponseHeaders& headers, bool end_stream) {
+  if (!active_ || end_stream) return http::FilterHeadersStatus::Continue;
+  const std::string* ct = headers.headers.get("content-type");
+  sse_ = ct && ct->compare(0, 17, "text/event-stream") == 0;
+  json_ = !sse_ && ct && ct->find("json") != std::string::npos && headers.status == 200;
+  // Removing an event changes the length; a capped stream may end early.
+  if (sse_) headers.headers.remove("content-length");
+  return http::FilterHeadersStatus::Continue;
+}
+
+void UsageFilter::countTokens(uint64_t n) {
+  if (n == 0) return;
+  counted_ += n;
+  if (key_entry_) key_entry_->tokens.add(ratelimit::nowSeconds(), n);
+}
+
+bool UsageFilter::onEvent(std::string_view event) {
+  // Only `data:` lines matter; an event may have several.
+  size_t pos = event.find("data:");
+  if (pos == std::string_view::npos) return true;
+  std::string_view data = event.substr(pos + 5);
+  while (!data.empty() && data.front() == ' ') data.remove_prefix(1);
+  if (data.compare(0, 6, "[DONE]") == 0) return true;
+  if (data.find("\"usage\"") != std::string_view::npos) {
+    rapidjson::Document doc;
+    doc.Parse(data.data(), data.size());
+    if (!doc.HasParseError() && doc.IsObject() && doc.HasMember("usage") && doc["usage"].IsObject()) {
+      const auto& u = doc["usage"];
+      uint64_t total = u.HasMember("total_tokens") && u["total_tokens"].IsUint64() ? u["total_tokens"].GetUint64() : 0;
+      if (total) {
+        reported_total_ = total;
+        // The report is the truth: top up what the estimate missed.
+        if (total > counted_) countTokens(total - counted_);
+        auto& info = decoder_->streamInfo();
+        if (u.HasMember("prompt_tokens") && u["prompt_tokens"].IsUint64()) info.prompt_tokens = u["prompt_tokens"].GetUint64();
+        if (u.HasMember("completion_tokens") && u["completion_tokens"].IsUint64()) {
+          info.completion_tokens = u["completion_tokens"].GetUint64();
+        }
+      }
+      bool no_choices = !doc.HasMember("choices") || (doc["choices"].IsArray() && doc["choices"].Empty());
+      if (injected_usage_ && no_choices) return false;  // the client did not ask for it
+      return true;
+    }
+  }
+  // A content delta is about one token: count it as it streams, so a key's
+  // window fills while its stream runs.
+  size_t c = data.find("\"content\":\"");
+  if (c != std::string_view::npos && c + 11 < data.size() && data[c + 11] != '"') {
+    ++completion_estimate_;
+    countTokens(1);
+  }
+  return true;
+}
+
+void UsageFilter::cutStream(Buffer& out) {
+  cut_ = true;
+  stats().streams_cut.fetch_add(1, std::memory_order_relaxed);
+  state_->streams_cut.fetch_add(1, std::memory_order_relaxed);
+  decoder_->streamInfo().error_code = "token_cap";
+  out.add(http::sseErrorEvent("the response reached the per-request cap of " +
+                                  std::to_string(config_->max_tokens_per_request) + " tokens and was ended",
+                              "rate_limit_error", "max_tokens_per_request_exceeded"));
+  out.add("data: [DONE]\n\n");
+}
+
+http::FilterDataStatus UsageFilter::encodeData(Buffer& data, bool end_stream) {
+  if (!active_ || cut_) return http::FilterDataStatus::Continue;
+  if (json_) {
+    if (!end_stream) return http::FilterDataStatus::StopIterationAndBuffer;
+    std::string text = data.toString();
+    rapidjson::Document doc;
+    doc.Parse(text.c_str(), text.size());
+    if (!doc.HasParseError() && doc.IsObject() && doc.HasMember("usage") && doc["usage"].IsObject() &&
+        doc["usage"].HasMember("total_tokens") && doc["usage"]["total_tokens"].IsUint64()) {
+      reported_total_ = doc["usage"]["total_tokens"].GetUint64();
+      countTokens(reported_total_);
+    }
+    return http::FilterDataStatus::Continue;
+  }
+  if (!sse_) return http::FilterDataStatus::Continue;
+  // Split into whole events (blank-line separated); keep a partial one.
+  carry_ += data.toString();
+  data.clear();
+  Buffer out;
+  size_t start = 0;
+  for (;;) {
+    size_t end = carry_.find("\n\n", start);
+    size_t sep = 2;
+    size_t crlf = carry_.find("\r\n\r\n", start);
+    if (crlf != std::string::npos && (end == std::string::npos || crlf < end)) {
+      end = crlf;
+      sep = 4;
+    }
+    if (end == std::string::npos) break;
+    std::string_view event(carry_.data() + start, end + sep - start);
+    if (onEvent(event)) out.add(event);
+    start = end + sep;
+    uint64_t cap = config_->max_tokens_per_request;
+    if (cap && completion_estimate_ > cap) {
+      cutStream(out);
+      carry_.clear();
+      data.move(out);
+      // End the response here: the router's stream is reset when the
+      // stream completes, which closes the upstream connection.
+      encoder_->injectEncodedData(data, true);
+      return http::FilterDataStatus::StopIterationNoBuffer;
+    }
+  }
+  carry_.erase(0, start);
+  if (end_stream && !carry_.empty()) {
+    out.add(carry_);
+    carry_.clear();
+  }
+  data.move(out);
+  return http::FilterDataStatus::Continue;
+}
+
+void UsageFilter::onDestroy() {
+  if (!active_ || finished_) return;
+  finished_ = true;
+  auto& info = decoder_->streamInfo();
+  if (counted_ && !info.client_name.empty()) {
+    auto& s = stats();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.tokens_by_client[info.client_name] += counted_;
+  }
+}
+
+http::FilterFactory makeFactory(ratelimit::RateLimitConfigSharedPtr config, ratelimit::StateSharedPtr state) {
+  return [config, state](http::FilterChainBuilder& builder) {
+    auto f = std::make_shared<UsageFilter>(config, state);
+    builder.addStreamFilter(f, f);
+  };
+}
+
+}  // namespace eldric::filters::usage
