@@ -42,6 +42,7 @@ struct Settings {
   };
   std::vector<Key> keys;
   int64_t rotation_overlap_s = 3600;
+  int64_t session_ttl_s = 12 * 3600;
   int64_t global_rpm = 10000, per_ip_rpm = 100, per_key_rpm = 1000, window_seconds = 60;
   int64_t per_key_tpm = 0, max_tokens_per_request = 0, per_key_max_concurrent = 0;
   std::vector<std::string> trusted_proxies;
@@ -235,7 +236,8 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                            {{"require_api_key", w.boolean(&s.require_api_key)},
                             {"api_keys", keyMap(false)},
                             {"admin_keys", keyMap(true)},
-                            {"rotation_overlap_seconds", w.integer(&s.rotation_overlap_s, 0, 90 * 86400)}});
+                            {"rotation_overlap_seconds", w.integer(&s.rotation_overlap_s, 0, 90 * 86400)},
+                            {"session_ttl_seconds", w.integer(&s.session_ttl_s, 60, 30 * 86400)}});
                 }},
                {"rate_limits",
                 [&](const Value& v, const std::string& p) {
@@ -467,6 +469,7 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   auto* auth = snap.mutable_auth();
   auth->set_require_api_key(s.require_api_key);
   *auth->mutable_rotation_overlap() = duration(s.rotation_overlap_s * 1000);
+  *auth->mutable_session_ttl() = duration(s.session_ttl_s * 1000);
   std::set<std::string> seen_keys;
   for (const auto& k : s.keys) {
     if (!seen_keys.insert(k.key).second) {
@@ -629,6 +632,14 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     r->set_builtin(edge::v1::BUILTIN_HANDLER_USAGE);
     r->set_required_scope(edge::v1::SCOPE_INFERENCE);
   }
+  // The embedded web chat: pages and assets are public (the page itself
+  // sends the browser to /login when keys are required); the session
+  // endpoint is answered by the auth filter.
+  for (const char* p : {"/", "/chat", "/login"}) {
+    route(p[1] ? p + 1 : "root", p, true, {"GET", "HEAD"})->set_builtin(edge::v1::BUILTIN_HANDLER_WEBCHAT);
+  }
+  route("chat_assets", "/chat/assets/", false, {"GET", "HEAD"})->set_builtin(edge::v1::BUILTIN_HANDLER_WEBCHAT);
+  route("session", "/api/v1/session", true, {"GET", "POST", "DELETE"})->set_builtin(edge::v1::BUILTIN_HANDLER_SESSION);
   auto* chat = route("chat_completions", "/v1/chat/completions", true, {"POST"});
   chat->set_cluster("routers");
   inference(chat, true);

@@ -152,7 +152,7 @@ std::string BuiltinFilter::metricsText() {
   std::vector<std::string> routes = reg.routeNames();
   std::string out;
   out.reserve(16 * 1024);
-  char line[512];
+  char line[2048];
 
   // Requests by route and status.
   out += "# HELP eldric_edge_http_requests_total HTTP requests answered, by route and status code.\n";

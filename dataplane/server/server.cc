@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -287,8 +288,44 @@ bool Server::bindListeners(const config::RuntimeConfig& cfg, std::string* error)
   return true;
 }
 
+bool Server::loadSessionKey(const std::string& dir, std::string* error) {
+  // The key that signs web chat session cookies; kept so that sessions
+  // outlive a restart. Made once, readable by this user only.
+  std::string path = dir + "/session.key";
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) {
+    unsigned char key[32];
+    if (getrandom(key, sizeof key, 0) != sizeof key) {
+      *error = "getrandom failed";
+      return false;
+    }
+    int w = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (w < 0 || write(w, key, sizeof key) != sizeof key || fsync(w) != 0) {
+      *error = path + ": " + strerror(errno);
+      if (w >= 0) close(w);
+      return false;
+    }
+    close(w);
+    fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  }
+  if (fd < 0) {
+    *error = path + ": " + strerror(errno);
+    return false;
+  }
+  char buf[64];
+  ssize_t n = read(fd, buf, sizeof buf);
+  close(fd);
+  if (n != 32) {
+    *error = path + ": expected 32 bytes";
+    return false;
+  }
+  session_key_.assign(buf, 32);
+  return true;
+}
+
 config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std::string* error) {
   edge::v1::Snapshot snap = base;
+  if (!session_key_.empty()) snap.mutable_auth()->add_session_signing_keys(session_key_);
   if (store_) controlplane::addClientKeys(store_->listClients(), static_cast<int64_t>(time(nullptr)), snap.mutable_auth());
   auto cfg = config::compile(snap, hosts_, error);
   if (!cfg) return nullptr;
@@ -405,6 +442,10 @@ int Server::run() {
     log::error("store error", {{"error", log::str(error)}});
     fprintf(stderr, "eldric-edge: data_dir %s: %s (set --data-dir or \"data_dir\")\n", data_dir.c_str(),
             error.c_str());
+    return 2;
+  }
+  if (!loadSessionKey(data_dir, &error)) {
+    fprintf(stderr, "eldric-edge: %s\n", error.c_str());
     return 2;
   }
   auto cfg = build(base_snapshot_, &error);

@@ -109,6 +109,7 @@ class Server : public AdminBackend {
   // Builds the runtime config from the file's snapshot plus the store's
   // clients, with the filter chain attached.
   config::RuntimeConfigSharedPtr build(const edge::v1::Snapshot& base, std::string* error);
+  bool loadSessionKey(const std::string& dir, std::string* error);
   // Swaps every worker to `cfg`; `done` runs on the main loop once all have.
   void applyConfig(config::RuntimeConfigSharedPtr cfg, std::function<void()> done = nullptr);
   Reply executeAdmin(const std::string& method, const std::string& path, const std::string& body,
@@ -133,6 +134,7 @@ class Server : public AdminBackend {
   std::string access_log_path_;
   std::unique_ptr<controlplane::Store> store_;
   edge::v1::Snapshot base_snapshot_;  // from the file and flags
+  std::string session_key_;  // signs web chat session cookies
 };
 
 }  // namespace eldric::server

@@ -4,7 +4,10 @@
 #include <openssl/sha.h>
 #include <time.h>
 
+#include "dataplane/common/log.h"
 #include "dataplane/config/runtime_config.h"
+#include "filters/auth/session.h"
+#include "rapidjson/document.h"
 
 namespace eldric::filters::auth {
 
@@ -14,6 +17,8 @@ AuthStats& stats() {
 }
 
 AuthConfig::AuthConfig(const edge::v1::Auth& auth) : require_key_(auth.require_api_key()) {
+  session_keys_.assign(auth.session_signing_keys().begin(), auth.session_signing_keys().end());
+  if (auth.session_ttl().seconds() > 0) session_ttl_s_ = auth.session_ttl().seconds();
   for (const auto& k : auth.api_keys()) {
     if (k.sha256().size() != SHA256_DIGEST_LENGTH) continue;
     auto id = std::make_shared<http::ClientIdentity>();
@@ -35,11 +40,20 @@ std::shared_ptr<const http::ClientIdentity> AuthConfig::lookup(std::string_view 
   *expired = false;
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const uint8_t*>(key.data()), key.size(), digest);
-  std::string hash(reinterpret_cast<const char*>(digest), sizeof digest);
+  return lookupHash(std::string(reinterpret_cast<const char*>(digest), sizeof digest), now_s, expired);
+}
+
+std::shared_ptr<const http::ClientIdentity> AuthConfig::lookupHash(const std::string& hash, int64_t now_s,
+                                                                   bool* expired) const {
+  *expired = false;
+  if (hash.size() != SHA256_DIGEST_LENGTH) return nullptr;
+  const unsigned char* digest = reinterpret_cast<const unsigned char*>(hash.data());
   auto it = keys_.find(hash);
   // The map finds the candidate by hash; the comparison that decides is
   // constant-time over the whole digest.
-  if (it == keys_.end() || CRYPTO_memcmp(it->second.sha256.data(), digest, sizeof digest) != 0) return nullptr;
+  if (it == keys_.end() || CRYPTO_memcmp(it->second.sha256.data(), digest, SHA256_DIGEST_LENGTH) != 0) {
+    return nullptr;
+  }
   const auto& id = it->second.identity;
   if (id->expires_at != 0 && id->expires_at <= now_s) {
     *expired = true;
@@ -69,9 +83,61 @@ void AuthFilter::refuse(int status, const char* message, const char* code) {
                              });
 }
 
-http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& headers, bool) {
+void AuthFilter::reply(int status, std::string body, std::vector<std::pair<std::string, std::string>> extra) {
+  auto h = std::make_unique<http::ResponseHeaders>();
+  h->status = status;
+  h->headers.add("content-type", "application/json");
+  h->headers.add("cache-control", "no-store");
+  h->headers.add("content-length", std::to_string(body.size()));
+  for (auto& [k, v] : extra) h->headers.add(k, v);
+  Buffer data;
+  data.add(body);
+  callbacks_->encodeHeaders(std::move(h), false);
+  callbacks_->encodeData(data, true);
+}
+
+bool AuthFilter::sessionAuth(http::RequestHeaders& headers, std::string_view token, int scope, bool* authenticated) {
+  *authenticated = false;
+  std::string hash;
+  int64_t expires = 0;
+  int64_t now = static_cast<int64_t>(time(nullptr));
+  // A bad or stale cookie is no credential at all: the request goes on as
+  // anonymous (and meets the 401 below if it needs a key).
+  if (!verifySession(token, config_->sessionKeys(), now, &hash, &expires)) return true;
+  bool expired = false;
+  auto id = config_->lookupHash(hash, now, &expired);
+  if (!id) return true;  // the key was revoked or expired: so is the session
+  // A cookie rides along on any request the browser makes; only the page's
+  // own requests may use it (SameSite=Strict already keeps it off most
+  // cross-site ones; this covers the rest).
+  if (scope != 0) {
+    const std::string* site = headers.headers.get("sec-fetch-site");
+    const std::string* origin = headers.headers.get("origin");
+    bool same = true;
+    if (site) {
+      same = *site == "same-origin";
+    } else if (origin) {
+      const std::string* host = headers.headers.get("host");
+      same = host && *origin == std::string(callbacks_->scheme()) + "://" + *host;
+    }
+    if (!same) {
+      stats().forbidden.fetch_add(1, std::memory_order_relaxed);
+      refuse(403, "cross-site request refused: the session cookie is only for this site's own pages",
+             "cross_site_request");
+      return false;
+    }
+  }
+  auto& info = callbacks_->streamInfo();
+  info.client_name = id->client_name;
+  info.identity = std::move(id);
+  *authenticated = true;
+  return true;
+}
+
+http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& headers, bool end_stream) {
   const config::CompiledRoute* route = callbacks_->route();
   int scope = route ? route->required_scope : 0;
+  session_route_ = route && route->builtin == edge::v1::BUILTIN_HANDLER_SESSION;
   std::string_view key = presentedKey(headers);
   auto& st = stats();
   if (!key.empty()) {
@@ -95,8 +161,27 @@ http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& header
     // The key has done its job; do not forward it to the cluster.
     headers.headers.remove("authorization");
     headers.headers.remove("x-api-key");
-    return http::FilterHeadersStatus::Continue;
+  } else if (const std::string* cookie = headers.headers.get("cookie")) {
+    std::string_view token = cookieValue(*cookie, kSessionCookie);
+    bool authenticated = false;
+    if (!token.empty() && !sessionAuth(headers, token, scope, &authenticated)) {
+      return http::FilterHeadersStatus::StopIteration;
+    }
+    const auto& id = callbacks_->streamInfo().identity;
+    if (authenticated && scope != 0 && !id->hasScope(scope)) {
+      st.forbidden.fetch_add(1, std::memory_order_relaxed);
+      refuse(403, "this API key may not use this endpoint", "insufficient_scope");
+      return http::FilterHeadersStatus::StopIteration;
+    }
+    // The cluster has no use for the Edge's cookie.
+    if (!token.empty()) headers.headers.remove("cookie");
   }
+  if (session_route_) {
+    if (!end_stream) return http::FilterHeadersStatus::Continue;
+    handleSession("");
+    return http::FilterHeadersStatus::StopIteration;
+  }
+  if (callbacks_->streamInfo().identity) return http::FilterHeadersStatus::Continue;
   bool needs_key = scope == edge::v1::SCOPE_ADMIN || scope == edge::v1::SCOPE_WORKER ||
                    (scope != 0 && config_->requireKey());
   if (needs_key) {
@@ -105,6 +190,71 @@ http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& header
     return http::FilterHeadersStatus::StopIteration;
   }
   return http::FilterHeadersStatus::Continue;
+}
+
+http::FilterDataStatus AuthFilter::decodeData(Buffer& data, bool end_stream) {
+  if (!session_route_) return http::FilterDataStatus::Continue;
+  if (!end_stream) return http::FilterDataStatus::StopIterationAndBuffer;
+  handleSession(data.toString());
+  data.clear();
+  return http::FilterDataStatus::StopIterationNoBuffer;
+}
+
+void AuthFilter::handleSession(const std::string& body) {
+  const auto& req = callbacks_->requestHeaders();
+  const auto& id = callbacks_->streamInfo().identity;
+  bool secure = callbacks_->scheme() == "https";
+  std::string require = config_->requireKey() ? "true" : "false";
+  if (req.method == "GET") {
+    std::string out = "{\"authenticated\":" + std::string(id ? "true" : "false") + ",\"auth_required\":" + require;
+    if (id) {
+      out += ",\"client\":";
+      log::appendJsonString(out, id->client_name);
+    }
+    out += "}";
+    reply(200, out, {});
+    return;
+  }
+  std::string clear = std::string(kSessionCookie) + "=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict" +
+                      (secure ? "; Secure" : "");
+  if (req.method == "DELETE") {
+    reply(200, "{\"authenticated\":false,\"auth_required\":" + require + "}", {{"set-cookie", clear}});
+    return;
+  }
+  if (req.method != "POST") {
+    refuse(405, "use GET, POST or DELETE on /api/v1/session", "method_not_allowed");
+    return;
+  }
+  rapidjson::Document doc;
+  doc.Parse(body.c_str(), body.size());
+  if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("api_key") || !doc["api_key"].IsString()) {
+    refuse(400, "send {\"api_key\": \"sk-...\"}", "invalid_json");
+    return;
+  }
+  std::string key(doc["api_key"].GetString(), doc["api_key"].GetStringLength());
+  int64_t now = static_cast<int64_t>(time(nullptr));
+  bool expired = false;
+  auto who = config_->lookup(key, now, &expired);
+  if (!who || config_->sessionKeys().empty()) {
+    stats().invalid.fetch_add(1, std::memory_order_relaxed);
+    callbacks_->sendLocalReply(
+        http::ErrorReply{401, "invalid API key", "authentication_error", "invalid_api_key"},
+        [clear](http::ResponseHeaders& h) { h.headers.add("set-cookie", clear); });
+    return;
+  }
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const uint8_t*>(key.data()), key.size(), digest);
+  int64_t expires = now + config_->sessionTtlSeconds();
+  if (who->expires_at != 0 && who->expires_at < expires) expires = who->expires_at;
+  std::string token = signSession(config_->sessionKeys()[0],
+                                  std::string(reinterpret_cast<const char*>(digest), sizeof digest), expires);
+  std::string cookie = std::string(kSessionCookie) + "=" + token + "; Path=/; Max-Age=" +
+                       std::to_string(expires - now) + "; HttpOnly; SameSite=Strict" + (secure ? "; Secure" : "");
+  callbacks_->streamInfo().client_name = who->client_name;
+  std::string out = "{\"authenticated\":true,\"client\":";
+  log::appendJsonString(out, who->client_name);
+  out += ",\"expires_at\":" + std::to_string(expires) + "}";
+  reply(200, out, {{"set-cookie", cookie}});
 }
 
 http::FilterFactory makeFactory(const edge::v1::Auth& auth) {

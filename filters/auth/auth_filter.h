@@ -29,10 +29,17 @@ class AuthConfig {
   // Null if the key is unknown. `expired` is set if known but expired.
   std::shared_ptr<const http::ClientIdentity> lookup(std::string_view key, int64_t now_s,
                                                      bool* expired) const;
+  // The same by the key's raw SHA-256 (sessions carry the hash, not the key).
+  std::shared_ptr<const http::ClientIdentity> lookupHash(const std::string& sha256, int64_t now_s,
+                                                         bool* expired) const;
   size_t keyCount() const { return keys_.size(); }
+  const std::vector<std::string>& sessionKeys() const { return session_keys_; }
+  int64_t sessionTtlSeconds() const { return session_ttl_s_; }
 
  private:
   bool require_key_;
+  std::vector<std::string> session_keys_;
+  int64_t session_ttl_s_ = 12 * 3600;
   struct Stored {
     std::string sha256;  // raw 32 bytes
     std::shared_ptr<const http::ClientIdentity> identity;
@@ -44,15 +51,22 @@ using AuthConfigSharedPtr = std::shared_ptr<const AuthConfig>;
 // The key a request presents, or empty.
 std::string_view presentedKey(const http::RequestHeaders& headers);
 
+// Also answers /api/v1/session (log in with a key, who am I, log out): the
+// session is the auth filter's own business.
 class AuthFilter : public http::StreamDecoderFilter {
  public:
   explicit AuthFilter(AuthConfigSharedPtr config) : config_(std::move(config)) {}
   void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& cb) override { callbacks_ = &cb; }
   http::FilterHeadersStatus decodeHeaders(http::RequestHeaders& headers, bool end_stream) override;
-  http::FilterDataStatus decodeData(Buffer&, bool) override { return http::FilterDataStatus::Continue; }
+  http::FilterDataStatus decodeData(Buffer& data, bool end_stream) override;
 
  private:
   void refuse(int status, const char* message, const char* code);
+  // Authenticates by the session cookie; false if the request must stop.
+  bool sessionAuth(http::RequestHeaders& headers, std::string_view token, int scope, bool* authenticated);
+  void handleSession(const std::string& body);
+  void reply(int status, std::string body, std::vector<std::pair<std::string, std::string>> headers);
+  bool session_route_ = false;
   AuthConfigSharedPtr config_;
   http::DecoderFilterCallbacks* callbacks_ = nullptr;
 };

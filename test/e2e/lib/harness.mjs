@@ -357,6 +357,21 @@ export function streamedContent(events) {
   return s;
 }
 
+/**
+ * Resolves like `promise`, or rejects after `timeoutMs` (the timer is
+ * cleared either way, so it never keeps the test process alive).
+ */
+export function withTimeout(promise, timeoutMs, what = 'operation') {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => {
+      const detail = typeof what === 'function' ? what() : what;
+      reject(new Error(`timed out after ${timeoutMs} ms: ${detail}`));
+    }, timeoutMs);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 /** Polls `fn` (sync or async) until it returns a truthy value. Bounded. */
 export async function waitFor(fn, { timeoutMs = 5000, intervalMs = 50, what = 'condition' } = {}) {
   const deadline = Date.now() + timeoutMs;
@@ -498,12 +513,7 @@ export async function startEdge(opts = {}) {
     stdoutLines: () => out.lines(),
     /** Waits for a stderr line (JSON-parsed when possible) matching pred. */
     waitStderr: (pred, timeoutMs = 5000) =>
-      Promise.race([
-        err.waitLine(pred),
-        sleep(timeoutMs).then(() => {
-          throw new Error(`no matching stderr line within ${timeoutMs} ms; stderr:\n${err.text}`);
-        }),
-      ]),
+      withTimeout(err.waitLine(pred), timeoutMs, () => `no matching stderr line; stderr:\n${err.text}`),
     /** Access-log records (JSON lines on stdout with type "access"). */
     accessLog: () =>
       out
@@ -736,7 +746,8 @@ export class HttpConn {
       const left = deadline - Date.now();
       if (left <= 0) {
         throw new Error(
-          `timed out after ${timeoutMs} ms waiting for ${what}; received:\n${this.buf.toString('latin1').slice(0, 2000)}`,
+          `timed out after ${timeoutMs} ms waiting for ${what}; ` +
+            `received:\n${this.buf.toString('latin1').slice(0, 2000)}`,
         );
       }
       await new Promise((resolve) => {

@@ -1,0 +1,26 @@
+#pragma once
+
+// Serves the embedded web chat: /chat, /login and /chat/assets/*, from
+// bytes compiled into the binary. Strict CSP (no inline script), ETags and
+// 304s, gzip when the client takes it. With API keys required, /chat
+// without a session goes to /login.
+
+#include "dataplane/http/filter.h"
+
+namespace eldric::server {
+
+class WebchatFilter : public http::StreamDecoderFilter {
+ public:
+  void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& cb) override { callbacks_ = &cb; }
+  http::FilterHeadersStatus decodeHeaders(http::RequestHeaders& headers, bool end_stream) override;
+  http::FilterDataStatus decodeData(Buffer& data, bool) override {
+    data.clear();
+    return http::FilterDataStatus::StopIterationNoBuffer;
+  }
+
+ private:
+  void redirect(const char* location);
+  http::DecoderFilterCallbacks* callbacks_ = nullptr;
+};
+
+}  // namespace eldric::server

@@ -1,0 +1,108 @@
+#include "filters/auth/session.h"
+
+#include <openssl/crypto.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+
+#include <cstring>
+
+namespace eldric::filters::auth {
+namespace {
+
+constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+std::string b64url(const std::string& in) {
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    out += kB64[v >> 18];
+    out += kB64[(v >> 12) & 63];
+    out += kB64[(v >> 6) & 63];
+    out += kB64[v & 63];
+  }
+  if (i + 1 == in.size()) {
+    uint32_t v = uint8_t(in[i]) << 16;
+    out += kB64[v >> 18];
+    out += kB64[(v >> 12) & 63];
+  } else if (i + 2 == in.size()) {
+    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
+    out += kB64[v >> 18];
+    out += kB64[(v >> 12) & 63];
+    out += kB64[(v >> 6) & 63];
+  }
+  return out;
+}
+
+bool unb64url(std::string_view in, std::string* out) {
+  out->clear();
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    const char* p = static_cast<const char*>(memchr(kB64, c, 64));
+    if (!p || c == '\0') return false;
+    acc = (acc << 6) | static_cast<uint32_t>(p - kB64);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out->push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  return true;
+}
+
+std::string mac(const std::string& key, const std::string& payload) {
+  unsigned char out[SHA256_DIGEST_LENGTH];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), key.size(), reinterpret_cast<const uint8_t*>(payload.data()), payload.size(), out,
+       &len);
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+}  // namespace
+
+std::string signSession(const std::string& signing_key, const std::string& key_sha256, int64_t expires_at) {
+  std::string payload = "v1";
+  payload += key_sha256;
+  for (int i = 7; i >= 0; --i) payload.push_back(static_cast<char>((static_cast<uint64_t>(expires_at) >> (i * 8)) & 0xff));
+  return b64url(payload) + "." + b64url(mac(signing_key, payload));
+}
+
+bool verifySession(std::string_view token, const std::vector<std::string>& signing_keys, int64_t now_s,
+                   std::string* key_sha256, int64_t* expires_at) {
+  size_t dot = token.find('.');
+  if (dot == std::string_view::npos || token.size() > 512) return false;
+  std::string payload, sig;
+  if (!unb64url(token.substr(0, dot), &payload) || !unb64url(token.substr(dot + 1), &sig)) return false;
+  if (payload.size() != 2 + 32 + 8 || payload.compare(0, 2, "v1") != 0 || sig.size() != SHA256_DIGEST_LENGTH) {
+    return false;
+  }
+  bool ok = false;
+  for (const auto& k : signing_keys) {
+    std::string want = mac(k, payload);
+    ok |= CRYPTO_memcmp(want.data(), sig.data(), want.size()) == 0;
+  }
+  if (!ok) return false;
+  uint64_t exp = 0;
+  for (int i = 0; i < 8; ++i) exp = (exp << 8) | static_cast<uint8_t>(payload[2 + 32 + i]);
+  if (static_cast<int64_t>(exp) <= now_s) return false;
+  *key_sha256 = payload.substr(2, 32);
+  *expires_at = static_cast<int64_t>(exp);
+  return true;
+}
+
+std::string_view cookieValue(std::string_view header, std::string_view name) {
+  while (!header.empty()) {
+    size_t semi = header.find(';');
+    std::string_view item = header.substr(0, semi);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    if (item.size() > name.size() && item.substr(0, name.size()) == name && item[name.size()] == '=') {
+      return item.substr(name.size() + 1);
+    }
+    if (semi == std::string_view::npos) break;
+    header.remove_prefix(semi + 1);
+  }
+  return {};
+}
+
+}  // namespace eldric::filters::auth
