@@ -285,6 +285,13 @@ bool Server::bindListeners(const config::RuntimeConfig& cfg, std::string* error)
                             {"role", log::str(l.role == edge::v1::Listener::ROLE_REDIRECT_TO_HTTPS ? "redirect" : "serve")}});
     const_cast<config::CompiledListener&>(l).port = port;
   }
+  // A redirect to an HTTPS port the kernel picked points at the real one.
+  const config::CompiledListener* https = cfg.listener("https");
+  for (const auto& l : cfg.listeners) {
+    if (l.role == edge::v1::Listener::ROLE_REDIRECT_TO_HTTPS && l.redirect_port == 0 && https) {
+      const_cast<config::CompiledListener&>(l).redirect_port = https->port;
+    }
+  }
   return true;
 }
 
@@ -388,6 +395,7 @@ void Server::reload() {
     }
     l.port = old->port;
     l.address = old->address;
+    if (l.redirect_port == 0) l.redirect_port = old->redirect_port;
   }
   for (const auto& w : loaded.warnings) log::warn(w);
   base_snapshot_ = loaded.snapshot;
@@ -483,14 +491,18 @@ int Server::run() {
   health_ = std::make_unique<upstream::HealthChecker>(main_);
   health_->update(*cfg);
 
-  uv_signal_t sighup, sigterm, sigint;
-  uv_signal_init(main_.loop(), &sighup);
-  uv_signal_init(main_.loop(), &sigterm);
-  uv_signal_init(main_.loop(), &sigint);
-  sighup.data = sigterm.data = sigint.data = this;
-  uv_signal_start(&sighup, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->reload(); }, SIGHUP);
-  uv_signal_start(&sigterm, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->startDrain(); }, SIGTERM);
-  uv_signal_start(&sigint, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->startDrain(); }, SIGINT);
+  // Handles live on the heap and are freed by their close callbacks, which
+  // run when the main dispatcher is torn down.
+  auto* sighup = new uv_signal_t;
+  auto* sigterm = new uv_signal_t;
+  auto* sigint = new uv_signal_t;
+  for (uv_signal_t* sig : {sighup, sigterm, sigint}) {
+    uv_signal_init(main_.loop(), sig);
+    sig->data = this;
+  }
+  uv_signal_start(sighup, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->reload(); }, SIGHUP);
+  uv_signal_start(sigterm, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->startDrain(); }, SIGTERM);
+  uv_signal_start(sigint, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->startDrain(); }, SIGINT);
   signal(SIGPIPE, SIG_IGN);
 
   for (uint32_t i = 0; i < n; ++i) workers_[i]->start(worker_fds_[i]);
@@ -512,9 +524,9 @@ int Server::run() {
   for (auto& w : workers_) w->stop();
   for (auto& w : workers_) w->join();
   health_.reset();
-  uv_close(reinterpret_cast<uv_handle_t*>(&sighup), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&sigterm), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&sigint), nullptr);
+  for (uv_signal_t* sig : {sighup, sigterm, sigint}) {
+    uv_close(reinterpret_cast<uv_handle_t*>(sig), [](uv_handle_t* h) { delete reinterpret_cast<uv_signal_t*>(h); });
+  }
   log::info("exit");
   return 0;
 }

@@ -476,6 +476,12 @@ export async function startEdge(opts = {}) {
   const inConfig = (k) => k in cfgObj || cfgText.includes(`"${k}"`);
   if (!hasFlag(args, '--port') && !inConfig('https_port')) args.push('--port', '0');
   if (!hasFlag(args, '--http-port') && !inConfig('http_port')) args.push('--http-port', '0');
+  // Each Edge gets its own store, never the machine's /var/lib/eldric-edge.
+  let dataDir = null;
+  if (!hasFlag(args, '--data-dir') && !inConfig('data_dir')) {
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'eldric-data-'));
+    args.unshift('--data-dir', dataDir);
+  }
   const proc = track(
     spawn(EDGE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(opts.env ?? {}) } }),
   );
@@ -483,6 +489,7 @@ export async function startEdge(opts = {}) {
   const err = new LineCollector(proc.stderr);
   const cleanupCfg = () => {
     if (cfg && cfg.owned) removeDir(cfg.dir);
+    if (dataDir && !opts.keepDataDir) removeDir(dataDir);
   };
   let ready;
   try {
@@ -504,6 +511,7 @@ export async function startEdge(opts = {}) {
     args,
     proc,
     ready,
+    dataDir: dataDir ?? opts.dataDir,
     configFile: cfg?.file,
     httpPort: ready.http_port,
     httpsPort: ready.https_port,
@@ -546,6 +554,12 @@ export async function runEdge(args, { config, configDir, timeoutMs = 5000 } = {}
     cfg = writeConfig(config, configDir);
     full.push('--config', cfg.file);
   }
+  const cfgText = typeof config === 'string' ? config : JSON.stringify(config ?? {});
+  let dataDir = null;
+  if (!hasFlag(full, '--data-dir') && !cfgText.includes('"data_dir"')) {
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'eldric-data-'));
+    full.unshift('--data-dir', dataDir);
+  }
   const proc = track(spawn(EDGE_BIN, full, { stdio: ['ignore', 'pipe', 'pipe'] }));
   const out = new LineCollector(proc.stdout);
   const err = new LineCollector(proc.stderr);
@@ -563,6 +577,7 @@ export async function runEdge(args, { config, configDir, timeoutMs = 5000 } = {}
     res = await terminate(proc, 'SIGKILL');
   }
   if (cfg && cfg.owned) removeDir(cfg.dir);
+  if (dataDir) removeDir(dataDir);
   // Let the pipes drain.
   await sleep(20);
   return { ...res, stdout: out.text, stderr: err.text, timedOut, ready, configFile: cfg?.file };

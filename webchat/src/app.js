@@ -1,0 +1,828 @@
+// Eldric Chat: the single-page chat served by eldric-edge at /chat.
+//
+// Plain JavaScript, no framework. marked (markdown), DOMPurify (sanitizing)
+// and highlight.js (code) are concatenated in front of this file at build
+// time, so `marked`, `DOMPurify` and `hljs` are globals here.
+//
+// The page talks to the Edge it came from, authenticated by the HttpOnly
+// session cookie (never an Authorization header):
+//   GET    /api/v1/session        who am I, is a key required
+//   DELETE /api/v1/session        log out
+//   GET    /v1/models             the model selector
+//   POST   /v1/chat/completions   stream: true, read as SSE from fetch's body
+// Conversations live only in this browser's localStorage.
+(function () {
+  'use strict';
+
+  const STORE_KEY = 'eldric.webchat.v1';
+  const MODEL_KEY = 'eldric.webchat.model';
+  const DEFAULT_TITLE = 'New chat';
+  const RENDER_INTERVAL_MS = 40;
+
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    sidebar: $('sidebar'),
+    scrim: $('scrim'),
+    menu: $('menu'),
+    list: $('conversations'),
+    newChat: $('new-chat'),
+    who: $('who'),
+    logout: $('logout'),
+    title: $('title'),
+    model: $('model'),
+    banner: $('banner'),
+    messages: $('messages'),
+    composer: $('composer'),
+    input: $('input'),
+    send: $('send'),
+    stop: $('stop'),
+  };
+
+  // ---------------------------------------------------------------------
+  // Markdown: marked turns it into HTML, DOMPurify removes anything that
+  // could run (script, event handlers, javascript: URLs), highlight.js
+  // colours code blocks. Only the sanitized fragment enters the page.
+
+  marked.setOptions({ gfm: true, breaks: false });
+  hljs.configure({ ignoreUnescapedHTML: true });
+  DOMPurify.addHook('afterSanitizeAttributes', (node) => {
+    if (node.tagName === 'A' && node.hasAttribute('href')) {
+      node.setAttribute('target', '_blank');
+      node.setAttribute('rel', 'noopener noreferrer');
+    }
+  });
+
+  function renderMarkdown(container, text, { final }) {
+    const html = marked.parse(text, { async: false });
+    const fragment = DOMPurify.sanitize(html, {
+      RETURN_DOM_FRAGMENT: true,
+      FORBID_TAGS: ['style', 'form', 'input', 'button', 'textarea', 'select', 'iframe'],
+      FORBID_ATTR: ['style'],
+    });
+    for (const code of fragment.querySelectorAll('pre > code')) decorateCode(code, final);
+    container.replaceChildren(fragment);
+  }
+
+  function decorateCode(code, final) {
+    const pre = code.parentElement;
+    const m = /(?:^|\s)language-([\w+#.-]+)/.exec(code.className);
+    const lang = m && hljs.getLanguage(m[1]) ? m[1] : null;
+    const source = code.textContent;
+    // Auto-detection tries every grammar: only once the answer is complete.
+    if (lang || final) {
+      try {
+        hljs.highlightElement(code);
+      } catch (e) {
+        // Unhighlighted code is still correct code.
+      }
+    }
+    const block = document.createElement('div');
+    block.className = 'code-block';
+    const head = document.createElement('div');
+    head.className = 'code-head';
+    const label = document.createElement('span');
+    label.className = 'code-lang';
+    label.textContent = lang || (m ? m[1] : 'text');
+    const copy = button('Copy', 'btn btn-ghost code-copy', () => copyText(source, copy));
+    copy.setAttribute('aria-label', 'Copy code');
+    head.append(label, copy);
+    pre.replaceWith(block);
+    block.append(head, pre);
+  }
+
+  // ---------------------------------------------------------------------
+  // Conversations in localStorage.
+
+  function newId() {
+    const a = new Uint32Array(2);
+    crypto.getRandomValues(a);
+    return Date.now().toString(36) + a[0].toString(36) + a[1].toString(36);
+  }
+
+  function loadStore() {
+    try {
+      const s = JSON.parse(localStorage.getItem(STORE_KEY) || 'null');
+      if (s && Array.isArray(s.conversations)) {
+        s.conversations = s.conversations.filter(
+          (c) => c && typeof c.id === 'string' && Array.isArray(c.messages),
+        );
+        return s;
+      }
+    } catch (e) {
+      // A damaged store starts over rather than breaking the page.
+    }
+    return { version: 1, current: null, conversations: [] };
+  }
+
+  let store = loadStore();
+
+  function save() {
+    try {
+      localStorage.setItem(STORE_KEY, JSON.stringify(store));
+    } catch (e) {
+      showBanner('Could not save the conversation in this browser: ' + e.message);
+    }
+  }
+
+  function conv(id) {
+    return store.conversations.find((c) => c.id === id) || null;
+  }
+
+  function current() {
+    return conv(store.current);
+  }
+
+  function createConversation() {
+    const c = {
+      id: newId(),
+      title: DEFAULT_TITLE,
+      model: el.model.value || localStorage.getItem(MODEL_KEY) || '',
+      created: Date.now(),
+      updated: Date.now(),
+      messages: [],
+    };
+    store.conversations.unshift(c);
+    store.current = c.id;
+    save();
+    return c;
+  }
+
+  // ---------------------------------------------------------------------
+  // Small DOM helpers.
+
+  function button(text, className, onClick) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = className;
+    b.textContent = text;
+    b.addEventListener('click', onClick);
+    return b;
+  }
+
+  function showBanner(text) {
+    el.banner.textContent = text;
+    el.banner.hidden = false;
+  }
+
+  function hideBanner() {
+    el.banner.hidden = true;
+    el.banner.textContent = '';
+  }
+
+  async function copyText(text, btn) {
+    let ok = false;
+    try {
+      await navigator.clipboard.writeText(text);
+      ok = true;
+    } catch (e) {
+      // Outside a secure context, or no permission: the old way.
+      const ta = document.createElement('textarea');
+      ta.value = text;
+      ta.setAttribute('readonly', '');
+      ta.className = 'offscreen';
+      document.body.append(ta);
+      ta.select();
+      try {
+        ok = document.execCommand('copy');
+      } catch (e2) {
+        ok = false;
+      }
+      ta.remove();
+    }
+    if (btn) {
+      const before = btn.textContent;
+      btn.textContent = ok ? 'Copied' : 'Copy failed';
+      setTimeout(() => {
+        btn.textContent = before;
+      }, 1500);
+    }
+  }
+
+  function nearBottom() {
+    const m = el.messages;
+    return m.scrollHeight - m.scrollTop - m.clientHeight < 80;
+  }
+
+  function scrollToBottom() {
+    el.messages.scrollTop = el.messages.scrollHeight;
+  }
+
+  // ---------------------------------------------------------------------
+  // Sidebar: the conversation list.
+
+  let renaming = null;
+
+  function renderSidebar() {
+    el.list.replaceChildren();
+    const convs = [...store.conversations].sort((a, b) => b.updated - a.updated);
+    if (convs.length === 0) {
+      const li = document.createElement('li');
+      li.className = 'conv-empty';
+      li.textContent = 'No conversations yet.';
+      el.list.append(li);
+    }
+    for (const c of convs) {
+      const li = document.createElement('li');
+      li.className = 'conv' + (c.id === store.current ? ' active' : '');
+      li.dataset.id = c.id;
+      if (renaming === c.id) {
+        const input = document.createElement('input');
+        input.className = 'input conv-rename-input';
+        input.value = c.title;
+        input.maxLength = 120;
+        input.setAttribute('aria-label', 'Conversation name');
+        let done = false;
+        const finish = (commit) => {
+          if (done) return;
+          done = true;
+          renaming = null;
+          const t = input.value.trim();
+          if (commit && t) {
+            c.title = t;
+            c.renamed = true;
+            save();
+          }
+          renderSidebar();
+          renderTitle();
+        };
+        input.addEventListener('keydown', (e) => {
+          if (e.key === 'Enter') {
+            e.preventDefault();
+            finish(true);
+          } else if (e.key === 'Escape') {
+            finish(false);
+          }
+        });
+        input.addEventListener('blur', () => finish(true));
+        li.append(input);
+        el.list.append(li);
+        input.focus();
+        input.select();
+        continue;
+      }
+      const open = button(c.title, 'conv-open', () => selectConversation(c.id));
+      open.title = c.title;
+      const actions = document.createElement('span');
+      actions.className = 'conv-actions';
+      const ren = button('Rename', 'btn btn-ghost conv-rename', () => {
+        renaming = c.id;
+        renderSidebar();
+      });
+      ren.setAttribute('aria-label', 'Rename ' + c.title);
+      const del = button('Delete', 'btn btn-ghost conv-delete', () => deleteConversation(c.id));
+      del.setAttribute('aria-label', 'Delete ' + c.title);
+      actions.append(ren, del);
+      li.append(open, actions);
+      el.list.append(li);
+    }
+  }
+
+  function renderTitle() {
+    const c = current();
+    el.title.textContent = c ? c.title : DEFAULT_TITLE;
+    document.title = (c && c.title !== DEFAULT_TITLE ? c.title + ' · ' : '') + 'Eldric Chat';
+  }
+
+  function selectConversation(id) {
+    if (!conv(id)) return;
+    store.current = id;
+    save();
+    const c = current();
+    if (c.model && [...el.model.options].some((o) => o.value === c.model)) el.model.value = c.model;
+    closeSidebar();
+    renderAll();
+    el.input.focus();
+  }
+
+  function deleteConversation(id) {
+    const c = conv(id);
+    if (!c) return;
+    if (!window.confirm('Delete "' + c.title + '"?')) return;
+    if (streaming && streaming.conv === c) streaming.controller.abort();
+    store.conversations = store.conversations.filter((x) => x.id !== id);
+    if (store.current === id) {
+      const next = [...store.conversations].sort((a, b) => b.updated - a.updated)[0];
+      store.current = next ? next.id : null;
+    }
+    save();
+    renderAll();
+  }
+
+  function openSidebar() {
+    el.sidebar.classList.add('open');
+    el.scrim.hidden = false;
+    el.menu.setAttribute('aria-expanded', 'true');
+  }
+
+  function closeSidebar() {
+    el.sidebar.classList.remove('open');
+    el.scrim.hidden = true;
+    el.menu.setAttribute('aria-expanded', 'false');
+  }
+
+  // ---------------------------------------------------------------------
+  // Messages.
+
+  // The message element of each message object currently shown.
+  const views = new WeakMap();
+
+  function renderMessages() {
+    el.messages.replaceChildren();
+    const c = current();
+    if (!c || c.messages.length === 0) {
+      const empty = document.createElement('div');
+      empty.className = 'empty';
+      const logo = document.createElement('img');
+      logo.src = '/chat/assets/favicon.svg';
+      logo.alt = '';
+      logo.width = 40;
+      logo.height = 40;
+      const h = document.createElement('h2');
+      h.textContent = 'How can I help?';
+      const p = document.createElement('p');
+      p.textContent = el.model.value
+        ? 'Messages go to ' + el.model.value + ' through this Edge. Conversations stay in this browser.'
+        : 'Pick a model and send a message. Conversations stay in this browser.';
+      empty.append(logo, h, p);
+      el.messages.append(empty);
+      return;
+    }
+    c.messages.forEach((m, i) => el.messages.append(messageView(c, m, i)));
+    scrollToBottom();
+  }
+
+  function messageView(c, m, index) {
+    const root = document.createElement('article');
+    root.className = 'msg msg-' + m.role;
+    const avatar = document.createElement('div');
+    avatar.className = 'avatar';
+    avatar.textContent = m.role === 'user' ? (authState.client || 'You').slice(0, 1).toUpperCase() : 'AI';
+    const main = document.createElement('div');
+    main.className = 'msg-main';
+    const role = document.createElement('div');
+    role.className = 'msg-role';
+    role.textContent = m.role === 'user' ? 'You' : 'Assistant';
+    if (m.role === 'assistant' && m.model) {
+      const model = document.createElement('span');
+      model.className = 'msg-model';
+      model.textContent = m.model;
+      role.append(model);
+    }
+    const body = document.createElement('div');
+    body.className = 'msg-body' + (m.role === 'assistant' ? ' markdown' : '');
+    const extra = document.createElement('div');
+    extra.className = 'msg-extra';
+    const actions = document.createElement('div');
+    actions.className = 'msg-actions';
+    main.append(role, body, extra, actions);
+    root.append(avatar, main);
+    const view = { root, body, extra, actions, c, m, index };
+    views.set(m, view);
+    fillMessage(view, { final: !(streaming && streaming.msg === m) });
+    return root;
+  }
+
+  function fillMessage(view, { final }) {
+    const { m, body, extra, actions, c } = view;
+    if (m.role === 'user') {
+      body.textContent = m.content;
+    } else {
+      renderMarkdown(body, m.content, { final });
+      body.classList.toggle('cursor', !final);
+    }
+    extra.replaceChildren();
+    if (m.stopped) {
+      const note = document.createElement('div');
+      note.className = 'msg-note';
+      note.textContent = 'Stopped.';
+      extra.append(note);
+    }
+    if (m.error) extra.append(errorView(m.error));
+    actions.replaceChildren();
+    if (!final) return;
+    if (m.content) {
+      const copy = button('Copy', 'btn btn-ghost msg-copy', () => copyText(m.content, copy));
+      copy.setAttribute('aria-label', 'Copy message');
+      actions.append(copy);
+    }
+    const last = c.messages[c.messages.length - 1] === m;
+    if (m.role === 'assistant' && last && !streaming) {
+      actions.append(button('Regenerate', 'btn btn-ghost msg-regenerate', () => regenerate()));
+    }
+  }
+
+  function errorView(err) {
+    const box = document.createElement('div');
+    box.className = 'msg-error' + (err.kind === 'rate' || err.kind === 'dropped' ? ' warn' : '');
+    box.dataset.kind = err.kind;
+    const text = document.createElement('span');
+    text.textContent = err.text;
+    box.append(text);
+    if (err.kind === 'auth') {
+      box.append(' ');
+      const a = document.createElement('a');
+      a.href = '/login';
+      a.className = 'msg-login';
+      a.textContent = 'Sign in again';
+      box.append(a);
+    }
+    if (err.kind === 'rate' && err.retryAt) {
+      const when = document.createElement('span');
+      when.className = 'retry-when';
+      box.append(' ', when);
+      let shown = false;
+      const tick = () => {
+        const left = Math.ceil((err.retryAt - Date.now()) / 1000);
+        when.textContent = left > 0 ? 'Retry in ' + left + ' s.' : 'You can retry now.';
+        if (box.isConnected) shown = true;
+        if (left <= 0 || (shown && !box.isConnected)) clearInterval(timer);
+      };
+      const timer = setInterval(tick, 1000);
+      tick();
+    }
+    return box;
+  }
+
+  function refresh(m, { final }) {
+    const view = views.get(m);
+    if (!view || !view.root.isConnected) return;
+    const stick = nearBottom();
+    fillMessage(view, { final });
+    if (stick) scrollToBottom();
+  }
+
+  function renderAll() {
+    renderSidebar();
+    renderTitle();
+    renderMessages();
+    updateComposer();
+  }
+
+  // ---------------------------------------------------------------------
+  // Errors, as the user should read them.
+
+  function retryAfterSeconds(res) {
+    const v = res.headers.get('retry-after');
+    if (!v) return null;
+    if (/^\s*\d+\s*$/.test(v)) return Number(v);
+    const t = Date.parse(v);
+    return Number.isNaN(t) ? null : Math.max(0, Math.ceil((t - Date.now()) / 1000));
+  }
+
+  async function httpError(res) {
+    let detail = '';
+    let type = '';
+    try {
+      const text = await res.text();
+      try {
+        const j = JSON.parse(text);
+        if (j && j.error) {
+          detail = typeof j.error === 'string' ? j.error : j.error.message || '';
+          type = (j.error && (j.error.code || j.error.type)) || '';
+        }
+      } catch (e) {
+        detail = text.trim().slice(0, 300);
+      }
+    } catch (e) {
+      // The body could not be read: the status says enough.
+    }
+    if (res.status === 401) {
+      return { kind: 'auth', text: 'Not signed in, or the session has ended (401)' + (detail ? ': ' + detail : '') + '.' };
+    }
+    if (res.status === 429) {
+      const s = retryAfterSeconds(res);
+      return {
+        kind: 'rate',
+        text: 'Too many requests (429)' + (detail ? ': ' + detail : '') + (s === null ? ' Try again later.' : ''),
+        retryAt: s === null ? null : Date.now() + s * 1000,
+        retryAfter: s,
+      };
+    }
+    const label = res.status >= 500 ? 'The model service failed' : 'The request was refused';
+    return {
+      kind: 'http',
+      text: label + ' (' + res.status + (type ? ', ' + type : '') + ')' + (detail ? ': ' + detail : '.'),
+    };
+  }
+
+  // ---------------------------------------------------------------------
+  // Streaming a completion.
+
+  let streaming = null; // {conv, msg, controller}
+
+  function updateComposer() {
+    el.send.hidden = !!streaming;
+    el.stop.hidden = !streaming;
+    el.send.disabled = !el.model.value;
+  }
+
+  function historyFor(c, upto) {
+    return c.messages
+      .slice(0, upto)
+      .filter((m) => m.content && (m.role === 'user' || m.role === 'assistant'))
+      .map((m) => ({ role: m.role, content: m.content }));
+  }
+
+  // Parses a text/event-stream incrementally: feed() takes decoded text and
+  // returns the complete events in it as {event, data}.
+  function sseParser() {
+    let buf = '';
+    return {
+      feed(text) {
+        buf += text;
+        const events = [];
+        for (;;) {
+          const m = /\r\n\r\n|\n\n|\r\r/.exec(buf);
+          if (!m) break;
+          const block = buf.slice(0, m.index);
+          buf = buf.slice(m.index + m[0].length);
+          let event = 'message';
+          const data = [];
+          for (const line of block.split(/\r\n|\n|\r/)) {
+            if (line === '' || line.startsWith(':')) continue;
+            const i = line.indexOf(':');
+            const field = i < 0 ? line : line.slice(0, i);
+            let value = i < 0 ? '' : line.slice(i + 1);
+            if (value.startsWith(' ')) value = value.slice(1);
+            if (field === 'event') event = value;
+            else if (field === 'data') data.push(value);
+          }
+          if (data.length) events.push({ event, data: data.join('\n') });
+        }
+        return events;
+      },
+      pending() {
+        return buf.trim().length > 0;
+      },
+    };
+  }
+
+  async function generate(c) {
+    const model = el.model.value;
+    if (!model) {
+      showBanner('No model to talk to: the model list is empty or could not be loaded.');
+      return;
+    }
+    const msg = { role: 'assistant', content: '', model };
+    const history = historyFor(c, c.messages.length);
+    c.messages.push(msg);
+    c.model = model;
+    c.updated = Date.now();
+    const controller = new AbortController();
+    streaming = { conv: c, msg, controller };
+    save();
+    renderAll();
+
+    let renderTimer = null;
+    const scheduleRender = () => {
+      if (renderTimer !== null) return;
+      renderTimer = setTimeout(() => {
+        renderTimer = null;
+        refresh(msg, { final: false });
+      }, RENDER_INTERVAL_MS);
+    };
+
+    let finished = false; // [DONE] or a finish_reason seen
+    try {
+      const res = await fetch('/v1/chat/completions', {
+        method: 'POST',
+        credentials: 'same-origin',
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+        body: JSON.stringify({ model, messages: history, stream: true }),
+        signal: controller.signal,
+      });
+      if (!res.ok) {
+        msg.error = await httpError(res);
+      } else if (!res.body) {
+        msg.error = { kind: 'http', text: 'The answer could not be read in this browser.' };
+      } else {
+        const reader = res.body.getReader();
+        const decoder = new TextDecoder();
+        const sse = sseParser();
+        let sawEvent = false;
+        outer: for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          for (const ev of sse.feed(decoder.decode(value, { stream: true }))) {
+            sawEvent = true;
+            if (ev.data === '[DONE]') {
+              finished = true;
+              break outer;
+            }
+            let j = null;
+            try {
+              j = JSON.parse(ev.data);
+            } catch (e) {
+              if (ev.event === 'error') {
+                msg.error = { kind: 'upstream', text: 'The model service reported an error: ' + ev.data };
+                break outer;
+              }
+              continue; // an event we do not understand
+            }
+            if (ev.event === 'error' || (j && j.error)) {
+              const e = (j && j.error) || {};
+              const msgText = typeof e === 'string' ? e : e.message || 'unknown error';
+              const code = typeof e === 'object' && (e.code || e.type) ? ' (' + (e.code || e.type) + ')' : '';
+              msg.error = { kind: 'upstream', text: 'The model service reported an error' + code + ': ' + msgText };
+              break outer;
+            }
+            for (const choice of (j && j.choices) || []) {
+              const d = choice.delta || {};
+              if (typeof d.content === 'string') msg.content += d.content;
+              else if (typeof choice.text === 'string') msg.content += choice.text;
+              if (choice.finish_reason) finished = true;
+            }
+            scheduleRender();
+          }
+        }
+        if (!finished && !msg.error) {
+          msg.error = {
+            kind: 'dropped',
+            text: sawEvent
+              ? 'The connection dropped before the answer was complete.'
+              : 'The connection closed before any answer arrived.',
+          };
+        }
+        reader.cancel().catch(() => {});
+      }
+    } catch (e) {
+      if (controller.signal.aborted) {
+        msg.stopped = true;
+      } else {
+        msg.error = {
+          kind: 'dropped',
+          text:
+            (msg.content ? 'The connection dropped before the answer was complete' : 'Could not reach the Edge') +
+            ' (' + (e && e.message ? e.message : String(e)) + ').',
+        };
+      }
+    } finally {
+      if (renderTimer !== null) clearTimeout(renderTimer);
+      streaming = null;
+      c.updated = Date.now();
+      save();
+      refresh(msg, { final: true });
+      // The message before may have offered Regenerate; the composer flips back.
+      renderSidebar();
+      updateComposer();
+    }
+  }
+
+  function titleFrom(text) {
+    const t = text.replace(/\s+/g, ' ').trim();
+    return t.length > 48 ? t.slice(0, 47) + '…' : t || DEFAULT_TITLE;
+  }
+
+  function sendMessage() {
+    if (streaming) return;
+    const text = el.input.value;
+    if (!text.trim()) return;
+    hideBanner();
+    const c = current() || createConversation();
+    c.messages.push({ role: 'user', content: text });
+    if (!c.renamed && c.title === DEFAULT_TITLE) c.title = titleFrom(text);
+    el.input.value = '';
+    autoGrow();
+    generate(c);
+  }
+
+  function regenerate() {
+    const c = current();
+    if (!c || streaming) return;
+    while (c.messages.length && c.messages[c.messages.length - 1].role === 'assistant') c.messages.pop();
+    if (!c.messages.length) return;
+    generate(c);
+  }
+
+  // ---------------------------------------------------------------------
+  // Session and models.
+
+  const authState = { required: false, authenticated: false, client: '' };
+
+  async function loadSession() {
+    try {
+      const res = await fetch('/api/v1/session', { credentials: 'same-origin', cache: 'no-store' });
+      if (!res.ok) return true; // an Edge without sessions: nothing to check
+      const j = await res.json();
+      authState.required = !!j.auth_required;
+      authState.authenticated = !!j.authenticated;
+      authState.client = j.client || '';
+      if (authState.required && !authState.authenticated) {
+        location.replace('/login');
+        return false;
+      }
+    } catch (e) {
+      showBanner('Could not reach the Edge: ' + e.message);
+    }
+    el.who.textContent = authState.client ? 'Signed in as ' + authState.client : authState.required ? '' : 'No key required';
+    el.logout.hidden = !authState.required;
+    return true;
+  }
+
+  async function loadModels() {
+    let res;
+    try {
+      res = await fetch('/v1/models', { credentials: 'same-origin', cache: 'no-store' });
+    } catch (e) {
+      showBanner('Could not load the model list: ' + e.message);
+      return;
+    }
+    if (res.status === 401) {
+      location.replace('/login');
+      return;
+    }
+    if (!res.ok) {
+      showBanner('Could not load the model list: ' + (await httpError(res)).text);
+      return;
+    }
+    let ids = [];
+    try {
+      const j = await res.json();
+      ids = (j.data || []).map((m) => m && m.id).filter((id) => typeof id === 'string');
+    } catch (e) {
+      showBanner('The model list is not valid JSON.');
+      return;
+    }
+    el.model.replaceChildren();
+    for (const id of ids) {
+      const o = document.createElement('option');
+      o.value = id;
+      o.textContent = id;
+      el.model.append(o);
+    }
+    if (ids.length === 0) showBanner('The cluster lists no models.');
+    const c = current();
+    const want = (c && c.model) || localStorage.getItem(MODEL_KEY);
+    if (want && ids.includes(want)) el.model.value = want;
+  }
+
+  async function logout() {
+    el.logout.disabled = true;
+    try {
+      await fetch('/api/v1/session', { method: 'DELETE', credentials: 'same-origin' });
+    } catch (e) {
+      // The cookie may stay; the login page will say so if it matters.
+    }
+    location.replace('/login');
+  }
+
+  // ---------------------------------------------------------------------
+  // Wiring.
+
+  function autoGrow() {
+    el.input.style.height = 'auto';
+    el.input.style.height = Math.min(el.input.scrollHeight + 2, 200) + 'px';
+  }
+
+  el.composer.addEventListener('submit', (e) => {
+    e.preventDefault();
+    sendMessage();
+  });
+  el.input.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      sendMessage();
+    }
+  });
+  el.input.addEventListener('input', autoGrow);
+  el.stop.addEventListener('click', () => {
+    if (streaming) streaming.controller.abort();
+  });
+  el.newChat.addEventListener('click', () => {
+    const c = current();
+    if (!c || c.messages.length > 0) createConversation();
+    closeSidebar();
+    renderAll();
+    el.input.focus();
+  });
+  el.model.addEventListener('change', () => {
+    localStorage.setItem(MODEL_KEY, el.model.value);
+    const c = current();
+    if (c) {
+      c.model = el.model.value;
+      save();
+    }
+    updateComposer();
+    if (!c || !c.messages.length) renderMessages();
+  });
+  el.logout.addEventListener('click', logout);
+  el.menu.addEventListener('click', () => (el.sidebar.classList.contains('open') ? closeSidebar() : openSidebar()));
+  el.scrim.addEventListener('click', closeSidebar);
+  // Another tab changed the conversations: show them.
+  window.addEventListener('storage', (e) => {
+    if (e.key !== STORE_KEY || streaming) return;
+    store = loadStore();
+    renderAll();
+  });
+
+  (async function start() {
+    if (store.current && !current()) store.current = null;
+    if (!store.current && store.conversations.length) store.current = store.conversations[0].id;
+    renderAll();
+    if (!(await loadSession())) return;
+    await loadModels();
+    renderAll();
+    document.body.dataset.ready = 'true';
+    el.input.focus();
+  })();
+})();
