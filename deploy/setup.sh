@@ -18,6 +18,8 @@ build_pkgs=(
 # Demo and tests: real clients and tools the end-to-end tests drive.
 test_pkgs=(
   curl openssl ca-certificates python3 procps psmisc iproute2 prometheus
+  # Benchmark peers and load generators (test/bench/run).
+  nginx-light haproxy wrk nghttp2-client
 )
 # Node.js with npm: machines of this kind come with a Node.js build that
 # bundles npm (and conflicts with Debian's npm package); install Debian's

@@ -153,8 +153,12 @@ void Connection::handleRead(ssize_t nread) {
   } else {
     deliver();
   }
-  // Idle connections should not pin a slab: drop ours if nobody uses it.
+  // Idle connections should not pin a slab: when everything read has been
+  // consumed, give it back to the thread's cache (the next read takes one
+  // from there again). Ten thousand idle keep-alive connections then hold
+  // no read buffers at all.
   if (read_slab_ && read_slab_->exclusive() && read_buffer_.empty() && tls_in_.empty()) {
+    read_slab_ = SlabRef();
     read_offset_ = 0;
   }
 }

@@ -175,10 +175,14 @@ void RouterFilter::onResponseHeaders(http::ResponseHeadersPtr headers, bool end_
   }
   callbacks_->streamInfo().upstream_headers_ns = Dispatcher::monotonicNs();
   response_started_ = true;
-  if (end_stream) done_ = true;
-  bool reusable = end_stream && codec_.keepAlive();
+  if (end_stream) {
+    // Hand the connection back before the response completes downstream:
+    // completing it destroys this filter, whose onDestroy would otherwise
+    // close a perfectly reusable connection.
+    done_ = true;
+    finishUpstream(codec_.keepAlive());
+  }
   callbacks_->encodeHeaders(std::move(headers), end_stream);
-  if (end_stream) finishUpstream(reusable);
 }
 
 void RouterFilter::onResponseData(Buffer& data, bool end_stream) {
@@ -186,10 +190,11 @@ void RouterFilter::onResponseData(Buffer& data, bool end_stream) {
     data.clear();
     return;
   }
-  if (end_stream) done_ = true;
-  bool reusable = end_stream && codec_.keepAlive();
+  if (end_stream) {
+    done_ = true;
+    finishUpstream(codec_.keepAlive());  // before completing: see onResponseHeaders
+  }
   callbacks_->encodeData(data, end_stream);
-  if (end_stream) finishUpstream(reusable);
 }
 
 void RouterFilter::onResponseError(const std::string& reason) {
