@@ -15,12 +15,15 @@ Dispatcher::Dispatcher() {
   uv_check_start(&check_, &Dispatcher::onCheck);
   // The check handle alone must not keep the loop alive.
   uv_unref(reinterpret_cast<uv_handle_t*>(&check_));
+  uv_idle_init(&loop_, &idle_);
+  idle_.data = this;
 }
 
 Dispatcher::~Dispatcher() {
   clearDeferred();
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&idle_), nullptr);
   // Close whatever handles remain (timers whose owners leaked at exit) and
   // let their close callbacks run.
   uv_walk(
@@ -65,7 +68,36 @@ void Dispatcher::clearDeferred() {
   }
 }
 
-void Dispatcher::onCheck(uv_check_t* h) { static_cast<Dispatcher*>(h->data)->clearDeferred(); }
+void Dispatcher::onCheck(uv_check_t* h) {
+  auto* self = static_cast<Dispatcher*>(h->data);
+  self->runFlushes();
+  self->clearDeferred();
+}
+
+void Dispatcher::scheduleFlush(Flushable* f) {
+  if (flushes_.empty()) {
+    uv_idle_start(&idle_, [](uv_idle_t*) {});
+  }
+  flushes_.push_back(f);
+}
+
+void Dispatcher::cancelFlush(Flushable* f) {
+  for (auto& p : flushes_) {
+    if (p == f) p = nullptr;
+  }
+}
+
+void Dispatcher::runFlushes() {
+  // A flush may schedule more (a write that answers a write); run until quiet.
+  while (!flushes_.empty()) {
+    std::vector<Flushable*> batch;
+    batch.swap(flushes_);
+    for (Flushable* f : batch) {
+      if (f) f->onFlush();
+    }
+  }
+  uv_idle_stop(&idle_);
+}
 
 std::unique_ptr<Timer> Dispatcher::createTimer(std::function<void()> cb) {
   return std::make_unique<Timer>(*this, std::move(cb));

@@ -23,6 +23,16 @@ class DeferredDeletable {
 
 class Timer;
 
+// Something with output to push once the current loop iteration's
+// callbacks are done: writes made while handling one event (a response's
+// headers and body, several SSE frames from one read) leave in one syscall
+// and, under TLS, one record.
+class Flushable {
+ public:
+  virtual ~Flushable() = default;
+  virtual void onFlush() = 0;
+};
+
 class Dispatcher {
  public:
   Dispatcher();
@@ -42,6 +52,12 @@ class Dispatcher {
 
   std::unique_ptr<Timer> createTimer(std::function<void()> cb);
 
+  // Calls f->onFlush() later in this loop iteration (after I/O callbacks),
+  // without letting the loop block first. A Flushable that goes away must
+  // cancel.
+  void scheduleFlush(Flushable* f);
+  void cancelFlush(Flushable* f);
+
   // Runs until exit() is called.
   void run();
   // Thread-safe.
@@ -51,10 +67,15 @@ class Dispatcher {
   static void onAsync(uv_async_t* h);
   static void onCheck(uv_check_t* h);
   void clearDeferred();
+  void runFlushes();
 
   uv_loop_t loop_;
   uv_async_t async_;
   uv_check_t check_;
+  // Active only while flushes are pending: keeps uv_run from blocking in
+  // poll before the check phase runs them.
+  uv_idle_t idle_;
+  std::vector<Flushable*> flushes_;
   std::mutex post_mutex_;
   std::vector<std::function<void()>> posted_;
   std::vector<std::unique_ptr<DeferredDeletable>> deferred_;

@@ -25,6 +25,7 @@ Connection::Connection(Dispatcher& dispatcher, const ConnectionOptions& options)
 }
 
 Connection::~Connection() {
+  if (flush_scheduled_) dispatcher_.cancelFlush(this);
   if (ssl_) SSL_free(ssl_);
   if (in_flight_) in_flight_->conn = nullptr;
 }
@@ -226,24 +227,39 @@ void Connection::write(Buffer& data) {
     data.clear();
     return;
   }
-  if (ssl_) {
-    // Coalesce small pieces (status line, chunk framing, an SSE frame) into
-    // one TLS record instead of one record per piece.
-    if (data.sliceCount() > 1 && data.length() <= 16 * 1024) data.linearize(data.length());
-    for (size_t i = 0; i < data.sliceCount(); ++i) {
-      const Slice& s = data.slice(i);
-      int n = SSL_write(ssl_, s.data(), static_cast<int>(s.length));
-      if (n <= 0) {
-        ERR_clear_error();
-        break;
-      }
-    }
-    data.clear();
-  } else {
-    write_buffer_.move(data);
-  }
-  if (!connecting_) flush();
+  (ssl_ ? pending_plain_ : write_buffer_).move(data);
+  scheduleFlush();
   checkWatermarks();
+}
+
+void Connection::scheduleFlush() {
+  if (flush_scheduled_) return;
+  flush_scheduled_ = true;
+  dispatcher_.scheduleFlush(this);
+}
+
+void Connection::onFlush() {
+  flush_scheduled_ = false;
+  if (socket_closed_) return;
+  encryptPending();
+  if (!connecting_) flush();
+}
+
+void Connection::encryptPending() {
+  if (!ssl_ || pending_plain_.empty()) return;
+  // Up to 16 KB per record: small pieces (status line, headers, chunk
+  // framing, SSE frames) share records instead of one record each.
+  while (!pending_plain_.empty()) {
+    size_t n = std::min<size_t>(pending_plain_.length(), 16 * 1024);
+    std::string_view chunk = pending_plain_.linearize(n);
+    int w = SSL_write(ssl_, chunk.data(), static_cast<int>(chunk.size()));
+    if (w <= 0) {
+      ERR_clear_error();
+      pending_plain_.clear();
+      break;
+    }
+    pending_plain_.drain(static_cast<size_t>(w));
+  }
 }
 
 void Connection::flush() {
@@ -388,6 +404,7 @@ void Connection::close(CloseType type) {
     return;
   }
   if (ssl_ && handshake_done_) {
+    encryptPending();  // what was written before close() goes first
     SSL_shutdown(ssl_);  // queues close_notify into write_buffer_
     ERR_clear_error();
   }

@@ -50,7 +50,7 @@ struct ConnectionOptions {
   uint64_t flush_timeout_ms = 5000;
 };
 
-class Connection {
+class Connection : public Flushable {
  public:
   // Adopts an accepted socket. `tls` (may be null) is the server context.
   static Connection* accept(Dispatcher& dispatcher, uv_stream_t* server, SSL_CTX* tls,
@@ -68,7 +68,9 @@ class Connection {
   // Delivers LocalClose to the callbacks, then detaches them.
   void close(CloseType type);
 
-  size_t bufferedWriteBytes() const { return write_buffer_.length() + in_flight_bytes_; }
+  size_t bufferedWriteBytes() const {
+    return write_buffer_.length() + in_flight_bytes_ + pending_plain_.length();
+  }
   bool aboveHighWatermark() const { return above_high_; }
   bool isTls() const { return ssl_ != nullptr; }
   bool tlsHandshakeDone() const { return handshake_done_; }
@@ -84,7 +86,13 @@ class Connection {
 
  private:
   Connection(Dispatcher& dispatcher, const ConnectionOptions& options);
-  ~Connection();
+  ~Connection() override;
+
+  // Flushable: encrypts what was written during this loop iteration (one
+  // TLS record per 16 KB, not one per write) and starts the socket write.
+  void onFlush() override;
+  void scheduleFlush();
+  void encryptPending();
 
   static void onAlloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
@@ -127,6 +135,8 @@ class Connection {
   Buffer tls_in_;   // ciphertext not yet consumed by BoringSSL
   Buffer read_buffer_;  // plaintext not yet taken by the callbacks
   Buffer write_buffer_;  // bytes for the wire (ciphertext under TLS)
+  Buffer pending_plain_;  // TLS: plaintext written this iteration, not yet encrypted
+  bool flush_scheduled_ = false;
   struct WriteReq;
   WriteReq* in_flight_ = nullptr;
   size_t in_flight_bytes_ = 0;
