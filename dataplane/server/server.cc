@@ -15,6 +15,7 @@
 #include "dataplane/network/connection.h"
 #include "controlplane/core/snapshot_builder.h"
 #include "dataplane/server/builtin.h"
+#include "dataplane/server/webchat_handler.h"
 #include "filters/auth/auth_filter.h"
 #include "filters/ratelimit/ratelimit_filter.h"
 #include "filters/usage/usage_filter.h"
@@ -113,6 +114,8 @@ void Worker::addTerminalFilter(const config::CompiledRoute& route, http::FilterC
     builder.addDecoderFilter(std::make_unique<router::RouterFilter>(router_context_));
   } else if (route.builtin == edge::v1::BUILTIN_HANDLER_CLIENTS) {
     builder.addDecoderFilter(std::make_unique<ClientsFilter>(server_.admin()));
+  } else if (route.builtin == edge::v1::BUILTIN_HANDLER_WEBCHAT) {
+    builder.addDecoderFilter(std::make_unique<WebchatFilter>());
   } else if (route.builtin == edge::v1::BUILTIN_HANDLER_USAGE) {
     builder.addDecoderFilter(std::make_unique<UsageFilter>(server_.state().rateLimitState()));
   } else {
