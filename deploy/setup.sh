@@ -20,6 +20,9 @@ test_pkgs=(
   curl openssl ca-certificates python3 procps psmisc iproute2 prometheus
   # Benchmark peers and load generators (test/bench/run).
   nginx-light haproxy wrk nghttp2-client
+  # The web chat's browser tests (playwright-core drives Debian's Chromium;
+  # the font makes the screenshots readable).
+  chromium fonts-dejavu-core
 )
 # Node.js with npm: machines of this kind come with a Node.js build that
 # bundles npm (and conflicts with Debian's npm package); install Debian's

@@ -231,12 +231,32 @@ config::RuntimeConfigSharedPtr Server::config() const {
 
 namespace {
 
-int bindSocket(const std::string& address, uint32_t port, std::string* error) {
+// SO_REUSEPORT would let a second Edge (same user) join a port another
+// one already serves, and the kernel would split connections between two
+// processes with different keys and limits. A plain bind first proves the
+// port is free.
+bool portFree(const sockaddr_storage& addr, std::string* error) {
+  int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return true;
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  socklen_t len = addr.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  bool ok = ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) == 0;
+  if (!ok) {
+    *error = "cannot listen on " + network::formatAddress(reinterpret_cast<const sockaddr*>(&addr)) + ": " +
+             strerror(errno) + " (is another eldric-edge running?)";
+  }
+  close(fd);
+  return ok;
+}
+
+int bindSocket(const std::string& address, uint32_t port, std::string* error, bool probe) {
   sockaddr_storage addr;
   if (!network::parseIpAddress(address, static_cast<uint16_t>(port), &addr)) {
     *error = "bind_address \"" + address + "\" is not an IP address";
     return -1;
   }
+  if (probe && port != 0 && !portFree(addr, error)) return -1;
   int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     *error = std::string("socket: ") + strerror(errno);
@@ -277,7 +297,7 @@ bool Server::bindListeners(const config::RuntimeConfig& cfg, std::string* error)
   for (const auto& l : cfg.listeners) {
     uint32_t port = l.port;
     for (size_t w = 0; w < n; ++w) {
-      int fd = bindSocket(l.address, port, error);
+      int fd = bindSocket(l.address, port, error, /*probe=*/w == 0);
       if (fd < 0) return false;
       // Port 0: the first socket picks, the others join it.
       if (port == 0) port = boundPort(fd);

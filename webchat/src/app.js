@@ -43,7 +43,22 @@
   // could run (script, event handlers, javascript: URLs), highlight.js
   // colours code blocks. Only the sanitized fragment enters the page.
 
-  marked.setOptions({ gfm: true, breaks: false });
+  // Raw HTML in an answer is shown as text, not parsed: a model quoting
+  // <img onerror=...> should be read, not rendered. DOMPurify still runs on
+  // everything marked produces (links with javascript: URLs, for one).
+  function escapeHtml(s) {
+    return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+  }
+  marked.use({
+    gfm: true,
+    breaks: false,
+    renderer: {
+      html(token) {
+        const text = escapeHtml(typeof token === 'string' ? token : token.text || '');
+        return token && token.block ? '<p>' + text + '</p>\n' : text;
+      },
+    },
+  });
   hljs.configure({ ignoreUnescapedHTML: true });
   DOMPurify.addHook('afterSanitizeAttributes', (node) => {
     if (node.tagName === 'A' && node.hasAttribute('href')) {
@@ -159,6 +174,30 @@
     return b;
   }
 
+  // Octicons (MIT), 16 px.
+  const ICON_PENCIL =
+    'M11.013 1.427a1.75 1.75 0 0 1 2.474 0l1.086 1.086a1.75 1.75 0 0 1 0 2.474l-8.61 8.61c-.21.21-.47.364-.756.445l-3.251.93a.75.75 0 0 1-.927-.928l.929-3.25c.081-.286.235-.547.445-.758l8.61-8.61Zm.176 4.823L9.75 4.81l-6.286 6.287a.253.253 0 0 0-.064.108l-.558 1.953 1.953-.558a.253.253 0 0 0 .108-.064Zm1.238-3.763a.25.25 0 0 0-.354 0L10.811 3.75l1.439 1.44 1.263-1.263a.25.25 0 0 0 0-.354Z';
+  const ICON_TRASH =
+    'M11 1.75V3h2.25a.75.75 0 0 1 0 1.5H2.75a.75.75 0 0 1 0-1.5H5V1.75C5 .784 5.784 0 6.75 0h2.5C10.216 0 11 .784 11 1.75ZM4.496 6.675l.66 6.6a.25.25 0 0 0 .249.225h5.19a.25.25 0 0 0 .249-.225l.66-6.6a.75.75 0 0 1 1.492.149l-.66 6.6A1.748 1.748 0 0 1 10.595 15h-5.19a1.75 1.75 0 0 1-1.741-1.575l-.66-6.6a.75.75 0 1 1 1.492-.15ZM6.5 1.75V3h3V1.75a.25.25 0 0 0-.25-.25h-2.5a.25.25 0 0 0-.25.25Z';
+
+  function iconButton(pathData, label, className, onClick) {
+    const b = button('', className, onClick);
+    const NS = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(NS, 'svg');
+    svg.setAttribute('viewBox', '0 0 16 16');
+    svg.setAttribute('width', '14');
+    svg.setAttribute('height', '14');
+    svg.setAttribute('aria-hidden', 'true');
+    const path = document.createElementNS(NS, 'path');
+    path.setAttribute('fill', 'currentColor');
+    path.setAttribute('d', pathData);
+    svg.append(path);
+    b.append(svg);
+    b.title = label;
+    b.setAttribute('aria-label', label);
+    return b;
+  }
+
   function showBanner(text) {
     el.banner.textContent = text;
     el.banner.hidden = false;
@@ -264,13 +303,11 @@
       open.title = c.title;
       const actions = document.createElement('span');
       actions.className = 'conv-actions';
-      const ren = button('Rename', 'btn btn-ghost conv-rename', () => {
+      const ren = iconButton(ICON_PENCIL, 'Rename', 'btn btn-ghost conv-rename', () => {
         renaming = c.id;
         renderSidebar();
       });
-      ren.setAttribute('aria-label', 'Rename ' + c.title);
-      const del = button('Delete', 'btn btn-ghost conv-delete', () => deleteConversation(c.id));
-      del.setAttribute('aria-label', 'Delete ' + c.title);
+      const del = iconButton(ICON_TRASH, 'Delete', 'btn btn-ghost conv-delete', () => deleteConversation(c.id));
       actions.append(ren, del);
       li.append(open, actions);
       el.list.append(li);
@@ -461,6 +498,10 @@
   // ---------------------------------------------------------------------
   // Errors, as the user should read them.
 
+  function sentence(text) {
+    return /[.!?]$/.test(text) ? text : text + '.';
+  }
+
   function retryAfterSeconds(res) {
     const v = res.headers.get('retry-after');
     if (!v) return null;
@@ -487,13 +528,13 @@
       // The body could not be read: the status says enough.
     }
     if (res.status === 401) {
-      return { kind: 'auth', text: 'Not signed in, or the session has ended (401)' + (detail ? ': ' + detail : '') + '.' };
+      return { kind: 'auth', text: 'Not signed in, or the session has ended (401)' + (detail ? ': ' + sentence(detail) : '.') };
     }
     if (res.status === 429) {
       const s = retryAfterSeconds(res);
       return {
         kind: 'rate',
-        text: 'Too many requests (429)' + (detail ? ': ' + detail : '') + (s === null ? ' Try again later.' : ''),
+        text: 'Too many requests (429)' + (detail ? ': ' + sentence(detail) : '.') + (s === null ? ' Try again later.' : ''),
         retryAt: s === null ? null : Date.now() + s * 1000,
         retryAfter: s,
       };
@@ -501,7 +542,7 @@
     const label = res.status >= 500 ? 'The model service failed' : 'The request was refused';
     return {
       kind: 'http',
-      text: label + ' (' + res.status + (type ? ', ' + type : '') + ')' + (detail ? ': ' + detail : '.'),
+      text: label + ' (' + res.status + (type ? ', ' + type : '') + ')' + (detail ? ': ' + sentence(detail) : '.'),
     };
   }
 
@@ -555,6 +596,22 @@
         return buf.trim().length > 0;
       },
     };
+  }
+
+  // After [DONE] the server ends the response at once: read that end rather
+  // than cancel, so the connection is not cut (and stays reusable). A server
+  // that lingers is cut after a second.
+  async function drain(reader) {
+    const timer = setTimeout(() => reader.cancel().catch(() => {}), 1000);
+    try {
+      while (!(await reader.read()).done) {
+        // ignore anything after [DONE]
+      }
+    } catch (e) {
+      // cut: nothing more to read anyway
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async function generate(c) {
@@ -623,7 +680,7 @@
               const e = (j && j.error) || {};
               const msgText = typeof e === 'string' ? e : e.message || 'unknown error';
               const code = typeof e === 'object' && (e.code || e.type) ? ' (' + (e.code || e.type) + ')' : '';
-              msg.error = { kind: 'upstream', text: 'The model service reported an error' + code + ': ' + msgText };
+              msg.error = { kind: 'upstream', text: 'The model service reported an error' + code + ': ' + sentence(msgText) };
               break outer;
             }
             for (const choice of (j && j.choices) || []) {
@@ -643,7 +700,8 @@
               : 'The connection closed before any answer arrived.',
           };
         }
-        reader.cancel().catch(() => {});
+        if (finished) drain(reader);
+        else reader.cancel().catch(() => {});
       }
     } catch (e) {
       if (controller.signal.aborted) {

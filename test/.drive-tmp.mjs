@@ -1,0 +1,33 @@
+import { chromium } from 'playwright-core';
+const base = process.argv[2];
+const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'] });
+const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+const page = await ctx.newPage();
+page.on('console', (m) => console.log('console:', m.type(), m.text()));
+page.on('pageerror', (e) => console.log('pageerror:', e.message));
+await page.goto(base + '/chat');
+console.log('url', page.url());
+await page.waitForSelector('body[data-ready=true]');
+await page.screenshot({ path: '/tmp/mock/shots/login.png' });
+await page.fill('#api-key', 'sk-wrong');
+await page.click('#login-submit');
+await page.waitForSelector('#login-error:not([hidden])');
+console.log('error:', await page.textContent('#login-error'));
+await page.screenshot({ path: '/tmp/mock/shots/login-error.png' });
+await page.fill('#api-key', 'sk-good-key-0001');
+await page.click('#login-submit');
+await page.waitForURL('**/chat');
+await page.waitForSelector('body[data-ready=true]');
+await page.fill('#input', 'Hello there, **what** is up?');
+await page.press('#input', 'Enter');
+const states = new Set();
+for (let i = 0; i < 40; i++) {
+  const t = await page.$eval('.msg-assistant .msg-body', (e) => e.textContent).catch(() => null);
+  if (t !== null) states.add(t);
+  await page.waitForTimeout(50);
+}
+console.log([...states]);
+await page.screenshot({ path: '/tmp/mock/shots/chat.png' });
+await page.setViewportSize({ width: 375, height: 740 });
+await page.screenshot({ path: '/tmp/mock/shots/chat-375.png' });
+await browser.close();
