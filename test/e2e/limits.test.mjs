@@ -1,0 +1,88 @@
+// Every limit has a default, a knob and a test. The header timeout, header
+// and body sizes are in framing.test.mjs; the request timeout (504) in
+// streaming.test.mjs; these are the rest: the idle keep-alive timeout, the
+// per-worker connection cap and the drain deadline.
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startFakeRouter, startEdge, HttpConn, request, waitExit, sleep } from './lib/harness.mjs';
+
+const T = { timeout: 30000 };
+
+describe('connection limits', () => {
+  it('closes a keep-alive connection idle for limits.idle_timeout_ms', T, async () => {
+    const router = await startFakeRouter();
+    const edge = await startEdge({
+      args: ['--no-tls', '--bind', '127.0.0.1', '--workers', '1'],
+      config: { router_urls: [router.url], limits: { idle_timeout_ms: 500 } },
+    });
+    after(async () => {
+      await edge.stop();
+      await router.stop();
+    });
+    const conn = await HttpConn.open({ port: edge.httpPort });
+    const t0 = performance.now();
+    conn.write('GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.equal(await conn.waitClose(3000), true, 'the idle connection is closed');
+    const elapsed = performance.now() - t0;
+    assert.ok(elapsed >= 400 && elapsed < 2500, `closed after ${elapsed} ms, want ~500`);
+    assert.match(conn.buf.toString('latin1'), /^HTTP\/1\.1 200/, 'the request itself was answered');
+    conn.destroy();
+  });
+
+  it('refuses connections over limits.max_connections_per_worker', T, async () => {
+    const router = await startFakeRouter();
+    const edge = await startEdge({
+      args: ['--no-tls', '--bind', '127.0.0.1', '--workers', '1'],
+      config: { router_urls: [router.url], limits: { max_connections_per_worker: 2 } },
+    });
+    after(async () => {
+      await edge.stop();
+      await router.stop();
+    });
+    const held = [await HttpConn.open({ port: edge.httpPort }), await HttpConn.open({ port: edge.httpPort })];
+    await sleep(100);
+    // The third is reset at once: it may fail already at connect, or be
+    // closed without an answer.
+    let third = null;
+    try {
+      third = await HttpConn.open({ port: edge.httpPort });
+    } catch (e) {
+      assert.equal(e.code, 'ECONNRESET');
+    }
+    if (third) {
+      third.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+      assert.equal(await third.waitClose(3000), true, 'the third connection is closed');
+      assert.equal(third.buf.length, 0, 'and gets no answer');
+      third.destroy();
+    }
+    for (const c of held) c.destroy();
+    await sleep(200);
+    const r = await request({ port: edge.httpPort, path: '/health' });
+    assert.equal(r.status, 200, 'with the others gone, connections are accepted again');
+    const m = await request({ port: edge.httpPort, path: '/metrics' });
+    assert.match(m.body, /eldric_edge_downstream_connections_rejected_total [1-9]/);
+  });
+
+  it('exits at limits.drain_timeout_ms even if a request hangs', T, async () => {
+    const router = await startFakeRouter();
+    const edge = await startEdge({
+      args: ['--no-tls', '--bind', '127.0.0.1'],
+      config: { router_urls: [router.url], limits: { drain_timeout_ms: 800 } },
+    });
+    after(async () => {
+      await edge.kill();
+      await router.stop();
+    });
+    const conn = await HttpConn.open({ port: edge.httpPort });
+    const body = '{"model":"m","messages":[]}';
+    conn.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-fake-fail: hang\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
+    await sleep(200);
+    const t0 = performance.now();
+    edge.signal('SIGTERM');
+    const res = await waitExit(edge.proc, 5000);
+    const elapsed = performance.now() - t0;
+    assert.equal(res.code, 0);
+    assert.ok(elapsed >= 700 && elapsed < 3000, `exited after ${elapsed} ms, want ~800`);
+    conn.destroy();
+  });
+});
