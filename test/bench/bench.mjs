@@ -32,7 +32,8 @@ function which(bin) {
   }
 }
 function start(cmd, args, opts = {}) {
-  const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], ...opts });
+  // Own process group: nginx's workers go with their master on kill.
+  const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true, ...opts });
   let err = '';
   p.stderr?.on('data', (d) => (err += d));
   p.errText = () => err;
@@ -50,12 +51,13 @@ async function waitPort(port, tls = false) {
   }
   throw new Error(`nothing answered on port ${port}`);
 }
+function killGroup(p) {
+  try {
+    process.kill(-p.pid, 'SIGKILL');
+  } catch {}
+}
 function cleanup() {
-  for (const p of procs) {
-    try {
-      p.kill('SIGKILL');
-    } catch {}
-  }
+  for (const p of procs) killGroup(p);
 }
 process.on('exit', cleanup);
 process.on('SIGINT', () => process.exit(130));
@@ -67,7 +69,15 @@ execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramg
   '-out', cert, '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'pipe' });
 fs.writeFileSync(path.join(work, 'haproxy.pem'), fs.readFileSync(cert, 'utf8') + fs.readFileSync(keyFile, 'utf8'));
 
-const ports = { router: 19881, edge: 19443, nginx: 19444, haproxy: 19445 };
+const ports = { router: 19881, edge: 19443, nginx: 19444, haproxy: 19445, edgeOff: 19446 };
+for (const p of [...Object.values(ports), 19882, 19080, 19081]) {
+  try {
+    execFileSync('sh', ['-c', `! ss -ltn 'sport = :${p}' | grep -q LISTEN`]);
+  } catch {
+    console.error(`[bench] port ${p} is in use (a leftover from an earlier run?); stop it first`);
+    process.exit(2);
+  }
+}
 const tokensSse = quick ? 20 : 200;
 start(bin('test/fake_router/fake-router'), ['--port', String(ports.router), '--threads', '1', '--tokens', '8']);
 const sseRouterPort = 19882;
@@ -88,6 +98,13 @@ const edgeCfg = {
 };
 fs.writeFileSync(path.join(work, 'edge.json'), JSON.stringify(edgeCfg));
 systems.push({ name: 'edge', port: ports.edge, start: () => start(bin('dataplane/eldric-edge'), ['--config', path.join(work, 'edge.json')]) });
+// The same Edge with auth and every rate-limit tier off: scenario 1 only,
+// to show what the filters cost (issue 3's budget: under 5%).
+fs.writeFileSync(path.join(work, 'edge-off.json'), JSON.stringify({
+  ...edgeCfg, https_port: ports.edgeOff, http_port: 19081, data_dir: path.join(work, 'edge-data-off'),
+  auth: { require_api_key: false }, rate_limits: { global_rpm: 0, per_ip_rpm: 0, per_key_rpm: 0 },
+}));
+const edgeOff = { name: 'edge-nofilters', port: ports.edgeOff, start: () => start(bin('dataplane/eldric-edge'), ['--config', path.join(work, 'edge-off.json')]) };
 
 function nginxConf(routerPort, port) {
   return `worker_processes ${workers};
@@ -142,7 +159,7 @@ if (which('haproxy')) {
   systems.push({ name: 'haproxy', port: ports.haproxy, start: () => start('haproxy', ['-f', path.join(work, 'haproxy.cfg'), '-db']) });
 } else log('haproxy not installed: skipped');
 
-for (const s of systems) {
+for (const s of [...systems, edgeOff]) {
   s.proc = s.start();
   await waitPort(s.port, true);
 }
@@ -163,6 +180,8 @@ wrk.body = '{"model":"llama3.2:3b","messages":[{"role":"user","content":"Hello!"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer ${key}"
 `);
+const luaPostAnon = path.join(work, 'post-anon.lua');
+fs.writeFileSync(luaPostAnon, fs.readFileSync(luaPost, 'utf8').replace(/^wrk.headers\["Authorization"\].*$/m, ''));
 function wrk(args) {
   const out = execFileSync('wrk', args, { encoding: 'utf8', timeout: (dur + 30) * 1000 });
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
@@ -176,10 +195,10 @@ function wrk(args) {
   return { rps, non2xx, errs, lat };
 }
 // Runs `fn(system)` for each system `reps` times, alternating the order.
-function alternate(fn) {
-  const res = Object.fromEntries(systems.map((s) => [s.name, []]));
+function alternate(fn, list = systems) {
+  const res = Object.fromEntries(list.map((s) => [s.name, []]));
   for (let r = 0; r < reps; r++) {
-    const order = r % 2 ? [...systems].reverse() : systems;
+    const order = r % 2 ? [...list].reverse() : list;
     for (const s of order) res[s.name].push(fn(s));
   }
   return res;
@@ -192,10 +211,12 @@ function row(scenario, unit, values, better) {
 // 1. Throughput, TLS keep-alive, 64 connections.
 {
   const res = alternate((s) => {
-    const r = wrk(['-t1', '-c64', `-d${dur}s`, '-s', luaPost, `https://127.0.0.1:${s.port}/v1/chat/completions`]);
+    // The filterless Edge gets no key (it would refuse one it does not know).
+    const script = s === edgeOff ? luaPostAnon : luaPost;
+    const r = wrk(['-t1', '-c64', `-d${dur}s`, '-s', script, `https://127.0.0.1:${s.port}/v1/chat/completions`]);
     if (r.non2xx || r.errs) log(`${s.name}: non-2xx ${r.non2xx} ${r.errs}`);
     return r.rps;
-  });
+  }, [...systems, edgeOff]);
   row('1. chat completion, TLS keep-alive, 64 conns (Edge: auth + rate limits on)', 'req/s',
     Object.fromEntries(Object.entries(res).map(([k, v]) => [k, median(v)])), 'higher');
 }
@@ -231,8 +252,8 @@ function row(scenario, unit, values, better) {
   // Point each proxy at the paced router by restarting it with that upstream.
   const results = {};
   for (const s of systems) {
-    s.proc.kill('SIGKILL');
-    await sleep(200);
+    killGroup(s.proc);
+    await sleep(300);
     if (s.name === 'edge') {
       fs.writeFileSync(path.join(work, 'edge-sse.json'), JSON.stringify({ ...edgeCfg, router_urls: [`http://127.0.0.1:${sseRouterPort}`], data_dir: path.join(work, 'edge-data-sse') }));
       s.proc = start(bin('dataplane/eldric-edge'), ['--config', path.join(work, 'edge-sse.json')]);
@@ -290,8 +311,12 @@ function row(scenario, unit, values, better) {
   row(`5. resident memory per idle TLS keep-alive connection (${n} conns)`, 'bytes', res, 'lower');
 }
 
+killGroup(edgeOff.proc);
+
 // --- report --------------------------------------------------------------------
 const names = systems.map((s) => s.name);
+const r1 = rows[0].values;
+const filterCost = Number.isFinite(r1['edge-nofilters']) ? (1 - r1.edge / r1['edge-nofilters']) * 100 : NaN;
 const fmt = (v) => (Number.isFinite(v) ? (Math.abs(v) >= 100 ? Math.round(v).toString() : v.toFixed(1)) : 'n/a');
 const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? (a / b).toFixed(2) + 'x' : 'n/a');
 const header = ['scenario', 'unit', ...names, ...names.filter((n) => n !== 'edge').map((n) => `edge/${n}`)];
@@ -300,6 +325,9 @@ for (const r of rows) {
   lines.push(`| ${[r.scenario, `${r.unit} (${r.better} is better)`, ...names.map((n) => fmt(r.values[n])),
     ...names.filter((n) => n !== 'edge').map((n) => ratio(r.values.edge, r.values[n]))].join(' | ')} |`);
 }
+lines.push('');
+lines.push(`Edge with auth and three rate-limit tiers on: ${fmt(r1.edge)} req/s; with them off: ${fmt(r1['edge-nofilters'])} req/s ` +
+  `(the filters cost ${Number.isFinite(filterCost) ? filterCost.toFixed(1) : 'n/a'}% of throughput; target < 5%).`);
 const table = lines.join('\n');
 console.log(table);
 const versions = () => {
