@@ -11,9 +11,8 @@
 #include <sstream>
 #include <thread>
 
-#include <openssl/sha.h>
-
-#include "dataplane/network/connection.h"
+#include "controlplane/core/store.h"
+#include "dataplane/common/address.h"
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
 
@@ -477,8 +476,8 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
       return false;
     }
     auto* ak = auth->add_api_keys();
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    SHA256(reinterpret_cast<const uint8_t*>(k.key.data()), k.key.size(), digest);
+    unsigned char digest[32];
+    controlplane::sha256(k.key.data(), k.key.size(), digest);
     ak->set_sha256(std::string(reinterpret_cast<const char*>(digest), sizeof digest));
     ak->set_prefix(k.key.substr(0, std::min<size_t>(k.key.size() / 2, 10)));
     ak->set_client_id("cfg_" + k.client);

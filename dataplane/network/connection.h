@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "dataplane/common/address.h"
 #include "dataplane/common/buffer.h"
 #include "dataplane/event/dispatcher.h"
 
@@ -149,10 +150,5 @@ class Connection : public Flushable {
   uint64_t bytes_received_ = 0;
   uint64_t bytes_sent_ = 0;
 };
-
-// Formats an address as "ip:port" ("[::1]:443" for IPv6).
-std::string formatAddress(const sockaddr* addr);
-// Parses an IP literal and port into `out`. Returns false if not an IP.
-bool parseIpAddress(const std::string& ip, uint16_t port, sockaddr_storage* out);
 
 }  // namespace eldric::network

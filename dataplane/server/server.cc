@@ -13,6 +13,7 @@
 
 #include "dataplane/common/log.h"
 #include "dataplane/network/connection.h"
+#include "controlplane/core/admin_rest.h"
 #include "controlplane/core/snapshot_builder.h"
 #include "dataplane/server/builtin.h"
 #include "dataplane/server/webchat_handler.h"
@@ -557,108 +558,10 @@ int Server::run() {
 }  // namespace eldric::server
 
 // ---------------------------------------------------------------------------
-// Admin API over the embedded store (standalone mode).
+// Admin API over the embedded store (standalone mode). The REST semantics
+// live in controlplane/core/admin_rest, shared with the control plane.
 
 namespace eldric::server {
-namespace {
-
-using Reply = AdminBackend::Reply;
-
-Reply error(int status, std::string message, std::string code) { return Reply{status, std::move(message), std::move(code)}; }
-
-std::string timeOrNull(int64_t t) { return t ? std::to_string(t) : "null"; }
-
-bool readUint(const rapidjson::Value& doc, const char* name, uint32_t* out, std::string* err) {
-  if (!doc.HasMember(name)) return true;
-  const auto& v = doc[name];
-  if (!v.IsUint() ) {
-    *err = std::string("\"") + name + "\" must be a non-negative integer";
-    return false;
-  }
-  *out = v.GetUint();
-  return true;
-}
-
-}  // namespace
-
-std::string Server::clientJson(const controlplane::ClientRecord& c) {
-  std::string out = "{\"id\":";
-  log::appendJsonString(out, c.id);
-  out += ",\"name\":";
-  log::appendJsonString(out, c.name);
-  out += ",\"description\":";
-  log::appendJsonString(out, c.description);
-  out += ",\"source\":";
-  log::appendJsonString(out, c.source);
-  out += ",\"scopes\":[";
-  bool first = true;
-  for (const char* sc : {"inference", "admin", "worker"}) {
-    controlplane::Scopes bit = 0;
-    controlplane::parseScopes(sc, &bit);
-    if (c.scopes & bit) {
-      if (!first) out += ",";
-      first = false;
-      log::appendJsonString(out, sc);
-    }
-  }
-  out += "],\"limits\":{\"rpm\":" + std::to_string(c.limits.rpm) + ",\"tpm\":" + std::to_string(c.limits.tpm) +
-         ",\"max_concurrent\":" + std::to_string(c.limits.max_concurrent) + ",\"allowed_models\":[";
-  for (size_t i = 0; i < c.limits.allowed_models.size(); ++i) {
-    if (i) out += ",";
-    log::appendJsonString(out, c.limits.allowed_models[i]);
-  }
-  out += "]},\"created_at\":" + std::to_string(c.created_at) + ",\"expires_at\":" + timeOrNull(c.expires_at) +
-         ",\"revoked_at\":" + timeOrNull(c.revoked_at) + ",\"keys\":[";
-  for (size_t i = 0; i < c.keys.size(); ++i) {
-    const auto& k = c.keys[i];
-    if (i) out += ",";
-    out += "{\"prefix\":";
-    log::appendJsonString(out, k.prefix);
-    out += ",\"created_at\":" + std::to_string(k.created_at) + ",\"expires_at\":" + timeOrNull(k.expires_at) +
-           ",\"revoked_at\":" + timeOrNull(k.revoked_at) + "}";
-  }
-  out += "]";
-  auto state = state_.rateLimitState();
-  if (state) {
-    uint64_t now = filters::ratelimit::nowSeconds();
-    auto e = state->keys.get(c.id, now);
-    out += ",\"usage\":{\"requests_in_window\":" + std::to_string(e->requests.count(now)) +
-           ",\"tokens_in_window\":" + std::to_string(e->tokens.count(now)) +
-           ",\"in_flight\":" + std::to_string(e->in_flight.load()) + "}";
-  }
-  out += "}";
-  return out;
-}
-
-std::string Server::configClientsJson(bool* any, const std::string& only) {
-  // Clients from the config file: listed, never changed through the API.
-  std::string out;
-  std::set<std::string> seen;
-  for (const auto& k : base_snapshot_.auth().api_keys()) {
-    if (!only.empty() && k.client_id() != only && k.client_name() != only) continue;
-    if (!seen.insert(k.client_name()).second) continue;
-    controlplane::ClientRecord c;
-    c.id = k.client_id();
-    c.name = k.client_name();
-    c.source = "config";
-    c.scopes = 0;
-    for (int sc : k.scopes()) {
-      c.scopes |= sc == edge::v1::SCOPE_ADMIN ? static_cast<controlplane::Scopes>(controlplane::Scope::Admin)
-                  : sc == edge::v1::SCOPE_WORKER ? static_cast<controlplane::Scopes>(controlplane::Scope::Worker)
-                                                 : static_cast<controlplane::Scopes>(controlplane::Scope::Inference);
-    }
-    c.limits.rpm = k.requests_per_minute();
-    c.limits.tpm = k.tokens_per_minute();
-    c.limits.max_concurrent = k.max_concurrent_requests();
-    controlplane::KeyRecord kr;
-    kr.prefix = k.prefix();
-    c.keys.push_back(kr);
-    if (*any) out += ",";
-    *any = true;
-    out += clientJson(c);
-  }
-  return out;
-}
 
 void Server::handle(const std::string& method, const std::string& path, std::string body, Dispatcher& worker,
                     std::function<void(Reply)> done) {
@@ -684,147 +587,23 @@ void Server::handle(const std::string& method, const std::string& path, std::str
 
 AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::string& path, const std::string& body,
                                          bool* changed) {
-  const std::string base = "/api/v1/clients";
-  std::string rest = path.size() > base.size() ? path.substr(base.size()) : "";
-  if (!rest.empty() && rest.back() == '/') rest.pop_back();
-  rapidjson::Document doc;
-  auto parseBody = [&](bool required, std::string* err) -> bool {
-    if (body.empty() && !required) {
-      doc.SetObject();
-      return true;
-    }
-    doc.Parse(body.c_str(), body.size());
-    if (doc.HasParseError() || !doc.IsObject()) {
-      *err = "request body is not a JSON object";
-      return false;
-    }
-    return true;
-  };
-
-  if (rest.empty() && method == "GET") {
-    std::string out = "{\"object\":\"list\",\"data\":[";
-    bool any = false;
-    out += configClientsJson(&any);
-    for (const auto& c : store_->listClients()) {
-      if (any) out += ",";
-      any = true;
-      out += clientJson(c);
-    }
-    out += "]}";
-    return Reply{200, out, ""};
+  controlplane::AdminContext ctx;
+  ctx.store = store_.get();
+  ctx.config_auth = &base_snapshot_.auth();
+  ctx.rotation_overlap_seconds = base_snapshot_.auth().rotation_overlap().seconds();
+  auto state = state_.rateLimitState();
+  if (state) {
+    ctx.usage_json = [state](const std::string& client_id) {
+      uint64_t now = filters::ratelimit::nowSeconds();
+      auto e = state->keys.get(client_id, now);
+      return "{\"requests_in_window\":" + std::to_string(e->requests.count(now)) +
+             ",\"tokens_in_window\":" + std::to_string(e->tokens.count(now)) +
+             ",\"in_flight\":" + std::to_string(e->in_flight.load()) + "}";
+    };
   }
-  if (rest == "/register") {
-    if (method != "POST") return error(405, "use POST to register a client", "method_not_allowed");
-    std::string err;
-    if (!parseBody(true, &err)) return error(400, err, "invalid_json");
-    if (!doc.HasMember("name") || !doc["name"].IsString()) {
-      return error(400, "missing \"name\" (a string)", "missing_name");
-    }
-    std::string name = doc["name"].GetString();
-    std::string description;
-    if (doc.HasMember("description")) {
-      if (!doc["description"].IsString()) return error(400, "\"description\" must be a string", "invalid_field");
-      description = doc["description"].GetString();
-    }
-    controlplane::Scopes scopes = static_cast<controlplane::Scopes>(controlplane::Scope::Inference);
-    if (doc.HasMember("scopes")) {
-      if (!doc["scopes"].IsArray()) return error(400, "\"scopes\" must be an array of strings", "invalid_field");
-      scopes = 0;
-      for (const auto& v : doc["scopes"].GetArray()) {
-        controlplane::Scopes one = 0;
-        if (!v.IsString() || !controlplane::parseScopes(v.GetString(), &one)) {
-          return error(400, "unknown scope in \"scopes\" (inference, admin, worker)", "invalid_scope");
-        }
-        scopes |= one;
-      }
-    }
-    controlplane::ClientLimits limits;
-    if (!readUint(doc, "rpm", &limits.rpm, &err) || !readUint(doc, "tpm", &limits.tpm, &err) ||
-        !readUint(doc, "max_concurrent", &limits.max_concurrent, &err)) {
-      return error(400, err, "invalid_field");
-    }
-    if (doc.HasMember("allowed_models")) {
-      if (!doc["allowed_models"].IsArray()) return error(400, "\"allowed_models\" must be an array", "invalid_field");
-      for (const auto& v : doc["allowed_models"].GetArray()) {
-        if (!v.IsString()) return error(400, "\"allowed_models\" must hold strings", "invalid_field");
-        limits.allowed_models.push_back(v.GetString());
-      }
-    }
-    int64_t expires_at = 0;
-    if (doc.HasMember("expires_in_seconds")) {
-      if (!doc["expires_in_seconds"].IsUint64() || doc["expires_in_seconds"].GetUint64() == 0) {
-        return error(400, "\"expires_in_seconds\" must be a positive integer", "invalid_field");
-      }
-      expires_at = static_cast<int64_t>(time(nullptr)) + static_cast<int64_t>(doc["expires_in_seconds"].GetUint64());
-    }
-    for (const auto& k : base_snapshot_.auth().api_keys()) {
-      if (k.client_name() == name) return error(400, "a client named \"" + name + "\" already exists (in the config file)", "duplicate_name");
-    }
-    controlplane::IssuedKey issued;
-    bool conflict = false;
-    if (!store_->registerClient(name, description, scopes, limits, expires_at, &issued, &err, &conflict)) {
-      return error(400, err, conflict ? "duplicate_name" : "invalid_client");
-    }
-    *changed = true;
-    std::string out = clientJson(issued.client);
-    out.pop_back();
-    // The only time the key is shown.
-    out += ",\"api_key\":";
-    log::appendJsonString(out, issued.key);
-    out += "}";
-    log::info("client registered", {{"client", log::str(name)}, {"key_prefix", log::str(controlplane::keyPrefix(issued.key))}});
-    return Reply{200, out, ""};
-  }
-  if (rest.empty()) return error(405, "use GET to list clients or POST /api/v1/clients/register", "method_not_allowed");
-  // /{id}, /{id}/rotate
-  std::string id = rest.substr(1);
-  std::string action;
-  if (size_t slash = id.find('/'); slash != std::string::npos) {
-    action = id.substr(slash + 1);
-    id.resize(slash);
-  }
-  for (const auto& k : base_snapshot_.auth().api_keys()) {
-    if ((k.client_id() == id || k.client_name() == id) && (method != "GET" || !action.empty())) {
-      return error(400, "client \"" + id + "\" is defined in the config file; change it there", "config_client");
-    }
-  }
-  if (action.empty() && method == "GET") {
-    auto c = store_->getClient(id);
-    if (!c) {
-      bool any = false;
-      std::string one = configClientsJson(&any, id);
-      if (any) return Reply{200, one, ""};
-      return error(404, "no client \"" + id + "\"", "client_not_found");
-    }
-    return Reply{200, clientJson(*c), ""};
-  }
-  if (action.empty() && method == "DELETE") {
-    std::string err;
-    if (!store_->revokeClient(id, &err)) return error(404, err.empty() ? "no client \"" + id + "\"" : err, "client_not_found");
-    *changed = true;
-    log::info("client revoked", {{"client", log::str(id)}});
-    return Reply{200, "{\"id\":" + log::str(id) + ",\"revoked\":true}", ""};
-  }
-  if (action == "rotate" && method == "POST") {
-    std::string err;
-    if (!parseBody(false, &err)) return error(400, err, "invalid_json");
-    int64_t overlap = base_snapshot_.auth().rotation_overlap().seconds();
-    if (doc.HasMember("overlap_seconds")) {
-      if (!doc["overlap_seconds"].IsUint64()) return error(400, "\"overlap_seconds\" must be a non-negative integer", "invalid_field");
-      overlap = static_cast<int64_t>(doc["overlap_seconds"].GetUint64());
-    }
-    controlplane::IssuedKey issued;
-    if (!store_->rotateKey(id, overlap, &issued, &err)) return error(404, err.empty() ? "no client \"" + id + "\"" : err, "client_not_found");
-    *changed = true;
-    std::string out = clientJson(issued.client);
-    out.pop_back();
-    out += ",\"api_key\":";
-    log::appendJsonString(out, issued.key);
-    out += ",\"previous_keys_valid_for_seconds\":" + std::to_string(overlap) + "}";
-    log::info("client key rotated", {{"client", log::str(issued.client.name)}, {"key_prefix", log::str(controlplane::keyPrefix(issued.key))}});
-    return Reply{200, out, ""};
-  }
-  return error(405, "unsupported: " + method + " " + path, "method_not_allowed");
+  controlplane::RestReply r = controlplane::handleClientsRest(ctx, method, path, body, changed);
+  if (*changed) log::info("client registry changed", {{"method", log::str(method)}, {"path", log::str(path)}});
+  return Reply{r.status, std::move(r.body), std::move(r.error_code)};
 }
 
 }  // namespace eldric::server

@@ -114,9 +114,6 @@ class Server : public AdminBackend {
   void applyConfig(config::RuntimeConfigSharedPtr cfg, std::function<void()> done = nullptr);
   Reply executeAdmin(const std::string& method, const std::string& path, const std::string& body,
                      bool* changed);
-  std::string clientJson(const controlplane::ClientRecord& c);
-  // Clients from the config file (all, or the one named `only`).
-  std::string configClientsJson(bool* any, const std::string& only = "");
 
   config::CommandLine cli_;
   Dispatcher main_;

@@ -1,0 +1,293 @@
+#include "controlplane/core/admin_rest.h"
+
+#include <time.h>
+
+#include <set>
+
+#include "rapidjson/document.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
+
+namespace eldric::controlplane {
+namespace {
+
+using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+
+RestReply error(int status, std::string message, std::string code) {
+  return RestReply{status, std::move(message), std::move(code)};
+}
+
+void timeOrNull(Writer& w, int64_t t) {
+  if (t) {
+    w.Int64(t);
+  } else {
+    w.Null();
+  }
+}
+
+void writeClient(Writer& w, const ClientRecord& c, const AdminContext& ctx, const std::string* api_key,
+                 const int64_t* overlap) {
+  w.StartObject();
+  w.Key("id");
+  w.String(c.id.c_str());
+  w.Key("name");
+  w.String(c.name.c_str());
+  w.Key("description");
+  w.String(c.description.c_str());
+  w.Key("source");
+  w.String(c.source.c_str());
+  w.Key("scopes");
+  w.StartArray();
+  for (const char* sc : {"inference", "admin", "worker"}) {
+    Scopes bit = 0;
+    parseScopes(sc, &bit);
+    if (c.scopes & bit) w.String(sc);
+  }
+  w.EndArray();
+  w.Key("limits");
+  w.StartObject();
+  w.Key("rpm");
+  w.Uint(c.limits.rpm);
+  w.Key("tpm");
+  w.Uint(c.limits.tpm);
+  w.Key("max_concurrent");
+  w.Uint(c.limits.max_concurrent);
+  w.Key("allowed_models");
+  w.StartArray();
+  for (const auto& m : c.limits.allowed_models) w.String(m.c_str());
+  w.EndArray();
+  w.EndObject();
+  w.Key("created_at");
+  w.Int64(c.created_at);
+  w.Key("expires_at");
+  timeOrNull(w, c.expires_at);
+  w.Key("revoked_at");
+  timeOrNull(w, c.revoked_at);
+  // Prefixes only: a full key is shown once, at registration or rotation.
+  w.Key("keys");
+  w.StartArray();
+  for (const auto& k : c.keys) {
+    w.StartObject();
+    w.Key("prefix");
+    w.String(k.prefix.c_str());
+    w.Key("created_at");
+    w.Int64(k.created_at);
+    w.Key("expires_at");
+    timeOrNull(w, k.expires_at);
+    w.Key("revoked_at");
+    timeOrNull(w, k.revoked_at);
+    w.EndObject();
+  }
+  w.EndArray();
+  if (ctx.usage_json) {
+    std::string usage = ctx.usage_json(c.id);
+    if (!usage.empty()) {
+      w.Key("usage");
+      w.RawValue(usage.c_str(), usage.size(), rapidjson::kObjectType);
+    }
+  }
+  if (api_key) {
+    w.Key("api_key");
+    w.String(api_key->c_str());
+  }
+  if (overlap) {
+    w.Key("previous_keys_valid_for_seconds");
+    w.Int64(*overlap);
+  }
+  w.EndObject();
+}
+
+std::string clientJson(const ClientRecord& c, const AdminContext& ctx, const std::string* api_key = nullptr,
+                       const int64_t* overlap = nullptr) {
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  writeClient(w, c, ctx, api_key, overlap);
+  return std::string(sb.GetString(), sb.GetSize());
+}
+
+// Clients defined by the config file, as records (read-only).
+std::vector<ClientRecord> configClients(const AdminContext& ctx, const std::string& only = "") {
+  std::vector<ClientRecord> out;
+  if (!ctx.config_auth) return out;
+  std::set<std::string> seen;
+  for (const auto& k : ctx.config_auth->api_keys()) {
+    if (!only.empty() && k.client_id() != only && k.client_name() != only) continue;
+    if (!seen.insert(k.client_name()).second) continue;
+    ClientRecord c;
+    c.id = k.client_id();
+    c.name = k.client_name();
+    c.source = "config";
+    c.scopes = 0;
+    for (int sc : k.scopes()) {
+      c.scopes |= sc == edge::v1::SCOPE_ADMIN    ? static_cast<Scopes>(Scope::Admin)
+                  : sc == edge::v1::SCOPE_WORKER ? static_cast<Scopes>(Scope::Worker)
+                                                 : static_cast<Scopes>(Scope::Inference);
+    }
+    c.limits.rpm = k.requests_per_minute();
+    c.limits.tpm = k.tokens_per_minute();
+    c.limits.max_concurrent = k.max_concurrent_requests();
+    c.limits.allowed_models.assign(k.allowed_models().begin(), k.allowed_models().end());
+    KeyRecord kr;
+    kr.prefix = k.prefix();
+    c.keys.push_back(kr);
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+bool isConfigClient(const AdminContext& ctx, const std::string& id) { return !configClients(ctx, id).empty(); }
+
+bool readUint(const rapidjson::Value& doc, const char* name, uint32_t* out, std::string* err) {
+  if (!doc.HasMember(name)) return true;
+  if (!doc[name].IsUint()) {
+    *err = std::string("\"") + name + "\" must be a non-negative integer";
+    return false;
+  }
+  *out = doc[name].GetUint();
+  return true;
+}
+
+RestReply registerClient(const AdminContext& ctx, const rapidjson::Document& doc, bool* changed) {
+  if (!doc.HasMember("name") || !doc["name"].IsString()) return error(400, "missing \"name\" (a string)", "missing_name");
+  std::string name = doc["name"].GetString();
+  std::string description;
+  if (doc.HasMember("description")) {
+    if (!doc["description"].IsString()) return error(400, "\"description\" must be a string", "invalid_field");
+    description = doc["description"].GetString();
+  }
+  Scopes scopes = static_cast<Scopes>(Scope::Inference);
+  if (doc.HasMember("scopes")) {
+    if (!doc["scopes"].IsArray()) return error(400, "\"scopes\" must be an array of strings", "invalid_field");
+    scopes = 0;
+    for (const auto& v : doc["scopes"].GetArray()) {
+      Scopes one = 0;
+      if (!v.IsString() || !parseScopes(v.GetString(), &one)) {
+        return error(400, "unknown scope in \"scopes\" (inference, admin, worker)", "invalid_scope");
+      }
+      scopes |= one;
+    }
+  }
+  ClientLimits limits;
+  std::string err;
+  if (!readUint(doc, "rpm", &limits.rpm, &err) || !readUint(doc, "tpm", &limits.tpm, &err) ||
+      !readUint(doc, "max_concurrent", &limits.max_concurrent, &err)) {
+    return error(400, err, "invalid_field");
+  }
+  if (doc.HasMember("allowed_models")) {
+    if (!doc["allowed_models"].IsArray()) return error(400, "\"allowed_models\" must be an array", "invalid_field");
+    for (const auto& v : doc["allowed_models"].GetArray()) {
+      if (!v.IsString()) return error(400, "\"allowed_models\" must hold strings", "invalid_field");
+      limits.allowed_models.push_back(v.GetString());
+    }
+  }
+  int64_t expires_at = 0;
+  if (doc.HasMember("expires_in_seconds")) {
+    if (!doc["expires_in_seconds"].IsUint64() || doc["expires_in_seconds"].GetUint64() == 0) {
+      return error(400, "\"expires_in_seconds\" must be a positive integer", "invalid_field");
+    }
+    expires_at = static_cast<int64_t>(time(nullptr)) + static_cast<int64_t>(doc["expires_in_seconds"].GetUint64());
+  }
+  if (isConfigClient(ctx, name)) {
+    return error(400, "a client named \"" + name + "\" already exists (in the config file)", "duplicate_name");
+  }
+  IssuedKey issued;
+  bool conflict = false;
+  if (!ctx.store->registerClient(name, description, scopes, limits, expires_at, &issued, &err, &conflict)) {
+    return error(400, err, conflict ? "duplicate_name" : "invalid_client");
+  }
+  *changed = true;
+  return RestReply{200, clientJson(issued.client, ctx, &issued.key), ""};
+}
+
+}  // namespace
+
+RestReply handleClientsRest(const AdminContext& ctx, const std::string& method, const std::string& path,
+                            const std::string& body, bool* changed) {
+  *changed = false;
+  const std::string base = "/api/v1/clients";
+  if (path.compare(0, base.size(), base) != 0) return error(404, "no route for " + path, "not_found");
+  std::string rest = path.substr(base.size());
+  if (!rest.empty() && rest.back() == '/') rest.pop_back();
+  rapidjson::Document doc;
+  auto parseBody = [&](bool required) -> bool {
+    if (body.empty() && !required) {
+      doc.SetObject();
+      return true;
+    }
+    doc.Parse(body.c_str(), body.size());
+    return !doc.HasParseError() && doc.IsObject();
+  };
+
+  if (rest.empty()) {
+    if (method != "GET") return error(405, "use GET to list clients or POST /api/v1/clients/register", "method_not_allowed");
+    rapidjson::StringBuffer sb;
+    Writer w(sb);
+    w.StartObject();
+    w.Key("object");
+    w.String("list");
+    w.Key("data");
+    w.StartArray();
+    for (const auto& c : configClients(ctx)) writeClient(w, c, ctx, nullptr, nullptr);
+    for (const auto& c : ctx.store->listClients()) writeClient(w, c, ctx, nullptr, nullptr);
+    w.EndArray();
+    w.EndObject();
+    return RestReply{200, std::string(sb.GetString(), sb.GetSize()), ""};
+  }
+  if (rest == "/register") {
+    if (method != "POST") return error(405, "use POST to register a client", "method_not_allowed");
+    if (!parseBody(true)) return error(400, "request body is not a JSON object", "invalid_json");
+    return registerClient(ctx, doc, changed);
+  }
+  // /{id} and /{id}/rotate
+  std::string id = rest.substr(1);
+  std::string action;
+  if (size_t slash = id.find('/'); slash != std::string::npos) {
+    action = id.substr(slash + 1);
+    id.resize(slash);
+  }
+  bool from_config = isConfigClient(ctx, id);
+  if (action.empty() && method == "GET") {
+    if (auto c = ctx.store->getClient(id)) return RestReply{200, clientJson(*c, ctx), ""};
+    auto cfg = configClients(ctx, id);
+    if (!cfg.empty()) return RestReply{200, clientJson(cfg[0], ctx), ""};
+    return error(404, "no client \"" + id + "\"", "client_not_found");
+  }
+  if (from_config) {
+    return error(400, "client \"" + id + "\" is defined in the config file; change it there", "config_client");
+  }
+  std::string err;
+  if (action.empty() && method == "DELETE") {
+    if (!ctx.store->revokeClient(id, &err)) {
+      return error(404, err.empty() ? "no client \"" + id + "\"" : err, "client_not_found");
+    }
+    *changed = true;
+    rapidjson::StringBuffer sb;
+    Writer w(sb);
+    w.StartObject();
+    w.Key("id");
+    w.String(id.c_str());
+    w.Key("revoked");
+    w.Bool(true);
+    w.EndObject();
+    return RestReply{200, std::string(sb.GetString(), sb.GetSize()), ""};
+  }
+  if (action == "rotate" && method == "POST") {
+    if (!parseBody(false)) return error(400, "request body is not a JSON object", "invalid_json");
+    int64_t overlap = ctx.rotation_overlap_seconds;
+    if (doc.HasMember("overlap_seconds")) {
+      if (!doc["overlap_seconds"].IsUint64()) {
+        return error(400, "\"overlap_seconds\" must be a non-negative integer", "invalid_field");
+      }
+      overlap = static_cast<int64_t>(doc["overlap_seconds"].GetUint64());
+    }
+    IssuedKey issued;
+    if (!ctx.store->rotateKey(id, overlap, &issued, &err)) {
+      return error(404, err.empty() ? "no client \"" + id + "\"" : err, "client_not_found");
+    }
+    *changed = true;
+    return RestReply{200, clientJson(issued.client, ctx, &issued.key, &overlap), ""};
+  }
+  return error(405, "unsupported: " + method + " " + path, "method_not_allowed");
+}
+
+}  // namespace eldric::controlplane
