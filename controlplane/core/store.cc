@@ -30,6 +30,10 @@
 #include <vector>
 
 #include "controlplane/core/crypto_internal.h"
+#include "rapidjson/document.h"
+#include "rapidjson/error/en.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
 
 namespace eldric::controlplane {
 
@@ -91,14 +95,29 @@ CREATE TABLE keys (
 );
 CREATE INDEX keys_by_client ON keys (client_id);
 )sql"},
+    {2, R"sql(
+-- Plugin state (plain data until the data plane runs plugins). valves is a
+-- compact JSON object, validated before it is written.
+CREATE TABLE plugins (
+  id TEXT PRIMARY KEY NOT NULL,
+  name TEXT NOT NULL,
+  type TEXT NOT NULL,
+  enabled INTEGER NOT NULL DEFAULT 0 CHECK (enabled IN (0, 1)),
+  valves TEXT NOT NULL DEFAULT '{}',
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql"},
 };
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 // Column lists shared by the readers; clientFromRow() and keyFromRow() rely
 // on this order.
 constexpr char kSelectClients[] =
     "SELECT id, name, description, scopes, rpm, tpm, max_concurrent, allowed_models, source, "
     "created_at, expires_at, revoked_at FROM clients";
+constexpr char kSelectPlugins[] =
+    "SELECT id, name, type, enabled, valves, created_at, updated_at FROM plugins";
 constexpr char kSelectKeys[] =
     "SELECT client_id, sha256_hex, prefix, created_at, expires_at, revoked_at FROM keys";
 
@@ -199,6 +218,57 @@ bool validateLimits(const ClientLimits& limits, std::string* error) {
       return false;
     }
   }
+  return true;
+}
+
+constexpr size_t kMaxValvesBytes = 64 * 1024;
+constexpr size_t kMaxPluginTypeLen = 32;
+
+bool validatePlugin(const PluginRecord& p, std::string* error) {
+  if (!validName(p.id)) {
+    *error = "plugin id must be 1-64 characters of letters, digits, '.', '_' or '-'";
+    return false;
+  }
+  std::optional<size_t> name_len = utf8Length(p.name);
+  if (!name_len || *name_len > kMaxNameLen) {
+    *error = "plugin name must be at most 64 characters of valid UTF-8";
+    return false;
+  }
+  bool type_ok = !p.type.empty() && p.type.size() <= kMaxPluginTypeLen;
+  for (char c : p.type) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) type_ok = false;
+  }
+  if (!type_ok) {
+    *error = "plugin type must be 1-32 printable characters without spaces";
+    return false;
+  }
+  return true;
+}
+
+// Checks that `json` is one JSON object and returns it compact, so that the
+// stored text (and any snapshot built from it) does not depend on spacing.
+bool canonicalValves(const std::string& json, std::string* out, std::string* error) {
+  if (json.size() > kMaxValvesBytes) {
+    *error = "valves must be at most 65536 bytes of JSON";
+    return false;
+  }
+  // Strict JSON (no comments), valid UTF-8, one value and nothing after it.
+  rapidjson::Document doc;
+  doc.Parse<rapidjson::kParseValidateEncodingFlag>(json.c_str(), json.size());
+  if (doc.HasParseError()) {
+    *error = std::string("valves are not valid JSON: ") +
+             rapidjson::GetParseError_En(doc.GetParseError()) + " (at byte " +
+             std::to_string(doc.GetErrorOffset()) + ")";
+    return false;
+  }
+  if (!doc.IsObject()) {
+    *error = "valves must be a JSON object";
+    return false;
+  }
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  doc.Accept(w);
+  out->assign(sb.GetString(), sb.GetSize());
   return true;
 }
 
@@ -531,23 +601,37 @@ class SqliteStore : public Store {
 
   std::vector<ClientRecord> listClients() override {
     std::vector<ClientRecord> out;
+    std::string error;
+    if (!listClientsChecked(&out, &error)) out.clear();
+    return out;
+  }
+
+  bool listClientsChecked(std::vector<ClientRecord>* out, std::string* error) override {
+    std::string scratch;
+    if (error == nullptr) error = &scratch;
+    out->clear();
     std::map<std::string, size_t> index;
     // One read transaction so clients and keys come from the same snapshot.
-    if (sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) return out;
+    if (sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) return dbError(error);
+    bool ok = true;
     {
       Stmt q(db_, std::string(kSelectClients) + " ORDER BY created_at, name");
-      while (q.step() == SQLITE_ROW) {
-        index[q.text(0)] = out.size();
-        out.push_back(clientFromRow(q));
+      int rc;
+      while ((rc = q.step()) == SQLITE_ROW) {
+        index[q.text(0)] = out->size();
+        out->push_back(clientFromRow(q));
       }
+      if (rc != SQLITE_DONE) ok = dbError(error);
       Stmt k(db_, std::string(kSelectKeys) + " ORDER BY client_id, created_at, rowid");
-      while (k.step() == SQLITE_ROW) {
+      while (ok && (rc = k.step()) == SQLITE_ROW) {
         auto it = index.find(k.text(0));
-        if (it != index.end()) out[it->second].keys.push_back(keyFromRow(k));
+        if (it != index.end()) (*out)[it->second].keys.push_back(keyFromRow(k));
       }
+      if (ok && rc != SQLITE_DONE) ok = dbError(error);
     }
     sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
-    return out;
+    if (!ok) out->clear();
+    return ok;
   }
 
   std::optional<ClientRecord> getClient(const std::string& id_or_name) override {
@@ -643,6 +727,86 @@ class SqliteStore : public Store {
     return true;
   }
 
+  bool upsertPlugin(const PluginRecord& p, std::string* error) override {
+    std::string scratch;
+    if (error == nullptr) error = &scratch;
+    PluginRecord rec = p;
+    if (rec.name.empty()) rec.name = rec.id;
+    if (!validatePlugin(rec, error)) return false;
+    std::string valves;
+    if (!canonicalValves(rec.valves_json.empty() ? "{}" : rec.valves_json, &valves, error)) {
+      return false;
+    }
+    int64_t now = nowSeconds();
+    Transaction txn(db_);
+    if (!txn.begin()) return dbError(error);
+    int rc;
+    std::string old_name, old_type;
+    {
+      Stmt find(db_, "SELECT name, type FROM plugins WHERE id = ?1");
+      find.bind(1, rec.id);
+      rc = find.step();
+      if (rc == SQLITE_ROW) {
+        old_name = find.text(0);
+        old_type = find.text(1);
+      }
+    }
+    if (rc == SQLITE_ROW) {
+      if (old_name == rec.name && old_type == rec.type) return txn.commit() || dbError(error);
+      Stmt upd(db_, "UPDATE plugins SET name = ?2, type = ?3, updated_at = ?4 WHERE id = ?1");
+      upd.bind(1, rec.id).bind(2, rec.name).bind(3, rec.type).bind(4, now);
+      if (upd.step() != SQLITE_DONE) return dbError(error);
+    } else if (rc == SQLITE_DONE) {
+      Stmt ins(db_,
+               "INSERT INTO plugins (id, name, type, enabled, valves, created_at, updated_at) "
+               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)");
+      ins.bind(1, rec.id)
+          .bind(2, rec.name)
+          .bind(3, rec.type)
+          .bind(4, static_cast<int64_t>(rec.enabled ? 1 : 0))
+          .bind(5, valves)
+          .bind(6, now);
+      if (ins.step() != SQLITE_DONE) return dbError(error);
+    } else {
+      return dbError(error);
+    }
+    if (!bumpVersion(error)) return false;
+    if (!txn.commit()) return dbError(error);
+    return true;
+  }
+
+  std::vector<PluginRecord> listPlugins() override {
+    std::vector<PluginRecord> out;
+    Stmt q(db_, std::string(kSelectPlugins) + " ORDER BY id");
+    while (q.step() == SQLITE_ROW) out.push_back(pluginFromRow(q));
+    return out;
+  }
+
+  std::optional<PluginRecord> getPlugin(const std::string& id) override {
+    Stmt q(db_, std::string(kSelectPlugins) + " WHERE id = ?1");
+    q.bind(1, id);
+    if (q.step() != SQLITE_ROW) return std::nullopt;
+    return pluginFromRow(q);
+  }
+
+  bool setPluginEnabled(const std::string& id, bool enabled, PluginRecord* out, std::string* error,
+                        bool* not_found) override {
+    return updatePlugin(id, "enabled", std::to_string(enabled ? 1 : 0), true, out, error,
+                        not_found);
+  }
+
+  bool setPluginValves(const std::string& id, const std::string& json, PluginRecord* out,
+                       std::string* error, bool* not_found) override {
+    std::string scratch;
+    if (error == nullptr) error = &scratch;
+    bool nf;
+    if (not_found == nullptr) not_found = &nf;
+    *not_found = false;
+    std::string valves;
+    if (!canonicalValves(json, &valves, error)) return false;
+    return updatePlugin(id, "valves", valves, false, out, error, not_found);
+  }
+
   uint64_t version() override {
     Stmt q(db_, "SELECT value FROM meta WHERE key = 'version'");
     return q.step() == SQLITE_ROW ? static_cast<uint64_t>(q.int64(0)) : 0;
@@ -664,6 +828,52 @@ class SqliteStore : public Store {
     r.expires_at = q.int64(10);
     r.revoked_at = q.int64(11);
     return r;
+  }
+
+  static PluginRecord pluginFromRow(const Stmt& q) {
+    PluginRecord r;
+    r.id = q.text(0);
+    r.name = q.text(1);
+    r.type = q.text(2);
+    r.enabled = q.int64(3) != 0;
+    r.valves_json = q.text(4);
+    r.created_at = q.int64(5);
+    r.updated_at = q.int64(6);
+    return r;
+  }
+
+  // Sets one column of a plugin (`column` is a fixed name from this file,
+  // never caller input). Bumps the version only when the value changed.
+  bool updatePlugin(const std::string& id, const char* column, const std::string& value,
+                    bool as_integer, PluginRecord* out, std::string* error, bool* not_found) {
+    std::string scratch;
+    if (error == nullptr) error = &scratch;
+    bool nf;
+    if (not_found == nullptr) not_found = &nf;
+    *not_found = false;
+    Transaction txn(db_);
+    if (!txn.begin()) return dbError(error);
+    Stmt upd(db_, std::string("UPDATE plugins SET ") + column +
+                      " = ?2, updated_at = ?3 WHERE id = ?1 AND " + column + " IS NOT ?2");
+    upd.bind(1, id);
+    if (as_integer) {
+      upd.bind(2, static_cast<int64_t>(std::stoll(value)));
+    } else {
+      upd.bind(2, value);
+    }
+    upd.bind(3, nowSeconds());
+    if (upd.step() != SQLITE_DONE) return dbError(error);
+    bool changed = sqlite3_changes(db_) > 0;
+    std::optional<PluginRecord> rec = getPlugin(id);
+    if (!rec) {
+      *not_found = true;
+      *error = "no plugin \"" + id + "\"";
+      return false;
+    }
+    if (changed && !bumpVersion(error)) return false;
+    if (!txn.commit()) return dbError(error);
+    if (out) *out = std::move(*rec);
+    return true;
   }
 
   static KeyRecord keyFromRow(const Stmt& k) {

@@ -53,6 +53,18 @@ struct ClientRecord {
   std::vector<KeyRecord> keys;
 };
 
+// A plugin's state, kept as plain data for now: the data plane does not run
+// plugins yet. Valves are the plugin's settings, a JSON object.
+struct PluginRecord {
+  std::string id;    // 1-64 of letters, digits, '.', '_' or '-'
+  std::string name;  // display name; defaults to the id
+  std::string type;  // "filter", "pipe", "action", ... (1-32 printable characters)
+  bool enabled = false;
+  std::string valves_json = "{}";  // always a JSON object, stored compact
+  int64_t created_at = 0;
+  int64_t updated_at = 0;
+};
+
 // A key handed out once, at registration or rotation.
 struct IssuedKey {
   std::string key;  // "sk-" + 48 random base62 characters
@@ -77,6 +89,10 @@ class Store {
   virtual bool upsertConfigClient(const std::string& name, const std::string& key, Scopes scopes,
                                   std::string* error) = 0;
   virtual std::vector<ClientRecord> listClients() = 0;
+  // As listClients(), but a database error is reported instead of giving
+  // a short (or empty) list: a snapshot built from a short list would
+  // revoke every key missing from it.
+  virtual bool listClientsChecked(std::vector<ClientRecord>* out, std::string* error) = 0;
   // By id or name.
   virtual std::optional<ClientRecord> getClient(const std::string& id_or_name) = 0;
   // Marks the client and all its keys revoked. False if unknown.
@@ -84,6 +100,22 @@ class Store {
   // A new key; the old active keys stay valid until now + overlap_seconds.
   virtual bool rotateKey(const std::string& id_or_name, int64_t overlap_seconds, IssuedKey* out,
                          std::string* error) = 0;
+  // Plugins. Each change bumps version() like a client change does.
+  // Creates the plugin, or updates its name and type (enabled and valves are
+  // kept when it exists; `p.enabled` and `p.valves_json` seed a new one).
+  virtual bool upsertPlugin(const PluginRecord& p, std::string* error) = 0;
+  virtual std::vector<PluginRecord> listPlugins() = 0;
+  virtual std::optional<PluginRecord> getPlugin(const std::string& id) = 0;
+  // False with `*not_found` set when there is no such plugin. Setting the
+  // state it already has succeeds without a change (and no version bump).
+  virtual bool setPluginEnabled(const std::string& id, bool enabled, PluginRecord* out,
+                                std::string* error, bool* not_found) = 0;
+  // `json` must be a JSON object (at most 64 KiB); it is stored compact.
+  // False with `*not_found` set when there is no such plugin, or with only
+  // `*error` set when the JSON is not an object.
+  virtual bool setPluginValves(const std::string& id, const std::string& json, PluginRecord* out,
+                               std::string* error, bool* not_found) = 0;
+
   // A monotonically increasing number, bumped by every successful change;
   // survives restarts.
   virtual uint64_t version() = 0;

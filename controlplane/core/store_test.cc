@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -635,6 +636,127 @@ TEST(StoreTest, KillNineKeepsAcknowledgedRegistrations) {
   EXPECT_GE(present, acked.size());
   EXPECT_LE(present, acked.size() + 1);
   EXPECT_EQ(store->version(), present);
+}
+
+TEST(StoreTest, PluginsRoundTrip) {
+  std::string dir = freshDir();
+  auto store = openOrDie(dir);
+  std::string error;
+  bool not_found = false;
+  EXPECT_TRUE(store->listPlugins().empty());
+  uint64_t v0 = store->version();
+
+  PluginRecord p;
+  p.id = "pii-redactor";
+  p.type = "filter";
+  p.valves_json = "{ \"mask\" : \"*\", \"n\": [1, 2] }";
+  ASSERT_TRUE(store->upsertPlugin(p, &error)) << error;
+  EXPECT_EQ(store->version(), v0 + 1);
+  // The same again changes nothing.
+  ASSERT_TRUE(store->upsertPlugin(p, &error)) << error;
+  EXPECT_EQ(store->version(), v0 + 1);
+
+  auto got = store->getPlugin("pii-redactor");
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->name, "pii-redactor");  // defaults to the id
+  EXPECT_EQ(got->type, "filter");
+  EXPECT_FALSE(got->enabled);
+  EXPECT_EQ(got->valves_json, "{\"mask\":\"*\",\"n\":[1,2]}");  // stored compact
+
+  PluginRecord out;
+  ASSERT_TRUE(store->setPluginEnabled("pii-redactor", true, &out, &error, &not_found)) << error;
+  EXPECT_TRUE(out.enabled);
+  EXPECT_EQ(store->version(), v0 + 2);
+  // Enabling an enabled plugin is not a change.
+  ASSERT_TRUE(store->setPluginEnabled("pii-redactor", true, &out, &error, &not_found)) << error;
+  EXPECT_EQ(store->version(), v0 + 2);
+
+  ASSERT_TRUE(store->setPluginValves("pii-redactor", "{\"mask\":\"#\"}", &out, &error, &not_found))
+      << error;
+  EXPECT_EQ(out.valves_json, "{\"mask\":\"#\"}");
+  EXPECT_TRUE(out.enabled);
+  EXPECT_EQ(store->version(), v0 + 3);
+
+  // Errors: unknown plugin, not an object, not JSON, trailing garbage.
+  EXPECT_FALSE(store->setPluginEnabled("nope", true, &out, &error, &not_found));
+  EXPECT_TRUE(not_found);
+  EXPECT_NE(error.find("nope"), std::string::npos);
+  EXPECT_FALSE(store->setPluginValves("nope", "{}", &out, &error, &not_found));
+  EXPECT_TRUE(not_found);
+  for (const char* bad : {"[1]", "\"x\"", "{", "{} {}", "", "{\"a\":1,}"}) {
+    not_found = true;
+    EXPECT_FALSE(store->setPluginValves("pii-redactor", bad, &out, &error, &not_found)) << bad;
+    EXPECT_FALSE(not_found) << bad;
+  }
+  EXPECT_EQ(store->version(), v0 + 3);
+
+  PluginRecord bad_id;
+  bad_id.id = "has space";
+  bad_id.type = "filter";
+  EXPECT_FALSE(store->upsertPlugin(bad_id, &error));
+  PluginRecord bad_type;
+  bad_type.id = "x";
+  EXPECT_FALSE(store->upsertPlugin(bad_type, &error));
+
+  // Everything is still there after a reopen.
+  store.reset();
+  store = openOrDie(dir);
+  auto all = store->listPlugins();
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_TRUE(all[0].enabled);
+  EXPECT_EQ(all[0].valves_json, "{\"mask\":\"#\"}");
+  EXPECT_EQ(store->version(), v0 + 3);
+}
+
+TEST(StoreTest, MigratesASchemaOneDatabase) {
+  std::string dir = freshDir();
+  {
+    auto store = openOrDie(dir);
+    registerOrDie(store.get(), "kept");
+  }
+  // Turn it back into what release 1 wrote: no plugins table, schema 1.
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir + "/edge.db").c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "DROP TABLE plugins; UPDATE meta SET value = 1 WHERE key = "
+                           "'schema_version';",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto store = openOrDie(dir);
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(store->getClient("kept").has_value());
+  EXPECT_EQ(store->version(), 1u);
+  PluginRecord p;
+  p.id = "after-migration";
+  p.type = "pipe";
+  std::string error;
+  EXPECT_TRUE(store->upsertPlugin(p, &error)) << error;
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir + "/edge.db").c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'schema_version'", -1, &st,
+                                 nullptr),
+              SQLITE_OK);
+    ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+    EXPECT_EQ(sqlite3_column_int(st, 0), 2);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+  }
+}
+
+TEST(StoreTest, ListClientsCheckedReportsSuccess) {
+  std::string dir = freshDir();
+  auto store = openOrDie(dir);
+  registerOrDie(store.get(), "a");
+  std::vector<ClientRecord> out;
+  std::string error;
+  ASSERT_TRUE(store->listClientsChecked(&out, &error)) << error;
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].keys.size(), 1u);
 }
 
 }  // namespace

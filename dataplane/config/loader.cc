@@ -47,6 +47,8 @@ struct Settings {
   std::vector<std::string> trusted_proxies;
   std::string data_dir = "/var/lib/eldric-edge";
   bool has_farm_peers = false;
+  FarmOptions farm;
+  int64_t sync_interval_ms = 5000;
   int64_t workers = 0;
   std::string access_log = "-";
   std::string log_level;
@@ -163,7 +165,6 @@ class Walker {
 constexpr int64_t kMaxInt = 1LL << 40;
 
 void walkFile(Walker& w, const Value& root, Settings& s) {
-  int64_t ignored_i = 0;
   w.object(root, "",
            {
                {"mode", w.string(&s.mode, {"single", "farm"})},
@@ -256,7 +257,13 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                   std::vector<std::string> peers;
                   w.object(v, p,
                            {{"peers", w.stringList(&peers)},
-                            {"sync_interval_ms", w.integer(&ignored_i, 10, 3600000)}});
+                            {"sync_interval_ms", w.integer(&s.sync_interval_ms, 10, 3600000)},
+                            {"control_plane", w.stringList(&s.farm.control_planes)},
+                            {"control_plane_ca", w.string(&s.farm.ca_file)},
+                            {"control_plane_cert", w.string(&s.farm.cert_file)},
+                            {"control_plane_key", w.string(&s.farm.key_file)},
+                            {"node_id", w.string(&s.farm.node_id)},
+                            {"offline_policy", w.string(&s.farm.offline_policy, {"local_share", "local_only"})}});
                   s.has_farm_peers = !peers.empty();
                 }},
                {"limits",
@@ -439,6 +446,11 @@ bool applyFlags(const CommandLine& cli, Settings& s, std::string* error) {
   }
   if (!cli.data_dir.empty()) s.data_dir = cli.data_dir;
   if (!cli.peers.empty()) s.has_farm_peers = true;
+  if (!cli.control_plane.empty()) s.farm.control_planes = splitList(cli.control_plane);
+  if (!cli.control_plane_ca.empty()) s.farm.ca_file = cli.control_plane_ca;
+  if (!cli.control_plane_cert.empty()) s.farm.cert_file = cli.control_plane_cert;
+  if (!cli.control_plane_key.empty()) s.farm.key_file = cli.control_plane_key;
+  if (!cli.node_id.empty()) s.farm.node_id = cli.node_id;
   return true;
 }
 
@@ -446,15 +458,40 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   // What this build cannot do yet is refused or named, never silently
   // ignored: an operator who asked for API keys must not get an open door.
   if (s.mode == "farm") {
-    *error = "mode \"farm\" needs eldric-controlplane, which this build does not include yet; run with mode \"single\"";
-    return false;
+    // The seed's --peers named the other Edges; members now find each other
+    // through the control plane, so peers alone cannot make a farm.
+    if (s.farm.control_planes.empty()) {
+      *error = std::string("mode \"farm\" needs --control-plane host:port (farm.control_plane): ") +
+               "members share keys and limits through eldric-controlplane" +
+               (s.has_farm_peers ? "; --peers / farm.peers no longer connects Edges to each other" : "");
+      return false;
+    }
+    for (const auto& cp : s.farm.control_planes) {
+      size_t colon = cp.rfind(':');
+      if (colon == std::string::npos || colon == 0 || colon + 1 == cp.size()) {
+        *error = "control plane \"" + cp + "\" must be host:port";
+        return false;
+      }
+    }
+    if (s.has_farm_peers) {
+      out->warnings.push_back("farm.peers / --peers is ignored: members find each other through the control plane");
+    }
+    if (s.farm.cert_file.empty() != s.farm.key_file.empty()) {
+      *error = "control plane mTLS needs both control_plane_cert and control_plane_key";
+      return false;
+    }
+    out->farm = s.farm;
+    out->farm.enabled = true;
+    out->farm.sync_interval_ms = static_cast<uint64_t>(s.sync_interval_ms);
+  } else if (s.has_farm_peers || !s.farm.control_planes.empty()) {
+    out->warnings.push_back("farm settings have no effect in mode \"single\" (use --mode farm)");
   }
-  if (s.has_farm_peers) out->warnings.push_back("farm.peers / --peers has no effect in mode \"single\"");
   if (s.tls_enabled && s.tls_mode == "acme") {
     *error = "tls.mode \"acme\" is not available in this build yet; use \"manual\" with cert_file and key_file";
     return false;
   }
-  if (s.routers.empty()) {
+  // In a farm the routers come with the control plane's snapshot.
+  if (s.routers.empty() && s.mode != "farm") {
     *error = "no routers: give --routers http://host:8881[,...] or \"router_urls\" in the config file";
     return false;
   }
@@ -464,6 +501,7 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   snap.set_worker_threads(static_cast<uint32_t>(s.workers));
   snap.mutable_access_log()->set_path(s.access_log);
   snap.set_data_dir(s.data_dir);
+  *snap.mutable_farm()->mutable_sync_interval() = duration(s.sync_interval_ms);
 
   auto* auth = snap.mutable_auth();
   auth->set_require_api_key(s.require_api_key);
@@ -692,7 +730,11 @@ Usage: eldric-edge [flags]
   --access-log PATH   JSON access log: "-" for stdout (default), a file, or "off"
   --log-level LEVEL   debug, info, warn, error (default info)
   --mode MODE         single (default) or farm
-  --peers LIST        farm peers (farm mode)
+  --control-plane L   farm mode: eldric-controlplane address(es), host:port[,host:port]
+  --control-plane-ca F, --control-plane-cert F, --control-plane-key F
+                      TLS (and mTLS) to the control plane
+  --node-id ID        this member's name in the farm (default: hostname:port)
+  --peers LIST        the seed's farm peers: replaced by --control-plane
   --api-key KEY       require API keys; KEY is the operator's (inference + admin scopes)
   --data-dir DIR      where registered clients are kept (default /var/lib/eldric-edge)
   --help, --version
@@ -759,6 +801,14 @@ bool parseCommandLine(int argc, char** argv, CommandLine* out, std::string* erro
       if (!takeValue(&out->access_log)) return false;
     } else if (arg == "--log-level") {
       if (!takeValue(&out->log_level)) return false;
+    } else if (arg == "--control-plane-ca") {
+      if (!takeValue(&out->control_plane_ca)) return false;
+    } else if (arg == "--control-plane-cert") {
+      if (!takeValue(&out->control_plane_cert)) return false;
+    } else if (arg == "--control-plane-key") {
+      if (!takeValue(&out->control_plane_key)) return false;
+    } else if (arg == "--node-id") {
+      if (!takeValue(&out->node_id)) return false;
     } else if (arg == "--data-dir") {
       if (!takeValue(&out->data_dir)) return false;
     } else if (arg == "--control-plane") {

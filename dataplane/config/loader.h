@@ -18,7 +18,7 @@ struct CommandLine {
   std::string log_level;  // empty: from file, else info
   // Raw flag values; empty / unset when not given.
   std::string port, http_port, bind, routers, cert, key, workers, mode, peers, api_key, access_log,
-      control_plane, data_dir;
+      control_plane, data_dir, control_plane_ca, control_plane_cert, control_plane_key, node_id;
   bool no_tls = false;
 };
 
@@ -27,8 +27,23 @@ struct CommandLine {
 bool parseCommandLine(int argc, char** argv, CommandLine* out, std::string* error);
 const char* usage();
 
+// Farm mode: how this data plane reaches eldric-controlplane. Process
+// options, not part of the Snapshot (the snapshot comes from there).
+struct FarmOptions {
+  bool enabled = false;
+  std::vector<std::string> control_planes;  // "host:port", tried in order
+  std::string ca_file, cert_file, key_file;  // TLS / mTLS to the control plane
+  std::string node_id;
+  uint64_t sync_interval_ms = 5000;
+  // With the control plane unreachable: "local_share" enforces each tier
+  // at limit / members (last known); "local_only" enforces the whole limit
+  // on local counts (the farm may then admit members x limit).
+  std::string offline_policy = "local_share";
+};
+
 struct LoadResult {
   edge::v1::Snapshot snapshot;
+  FarmOptions farm;
   std::string log_level;
   // Things that are accepted but not acted on yet; logged at start.
   std::vector<std::string> warnings;

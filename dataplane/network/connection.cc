@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 #include <cstring>
 
@@ -57,15 +58,21 @@ Connection* Connection::accept(Dispatcher& dispatcher, uv_stream_t* server, SSL_
 }
 
 Connection* Connection::connect(Dispatcher& dispatcher, const sockaddr* addr, uint64_t timeout_ms,
-                                const ConnectionOptions& options) {
+                                const ConnectionOptions& options, SSL_CTX* client_tls,
+                                const std::string& server_name) {
   auto* c = new Connection(dispatcher, options);
-  c->handshake_done_ = true;
   c->connecting_ = true;
   memcpy(&c->peer_, addr,
          addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
+  bool tls_ok = true;
+  if (client_tls) {
+    tls_ok = c->startClientTls(client_tls, server_name);
+  } else {
+    c->handshake_done_ = true;
+  }
   auto* req = new uv_connect_t;
   req->data = c;
-  int rc = uv_tcp_connect(req, &c->tcp_, addr, &Connection::onConnect);
+  int rc = tls_ok ? uv_tcp_connect(req, &c->tcp_, addr, &Connection::onConnect) : UV_EINVAL;
   if (rc != 0) {
     delete req;
     // Report asynchronously so the caller has set its callbacks.
@@ -85,12 +92,42 @@ Connection* Connection::connect(Dispatcher& dispatcher, const sockaddr* addr, ui
   return c;
 }
 
+bool Connection::startClientTls(SSL_CTX* ctx, const std::string& server_name) {
+  client_tls_ = true;
+  ssl_ = SSL_new(ctx);
+  if (!ssl_) {
+    tls_error_ = tls::lastError();
+    return false;
+  }
+  BIO* bio = BIO_new(bioMethod());
+  BIO_set_data(bio, this);
+  BIO_set_init(bio, 1);
+  SSL_set_bio(ssl_, bio, bio);
+  SSL_set_connect_state(ssl_);
+  if (server_name.empty()) return true;
+  // An IP literal is matched against the certificate's IP SANs and is not
+  // sent as SNI (RFC 6066 allows host names only); a name is both.
+  std::string bare = server_name;
+  if (bare.size() > 2 && bare.front() == '[' && bare.back() == ']') {
+    bare = bare.substr(1, bare.size() - 2);
+  }
+  sockaddr_storage ip;
+  bool ok;
+  if (parseIpAddress(bare, 0, &ip)) {
+    ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), bare.c_str()) == 1;
+  } else {
+    ok = SSL_set_tlsext_host_name(ssl_, bare.c_str()) == 1 && SSL_set1_host(ssl_, bare.c_str()) == 1;
+  }
+  if (!ok) tls_error_ = "tls: bad server name " + server_name + ": " + tls::lastError();
+  return ok;
+}
+
 void Connection::onConnect(uv_connect_t* req, int status) {
   auto* c = static_cast<Connection*>(req->data);
   delete req;
   if (status == UV_ECANCELED || c->socket_closed_) return;
-  c->timer_->disable();
   if (status != 0) {
+    c->timer_->disable();
     c->raise(ConnectionEvent::ConnectFailed);
     c->closeSocket(false);
     return;
@@ -98,6 +135,13 @@ void Connection::onConnect(uv_connect_t* req, int status) {
   c->connecting_ = false;
   uv_tcp_nodelay(&c->tcp_, 1);
   c->startReading();
+  if (c->client_tls_) {
+    // The connect timeout keeps running until the handshake is done.
+    // Sends the ClientHello; failures are reported from inside.
+    c->doHandshake();
+    return;
+  }
+  c->timer_->disable();
   c->raise(ConnectionEvent::Connected);
   if (!c->closing_) c->flush();
 }
@@ -136,7 +180,8 @@ void Connection::handleRead(ssize_t nread) {
       return;
     }
     remote_closed_ = true;
-    raise(ConnectionEvent::RemoteClose);
+    if (client_tls_ && !handshake_done_) tls_error_ = "tls: connection closed during the handshake";
+    raise(failureEvent());
     closeSocket(false);
     return;
   }
@@ -179,10 +224,16 @@ bool Connection::doHandshake() {
   int err = SSL_get_error(ssl_, rc);
   flush();  // the handshake's own messages
   if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return false;
-  log::debug("tls handshake failed", {{"peer", log::str(peerIp())}, {"error", log::str(tls::lastError())}});
+  tls_error_ = tls::lastError();
+  if (client_tls_) {
+    long verify = SSL_get_verify_result(ssl_);
+    if (verify != X509_V_OK) tls_error_ += std::string(": ") + X509_verify_cert_error_string(verify);
+  }
+  log::debug("tls handshake failed", {{"peer", log::str(peerIp())}, {"error", log::str(tls_error_)}});
   ERR_clear_error();
+  ConnectionEvent event = failureEvent();
   remote_closed_ = true;
-  raise(ConnectionEvent::RemoteClose);
+  raise(event);
   closeSocket(false);
   return false;
 }
@@ -190,8 +241,11 @@ bool Connection::doHandshake() {
 void Connection::doTlsRead() {
   if (!handshake_done_) {
     if (!doHandshake()) return;
+    if (client_tls_) timer_->disable();  // the connect timeout
     if (callbacks_) callbacks_->onEvent(ConnectionEvent::Connected);
     if (socket_closed_ || closing_) return;
+    // A client's writes wait for the handshake (see encryptPending).
+    if (!pending_plain_.empty()) scheduleFlush();
   }
   bool eof = false;
   // Decrypt into plaintext slabs until BoringSSL wants more ciphertext.
@@ -208,6 +262,9 @@ void Connection::doTlsRead() {
     if (err == SSL_ERROR_ZERO_RETURN) {
       eof = true;
     } else {
+      // Kept for the owner: a TLS 1.3 server rejects a client certificate
+      // only after the client's handshake has finished.
+      if (err == SSL_ERROR_SSL) tls_error_ = tls::lastError();
       ERR_clear_error();
       eof = true;
     }
@@ -246,7 +303,9 @@ void Connection::onFlush() {
 }
 
 void Connection::encryptPending() {
-  if (!ssl_ || pending_plain_.empty()) return;
+  // Before the handshake is done SSL_write would drive the handshake itself
+  // and fail; the plaintext waits (a client may write before Connected).
+  if (!ssl_ || pending_plain_.empty() || !handshake_done_) return;
   // Up to 16 KB per record: small pieces (status line, headers, chunk
   // framing, SSE frames) share records instead of one record each.
   while (!pending_plain_.empty()) {

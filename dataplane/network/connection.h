@@ -56,9 +56,16 @@ class Connection : public Flushable {
   // Adopts an accepted socket. `tls` (may be null) is the server context.
   static Connection* accept(Dispatcher& dispatcher, uv_stream_t* server, SSL_CTX* tls,
                             const ConnectionOptions& options, int* error);
-  // Starts a plaintext client connection to `addr`.
+  // Starts a client connection to `addr`. With `client_tls` (a client
+  // context; it decides verification and ALPN), the TLS handshake runs
+  // after the TCP connect and Connected is raised only once it is done;
+  // `timeout_ms` covers both. `server_name` is sent as SNI (unless it is an
+  // IP literal, which SNI cannot carry) and is the name the certificate
+  // must match when the context verifies the peer. A failed handshake is
+  // ConnectFailed, with the reason in tlsError().
   static Connection* connect(Dispatcher& dispatcher, const sockaddr* addr, uint64_t timeout_ms,
-                             const ConnectionOptions& options);
+                             const ConnectionOptions& options, SSL_CTX* client_tls = nullptr,
+                             const std::string& server_name = std::string());
 
   void setCallbacks(ConnectionCallbacks* cb) { callbacks_ = cb; }
   // Queues `data` (plaintext) for the peer; consumes it.
@@ -78,6 +85,9 @@ class Connection : public Flushable {
   // "h2", "http/1.1" or empty.
   std::string alpn() const;
   const char* tlsVersion() const;
+  // Why the TLS handshake or session failed ("CERTIFICATE_VERIFY_FAILED
+  // ..."); empty otherwise. Read it inside onEvent().
+  const std::string& tlsError() const { return tls_error_; }
   const sockaddr_storage& peerAddress() const { return peer_; }
   // The peer's IP as text ("203.0.113.9", "::1"), computed once.
   const std::string& peerIp();
@@ -106,6 +116,12 @@ class Connection : public Flushable {
   void deliver();
   void doTlsRead();
   bool doHandshake();
+  bool startClientTls(SSL_CTX* ctx, const std::string& server_name);
+  // A client still in its TLS handshake reports failures as ConnectFailed.
+  ConnectionEvent failureEvent() const {
+    return client_tls_ && !handshake_done_ ? ConnectionEvent::ConnectFailed
+                                           : ConnectionEvent::RemoteClose;
+  }
   void flush();
   void checkWatermarks();
   void raise(ConnectionEvent e);
@@ -123,6 +139,8 @@ class Connection : public Flushable {
   ConnectionCallbacks* callbacks_ = nullptr;
   SSL* ssl_ = nullptr;
   bool handshake_done_ = false;
+  bool client_tls_ = false;  // TLS as the client (connect() with a context)
+  std::string tls_error_;
   bool connecting_ = false;
   bool closing_ = false;      // close() called; flushing or closed
   bool socket_closed_ = false;

@@ -119,7 +119,25 @@ std::string BuiltinFilter::healthJson(int* status) {
   out += ",\"uptime_seconds\":" + std::to_string((wallMs() - state_.start_ms) / 1000);
   out += ",\"routers_healthy\":" + std::to_string(healthy);
   out += ",\"routers_total\":" + std::to_string(total);
-  out += ",\"routers\":" + list + "}";
+  out += ",\"routers\":" + list;
+  if (state_.farm_view) {
+    // Losing the control plane does not make the Edge unhealthy: it serves
+    // on with the last good snapshot. Said here, not in the status code.
+    FarmView f = state_.farm_view();
+    out += ",\"control_plane\":{\"connected\":";
+    out += f.connected ? "true" : "false";
+    out += ",\"target\":";
+    log::appendJsonString(out, f.target);
+    out += ",\"snapshot_version\":";
+    log::appendJsonString(out, f.acked_version);
+    out += ",\"last_rejected\":";
+    log::appendJsonString(out, f.last_nack);
+    out += ",\"farm_members\":" + std::to_string(f.members);
+    out += ",\"offline_policy\":";
+    log::appendJsonString(out, f.offline_policy);
+    out += f.connected ? "}" : ",\"note\":\"control plane unreachable: serving with the last good snapshot\"}";
+  }
+  out += "}";
   return out;
 }
 
@@ -297,6 +315,28 @@ std::string BuiltinFilter::metricsText() {
       snprintf(line, sizeof line, "eldric_edge_tokens_total{client=\"%s\"} %" PRIu64 "\n", name.c_str(), n);
       out += line;
     }
+  }
+  if (state_.farm_view) {
+    FarmView f = state_.farm_view();
+    auto rl = state_.rateLimitState();
+    bool offline = rl && rl->farm_offline.load();
+    snprintf(line, sizeof line,
+             "# HELP eldric_edge_control_plane_connected Whether the discovery stream is up.\n"
+             "# TYPE eldric_edge_control_plane_connected gauge\n"
+             "eldric_edge_control_plane_connected %d\n"
+             "# HELP eldric_edge_farm_members Farm members reporting usage, this one included.\n"
+             "# TYPE eldric_edge_farm_members gauge\n"
+             "eldric_edge_farm_members %u\n"
+             "# HELP eldric_edge_farm_offline Whether the offline rate-limit policy is in force, by policy.\n"
+             "# TYPE eldric_edge_farm_offline gauge\n"
+             "eldric_edge_farm_offline{policy=\"%s\"} %d\n"
+             "# HELP eldric_edge_snapshots_total Snapshots from the control plane, by result.\n"
+             "# TYPE eldric_edge_snapshots_total counter\n"
+             "eldric_edge_snapshots_total{result=\"applied\"} %" PRIu64 "\n"
+             "eldric_edge_snapshots_total{result=\"rejected\"} %" PRIu64 "\n",
+             f.connected ? 1 : 0, f.members, f.offline_policy.c_str(), offline ? 1 : 0, f.snapshots_applied,
+             f.snapshots_rejected);
+    out += line;
   }
   snprintf(line, sizeof line,
            "# HELP eldric_edge_config_reloads_total Config reloads (SIGHUP) by result.\n"

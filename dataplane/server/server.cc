@@ -9,7 +9,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <set>
+#include <sys/stat.h>
 
 #include "dataplane/common/log.h"
 #include "dataplane/network/connection.h"
@@ -354,10 +356,112 @@ bool Server::loadSessionKey(const std::string& dir, std::string* error) {
   return true;
 }
 
+void Server::carryListeners(const config::RuntimeConfigSharedPtr& next) {
+  auto current = config();
+  // Listeners stay as bound at start; keep their (possibly picked) ports.
+  auto mutable_next = std::const_pointer_cast<config::RuntimeConfig>(next);
+  for (auto& l : mutable_next->listeners) {
+    const config::CompiledListener* old = current->listener(l.name);
+    if (!old) {
+      log::warn("a new listener needs a restart", {{"listener", log::str(l.name)}});
+      continue;
+    }
+    if (old->port != l.port && l.port != 0) {
+      log::warn("listener port changes need a restart", {{"listener", log::str(l.name)}});
+    }
+    l.port = old->port;
+    l.address = old->address;
+    if (l.redirect_port == 0 || l.redirect_port != old->redirect_port) l.redirect_port = old->redirect_port;
+  }
+}
+
+bool Server::applyFarmSnapshot(const edge::v1::Snapshot& pushed, std::string* error) {
+  // What is this host's own stays local: the listeners it bound, its data
+  // directory, its access log and thread count. A listener's certificate
+  // may come from the control plane (the same name, with TLS on both sides).
+  edge::v1::Snapshot snapshot = pushed;
+  snapshot.clear_listeners();
+  for (const auto& local : local_snapshot_.listeners()) {
+    auto* l = snapshot.add_listeners();
+    *l = local;
+    for (const auto& remote : pushed.listeners()) {
+      if (remote.name() == local.name() && remote.has_tls() && local.has_tls()) *l->mutable_tls() = remote.tls();
+    }
+  }
+  snapshot.set_data_dir(local_snapshot_.data_dir());
+  *snapshot.mutable_access_log() = local_snapshot_.access_log();
+  snapshot.set_worker_threads(local_snapshot_.worker_threads());
+  auto next = build(snapshot, error);
+  if (!next) return false;
+  carryListeners(next);
+  base_snapshot_ = snapshot;
+  applyConfig(next);
+  // Kept so that a restart while the control plane is down still serves
+  // the farm's last word (static stability across restarts too).
+  if (!farm_snapshot_path_.empty()) {
+    std::string tmp = farm_snapshot_path_ + ".tmp";
+    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    std::string bytes = snapshot.SerializeAsString();
+    if (fd >= 0 && write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()) && fsync(fd) == 0) {
+      close(fd);
+      rename(tmp.c_str(), farm_snapshot_path_.c_str());
+    } else if (fd >= 0) {
+      close(fd);
+    }
+  }
+  log::info("snapshot applied from the control plane", {{"version", log::str(snapshot.version())},
+                                                         {"api_keys", log::num(snapshot.auth().api_keys_size())}});
+  return true;
+}
+
+void Server::fillUsage(edge::v1::UsageReport* report) {
+  auto state = state_.rateLimitState();
+  if (!state) return;
+  uint64_t now = filters::ratelimit::nowSeconds();
+  report->set_window_seconds(state->windowSeconds());
+  report->set_global_requests(state->global.count(now));
+  state->ips.forEach([&](const std::string& ip, filters::ratelimit::Entry& e) {
+    uint64_t n = e.requests.count(now);
+    if (!n) return;
+    auto* kc = report->add_ip_requests();
+    kc->set_key(ip);
+    kc->set_count(n);
+  });
+  state->keys.forEach([&](const std::string& id, filters::ratelimit::Entry& e) {
+    if (uint64_t n = e.requests.count(now)) {
+      auto* kc = report->add_key_requests();
+      kc->set_key(id);
+      kc->set_count(n);
+    }
+    if (uint64_t t = e.tokens.count(now)) {
+      auto* kc = report->add_key_tokens();
+      kc->set_key(id);
+      kc->set_count(t);
+    }
+    if (int64_t f = e.in_flight.load(); f > 0) {
+      auto* kc = report->add_key_in_flight();
+      kc->set_key(id);
+      kc->set_count(static_cast<uint64_t>(f));
+    }
+  });
+  auto cfg = config();
+  uint64_t now_ms = main_.nowMs();
+  for (const auto& c : cfg->clusters) {
+    for (const auto& h : c->hosts) {
+      auto* u = report->add_upstreams();
+      u->set_url(h->url());
+      u->set_healthy(h->available(now_ms));
+      u->set_in_flight(h->in_flight.load(std::memory_order_relaxed));
+    }
+  }
+}
+
 config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std::string* error) {
   edge::v1::Snapshot snap = base;
-  if (!session_key_.empty()) snap.mutable_auth()->add_session_signing_keys(session_key_);
-  if (store_) controlplane::addClientKeys(store_->listClients(), static_cast<int64_t>(time(nullptr)), snap.mutable_auth());
+  // Standalone: the embedded store's clients and the local session key
+  // join the file's snapshot. In a farm the control plane already did that.
+  if (!session_key_.empty() && !farm_) snap.mutable_auth()->add_session_signing_keys(session_key_);
+  if (store_ && !farm_) controlplane::addClientKeys(store_->listClients(), static_cast<int64_t>(time(nullptr)), snap.mutable_auth());
   auto cfg = config::compile(snap, hosts_, error);
   if (!cfg) return nullptr;
   auto state = state_.rateLimitState();
@@ -366,6 +470,7 @@ config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std
     if (state) log::warn("rate limit window changed; counters start afresh", {{"window_seconds", log::num(window)}});
     state = std::make_shared<filters::ratelimit::State>(window);
     std::atomic_store(&state_.rate_limit_state, state);
+    if (farm_) farm_->setRateLimitState(state);
   }
   auto rl = filters::ratelimit::compileConfig(snap.rate_limits());
   auto mutable_cfg = std::const_pointer_cast<config::RuntimeConfig>(cfg);
@@ -392,7 +497,51 @@ void Server::applyConfig(config::RuntimeConfigSharedPtr cfg, std::function<void(
   health_->update(*cfg);
 }
 
+bool Server::prepareFarm(const std::string& data_dir, std::string* error) {
+  if (mkdir(data_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    *error = "data_dir " + data_dir + ": " + strerror(errno);
+    return false;
+  }
+  farm_snapshot_path_ = data_dir + "/farm-snapshot.pb";
+  // Static stability across restarts: start from the farm's last good
+  // snapshot if there is one; the control plane's push replaces it.
+  std::ifstream in(farm_snapshot_path_, std::ios::binary);
+  if (in) {
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    edge::v1::Snapshot last;
+    if (last.ParseFromString(bytes)) {
+      // Listeners and local paths stay as this process was started with.
+      last.clear_listeners();
+      *last.mutable_listeners() = base_snapshot_.listeners();
+      last.set_data_dir(data_dir);
+      *last.mutable_access_log() = base_snapshot_.access_log();
+      last.set_worker_threads(base_snapshot_.worker_threads());
+      base_snapshot_ = last;
+      log::info("farm: starting from the last snapshot the control plane sent", {{"version", log::str(last.version())}});
+    }
+  }
+  std::string node_id = farm_options_.node_id;
+  std::vector<std::string> addresses;
+  for (const auto& l : base_snapshot_.listeners()) {
+    addresses.push_back(l.address().address() + ":" + std::to_string(l.address().port()));
+  }
+  if (node_id.empty()) {
+    char host[256] = {0};
+    gethostname(host, sizeof host - 1);
+    node_id = std::string(host) + ":" + (addresses.empty() ? "0" : addresses[0].substr(addresses[0].rfind(':') + 1));
+  }
+  farm_ = std::make_unique<FarmClient>(
+      main_, farm_options_, node_id, addresses,
+      [this](const edge::v1::Snapshot& snap, std::string* err) { return applyFarmSnapshot(snap, err); },
+      [this](edge::v1::UsageReport* report) { fillUsage(report); });
+  return true;
+}
+
 void Server::reload() {
+  if (farm_) {
+    log::info("SIGHUP: in a farm the configuration comes from the control plane; nothing to re-read");
+    return;
+  }
   if (cli_.config_file.empty()) {
     log::info("SIGHUP: no config file; re-reading certificate files given by flags");
   }
@@ -405,22 +554,7 @@ void Server::reload() {
     log::error("reload failed; keeping the running config", {{"error", log::str(error)}});
     return;
   }
-  auto current = config();
-  // Listeners stay as bound at start; keep their (possibly picked) ports.
-  auto mutable_next = std::const_pointer_cast<config::RuntimeConfig>(next);
-  for (auto& l : mutable_next->listeners) {
-    const config::CompiledListener* old = current->listener(l.name);
-    if (!old) {
-      log::warn("reload: a new listener needs a restart", {{"listener", log::str(l.name)}});
-      continue;
-    }
-    if (old->port != l.port && l.port != 0) {
-      log::warn("reload: listener port changes need a restart", {{"listener", log::str(l.name)}});
-    }
-    l.port = old->port;
-    l.address = old->address;
-    if (l.redirect_port == 0) l.redirect_port = old->redirect_port;
-  }
+  carryListeners(next);
   for (const auto& w : loaded.warnings) log::warn(w);
   base_snapshot_ = loaded.snapshot;
   applyConfig(next);
@@ -469,14 +603,24 @@ int Server::run() {
   log::setLevel(level);
   base_snapshot_ = loaded.snapshot;
   const std::string& data_dir = base_snapshot_.data_dir();
-  store_ = controlplane::Store::open(data_dir, &error);
-  if (!store_) {
+  farm_options_ = loaded.farm;
+  local_snapshot_ = loaded.snapshot;
+  state_.mode = farm_options_.enabled ? "farm" : "single";
+  if (farm_options_.enabled) {
+    if (!prepareFarm(data_dir, &error)) {
+      fprintf(stderr, "eldric-edge: %s\n", error.c_str());
+      return 2;
+    }
+  } else {
+    store_ = controlplane::Store::open(data_dir, &error);
+  }
+  if (!store_ && !farm_) {
     log::error("store error", {{"error", log::str(error)}});
     fprintf(stderr, "eldric-edge: data_dir %s: %s (set --data-dir or \"data_dir\")\n", data_dir.c_str(),
             error.c_str());
     return 2;
   }
-  if (!loadSessionKey(data_dir, &error)) {
+  if (!farm_ && !loadSessionKey(data_dir, &error)) {
     fprintf(stderr, "eldric-edge: %s\n", error.c_str());
     return 2;
   }
@@ -530,6 +674,11 @@ int Server::run() {
   signal(SIGPIPE, SIG_IGN);
 
   for (uint32_t i = 0; i < n; ++i) workers_[i]->start(worker_fds_[i]);
+  if (farm_) {
+    farm_->setRateLimitState(state_.rateLimitState());
+    state_.farm_view = [this] { return farm_->view(); };
+    farm_->start();
+  }
   std::string ports;
   for (const auto& l : cfg->listeners) {
     ports += ",\"" + l.name + "_port\":" + std::to_string(l.port);
@@ -537,13 +686,14 @@ int Server::run() {
   log::info("ready", {{"workers", log::num(n)}, {"version", log::str(cfg->version())},
                       {"api_keys", log::num(cfg->snapshot.auth().api_keys_size())},
                       {"require_api_key", cfg->snapshot.auth().require_api_key() ? "true" : "false"},
-                      {"routers", log::num(static_cast<long long>(cfg->cluster("routers")->hosts.size()))}});
+                      {"routers", log::num(cfg->cluster("routers") ? static_cast<long long>(cfg->cluster("routers")->hosts.size()) : 0)}});
   // A machine-readable line with the bound ports (tests use port 0).
   std::string ready = "{\"event\":\"ready\"" + ports + "}\n";
   if (write(2, ready.data(), ready.size()) < 0) {
   }
 
   main_.run();
+  farm_.reset();
 
   for (auto& w : workers_) w->stop();
   for (auto& w : workers_) w->join();
@@ -566,6 +716,14 @@ namespace eldric::server {
 void Server::handle(const std::string& method, const std::string& path, std::string body, Dispatcher& worker,
                     std::function<void(Reply)> done) {
   main_.post([this, method, path, body = std::move(body), &worker, done] {
+    if (farm_) {
+      // A farm's state lives in the control plane: carry the call there.
+      farm_->handleRest(method, path, body, "", [&worker, done](int status, std::string b, std::string code) {
+        Reply reply{status, std::move(b), std::move(code)};
+        worker.post([done, reply] { done(reply); });
+      });
+      return;
+    }
     bool changed = false;
     Reply reply = executeAdmin(method, path, body, &changed);
     auto respond = [&worker, done, reply] { worker.post([done, reply] { done(reply); }); };

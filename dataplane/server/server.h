@@ -20,6 +20,7 @@
 #include "dataplane/upstream/conn_pool.h"
 #include "dataplane/upstream/health_checker.h"
 #include "dataplane/server/admin_api.h"
+#include "dataplane/server/farm.h"
 #include "controlplane/core/store.h"
 #include "filters/ratelimit/limiter.h"
 
@@ -34,6 +35,8 @@ struct ServerState {
   std::atomic<uint64_t> reloads_ok{0};
   std::atomic<uint64_t> reloads_failed{0};
   std::atomic<bool> draining{false};
+  // Farm mode only: the control plane as this member sees it.
+  std::function<FarmView()> farm_view;
   // Read with std::atomic_load: a reload that changes the window swaps it.
   filters::ratelimit::StateSharedPtr rate_limit_state;
   filters::ratelimit::StateSharedPtr rateLimitState() const { return std::atomic_load(&rate_limit_state); }
@@ -110,6 +113,10 @@ class Server : public AdminBackend {
   // clients, with the filter chain attached.
   config::RuntimeConfigSharedPtr build(const edge::v1::Snapshot& base, std::string* error);
   bool loadSessionKey(const std::string& dir, std::string* error);
+  bool prepareFarm(const std::string& data_dir, std::string* error);
+  bool applyFarmSnapshot(const edge::v1::Snapshot& snapshot, std::string* error);
+  void carryListeners(const config::RuntimeConfigSharedPtr& next);
+  void fillUsage(edge::v1::UsageReport* report);
   // Swaps every worker to `cfg`; `done` runs on the main loop once all have.
   void applyConfig(config::RuntimeConfigSharedPtr cfg, std::function<void()> done = nullptr);
   Reply executeAdmin(const std::string& method, const std::string& path, const std::string& body,
@@ -132,6 +139,10 @@ class Server : public AdminBackend {
   std::unique_ptr<controlplane::Store> store_;
   edge::v1::Snapshot base_snapshot_;  // from the file and flags
   std::string session_key_;  // signs web chat session cookies
+  config::FarmOptions farm_options_;
+  edge::v1::Snapshot local_snapshot_;  // as this process was started
+  std::unique_ptr<FarmClient> farm_;
+  std::string farm_snapshot_path_;
 };
 
 }  // namespace eldric::server

@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include <functional>
+#include <vector>
 
 namespace eldric::filters::ratelimit {
 
@@ -25,6 +26,17 @@ EntrySharedPtr KeyedTable::get(const std::string& key, uint64_t now_s) {
   return e;
 }
 
+void KeyedTable::forEach(const std::function<void(const std::string&, Entry&)>& f) {
+  for (Shard& shard : shards_) {
+    std::vector<std::pair<std::string, EntrySharedPtr>> copy;
+    {
+      std::lock_guard<std::mutex> lock(shard.mutex);
+      copy.assign(shard.map.begin(), shard.map.end());
+    }
+    for (auto& [k, e] : copy) f(k, *e);
+  }
+}
+
 size_t KeyedTable::sweep(uint64_t now_s) {
   size_t removed = 0;
   for (Shard& shard : shards_) {
@@ -32,6 +44,7 @@ size_t KeyedTable::sweep(uint64_t now_s) {
     for (auto it = shard.map.begin(); it != shard.map.end();) {
       Entry& e = *it->second;
       if (e.last_used_s.load(std::memory_order_relaxed) + window_s_ < now_s &&
+          e.remote_requests.load(std::memory_order_relaxed) == 0 &&
           e.in_flight.load(std::memory_order_relaxed) == 0 && it->second.use_count() == 1) {
         it = shard.map.erase(it);
         ++removed;

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <functional>
 #include <unordered_map>
 
 #include "filters/ratelimit/sliding_window.h"
@@ -25,6 +26,12 @@ struct Entry {
   SlidingWindow tokens;
   std::atomic<int64_t> in_flight{0};
   std::atomic<uint64_t> last_used_s{0};
+  // Farm mode: what the other members counted for this IP or client in
+  // their windows, as the control plane last reported it.
+  std::atomic<uint64_t> remote_requests{0};
+  std::atomic<uint64_t> remote_tokens{0};
+  // This member's own count when that report arrived.
+  std::atomic<uint64_t> local_at_sync{0};
 };
 using EntrySharedPtr = std::shared_ptr<Entry>;
 
@@ -32,6 +39,8 @@ class KeyedTable {
  public:
   explicit KeyedTable(uint32_t window_s) : window_s_(window_s) {}
   EntrySharedPtr get(const std::string& key, uint64_t now_s);
+  // Calls f(key, entry) for every entry (a snapshot of the table).
+  void forEach(const std::function<void(const std::string&, Entry&)>& f);
   // Drops entries idle for a whole window with nothing in flight.
   size_t sweep(uint64_t now_s);
   size_t size();
@@ -56,6 +65,35 @@ class State {
   SlidingWindow global;
   KeyedTable ips;
   KeyedTable keys;
+
+  // Farm mode. The other members' global count; how many members report;
+  // whether the control plane is out of reach, and what to do then.
+  std::atomic<uint64_t> remote_global{0};
+  std::atomic<uint32_t> farm_members{1};
+  std::atomic<bool> farm_offline{false};
+  std::atomic<bool> offline_local_share{true};
+
+  std::atomic<uint64_t> global_local_at_sync{0};
+
+  // The limit this member enforces on its local window for a farm-wide
+  // `limit`, given what the others counted (`remote`) and its own count
+  // when they reported (`local_at_sync`). Alone, it may use all that is
+  // left. In a farm, each member may use only its share of what was left at
+  // the last sync: M members taking 1/M each cannot together pass the limit
+  // before the next sync, so over-admission stays near zero instead of
+  // "whatever arrives in one interval". A lone busy member still reaches
+  // the limit, in a few intervals.
+  uint64_t effectiveLimit(uint64_t limit, uint64_t remote, uint64_t local_at_sync) const {
+    uint32_t members = farm_members.load(std::memory_order_relaxed);
+    if (farm_offline.load(std::memory_order_relaxed)) {
+      if (!offline_local_share.load(std::memory_order_relaxed)) return limit;
+      return members > 1 ? (limit + members - 1) / members : limit;
+    }
+    if (members <= 1) return remote >= limit ? 0 : limit - remote;
+    if (local_at_sync + remote >= limit) return local_at_sync;
+    uint64_t headroom = limit - local_at_sync - remote;
+    return local_at_sync + (headroom + members - 1) / members;
+  }
 
   // Refusals by tier, for /metrics.
   std::atomic<uint64_t> refused_global{0}, refused_ip{0}, refused_key{0}, refused_tokens{0},

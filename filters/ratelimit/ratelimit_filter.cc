@@ -125,8 +125,8 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
   uint32_t window = st.windowSeconds();
   header_limit_ = 0;
 
-  auto note = [&](uint64_t limit, SlidingWindow& w) {
-    uint64_t used = w.count(now);
+  auto note = [&](uint64_t limit, SlidingWindow& w, uint64_t remote) {
+    uint64_t used = w.count(now) + remote;
     uint64_t remaining = used >= limit ? 0 : limit - used;
     if (header_limit_ == 0 || remaining < header_remaining_) {
       header_limit_ = limit;
@@ -141,7 +141,7 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
     Entry& e = *key_entry_;
     uint64_t tpm = id->tokens_per_window ? id->tokens_per_window : cfg.per_key_tokens;
     if (tpm) {
-      uint64_t used = e.tokens.count(now);
+      uint64_t used = e.tokens.count(now) + e.remote_tokens.load(std::memory_order_relaxed);
       token_limit_ = tpm;
       token_remaining_ = used >= tpm ? 0 : tpm - used;
       token_reset_s_ = e.tokens.secondsUntilEmpty(now);
@@ -165,9 +165,11 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
       holds_concurrency_ = true;
     }
     key_limit = id->requests_per_window ? id->requests_per_window : cfg.per_key;
-    if (key_limit && !e.requests.tryAdmit(now, key_limit)) {
+    uint64_t key_local = st.effectiveLimit(key_limit, e.remote_requests.load(std::memory_order_relaxed),
+                                           e.local_at_sync.load(std::memory_order_relaxed));
+    if (key_limit && !e.requests.tryAdmit(now, key_local)) {
       st.refused_key.fetch_add(1, std::memory_order_relaxed);
-      refuse("key", key_limit, e.requests.secondsUntilAvailable(now, key_limit),
+      refuse("key", key_limit, e.requests.secondsUntilAvailable(now, std::max<uint64_t>(key_local, 1)),
              "client \"" + id->client_name + "\" is over its request limit");
       return http::FilterHeadersStatus::StopIteration;
     }
@@ -175,25 +177,29 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
   EntrySharedPtr ip_entry;
   if (cfg.per_ip) {
     ip_entry = st.ips.get(info.client_ip, now);
-    if (!ip_entry->requests.tryAdmit(now, cfg.per_ip)) {
+    uint64_t ip_local = st.effectiveLimit(cfg.per_ip, ip_entry->remote_requests.load(std::memory_order_relaxed),
+                                          ip_entry->local_at_sync.load(std::memory_order_relaxed));
+    if (!ip_entry->requests.tryAdmit(now, ip_local)) {
       if (key_limit) key_entry_->requests.refund(now);
       st.refused_ip.fetch_add(1, std::memory_order_relaxed);
-      refuse("ip", cfg.per_ip, ip_entry->requests.secondsUntilAvailable(now, cfg.per_ip),
+      refuse("ip", cfg.per_ip, ip_entry->requests.secondsUntilAvailable(now, std::max<uint64_t>(ip_local, 1)),
              "too many requests from this address");
       return http::FilterHeadersStatus::StopIteration;
     }
   }
-  if (cfg.global && !st.global.tryAdmit(now, cfg.global)) {
+  uint64_t global_local = st.effectiveLimit(cfg.global, st.remote_global.load(std::memory_order_relaxed),
+                                              st.global_local_at_sync.load(std::memory_order_relaxed));
+  if (cfg.global && !st.global.tryAdmit(now, global_local)) {
     if (key_limit) key_entry_->requests.refund(now);
     if (ip_entry) ip_entry->requests.refund(now);
     st.refused_global.fetch_add(1, std::memory_order_relaxed);
-    refuse("global", cfg.global, st.global.secondsUntilAvailable(now, cfg.global),
+    refuse("global", cfg.global, st.global.secondsUntilAvailable(now, std::max<uint64_t>(global_local, 1)),
            "the gateway is at its global request limit");
     return http::FilterHeadersStatus::StopIteration;
   }
-  if (key_limit) note(key_limit, key_entry_->requests);
-  if (ip_entry) note(cfg.per_ip, ip_entry->requests);
-  if (cfg.global) note(cfg.global, st.global);
+  if (key_limit) note(key_limit, key_entry_->requests, key_entry_->remote_requests.load(std::memory_order_relaxed));
+  if (ip_entry) note(cfg.per_ip, ip_entry->requests, ip_entry->remote_requests.load(std::memory_order_relaxed));
+  if (cfg.global) note(cfg.global, st.global, st.remote_global.load(std::memory_order_relaxed));
   return http::FilterHeadersStatus::Continue;
 }
 

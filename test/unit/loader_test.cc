@@ -170,3 +170,28 @@ TEST(LoaderTest, RoutesCompileAndMatch) {
 
 }  // namespace
 }  // namespace eldric::config
+
+namespace eldric::config {
+namespace {
+
+TEST(LoaderTest, FarmModeNeedsAControlPlaneAndSaysWhatPeersBecame) {
+  CommandLine cli = noTls();
+  cli.mode = "farm";
+  cli.peers = "edge2:443,edge3:443";
+  std::string e = loadError("", cli);
+  EXPECT_NE(e.find("--control-plane"), std::string::npos) << e;
+  EXPECT_NE(e.find("--peers"), std::string::npos) << e;
+  cli.control_plane = "127.0.0.1:8870,cp2:8870";
+  LoadResult r;
+  std::string error;
+  ASSERT_TRUE(loadFromText("", "flags", cli, &r, &error)) << error;  // routers come from the control plane
+  EXPECT_TRUE(r.farm.enabled);
+  ASSERT_EQ(r.farm.control_planes.size(), 2u);
+  EXPECT_EQ(r.farm.offline_policy, "local_share");
+  ASSERT_FALSE(r.warnings.empty());  // --peers is ignored, and it says so
+  cli.control_plane = "no-port";
+  EXPECT_NE(loadError("", cli).find("host:port"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace eldric::config

@@ -1,0 +1,151 @@
+// eldric-controlplane's command line. See server.h.
+
+#include <cstdlib>
+#include <string>
+
+#include "controlplane/server.h"
+
+namespace eldric::controlplane {
+
+const char* usage() {
+  return R"(eldric-controlplane: serves configuration snapshots to a farm of eldric-edge
+data planes, keeps the client registry, and sums the farm's usage for
+farm-wide rate limits.
+
+Usage: eldric-controlplane --config FILE [flags]
+  --config FILE          the Edge JSON config (same schema as eldric-edge's
+                         --config) that every data plane is served; required
+  --listen ADDR:PORT     gRPC listen address (default 127.0.0.1:8870;
+                         "[::]:8870" for IPv6, port 0 picks a free port)
+  --data-dir DIR         registered clients, plugins (SQLite) and the session
+                         signing key (default /var/lib/eldric-controlplane)
+  --sync-interval-ms N   how often farm usage is pushed to the data planes
+                         (default: the file's farm.sync_interval_ms, else 5000)
+  --tls-cert FILE        serve TLS with this certificate chain (PEM) ...
+  --tls-key FILE         ... and this private key (PEM)
+  --client-ca FILE       require client certificates signed by this CA (mTLS)
+  --log-level LEVEL      debug, info, warn, error (default: the file's, else info)
+  --help, --version
+
+Without --tls-cert the server is plaintext: keep it on loopback or a private
+network. Snapshots carry the data planes' TLS private keys and key hashes;
+anything beyond one host should use TLS, and --client-ca so that only your
+data planes can subscribe.
+
+Signals: SIGHUP re-reads the config file and pushes a new snapshot if it
+changed; SIGTERM or SIGINT closes the streams (data planes keep serving on
+their last snapshot and reconnect) and exits.
+
+Examples:
+  eldric-controlplane --config /etc/eldric/edge.json
+  eldric-controlplane --config edge.json --listen 0.0.0.0:8870 \
+      --tls-cert cp.pem --tls-key cp.key --client-ca farm-ca.pem
+)";
+}
+
+namespace {
+
+// HOST:PORT or [V6]:PORT with a port from 0 to 65535.
+bool validListen(const std::string& s) {
+  size_t colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) return false;
+  std::string host = s.substr(0, colon);
+  if (host.front() == '[' && host.back() != ']') return false;
+  std::string port = s.substr(colon + 1);
+  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return false;
+  return std::stol(port) <= 65535;
+}
+
+}  // namespace
+
+bool parseCommandLine(int argc, char** argv, Options* out, std::string* error) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::string value;
+    bool has_inline = false;
+    if (size_t eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg.resize(eq);
+      has_inline = true;
+    }
+    auto takeValue = [&](std::string* dst) -> bool {
+      if (has_inline) {
+        *dst = value;
+      } else if (i + 1 < argc) {
+        *dst = argv[++i];
+      } else {
+        *error = "flag " + arg + " needs a value";
+        return false;
+      }
+      if (dst->empty()) {
+        *error = "flag " + arg + " needs a non-empty value";
+        return false;
+      }
+      return true;
+    };
+    if (arg == "--help" || arg == "-h") {
+      out->help = true;
+    } else if (arg == "--version") {
+      out->version = true;
+    } else if (arg == "--listen") {
+      if (!takeValue(&out->listen)) return false;
+      if (!validListen(out->listen)) {
+        *error = "flag --listen: expected HOST:PORT, e.g. 127.0.0.1:8870 or [::]:8870 (got \"" +
+                 out->listen + "\")";
+        return false;
+      }
+    } else if (arg == "--config") {
+      if (!takeValue(&out->config_file)) return false;
+    } else if (arg == "--data-dir") {
+      if (!takeValue(&out->data_dir)) return false;
+    } else if (arg == "--sync-interval-ms") {
+      std::string v;
+      if (!takeValue(&v)) return false;
+      char* end = nullptr;
+      long long n = std::strtoll(v.c_str(), &end, 10);
+      if (*end || n < 10 || n > 3600000) {
+        *error =
+            "flag --sync-interval-ms: must be an integer from 10 to 3600000 (got \"" + v + "\")";
+        return false;
+      }
+      out->sync_interval_ms = n;
+    } else if (arg == "--tls-cert") {
+      if (!takeValue(&out->tls_cert)) return false;
+    } else if (arg == "--tls-key") {
+      if (!takeValue(&out->tls_key)) return false;
+    } else if (arg == "--client-ca") {
+      if (!takeValue(&out->client_ca)) return false;
+    } else if (arg == "--log-level") {
+      if (!takeValue(&out->log_level)) return false;
+      if (out->log_level != "debug" && out->log_level != "info" && out->log_level != "warn" &&
+          out->log_level != "error") {
+        *error =
+            "flag --log-level: must be debug, info, warn or error (got \"" + out->log_level + "\")";
+        return false;
+      }
+    } else if (arg.empty() || arg[0] != '-') {
+      *error = "unexpected argument \"" + arg + "\" (see --help)";
+      return false;
+    } else {
+      *error = "unknown flag " + arg + " (see --help)";
+      return false;
+    }
+  }
+  if (out->help || out->version) return true;
+  if (out->tls_cert.empty() != out->tls_key.empty()) {
+    *error = "TLS needs both --tls-cert and --tls-key";
+    return false;
+  }
+  if (!out->client_ca.empty() && out->tls_cert.empty()) {
+    *error = "--client-ca needs TLS: give --tls-cert and --tls-key too";
+    return false;
+  }
+  if (out->config_file.empty()) {
+    *error =
+        "missing --config FILE: the Edge JSON config that the data planes are served (see --help)";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace eldric::controlplane

@@ -1,0 +1,57 @@
+// eldric-controlplane: the farm's control plane. See server.h and README.md.
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <string>
+
+#include "controlplane/server.h"
+#include "dataplane/common/log.h"
+
+int main(int argc, char** argv) {
+  eldric::controlplane::Options options;
+  std::string error;
+  if (!eldric::controlplane::parseCommandLine(argc, argv, &options, &error)) {
+    fprintf(stderr, "eldric-controlplane: %s\n", error.c_str());
+    return 2;
+  }
+  if (options.help) {
+    fputs(eldric::controlplane::usage(), stdout);
+    return 0;
+  }
+  if (options.version) {
+    puts("eldric-controlplane 0.1.0");
+    return 0;
+  }
+
+  // Signals are taken by this thread with sigwait; every thread started
+  // from here on (gRPC's included) inherits the blocked mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGHUP);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  eldric::controlplane::ControlPlane cp(options);
+  if (!cp.start(&error)) {
+    eldric::log::error("cannot start", {{"error", eldric::log::str(error)}});
+    fprintf(stderr, "eldric-controlplane: %s\n", error.c_str());
+    return 2;
+  }
+  while (true) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      cp.reload(&error);  // logs its own outcome
+      continue;
+    }
+    eldric::log::info("stopping",
+                      {{"signal", eldric::log::str(sig == SIGTERM ? "SIGTERM" : "SIGINT")}});
+    break;
+  }
+  cp.shutdown();
+  return 0;
+}

@@ -1,0 +1,1374 @@
+// eldric-controlplane. See server.h and README.md.
+//
+// Threads and locks:
+// - The discovery stream uses gRPC's callback API: a Stream reactor per
+//   data plane, no thread per stream. Its reactions (OnReadDone,
+//   OnWriteDone, OnDone) run on gRPC's threads.
+// - The Admin service is a synchronous service: its handlers block on the
+//   Store's fsync, which belongs on gRPC's sync thread pool rather than on
+//   the callback threads that drive every stream.
+// - One timer thread pushes farm usage every sync interval.
+//
+// Lock order: store_mu_ -> streams_mu_ -> Stream::mu_. StartWrite and
+// Finish are never called with streams_mu_ or a Stream::mu_ held, because
+// gRPC may run the completion (OnWriteDone, even OnDone) inline on the
+// calling thread.
+
+#include "controlplane/server.h"
+
+#include <fcntl.h>
+#include <grpc/support/log.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "controlplane/core/admin_rest.h"
+#include "controlplane/core/snapshot_builder.h"
+#include "controlplane/core/store.h"
+#include "dataplane/common/log.h"
+#include "dataplane/config/loader.h"
+#include "eldric/edge/v1/admin.grpc.pb.h"
+#include "eldric/edge/v1/discovery.grpc.pb.h"
+#include "rapidjson/document.h"
+
+namespace eldric::controlplane {
+
+using edge::v1::DiscoveryRequest;
+using edge::v1::DiscoveryResponse;
+using edge::v1::UsageReport;
+
+namespace {
+
+constexpr int64_t kDefaultSyncIntervalMs = 5000;
+// A report older than this many sync intervals no longer counts.
+constexpr int64_t kFreshIntervals = 3;
+// Disconnected members stay in the farm status this long.
+constexpr int64_t kForgetDisconnectedMs = 3600 * 1000;
+constexpr size_t kMaxNodeIdLen = 256;
+constexpr size_t kMaxNackErrorLen = 4096;
+// Snapshots sent on a stream whose nonces are remembered, so that a NACK
+// can name the version it rejected.
+constexpr size_t kRememberedNonces = 8;
+
+int64_t unixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t steadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+bool readFile(const std::string& path, const std::string& what, std::string* out,
+              std::string* error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *error = what + " " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) {
+    *error = what + " " + path + ": read error";
+    return false;
+  }
+  *out = ss.str();
+  return true;
+}
+
+bool readPem(const std::string& path, const std::string& what, std::string* out,
+             std::string* error) {
+  if (!readFile(path, what, out, error)) return false;
+  if (out->find("-----BEGIN ") == std::string::npos) {
+    *error = what + " " + path + ": not a PEM file (no -----BEGIN line)";
+    return false;
+  }
+  return true;
+}
+
+// The key that signs web chat session cookies, shared by every data plane
+// of the farm so a session is valid on any of them. Same format as the
+// standalone Edge's: 32 raw bytes in <data_dir>/session.key, mode 0600,
+// made once.
+bool loadSessionKey(const std::string& dir, std::string* key, std::string* error) {
+  const std::string path = dir + "/session.key";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) {
+    unsigned char fresh[32];
+    if (getrandom(fresh, sizeof fresh, 0) != static_cast<ssize_t>(sizeof fresh)) {
+      *error = "getrandom failed: " + std::string(std::strerror(errno));
+      return false;
+    }
+    int w = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (w < 0 || ::write(w, fresh, sizeof fresh) != static_cast<ssize_t>(sizeof fresh) ||
+        ::fsync(w) != 0) {
+      *error = path + ": " + std::strerror(errno);
+      if (w >= 0) ::close(w);
+      return false;
+    }
+    ::close(w);
+    // The new directory entry must be durable too, or a power cut could
+    // bring back a farm whose sessions all changed key.
+    int d = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d >= 0) {
+      ::fsync(d);
+      ::close(d);
+    }
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  }
+  if (fd < 0) {
+    *error = path + ": " + std::strerror(errno);
+    return false;
+  }
+  char buf[64];
+  ssize_t n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  if (n != 32) {
+    *error = path + ": expected 32 bytes";
+    return false;
+  }
+  key->assign(buf, 32);
+  return true;
+}
+
+// farm.sync_interval_ms from the config file, or 0. The loader has already
+// validated the file (an integer from 10 to 3,600,000).
+int64_t fileSyncInterval(const std::string& text) {
+  rapidjson::Document doc;
+  doc.Parse<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag>(text.c_str(),
+                                                                                 text.size());
+  if (doc.HasParseError() || !doc.IsObject()) return 0;
+  auto farm = doc.FindMember("farm");
+  if (farm == doc.MemberEnd() || !farm->value.IsObject()) return 0;
+  auto ms = farm->value.FindMember("sync_interval_ms");
+  if (ms == farm->value.MemberEnd() || !ms->value.IsInt64()) return 0;
+  return ms->value.GetInt64();
+}
+
+std::string hex(const std::string& bytes) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 15]);
+  }
+  return out;
+}
+
+// gRPC's own messages, as JSON lines like ours.
+void grpcLog(gpr_log_func_args* args) {
+  // gRPC's errors are mostly about one connection (a client that failed
+  // the TLS handshake): a warning for the whole process.
+  log::Level level = args->severity == GPR_LOG_SEVERITY_ERROR  ? log::Level::Warn
+                     : args->severity == GPR_LOG_SEVERITY_INFO ? log::Level::Info
+                                                               : log::Level::Debug;
+  if (!log::enabled(level)) return;
+  log::write(level, "grpc",
+             {{"message", log::str(args->message ? args->message : "")},
+              {"file", log::str(args->file ? args->file : "")},
+              {"line", log::num(args->line)}});
+}
+
+grpc::Status storeError(const std::string& error) {
+  // The Store names database failures "database error in ..."; anything
+  // else it refuses is the caller's input.
+  if (error.rfind("database error", 0) == 0) return grpc::Status(grpc::StatusCode::INTERNAL, error);
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error);
+}
+
+void toProto(const ClientRecord& c, edge::v1::Client* out) {
+  out->set_id(c.id);
+  out->set_name(c.name);
+  out->set_description(c.description);
+  if (c.scopes & static_cast<Scopes>(Scope::Inference)) out->add_scopes("inference");
+  if (c.scopes & static_cast<Scopes>(Scope::Admin)) out->add_scopes("admin");
+  if (c.scopes & static_cast<Scopes>(Scope::Worker)) out->add_scopes("worker");
+  out->set_requests_per_minute(c.limits.rpm);
+  out->set_tokens_per_minute(c.limits.tpm);
+  out->set_max_concurrent_requests(c.limits.max_concurrent);
+  for (const auto& m : c.limits.allowed_models) out->add_allowed_models(m);
+  out->set_created_at(c.created_at);
+  out->set_expires_at(c.expires_at);
+  out->set_revoked_at(c.revoked_at);
+  for (const auto& k : c.keys) {
+    auto* ki = out->add_keys();
+    ki->set_prefix(k.prefix);
+    ki->set_created_at(k.created_at);
+    ki->set_expires_at(k.expires_at);
+    ki->set_revoked_at(k.revoked_at);
+  }
+}
+
+void toProto(const PluginRecord& p, edge::v1::Plugin* out) {
+  out->set_id(p.id);
+  out->set_name(p.name);
+  out->set_type(p.type);
+  out->set_enabled(p.enabled);
+}
+
+// Clients defined in the config file (read-only), as the REST API lists
+// them: one per client name, ids "cfg_<name>".
+std::vector<edge::v1::Client> configClients(const edge::v1::Auth& auth,
+                                            const std::string& only = "") {
+  std::vector<edge::v1::Client> out;
+  std::map<std::string, size_t> index;
+  for (const auto& k : auth.api_keys()) {
+    if (!only.empty() && k.client_id() != only && k.client_name() != only) continue;
+    auto it = index.find(k.client_name());
+    edge::v1::Client* c;
+    if (it == index.end()) {
+      index[k.client_name()] = out.size();
+      out.emplace_back();
+      c = &out.back();
+      c->set_id(k.client_id());
+      c->set_name(k.client_name());
+      for (int sc : k.scopes()) {
+        c->add_scopes(sc == edge::v1::SCOPE_ADMIN    ? "admin"
+                      : sc == edge::v1::SCOPE_WORKER ? "worker"
+                                                     : "inference");
+      }
+      c->set_requests_per_minute(k.requests_per_minute());
+      c->set_tokens_per_minute(k.tokens_per_minute());
+      c->set_max_concurrent_requests(k.max_concurrent_requests());
+      for (const auto& m : k.allowed_models()) c->add_allowed_models(m);
+    } else {
+      c = &out[it->second];
+    }
+    c->add_keys()->set_prefix(k.prefix());
+  }
+  return out;
+}
+
+class Stream;
+
+// What the control plane knows about one data plane (by node id).
+struct NodeState {
+  edge::v1::Node node;
+  // The stream it is connected on now; null when disconnected. A node that
+  // reconnects before its old stream ended is tracked on the newer one.
+  Stream* stream = nullptr;
+  std::string peer;
+  int64_t connected_since_unix_ms = 0;
+  int64_t disconnected_steady_ms = 0;
+  std::string acked_version;
+  std::string nacked_version;
+  std::string nack_error;
+  bool has_report = false;
+  int64_t last_report_unix_ms = 0;
+  int64_t last_report_steady_ms = 0;
+  UsageReport report;
+};
+
+}  // namespace
+
+class ControlPlane::Impl {
+ public:
+  explicit Impl(Options options) : options_(std::move(options)) {}
+  ~Impl() { shutdown(); }
+
+  bool start(std::string* error);
+  bool reload(std::string* error);
+  void shutdown();
+  int port() const { return port_; }
+  std::string currentVersion() {
+    std::lock_guard<std::mutex> l(streams_mu_);
+    return current_ ? current_->version_info() : "";
+  }
+
+  // Stream callbacks.
+  void onHello(Stream* s, const DiscoveryRequest& req);
+  void onRequest(Stream* s, const DiscoveryRequest& req);
+  void onDone(Stream* s);
+
+  // Admin.
+  grpc::Status handleRest(const edge::v1::RestRequest& req, edge::v1::RestReply* reply);
+  grpc::Status registerClient(const edge::v1::RegisterClientRequest& req,
+                              edge::v1::ClientWithKey* out);
+  grpc::Status listClients(edge::v1::ClientList* out);
+  grpc::Status getClient(const std::string& id, edge::v1::Client* out);
+  grpc::Status revokeClient(const std::string& id, edge::v1::Client* out);
+  grpc::Status rotateKey(const edge::v1::RotateKeyRequest& req, edge::v1::ClientWithKey* out);
+  grpc::Status listPlugins(edge::v1::PluginList* out);
+  grpc::Status setPluginEnabled(const edge::v1::SetPluginEnabledRequest& req,
+                                edge::v1::Plugin* out);
+  grpc::Status getValves(const std::string& id, edge::v1::Valves* out);
+  grpc::Status setValves(const edge::v1::SetValvesRequest& req, edge::v1::Valves* out);
+  grpc::Status farmStatus(edge::v1::FarmStatus* out);
+
+  std::string newNonce() { return nonce_prefix_ + std::to_string(++nonce_counter_); }
+
+ private:
+  bool loadConfig(config::LoadResult* out, int64_t* file_interval, std::string* error);
+  // Builds the snapshot from config + store + session key; when its
+  // version differs from the one served, publishes it to every stream.
+  // Requires store_mu_.
+  bool rebuildLocked(const char* reason, std::string* error);
+  void rebuildAfterChangeLocked(const char* reason);
+  void publish(std::shared_ptr<const DiscoveryResponse> msg);
+  AdminContext adminContextLocked();
+  std::string usageJson(const std::string& client_id);
+  void timerLoop();
+  void pushFarmUsage();
+
+  Options options_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Service> discovery_service_;
+  std::unique_ptr<grpc::Service> admin_service_;
+  int port_ = 0;
+  std::string nonce_prefix_;
+  std::atomic<uint64_t> nonce_counter_{0};
+  std::atomic<int64_t> sync_interval_ms_{kDefaultSyncIntervalMs};
+
+  // Guarded by store_mu_.
+  std::mutex store_mu_;
+  std::unique_ptr<Store> store_;
+  config::LoadResult base_;
+  std::string session_key_;
+  std::string built_version_;
+  int64_t next_expiry_s_ = 0;  // the first key expiry in the served snapshot; 0: none
+
+  // Guarded by streams_mu_.
+  std::mutex streams_mu_;
+  std::shared_ptr<const DiscoveryResponse> current_;
+  std::map<Stream*, std::shared_ptr<Stream>> streams_;
+  std::map<std::string, NodeState> nodes_;
+
+  std::mutex timer_mu_;
+  std::condition_variable timer_cv_;
+  bool stopping_ = false;
+  std::thread timer_;
+  bool started_ = false;
+  bool stopped_ = false;
+};
+
+namespace {
+
+// One data plane's stream. Reads are sequential (one StartRead at a time,
+// re-armed in OnReadDone). Writes are queued and go out one at a time; a
+// queued snapshot or farm-usage message that has not started yet is
+// replaced by a newer one of the same kind, so a slow data plane costs at
+// most one pending message of each kind, never a growing queue.
+class Stream : public grpc::ServerBidiReactor<DiscoveryRequest, DiscoveryResponse> {
+ public:
+  Stream(ControlPlane::Impl* impl, grpc::CallbackServerContext* ctx)
+      : impl_(impl), peer_(ctx->peer()) {}
+
+  void begin(std::shared_ptr<Stream> self) {
+    self_ = std::move(self);
+    StartRead(&req_);
+  }
+  std::shared_ptr<Stream> self() const { return self_; }
+  const std::string& nodeId() const { return node_id_; }
+  const std::string& peer() const { return peer_; }
+
+  // Queues `msg`. True when the caller should kick() (after releasing its
+  // locks). Called with the control plane's streams_mu_ held.
+  bool push(std::shared_ptr<const DiscoveryResponse> msg) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (closing_) return false;
+    bool snapshot = msg->has_snapshot();
+    queue_.erase(std::remove_if(queue_.begin(), queue_.end(),
+                                [&](const std::shared_ptr<const DiscoveryResponse>& q) {
+                                  return q->has_snapshot() == snapshot;
+                                }),
+                 queue_.end());
+    queue_.push_back(std::move(msg));
+    return !writing_;
+  }
+
+  // Starts the next write if none is in flight. Call with no lock held.
+  void kick() {
+    std::unique_lock<std::mutex> l(mu_);
+    if (writing_ || closing_ || queue_.empty()) return;
+    const DiscoveryResponse* msg = takeNextLocked();
+    l.unlock();
+    StartWrite(msg);
+  }
+
+  // Ends the stream with `status` once the write in flight (if any) is done.
+  void close(grpc::Status status) {
+    std::unique_lock<std::mutex> l(mu_);
+    if (finished_ || finish_pending_) return;
+    closing_ = true;
+    queue_.clear();
+    if (writing_) {
+      finish_pending_ = true;
+      final_status_ = std::move(status);
+      return;
+    }
+    finished_ = true;
+    l.unlock();
+    Finish(std::move(status));
+  }
+
+  bool isClosing() {
+    std::lock_guard<std::mutex> l(mu_);
+    return closing_;
+  }
+
+  // The version of the snapshot sent with `nonce`, or "" if unknown.
+  std::string versionForNonce(const std::string& nonce) {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& [n, v] : sent_) {
+      if (n == nonce) return v;
+    }
+    return "";
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The data plane closed its side, went away, or the server is
+      // stopping.
+      close(grpc::Status::OK);
+      return;
+    }
+    if (node_id_.empty()) {
+      const std::string& id = req_.node().id();
+      std::string why;
+      if (id.empty()) {
+        why = "the first message on a stream must carry node.id";
+      } else if (id.size() > kMaxNodeIdLen) {
+        why = "node.id must be at most 256 characters";
+      } else {
+        for (char c : id) {
+          if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+            why = "node.id must not contain control characters";
+          }
+        }
+      }
+      if (!why.empty()) {
+        log::warn("discovery stream refused",
+                  {{"peer", log::str(peer_)}, {"error", log::str(why)}});
+        close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, why));
+        return;
+      }
+      node_id_ = id;
+      impl_->onHello(this, req_);
+    } else {
+      impl_->onRequest(this, req_);
+    }
+    req_.Clear();
+    if (isClosing()) {
+      // Being closed (shutdown, or a failed write): read no more. close()
+      // is idempotent and keeps the first status.
+      close(grpc::Status::OK);
+      return;
+    }
+    StartRead(&req_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::unique_lock<std::mutex> l(mu_);
+    in_flight_.reset();
+    writing_ = false;
+    if (finish_pending_) {
+      finish_pending_ = false;
+      finished_ = true;
+      grpc::Status status = std::move(final_status_);
+      l.unlock();
+      Finish(std::move(status));
+      return;
+    }
+    if (!ok) {
+      // The stream is broken; the pending read fails too and finishes it.
+      closing_ = true;
+      queue_.clear();
+      return;
+    }
+    if (closing_ || queue_.empty()) return;
+    const DiscoveryResponse* msg = takeNextLocked();
+    l.unlock();
+    StartWrite(msg);
+  }
+
+  void OnDone() override {
+    // The last reaction: after it gRPC no longer touches this object. It
+    // is freed when the last holder (the control plane's map, a pusher's
+    // copy, or `self`) lets go.
+    std::shared_ptr<Stream> self = std::move(self_);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      closing_ = true;
+      finished_ = true;
+      queue_.clear();
+    }
+    impl_->onDone(this);
+  }
+
+ private:
+  const DiscoveryResponse* takeNextLocked() {
+    writing_ = true;
+    in_flight_ = std::move(queue_.front());
+    queue_.pop_front();
+    if (in_flight_->has_snapshot()) {
+      sent_.emplace_back(in_flight_->nonce(), in_flight_->version_info());
+      if (sent_.size() > kRememberedNonces) sent_.pop_front();
+    }
+    return in_flight_.get();
+  }
+
+  ControlPlane::Impl* impl_;
+  std::string peer_;
+  std::shared_ptr<Stream> self_;
+  // Touched by reactions only, which gRPC runs one at a time for reads.
+  DiscoveryRequest req_;
+  std::string node_id_;
+
+  std::mutex mu_;
+  std::deque<std::shared_ptr<const DiscoveryResponse>> queue_;
+  // Kept alive until OnWriteDone, as StartWrite requires.
+  std::shared_ptr<const DiscoveryResponse> in_flight_;
+  bool writing_ = false;
+  bool closing_ = false;  // no more writes
+  bool finish_pending_ = false;
+  bool finished_ = false;
+  grpc::Status final_status_;
+  std::deque<std::pair<std::string, std::string>> sent_;  // nonce, version
+};
+
+class DiscoveryService final : public edge::v1::SnapshotDiscovery::CallbackService {
+ public:
+  explicit DiscoveryService(ControlPlane::Impl* impl) : impl_(impl) {}
+  grpc::ServerBidiReactor<DiscoveryRequest, DiscoveryResponse>* StreamSnapshots(
+      grpc::CallbackServerContext* ctx) override {
+    auto s = std::make_shared<Stream>(impl_, ctx);
+    Stream* raw = s.get();
+    raw->begin(std::move(s));
+    return raw;
+  }
+
+ private:
+  ControlPlane::Impl* impl_;
+};
+
+class AdminService final : public edge::v1::Admin::Service {
+ public:
+  explicit AdminService(ControlPlane::Impl* impl) : impl_(impl) {}
+  grpc::Status HandleRest(grpc::ServerContext*, const edge::v1::RestRequest* req,
+                          edge::v1::RestReply* reply) override {
+    return impl_->handleRest(*req, reply);
+  }
+  grpc::Status RegisterClient(grpc::ServerContext*, const edge::v1::RegisterClientRequest* req,
+                              edge::v1::ClientWithKey* out) override {
+    return impl_->registerClient(*req, out);
+  }
+  grpc::Status ListClients(grpc::ServerContext*, const edge::v1::ListClientsRequest*,
+                           edge::v1::ClientList* out) override {
+    return impl_->listClients(out);
+  }
+  grpc::Status GetClient(grpc::ServerContext*, const edge::v1::ClientRef* req,
+                         edge::v1::Client* out) override {
+    return impl_->getClient(req->id(), out);
+  }
+  grpc::Status RevokeClient(grpc::ServerContext*, const edge::v1::ClientRef* req,
+                            edge::v1::Client* out) override {
+    return impl_->revokeClient(req->id(), out);
+  }
+  grpc::Status RotateKey(grpc::ServerContext*, const edge::v1::RotateKeyRequest* req,
+                         edge::v1::ClientWithKey* out) override {
+    return impl_->rotateKey(*req, out);
+  }
+  grpc::Status ListPlugins(grpc::ServerContext*, const edge::v1::ListPluginsRequest*,
+                           edge::v1::PluginList* out) override {
+    return impl_->listPlugins(out);
+  }
+  grpc::Status SetPluginEnabled(grpc::ServerContext*, const edge::v1::SetPluginEnabledRequest* req,
+                                edge::v1::Plugin* out) override {
+    return impl_->setPluginEnabled(*req, out);
+  }
+  grpc::Status GetValves(grpc::ServerContext*, const edge::v1::PluginRef* req,
+                         edge::v1::Valves* out) override {
+    return impl_->getValves(req->id(), out);
+  }
+  grpc::Status SetValves(grpc::ServerContext*, const edge::v1::SetValvesRequest* req,
+                         edge::v1::Valves* out) override {
+    return impl_->setValves(*req, out);
+  }
+  grpc::Status GetFarmStatus(grpc::ServerContext*, const edge::v1::FarmStatusRequest*,
+                             edge::v1::FarmStatus* out) override {
+    return impl_->farmStatus(out);
+  }
+
+ private:
+  ControlPlane::Impl* impl_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Start, reload, stop.
+
+bool ControlPlane::Impl::loadConfig(config::LoadResult* out, int64_t* file_interval,
+                                    std::string* error) {
+  config::CommandLine cli;
+  cli.config_file = options_.config_file;
+  if (!config::load(cli, out, error)) return false;
+  std::string text;
+  *file_interval =
+      readFile(options_.config_file, "config file", &text, error) ? fileSyncInterval(text) : 0;
+  error->clear();
+  return true;
+}
+
+bool ControlPlane::Impl::start(std::string* error) {
+  if (options_.config_file.empty()) {
+    *error = "no --config FILE: the Edge JSON config that the data planes are served";
+    return false;
+  }
+  int64_t file_interval = 0;
+  config::LoadResult loaded;
+  if (!loadConfig(&loaded, &file_interval, error)) return false;
+  log::Level level = log::Level::Info;
+  std::string level_name = !options_.log_level.empty() ? options_.log_level : loaded.log_level;
+  if (!level_name.empty() && log::parseLevel(level_name, &level)) log::setLevel(level);
+  gpr_set_log_function(grpcLog);
+  for (const auto& w : loaded.warnings) log::warn(w);
+
+  std::unique_ptr<Store> store = Store::open(options_.data_dir, error);
+  if (!store) return false;
+  std::string session_key;
+  if (!loadSessionKey(options_.data_dir, &session_key, error)) return false;
+
+  std::string cert, key, ca;
+  bool tls = !options_.tls_cert.empty() || !options_.tls_key.empty();
+  if (tls) {
+    if (options_.tls_cert.empty() || options_.tls_key.empty()) {
+      *error = "TLS needs both --tls-cert and --tls-key";
+      return false;
+    }
+    if (!readPem(options_.tls_cert, "--tls-cert", &cert, error) ||
+        !readPem(options_.tls_key, "--tls-key", &key, error)) {
+      return false;
+    }
+  }
+  if (!options_.client_ca.empty()) {
+    if (!tls) {
+      *error = "--client-ca needs TLS: give --tls-cert and --tls-key too";
+      return false;
+    }
+    if (!readPem(options_.client_ca, "--client-ca", &ca, error)) return false;
+  }
+
+  // A nonce prefix per process, so that a nonce echoed from before a
+  // restart never matches one sent after it.
+  unsigned char boot[4];
+  if (getrandom(boot, sizeof boot, 0) != static_cast<ssize_t>(sizeof boot)) {
+    *error = "getrandom failed";
+    return false;
+  }
+  nonce_prefix_ = hex(std::string(reinterpret_cast<char*>(boot), sizeof boot)) + "-";
+  sync_interval_ms_ = options_.sync_interval_ms > 0 ? options_.sync_interval_ms
+                      : file_interval > 0           ? file_interval
+                                                    : kDefaultSyncIntervalMs;
+
+  {
+    std::lock_guard<std::mutex> l(store_mu_);
+    store_ = std::move(store);
+    base_ = std::move(loaded);
+    session_key_ = std::move(session_key);
+    if (!rebuildLocked("start", error)) return false;
+  }
+
+  std::shared_ptr<grpc::ServerCredentials> creds;
+  if (tls) {
+    grpc::SslServerCredentialsOptions ssl(
+        ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                   : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    ssl.pem_root_certs = ca;
+    ssl.pem_key_cert_pairs.push_back({key, cert});
+    creds = grpc::SslServerCredentials(ssl);
+  } else {
+    creds = grpc::InsecureServerCredentials();
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  discovery_service_ = std::make_unique<DiscoveryService>(this);
+  admin_service_ = std::make_unique<AdminService>(this);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options_.listen, creds, &port_);
+  builder.RegisterService(discovery_service_.get());
+  builder.RegisterService(admin_service_.get());
+  // Never share the port with another process (gRPC allows SO_REUSEPORT
+  // by default: a second control plane would silently split the farm).
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Find dead data planes behind a silent network, and let their clients
+  // ping every 10 s or more without being cut off.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  server_ = builder.BuildAndStart();
+  if (!server_ || port_ == 0) {
+    *error = "cannot listen on " + options_.listen +
+             " (address in use, not local, or malformed? give HOST:PORT)";
+    server_.reset();
+    return false;
+  }
+  started_ = true;
+  timer_ = std::thread([this] { timerLoop(); });
+  log::info("control plane started",
+            {{"listen", log::str(options_.listen)},
+             {"port", log::num(port_)},
+             {"tls", tls ? (ca.empty() ? "\"server\"" : "\"mutual\"") : "\"off\""},
+             {"config", log::str(options_.config_file)},
+             {"data_dir", log::str(options_.data_dir)},
+             {"sync_interval_ms", log::num(sync_interval_ms_.load())},
+             {"version", log::str(currentVersion())}});
+  return true;
+}
+
+bool ControlPlane::Impl::reload(std::string* error) {
+  config::LoadResult loaded;
+  int64_t file_interval = 0;
+  if (!loadConfig(&loaded, &file_interval, error)) {
+    log::error("config reload failed; the previous config stays in force",
+               {{"error", log::str(*error)}});
+    return false;
+  }
+  if (options_.log_level.empty()) {
+    log::Level level = log::Level::Info;
+    if (!loaded.log_level.empty()) log::parseLevel(loaded.log_level, &level);
+    log::setLevel(level);
+  }
+  for (const auto& w : loaded.warnings) log::warn(w);
+  if (options_.sync_interval_ms <= 0) {
+    sync_interval_ms_ = file_interval > 0 ? file_interval : kDefaultSyncIntervalMs;
+  }
+  std::lock_guard<std::mutex> l(store_mu_);
+  base_ = std::move(loaded);
+  if (!rebuildLocked("config reload", error)) {
+    log::error("rebuilding the snapshot failed", {{"error", log::str(*error)}});
+    return false;
+  }
+  log::info("config reloaded", {{"version", log::str(built_version_)}});
+  return true;
+}
+
+void ControlPlane::Impl::shutdown() {
+  if (!started_ || stopped_) return;
+  stopped_ = true;
+  {
+    std::lock_guard<std::mutex> l(timer_mu_);
+    stopping_ = true;
+  }
+  timer_cv_.notify_all();
+  if (timer_.joinable()) timer_.join();
+  if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
+  // Tell every data plane to go elsewhere (or retry) rather than letting
+  // the streams hang until the deadline below cancels them.
+  std::vector<std::shared_ptr<Stream>> all;
+  {
+    std::lock_guard<std::mutex> l(streams_mu_);
+    for (auto& [raw, s] : streams_) all.push_back(s);
+  }
+  for (auto& s : all) {
+    s->close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "control plane shutting down"));
+  }
+  all.clear();
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server_->Wait();
+  log::info("control plane stopped");
+}
+
+// ---------------------------------------------------------------------------
+// Snapshots.
+
+bool ControlPlane::Impl::rebuildLocked(const char* reason, std::string* error) {
+  edge::v1::Snapshot snap = base_.snapshot;
+  std::vector<ClientRecord> clients;
+  if (!store_->listClientsChecked(&clients, error)) return false;
+  int64_t now_s = unixMs() / 1000;
+  addClientKeys(clients, now_s, snap.mutable_auth());
+  snap.mutable_auth()->add_session_signing_keys(session_key_);
+  snap.clear_version();
+
+  // The version names the store state and the content: it changes with
+  // either (a key expiring changes the content alone) and is the same
+  // after a restart when nothing changed.
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream sos(&bytes);
+    google::protobuf::io::CodedOutputStream cos(&sos);
+    cos.SetSerializationDeterministic(true);
+    if (!snap.SerializeToCodedStream(&cos)) {
+      *error = "cannot serialize the snapshot";
+      return false;
+    }
+  }
+  std::string version =
+      "cp-" + std::to_string(store_->version()) + "-" + sha256Hex(bytes).substr(0, 12);
+
+  next_expiry_s_ = 0;
+  for (const auto& k : snap.auth().api_keys()) {
+    if (k.expires_at() > 0 && (next_expiry_s_ == 0 || k.expires_at() < next_expiry_s_)) {
+      next_expiry_s_ = k.expires_at();
+    }
+  }
+  if (version == built_version_) return true;  // nothing changed: no push
+  built_version_ = version;
+  snap.set_version(version);
+
+  auto msg = std::make_shared<DiscoveryResponse>();
+  msg->set_version_info(version);
+  msg->set_nonce(newNonce());
+  *msg->mutable_snapshot() = std::move(snap);
+  size_t streams = 0;
+  {
+    std::lock_guard<std::mutex> l(streams_mu_);
+    streams = streams_.size();
+  }
+  log::info("snapshot built", {{"version", log::str(version)},
+                               {"reason", log::str(reason)},
+                               {"api_keys", log::num(msg->snapshot().auth().api_keys_size())},
+                               {"streams", log::num(static_cast<long long>(streams))}});
+  publish(std::move(msg));
+  return true;
+}
+
+void ControlPlane::Impl::rebuildAfterChangeLocked(const char* reason) {
+  std::string error;
+  if (!rebuildLocked(reason, &error)) {
+    // The change is committed and will reach the data planes with the
+    // next successful build (the next change, SIGHUP or key expiry).
+    log::error("rebuilding the snapshot after a change failed", {{"error", log::str(error)}});
+  }
+}
+
+void ControlPlane::Impl::publish(std::shared_ptr<const DiscoveryResponse> msg) {
+  std::vector<std::shared_ptr<Stream>> to_kick;
+  {
+    std::lock_guard<std::mutex> l(streams_mu_);
+    current_ = msg;
+    for (auto& [raw, s] : streams_) {
+      if (s->push(msg)) to_kick.push_back(s);
+    }
+  }
+  for (auto& s : to_kick) s->kick();
+}
+
+// ---------------------------------------------------------------------------
+// The stream.
+
+void ControlPlane::Impl::onHello(Stream* s, const DiscoveryRequest& req) {
+  bool kick = false;
+  bool replaced = false;
+  {
+    std::lock_guard<std::mutex> l(streams_mu_);
+    streams_[s] = s->self();
+    NodeState& n = nodes_[s->nodeId()];
+    replaced = n.stream != nullptr;
+    n.node = req.node();
+    n.stream = s;
+    n.peer = s->peer();
+    n.connected_since_unix_ms = unixMs();
+    // On a hello, version_info is the snapshot the data plane already runs
+    // (from an earlier stream), if any.
+    if (!req.version_info().empty() && req.error_detail().empty()) {
+      n.acked_version = req.version_info();
+    }
+    if (req.has_usage()) {
+      n.report = req.usage();
+      n.has_report = true;
+      n.last_report_unix_ms = unixMs();
+      n.last_report_steady_ms = steadyMs();
+    }
+    // A data plane that connects late gets the current snapshot at once.
+    if (current_) kick = s->push(current_);
+  }
+  log::info("data plane connected", {{"node", log::str(s->nodeId())},
+                                     {"peer", log::str(s->peer())},
+                                     {"build", log::str(req.node().build_version())},
+                                     {"running_version", log::str(req.version_info())},
+                                     {"replaces_stream", replaced ? "true" : "false"}});
+  if (kick) s->kick();
+}
+
+void ControlPlane::Impl::onRequest(Stream* s, const DiscoveryRequest& req) {
+  enum { kNone, kAck, kNack } kind = kNone;
+  std::string rejected;
+  if (!req.response_nonce().empty()) {
+    kind = req.error_detail().empty() ? kAck : kNack;
+    // A NACK's version_info is the version still in force; the rejected
+    // one is the version that went out with the nonce.
+    if (kind == kNack) rejected = s->versionForNonce(req.response_nonce());
+  }
+  {
+    std::lock_guard<std::mutex> l(streams_mu_);
+    auto it = nodes_.find(s->nodeId());
+    if (it == nodes_.end()) return;
+    NodeState& n = it->second;
+    if (req.has_node()) {
+      if (!req.node().id().empty() && req.node().id() != s->nodeId()) {
+        log::warn("a data plane changed node.id on an open stream; ignored",
+                  {{"node", log::str(s->nodeId())}, {"new_id", log::str(req.node().id())}});
+      } else {
+        n.node.set_build_version(req.node().build_version());
+        *n.node.mutable_listen_addresses() = req.node().listen_addresses();
+      }
+    }
+    if (kind == kAck) {
+      n.acked_version = req.version_info();
+      n.nacked_version.clear();
+      n.nack_error.clear();
+    } else if (kind == kNack) {
+      // After a NACK nothing is resent: the same snapshot would fail the
+      // same way, and resending it in a loop (a known trap, see
+      // go-control-plane's notes on NACKs) would only burn both sides. The
+      // data plane keeps its last good snapshot; the next state change
+      // (an admin change, SIGHUP) pushes a new version.
+      n.nacked_version =
+          rejected.empty() ? "(unknown nonce " + req.response_nonce() + ")" : rejected;
+      n.nack_error = req.error_detail().substr(0, kMaxNackErrorLen);
+      if (!req.version_info().empty()) n.acked_version = req.version_info();
+    }
+    if (req.has_usage()) {
+      n.report = req.usage();
+      n.has_report = true;
+      n.last_report_unix_ms = unixMs();
+      n.last_report_steady_ms = steadyMs();
+    }
+  }
+  if (kind == kAck) {
+    log::debug("snapshot acknowledged",
+               {{"node", log::str(s->nodeId())}, {"version", log::str(req.version_info())}});
+  } else if (kind == kNack) {
+    log::warn("snapshot rejected by a data plane",
+              {{"node", log::str(s->nodeId())},
+               {"version", log::str(rejected)},
+               {"in_force", log::str(req.version_info())},
+               {"error", log::str(req.error_detail().substr(0, kMaxNackErrorLen))}});
+  }
+}
+
+void ControlPlane::Impl::onDone(Stream* s) {
+  bool was_current = false;
+  {
+    std::lock_guard<std::mutex> l(streams_mu_);
+    streams_.erase(s);
+    if (!s->nodeId().empty()) {
+      auto it = nodes_.find(s->nodeId());
+      if (it != nodes_.end() && it->second.stream == s) {
+        it->second.stream = nullptr;
+        it->second.disconnected_steady_ms = steadyMs();
+        was_current = true;
+      }
+    }
+  }
+  if (was_current) {
+    log::info("data plane disconnected",
+              {{"node", log::str(s->nodeId())}, {"peer", log::str(s->peer())}});
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Farm usage.
+
+void ControlPlane::Impl::timerLoop() {
+  auto next = std::chrono::steady_clock::now();
+  while (true) {
+    next += std::chrono::milliseconds(sync_interval_ms_.load());
+    {
+      std::unique_lock<std::mutex> l(timer_mu_);
+      if (timer_cv_.wait_until(l, next, [this] { return stopping_; })) return;
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (next < now) next = now;  // fell behind (a stop of the process): do not burst
+    pushFarmUsage();
+    {
+      // Keys that reached their expiry leave the snapshot.
+      std::lock_guard<std::mutex> l(store_mu_);
+      if (next_expiry_s_ != 0 && unixMs() / 1000 >= next_expiry_s_) {
+        rebuildAfterChangeLocked("key expiry");
+      }
+    }
+  }
+}
+
+namespace {
+
+struct Totals {
+  uint64_t global = 0;
+  std::map<std::string, uint64_t> ip, req, tok;
+};
+
+void addCounts(const google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>& counts,
+               std::map<std::string, uint64_t>* into) {
+  for (const auto& kc : counts) (*into)[kc.key()] += kc.count();
+}
+
+// Writes `total` minus `own` (own's entries are part of total).
+void writeDifference(const std::map<std::string, uint64_t>& total,
+                     const google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>* own,
+                     google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>* out) {
+  std::unordered_map<std::string, uint64_t> mine;
+  if (own) {
+    for (const auto& kc : *own) mine[kc.key()] += kc.count();
+  }
+  for (const auto& [key, count] : total) {
+    uint64_t c = count;
+    if (!mine.empty()) {
+      auto it = mine.find(key);
+      if (it != mine.end()) c -= std::min(c, it->second);
+    }
+    if (c == 0) continue;
+    auto* kc = out->Add();
+    kc->set_key(key);
+    kc->set_count(c);
+  }
+}
+
+}  // namespace
+
+void ControlPlane::Impl::pushFarmUsage() {
+  std::vector<std::shared_ptr<Stream>> to_kick;
+  std::unique_lock<std::mutex> l(streams_mu_);
+  int64_t now_steady = steadyMs();
+  int64_t now_unix = unixMs();
+  int64_t fresh_ms = kFreshIntervals * sync_interval_ms_.load();
+
+  // Forget members that have been gone a long time.
+  for (auto it = nodes_.begin(); it != nodes_.end();) {
+    if (it->second.stream == nullptr &&
+        now_steady - it->second.disconnected_steady_ms > kForgetDisconnectedMs) {
+      it = nodes_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+
+  Totals t;
+  uint32_t reporting = 0;
+  auto fresh = [&](const NodeState& n) {
+    return n.has_report && now_steady - n.last_report_steady_ms <= fresh_ms;
+  };
+  for (const auto& [id, n] : nodes_) {
+    if (!fresh(n)) continue;
+    ++reporting;
+    t.global += n.report.global_requests();
+    addCounts(n.report.ip_requests(), &t.ip);
+    addCounts(n.report.key_requests(), &t.req);
+    addCounts(n.report.key_tokens(), &t.tok);
+  }
+
+  auto build = [&](const UsageReport* own) {
+    auto msg = std::make_shared<DiscoveryResponse>();
+    msg->set_nonce(newNonce());
+    auto* fu = msg->mutable_farm_usage();
+    fu->set_at_unix_ms(now_unix);
+    // Members that reported, this one included (counted even before its
+    // first report: it is a member).
+    fu->set_members(own ? reporting : reporting + 1);
+    fu->set_global_requests(t.global - (own ? std::min(t.global, own->global_requests()) : 0));
+    writeDifference(t.ip, own ? &own->ip_requests() : nullptr, fu->mutable_ip_requests());
+    writeDifference(t.req, own ? &own->key_requests() : nullptr, fu->mutable_key_requests());
+    writeDifference(t.tok, own ? &own->key_tokens() : nullptr, fu->mutable_key_tokens());
+    return msg;
+  };
+
+  // Streams of members without a fresh report all get the whole sum.
+  std::shared_ptr<const DiscoveryResponse> everyone;
+  for (auto& [raw, s] : streams_) {
+    auto it = nodes_.find(s->nodeId());
+    std::shared_ptr<const DiscoveryResponse> msg;
+    if (it != nodes_.end() && fresh(it->second)) {
+      msg = build(&it->second.report);
+    } else {
+      if (!everyone) everyone = build(nullptr);
+      msg = everyone;
+    }
+    if (s->push(std::move(msg))) to_kick.push_back(s);
+  }
+  // Kick outside streams_mu_ (see the lock order at the top).
+  l.unlock();
+  for (auto& s : to_kick) s->kick();
+}
+
+// ---------------------------------------------------------------------------
+// Admin.
+
+AdminContext ControlPlane::Impl::adminContextLocked() {
+  AdminContext ctx;
+  ctx.store = store_.get();
+  ctx.config_auth = &base_.snapshot.auth();
+  ctx.rotation_overlap_seconds = base_.snapshot.auth().rotation_overlap().seconds();
+  ctx.usage_json = [this](const std::string& id) { return usageJson(id); };
+  return ctx;
+}
+
+// A client's use across the farm: the sum of the fresh reports.
+std::string ControlPlane::Impl::usageJson(const std::string& client_id) {
+  uint64_t requests = 0, tokens = 0, in_flight = 0;
+  std::lock_guard<std::mutex> l(streams_mu_);
+  int64_t now_steady = steadyMs();
+  int64_t fresh_ms = kFreshIntervals * sync_interval_ms_.load();
+  for (const auto& [id, n] : nodes_) {
+    if (!n.has_report || now_steady - n.last_report_steady_ms > fresh_ms) continue;
+    for (const auto& kc : n.report.key_requests()) {
+      if (kc.key() == client_id) requests += kc.count();
+    }
+    for (const auto& kc : n.report.key_tokens()) {
+      if (kc.key() == client_id) tokens += kc.count();
+    }
+    for (const auto& kc : n.report.key_in_flight()) {
+      if (kc.key() == client_id) in_flight += kc.count();
+    }
+  }
+  return "{\"requests_in_window\":" + std::to_string(requests) +
+         ",\"tokens_in_window\":" + std::to_string(tokens) +
+         ",\"in_flight\":" + std::to_string(in_flight) + "}";
+}
+
+grpc::Status ControlPlane::Impl::handleRest(const edge::v1::RestRequest& req,
+                                            edge::v1::RestReply* reply) {
+  std::lock_guard<std::mutex> l(store_mu_);
+  bool changed = false;
+  RestReply r =
+      handleClientsRest(adminContextLocked(), req.method(), req.path(), req.body(), &changed);
+  if (changed) {
+    log::info("client registry changed", {{"method", log::str(req.method())},
+                                          {"path", log::str(req.path())},
+                                          {"caller", log::str(req.caller_client())}});
+    // Committed; the answer goes out only once the new snapshot is queued
+    // on every stream.
+    rebuildAfterChangeLocked("admin REST");
+  }
+  reply->set_status(static_cast<uint32_t>(r.status));
+  reply->set_body(std::move(r.body));
+  reply->set_error_code(std::move(r.error_code));
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlPlane::Impl::registerClient(const edge::v1::RegisterClientRequest& req,
+                                                edge::v1::ClientWithKey* out) {
+  if (req.name().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a client needs a name");
+  }
+  Scopes scopes = 0;
+  for (const auto& s : req.scopes()) {
+    Scopes one = 0;
+    if (!parseScopes(s, &one)) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "unknown scope \"" + s + "\" (inference, admin, worker)");
+    }
+    scopes |= one;
+  }
+  if (scopes == 0) scopes = static_cast<Scopes>(Scope::Inference);
+  ClientLimits limits;
+  limits.rpm = req.requests_per_minute();
+  limits.tpm = req.tokens_per_minute();
+  limits.max_concurrent = req.max_concurrent_requests();
+  limits.allowed_models.assign(req.allowed_models().begin(), req.allowed_models().end());
+  if (req.expires_in_seconds() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "expires_in_seconds must be 0 (never) or positive");
+  }
+  int64_t expires_at =
+      req.expires_in_seconds() > 0 ? unixMs() / 1000 + req.expires_in_seconds() : 0;
+
+  std::lock_guard<std::mutex> l(store_mu_);
+  if (!configClients(base_.snapshot.auth(), req.name()).empty()) {
+    return grpc::Status(
+        grpc::StatusCode::ALREADY_EXISTS,
+        "a client named \"" + req.name() + "\" already exists (in the config file)");
+  }
+  IssuedKey issued;
+  std::string error;
+  bool conflict = false;
+  if (!store_->registerClient(req.name(), req.description(), scopes, limits, expires_at, &issued,
+                              &error, &conflict)) {
+    if (conflict) return grpc::Status(grpc::StatusCode::ALREADY_EXISTS, error);
+    return storeError(error);
+  }
+  log::info("client registered", {{"client", log::str(issued.client.name)},
+                                  {"id", log::str(issued.client.id)},
+                                  {"key_prefix", log::str(keyPrefix(issued.key))}});
+  rebuildAfterChangeLocked("client registered");
+  toProto(issued.client, out->mutable_client());
+  out->set_api_key(issued.key);
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlPlane::Impl::listClients(edge::v1::ClientList* out) {
+  std::lock_guard<std::mutex> l(store_mu_);
+  std::vector<ClientRecord> clients;
+  std::string error;
+  if (!store_->listClientsChecked(&clients, &error)) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, error);
+  }
+  for (auto& c : configClients(base_.snapshot.auth())) *out->add_clients() = std::move(c);
+  for (const auto& c : clients) toProto(c, out->add_clients());
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlPlane::Impl::getClient(const std::string& id, edge::v1::Client* out) {
+  std::lock_guard<std::mutex> l(store_mu_);
+  if (auto c = store_->getClient(id)) {
+    toProto(*c, out);
+    return grpc::Status::OK;
+  }
+  auto cfg = configClients(base_.snapshot.auth(), id);
+  if (!cfg.empty()) {
+    *out = std::move(cfg[0]);
+    return grpc::Status::OK;
+  }
+  return grpc::Status(grpc::StatusCode::NOT_FOUND, "no client \"" + id + "\"");
+}
+
+grpc::Status ControlPlane::Impl::revokeClient(const std::string& id, edge::v1::Client* out) {
+  std::lock_guard<std::mutex> l(store_mu_);
+  if (!configClients(base_.snapshot.auth(), id).empty()) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "client \"" + id + "\" is defined in the config file; change it there");
+  }
+  if (!store_->getClient(id)) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "no client \"" + id + "\"");
+  }
+  std::string error;
+  if (!store_->revokeClient(id, &error)) return storeError(error);
+  auto c = store_->getClient(id);
+  if (!c) return grpc::Status(grpc::StatusCode::INTERNAL, "client vanished after revocation");
+  log::info("client revoked", {{"client", log::str(c->name)}, {"id", log::str(c->id)}});
+  rebuildAfterChangeLocked("client revoked");
+  toProto(*c, out);
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlPlane::Impl::rotateKey(const edge::v1::RotateKeyRequest& req,
+                                           edge::v1::ClientWithKey* out) {
+  std::lock_guard<std::mutex> l(store_mu_);
+  if (!configClients(base_.snapshot.auth(), req.id()).empty()) {
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        "client \"" + req.id() + "\" is defined in the config file; change its key there");
+  }
+  auto existing = store_->getClient(req.id());
+  if (!existing) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no client \"" + req.id() + "\"");
+  if (existing->revoked_at != 0) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "client \"" + req.id() + "\" is revoked; register a new client");
+  }
+  int64_t overlap = req.has_overlap_seconds() ? req.overlap_seconds()
+                                              : base_.snapshot.auth().rotation_overlap().seconds();
+  if (overlap < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "overlap_seconds must be 0 or more");
+  }
+  IssuedKey issued;
+  std::string error;
+  if (!store_->rotateKey(req.id(), overlap, &issued, &error)) return storeError(error);
+  log::info("client key rotated", {{"client", log::str(issued.client.name)},
+                                   {"id", log::str(issued.client.id)},
+                                   {"key_prefix", log::str(keyPrefix(issued.key))},
+                                   {"overlap_seconds", log::num(overlap)}});
+  rebuildAfterChangeLocked("key rotated");
+  toProto(issued.client, out->mutable_client());
+  out->set_api_key(issued.key);
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlPlane::Impl::listPlugins(edge::v1::PluginList* out) {
+  std::lock_guard<std::mutex> l(store_mu_);
+  for (const auto& p : store_->listPlugins()) toProto(p, out->add_plugins());
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlPlane::Impl::setPluginEnabled(const edge::v1::SetPluginEnabledRequest& req,
+                                                  edge::v1::Plugin* out) {
+  std::lock_guard<std::mutex> l(store_mu_);
+  PluginRecord rec;
+  std::string error;
+  bool not_found = false;
+  if (!store_->setPluginEnabled(req.id(), req.enabled(), &rec, &error, &not_found)) {
+    if (not_found) return grpc::Status(grpc::StatusCode::NOT_FOUND, error);
+    return storeError(error);
+  }
+  log::info(req.enabled() ? "plugin enabled" : "plugin disabled", {{"plugin", log::str(req.id())}});
+  rebuildAfterChangeLocked("plugin state");
+  toProto(rec, out);
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlPlane::Impl::getValves(const std::string& id, edge::v1::Valves* out) {
+  std::lock_guard<std::mutex> l(store_mu_);
+  auto p = store_->getPlugin(id);
+  if (!p) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no plugin \"" + id + "\"");
+  out->set_plugin_id(p->id);
+  out->set_json(p->valves_json);
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlPlane::Impl::setValves(const edge::v1::SetValvesRequest& req,
+                                           edge::v1::Valves* out) {
+  std::lock_guard<std::mutex> l(store_mu_);
+  PluginRecord rec;
+  std::string error;
+  bool not_found = false;
+  if (!store_->setPluginValves(req.plugin_id(), req.json(), &rec, &error, &not_found)) {
+    if (not_found) return grpc::Status(grpc::StatusCode::NOT_FOUND, error);
+    return storeError(error);
+  }
+  // Valves may hold secrets (a plugin's API token): log that they changed,
+  // never what they are.
+  log::info("plugin valves changed", {{"plugin", log::str(req.plugin_id())}});
+  rebuildAfterChangeLocked("plugin valves");
+  out->set_plugin_id(rec.id);
+  out->set_json(rec.valves_json);
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlPlane::Impl::farmStatus(edge::v1::FarmStatus* out) {
+  std::lock_guard<std::mutex> l(streams_mu_);
+  if (current_) out->set_current_version(current_->version_info());
+  for (const auto& [id, n] : nodes_) {
+    auto* m = out->add_members();
+    m->set_node_id(id);
+    *m->mutable_listen_addresses() = n.node.listen_addresses();
+    m->set_build_version(n.node.build_version());
+    m->set_connected(n.stream != nullptr);
+    m->set_acked_version(n.acked_version);
+    m->set_nacked_version(n.nacked_version);
+    m->set_nack_error(n.nack_error);
+    m->set_last_report_unix_ms(n.has_report ? n.last_report_unix_ms : 0);
+    m->set_connected_since_unix_ms(n.stream ? n.connected_since_unix_ms : 0);
+    for (const auto& u : n.report.upstreams()) {
+      auto* v = m->add_upstreams();
+      v->set_url(u.url());
+      v->set_healthy(u.healthy());
+      v->set_in_flight(u.in_flight());
+    }
+  }
+  return grpc::Status::OK;
+}
+
+// ---------------------------------------------------------------------------
+
+ControlPlane::ControlPlane(Options options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+ControlPlane::~ControlPlane() = default;
+bool ControlPlane::start(std::string* error) { return impl_->start(error); }
+int ControlPlane::port() const { return impl_->port(); }
+bool ControlPlane::reload(std::string* error) { return impl_->reload(error); }
+void ControlPlane::shutdown() { impl_->shutdown(); }
+std::string ControlPlane::currentVersion() const { return impl_->currentVersion(); }
+
+}  // namespace eldric::controlplane

@@ -1,0 +1,92 @@
+#pragma once
+
+// Farm mode: this data plane's side of the discovery stream to
+// eldric-controlplane. On the main loop: says hello, applies each pushed
+// Snapshot (ACK) or refuses it (NACK, the last good one stays in force),
+// reports its window counts every sync interval and takes the farm's counts
+// back for farm-wide rate limits. Losing the control plane changes nothing
+// for traffic: the last good snapshot serves on, and the stream reconnects
+// with jittered exponential backoff.
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "dataplane/config/loader.h"
+#include "dataplane/event/dispatcher.h"
+#include "dataplane/grpc/channel.h"
+#include "eldric/edge/v1/discovery.pb.h"
+#include "filters/ratelimit/limiter.h"
+
+namespace eldric::server {
+
+class Server;
+
+// What /health and /metrics show about the control plane.
+struct FarmView {
+  bool connected = false;
+  std::string target;
+  std::string acked_version;
+  std::string last_nack;
+  uint64_t snapshots_applied = 0;
+  uint64_t snapshots_rejected = 0;
+  uint64_t reconnects = 0;
+  uint32_t members = 1;
+  std::string offline_policy;
+};
+
+class FarmClient : public grpc::StreamCallbacks {
+ public:
+  // `apply` compiles and applies a snapshot; returns false with an error
+  // to NACK it.
+  using ApplyFn = std::function<bool(const edge::v1::Snapshot&, std::string* error)>;
+  // Fills a usage report from the current counters.
+  using ReportFn = std::function<void(edge::v1::UsageReport*)>;
+
+  FarmClient(Dispatcher& main, const config::FarmOptions& options, std::string node_id,
+             std::vector<std::string> listen_addresses, ApplyFn apply, ReportFn report);
+  ~FarmClient() override;
+  void start();
+  // Admin REST carried to the control plane; `done` runs on the main loop.
+  void handleRest(const std::string& method, const std::string& path, const std::string& body,
+                  const std::string& caller,
+                  std::function<void(int status, std::string body, std::string code)> done);
+  // Thread-safe copy for /health and /metrics.
+  FarmView view() const;
+  // The rate-limit state that farm usage is written into.
+  void setRateLimitState(filters::ratelimit::StateSharedPtr state);
+
+  // grpc::StreamCallbacks
+  void onMessage(std::string message) override;
+  void onClose(int grpc_status, std::string message) override;
+
+ private:
+  void connect();
+  void scheduleReconnect();
+  void sendReport();
+  void applyFarmUsage(const edge::v1::FarmUsage& usage);
+  void setOffline(bool offline);
+
+  Dispatcher& main_;
+  config::FarmOptions options_;
+  edge::v1::Node node_;
+  ApplyFn apply_;
+  ReportFn report_;
+  std::unique_ptr<grpc::Channel> channel_;
+  std::unique_ptr<grpc::Stream> stream_;
+  TimerPtr reconnect_timer_;
+  TimerPtr report_timer_;
+  TimerPtr offline_timer_;
+  uint64_t backoff_ms_ = 100;
+  std::string applied_version_;
+  filters::ratelimit::StateSharedPtr state_;
+  mutable std::mutex view_mutex_;
+  FarmView view_;
+  // Entries with a remote count set, so that the next report can clear
+  // those no longer listed.
+  std::vector<std::string> remote_ips_, remote_keys_, remote_token_keys_;
+};
+
+}  // namespace eldric::server
