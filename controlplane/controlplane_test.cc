@@ -261,6 +261,9 @@ TEST_F(ControlPlaneTest, SnapshotRightAfterHelloThenAck) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   ASSERT_EQ(r.snapshot().clusters_size(), 1);
   EXPECT_EQ(r.snapshot().clusters(0).endpoints(0).url(), "http://127.0.0.1:1");
+  // Members learn the interval the control plane pushes at (--sync-interval-ms).
+  EXPECT_EQ(r.snapshot().farm().sync_interval().seconds(), 0);
+  EXPECT_EQ(r.snapshot().farm().sync_interval().nanos(), 100 * 1000000);
 
   ASSERT_TRUE(s.ack(r));
   EXPECT_TRUE(waitForMember("edge-a", [&](const edge::v1::FarmMember& m) {
@@ -543,6 +546,29 @@ TEST_F(ControlPlaneTest, FarmUsageSumsTheOtherMembers) {
   EXPECT_NE(reply.body().find("\"requests_in_window\""), std::string::npos) << reply.body();
 }
 
+// A report reaches the other members soon after it arrives, not only at
+// the next periodic push.
+TEST_F(ControlPlaneTest, AReportIsForwardedWithoutWaitingForTheInterval) {
+  options_.sync_interval_ms = 2000;
+  start();
+  TestStream a(channel()), b(channel());
+  ASSERT_TRUE(a.hello("edge-a"));
+  ASSERT_TRUE(b.hello("edge-b"));
+  DiscoveryResponse r;
+  ASSERT_TRUE(a.nextSnapshot(&r));
+  ASSERT_TRUE(b.nextSnapshot(&r));
+  DiscoveryRequest report;
+  report.mutable_usage()->set_global_requests(7);
+  auto sent = std::chrono::steady_clock::now();
+  ASSERT_TRUE(b.send(report));
+  ASSERT_TRUE(a.next(&r, 5s, [](const DiscoveryResponse& m) {
+    return m.has_farm_usage() && m.farm_usage().global_requests() == 7;
+  }));
+  auto took = std::chrono::steady_clock::now() - sent;
+  // Report-driven pushes are interval/8 = 250 ms apart at most.
+  EXPECT_LT(took, 1000ms);
+}
+
 TEST_F(ControlPlaneTest, PluginsStateRoundTrip) {
   {
     std::string error;
@@ -813,6 +839,32 @@ TEST_F(ControlPlaneTest, StartErrorsAreClear) {
   ControlPlane second(clash);
   EXPECT_FALSE(second.start(&error));
   EXPECT_NE(error.find("cannot listen"), std::string::npos) << error;
+}
+
+TEST_F(ControlPlaneTest, SyncIntervalComesFromTheFileWithoutTheFlag) {
+  options_.sync_interval_ms = 0;
+  writeFile(options_.config_file, R"({
+    "router_urls": ["http://127.0.0.1:1"], "tls": {"enabled": false},
+    "farm": {"sync_interval_ms": 1500}
+  })");
+  start();
+  TestStream s(channel());
+  ASSERT_TRUE(s.hello("edge-a"));
+  DiscoveryResponse r;
+  ASSERT_TRUE(s.nextSnapshot(&r));
+  EXPECT_EQ(r.snapshot().farm().sync_interval().seconds(), 1);
+  EXPECT_EQ(r.snapshot().farm().sync_interval().nanos(), 500 * 1000000);
+}
+
+TEST_F(ControlPlaneTest, AFarmMemberConfigIsRefused) {
+  writeFile(options_.config_file, R"({
+    "mode": "farm", "router_urls": ["http://127.0.0.1:1"], "tls": {"enabled": false},
+    "farm": {"control_plane": ["127.0.0.1:8870"]}
+  })");
+  ControlPlane cp(options_);
+  std::string error;
+  EXPECT_FALSE(cp.start(&error));
+  EXPECT_NE(error.find("leave \"mode\" out"), std::string::npos) << error;
 }
 
 TEST(FlagsTest, ParsesAndRefuses) {

@@ -7,7 +7,8 @@
 // - The Admin service is a synchronous service: its handlers block on the
 //   Store's fsync, which belongs on gRPC's sync thread pool rather than on
 //   the callback threads that drive every stream.
-// - One timer thread pushes farm usage every sync interval.
+// - One timer thread pushes farm usage (every sync interval, and soon
+//   after reports arrive) and drops keys that reach their expiry.
 //
 // Lock order: store_mu_ -> streams_mu_ -> Stream::mu_. StartWrite and
 // Finish are never called with streams_mu_ or a Stream::mu_ held, because
@@ -48,7 +49,6 @@
 #include "dataplane/config/loader.h"
 #include "eldric/edge/v1/admin.grpc.pb.h"
 #include "eldric/edge/v1/discovery.grpc.pb.h"
-#include "rapidjson/document.h"
 
 namespace eldric::controlplane {
 
@@ -151,20 +151,6 @@ bool loadSessionKey(const std::string& dir, std::string* key, std::string* error
   }
   key->assign(buf, 32);
   return true;
-}
-
-// farm.sync_interval_ms from the config file, or 0. The loader has already
-// validated the file (an integer from 10 to 3,600,000).
-int64_t fileSyncInterval(const std::string& text) {
-  rapidjson::Document doc;
-  doc.Parse<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag>(text.c_str(),
-                                                                                 text.size());
-  if (doc.HasParseError() || !doc.IsObject()) return 0;
-  auto farm = doc.FindMember("farm");
-  if (farm == doc.MemberEnd() || !farm->value.IsObject()) return 0;
-  auto ms = farm->value.FindMember("sync_interval_ms");
-  if (ms == farm->value.MemberEnd() || !ms->value.IsInt64()) return 0;
-  return ms->value.GetInt64();
 }
 
 std::string hex(const std::string& bytes) {
@@ -330,6 +316,8 @@ class ControlPlane::Impl {
   AdminContext adminContextLocked();
   std::string usageJson(const std::string& client_id);
   void timerLoop();
+  // A usage report arrived: have it reach the other members soon.
+  void noteReport();
   void pushFarmUsage();
 
   Options options_;
@@ -347,7 +335,9 @@ class ControlPlane::Impl {
   config::LoadResult base_;
   std::string session_key_;
   std::string built_version_;
-  int64_t next_expiry_s_ = 0;  // the first key expiry in the served snapshot; 0: none
+  // The first key expiry in the served snapshot; 0: none. Written under
+  // store_mu_, read by the timer without it.
+  std::atomic<int64_t> next_expiry_s_{0};
 
   // Guarded by streams_mu_.
   std::mutex streams_mu_;
@@ -358,6 +348,7 @@ class ControlPlane::Impl {
   std::mutex timer_mu_;
   std::condition_variable timer_cv_;
   bool stopping_ = false;
+  bool report_pending_ = false;  // a usage report arrived since the last push
   std::thread timer_;
   bool started_ = false;
   bool stopped_ = false;
@@ -625,10 +616,18 @@ bool ControlPlane::Impl::loadConfig(config::LoadResult* out, int64_t* file_inter
   config::CommandLine cli;
   cli.config_file = options_.config_file;
   if (!config::load(cli, out, error)) return false;
-  std::string text;
-  *file_interval =
-      readFile(options_.config_file, "config file", &text, error) ? fileSyncInterval(text) : 0;
-  error->clear();
+  if (out->farm.enabled) {
+    // This file is what every member serves; how a member reaches the
+    // control plane is that member's own config.
+    *error = options_.config_file +
+             ": the control plane's config describes what the data planes serve: leave "
+             "\"mode\" out (or \"single\"); farm connection settings (mode \"farm\", "
+             "control_plane, node_id) belong in each data plane's own config";
+    return false;
+  }
+  // farm.sync_interval_ms (the loader's default when absent).
+  const auto& d = out->snapshot.farm().sync_interval();
+  *file_interval = d.seconds() * 1000 + d.nanos() / 1000000;
   return true;
 }
 
@@ -802,6 +801,12 @@ bool ControlPlane::Impl::rebuildLocked(const char* reason, std::string* error) {
   int64_t now_s = unixMs() / 1000;
   addClientKeys(clients, now_s, snap.mutable_auth());
   snap.mutable_auth()->add_session_signing_keys(session_key_);
+  // Members report (and expect the farm's counts) at the interval this
+  // control plane pushes at, whatever set it.
+  int64_t interval_ms = sync_interval_ms_.load();
+  auto* interval = snap.mutable_farm()->mutable_sync_interval();
+  interval->set_seconds(interval_ms / 1000);
+  interval->set_nanos(static_cast<int32_t>(interval_ms % 1000) * 1000000);
   snap.clear_version();
 
   // The version names the store state and the content: it changes with
@@ -820,12 +825,13 @@ bool ControlPlane::Impl::rebuildLocked(const char* reason, std::string* error) {
   std::string version =
       "cp-" + std::to_string(store_->version()) + "-" + sha256Hex(bytes).substr(0, 12);
 
-  next_expiry_s_ = 0;
+  int64_t next_expiry = 0;
   for (const auto& k : snap.auth().api_keys()) {
-    if (k.expires_at() > 0 && (next_expiry_s_ == 0 || k.expires_at() < next_expiry_s_)) {
-      next_expiry_s_ = k.expires_at();
+    if (k.expires_at() > 0 && (next_expiry == 0 || k.expires_at() < next_expiry)) {
+      next_expiry = k.expires_at();
     }
   }
+  next_expiry_s_ = next_expiry;
   if (version == built_version_) return true;  // nothing changed: no push
   built_version_ = version;
   snap.set_version(version);
@@ -897,6 +903,7 @@ void ControlPlane::Impl::onHello(Stream* s, const DiscoveryRequest& req) {
     // A data plane that connects late gets the current snapshot at once.
     if (current_) kick = s->push(current_);
   }
+  if (req.has_usage()) noteReport();
   log::info("data plane connected", {{"node", log::str(s->nodeId())},
                                      {"peer", log::str(s->peer())},
                                      {"build", log::str(req.node().build_version())},
@@ -950,6 +957,7 @@ void ControlPlane::Impl::onRequest(Stream* s, const DiscoveryRequest& req) {
       n.last_report_steady_ms = steadyMs();
     }
   }
+  if (req.has_usage()) noteReport();
   if (kind == kAck) {
     log::debug("snapshot acknowledged",
                {{"node", log::str(s->nodeId())}, {"version", log::str(req.version_info())}});
@@ -985,24 +993,50 @@ void ControlPlane::Impl::onDone(Stream* s) {
 // ---------------------------------------------------------------------------
 // Farm usage.
 
+// Farm usage goes out at least every sync interval, and soon after a
+// report arrives: a member's counts then reach the others within a few
+// milliseconds instead of up to one more interval later, which halves how
+// stale the others' counts are when a member decides (and so the farm's
+// over-admission). Report-driven pushes are at least interval/8 (and 5 ms)
+// apart, so N reporting members cost at most 8 pushes per interval however
+// large N is.
+void ControlPlane::Impl::noteReport() {
+  {
+    std::lock_guard<std::mutex> l(timer_mu_);
+    if (report_pending_) return;
+    report_pending_ = true;
+  }
+  timer_cv_.notify_one();
+}
+
 void ControlPlane::Impl::timerLoop() {
-  auto next = std::chrono::steady_clock::now();
-  while (true) {
-    next += std::chrono::milliseconds(sync_interval_ms_.load());
-    {
-      std::unique_lock<std::mutex> l(timer_mu_);
-      if (timer_cv_.wait_until(l, next, [this] { return stopping_; })) return;
+  using Clock = std::chrono::steady_clock;
+  auto last_push = Clock::now();
+  auto next_periodic = last_push + std::chrono::milliseconds(sync_interval_ms_.load());
+  std::unique_lock<std::mutex> l(timer_mu_);
+  while (!stopping_) {
+    int64_t interval_ms = sync_interval_ms_.load();
+    auto min_gap = std::chrono::milliseconds(std::max<int64_t>(5, interval_ms / 8));
+    auto due = next_periodic;
+    if (report_pending_) due = std::min(due, last_push + min_gap);
+    auto now = Clock::now();
+    if (now < due) {
+      // Woken early by a report, a stop, or spuriously: re-evaluate.
+      timer_cv_.wait_until(l, due);
+      continue;
     }
-    auto now = std::chrono::steady_clock::now();
-    if (next < now) next = now;  // fell behind (a stop of the process): do not burst
+    report_pending_ = false;
+    last_push = now;
+    next_periodic = now + std::chrono::milliseconds(interval_ms);
+    l.unlock();
     pushFarmUsage();
-    {
-      // Keys that reached their expiry leave the snapshot.
-      std::lock_guard<std::mutex> l(store_mu_);
-      if (next_expiry_s_ != 0 && unixMs() / 1000 >= next_expiry_s_) {
-        rebuildAfterChangeLocked("key expiry");
-      }
+    // Keys that reached their expiry leave the snapshot.
+    int64_t expiry = next_expiry_s_.load();
+    if (expiry != 0 && unixMs() / 1000 >= expiry) {
+      std::lock_guard<std::mutex> sl(store_mu_);
+      rebuildAfterChangeLocked("key expiry");
     }
+    l.lock();
   }
 }
 

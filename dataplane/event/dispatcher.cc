@@ -120,8 +120,11 @@ Timer::Timer(Dispatcher& d, std::function<void()> cb) : handle_(new uv_timer_t),
 Timer::~Timer() {
   uv_timer_stop(handle_);
   handle_->data = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(handle_),
-           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  auto* h = reinterpret_cast<uv_handle_t*>(handle_);
+  // At teardown the dispatcher closes every handle still open; a Timer
+  // destroyed after that must not close its handle twice.
+  if (uv_is_closing(h)) return;
+  uv_close(h, [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
 }
 
 void Timer::enable(uint64_t ms) { uv_timer_start(handle_, &Timer::onTimer, ms, 0); }

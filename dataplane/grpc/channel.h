@@ -33,23 +33,32 @@
 namespace eldric::grpc {
 
 struct ChannelOptions {
-  std::vector<std::string>
-      targets;  // "host:port", "[::1]:port"; tried in order on each (re)connect
+  // "host:port" or "[v6]:port", tried in order on each (re)connect; a host
+  // name is resolved and each of its addresses tried in turn.
+  std::vector<std::string> targets;
   bool tls = false;
-  std::string ca_file;              // verify the server (TLS); empty: the system bundle
-  std::string cert_file, key_file;  // client certificate (mTLS)
-  std::string authority;  // :authority, SNI and the verified name; default: the target host
-  uint64_t connect_timeout_ms =
-      2000;  // per address: TCP connect + TLS handshake (and the name lookup)
+  // The CA bundle that verifies the server; empty: the system bundle.
+  std::string ca_file;
+  // A client certificate and key (mTLS); both or neither.
+  std::string cert_file, key_file;
+  // The :authority header, the SNI and the name the server certificate
+  // must carry (its host part); default: the target ("host:port") for
+  // :authority and its host for SNI and verification.
+  std::string authority;
+  // Per address: TCP connect plus TLS handshake (and the name lookup).
+  uint64_t connect_timeout_ms = 2000;
   // While calls are open and nothing has been read for this long, send an
-  // HTTP/2 PING; no PONG (and nothing else read) within as long again
-  // drops the connection. 0 disables. A libgrpc server counts pings on a
-  // connection that sends it nothing as abuse (by default more than two
-  // within five minutes get a GOAWAY "too_many_pings"); the server must set
-  // grpc.http2.min_ping_interval_without_data_ms (and max_ping_strikes) to
-  // allow this interval. On that GOAWAY the channel doubles its interval
-  // for later connections, as libgrpc's own client does.
+  // HTTP/2 PING; if neither its PONG nor anything else arrives within as
+  // long again, the connection is dropped (its calls end UNAVAILABLE).
+  // 0 disables. By default a libgrpc server treats pings that come less
+  // than 5 minutes apart while it sends no data as abuse: past
+  // grpc.http2.max_ping_strikes (2) of them it ends the calls (UNAVAILABLE
+  // "Too many pings") and sends GOAWAY "too_many_pings".
+  // It must set grpc.http2.min_ping_interval_without_data_ms to at most
+  // this interval. On that GOAWAY the channel doubles its interval for
+  // later connections, as libgrpc's own client does.
   uint64_t keepalive_ms = 10000;
+  // A larger incoming message ends its call with RESOURCE_EXHAUSTED.
   size_t max_receive_message_bytes = 64 * 1024 * 1024;
 };
 
@@ -77,8 +86,9 @@ class Stream {
   virtual void closeSend() = 0;
   // RST_STREAM(CANCEL); onClose is not called after.
   virtual void cancel() = 0;
-  // Bytes given to send() and not yet handed to HTTP/2.
-  virtual size_t queuedBytes() const = 0;
+  // Bytes given to send() and not yet handed to HTTP/2 (a slow or stalled
+  // peer makes this grow; the caller decides how much is too much).
+  virtual size_t queuedBytes() const { return 0; }
 };
 
 // Counters for tests and metrics.

@@ -116,7 +116,8 @@ bool Connection::startClientTls(SSL_CTX* ctx, const std::string& server_name) {
   if (parseIpAddress(bare, 0, &ip)) {
     ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), bare.c_str()) == 1;
   } else {
-    ok = SSL_set_tlsext_host_name(ssl_, bare.c_str()) == 1 && SSL_set1_host(ssl_, bare.c_str()) == 1;
+    ok =
+        SSL_set_tlsext_host_name(ssl_, bare.c_str()) == 1 && SSL_set1_host(ssl_, bare.c_str()) == 1;
   }
   if (!ok) tls_error_ = "tls: bad server name " + server_name + ": " + tls::lastError();
   return ok;
@@ -227,9 +228,12 @@ bool Connection::doHandshake() {
   tls_error_ = tls::lastError();
   if (client_tls_) {
     long verify = SSL_get_verify_result(ssl_);
-    if (verify != X509_V_OK) tls_error_ += std::string(": ") + X509_verify_cert_error_string(verify);
+    if (verify != X509_V_OK) {
+      tls_error_ += std::string(": ") + X509_verify_cert_error_string(verify);
+    }
   }
-  log::debug("tls handshake failed", {{"peer", log::str(peerIp())}, {"error", log::str(tls_error_)}});
+  log::debug("tls handshake failed",
+             {{"peer", log::str(peerIp())}, {"error", log::str(tls_error_)}});
   ERR_clear_error();
   ConnectionEvent event = failureEvent();
   remote_closed_ = true;
