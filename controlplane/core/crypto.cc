@@ -16,7 +16,7 @@
 #include <string>
 
 #include "controlplane/core/crypto_internal.h"
-#include "controlplane/core/store.h"
+#include "controlplane/core/crypto.h"
 
 namespace eldric::controlplane {
 

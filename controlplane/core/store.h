@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "controlplane/core/crypto.h"
+
 namespace eldric::controlplane {
 
 enum class Scope : uint32_t { Inference = 1, Admin = 2, Worker = 4 };
@@ -121,15 +123,5 @@ class Store {
   virtual uint64_t version() = 0;
 };
 
-// SHA-256 of `data` as 64 lowercase hex characters (no TLS library needed).
-std::string sha256Hex(const std::string& data);
-// Raw 32-byte digest.
-void sha256(const void* data, size_t len, unsigned char out[32]);
-// Compares in time independent of where the inputs differ.
-bool constantTimeEquals(const std::string& a, const std::string& b);
-// A new API key from the kernel's CSPRNG: "sk-" + 48 base62 characters.
-std::string generateApiKey();
-// The visible prefix kept for a key: its first 10 characters.
-std::string keyPrefix(const std::string& key);
 
 }  // namespace eldric::controlplane

@@ -31,7 +31,13 @@ http::FilterDataStatus UsageFilter::decodeData(Buffer& data, bool end_stream) {
 }
 
 bool UsageFilter::inspectRequest(Buffer& body) {
+  const auto& who = decoder_->streamInfo().identity;
+  bool check_model = who && !who->allowed_models.empty();
   std::string text = body.toString();
+  // Parse only when there is something to do: a model allow-list, or a
+  // request that may stream (and so may need usage asked for). A plain
+  // non-streaming request passes untouched and unparsed.
+  if (!check_model && text.find("\"stream\"") == std::string::npos) return true;
   rapidjson::Document doc;
   doc.Parse(text.c_str(), text.size());
   // Not JSON, or not an object: the upstream answers that; nothing to do.
@@ -139,15 +145,13 @@ void UsageFilter::cutStream(Buffer& out) {
 http::FilterDataStatus UsageFilter::encodeData(Buffer& data, bool end_stream) {
   if (!active_ || cut_) return http::FilterDataStatus::Continue;
   if (json_) {
-    if (!end_stream) return http::FilterDataStatus::StopIterationAndBuffer;
-    std::string text = data.toString();
-    rapidjson::Document doc;
-    doc.Parse(text.c_str(), text.size());
-    if (!doc.HasParseError() && doc.IsObject() && doc.HasMember("usage") && doc["usage"].IsObject() &&
-        doc["usage"].HasMember("total_tokens") && doc["usage"]["total_tokens"].IsUint64()) {
-      reported_total_ = doc["usage"]["total_tokens"].GetUint64();
-      countTokens(reported_total_);
-    }
+    // Pass the body on as it comes; keep only its tail, where OpenAI-style
+    // responses put "usage", and read the count from that at the end.
+    constexpr size_t kTail = 2048;
+    std::string chunk = data.toString();
+    json_tail_ += chunk;
+    if (json_tail_.size() > kTail) json_tail_.erase(0, json_tail_.size() - kTail);
+    if (end_stream) countJsonUsage();
     return http::FilterDataStatus::Continue;
   }
   if (!sse_) return http::FilterDataStatus::Continue;
@@ -186,6 +190,28 @@ http::FilterDataStatus UsageFilter::encodeData(Buffer& data, bool end_stream) {
   }
   data.move(out);
   return http::FilterDataStatus::Continue;
+}
+
+void UsageFilter::countJsonUsage() {
+  size_t at = json_tail_.rfind("\"usage\"");
+  if (at == std::string::npos) return;
+  size_t open = json_tail_.find('{', at);
+  if (open == std::string::npos) return;
+  // The usage object is flat ({"prompt_tokens":..,"completion_tokens":..}),
+  // possibly with nested detail objects: match braces to its end.
+  int depth = 0;
+  size_t end = open;
+  for (; end < json_tail_.size(); ++end) {
+    if (json_tail_[end] == '{') ++depth;
+    if (json_tail_[end] == '}' && --depth == 0) break;
+  }
+  if (depth != 0) return;
+  rapidjson::Document u;
+  u.Parse(json_tail_.data() + open, end - open + 1);
+  if (!u.HasParseError() && u.IsObject() && u.HasMember("total_tokens") && u["total_tokens"].IsUint64()) {
+    reported_total_ = u["total_tokens"].GetUint64();
+    countTokens(reported_total_);
+  }
 }
 
 void UsageFilter::onDestroy() {

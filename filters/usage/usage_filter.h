@@ -48,6 +48,7 @@ class UsageFilter : public http::StreamDecoderFilter, public http::StreamEncoder
   bool onEvent(std::string_view event);
   void countTokens(uint64_t n);
   void cutStream(Buffer& out);
+  void countJsonUsage();
 
   ratelimit::RateLimitConfigSharedPtr config_;
   ratelimit::StateSharedPtr state_;
@@ -60,6 +61,7 @@ class UsageFilter : public http::StreamDecoderFilter, public http::StreamEncoder
   bool cut_ = false;
   bool finished_ = false;
   std::string carry_;  // a partial SSE event between chunks
+  std::string json_tail_;  // the last bytes of a JSON response
   uint64_t counted_ = 0;  // tokens already added to the key's window
   uint64_t reported_total_ = 0;
   uint64_t completion_estimate_ = 0;

@@ -13,6 +13,10 @@ import { fileURLToPath } from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../..');
 const quick = process.argv.includes('--quick');
+// --only=1,3 runs just those scenarios (while working on one of them).
+const onlyArg = process.argv.find((a) => a.startsWith('--only='));
+const only = onlyArg ? new Set(onlyArg.slice(7).split(',').map(Number)) : null;
+const want = (n) => !only || only.has(n);
 const workers = 1;  // two cores: one for the proxy, one for load + upstream
 const dur = quick ? 2 : 10;
 const reps = quick ? 1 : 3;
@@ -209,7 +213,7 @@ function row(scenario, unit, values, better) {
 }
 
 // 1. Throughput, TLS keep-alive, 64 connections.
-{
+if (want(1)) {
   const res = alternate((s) => {
     // The filterless Edge gets no key (it would refuse one it does not know).
     const script = s === edgeOff ? luaPostAnon : luaPost;
@@ -222,7 +226,7 @@ function row(scenario, unit, values, better) {
 }
 
 // 2. Added latency, one request at a time, against the same request direct.
-{
+if (want(2)) {
   const direct = [];
   for (let r = 0; r < reps; r++) {
     direct.push(wrk(['-t1', '-c1', `-d${dur}s`, '--latency', '-s', luaPost, `http://127.0.0.1:${ports.router}/v1/chat/completions`]).lat);
@@ -235,7 +239,7 @@ function row(scenario, unit, values, better) {
 }
 
 // 3. New TLS connections per second (one request per connection).
-{
+if (want(3)) {
   const res = alternate((s) => wrk(['-t1', '-c16', `-d${dur}s`, '-H', 'Connection: close', '-H', `Authorization: Bearer ${key}`,
     `https://127.0.0.1:${s.port}/v1/models`]).rps);
   row('3. new TLS connections (ECDSA P-256), one request each', 'conn/s',
@@ -243,7 +247,7 @@ function row(scenario, unit, values, better) {
 }
 
 // 4. SSE: concurrent streams, added time-to-first-byte and inter-chunk delay.
-{
+if (want(4)) {
   // The upstream the proxies stream from is the paced fake router.
   const streams = quick ? 50 : 1000;
   const sse = (url) => JSON.parse(execFileSync('node', [path.join(here, 'sse_client.mjs'), url, String(streams), String(tokensSse), cert, key],
@@ -268,14 +272,14 @@ function row(scenario, unit, values, better) {
     results[s.name] = sse(`https://127.0.0.1:${s.port}/v1/chat/completions`);
   }
   const add = (f) => Object.fromEntries(Object.entries(results).map(([k, v]) => [k, Math.max(0, f(v) - f(direct)) * 1000]));
-  row(`4. SSE ${streams} streams × ${tokensSse} tokens @20 ms: added TTFB p99`, 'µs', add((r) => pct(r.ttfb_ms, 99)), 'lower');
-  row(`4. SSE: added inter-chunk delay p99`, 'µs', add((r) => pct(r.gaps_ms, 99)), 'lower');
+  row(`4. SSE ${streams} streams × ${tokensSse} tokens @20 ms: added TTFB p99`, 'µs', add((r) => r.ttfb_ms.p99), 'lower');
+  row(`4. SSE: added inter-chunk delay p99`, 'µs', add((r) => r.gaps_ms.p99), 'lower');
   row(`4. SSE: chunks lost or merged (errors+merged)`, 'count',
     Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.errors + v.merged])), 'lower');
 }
 
 // 5. Memory per idle TLS keep-alive connection.
-{
+if (want(5)) {
   // 9,000, not 10,000: this machine caps descriptors at 20,000 per process,
   // and HAProxy needs two per connection it may accept.
   const n = quick ? 300 : 9000;
@@ -315,7 +319,7 @@ killGroup(edgeOff.proc);
 
 // --- report --------------------------------------------------------------------
 const names = systems.map((s) => s.name);
-const r1 = rows[0].values;
+const r1 = rows[0]?.scenario.startsWith('1.') ? rows[0].values : {};
 const filterCost = Number.isFinite(r1['edge-nofilters']) ? (1 - r1.edge / r1['edge-nofilters']) * 100 : NaN;
 const fmt = (v) => (Number.isFinite(v) ? (Math.abs(v) >= 100 ? Math.round(v).toString() : v.toFixed(1)) : 'n/a');
 const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? (a / b).toFixed(2) + 'x' : 'n/a');
@@ -341,7 +345,7 @@ const versions = () => {
   return [`eldric-edge (git ${v(`git -C ${repo} rev-parse --short HEAD`)})`, v('nginx -v 2>&1'), v('haproxy -v 2>&1'),
     v('wrk -v 2>&1 | head -1'), `node ${process.version}`, `${os.cpus().length} × ${os.cpus()[0]?.model}`, `kernel ${os.release()}`].join('; ');
 };
-if (!quick) {
+if (!quick && !only) {
   const md = fs.readFileSync(path.join(repo, 'BENCHMARKS.md'), 'utf8');
   const stamp = new Date().toISOString().slice(0, 16).replace('T', ' ');
   const section = `<!-- results -->\n## Latest run (${stamp} UTC)\n\nMachine and versions: ${versions()}.\n` +
