@@ -37,7 +37,7 @@ pids+=($!)
 bazel-bin/dataplane/eldric-edge --port "$https_port" --http-port "$http_port" \
   --cert "$data/cert.pem" --key "$data/key.pem" \
   --routers "http://127.0.0.1:$router_port" \
-  --access-log "$data/access.log" 2> >(tee "$data/edge.log" >&2) &
+  --access-log "$data/access.log" --data-dir "$data/edge-data" 2> >(tee "$data/edge.log" >&2) &
 pids+=($!)
 
 for _ in $(seq 1 50); do
@@ -48,6 +48,7 @@ done
 cat <<MSG
 
 Eldric Edge is up (TLS, self-signed certificate at .demo/cert.pem).
+  Web chat: https://localhost:$https_port/chat   (accept the self-signed certificate)
   Health:   curl --cacert .demo/cert.pem https://localhost:$https_port/health
   Models:   curl --cacert .demo/cert.pem https://localhost:$https_port/v1/models
   Chat:     curl --cacert .demo/cert.pem https://localhost:$https_port/v1/chat/completions \\
