@@ -4,6 +4,7 @@
 #include <string>
 
 #include "controlplane/server.h"
+#include "dataplane/config/flag_parser.h"
 
 namespace eldric::controlplane {
 
@@ -59,48 +60,27 @@ bool validListen(const std::string& s) {
 }  // namespace
 
 bool parseCommandLine(int argc, char** argv, Options* out, std::string* error) {
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    std::string value;
-    bool has_inline = false;
-    if (size_t eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg.resize(eq);
-      has_inline = true;
-    }
-    auto takeValue = [&](std::string* dst) -> bool {
-      if (has_inline) {
-        *dst = value;
-      } else if (i + 1 < argc) {
-        *dst = argv[++i];
-      } else {
-        *error = "flag " + arg + " needs a value";
-        return false;
-      }
-      if (dst->empty()) {
-        *error = "flag " + arg + " needs a non-empty value";
-        return false;
-      }
-      return true;
-    };
+  config::FlagParser flags(argc, argv);
+  std::string arg;
+  while (flags.next(&arg)) {
     if (arg == "--help" || arg == "-h") {
       out->help = true;
     } else if (arg == "--version") {
       out->version = true;
     } else if (arg == "--listen") {
-      if (!takeValue(&out->listen)) return false;
+      if (!flags.value(&out->listen, error)) return false;
       if (!validListen(out->listen)) {
         *error = "flag --listen: expected HOST:PORT, e.g. 127.0.0.1:8870 or [::]:8870 (got \"" +
                  out->listen + "\")";
         return false;
       }
     } else if (arg == "--config") {
-      if (!takeValue(&out->config_file)) return false;
+      if (!flags.value(&out->config_file, error)) return false;
     } else if (arg == "--data-dir") {
-      if (!takeValue(&out->data_dir)) return false;
+      if (!flags.value(&out->data_dir, error)) return false;
     } else if (arg == "--sync-interval-ms") {
       std::string v;
-      if (!takeValue(&v)) return false;
+      if (!flags.value(&v, error)) return false;
       char* end = nullptr;
       long long n = std::strtoll(v.c_str(), &end, 10);
       if (*end || n < 10 || n > 3600000) {
@@ -110,13 +90,13 @@ bool parseCommandLine(int argc, char** argv, Options* out, std::string* error) {
       }
       out->sync_interval_ms = n;
     } else if (arg == "--tls-cert") {
-      if (!takeValue(&out->tls_cert)) return false;
+      if (!flags.value(&out->tls_cert, error)) return false;
     } else if (arg == "--tls-key") {
-      if (!takeValue(&out->tls_key)) return false;
+      if (!flags.value(&out->tls_key, error)) return false;
     } else if (arg == "--client-ca") {
-      if (!takeValue(&out->client_ca)) return false;
+      if (!flags.value(&out->client_ca, error)) return false;
     } else if (arg == "--log-level") {
-      if (!takeValue(&out->log_level)) return false;
+      if (!flags.value(&out->log_level, error)) return false;
       if (out->log_level != "debug" && out->log_level != "info" && out->log_level != "warn" &&
           out->log_level != "error") {
         *error =

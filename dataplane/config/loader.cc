@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "controlplane/core/store.h"
+#include "dataplane/config/flag_parser.h"
 #include "dataplane/common/address.h"
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
@@ -745,30 +746,9 @@ connections; SIGTERM drains in-flight requests, then exits.
 }
 
 bool parseCommandLine(int argc, char** argv, CommandLine* out, std::string* error) {
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    std::string value;
-    bool has_inline = false;
-    if (size_t eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg.resize(eq);
-      has_inline = true;
-    }
-    auto takeValue = [&](std::string* dst) -> bool {
-      if (has_inline) {
-        *dst = value;
-      } else if (i + 1 < argc) {
-        *dst = argv[++i];
-      } else {
-        *error = "flag " + arg + " needs a value";
-        return false;
-      }
-      if (dst->empty()) {
-        *error = "flag " + arg + " needs a non-empty value";
-        return false;
-      }
-      return true;
-    };
+  FlagParser flags(argc, argv);
+  std::string arg;
+  while (flags.next(&arg)) {
     if (arg == "--help" || arg == "-h") {
       out->help = true;
     } else if (arg == "--version") {
@@ -776,43 +756,43 @@ bool parseCommandLine(int argc, char** argv, CommandLine* out, std::string* erro
     } else if (arg == "--no-tls") {
       out->no_tls = true;
     } else if (arg == "--config") {
-      if (!takeValue(&out->config_file)) return false;
+      if (!flags.value(&out->config_file, error)) return false;
     } else if (arg == "--port") {
-      if (!takeValue(&out->port)) return false;
+      if (!flags.value(&out->port, error)) return false;
     } else if (arg == "--http-port") {
-      if (!takeValue(&out->http_port)) return false;
+      if (!flags.value(&out->http_port, error)) return false;
     } else if (arg == "--bind") {
-      if (!takeValue(&out->bind)) return false;
+      if (!flags.value(&out->bind, error)) return false;
     } else if (arg == "--routers") {
-      if (!takeValue(&out->routers)) return false;
+      if (!flags.value(&out->routers, error)) return false;
     } else if (arg == "--cert") {
-      if (!takeValue(&out->cert)) return false;
+      if (!flags.value(&out->cert, error)) return false;
     } else if (arg == "--key") {
-      if (!takeValue(&out->key)) return false;
+      if (!flags.value(&out->key, error)) return false;
     } else if (arg == "--workers") {
-      if (!takeValue(&out->workers)) return false;
+      if (!flags.value(&out->workers, error)) return false;
     } else if (arg == "--mode") {
-      if (!takeValue(&out->mode)) return false;
+      if (!flags.value(&out->mode, error)) return false;
     } else if (arg == "--peers") {
-      if (!takeValue(&out->peers)) return false;
+      if (!flags.value(&out->peers, error)) return false;
     } else if (arg == "--api-key") {
-      if (!takeValue(&out->api_key)) return false;
+      if (!flags.value(&out->api_key, error)) return false;
     } else if (arg == "--access-log") {
-      if (!takeValue(&out->access_log)) return false;
+      if (!flags.value(&out->access_log, error)) return false;
     } else if (arg == "--log-level") {
-      if (!takeValue(&out->log_level)) return false;
+      if (!flags.value(&out->log_level, error)) return false;
     } else if (arg == "--control-plane-ca") {
-      if (!takeValue(&out->control_plane_ca)) return false;
+      if (!flags.value(&out->control_plane_ca, error)) return false;
     } else if (arg == "--control-plane-cert") {
-      if (!takeValue(&out->control_plane_cert)) return false;
+      if (!flags.value(&out->control_plane_cert, error)) return false;
     } else if (arg == "--control-plane-key") {
-      if (!takeValue(&out->control_plane_key)) return false;
+      if (!flags.value(&out->control_plane_key, error)) return false;
     } else if (arg == "--node-id") {
-      if (!takeValue(&out->node_id)) return false;
+      if (!flags.value(&out->node_id, error)) return false;
     } else if (arg == "--data-dir") {
-      if (!takeValue(&out->data_dir)) return false;
+      if (!flags.value(&out->data_dir, error)) return false;
     } else if (arg == "--control-plane") {
-      if (!takeValue(&out->control_plane)) return false;
+      if (!flags.value(&out->control_plane, error)) return false;
     } else {
       *error = "unknown flag " + arg + " (see --help)";
       return false;
