@@ -81,26 +81,10 @@ int64_t steadyMs() {
       .count();
 }
 
-bool readFile(const std::string& path, const std::string& what, std::string* out,
-              std::string* error) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    *error = what + " " + path + ": " + std::strerror(errno);
-    return false;
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) {
-    *error = what + " " + path + ": read error";
-    return false;
-  }
-  *out = ss.str();
-  return true;
-}
 
 bool readPem(const std::string& path, const std::string& what, std::string* out,
              std::string* error) {
-  if (!readFile(path, what, out, error)) return false;
+  if (!config::readFile(path, what, out, error)) return false;
   if (out->find("-----BEGIN ") == std::string::npos) {
     *error = what + " " + path + ": not a PEM file (no -----BEGIN line)";
     return false;

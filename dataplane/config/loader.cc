@@ -297,21 +297,6 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
            });
 }
 
-bool readFile(const std::string& path, const std::string& what, std::string* out, std::string* error) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    *error = what + " " + path + ": " + strerror(errno);
-    return false;
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) {
-    *error = what + " " + path + ": read error";
-    return false;
-  }
-  *out = ss.str();
-  return true;
-}
 
 bool parsePort(const std::string& flag, const std::string& v, int64_t* out, std::string* error) {
   char* end = nullptr;
@@ -714,6 +699,22 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
 }
 
 }  // namespace
+
+bool readFile(const std::string& path, const std::string& what, std::string* out, std::string* error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *error = what + " " + path + ": " + strerror(errno);
+    return false;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) {
+    *error = what + " " + path + ": read error";
+    return false;
+  }
+  *out = ss.str();
+  return true;
+}
 
 const char* usage() {
   return R"(eldric-edge: the TLS gateway in front of an Eldric LLM cluster.

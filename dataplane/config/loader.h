@@ -22,6 +22,10 @@ struct CommandLine {
   bool no_tls = false;
 };
 
+// Reads a whole file. On failure `*error` names `what` and the path
+// ("tls.cert_file /etc/ssl/x.pem: No such file or directory").
+bool readFile(const std::string& path, const std::string& what, std::string* out, std::string* error);
+
 // Parses argv. Returns false with `*error` set for an unknown flag, a flag
 // missing its value, ...
 bool parseCommandLine(int argc, char** argv, CommandLine* out, std::string* error);
