@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "controlplane/core/admin_rest.h"
+#include "controlplane/core/farm_limits.h"
 #include "controlplane/core/snapshot_builder.h"
 #include "controlplane/core/store.h"
 #include "dataplane/common/log.h"
@@ -302,6 +303,9 @@ class ControlPlane::Impl {
   void timerLoop();
   // A usage report arrived: have it reach the other members soon.
   void noteReport();
+  // Keeps a member's report (and what it says about its ceilings).
+  // Requires streams_mu_.
+  void recordReportLocked(const std::string& id, NodeState& n, const UsageReport& usage);
   void pushFarmUsage();
 
   Options options_;
@@ -328,6 +332,11 @@ class ControlPlane::Impl {
   std::shared_ptr<const DiscoveryResponse> current_;
   std::map<Stream*, std::shared_ptr<Stream>> streams_;
   std::map<std::string, NodeState> nodes_;
+  // Farm-wide request limits shared out as per-member ceilings.
+  FarmCeilings ceilings_;
+  // FarmUsage.seq: starts from the clock so that a restarted control plane
+  // never reuses the numbers members of its previous run echo back.
+  uint64_t usage_seq_ = 0;
 
   std::mutex timer_mu_;
   std::condition_variable timer_cv_;
@@ -662,6 +671,7 @@ bool ControlPlane::Impl::start(std::string* error) {
     return false;
   }
   nonce_prefix_ = hex(std::string(reinterpret_cast<char*>(boot), sizeof boot)) + "-";
+  usage_seq_ = static_cast<uint64_t>(unixMs()) * 1000;
   sync_interval_ms_ = options_.sync_interval_ms > 0 ? options_.sync_interval_ms
                       : file_interval > 0           ? file_interval
                                                     : kDefaultSyncIntervalMs;
@@ -878,12 +888,7 @@ void ControlPlane::Impl::onHello(Stream* s, const DiscoveryRequest& req) {
     if (!req.version_info().empty() && req.error_detail().empty()) {
       n.acked_version = req.version_info();
     }
-    if (req.has_usage()) {
-      n.report = req.usage();
-      n.has_report = true;
-      n.last_report_unix_ms = unixMs();
-      n.last_report_steady_ms = steadyMs();
-    }
+    if (req.has_usage()) recordReportLocked(s->nodeId(), n, req.usage());
     // A data plane that connects late gets the current snapshot at once.
     if (current_) kick = s->push(current_);
   }
@@ -934,12 +939,7 @@ void ControlPlane::Impl::onRequest(Stream* s, const DiscoveryRequest& req) {
       n.nack_error = req.error_detail().substr(0, kMaxNackErrorLen);
       if (!req.version_info().empty()) n.acked_version = req.version_info();
     }
-    if (req.has_usage()) {
-      n.report = req.usage();
-      n.has_report = true;
-      n.last_report_unix_ms = unixMs();
-      n.last_report_steady_ms = steadyMs();
-    }
+    if (req.has_usage()) recordReportLocked(s->nodeId(), n, req.usage());
   }
   if (req.has_usage()) noteReport();
   if (kind == kAck) {
@@ -1059,6 +1059,27 @@ void writeDifference(const std::map<std::string, uint64_t>& total,
 
 }  // namespace
 
+void ControlPlane::Impl::recordReportLocked(const std::string& id, NodeState& n, const UsageReport& usage) {
+  n.report = usage;
+  n.has_report = true;
+  n.last_report_unix_ms = unixMs();
+  n.last_report_steady_ms = steadyMs();
+  FarmCeilings::Report r;
+  r.applied_seq = usage.applied_usage_seq();
+  r.members = std::max<uint32_t>(1, usage.farm_members());
+  auto copy = [](const google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>& from,
+                 std::unordered_map<std::string, uint64_t>* to) {
+    for (const auto& kc : from) (*to)[kc.key()] = kc.count();
+  };
+  if (usage.global_requests()) r.counts[FarmCeilings::kGlobal][""] = usage.global_requests();
+  copy(usage.ip_requests(), &r.counts[FarmCeilings::kIp]);
+  copy(usage.key_requests(), &r.counts[FarmCeilings::kKey]);
+  if (usage.has_global_request_ceiling()) r.ceilings[FarmCeilings::kGlobal][""] = usage.global_request_ceiling();
+  copy(usage.ip_request_ceilings(), &r.ceilings[FarmCeilings::kIp]);
+  copy(usage.key_request_ceilings(), &r.ceilings[FarmCeilings::kKey]);
+  ceilings_.onReport(id, std::move(r));
+}
+
 void ControlPlane::Impl::pushFarmUsage() {
   std::vector<std::shared_ptr<Stream>> to_kick;
   std::unique_lock<std::mutex> l(streams_mu_);
@@ -1070,52 +1091,86 @@ void ControlPlane::Impl::pushFarmUsage() {
   for (auto it = nodes_.begin(); it != nodes_.end();) {
     if (it->second.stream == nullptr &&
         now_steady - it->second.disconnected_steady_ms > kForgetDisconnectedMs) {
+      ceilings_.forget(it->first);
       it = nodes_.erase(it);
     } else {
       ++it;
     }
   }
 
+  // The farm: members connected now or heard from recently. Counts are
+  // summed over the fresh reports; ceilings are shared out among all of
+  // them (a member that has not reported yet is assumed to hold the whole
+  // limit until it does, so nobody is raised meanwhile).
   Totals t;
-  uint32_t reporting = 0;
+  std::vector<std::string> members;
   auto fresh = [&](const NodeState& n) {
     return n.has_report && now_steady - n.last_report_steady_ms <= fresh_ms;
   };
   for (const auto& [id, n] : nodes_) {
+    if (n.stream == nullptr && !fresh(n)) continue;
+    members.push_back(id);
     if (!fresh(n)) continue;
-    ++reporting;
     t.global += n.report.global_requests();
     addCounts(n.report.ip_requests(), &t.ip);
     addCounts(n.report.key_requests(), &t.req);
     addCounts(n.report.key_tokens(), &t.tok);
   }
 
-  auto build = [&](const UsageReport* own) {
+  // The limits the members enforce, from the snapshot they run.
+  std::map<FarmCeilings::Tier, uint64_t> tier_limit;
+  std::unordered_map<std::string, uint64_t> client_rpm;
+  if (current_) {
+    const auto& rl = current_->snapshot().rate_limits();
+    tier_limit[FarmCeilings::kGlobal] = rl.global_requests();
+    tier_limit[FarmCeilings::kIp] = rl.per_ip_requests();
+    tier_limit[FarmCeilings::kKey] = rl.per_key_requests();
+    for (const auto& k : current_->snapshot().auth().api_keys()) {
+      if (k.requests_per_minute()) client_rpm[k.client_id()] = k.requests_per_minute();
+    }
+  }
+  auto limit_of = [&](FarmCeilings::Tier tier, const std::string& key) -> uint64_t {
+    if (tier == FarmCeilings::kKey) {
+      auto it = client_rpm.find(key);
+      if (it != client_rpm.end()) return it->second;
+    }
+    auto it = tier_limit.find(tier);
+    return it == tier_limit.end() ? 0 : it->second;
+  };
+  uint64_t seq = ++usage_seq_;
+  uint32_t member_count = static_cast<uint32_t>(std::max<size_t>(1, members.size()));
+  auto ceilings = ceilings_.allocate(members, member_count, seq, limit_of);
+
+  for (auto& [raw, s] : streams_) {
+    auto it = nodes_.find(s->nodeId());
+    // A stream a member has since replaced gets nothing more.
+    if (it == nodes_.end() || it->second.stream != raw) continue;
+    const NodeState& n = it->second;
+    const UsageReport* own = fresh(n) ? &n.report : nullptr;
     auto msg = std::make_shared<DiscoveryResponse>();
     msg->set_nonce(newNonce());
     auto* fu = msg->mutable_farm_usage();
     fu->set_at_unix_ms(now_unix);
-    // Members that reported, this one included (counted even before its
-    // first report: it is a member).
-    fu->set_members(own ? reporting : reporting + 1);
+    fu->set_members(member_count);
+    fu->set_seq(seq);
+    // The others' counts: the sum less this member's own report.
     fu->set_global_requests(t.global - (own ? std::min(t.global, own->global_requests()) : 0));
     writeDifference(t.ip, own ? &own->ip_requests() : nullptr, fu->mutable_ip_requests());
     writeDifference(t.req, own ? &own->key_requests() : nullptr, fu->mutable_key_requests());
     writeDifference(t.tok, own ? &own->key_tokens() : nullptr, fu->mutable_key_tokens());
-    return msg;
-  };
-
-  // Streams of members without a fresh report all get the whole sum.
-  std::shared_ptr<const DiscoveryResponse> everyone;
-  for (auto& [raw, s] : streams_) {
-    auto it = nodes_.find(s->nodeId());
-    std::shared_ptr<const DiscoveryResponse> msg;
-    if (it != nodes_.end() && fresh(it->second)) {
-      msg = build(&it->second.report);
-    } else {
-      if (!everyone) everyone = build(nullptr);
-      msg = everyone;
-    }
+    const auto& mine = ceilings[it->first].ceilings;
+    auto global = mine[FarmCeilings::kGlobal].find("");
+    if (global != mine[FarmCeilings::kGlobal].end()) fu->set_global_request_ceiling(global->second);
+    auto write = [](const std::unordered_map<std::string, uint64_t>& from,
+                    google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>* to) {
+      for (const auto& [key, value] : from) {
+        auto* kc = to->Add();
+        kc->set_key(key);
+        kc->set_count(value);
+      }
+    };
+    write(mine[FarmCeilings::kIp], fu->mutable_ip_request_ceilings());
+    write(mine[FarmCeilings::kKey], fu->mutable_key_request_ceilings());
     if (s->push(std::move(msg))) to_kick.push_back(s);
   }
   // Kick outside streams_mu_ (see the lock order at the top).

@@ -144,6 +144,8 @@ void FarmClient::sendReport() {
   auto* usage = req.mutable_usage();
   usage->set_at_unix_ms(nowUnixMs());
   report_(usage);
+  usage->set_applied_usage_seq(applied_usage_seq_);
+  usage->set_farm_members(usage_members_);
   stream_->send(req.SerializeAsString());
 }
 
@@ -158,35 +160,37 @@ void FarmClient::applyFarmUsage(const edge::v1::FarmUsage& usage) {
   }
   // Absolute counts: set what was reported, zero what no longer is.
   auto apply = [&](filters::ratelimit::KeyedTable& table,
-                   const google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>& counts, bool tokens,
-                   std::vector<std::string>* previous) {
+                   const google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>& counts,
+                   std::vector<std::string>* previous, auto&& set) {
     std::vector<std::string> now_set;
+    now_set.reserve(counts.size());
     for (const auto& c : counts) {
-      auto e = table.get(c.key(), now);
-      (tokens ? e->remote_tokens : e->remote_requests).store(c.count(), std::memory_order_relaxed);
+      set(*table.get(c.key(), now), static_cast<int64_t>(c.count()));
       now_set.push_back(c.key());
     }
-    if (previous) {
-      std::sort(now_set.begin(), now_set.end());
-      for (const auto& k : *previous) {
-        if (!std::binary_search(now_set.begin(), now_set.end(), k)) {
-          (tokens ? table.get(k, now)->remote_tokens : table.get(k, now)->remote_requests).store(0);
-        }
-      }
-      *previous = now_set;
+    std::sort(now_set.begin(), now_set.end());
+    for (const auto& k : *previous) {
+      if (!std::binary_search(now_set.begin(), now_set.end(), k)) set(*table.get(k, now), -1);
     }
+    *previous = std::move(now_set);
   };
-  // Each member's own counts at this moment: its share of what is left is
-  // measured from here (see State::effectiveLimit).
-  state_->global_local_at_sync.store(state_->global.count(now), std::memory_order_relaxed);
-  auto mark = [now](const std::string&, filters::ratelimit::Entry& e) {
-    e.local_at_sync.store(e.requests.count(now), std::memory_order_relaxed);
-  };
-  state_->ips.forEach(mark);
-  state_->keys.forEach(mark);
-  apply(state_->ips, usage.ip_requests(), false, &remote_ips_);
-  apply(state_->keys, usage.key_requests(), false, &remote_keys_);
-  apply(state_->keys, usage.key_tokens(), true, &remote_token_keys_);
+  auto requests = [](filters::ratelimit::Entry& e, int64_t v) { e.remote_requests.store(v < 0 ? 0 : v); };
+  auto tokens = [](filters::ratelimit::Entry& e, int64_t v) { e.remote_tokens.store(v < 0 ? 0 : v); };
+  auto ceiling = [](filters::ratelimit::Entry& e, int64_t v) { e.ceiling.store(v); };
+  apply(state_->ips, usage.ip_requests(), &remote_ips_, requests);
+  apply(state_->keys, usage.key_requests(), &remote_keys_, requests);
+  apply(state_->keys, usage.key_tokens(), &remote_token_keys_, tokens);
+  // The ceilings the control plane shared the limits out as; a key left
+  // out goes back to its default (an equal share). A control plane
+  // without ceilings (seq 0) leaves every key at its default.
+  if (usage.seq() != 0) {
+    state_->global_ceiling.store(
+        usage.has_global_request_ceiling() ? static_cast<int64_t>(usage.global_request_ceiling()) : -1);
+    apply(state_->ips, usage.ip_request_ceilings(), &ceiling_ips_, ceiling);
+    apply(state_->keys, usage.key_request_ceilings(), &ceiling_keys_, ceiling);
+  }
+  applied_usage_seq_ = usage.seq();
+  usage_members_ = std::max<uint32_t>(1, usage.members());
 }
 
 void FarmClient::setOffline(bool offline) {

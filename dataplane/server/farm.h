@@ -87,6 +87,10 @@ class FarmClient : public grpc::StreamCallbacks {
   // Entries with a remote count set, so that the next report can clear
   // those no longer listed.
   std::vector<std::string> remote_ips_, remote_keys_, remote_token_keys_;
+  // Keys with an explicit ceiling, and the FarmUsage that set them.
+  std::vector<std::string> ceiling_ips_, ceiling_keys_;
+  uint64_t applied_usage_seq_ = 0;
+  uint32_t usage_members_ = 1;
 };
 
 }  // namespace eldric::server

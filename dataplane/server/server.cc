@@ -420,29 +420,24 @@ void Server::fillUsage(edge::v1::UsageReport* report) {
   uint64_t now = filters::ratelimit::nowSeconds();
   report->set_window_seconds(state->windowSeconds());
   report->set_global_requests(state->global.count(now));
-  state->ips.forEach([&](const std::string& ip, filters::ratelimit::Entry& e) {
-    uint64_t n = e.requests.count(now);
-    if (!n) return;
-    auto* kc = report->add_ip_requests();
-    kc->set_key(ip);
+  // Ceilings in force where explicit: with them the control plane knows
+  // the most this member can hold until it reports again.
+  if (int64_t c = state->global_ceiling.load(); c >= 0) report->set_global_request_ceiling(c);
+  auto add = [](google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>* to, const std::string& key,
+                uint64_t n) {
+    auto* kc = to->Add();
+    kc->set_key(key);
     kc->set_count(n);
+  };
+  state->ips.forEach([&](const std::string& ip, filters::ratelimit::Entry& e) {
+    if (uint64_t n = e.requests.count(now)) add(report->mutable_ip_requests(), ip, n);
+    if (int64_t c = e.ceiling.load(); c >= 0) add(report->mutable_ip_request_ceilings(), ip, c);
   });
   state->keys.forEach([&](const std::string& id, filters::ratelimit::Entry& e) {
-    if (uint64_t n = e.requests.count(now)) {
-      auto* kc = report->add_key_requests();
-      kc->set_key(id);
-      kc->set_count(n);
-    }
-    if (uint64_t t = e.tokens.count(now)) {
-      auto* kc = report->add_key_tokens();
-      kc->set_key(id);
-      kc->set_count(t);
-    }
-    if (int64_t f = e.in_flight.load(); f > 0) {
-      auto* kc = report->add_key_in_flight();
-      kc->set_key(id);
-      kc->set_count(static_cast<uint64_t>(f));
-    }
+    if (uint64_t n = e.requests.count(now)) add(report->mutable_key_requests(), id, n);
+    if (int64_t c = e.ceiling.load(); c >= 0) add(report->mutable_key_request_ceilings(), id, c);
+    if (uint64_t t = e.tokens.count(now)) add(report->mutable_key_tokens(), id, t);
+    if (int64_t f = e.in_flight.load(); f > 0) add(report->mutable_key_in_flight(), id, static_cast<uint64_t>(f));
   });
   auto cfg = config();
   uint64_t now_ms = main_.nowMs();

@@ -6,6 +6,7 @@
 // per-IP and per-key tables are sharded so that a lookup holds one of 64
 // small locks for a hash-map probe only.
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -27,11 +28,14 @@ struct Entry {
   std::atomic<int64_t> in_flight{0};
   std::atomic<uint64_t> last_used_s{0};
   // Farm mode: what the other members counted for this IP or client in
-  // their windows, as the control plane last reported it.
+  // their windows, as the control plane last reported it (rate-limit
+  // headers and tokens).
   std::atomic<uint64_t> remote_requests{0};
   std::atomic<uint64_t> remote_tokens{0};
-  // This member's own count when that report arrived.
-  std::atomic<uint64_t> local_at_sync{0};
+  // The most this member may hold in its window for this IP or client, as
+  // the control plane shared the farm-wide limit out; -1: the default,
+  // floor(limit / members).
+  std::atomic<int64_t> ceiling{-1};
 };
 using EntrySharedPtr = std::shared_ptr<Entry>;
 
@@ -73,26 +77,22 @@ class State {
   std::atomic<bool> farm_offline{false};
   std::atomic<bool> offline_local_share{true};
 
-  std::atomic<uint64_t> global_local_at_sync{0};
+  std::atomic<int64_t> global_ceiling{-1};
 
   // The limit this member enforces on its local window for a farm-wide
-  // `limit`, given what the others counted (`remote`) and its own count
-  // when they reported (`local_at_sync`). Alone, it may use all that is
-  // left. In a farm, each member may use only its share of what was left at
-  // the last sync: M members taking 1/M each cannot together pass the limit
-  // before the next sync, so over-admission stays near zero instead of
-  // "whatever arrives in one interval". A lone busy member still reaches
-  // the limit, in a few intervals.
-  uint64_t effectiveLimit(uint64_t limit, uint64_t remote, uint64_t local_at_sync) const {
+  // `limit`. Alone: the limit. In a farm, the ceiling the control plane
+  // gave it (see controlplane/core/farm_limits.h: the members' ceilings
+  // never add up to more than the limit, so neither do their counts), or
+  // an equal share before it gave one. Cut off from the control plane,
+  // the offline policy: an equal share, or the whole limit locally.
+  uint64_t effectiveLimit(uint64_t limit, int64_t ceiling) const {
     uint32_t members = farm_members.load(std::memory_order_relaxed);
     if (farm_offline.load(std::memory_order_relaxed)) {
       if (!offline_local_share.load(std::memory_order_relaxed)) return limit;
       return members > 1 ? (limit + members - 1) / members : limit;
     }
-    if (members <= 1) return remote >= limit ? 0 : limit - remote;
-    if (local_at_sync + remote >= limit) return local_at_sync;
-    uint64_t headroom = limit - local_at_sync - remote;
-    return local_at_sync + (headroom + members - 1) / members;
+    if (ceiling >= 0) return std::min<uint64_t>(limit, static_cast<uint64_t>(ceiling));
+    return members > 1 ? limit / members : limit;
   }
 
   // Refusals by tier, for /metrics.

@@ -165,8 +165,7 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
       holds_concurrency_ = true;
     }
     key_limit = id->requests_per_window ? id->requests_per_window : cfg.per_key;
-    uint64_t key_local = st.effectiveLimit(key_limit, e.remote_requests.load(std::memory_order_relaxed),
-                                           e.local_at_sync.load(std::memory_order_relaxed));
+    uint64_t key_local = st.effectiveLimit(key_limit, e.ceiling.load(std::memory_order_relaxed));
     if (key_limit && !e.requests.tryAdmit(now, key_local)) {
       st.refused_key.fetch_add(1, std::memory_order_relaxed);
       refuse("key", key_limit, e.requests.secondsUntilAvailable(now, std::max<uint64_t>(key_local, 1)),
@@ -177,8 +176,7 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
   EntrySharedPtr ip_entry;
   if (cfg.per_ip) {
     ip_entry = st.ips.get(info.client_ip, now);
-    uint64_t ip_local = st.effectiveLimit(cfg.per_ip, ip_entry->remote_requests.load(std::memory_order_relaxed),
-                                          ip_entry->local_at_sync.load(std::memory_order_relaxed));
+    uint64_t ip_local = st.effectiveLimit(cfg.per_ip, ip_entry->ceiling.load(std::memory_order_relaxed));
     if (!ip_entry->requests.tryAdmit(now, ip_local)) {
       if (key_limit) key_entry_->requests.refund(now);
       st.refused_ip.fetch_add(1, std::memory_order_relaxed);
@@ -187,8 +185,7 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
       return http::FilterHeadersStatus::StopIteration;
     }
   }
-  uint64_t global_local = st.effectiveLimit(cfg.global, st.remote_global.load(std::memory_order_relaxed),
-                                              st.global_local_at_sync.load(std::memory_order_relaxed));
+  uint64_t global_local = st.effectiveLimit(cfg.global, st.global_ceiling.load(std::memory_order_relaxed));
   if (cfg.global && !st.global.tryAdmit(now, global_local)) {
     if (key_limit) key_entry_->requests.refund(now);
     if (ip_entry) ip_entry->requests.refund(now);

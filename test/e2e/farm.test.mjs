@@ -156,14 +156,42 @@ describe('farm: control plane and three data planes', { timeout: 120000 }, () =>
     }));
     const limit = 150;
     assert.ok(refused > 0, 'the farm-wide limit refused some');
-    // The bound: what arrives within one sync interval, less with each
-    // member taking only its share of the headroom. The issue's target is
-    // at most 5% over at a 250 ms interval; measured here so far: 10-15%
-    // (the others' counts are up to one interval stale). The assertion
-    // holds the bound that is met, and the figure is printed.
+    // The control plane shares the limit out as per-member ceilings whose
+    // sum never passes it (controlplane/core/farm_limits.h), so the farm
+    // admits at most the limit whatever the timing; the issue's target is
+    // at most 5% over at a 250 ms interval.
     console.log(`# farm-wide per-key limit ${limit}: admitted ${admitted} (${(((admitted - limit) / limit) * 100).toFixed(1)}% over), refused ${refused}`);
-    assert.ok(admitted <= Math.ceil(limit * 1.2), `admitted ${admitted} against a limit of ${limit}`);
+    assert.ok(admitted <= Math.floor(limit * 1.05), `admitted ${admitted} against a limit of ${limit}`);
     assert.ok(admitted >= limit * 0.9, `admitted ${admitted}: the limit is shared, not split too thin`);
+  });
+
+  it('a lone busy member gets nearly the whole farm-wide limit, the idle ones give their shares back', T, async () => {
+    const reg = await request({
+      port: edges[0].httpPort, method: 'POST', path: '/api/v1/clients/register', headers: { ...auth(ADMIN_KEY), 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'farm-lone', rpm: 120 }),
+    });
+    assert.equal(reg.status, 200, reg.body);
+    const key = reg.json().api_key;
+    await waitFor(async () => (await models(edges[1], key)) === 200, { timeoutMs: 2000, what: 'key on member 2' });
+    // Only member 2 is used: at first it holds an equal share (40), then
+    // the control plane lowers the idle members' ceilings and raises its.
+    let admitted = 1;
+    let refused = 0;
+    const deadline = performance.now() + 6000;
+    while (performance.now() < deadline && admitted < 120) {
+      const s = await models(edges[1], key);
+      if (s === 200) admitted++;
+      else if (s === 429) { refused++; await sleep(50); }
+    }
+    console.log(`# lone member: admitted ${admitted} of 120 within 6 s (refused ${refused} on the way)`);
+    assert.ok(admitted >= 110, `admitted ${admitted}: a lone member should get nearly all of 120`);
+    // The other members hold at most what is left: the limit is spent
+    // farm-wide.
+    let extra = 0;
+    for (const e of [edges[0], edges[2]]) {
+      for (let i = 0; i < 3; i++) if ((await models(e, key)) === 200) extra++;
+    }
+    assert.ok(admitted + extra <= 120, `admitted ${admitted} + ${extra} on the idle members`);
   });
 
   it('kill -9 of the control plane under traffic fails no request; restarted, state is there and members re-ACK', T, async () => {
