@@ -501,15 +501,16 @@ TEST_F(ControlPlaneTest, FarmUsageSumsTheOtherMembers) {
     EXPECT_FALSE(u.has_snapshot());
     return u.farm_usage();
   };
+  // Members: connected or heard from recently (C has not reported yet).
   auto fa = usageWith(a, 7);
-  EXPECT_EQ(fa.members(), 2u);
+  EXPECT_EQ(fa.members(), 3u);
   EXPECT_EQ(counts(fa.key_requests()), (std::map<std::string, uint64_t>{{"cl_1", 4}}));
   EXPECT_EQ(counts(fa.ip_requests()), (std::map<std::string, uint64_t>{{"10.0.0.1", 7}}));
   EXPECT_EQ(counts(fa.key_tokens()), (std::map<std::string, uint64_t>{{"cl_1", 40}}));
   EXPECT_GT(fa.at_unix_ms(), 0);
 
   auto fb = usageWith(b, 5);
-  EXPECT_EQ(fb.members(), 2u);
+  EXPECT_EQ(fb.members(), 3u);
   EXPECT_EQ(counts(fb.key_requests()), (std::map<std::string, uint64_t>{{"cl_1", 2}, {"cl_2", 3}}));
   EXPECT_EQ(counts(fb.key_tokens()), (std::map<std::string, uint64_t>{{"cl_1", 100}}));
 
@@ -531,10 +532,11 @@ TEST_F(ControlPlaneTest, FarmUsageSumsTheOtherMembers) {
   EXPECT_FALSE(ma->upstreams(0).healthy());
   EXPECT_EQ(member(status, "edge-c")->last_report_unix_ms(), 0);
 
-  // A member that stops reporting stops counting (3 intervals = 300 ms).
+  // A member that stops reporting stops counting (3 intervals = 300 ms);
+  // still connected, it is still a member.
   rb.reset();
   auto fc_later = usageWith(c, 5);
-  EXPECT_EQ(fc_later.members(), 2u);
+  EXPECT_EQ(fc_later.members(), 3u);
 
   // Live usage shows up in the REST client listing too.
   grpc::ClientContext ctx;
@@ -548,6 +550,75 @@ TEST_F(ControlPlaneTest, FarmUsageSumsTheOtherMembers) {
 
 // A report reaches the other members soon after it arrives, not only at
 // the next periodic push.
+// Farm-wide request limits: the members' ceilings never add up to more
+// than the limit, and move to the busy member once the idle one has
+// acknowledged giving its share back.
+TEST_F(ControlPlaneTest, FarmUsageSharesLimitsOutAsCeilings) {
+  writeFile(options_.config_file, R"({
+    "router_urls": ["http://127.0.0.1:1"],
+    "tls": {"enabled": false},
+    "auth": {"admin_keys": {"sk-admin-key-for-tests": "ops"}},
+    "rate_limits": {"global_rpm": 0, "per_ip_rpm": 0, "per_key_rpm": 100, "window_seconds": 60}
+  })");
+  start();
+  TestStream a(channel()), b(channel());
+  ASSERT_TRUE(a.hello("edge-a"));
+  ASSERT_TRUE(b.hello("edge-b"));
+  DiscoveryResponse r;
+  ASSERT_TRUE(a.nextSnapshot(&r));
+  ASSERT_TRUE(b.nextSnapshot(&r));
+
+  // What each member would report: its count, the seq it applied, its
+  // explicit ceiling in force.
+  auto report = [](uint64_t count, uint64_t seq, int64_t ceiling) {
+    DiscoveryRequest req;
+    auto* u = req.mutable_usage();
+    u->set_window_seconds(60);
+    u->set_farm_members(2);
+    u->set_applied_usage_seq(seq);
+    if (count) {
+      auto* kc = u->add_key_requests();
+      kc->set_key("cl_busy");
+      kc->set_count(count);
+    }
+    if (ceiling >= 0) {
+      auto* kc = u->add_key_request_ceilings();
+      kc->set_key("cl_busy");
+      kc->set_count(static_cast<uint64_t>(ceiling));
+    }
+    return req;
+  };
+  auto ceilingOf = [](const edge::v1::FarmUsage& fu) -> int64_t {
+    for (const auto& kc : fu.key_request_ceilings()) {
+      if (kc.key() == "cl_busy") return static_cast<int64_t>(kc.count());
+    }
+    return -1;
+  };
+  auto nextUsage = [](TestStream& s, const std::function<bool(const edge::v1::FarmUsage&)>& pred) {
+    DiscoveryResponse m;
+    bool ok = s.next(&m, 5s, [&](const DiscoveryResponse& x) { return x.has_farm_usage() && pred(x.farm_usage()); });
+    EXPECT_TRUE(ok);
+    return m.farm_usage();
+  };
+
+  // A is busy at its default share (50); B idle at its default (50): no
+  // headroom, so A is not raised yet and B is lowered toward a sliver.
+  ASSERT_TRUE(a.send(report(50, 0, -1)));
+  ASSERT_TRUE(b.send(report(0, 0, -1)));
+  auto fb = nextUsage(b, [&](const edge::v1::FarmUsage& fu) { return ceilingOf(fu) >= 0 && ceilingOf(fu) < 50; });
+  EXPECT_EQ(fb.members(), 2u);
+  EXPECT_NE(fb.seq(), 0u);
+  int64_t b_ceiling = ceilingOf(fb);
+  auto fa = nextUsage(a, [&](const edge::v1::FarmUsage& fu) { return ceilingOf(fu) >= 0; });
+  EXPECT_LE(ceilingOf(fa), 50);
+
+  // B says it applied that push: A gets the rest, never more in sum.
+  ASSERT_TRUE(b.send(report(0, fb.seq(), b_ceiling)));
+  auto fa2 = nextUsage(a, [&](const edge::v1::FarmUsage& fu) { return ceilingOf(fu) > 50; });
+  EXPECT_LE(ceilingOf(fa2) + b_ceiling, 100);
+  EXPECT_GE(ceilingOf(fa2), 95);
+}
+
 TEST_F(ControlPlaneTest, AReportIsForwardedWithoutWaitingForTheInterval) {
   options_.sync_interval_ms = 2000;
   start();
