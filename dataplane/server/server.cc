@@ -471,6 +471,7 @@ config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std
   auto mutable_cfg = std::const_pointer_cast<config::RuntimeConfig>(cfg);
   // The chain, in request order: who is it, may they, and what they use.
   mutable_cfg->filter_factories = {
+      filters::ratelimit::makeIpFactory(rl, state),
       filters::auth::makeFactory(snap.auth()),
       filters::ratelimit::makeFactory(rl, state),
       filters::usage::makeFactory(rl, state),

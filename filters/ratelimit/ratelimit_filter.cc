@@ -98,18 +98,38 @@ std::string clientIp(const std::string& peer, const http::RequestHeaders& header
   return peer;
 }
 
-void RateLimitFilter::refuse(const char* tier, uint64_t limit, uint32_t retry_after, const std::string& what) {
-  retry_after_ = retry_after < 1 ? 1 : retry_after;
+void sendRefusal(http::DecoderFilterCallbacks& decoder, const char* tier, uint64_t limit, uint32_t retry_after,
+                 const std::string& what) {
+  uint32_t ra = retry_after < 1 ? 1 : retry_after;
   std::string message = "rate limit exceeded: " + what + " (" + tier + " tier, limit " + std::to_string(limit) +
-                        "); retry after " + std::to_string(retry_after_) + "s";
+                        "); retry after " + std::to_string(ra) + "s";
   std::string code = std::string(tier) + "_rate_limit_exceeded";
-  uint32_t ra = retry_after_;
   std::string tier_name = tier;
-  decoder_->sendLocalReply(http::ErrorReply{429, message, "rate_limit_error", code},
-                           [ra, tier_name](http::ResponseHeaders& h) {
-                             h.headers.add("retry-after", std::to_string(ra));
-                             h.headers.add("x-ratelimit-tier", tier_name);
-                           });
+  decoder.sendLocalReply(http::ErrorReply{429, message, "rate_limit_error", code},
+                         [ra, tier_name](http::ResponseHeaders& h) {
+                           h.headers.add("retry-after", std::to_string(ra));
+                           h.headers.add("x-ratelimit-tier", tier_name);
+                         });
+}
+
+http::FilterHeadersStatus IpLimitFilter::decodeHeaders(http::RequestHeaders& headers, bool) {
+  const config::CompiledRoute* route = decoder_->route();
+  if (!route || !route->rate_limited) return http::FilterHeadersStatus::Continue;
+  const RateLimitConfig& cfg = *config_;
+  auto& info = decoder_->streamInfo();
+  info.client_ip = clientIp(decoder_->connection().peerIp(), headers, cfg.trusted_proxies);
+  if (!cfg.per_ip) return http::FilterHeadersStatus::Continue;
+  State& st = *state_;
+  uint64_t now = nowSeconds();
+  EntrySharedPtr e = st.ips.get(info.client_ip, now);
+  uint64_t limit = st.effectiveLimit(cfg.per_ip, e->ceiling.load(std::memory_order_relaxed));
+  if (!e->requests.tryAdmit(now, limit)) {
+    st.refused_ip.fetch_add(1, std::memory_order_relaxed);
+    sendRefusal(*decoder_, "ip", cfg.per_ip, e->requests.secondsUntilAvailable(now, std::max<uint64_t>(limit, 1)),
+                "too many requests from this address");
+    return http::FilterHeadersStatus::StopIteration;
+  }
+  return http::FilterHeadersStatus::Continue;
 }
 
 http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& headers, bool) {
@@ -120,7 +140,7 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
   State& st = *state_;
   uint64_t now = nowSeconds();
   auto& info = decoder_->streamInfo();
-  info.client_ip = clientIp(decoder_->connection().peerIp(), headers, cfg.trusted_proxies);
+  if (info.client_ip.empty()) info.client_ip = clientIp(decoder_->connection().peerIp(), headers, cfg.trusted_proxies);
   const http::ClientIdentity* id = info.identity.get();
   uint32_t window = st.windowSeconds();
   header_limit_ = 0;
@@ -173,22 +193,13 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
       return http::FilterHeadersStatus::StopIteration;
     }
   }
+  // The per-IP tier admitted this request before authentication
+  // (IpLimitFilter); here it only takes part in the headers.
   EntrySharedPtr ip_entry;
-  if (cfg.per_ip) {
-    ip_entry = st.ips.get(info.client_ip, now);
-    uint64_t ip_local = st.effectiveLimit(cfg.per_ip, ip_entry->ceiling.load(std::memory_order_relaxed));
-    if (!ip_entry->requests.tryAdmit(now, ip_local)) {
-      if (key_limit) key_entry_->requests.refund(now);
-      st.refused_ip.fetch_add(1, std::memory_order_relaxed);
-      refuse("ip", cfg.per_ip, ip_entry->requests.secondsUntilAvailable(now, std::max<uint64_t>(ip_local, 1)),
-             "too many requests from this address");
-      return http::FilterHeadersStatus::StopIteration;
-    }
-  }
+  if (cfg.per_ip && !info.client_ip.empty()) ip_entry = st.ips.get(info.client_ip, now);
   uint64_t global_local = st.effectiveLimit(cfg.global, st.global_ceiling.load(std::memory_order_relaxed));
   if (cfg.global && !st.global.tryAdmit(now, global_local)) {
     if (key_limit) key_entry_->requests.refund(now);
-    if (ip_entry) ip_entry->requests.refund(now);
     st.refused_global.fetch_add(1, std::memory_order_relaxed);
     refuse("global", cfg.global, st.global.secondsUntilAvailable(now, std::max<uint64_t>(global_local, 1)),
            "the gateway is at its global request limit");
@@ -220,6 +231,13 @@ void RateLimitFilter::onDestroy() {
     key_entry_->in_flight.fetch_sub(1, std::memory_order_acq_rel);
     holds_concurrency_ = false;
   }
+}
+
+http::FilterFactory makeIpFactory(RateLimitConfigSharedPtr config, StateSharedPtr state) {
+  return [config, state](http::FilterChainBuilder& builder) {
+    if (!config->per_ip) return;  // client_ip is then set after authentication
+    builder.addDecoderFilter(std::make_unique<IpLimitFilter>(config, state));
+  };
 }
 
 http::FilterFactory makeFactory(RateLimitConfigSharedPtr config, StateSharedPtr state) {

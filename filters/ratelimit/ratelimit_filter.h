@@ -5,6 +5,12 @@
 // over any tier gets 429 with a Retry-After that says when that tier
 // admits again; every response on a rate-limited route carries
 // OpenAI-style x-ratelimit-* headers.
+//
+// Two filters: the per-IP tier runs before authentication (IpLimitFilter),
+// so it counts every request an address sends, with a valid key or not: it
+// is the guard against one address flooding the gateway, bad keys
+// included. The global and per-key tiers run after it (RateLimitFilter)
+// and count only requests they admit.
 
 #include <memory>
 #include <string>
@@ -41,6 +47,10 @@ RateLimitConfigSharedPtr compileConfig(const edge::v1::RateLimits& limits);
 std::string clientIp(const std::string& peer, const http::RequestHeaders& headers,
                      const std::vector<Cidr>& trusted);
 
+// Sends the 429 for `tier` (shared by both filters).
+void sendRefusal(http::DecoderFilterCallbacks& decoder, const char* tier, uint64_t limit, uint32_t retry_after,
+                 const std::string& what);
+
 class RateLimitFilter : public http::StreamDecoderFilter, public http::StreamEncoderFilter {
  public:
   RateLimitFilter(RateLimitConfigSharedPtr config, StateSharedPtr state)
@@ -55,7 +65,9 @@ class RateLimitFilter : public http::StreamDecoderFilter, public http::StreamEnc
   void onDestroy() override;
 
  private:
-  void refuse(const char* tier, uint64_t limit, uint32_t retry_after, const std::string& what);
+  void refuse(const char* tier, uint64_t limit, uint32_t retry_after, const std::string& what) {
+    sendRefusal(*decoder_, tier, limit, retry_after, what);
+  }
 
   RateLimitConfigSharedPtr config_;
   StateSharedPtr state_;
@@ -68,12 +80,28 @@ class RateLimitFilter : public http::StreamDecoderFilter, public http::StreamEnc
   uint32_t header_reset_s_ = 0;
   uint64_t token_limit_ = 0, token_remaining_ = 0;
   uint32_t token_reset_s_ = 0;
-  // A refusal in progress: its headers.
-  uint32_t retry_after_ = 0;
+};
+
+// The per-IP tier, before authentication. Also sets the stream's client_ip.
+class IpLimitFilter : public http::StreamDecoderFilter {
+ public:
+  IpLimitFilter(RateLimitConfigSharedPtr config, StateSharedPtr state)
+      : config_(std::move(config)), state_(std::move(state)) {}
+  void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& cb) override { decoder_ = &cb; }
+  http::FilterHeadersStatus decodeHeaders(http::RequestHeaders& headers, bool end_stream) override;
+  http::FilterDataStatus decodeData(Buffer&, bool) override { return http::FilterDataStatus::Continue; }
+  void onDestroy() override {}
+
+ private:
+  RateLimitConfigSharedPtr config_;
+  StateSharedPtr state_;
+  http::DecoderFilterCallbacks* decoder_ = nullptr;
 };
 
 // The state is owned by the process and survives reloads (unless the
 // window size changes); the config comes from each snapshot.
+// makeIpFactory goes before the auth filter, makeFactory after it.
+http::FilterFactory makeIpFactory(RateLimitConfigSharedPtr config, StateSharedPtr state);
 http::FilterFactory makeFactory(RateLimitConfigSharedPtr config, StateSharedPtr state);
 
 }  // namespace eldric::filters::ratelimit

@@ -304,6 +304,15 @@ describe('a refusal by one tier does not use up another', () => {
     const u = (await call(edge, '/api/v1/usage', { key: KEY_A })).json();
     assert.equal(u.requests.used, 5, JSON.stringify(u.requests));
   });
+
+  it('the IP tier counts requests without a valid key too: an address guessing keys is stopped', TIMEOUT, async () => {
+    const send = (key) => call(edge, '/v1/models', { key, headers: { 'x-forwarded-for': '192.0.2.9' } });
+    for (let i = 0; i < 3; i++) assert.equal((await send('sk-not-a-key-' + i)).status, 401);
+    // The address has used its 3: more guesses get 429 (not a 401 that
+    // would confirm each guess), and so does a valid key from it.
+    assert429(await send('sk-not-a-key-x'), 'ip', 60, 'guess after the limit:');
+    assert429(await send(KEY_B), 'ip', 60, 'valid key from the same address:');
+  });
 });
 
 describe('requests in flight per key', () => {
