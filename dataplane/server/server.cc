@@ -739,6 +739,9 @@ void Server::handle(const std::string& method, const std::string& path, std::str
       respond();
       return;
     }
+    // The listeners stay as bound (kernel-picked ports, the redirect's
+    // Location port), as on SIGHUP.
+    carryListeners(cfg);
     applyConfig(cfg, respond);
   });
 }
