@@ -371,7 +371,9 @@ TEST_F(ControlPlaneTest, TypedAdminChangesArePushed) {
     ASSERT_TRUE(stub->ListClients(&ctx, edge::v1::ListClientsRequest(), &list).ok());
     ASSERT_EQ(list.clients_size(), 2);  // the config's "ops" and "app"
     EXPECT_EQ(list.clients(0).name(), "ops");
+    EXPECT_EQ(list.clients(0).source(), "config");
     EXPECT_EQ(list.clients(1).name(), "app");
+    EXPECT_EQ(list.clients(1).source(), "api");
   }
   {
     grpc::ClientContext ctx;

@@ -186,6 +186,7 @@ void toProto(const ClientRecord& c, edge::v1::Client* out) {
   out->set_id(c.id);
   out->set_name(c.name);
   out->set_description(c.description);
+  out->set_source(c.source);
   if (c.scopes & static_cast<Scopes>(Scope::Inference)) out->add_scopes("inference");
   if (c.scopes & static_cast<Scopes>(Scope::Admin)) out->add_scopes("admin");
   if (c.scopes & static_cast<Scopes>(Scope::Worker)) out->add_scopes("worker");
@@ -228,6 +229,7 @@ std::vector<edge::v1::Client> configClients(const edge::v1::Auth& auth,
       c = &out.back();
       c->set_id(k.client_id());
       c->set_name(k.client_name());
+      c->set_source("config");
       for (int sc : k.scopes()) {
         c->add_scopes(sc == edge::v1::SCOPE_ADMIN    ? "admin"
                       : sc == edge::v1::SCOPE_WORKER ? "worker"
