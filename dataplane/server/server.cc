@@ -726,19 +726,19 @@ int Server::run() {
 
 namespace eldric::server {
 
-void Server::handle(const std::string& method, const std::string& path, std::string body, Dispatcher& worker,
-                    std::function<void(Reply)> done) {
-  main_.post([this, method, path, body = std::move(body), &worker, done] {
+void Server::handle(const std::string& method, const std::string& path, std::string body, const std::string& caller,
+                    Dispatcher& worker, std::function<void(Reply)> done) {
+  main_.post([this, method, path, body = std::move(body), caller, &worker, done] {
     if (farm_) {
       // A farm's state lives in the control plane: carry the call there.
-      farm_->handleRest(method, path, body, "", [&worker, done](int status, std::string b, std::string code) {
+      farm_->handleRest(method, path, body, caller, [&worker, done](int status, std::string b, std::string code) {
         Reply reply{status, std::move(b), std::move(code)};
         worker.post([done, reply] { done(reply); });
       });
       return;
     }
     bool changed = false;
-    Reply reply = executeAdmin(method, path, body, &changed);
+    Reply reply = executeAdmin(method, path, body, caller, &changed);
     auto respond = [&worker, done, reply] { worker.post([done, reply] { done(reply); }); };
     if (!changed) {
       respond();
@@ -760,7 +760,7 @@ void Server::handle(const std::string& method, const std::string& path, std::str
 }
 
 AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::string& path, const std::string& body,
-                                         bool* changed) {
+                                         const std::string& caller, bool* changed) {
   controlplane::AdminContext ctx;
   ctx.store = store_.get();
   ctx.config_auth = &base_snapshot_.auth();
@@ -798,7 +798,10 @@ AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::s
   };
   controlplane::RestReply r = controlplane::handleAdminRest(ctx, method, path, body, changed);
   // The path names the client or plugin; bodies (keys, valves) are never logged.
-  if (*changed) log::info("admin state changed", {{"method", log::str(method)}, {"path", log::str(path)}});
+  if (*changed) {
+    log::info("admin state changed",
+              {{"method", log::str(method)}, {"path", log::str(path)}, {"caller", log::str(caller)}});
+  }
   return Reply{r.status, std::move(r.body), std::move(r.error_code)};
 }
 

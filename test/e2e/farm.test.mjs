@@ -146,6 +146,8 @@ describe('farm: control plane and three data planes', { timeout: 120000 }, () =>
     const on = await adminCall(edges[0], '/api/v1/plugins/content-filter/enable', { method: 'POST' });
     assert.equal(on.status, 200, on.body);
     assert.equal(on.json().enabled, true);
+    // The control plane's audit line names the caller as the member saw it.
+    assert.match(cp.stderr(), /"msg":"admin state changed","method":"POST","path":"\/api\/v1\/plugins\/content-filter\/enable","caller":"ops"/);
     const seen = await adminCall(edges[2], '/api/v1/plugins/content-filter');
     assert.equal(seen.json().enabled, true, 'member 3 answers from the same state');
 

@@ -98,6 +98,7 @@ describe('plugins REST on a standalone Edge', () => {
     const one = await admin(edge, '/api/v1/plugins/content-filter');
     assert.equal(one.status, 200, one.body);
     assert.equal(one.json().enabled, true);
+    assert.match(edge.stderr(), /"msg":"admin state changed","method":"POST","path":"\/api\/v1\/plugins\/content-filter\/enable","caller":"ops"/);
     const off = await admin(edge, '/api/v1/plugins/my-tool/disable', { method: 'POST' });
     assert.equal(off.status, 200, off.body);
     assert.equal(off.json().enabled, false);
