@@ -371,7 +371,9 @@ TEST_F(ControlPlaneTest, TypedAdminChangesArePushed) {
     ASSERT_TRUE(stub->ListClients(&ctx, edge::v1::ListClientsRequest(), &list).ok());
     ASSERT_EQ(list.clients_size(), 2);  // the config's "ops" and "app"
     EXPECT_EQ(list.clients(0).name(), "ops");
+    EXPECT_EQ(list.clients(0).source(), "config");
     EXPECT_EQ(list.clients(1).name(), "app");
+    EXPECT_EQ(list.clients(1).source(), "api");
   }
   {
     grpc::ClientContext ctx;
@@ -431,6 +433,21 @@ TEST_F(ControlPlaneTest, NackIsRecordedAndNotResent) {
   EXPECT_EQ(m->nack_error(), "tls: cannot load certificate: bad PEM");
   EXPECT_TRUE(m->acked_version().empty());
   EXPECT_TRUE(m->connected());
+  // The same through the REST API the data planes forward (GET /api/v1/farm).
+  {
+    grpc::ClientContext ctx;
+    edge::v1::RestRequest req;
+    req.set_method("GET");
+    req.set_path("/api/v1/farm");
+    edge::v1::RestReply reply;
+    ASSERT_TRUE(admin()->HandleRest(&ctx, req, &reply).ok());
+    ASSERT_EQ(reply.status(), 200u) << reply.body();
+    EXPECT_NE(reply.body().find("\"mode\":\"farm\""), std::string::npos) << reply.body();
+    EXPECT_NE(reply.body().find("\"node_id\":\"edge-bad\""), std::string::npos) << reply.body();
+    EXPECT_NE(reply.body().find("\"nack_error\":\"tls: cannot load certificate: bad PEM\""), std::string::npos)
+        << reply.body();
+    EXPECT_NE(reply.body().find("\"acked_version\":null"), std::string::npos) << reply.body();
+  }
 
   // No resend of the rejected version: only farm usage arrives.
   DiscoveryResponse again;

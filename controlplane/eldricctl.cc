@@ -300,7 +300,12 @@ std::string keyStatus(const v1::KeyInfo& k) {
 
 std::string limit(uint32_t v, const char* zero) { return v ? std::to_string(v) : zero; }
 
-bool isConfigClient(const v1::Client& c) { return c.id().rfind("cfg_", 0) == 0; }
+// Client.source says; a control plane older than that field sends none,
+// and its config clients are the ones with a "cfg_" id.
+bool isConfigClient(const v1::Client& c) {
+  if (!c.source().empty()) return c.source() == "config";
+  return c.id().rfind("cfg_", 0) == 0;
+}
 
 void printClient(const v1::Client& c) {
   std::vector<std::vector<std::string>> rows = {

@@ -44,6 +44,7 @@
 
 #include "controlplane/core/admin_rest.h"
 #include "controlplane/core/farm_limits.h"
+#include "controlplane/core/plugin_dir.h"
 #include "controlplane/core/snapshot_builder.h"
 #include "controlplane/core/store.h"
 #include "dataplane/common/log.h"
@@ -169,10 +170,24 @@ grpc::Status storeError(const std::string& error) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error);
 }
 
+// The config's plugins directory into the store (see core/plugin_dir.h).
+bool syncPlugins(const std::string& dir, Store& store, std::string* error) {
+  std::vector<std::string> warnings;
+  size_t found = 0;
+  bool ok = syncPluginDir(dir, store, &warnings, &found, error);
+  for (const auto& w : warnings) log::warn(w);
+  if (ok) {
+    log::info("plugins directory read",
+              {{"plugins_dir", log::str(dir)}, {"plugins", log::num(static_cast<long long>(found))}});
+  }
+  return ok;
+}
+
 void toProto(const ClientRecord& c, edge::v1::Client* out) {
   out->set_id(c.id);
   out->set_name(c.name);
   out->set_description(c.description);
+  out->set_source(c.source);
   if (c.scopes & static_cast<Scopes>(Scope::Inference)) out->add_scopes("inference");
   if (c.scopes & static_cast<Scopes>(Scope::Admin)) out->add_scopes("admin");
   if (c.scopes & static_cast<Scopes>(Scope::Worker)) out->add_scopes("worker");
@@ -215,6 +230,7 @@ std::vector<edge::v1::Client> configClients(const edge::v1::Auth& auth,
       c = &out.back();
       c->set_id(k.client_id());
       c->set_name(k.client_name());
+      c->set_source("config");
       for (int sc : k.scopes()) {
         c->add_scopes(sc == edge::v1::SCOPE_ADMIN    ? "admin"
                       : sc == edge::v1::SCOPE_WORKER ? "worker"
@@ -640,6 +656,7 @@ bool ControlPlane::Impl::start(std::string* error) {
 
   std::unique_ptr<Store> store = Store::open(options_.data_dir, error);
   if (!store) return false;
+  if (!loaded.plugins_dir.empty() && !syncPlugins(loaded.plugins_dir, *store, error)) return false;
   std::string session_key;
   if (!loadSessionKey(options_.data_dir, &session_key, error)) return false;
 
@@ -750,6 +767,13 @@ bool ControlPlane::Impl::reload(std::string* error) {
     sync_interval_ms_ = file_interval > 0 ? file_interval : kDefaultSyncIntervalMs;
   }
   std::lock_guard<std::mutex> l(store_mu_);
+  if (!loaded.plugins_dir.empty()) {
+    std::string plugins_error;
+    if (!syncPlugins(loaded.plugins_dir, *store_, &plugins_error)) {
+      // The plugins' state is kept as it was; the rest of the config applies.
+      log::error("plugins directory not re-read", {{"error", log::str(plugins_error)}});
+    }
+  }
   base_ = std::move(loaded);
   if (!rebuildLocked("config reload", error)) {
     log::error("rebuilding the snapshot failed", {{"error", log::str(*error)}});
@@ -1187,6 +1211,8 @@ AdminContext ControlPlane::Impl::adminContextLocked() {
   ctx.config_auth = &base_.snapshot.auth();
   ctx.rotation_overlap_seconds = base_.snapshot.auth().rotation_overlap().seconds();
   ctx.usage_json = [this](const std::string& id) { return usageJson(id); };
+  ctx.mode = "farm";
+  ctx.farm_status = [this](edge::v1::FarmStatus* out) { farmStatus(out); };
   return ctx;
 }
 
@@ -1218,9 +1244,11 @@ grpc::Status ControlPlane::Impl::handleRest(const edge::v1::RestRequest& req,
   std::lock_guard<std::mutex> l(store_mu_);
   bool changed = false;
   RestReply r =
-      handleClientsRest(adminContextLocked(), req.method(), req.path(), req.body(), &changed);
+      handleAdminRest(adminContextLocked(), req.method(), req.path(), req.body(), &changed);
   if (changed) {
-    log::info("client registry changed", {{"method", log::str(req.method())},
+    // The path names the client or plugin; bodies (keys, valves) are never
+    // logged.
+    log::info("admin state changed", {{"method", log::str(req.method())},
                                           {"path", log::str(req.path())},
                                           {"caller", log::str(req.caller_client())}});
     // Committed; the answer goes out only once the new snapshot is queued

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "rapidjson/document.h"
+#include "rapidjson/error/en.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 
@@ -288,6 +289,217 @@ RestReply handleClientsRest(const AdminContext& ctx, const std::string& method, 
     return RestReply{200, clientJson(issued.client, ctx, &issued.key, &overlap), ""};
   }
   return error(405, "unsupported: " + method + " " + path, "method_not_allowed");
+}
+
+// ---------------------------------------------------------------------------
+// Plugins.
+
+namespace {
+
+void writePlugin(Writer& w, const PluginRecord& p) {
+  w.StartObject();
+  w.Key("id");
+  w.String(p.id.c_str());
+  w.Key("object");
+  w.String("plugin");
+  w.Key("name");
+  w.String(p.name.c_str());
+  w.Key("type");
+  w.String(p.type.c_str());
+  w.Key("enabled");
+  w.Bool(p.enabled);
+  w.Key("created_at");
+  w.Int64(p.created_at);
+  w.Key("updated_at");
+  w.Int64(p.updated_at);
+  // Valves are not listed: they may hold secrets and have their own
+  // endpoint.
+  w.EndObject();
+}
+
+std::string pluginJson(const PluginRecord& p) {
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  writePlugin(w, p);
+  return std::string(sb.GetString(), sb.GetSize());
+}
+
+RestReply pluginNotFound(const std::string& id) {
+  return error(404, "no plugin \"" + id + "\"", "plugin_not_found");
+}
+
+RestReply storeFailure(const std::string& err, int client_status, const char* client_code) {
+  // The Store names database failures "database error in ..."; anything
+  // else it refuses is the caller's input.
+  if (err.rfind("database error", 0) == 0) return error(500, err, "store_error");
+  return error(client_status, err, client_code);
+}
+
+}  // namespace
+
+RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method, const std::string& path,
+                            const std::string& body, bool* changed) {
+  *changed = false;
+  const std::string base = "/api/v1/plugins";
+  if (path.compare(0, base.size(), base) != 0) return error(404, "no route for " + path, "not_found");
+  std::string rest = path.substr(base.size());
+  if (!rest.empty() && rest.back() == '/') rest.pop_back();
+  if (!rest.empty() && rest[0] != '/') return error(404, "no route for " + path, "not_found");
+
+  if (rest.empty()) {
+    if (method != "GET") return error(405, "use GET to list plugins", "method_not_allowed");
+    rapidjson::StringBuffer sb;
+    Writer w(sb);
+    w.StartObject();
+    w.Key("object");
+    w.String("list");
+    w.Key("data");
+    w.StartArray();
+    for (const auto& p : ctx.store->listPlugins()) writePlugin(w, p);
+    w.EndArray();
+    w.EndObject();
+    return RestReply{200, std::string(sb.GetString(), sb.GetSize()), ""};
+  }
+  // /{id} and /{id}/{action}
+  std::string id = rest.substr(1);
+  std::string action;
+  if (size_t slash = id.find('/'); slash != std::string::npos) {
+    action = id.substr(slash + 1);
+    id.resize(slash);
+  }
+  if (!action.empty() && action != "enable" && action != "disable" && action != "valves") {
+    return error(404, "no route for " + path + " (plugins have enable, disable and valves)", "not_found");
+  }
+  std::optional<PluginRecord> plugin = ctx.store->getPlugin(id);
+  if (!plugin) return pluginNotFound(id);
+
+  if (action.empty()) {
+    if (method != "GET") return error(405, "use GET on a plugin", "method_not_allowed");
+    return RestReply{200, pluginJson(*plugin), ""};
+  }
+  std::string err;
+  bool not_found = false;
+  if (action == "enable" || action == "disable") {
+    if (method != "POST") return error(405, "use POST to " + action + " a plugin", "method_not_allowed");
+    bool enable = action == "enable";
+    PluginRecord out;
+    if (!ctx.store->setPluginEnabled(id, enable, &out, &err, &not_found)) {
+      return not_found ? pluginNotFound(id) : storeFailure(err, 400, "invalid_plugin");
+    }
+    *changed = plugin->enabled != enable;
+    return RestReply{200, pluginJson(out), ""};
+  }
+  // valves: the plugin's settings, a JSON object, answered as that object.
+  if (method == "GET") return RestReply{200, plugin->valves_json, ""};
+  if (method != "PUT") return error(405, "use GET or PUT on a plugin's valves", "method_not_allowed");
+  rapidjson::Document doc;
+  doc.Parse<rapidjson::kParseValidateEncodingFlag>(body.c_str(), body.size());
+  if (doc.HasParseError()) {
+    // The parse error and where, never the text: valves may hold secrets.
+    return error(400,
+                 std::string("request body is not valid JSON: ") + rapidjson::GetParseError_En(doc.GetParseError()) +
+                     " (at byte " + std::to_string(doc.GetErrorOffset()) + ")",
+                 "invalid_json");
+  }
+  if (!doc.IsObject()) return error(400, "valves must be a JSON object", "invalid_valves");
+  PluginRecord out;
+  if (!ctx.store->setPluginValves(id, body, &out, &err, &not_found)) {
+    return not_found ? pluginNotFound(id) : storeFailure(err, 400, "invalid_valves");
+  }
+  *changed = out.valves_json != plugin->valves_json;
+  return RestReply{200, out.valves_json, ""};
+}
+
+// ---------------------------------------------------------------------------
+// The farm.
+
+RestReply handleFarmRest(const AdminContext& ctx, const std::string& method, const std::string& path) {
+  if (path != "/api/v1/farm" && path != "/api/v1/farm/") return error(404, "no route for " + path, "not_found");
+  if (method != "GET") return error(405, "use GET on /api/v1/farm", "method_not_allowed");
+  edge::v1::FarmStatus status;
+  if (ctx.farm_status) ctx.farm_status(&status);
+  const bool single = ctx.mode != "farm";
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  auto stringOrNull = [&w](const std::string& s) {
+    if (s.empty()) {
+      w.Null();
+    } else {
+      w.String(s.c_str());
+    }
+  };
+  w.StartObject();
+  w.Key("object");
+  w.String("farm");
+  w.Key("mode");
+  w.String(single ? "single" : "farm");
+  if (single) {
+    w.Key("message");
+    w.String("a standalone Edge: no control plane, no other members; this instance is the only one");
+  }
+  w.Key("current_version");
+  stringOrNull(status.current_version());
+  w.Key("members");
+  w.StartArray();
+  for (const auto& m : status.members()) {
+    w.StartObject();
+    w.Key("node_id");
+    w.String(m.node_id().c_str());
+    w.Key("listen_addresses");
+    w.StartArray();
+    for (const auto& a : m.listen_addresses()) w.String(a.c_str());
+    w.EndArray();
+    w.Key("build_version");
+    stringOrNull(m.build_version());
+    // Connected to the control plane; null without one.
+    w.Key("connected");
+    if (single) {
+      w.Null();
+    } else {
+      w.Bool(m.connected());
+    }
+    w.Key("acked_version");
+    stringOrNull(m.acked_version());
+    w.Key("in_sync");
+    w.Bool(!m.acked_version().empty() && m.acked_version() == status.current_version());
+    w.Key("nacked_version");
+    stringOrNull(m.nacked_version());
+    w.Key("nack_error");
+    stringOrNull(m.nack_error());
+    w.Key("last_report_unix_ms");
+    timeOrNull(w, m.last_report_unix_ms());
+    w.Key("connected_since_unix_ms");
+    timeOrNull(w, m.connected_since_unix_ms());
+    w.Key("upstreams");
+    w.StartArray();
+    for (const auto& u : m.upstreams()) {
+      w.StartObject();
+      w.Key("url");
+      w.String(u.url().c_str());
+      w.Key("healthy");
+      w.Bool(u.healthy());
+      w.Key("in_flight");
+      w.Int64(u.in_flight());
+      w.EndObject();
+    }
+    w.EndArray();
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  return RestReply{200, std::string(sb.GetString(), sb.GetSize()), ""};
+}
+
+RestReply handleAdminRest(const AdminContext& ctx, const std::string& method, const std::string& path,
+                          const std::string& body, bool* changed) {
+  *changed = false;
+  auto under = [&path](const std::string& base) {
+    return path.compare(0, base.size(), base) == 0 && (path.size() == base.size() || path[base.size()] == '/');
+  };
+  if (under("/api/v1/clients")) return handleClientsRest(ctx, method, path, body, changed);
+  if (under("/api/v1/plugins")) return handlePluginsRest(ctx, method, path, body, changed);
+  if (under("/api/v1/farm")) return handleFarmRest(ctx, method, path);
+  return error(404, "no route for " + path, "not_found");
 }
 
 }  // namespace eldric::controlplane

@@ -1,15 +1,16 @@
 #pragma once
 
-// The admin REST API's semantics (/api/v1/clients...), defined once over
-// the Store: the standalone Edge calls it in-process, the control plane
-// calls it for REST requests its data planes forward (Admin.HandleRest).
-// Same JSON either way.
+// The admin REST API's semantics (/api/v1/clients..., /api/v1/plugins...,
+// /api/v1/farm), defined once over the Store: the standalone Edge calls it
+// in-process, the control plane calls it for REST requests its data planes
+// forward (Admin.HandleRest). Same JSON either way.
 
 #include <cstdint>
 #include <functional>
 #include <string>
 
 #include "controlplane/core/store.h"
+#include "eldric/edge/v1/admin.pb.h"
 #include "eldric/edge/v1/snapshot.pb.h"
 
 namespace eldric::controlplane {
@@ -29,6 +30,11 @@ struct AdminContext {
   // Optional: the client's live usage as a JSON object
   // ({"requests_in_window":..,"tokens_in_window":..,"in_flight":..}).
   std::function<std::string(const std::string& client_id)> usage_json;
+  // GET /api/v1/farm. "farm": the members a control plane knows; "single":
+  // a standalone Edge, the one member being itself (no control plane, so
+  // its "connected" and report times are null).
+  std::string mode = "single";
+  std::function<void(edge::v1::FarmStatus* out)> farm_status;
 };
 
 // Handles METHOD PATH (path without query) with BODY. Sets `*changed` when
@@ -36,5 +42,19 @@ struct AdminContext {
 // answers). Logs registrations by name and key prefix only.
 RestReply handleClientsRest(const AdminContext& ctx, const std::string& method, const std::string& path,
                             const std::string& body, bool* changed);
+
+// /api/v1/plugins, /api/v1/plugins/{id}, .../{id}/enable, .../{id}/disable,
+// .../{id}/valves. Plugins are plain state here (the data plane does not
+// run them yet). Valves may hold secrets: nothing here logs them, and an
+// error about a valves body names the JSON error and its offset only.
+RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method, const std::string& path,
+                            const std::string& body, bool* changed);
+
+// GET /api/v1/farm.
+RestReply handleFarmRest(const AdminContext& ctx, const std::string& method, const std::string& path);
+
+// Every admin route above, by path; anything else under /api/v1 is a 404.
+RestReply handleAdminRest(const AdminContext& ctx, const std::string& method, const std::string& path,
+                          const std::string& body, bool* changed);
 
 }  // namespace eldric::controlplane

@@ -47,6 +47,7 @@ struct Settings {
   int64_t per_key_tpm = 0, max_tokens_per_request = 0, per_key_max_concurrent = 0;
   std::vector<std::string> trusted_proxies;
   std::string data_dir = "/var/lib/eldric-edge";
+  std::string plugins_dir;
   bool has_farm_peers = false;
   FarmOptions farm;
   int64_t sync_interval_ms = 5000;
@@ -253,6 +254,7 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                             {"trusted_proxies", w.stringList(&s.trusted_proxies)}});
                 }},
                {"data_dir", w.string(&s.data_dir)},
+               {"plugins_dir", w.string(&s.plugins_dir)},
                {"farm",
                 [&](const Value& v, const std::string& p) {
                   std::vector<std::string> peers;
@@ -431,6 +433,7 @@ bool applyFlags(const CommandLine& cli, Settings& s, std::string* error) {
     s.keys.push_back(std::move(k));
   }
   if (!cli.data_dir.empty()) s.data_dir = cli.data_dir;
+  if (!cli.plugins_dir.empty()) s.plugins_dir = cli.plugins_dir;
   if (!cli.peers.empty()) s.has_farm_peers = true;
   if (!cli.control_plane.empty()) s.farm.control_planes = splitList(cli.control_plane);
   if (!cli.control_plane_ca.empty()) s.farm.ca_file = cli.control_plane_ca;
@@ -487,6 +490,11 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   snap.set_worker_threads(static_cast<uint32_t>(s.workers));
   snap.mutable_access_log()->set_path(s.access_log);
   snap.set_data_dir(s.data_dir);
+  out->plugins_dir = s.plugins_dir;
+  if (s.mode == "farm" && !s.plugins_dir.empty()) {
+    out->warnings.push_back(
+        "plugins_dir is read by the control plane in a farm (its config's plugins_dir); this member ignores it");
+  }
   *snap.mutable_farm()->mutable_sync_interval() = duration(s.sync_interval_ms);
 
   auto* auth = snap.mutable_auth();
@@ -645,9 +653,20 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     // Router addresses are internal: with keys required, only admins see them.
     if (s.require_api_key) r->set_required_scope(edge::v1::SCOPE_ADMIN);
   }
+  // The admin REST API (controlplane/core/admin_rest): admin keys only.
   {
     auto* r = route("clients", "/api/v1/clients", false, {"GET", "POST", "DELETE"});
-    r->set_builtin(edge::v1::BUILTIN_HANDLER_CLIENTS);
+    r->set_builtin(edge::v1::BUILTIN_HANDLER_ADMIN);
+    r->set_required_scope(edge::v1::SCOPE_ADMIN);
+  }
+  {
+    auto* r = route("plugins", "/api/v1/plugins", false, {"GET", "POST", "PUT"});
+    r->set_builtin(edge::v1::BUILTIN_HANDLER_ADMIN);
+    r->set_required_scope(edge::v1::SCOPE_ADMIN);
+  }
+  {
+    auto* r = route("farm", "/api/v1/farm", true, {"GET"});
+    r->set_builtin(edge::v1::BUILTIN_HANDLER_ADMIN);
     r->set_required_scope(edge::v1::SCOPE_ADMIN);
   }
   {
@@ -739,6 +758,7 @@ Usage: eldric-edge [flags]
   --peers LIST        the seed's farm peers: replaced by --control-plane
   --api-key KEY       require API keys; KEY is the operator's (inference + admin scopes)
   --data-dir DIR      where registered clients are kept (default /var/lib/eldric-edge)
+  --plugins-dir DIR   installed plugins, one folder each with a manifest.json (default: none)
   --help, --version
 
 Signals: SIGHUP re-reads the config file and certificates without dropping
@@ -792,6 +812,8 @@ bool parseCommandLine(int argc, char** argv, CommandLine* out, std::string* erro
       if (!flags.value(&out->node_id, error)) return false;
     } else if (arg == "--data-dir") {
       if (!flags.value(&out->data_dir, error)) return false;
+    } else if (arg == "--plugins-dir") {
+      if (!flags.value(&out->plugins_dir, error)) return false;
     } else if (arg == "--control-plane") {
       if (!flags.value(&out->control_plane, error)) return false;
     } else {

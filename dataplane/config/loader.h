@@ -18,7 +18,7 @@ struct CommandLine {
   std::string log_level;  // empty: from file, else info
   // Raw flag values; empty / unset when not given.
   std::string port, http_port, bind, routers, cert, key, workers, mode, peers, api_key, access_log,
-      control_plane, data_dir, control_plane_ca, control_plane_cert, control_plane_key, node_id;
+      control_plane, data_dir, control_plane_ca, control_plane_cert, control_plane_key, node_id, plugins_dir;
   bool no_tls = false;
 };
 
@@ -49,6 +49,9 @@ struct LoadResult {
   edge::v1::Snapshot snapshot;
   FarmOptions farm;
   std::string log_level;
+  // The plugins directory (plugins/<id>/manifest.json); empty: none. Read
+  // by whoever owns the store (see controlplane/core/plugin_dir.h).
+  std::string plugins_dir;
   // Things that are accepted but not acted on yet; logged at start.
   std::vector<std::string> warnings;
 };

@@ -35,7 +35,8 @@ void ClientsFilter::dispatch(std::string body) {
   const auto& req = callbacks_->requestHeaders();
   std::shared_ptr<bool> alive = alive_;
   http::DecoderFilterCallbacks* cb = callbacks_;
-  backend_.handle(req.method, std::string(req.pathOnly()), std::move(body), callbacks_->dispatcher(),
+  backend_.handle(req.method, std::string(req.pathOnly()), std::move(body), callbacks_->streamInfo().client_name,
+                  callbacks_->dispatcher(),
                   [alive, cb](AdminBackend::Reply reply) {
                     // The client may have gone while the store worked.
                     if (!*alive) return;

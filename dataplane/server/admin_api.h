@@ -1,6 +1,7 @@
 #pragma once
 
-// The admin REST API (/api/v1/clients...) and /api/v1/usage. Client
+// The admin REST API (/api/v1/clients..., /api/v1/plugins..., /api/v1/farm)
+// and /api/v1/usage. Client
 // changes run on the main loop, where the store lives: the store commits
 // (fsync), a new snapshot is built and every worker has switched to it
 // before the answer goes out, so a revoked key is refused on the very
@@ -27,9 +28,10 @@ class AdminBackend {
     std::string error_code;
   };
   // Runs `request` (method, path, body) off the worker, then calls `done`
-  // back on `worker`'s thread.
+  // back on `worker`'s thread. `caller` is the authenticated client's name,
+  // for the audit log line of a change.
   virtual void handle(const std::string& method, const std::string& path, std::string body,
-                      Dispatcher& worker, std::function<void(Reply)> done) = 0;
+                      const std::string& caller, Dispatcher& worker, std::function<void(Reply)> done) = 0;
 };
 
 class ClientsFilter : public http::StreamDecoderFilter {

@@ -41,6 +41,12 @@ FarmClient::FarmClient(Dispatcher& main, const config::FarmOptions& options, std
   view_.offline_policy = options_.offline_policy;
 }
 
+void FarmClient::setIdentity(std::string node_id, const std::vector<std::string>& listen_addresses) {
+  node_.set_id(std::move(node_id));
+  node_.clear_listen_addresses();
+  for (const auto& a : listen_addresses) node_.add_listen_addresses(a);
+}
+
 FarmClient::~FarmClient() {
   if (stream_) stream_->cancel();
 }

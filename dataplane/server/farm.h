@@ -48,6 +48,9 @@ class FarmClient : public grpc::StreamCallbacks {
   FarmClient(Dispatcher& main, const config::FarmOptions& options, std::string node_id,
              std::vector<std::string> listen_addresses, ApplyFn apply, ReportFn report);
   ~FarmClient() override;
+  // Before start(): who this member says it is in its hello (the bound
+  // ports are known only once the listeners are bound).
+  void setIdentity(std::string node_id, const std::vector<std::string>& listen_addresses);
   void start();
   // Admin REST carried to the control plane; `done` runs on the main loop.
   void handleRest(const std::string& method, const std::string& path, const std::string& body,

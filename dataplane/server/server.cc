@@ -16,6 +16,7 @@
 #include "dataplane/common/log.h"
 #include "dataplane/network/connection.h"
 #include "controlplane/core/admin_rest.h"
+#include "controlplane/core/plugin_dir.h"
 #include "controlplane/core/snapshot_builder.h"
 #include "dataplane/server/builtin.h"
 #include "dataplane/server/webchat_handler.h"
@@ -115,7 +116,7 @@ void Worker::accept(ListenerHandle* l) {
 void Worker::addTerminalFilter(const config::CompiledRoute& route, http::FilterChainBuilder& builder) {
   if (route.cluster) {
     builder.addDecoderFilter(std::make_unique<router::RouterFilter>(router_context_));
-  } else if (route.builtin == edge::v1::BUILTIN_HANDLER_CLIENTS) {
+  } else if (route.builtin == edge::v1::BUILTIN_HANDLER_ADMIN) {
     builder.addDecoderFilter(std::make_unique<ClientsFilter>(server_.admin()));
   } else if (route.builtin == edge::v1::BUILTIN_HANDLER_WEBCHAT) {
     builder.addDecoderFilter(std::make_unique<WebchatFilter>());
@@ -550,6 +551,11 @@ void Server::reload() {
     log::error("reload failed; keeping the running config", {{"error", log::str(error)}});
     return;
   }
+  if (!loaded.plugins_dir.empty() && !syncPlugins(loaded.plugins_dir, &error)) {
+    // The plugins' state is kept as it was; the rest of the config applies.
+    log::error("plugins directory not re-read", {{"error", log::str(error)}});
+  }
+  plugins_dir_ = loaded.plugins_dir;
   carryListeners(next);
   for (const auto& w : loaded.warnings) log::warn(w);
   base_snapshot_ = loaded.snapshot;
@@ -616,6 +622,12 @@ int Server::run() {
             error.c_str());
     return 2;
   }
+  plugins_dir_ = loaded.plugins_dir;
+  if (store_ && !plugins_dir_.empty() && !syncPlugins(plugins_dir_, &error)) {
+    log::error("plugins error", {{"error", log::str(error)}});
+    fprintf(stderr, "eldric-edge: %s\n", error.c_str());
+    return 2;
+  }
   if (!farm_ && !loadSessionKey(data_dir, &error)) {
     fprintf(stderr, "eldric-edge: %s\n", error.c_str());
     return 2;
@@ -671,6 +683,7 @@ int Server::run() {
 
   for (uint32_t i = 0; i < n; ++i) workers_[i]->start(worker_fds_[i]);
   if (farm_) {
+    farm_->setIdentity(nodeId(*cfg), listenAddresses(*cfg));
     farm_->setRateLimitState(state_.rateLimitState());
     state_.farm_view = [this] { return farm_->view(); };
     farm_->start();
@@ -709,19 +722,19 @@ int Server::run() {
 
 namespace eldric::server {
 
-void Server::handle(const std::string& method, const std::string& path, std::string body, Dispatcher& worker,
-                    std::function<void(Reply)> done) {
-  main_.post([this, method, path, body = std::move(body), &worker, done] {
+void Server::handle(const std::string& method, const std::string& path, std::string body, const std::string& caller,
+                    Dispatcher& worker, std::function<void(Reply)> done) {
+  main_.post([this, method, path, body = std::move(body), caller, &worker, done] {
     if (farm_) {
       // A farm's state lives in the control plane: carry the call there.
-      farm_->handleRest(method, path, body, "", [&worker, done](int status, std::string b, std::string code) {
+      farm_->handleRest(method, path, body, caller, [&worker, done](int status, std::string b, std::string code) {
         Reply reply{status, std::move(b), std::move(code)};
         worker.post([done, reply] { done(reply); });
       });
       return;
     }
     bool changed = false;
-    Reply reply = executeAdmin(method, path, body, &changed);
+    Reply reply = executeAdmin(method, path, body, caller, &changed);
     auto respond = [&worker, done, reply] { worker.post([done, reply] { done(reply); }); };
     if (!changed) {
       respond();
@@ -735,12 +748,15 @@ void Server::handle(const std::string& method, const std::string& path, std::str
       respond();
       return;
     }
+    // The listeners stay as bound (kernel-picked ports, the redirect's
+    // Location port), as on SIGHUP.
+    carryListeners(cfg);
     applyConfig(cfg, respond);
   });
 }
 
 AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::string& path, const std::string& body,
-                                         bool* changed) {
+                                         const std::string& caller, bool* changed) {
   controlplane::AdminContext ctx;
   ctx.store = store_.get();
   ctx.config_auth = &base_snapshot_.auth();
@@ -755,9 +771,59 @@ AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::s
              ",\"in_flight\":" + std::to_string(e->in_flight.load()) + "}";
     };
   }
-  controlplane::RestReply r = controlplane::handleClientsRest(ctx, method, path, body, changed);
-  if (*changed) log::info("client registry changed", {{"method", log::str(method)}, {"path", log::str(path)}});
+  // GET /api/v1/farm on a standalone Edge: itself, serving its version.
+  ctx.mode = "single";
+  ctx.farm_status = [this](edge::v1::FarmStatus* out) {
+    auto cfg = config();
+    if (!cfg) return;
+    out->set_current_version(cfg->version());
+    auto* m = out->add_members();
+    m->set_node_id(nodeId(*cfg));
+    for (const auto& a : listenAddresses(*cfg)) m->add_listen_addresses(a);
+    m->set_build_version("eldric-edge 0.1.0");
+    m->set_acked_version(cfg->version());
+    uint64_t now_ms = main_.nowMs();
+    for (const auto& c : cfg->clusters) {
+      for (const auto& h : c->hosts) {
+        auto* u = m->add_upstreams();
+        u->set_url(h->url());
+        u->set_healthy(h->available(now_ms));
+        u->set_in_flight(h->in_flight.load(std::memory_order_relaxed));
+      }
+    }
+  };
+  controlplane::RestReply r = controlplane::handleAdminRest(ctx, method, path, body, changed);
+  // The path names the client or plugin; bodies (keys, valves) are never logged.
+  if (*changed) {
+    log::info("admin state changed",
+              {{"method", log::str(method)}, {"path", log::str(path)}, {"caller", log::str(caller)}});
+  }
   return Reply{r.status, std::move(r.body), std::move(r.error_code)};
+}
+
+bool Server::syncPlugins(const std::string& dir, std::string* error) {
+  std::vector<std::string> warnings;
+  size_t found = 0;
+  bool ok = controlplane::syncPluginDir(dir, *store_, &warnings, &found, error);
+  for (const auto& w : warnings) log::warn(w);
+  if (ok) log::info("plugins directory read", {{"plugins_dir", log::str(dir)}, {"plugins", log::num(static_cast<long long>(found))}});
+  return ok;
+}
+
+std::vector<std::string> Server::listenAddresses(const config::RuntimeConfig& cfg) const {
+  std::vector<std::string> out;
+  for (const auto& l : cfg.listeners) {
+    bool v6 = l.address.find(':') != std::string::npos;
+    out.push_back((v6 ? "[" + l.address + "]" : l.address) + ":" + std::to_string(l.port));
+  }
+  return out;
+}
+
+std::string Server::nodeId(const config::RuntimeConfig& cfg) const {
+  if (!farm_options_.node_id.empty()) return farm_options_.node_id;
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  return std::string(host) + ":" + (cfg.listeners.empty() ? "0" : std::to_string(cfg.listeners[0].port));
 }
 
 }  // namespace eldric::server

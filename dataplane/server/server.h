@@ -102,7 +102,8 @@ class Server : public AdminBackend {
   AdminBackend& admin() { return *this; }
 
   // AdminBackend (standalone: the embedded store, on the main loop).
-  void handle(const std::string& method, const std::string& path, std::string body, Dispatcher& worker,
+  void handle(const std::string& method, const std::string& path, std::string body, const std::string& caller,
+              Dispatcher& worker,
               std::function<void(Reply)> done) override;
 
  private:
@@ -120,7 +121,14 @@ class Server : public AdminBackend {
   // Swaps every worker to `cfg`; `done` runs on the main loop once all have.
   void applyConfig(config::RuntimeConfigSharedPtr cfg, std::function<void()> done = nullptr);
   Reply executeAdmin(const std::string& method, const std::string& path, const std::string& body,
-                     bool* changed);
+                     const std::string& caller, bool* changed);
+  // The plugins directory into the store (standalone). False only when the
+  // directory cannot be read or the store fails.
+  bool syncPlugins(const std::string& dir, std::string* error);
+  // "address:port" of each bound listener, and this instance's node id
+  // (--node-id, else hostname:first port).
+  std::vector<std::string> listenAddresses(const config::RuntimeConfig& cfg) const;
+  std::string nodeId(const config::RuntimeConfig& cfg) const;
 
   config::CommandLine cli_;
   Dispatcher main_;
@@ -138,6 +146,7 @@ class Server : public AdminBackend {
   std::string access_log_path_;
   std::unique_ptr<controlplane::Store> store_;
   edge::v1::Snapshot base_snapshot_;  // from the file and flags
+  std::string plugins_dir_;          // standalone: scanned at start and SIGHUP
   std::string session_key_;  // signs web chat session cookies
   config::FarmOptions farm_options_;
   edge::v1::Snapshot local_snapshot_;  // as this process was started

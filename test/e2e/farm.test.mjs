@@ -23,6 +23,7 @@ import {
   sleep,
   makeCert,
 } from './lib/harness.mjs';
+import { writePluginsDir } from './lib/plugins.mjs';
 
 const CP_BIN = path.join(BIN_DIR, 'controlplane/eldric-controlplane');
 const T = { timeout: 60000 };
@@ -76,20 +77,41 @@ async function health(edge) {
   return (await request({ port: edge.httpPort, path: '/health' })).json();
 }
 
+async function adminCall(edge, p, { method = 'GET', json, body, key = ADMIN_KEY } = {}) {
+  const headers = key ? auth(key) : {};
+  let b = body;
+  if (json !== undefined) b = JSON.stringify(json);
+  if (b !== undefined) headers['content-type'] = 'application/json';
+  return request({ port: edge.httpPort, method, path: p, headers, body: b, timeoutMs: 5000 });
+}
+
+function assertError(r, status, code) {
+  assert.equal(r.status, status, r.body);
+  const j = r.json();
+  assert.equal(typeof j.error?.message, 'string', r.body);
+  assert.equal(typeof j.error?.type, 'string', r.body);
+  if (code) assert.equal(j.error.code, code, r.body);
+}
+
+const VALVE_SECRET = `farm-valve-secret-${Math.random().toString(36).slice(2)}`;
+
 describe('farm: control plane and three data planes', { timeout: 120000 }, () => {
-  let router, cp, cpPort, cpData, cpConfig;
+  let router, cp, cpPort, cpData, cpConfig, pluginsTmp;
   const edges = [];
 
   before(async () => {
     router = await startFakeRouter();
     cpPort = await freePort();
     cpData = makeTempDir('eldric-cp-data-');
+    pluginsTmp = makeTempDir('eldric-cp-plugins-');
     cpConfig = {
       router_urls: [router.url],
       tls: { enabled: false },
       auth: { require_api_key: true, admin_keys: { [ADMIN_KEY]: 'ops' } },
       rate_limits: { global_rpm: 0, per_ip_rpm: 0, per_key_rpm: 0, window_seconds: 60 },
       farm: { sync_interval_ms: SYNC_MS },
+      // The control plane owns the plugins' state in a farm.
+      plugins_dir: writePluginsDir(pluginsTmp, VALVE_SECRET),
     };
     cp = await startControlPlane({ port: cpPort, dataDir: cpData, config: cpConfig });
     for (let i = 0; i < 3; i++) {
@@ -111,6 +133,67 @@ describe('farm: control plane and three data planes', { timeout: 120000 }, () =>
     await cp?.kill();
     await router?.stop();
     removeDir(cpData);
+    removeDir(pluginsTmp);
+  });
+
+  it('plugins REST through the members: state kept by the control plane, the same on every member', T, async () => {
+    const list = await adminCall(edges[1], '/api/v1/plugins');
+    assert.equal(list.status, 200, list.body);
+    assert.deepEqual(list.json().data.map((p) => [p.id, p.type, p.enabled]),
+      [['content-filter', 'filter', false], ['my-tool', 'tool', true]]);
+    assert.ok(!list.body.includes(VALVE_SECRET));
+
+    const on = await adminCall(edges[0], '/api/v1/plugins/content-filter/enable', { method: 'POST' });
+    assert.equal(on.status, 200, on.body);
+    assert.equal(on.json().enabled, true);
+    // The control plane's audit line names the caller as the member saw it.
+    assert.match(cp.stderr(), /"msg":"admin state changed","method":"POST","path":"\/api\/v1\/plugins\/content-filter\/enable","caller":"ops"/);
+    const seen = await adminCall(edges[2], '/api/v1/plugins/content-filter');
+    assert.equal(seen.json().enabled, true, 'member 3 answers from the same state');
+
+    const v = await adminCall(edges[2], '/api/v1/plugins/content-filter/valves');
+    assert.deepEqual(v.json(), { api_token: VALVE_SECRET, threshold: 0.5 });
+    const next = { api_token: `${VALVE_SECRET}-2`, threshold: 0.9 };
+    const put = await adminCall(edges[1], '/api/v1/plugins/content-filter/valves', { method: 'PUT', json: next });
+    assert.equal(put.status, 200, put.body);
+    assert.deepEqual((await adminCall(edges[0], '/api/v1/plugins/content-filter/valves')).json(), next);
+    const off = await adminCall(edges[2], '/api/v1/plugins/content-filter/disable', { method: 'POST' });
+    assert.equal(off.json().enabled, false);
+
+    assertError(await adminCall(edges[0], '/api/v1/plugins/nope/enable', { method: 'POST' }), 404, 'plugin_not_found');
+    assertError(await adminCall(edges[0], '/api/v1/plugins/nope/valves'), 404, 'plugin_not_found');
+    assertError(await adminCall(edges[1], '/api/v1/plugins/content-filter/valves', { method: 'PUT', body: '{"a":' }), 400, 'invalid_json');
+    assertError(await adminCall(edges[1], '/api/v1/plugins/content-filter/valves', { method: 'PUT', json: [1] }), 400, 'invalid_valves');
+    assertError(await adminCall(edges[2], '/api/v1/plugins', { key: null }), 401);
+    // Valves never reach a log, on the members or the control plane.
+    for (const text of [cp.stderr(), ...edges.map((e) => e.stderr() + e.stdout())]) {
+      assert.ok(!text.includes(VALVE_SECRET), 'a valve value appears in a log');
+    }
+  });
+
+  it('GET /api/v1/farm on any member lists the three members with the current version', T, async () => {
+    let j;
+    await waitFor(async () => {
+      const r = await adminCall(edges[1], '/api/v1/farm');
+      assert.equal(r.status, 200, r.body);
+      j = r.json();
+      return j.members.length === 3 && j.members.every((m) => m.in_sync && m.last_report_unix_ms !== null);
+    }, { timeoutMs: 3000, what: 'three members in sync' });
+    assert.equal(j.object, 'farm');
+    assert.equal(j.mode, 'farm');
+    assert.match(j.current_version, /^cp-/);
+    assert.deepEqual(j.members.map((m) => m.node_id).sort(), ['edge1', 'edge2', 'edge3']);
+    for (const m of j.members) {
+      const e = edges[Number(m.node_id.slice(4)) - 1];
+      assert.equal(m.connected, true);
+      assert.equal(m.acked_version, j.current_version);
+      assert.ok(m.listen_addresses.includes(`127.0.0.1:${e.httpPort}`), JSON.stringify(m.listen_addresses));
+      assert.equal(m.nack_error, null);
+      assert.ok(Math.abs(Date.now() - m.last_report_unix_ms) < 5000, `last report ${m.last_report_unix_ms}`);
+      assert.ok(m.connected_since_unix_ms > 0);
+      assert.deepEqual(m.upstreams.map((u) => u.url), [router.url]);
+    }
+    assertError(await adminCall(edges[0], '/api/v1/farm', { key: null }), 401);
   });
 
   it('a key registered on member 1 works on member 3 within a second; a revocation reaches every member', T, async () => {
@@ -284,19 +367,33 @@ describe('farm: a snapshot that cannot be applied is NACKed', { timeout: 60000 }
       farm: { sync_interval_ms: SYNC_MS },
     };
     const cp = await startControlPlane({ port: cpPort, dataDir: cpData, config: cpConfig });
+    // The admin key is the member's own (--api-key): the control plane's
+    // snapshot, which would bring its keys, is the one it refuses.
     const edge = await startEdge({
       args: ['--bind', '127.0.0.1', '--cert', good.cert, '--key', good.key, '--routers', router.url, '--mode', 'farm',
-        '--control-plane', `127.0.0.1:${cpPort}`],
+        '--control-plane', `127.0.0.1:${cpPort}`, '--node-id', 'nacker', '--api-key', ADMIN_KEY],
     });
     try {
       await waitFor(() => /snapshot rejected/.test(edge.stderr()), { timeoutMs: 5000, what: 'a NACK in the Edge log' });
       // Traffic flows on the old snapshot (the local certificate).
-      const r = await request({ port: edge.httpsPort, path: '/v1/models', tls: { ca: good.certPem } });
+      const r = await request({ port: edge.httpsPort, path: '/v1/models', headers: auth(ADMIN_KEY), tls: { ca: good.certPem } });
       assert.equal(r.status, 200, r.body);
       const h = await request({ port: edge.httpsPort, path: '/health', tls: { ca: good.certPem } });
       assert.match(h.json().control_plane.last_rejected, /certificate/i);
       // The control plane records the NACK and its error.
       await waitFor(() => /rejected by a data plane/.test(cp.stderr()), { timeoutMs: 3000, what: "the control plane logged the NACK" });
+      // ... and shows it in the farm status, through the member's REST API.
+      const f = await request({ port: edge.httpsPort, path: '/api/v1/farm', headers: auth(ADMIN_KEY), tls: { ca: good.certPem } });
+      assert.equal(f.status, 200, f.body);
+      const j = f.json();
+      assert.equal(j.members.length, 1);
+      const [m] = j.members;
+      assert.equal(m.node_id, 'nacker');
+      assert.equal(m.connected, true);
+      assert.equal(m.nacked_version, j.current_version);
+      assert.match(m.nack_error, /certificate/i);
+      assert.equal(m.in_sync, false);
+      assert.notEqual(m.acked_version, j.current_version);
     } finally {
       await edge.kill();
       await cp.kill();

@@ -1,0 +1,162 @@
+// Issue 4: mTLS between the data planes and the control plane. The control
+// plane serves TLS with a server certificate and requires client
+// certificates signed by its client CA (--client-ca). A member with such a
+// certificate subscribes and serves a key registered at the control plane;
+// a member without a client certificate, and one whose certificate another
+// CA signed, cannot subscribe: their /health says the control plane is
+// unreachable and the control plane's farm status does not list them.
+// Certificates are made with openssl in the test's temp dir.
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import net from 'node:net';
+import { BIN_DIR, startFakeRouter, startEdge, request, freePort, makeTempDir, removeDir, waitFor, sleep, execCommand } from './lib/harness.mjs';
+
+const CP_BIN = path.join(BIN_DIR, 'controlplane/eldric-controlplane');
+const CTL_BIN = path.join(BIN_DIR, 'controlplane/eldricctl');
+const T = { timeout: 60000 };
+const ADMIN_KEY = 'sk-mtls-admin-key-0001';
+
+const ecKey = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'];
+
+/** A CA; returns {crt, key}. */
+async function makeCa(dir, name) {
+  const crt = path.join(dir, `${name}.crt`);
+  const key = path.join(dir, `${name}.key`);
+  await execCommand('openssl', [
+    'req', '-x509', ...ecKey, '-nodes', '-sha256', '-days', '2', '-keyout', key, '-out', crt,
+    '-subj', `/CN=${name}`, '-addext', 'basicConstraints=critical,CA:TRUE',
+    '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+  ]);
+  return { crt, key };
+}
+
+/** A leaf signed by `ca`, for serverAuth or clientAuth; returns {crt, key}. */
+async function makeLeaf(dir, ca, name, usage) {
+  const p = (f) => path.join(dir, f);
+  fs.writeFileSync(p(`${name}.ext`),
+    `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=${usage}\n` +
+    'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
+  await execCommand('openssl', ['req', '-new', ...ecKey, '-nodes', '-keyout', p(`${name}.key`), '-out', p(`${name}.csr`), '-subj', `/CN=${name}`]);
+  await execCommand('openssl', [
+    'x509', '-req', '-in', p(`${name}.csr`), '-CA', ca.crt, '-CAkey', ca.key, '-CAcreateserial',
+    '-days', '2', '-sha256', '-extfile', p(`${name}.ext`), '-out', p(`${name}.crt`),
+  ]);
+  return { crt: p(`${name}.crt`), key: p(`${name}.key`) };
+}
+
+function portOpen(port) {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}
+
+/** Runs eldricctl; resolves {code, stdout, stderr}. */
+function ctl(args) {
+  return new Promise((resolve) => {
+    execFile(CTL_BIN, args, { timeout: 15000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+describe('farm over mTLS', { timeout: 120000 }, () => {
+  let dir, router, cp, cpErr = '', cpPort, cpData, cfgDir;
+  let farmCa, otherCa, server, good, stranger;
+  const members = {};
+  let ctlTls;
+
+  before(async () => {
+    dir = makeTempDir('eldric-mtls-');
+    farmCa = await makeCa(dir, 'farm-ca');
+    otherCa = await makeCa(dir, 'other-ca');
+    server = await makeLeaf(dir, farmCa, 'controlplane', 'serverAuth');
+    good = await makeLeaf(dir, farmCa, 'member-good', 'clientAuth');
+    stranger = await makeLeaf(dir, otherCa, 'member-stranger', 'clientAuth');
+    const admin = await makeLeaf(dir, farmCa, 'admin', 'clientAuth');
+
+    router = await startFakeRouter();
+    cpPort = await freePort();
+    cpData = makeTempDir('eldric-mtls-cp-data-');
+    cfgDir = makeTempDir('eldric-mtls-cp-config-');
+    const cfgFile = path.join(cfgDir, 'cp.json');
+    fs.writeFileSync(cfgFile, JSON.stringify({
+      router_urls: [router.url],
+      tls: { enabled: false },
+      auth: { require_api_key: true, admin_keys: { [ADMIN_KEY]: 'ops' } },
+      rate_limits: { global_rpm: 0, per_ip_rpm: 0, per_key_rpm: 0 },
+      farm: { sync_interval_ms: 250 },
+    }));
+    cp = spawn(CP_BIN, ['--listen', `127.0.0.1:${cpPort}`, '--config', cfgFile, '--data-dir', cpData,
+      '--tls-cert', server.crt, '--tls-key', server.key, '--client-ca', farmCa.crt], { stdio: ['ignore', 'pipe', 'pipe'] });
+    cp.stderr.on('data', (d) => (cpErr += d));
+    cp.stdout.on('data', () => {});
+    await waitFor(() => portOpen(cpPort), { timeoutMs: 10000, what: `control plane; stderr: ${cpErr}` });
+    ctlTls = ['--control-plane', `127.0.0.1:${cpPort}`, '--ca', farmCa.crt, '--cert', admin.crt, '--key', admin.key];
+
+    const member = (name, extra) => startEdge({
+      args: ['--no-tls', '--bind', '127.0.0.1', '--mode', 'farm', '--control-plane', `127.0.0.1:${cpPort}`,
+        '--node-id', name, '--control-plane-ca', farmCa.crt, ...extra],
+    });
+    members.good = await member('good', ['--control-plane-cert', good.crt, '--control-plane-key', good.key]);
+    members.nocert = await member('nocert', []);
+    members.stranger = await member('stranger', ['--control-plane-cert', stranger.crt, '--control-plane-key', stranger.key]);
+  });
+
+  after(async () => {
+    for (const m of Object.values(members)) await m?.kill();
+    if (cp && cp.exitCode === null) {
+      cp.kill('SIGKILL');
+      await new Promise((r) => cp.once('exit', r));
+    }
+    await router?.stop();
+    for (const d of [dir, cpData, cfgDir]) if (d) removeDir(d);
+  });
+
+  it('a member with a client certificate of the farm CA subscribes and serves a key registered at the control plane', T, async () => {
+    await waitFor(async () => (await request({ port: members.good.httpPort, path: '/health' })).json().control_plane.connected === true,
+      { timeoutMs: 10000, what: 'the good member connected' });
+    const reg = await ctl([...ctlTls, '--json', 'clients', 'register', 'mtls-app']);
+    assert.equal(reg.code, 0, reg.stderr);
+    const key = JSON.parse(reg.stdout).api_key;
+    assert.match(key, /^sk-/);
+    await waitFor(async () => (await request({ port: members.good.httpPort, path: '/v1/models',
+      headers: { authorization: `Bearer ${key}` } })).status === 200, { timeoutMs: 3000, what: 'the key works on the good member' });
+  });
+
+  it('members without a client certificate, or with one from another CA, cannot subscribe', T, async () => {
+    // Give them time for several reconnect attempts.
+    await sleep(1500);
+    for (const name of ['nocert', 'stranger']) {
+      const h = (await request({ port: members[name].httpPort, path: '/health' })).json();
+      assert.equal(h.control_plane.connected, false, `${name}: ${JSON.stringify(h.control_plane)}`);
+      assert.match(h.control_plane.note, /unreachable/);
+      assert.equal(h.control_plane.snapshot_version, '', `${name} never got a snapshot`);
+      // No key of the farm reached them.
+      const r = await request({ port: members[name].httpPort, path: '/v1/models', headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+      assert.notEqual(r.status, 200, `${name}: ${r.status} ${r.body}`);
+    }
+    const st = await ctl([...ctlTls, '--json', 'farm', 'status']);
+    assert.equal(st.code, 0, st.stderr);
+    const ids = JSON.parse(st.stdout).members.map((m) => m.node_id ?? m.nodeId);
+    assert.deepEqual(ids, ['good'], `farm status lists ${JSON.stringify(ids)}`);
+    // Through the good member's REST API too.
+    const f = await request({ port: members.good.httpPort, path: '/api/v1/farm', headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    assert.equal(f.status, 200, f.body);
+    assert.deepEqual(f.json().members.map((m) => m.node_id), ['good']);
+    // And the control plane refused their handshakes rather than serving them.
+    assert.ok(!/"node":"(nocert|stranger)"/.test(cpErr), 'the control plane never saw a hello from them');
+  });
+
+  it('eldricctl without a client certificate is refused too', T, async () => {
+    const r = await ctl(['--control-plane', `127.0.0.1:${cpPort}`, '--ca', farmCa.crt, 'farm', 'status']);
+    assert.equal(r.code, 3, `exit ${r.code}: ${r.stdout} ${r.stderr}`);
+  });
+});
