@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "llhttp.h"
+#include "test/bench/histogram.h"
 
 namespace {
 
@@ -50,64 +51,6 @@ uint64_t NowNs() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
-
-// --- histogram ---------------------------------------------------------------
-// HDR-style log-linear histogram of nanoseconds: exact below 2048 ns, then
-// 1024 linear sub-buckets per power of two (relative error < 0.1%).
-class Histogram {
- public:
-  static constexpr int kSubBits = 11;
-  static constexpr uint64_t kSub = 1ull << kSubBits;       // 2048
-  static constexpr uint64_t kHalf = kSub / 2;              // 1024
-  static constexpr uint64_t kMaxValue = (1ull << 40) - 1;  // ~18 minutes
-
-  Histogram() : counts_(Index(kMaxValue) + 1, 0) {}
-
-  void Record(uint64_t v) {
-    v = std::min(v, kMaxValue);
-    counts_[Index(v)]++;
-    total_++;
-    sum_ += double(v);
-    max_ = std::max(max_, v);
-    min_ = std::min(min_, v);
-  }
-  uint64_t total() const { return total_; }
-  uint64_t max() const { return total_ ? max_ : 0; }
-  uint64_t min() const { return total_ ? min_ : 0; }
-  double mean() const { return total_ ? sum_ / double(total_) : 0; }
-  // The highest value equivalent to the bucket holding the p-th percentile
-  // sample (as HdrHistogram reports it), capped at the exact maximum.
-  uint64_t Percentile(double p) const {
-    if (!total_) return 0;
-    uint64_t want = uint64_t(std::ceil(p / 100.0 * double(total_)));
-    want = std::max<uint64_t>(1, std::min(want, total_));
-    uint64_t seen = 0;
-    for (size_t i = 0; i < counts_.size(); i++) {
-      seen += counts_[i];
-      if (seen >= want) return std::min(HighestEquivalent(i), max_);
-    }
-    return max_;
-  }
-
- private:
-  static size_t Index(uint64_t v) {
-    if (v < kSub) return size_t(v);
-    int msb = 63 - __builtin_clzll(v);
-    int shift = msb - (kSubBits - 1);  // v >> shift is in [1024, 2047]
-    return size_t(kSub + uint64_t(shift - 1) * kHalf + ((v >> shift) - kHalf));
-  }
-  static uint64_t HighestEquivalent(size_t i) {
-    if (i < kSub) return i;
-    uint64_t k = i - kSub;
-    int shift = int(k / kHalf) + 1;
-    uint64_t sub = k % kHalf + kHalf;
-    return ((sub + 1) << shift) - 1;
-  }
-
-  std::vector<uint64_t> counts_;
-  uint64_t total_ = 0, max_ = 0, min_ = UINT64_MAX;
-  double sum_ = 0;
-};
 
 // --- flags ---------------------------------------------------------------------
 struct Options {
@@ -296,9 +239,9 @@ struct Conn {
 };
 
 struct Stats {
-  Histogram latency;   // intended send -> last byte (what is reported)
-  Histogram service;   // actual send -> last byte (coordinated omission NOT corrected)
-  Histogram send_lag;  // intended -> actual send (queueing + timer lateness)
+  loadgen::Histogram latency;   // intended send -> last byte (what is reported)
+  loadgen::Histogram service;   // actual send -> last byte (coordinated omission NOT corrected)
+  loadgen::Histogram send_lag;  // intended -> actual send (queueing + timer lateness)
   uint64_t scheduled = 0, ok = 0, non2xx = 0, timeouts = 0, failed = 0, overflow = 0,
            unfinished = 0;
   uint64_t conn_errors = 0, reconnects = 0;
@@ -796,7 +739,7 @@ int Runner::Run() {
   double achieved = completed / span_s;
   uint64_t errors = s_.non2xx + s_.timeouts + s_.failed + s_.overflow + s_.unfinished;
   auto us = [](uint64_t ns) { return double(ns) / 1000.0; };
-  auto dist = [&](const Histogram& h, bool full) {
+  auto dist = [&](const loadgen::Histogram& h, bool full) {
     char b[512];
     if (full)
       snprintf(b, sizeof b,
