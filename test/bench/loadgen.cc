@@ -91,14 +91,18 @@ corrected, like wrk2). One JSON line on stdout, one human line on stderr.
                           beyond it are dropped and counted (default 10000)
   --seed N                Poisson seed (default 1)
   --quiet                 no human line
-TLS: the certificate is not verified (loopback benchmarks only); ALPN http/1.1.
+Loopback targets only (127.0.0.0/8, ::1): anything else is refused.
+TLS: the certificate is not verified; ALPN http/1.1.
 Exit code: 0 if every scheduled request got a 2xx answer, 1 otherwise, 2 on bad usage.
 )";
 
 [[noreturn]] void Usage(const std::string& err) {
-  if (!err.empty()) fprintf(stderr, "loadgen: %s\n", err.c_str());
-  fputs(kUsage, err.empty() ? stdout : stderr);
-  exit(err.empty() ? 0 : 2);
+  if (!err.empty()) {
+    fprintf(stderr, "loadgen: %s (see --help)\n", err.c_str());
+    exit(2);
+  }
+  fputs(kUsage, stdout);
+  exit(0);
 }
 
 double ParseNum(const std::string& flag, const std::string& v) {
@@ -175,9 +179,10 @@ Options ParseFlags(int argc, char** argv) {
       Usage("unknown flag " + a);
   }
   if (o.url.empty()) Usage("--url is required");
-  if (!(o.rate > 0)) Usage("--rate must be > 0");
+  if (!(o.rate > 0) || o.rate > 1e6) Usage("--rate must be in (0, 1000000]");
   if (o.connections < 1 || o.connections > 10000) Usage("--connections must be 1..10000");
-  if (!(o.duration > 0)) Usage("--duration must be > 0");
+  if (!(o.duration > 0) || o.duration + o.warmup > 3600)
+    Usage("--duration must be > 0, and --duration + --warmup at most 3600 s");
   if (o.max_outstanding < 1) Usage("--max-outstanding must be >= 1");
   if (!method_set && !o.body.empty()) o.method = "POST";
   return o;
@@ -599,6 +604,18 @@ int Runner::Run() {
   memcpy(&addr_, res->ai_addr, res->ai_addrlen);
   addr_len_ = res->ai_addrlen;
   freeaddrinfo(res);
+  // A load generator aimed elsewhere by mistake is a flood: loopback only.
+  bool loopback = false;
+  if (addr_.ss_family == AF_INET) {
+    loopback = (ntohl(reinterpret_cast<sockaddr_in*>(&addr_)->sin_addr.s_addr) >> 24) == 127;
+  } else if (addr_.ss_family == AF_INET6) {
+    const in6_addr& a = reinterpret_cast<sockaddr_in6*>(&addr_)->sin6_addr;
+    loopback = IN6_IS_ADDR_LOOPBACK(&a) || (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127);
+  }
+  if (!loopback) {
+    fprintf(stderr, "loadgen: %s is not a loopback address; refusing\n", t_.host.c_str());
+    return 2;
+  }
 
   // The request, built once.
   std::string req = o_.method + " " + t_.path + " HTTP/1.1\r\n";
