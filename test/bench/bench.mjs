@@ -266,7 +266,9 @@ if (want(2)) {
 if (want(2)) {
   const r1 = rows.find((r) => r.scenario.startsWith('1.'));
   let maxes = r1 ? Object.fromEntries(systems.map((s) => [s.name, r1.values[s.name]])) : null;
+  let source = 'row 1';
   if (!maxes || !systems.every((s) => Number.isFinite(maxes[s.name]))) {
+    source = 'a short probe';
     // Row 1 did not run (--only): a short probe of each system's maximum.
     maxes = Object.fromEntries(systems.map((s) => [s.name,
       wrk(['-t1', '-c64', `-d${quick ? 1 : 3}s`, '-s', luaPost, `https://127.0.0.1:${s.port}/v1/chat/completions`]).rps]));
@@ -285,7 +287,7 @@ if (want(2)) {
   row(`2b. added latency p50 at half load (${rate} req/s, ${conns} conns, open loop)`, 'µs', added('p50'), 'lower');
   row('2b. added latency p99 at half load', 'µs', added('p99'), 'lower');
   const achieved = systems.map((s) => `${s.name} ${Math.round(med(s.name, (r) => r.achieved_rate))}`).join(', ');
-  notes.push(`Row 2b: ${rate} req/s is half of the slowest maximum (${slowest.name}, ${r1 ? 'row 1' : 'a short probe'}); ` +
+  notes.push(`Row 2b: ${rate} req/s is half of the slowest maximum (${slowest.name}, ${source}); ` +
     'direct to the fake router: ' +
     `p50 ${fmt(med('direct', (r) => r.latency_us.p50))} µs, p99 ${fmt(med('direct', (r) => r.latency_us.p99))} µs; ` +
     `achieved req/s: direct ${Math.round(med('direct', (r) => r.achieved_rate))}, ${achieved}; ` +
