@@ -3,7 +3,7 @@
 // certificate, HTTP/1.1 keep-alive to the same upstream, access logs off,
 // the same number of workers), drives each with the same load generator,
 // alternating the order, and prints one row per scenario with the ratios.
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -178,9 +178,10 @@ const pct = (a, p) => {
   const s = [...a].sort((x, y) => x - y);
   return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : NaN;
 };
+const chatBody = '{"model":"llama3.2:3b","messages":[{"role":"user","content":"Hello!"}]}';
 const luaPost = path.join(work, 'post.lua');
 fs.writeFileSync(luaPost, `wrk.method = "POST"
-wrk.body = '{"model":"llama3.2:3b","messages":[{"role":"user","content":"Hello!"}]}'
+wrk.body = '${chatBody}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer ${key}"
 `);
@@ -198,6 +199,25 @@ function wrk(args) {
   }
   return { rps, non2xx, errs, lat };
 }
+// The open-loop load generator (test/bench/loadgen.cc): a fixed request
+// rate, latency from each request's intended send time to its last byte.
+function loadgen(url, rate, conns, warmup) {
+  const args = ['--url', url, '--rate', String(rate), '--duration', String(dur), '--warmup', String(warmup),
+    '--connections', String(conns), '--body', chatBody, '-H', 'Content-Type: application/json',
+    '-H', `Authorization: Bearer ${key}`, '--quiet'];
+  const p = spawnSync(bin('test/bench/loadgen'), args, { encoding: 'utf8', timeout: (dur + warmup + 30) * 1000 });
+  let r;
+  try {
+    r = JSON.parse(p.stdout.trim().split('\n').pop());
+  } catch {
+    throw new Error(`loadgen ${url} failed (exit ${p.status}): ${p.stderr}`);
+  }
+  if (r.errors || r.achieved_rate < 0.98 * rate) {
+    log(`loadgen ${url}: achieved ${r.achieved_rate}/${rate} req/s, ${r.errors} errors ` +
+      `(non-2xx ${r.non2xx}, timeouts ${r.timeouts}, failed ${r.failed}, dropped ${r.overflow}, unfinished ${r.unfinished})`);
+  }
+  return r;
+}
 // Runs `fn(system)` for each system `reps` times, alternating the order.
 function alternate(fn, list = systems) {
   const res = Object.fromEntries(list.map((s) => [s.name, []]));
@@ -211,6 +231,8 @@ const rows = [];
 function row(scenario, unit, values, better) {
   rows.push({ scenario, unit, values, better });
 }
+const notes = [];  // lines printed under the table
+const fmt = (v) => (Number.isFinite(v) ? (Math.abs(v) >= 100 ? Math.round(v).toString() : v.toFixed(1)) : 'n/a');
 
 // 1. Throughput, TLS keep-alive, 64 connections.
 if (want(1)) {
@@ -236,6 +258,40 @@ if (want(2)) {
   const added = (p, base) => Object.fromEntries(Object.entries(res).map(([k, v]) => [k, Math.max(0, median(v.map((l) => l[p])) - base) * 1000]));
   row('2. added latency p50, one request at a time', 'µs', added('50', d50), 'lower');
   row('2. added latency p99, one request at a time', 'µs', added('99', d99), 'lower');
+}
+
+// 2b. Added latency at a fixed rate, half of the slowest system's maximum,
+// open loop (a request waits for a free connection if it must, and its wait
+// counts), against the same request at the same rate straight to the router.
+if (want(2)) {
+  const r1 = rows.find((r) => r.scenario.startsWith('1.'));
+  let maxes = r1 ? Object.fromEntries(systems.map((s) => [s.name, r1.values[s.name]])) : null;
+  let source = 'row 1';
+  if (!maxes || !systems.every((s) => Number.isFinite(maxes[s.name]))) {
+    source = 'a short probe';
+    // Row 1 did not run (--only): a short probe of each system's maximum.
+    maxes = Object.fromEntries(systems.map((s) => [s.name,
+      wrk(['-t1', '-c64', `-d${quick ? 1 : 3}s`, '-s', luaPost, `https://127.0.0.1:${s.port}/v1/chat/completions`]).rps]));
+  }
+  const slowest = systems.reduce((a, s) => (maxes[s.name] < maxes[a.name] ? s : a), systems[0]);
+  const rate = Math.max(100, Math.round(maxes[slowest.name] / 2 / 100) * 100);
+  const conns = 16;
+  const warmup = quick ? 0.5 : 1;
+  const targets = [{ name: 'direct', url: `http://127.0.0.1:${ports.router}/v1/chat/completions` },
+    ...systems.map((s) => ({ name: s.name, url: `https://127.0.0.1:${s.port}/v1/chat/completions` }))];
+  log(`2b: ${rate} req/s (half of ${slowest.name}'s ${Math.round(maxes[slowest.name])}), ${conns} connections`);
+  const res = alternate((t) => loadgen(t.url, rate, conns, warmup), targets);
+  const med = (name, f) => median(res[name].map(f));
+  const added = (p) => Object.fromEntries(systems.map((s) => [s.name,
+    Math.max(0, med(s.name, (r) => r.latency_us[p]) - med('direct', (r) => r.latency_us[p]))]));
+  row(`2b. added latency p50 at half load (${rate} req/s, ${conns} conns, open loop)`, 'µs', added('p50'), 'lower');
+  row('2b. added latency p99 at half load', 'µs', added('p99'), 'lower');
+  const achieved = systems.map((s) => `${s.name} ${Math.round(med(s.name, (r) => r.achieved_rate))}`).join(', ');
+  notes.push(`Row 2b: ${rate} req/s is half of the slowest maximum (${slowest.name}, ${source}); ` +
+    'direct to the fake router: ' +
+    `p50 ${fmt(med('direct', (r) => r.latency_us.p50))} µs, p99 ${fmt(med('direct', (r) => r.latency_us.p99))} µs; ` +
+    `achieved req/s: direct ${Math.round(med('direct', (r) => r.achieved_rate))}, ${achieved}; ` +
+    `errors: ${targets.map((t) => `${t.name} ${res[t.name].reduce((a, r) => a + r.errors, 0)}`).join(', ')}.`);
 }
 
 // 3. New TLS connections per second (one request per connection).
@@ -321,7 +377,6 @@ killGroup(edgeOff.proc);
 const names = systems.map((s) => s.name);
 const r1 = rows[0]?.scenario.startsWith('1.') ? rows[0].values : {};
 const filterCost = Number.isFinite(r1['edge-nofilters']) ? (1 - r1.edge / r1['edge-nofilters']) * 100 : NaN;
-const fmt = (v) => (Number.isFinite(v) ? (Math.abs(v) >= 100 ? Math.round(v).toString() : v.toFixed(1)) : 'n/a');
 const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? (a / b).toFixed(2) + 'x' : 'n/a');
 const header = ['scenario', 'unit', ...names, ...names.filter((n) => n !== 'edge').map((n) => `edge/${n}`)];
 const lines = [`| ${header.join(' | ')} |`, `| ${header.map(() => '---').join(' | ')} |`];
@@ -332,6 +387,7 @@ for (const r of rows) {
 lines.push('');
 lines.push(`Edge with auth and three rate-limit tiers on: ${fmt(r1.edge)} req/s; with them off: ${fmt(r1['edge-nofilters'])} req/s ` +
   `(the filters cost ${Number.isFinite(filterCost) ? filterCost.toFixed(1) : 'n/a'}% of throughput; target < 5%).`);
+for (const n of notes) lines.push('', n);
 const table = lines.join('\n');
 console.log(table);
 const versions = () => {
