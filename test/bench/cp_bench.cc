@@ -309,7 +309,7 @@ class Bench {
   bool waitFor(const std::atomic<int>& count, int want, const char* what);
   bool openStreams();
   bool round(int r, std::vector<int64_t>* from_return, std::vector<int64_t>* from_issue,
-             double* register_p99_ms);
+             std::vector<int64_t>* call_ns, double* register_p99_ms);
   // Starts watching for a round, on the streams' loop (which alone writes
   // arrivals_ once the watch is set).
   void setWatch(int round, bool want_present, const std::string& name) {
@@ -473,7 +473,7 @@ double percentileMs(std::vector<int64_t> v, double p) {
 }
 
 bool Bench::round(int r, std::vector<int64_t>* from_return, std::vector<int64_t>* from_issue,
-                  double* register_p99_ms) {
+                  std::vector<int64_t>* call_ns, double* register_p99_ms) {
   const std::string name = o_.name_prefix + "-" + std::to_string(r);
   const int n = o_.streams;
 
@@ -513,6 +513,7 @@ bool Bench::round(int r, std::vector<int64_t>* from_return, std::vector<int64_t>
       iss.push_back(a - c.issued_ns);
     }
   });
+  call_ns->push_back(c.returned_ns - c.issued_ns);
   from_return->insert(from_return->end(), ret.begin(), ret.end());
   from_issue->insert(from_issue->end(), iss.begin(), iss.end());
   progress("round %d: admin call %.1f ms; key gone on all %d streams: p50 %.1f ms, p99 %.1f ms, "
@@ -573,7 +574,7 @@ int Bench::run() {
   bool ok = openStreams();
   double open_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_open).count();
   int64_t rssN = -1;
-  std::vector<int64_t> from_return, from_issue;
+  std::vector<int64_t> from_return, from_issue, call_ns;
   double register_p99_worst = 0;
   double cp_cpu0 = -1, self_cpu0 = -1;
   if (ok) {
@@ -589,7 +590,7 @@ int Bench::run() {
     self_cpu0 = cpuSeconds(getpid());
     for (int r = 0; r < o_.revocations && ok; r++) {
       double reg_p99 = 0;
-      ok = round(r, &from_return, &from_issue, &reg_p99);
+      ok = round(r, &from_return, &from_issue, &call_ns, &reg_p99);
       register_p99_worst = std::max(register_p99_worst, reg_p99);
       if (ok && o_.gap_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o_.gap_ms));
     }
@@ -633,6 +634,8 @@ int Bench::run() {
                      fmt(percentileMs(from_issue, 50)) +
                      ",\"p99\":" + fmt(percentileMs(from_issue, 99)) +
                      ",\"max\":" + fmt(percentileMs(from_issue, 100)) + "}" +
+                     ",\"revoke_call_ms\":{\"p50\":" + fmt(percentileMs(call_ns, 50)) +
+                     ",\"max\":" + fmt(percentileMs(call_ns, 100)) + "}" +
                      ",\"registration_p99_worst_ms\":" + fmt(register_p99_worst) +
                      ",\"rounds_cpu_s\":{\"controlplane\":" + fmt(cp_cpu) +
                      ",\"clients\":" + fmt(self_cpu) + "}";

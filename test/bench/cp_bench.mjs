@@ -126,7 +126,7 @@ const kb = (b) => (Number.isFinite(b) ? (b / 1024).toFixed(1) : 'n/a');
 const verdict = (ok) => (ok ? 'met' : 'MISSED');
 const header = ['streams', 'snapshot', 'CP RSS, no stream', 'CP RSS, N streams', 'per stream (target < 100 KB)',
   'revocation p50 / p99 / max from the admin call (target p99 < 1 s)', 'same, after the call returned',
-  'CP CPU over the rounds'];
+  'revoke call p50 / max', 'CP CPU over the rounds'];
 const lines = [`| ${header.join(' | ')} |`, `| ${header.map(() => '---').join(' | ')} |`];
 for (const r of results) {
   const pi = r.propagation_from_issue_ms || {};
@@ -139,6 +139,7 @@ for (const r of results) {
     `${kb(r.bytes_per_stream)} KB (${verdict(r.bytes_per_stream < TARGET_BYTES_PER_STREAM)})`,
     `${ms(pi.p50)} / ${ms(pi.p99)} / ${ms(pi.max)} ms (${verdict(r.ok && pi.p99 < TARGET_P99_MS)})`,
     `${ms(pr.p50)} / ${ms(pr.p99)} / ${ms(pr.max)} ms`,
+    `${ms(r.revoke_call_ms?.p50)} / ${ms(r.revoke_call_ms?.max)} ms`,
     `${r.rounds_cpu_s?.controlplane ?? 'n/a'} s`,
   ].join(' | ')} |`);
 }
