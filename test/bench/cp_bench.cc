@@ -582,8 +582,8 @@ int Bench::run() {
     std::this_thread::sleep_for(std::chrono::milliseconds(o_.settle_ms));
     rssN = o_.pid ? rssBytes(o_.pid) : -1;
     if (rss0 > 0 && rssN > 0) {
-      progress("control plane VmRSS: %.1f MB with no stream, %.1f MB with %d: %.0f bytes per stream",
-               rss0 / 1e6, rssN / 1e6, o_.streams,
+      progress("control plane VmRSS: %.1f MiB with no stream, %.1f MiB with %d: %.0f bytes per stream",
+               rss0 / 1048576.0, rssN / 1048576.0, o_.streams,
                static_cast<double>(rssN - rss0) / o_.streams);
     }
     cp_cpu0 = o_.pid ? cpuSeconds(o_.pid) : -1;
