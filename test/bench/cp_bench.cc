@@ -33,6 +33,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <iterator>
 #include <functional>
@@ -72,19 +73,22 @@ struct Options {
   int timeout_s = 60;     // bound on every wait
   int clients = 0;        // registered before measuring: the snapshot's size
   bool full_decode = false;  // parse every snapshot whole (see SimNode::onMessage)
+  int report_ms = 0;         // send a usage report this often; 0: never
   std::string name_prefix = "cp-bench";
 };
 
 const char* kUsage =
     "usage: cp_bench --target HOST:PORT [--pid PID] [--streams N] [--revocations R]\n"
     "                [--batch B] [--settle-ms MS] [--gap-ms MS] [--timeout-s S]\n"
-    "                [--clients K] [--full-decode] [--name-prefix P]\n"
+    "                [--clients K] [--full-decode] [--report-ms MS] [--name-prefix P]\n"
     "Simulates N data planes (one HTTP/2 connection and discovery stream each) on\n"
     "one eldric-controlplane; prints memory per stream (VmRSS of PID) and the\n"
     "propagation of R key revocations as JSON on stdout. --clients K registers K\n"
     "clients first, so that every snapshot carries K more keys. Each stream reads\n"
     "the key names of every snapshot from the wire; --full-decode parses each\n"
-    "snapshot whole, as eldric-edge does (on one loop for all N streams).\n";
+    "snapshot whole, as eldric-edge does (on one loop for all N streams).\n"
+    "--report-ms MS: each stream also sends a usage report every MS (as members\n"
+    "do every sync interval), so the control plane keeps and sums N reports.\n";
 
 bool parseArgs(int argc, char** argv, Options* o) {
   for (int i = 1; i < argc; i++) {
@@ -116,6 +120,7 @@ bool parseArgs(int argc, char** argv, Options* o) {
     else if (a == "--timeout-s") o->timeout_s = number("--timeout-s", 1);
     else if (a == "--clients") o->clients = number("--clients", 0);
     else if (a == "--full-decode") o->full_decode = true;
+    else if (a == "--report-ms") o->report_ms = number("--report-ms", 0);
     else if (a == "--name-prefix") o->name_prefix = value("--name-prefix");
     else if (a == "--help" || a == "-h") {
       std::fputs(kUsage, stdout);
@@ -266,6 +271,7 @@ class SimNode : public grpc::StreamCallbacks {
   SimNode(Bench& bench, int index) : bench_(bench), index_(index) {}
   void start(Dispatcher& d, const std::string& target);
   void stop() {
+    report_timer_.reset();
     if (stream_) stream_->cancel();
     stream_.reset();
     channel_.reset();
@@ -278,6 +284,7 @@ class SimNode : public grpc::StreamCallbacks {
   const int index_;
   std::unique_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::Stream> stream_;
+  TimerPtr report_timer_;
   std::string applied_version_;
   bool ready_ = false;
   int recorded_round_ = -1;
@@ -293,6 +300,8 @@ class Bench {
                   int* recorded_round);
   const std::string& watchedName() const { return watch_.client_name; }
   bool fullDecode() const { return o_.full_decode; }
+  int reportMs() const { return o_.report_ms; }
+  int streams() const { return o_.streams; }
   void onStreamClosed(int index, int status, const std::string& message);
   // For decoding on the streams' loop.
   google::protobuf::Arena& arena() { return arena_; }
@@ -353,6 +362,27 @@ void SimNode::start(Dispatcher& d, const std::string& target) {
   node->set_build_version("cp_bench");
   node->add_listen_addresses("127.0.0.1:" + std::to_string(20000 + index_));
   stream_->send(hello.SerializeAsString());
+  if (int every = bench_.reportMs(); every > 0) {
+    // A small report like an idle member's: a few counts, one upstream.
+    report_timer_ = d.createTimer([this, every] {
+      if (!stream_) return;
+      edge::v1::DiscoveryRequest req;
+      auto* u = req.mutable_usage();
+      u->set_at_unix_ms(static_cast<int64_t>(std::time(nullptr)) * 1000);
+      u->set_window_seconds(60);
+      u->set_global_requests(10);
+      auto* ip = u->add_ip_requests();
+      ip->set_key("10.0.0." + std::to_string(index_ % 250));
+      ip->set_count(10);
+      auto* up = u->add_upstreams();
+      up->set_url("http://127.0.0.1:19881");
+      up->set_healthy(true);
+      stream_->send(req.SerializeAsString());
+      report_timer_->enable(every);
+    });
+    // Spread over the interval, as members that joined at different times.
+    report_timer_->enable(1 + static_cast<uint64_t>(index_) * every / bench_.streams());
+  }
 }
 
 void SimNode::onMessage(std::string message) {
@@ -618,6 +648,7 @@ int Bench::run() {
                      ",\"revocations\":" + std::to_string(o_.revocations) +
                      ",\"resident_clients\":" + std::to_string(o_.clients) +
                      ",\"full_decode\":" + (o_.full_decode ? "true" : "false") +
+                     ",\"report_ms\":" + std::to_string(o_.report_ms) +
                      ",\"snapshot_bytes\":" + std::to_string(snapshot_bytes_.load()) +
                      ",\"samples\":" + std::to_string(from_return.size()) +
                      ",\"open_s\":" + fmt(open_s) +

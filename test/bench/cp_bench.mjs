@@ -29,11 +29,14 @@ const TARGET_P99_MS = 1000;
 const TARGET_BYTES_PER_STREAM = 100 * 1024;
 // Keys every snapshot carries besides the one revoked: a farm's worth of
 // clients, so that the snapshot has a realistic size (~96 KB at 1,000).
+// The last row adds what members also do: a usage report every sync
+// interval (the default 5 s; the reading waits for every member's first).
 const runs = quick
-  ? [{ streams: 50, revocations: 3, clients: 100, settleMs: 500 }]
+  ? [{ streams: 50, revocations: 3, clients: 100, settleMs: 1500, reportMs: 1000 }]
   : [
-      { streams: 100, revocations: 10, clients: 1000, settleMs: 2000 },
-      { streams: 1000, revocations: 10, clients: 1000, settleMs: 2000 },
+      { streams: 100, revocations: 10, clients: 1000, settleMs: 2000, reportMs: 0 },
+      { streams: 1000, revocations: 10, clients: 1000, settleMs: 2000, reportMs: 0 },
+      { streams: 1000, revocations: 10, clients: 1000, settleMs: 6000, reportMs: 5000 },
     ];
 
 function log(...a) {
@@ -94,8 +97,9 @@ async function runOne(r) {
   if (!(await portOpen(PORT))) throw new Error(`control plane did not listen; see ${logFile}`);
   const args = ['--target', `127.0.0.1:${PORT}`, '--pid', String(cp.pid), '--streams', String(r.streams),
     '--revocations', String(r.revocations), '--clients', String(r.clients), '--settle-ms', String(r.settleMs),
-    '--timeout-s', '60'];
-  log(`N = ${r.streams}: ${r.clients} resident keys, ${r.revocations} revocations`);
+    '--report-ms', String(r.reportMs), '--timeout-s', '60'];
+  log(`N = ${r.streams}: ${r.clients} resident keys, ${r.revocations} revocations` +
+    (r.reportMs ? `, usage reports every ${r.reportMs} ms` : ''));
   let out;
   try {
     out = execFileSync('sh', ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"', TOOL, ...args],
@@ -124,7 +128,7 @@ const ms = (v) => (Number.isFinite(v) ? (v >= 100 ? Math.round(v).toString() : v
 const mb = (b) => (b > 0 ? (b / 1048576).toFixed(1) : 'n/a');
 const kb = (b) => (Number.isFinite(b) ? (b / 1024).toFixed(1) : 'n/a');
 const verdict = (ok) => (ok ? 'met' : 'MISSED');
-const header = ['streams', 'snapshot', 'CP RSS, no stream', 'CP RSS, N streams', 'per stream (target < 100 KB)',
+const header = ['streams', 'usage reports', 'snapshot', 'CP RSS, no stream', 'CP RSS, N streams', 'per stream (target < 100 KB)',
   'revocation p50 / p99 / max from the admin call (target p99 < 1 s)', 'same, after the call returned',
   'revoke call p50 / max', 'CP CPU over the rounds'];
 const lines = [`| ${header.join(' | ')} |`, `| ${header.map(() => '---').join(' | ')} |`];
@@ -133,6 +137,7 @@ for (const r of results) {
   const pr = r.propagation_ms || {};
   lines.push(`| ${[
     r.streams,
+    r.reportMs ? `every ${r.reportMs / 1000} s` : 'none',
     `${r.resident_clients ?? r.clients} keys, ${kb(r.snapshot_bytes)} KB`,
     `${mb(r.rss_idle_bytes)} MB`,
     `${mb(r.rss_streams_bytes)} MB`,
