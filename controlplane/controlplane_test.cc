@@ -814,6 +814,41 @@ TEST_F(ControlPlaneTest, HelloWithoutNodeIdIsRefused) {
   EXPECT_NE(st.error_message().find("node.id"), std::string::npos);
 }
 
+// The stream is a raw method (the server parses requests itself): bytes
+// that are no DiscoveryRequest end it with INVALID_ARGUMENT.
+TEST_F(ControlPlaneTest, UnparsableRequestIsRefused) {
+  start();
+  grpc::GenericStub stub(channel());
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+  auto next = [&](intptr_t want) {
+    void* tag = nullptr;
+    bool ok = false;
+    auto r = cq.AsyncNext(&tag, &ok, std::chrono::system_clock::now() + 5s);
+    return r == grpc::CompletionQueue::GOT_EVENT && reinterpret_cast<intptr_t>(tag) == want;
+  };
+  auto call = stub.PrepareCall(&ctx, "/eldric.edge.v1.SnapshotDiscovery/StreamSnapshots", &cq);
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(next(1));
+  // Field 1 as a length-delimited value 127 bytes long, with 2 present.
+  grpc::Slice junk(std::string("\x0a\x7f\x01\x02"));
+  grpc::ByteBuffer request(&junk, 1);
+  call->Write(request, reinterpret_cast<void*>(2));
+  ASSERT_TRUE(next(2));
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(3));
+  ASSERT_TRUE(next(3));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_NE(status.error_message().find("unparsable"), std::string::npos)
+      << status.error_message();
+  cq.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq.Next(&tag, &ok)) {
+  }
+}
+
 TEST_F(ControlPlaneTest, DisconnectIsVisibleAndLateJoinersGetTheCurrentSnapshot) {
   start();
   {

@@ -250,6 +250,51 @@ std::vector<edge::v1::Client> configClients(const edge::v1::Auth& auth,
 
 class Stream;
 
+// A DiscoveryResponse as it goes on the wire, serialized once and shared:
+// the stream is a raw (ByteBuffer) method, and a ByteBuffer copy only
+// takes references to the same slices. A snapshot pushed to N streams is
+// then encoded once, not N times while the admin call that changed it
+// waits, and N streams hold references to one copy of its bytes, not a
+// copy each.
+struct Outbound {
+  grpc::ByteBuffer bytes;
+  bool snapshot = false;
+  std::string version;  // of the snapshot
+  std::string nonce;
+};
+using OutboundPtr = std::shared_ptr<const Outbound>;
+
+OutboundPtr encode(const DiscoveryResponse& msg) {
+  auto out = std::make_shared<Outbound>();
+  bool own = false;
+  grpc::Status status = grpc::SerializationTraits<DiscoveryResponse>::Serialize(
+      msg, &out->bytes, &own);
+  // Serializing an initialized proto3 message cannot fail but for size
+  // (over 2 GB); the buffer is then empty and the data plane NACKs it.
+  if (!status.ok()) {
+    log::error("cannot serialize a discovery response",
+               {{"error", log::str(status.error_message())}});
+  }
+  out->snapshot = msg.has_snapshot();
+  out->version = msg.version_info();
+  out->nonce = msg.nonce();
+  return out;
+}
+
+// The request limits of the served snapshot, as the members enforce them:
+// what the farm's ceilings are shared out of.
+struct FarmLimits {
+  uint64_t tier[3] = {0, 0, 0};  // by FarmCeilings::Tier
+  std::unordered_map<std::string, uint64_t> client_rpm;  // per-client overrides
+  uint64_t of(FarmCeilings::Tier t, const std::string& key) const {
+    if (t == FarmCeilings::kKey) {
+      auto it = client_rpm.find(key);
+      if (it != client_rpm.end()) return it->second;
+    }
+    return tier[t];
+  }
+};
+
 // What the control plane knows about one data plane (by node id).
 struct NodeState {
   edge::v1::Node node;
@@ -281,7 +326,7 @@ class ControlPlane::Impl {
   int port() const { return port_; }
   std::string currentVersion() {
     std::lock_guard<std::mutex> l(streams_mu_);
-    return current_ ? current_->version_info() : "";
+    return current_ ? current_->version : "";
   }
 
   // Stream callbacks.
@@ -313,7 +358,7 @@ class ControlPlane::Impl {
   // Requires store_mu_.
   bool rebuildLocked(const char* reason, std::string* error);
   void rebuildAfterChangeLocked(const char* reason);
-  void publish(std::shared_ptr<const DiscoveryResponse> msg);
+  void publish(OutboundPtr msg, FarmLimits limits);
   AdminContext adminContextLocked();
   std::string usageJson(const std::string& client_id);
   void timerLoop();
@@ -345,7 +390,8 @@ class ControlPlane::Impl {
 
   // Guarded by streams_mu_.
   std::mutex streams_mu_;
-  std::shared_ptr<const DiscoveryResponse> current_;
+  OutboundPtr current_;
+  FarmLimits current_limits_;
   std::map<Stream*, std::shared_ptr<Stream>> streams_;
   std::map<std::string, NodeState> nodes_;
   // Farm-wide request limits shared out as per-member ceilings.
@@ -370,14 +416,17 @@ namespace {
 // queued snapshot or farm-usage message that has not started yet is
 // replaced by a newer one of the same kind, so a slow data plane costs at
 // most one pending message of each kind, never a growing queue.
-class Stream : public grpc::ServerBidiReactor<DiscoveryRequest, DiscoveryResponse> {
+//
+// A raw method: requests arrive as bytes and are parsed here, responses
+// leave as the shared bytes of an Outbound.
+class Stream : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   Stream(ControlPlane::Impl* impl, grpc::CallbackServerContext* ctx)
       : impl_(impl), peer_(ctx->peer()) {}
 
   void begin(std::shared_ptr<Stream> self) {
     self_ = std::move(self);
-    StartRead(&req_);
+    StartRead(&req_bytes_);
   }
   std::shared_ptr<Stream> self() const { return self_; }
   const std::string& nodeId() const { return node_id_; }
@@ -385,24 +434,24 @@ class Stream : public grpc::ServerBidiReactor<DiscoveryRequest, DiscoveryRespons
 
   // Queues `msg`. True when the caller should kick() (after releasing its
   // locks). Called with the control plane's streams_mu_ held.
-  bool push(std::shared_ptr<const DiscoveryResponse> msg) {
+  bool push(OutboundPtr msg) {
     std::lock_guard<std::mutex> l(mu_);
     if (closing_) return false;
-    bool snapshot = msg->has_snapshot();
+    bool snapshot = msg->snapshot;
     queue_.erase(std::remove_if(queue_.begin(), queue_.end(),
-                                [&](const std::shared_ptr<const DiscoveryResponse>& q) {
-                                  return q->has_snapshot() == snapshot;
-                                }),
+                                [&](const OutboundPtr& q) { return q->snapshot == snapshot; }),
                  queue_.end());
     queue_.push_back(std::move(msg));
     return !writing_;
   }
+  // A message for this stream alone (farm usage): encoded here.
+  bool push(std::shared_ptr<const DiscoveryResponse> msg) { return push(encode(*msg)); }
 
   // Starts the next write if none is in flight. Call with no lock held.
   void kick() {
     std::unique_lock<std::mutex> l(mu_);
     if (writing_ || closing_ || queue_.empty()) return;
-    const DiscoveryResponse* msg = takeNextLocked();
+    const grpc::ByteBuffer* msg = takeNextLocked();
     l.unlock();
     StartWrite(msg);
   }
@@ -444,6 +493,12 @@ class Stream : public grpc::ServerBidiReactor<DiscoveryRequest, DiscoveryRespons
       close(grpc::Status::OK);
       return;
     }
+    if (!grpc::SerializationTraits<DiscoveryRequest>::Deserialize(&req_bytes_, &req_).ok()) {
+      log::warn("discovery stream refused",
+                {{"peer", log::str(peer_)}, {"error", "\"unparsable DiscoveryRequest\""}});
+      close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "unparsable DiscoveryRequest"));
+      return;
+    }
     if (node_id_.empty()) {
       const std::string& id = req_.node().id();
       std::string why;
@@ -476,7 +531,7 @@ class Stream : public grpc::ServerBidiReactor<DiscoveryRequest, DiscoveryRespons
       close(grpc::Status::OK);
       return;
     }
-    StartRead(&req_);
+    StartRead(&req_bytes_);
   }
 
   void OnWriteDone(bool ok) override {
@@ -498,7 +553,7 @@ class Stream : public grpc::ServerBidiReactor<DiscoveryRequest, DiscoveryRespons
       return;
     }
     if (closing_ || queue_.empty()) return;
-    const DiscoveryResponse* msg = takeNextLocked();
+    const grpc::ByteBuffer* msg = takeNextLocked();
     l.unlock();
     StartWrite(msg);
   }
@@ -518,28 +573,29 @@ class Stream : public grpc::ServerBidiReactor<DiscoveryRequest, DiscoveryRespons
   }
 
  private:
-  const DiscoveryResponse* takeNextLocked() {
+  const grpc::ByteBuffer* takeNextLocked() {
     writing_ = true;
     in_flight_ = std::move(queue_.front());
     queue_.pop_front();
-    if (in_flight_->has_snapshot()) {
-      sent_.emplace_back(in_flight_->nonce(), in_flight_->version_info());
+    if (in_flight_->snapshot) {
+      sent_.emplace_back(in_flight_->nonce, in_flight_->version);
       if (sent_.size() > kRememberedNonces) sent_.pop_front();
     }
-    return in_flight_.get();
+    return &in_flight_->bytes;
   }
 
   ControlPlane::Impl* impl_;
   std::string peer_;
   std::shared_ptr<Stream> self_;
   // Touched by reactions only, which gRPC runs one at a time for reads.
+  grpc::ByteBuffer req_bytes_;
   DiscoveryRequest req_;
   std::string node_id_;
 
   std::mutex mu_;
-  std::deque<std::shared_ptr<const DiscoveryResponse>> queue_;
+  std::deque<OutboundPtr> queue_;
   // Kept alive until OnWriteDone, as StartWrite requires.
-  std::shared_ptr<const DiscoveryResponse> in_flight_;
+  OutboundPtr in_flight_;
   bool writing_ = false;
   bool closing_ = false;  // no more writes
   bool finish_pending_ = false;
@@ -548,10 +604,12 @@ class Stream : public grpc::ServerBidiReactor<DiscoveryRequest, DiscoveryRespons
   std::deque<std::pair<std::string, std::string>> sent_;  // nonce, version
 };
 
-class DiscoveryService final : public edge::v1::SnapshotDiscovery::CallbackService {
+class DiscoveryService final
+    : public edge::v1::SnapshotDiscovery::WithRawCallbackMethod_StreamSnapshots<
+          edge::v1::SnapshotDiscovery::Service> {
  public:
   explicit DiscoveryService(ControlPlane::Impl* impl) : impl_(impl) {}
-  grpc::ServerBidiReactor<DiscoveryRequest, DiscoveryResponse>* StreamSnapshots(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StreamSnapshots(
       grpc::CallbackServerContext* ctx) override {
     auto s = std::make_shared<Stream>(impl_, ctx);
     Stream* raw = s.get();
@@ -854,10 +912,12 @@ bool ControlPlane::Impl::rebuildLocked(const char* reason, std::string* error) {
   built_version_ = version;
   snap.set_version(version);
 
-  auto msg = std::make_shared<DiscoveryResponse>();
-  msg->set_version_info(version);
-  msg->set_nonce(newNonce());
-  *msg->mutable_snapshot() = std::move(snap);
+  DiscoveryResponse msg;
+  msg.set_version_info(version);
+  msg.set_nonce(newNonce());
+  *msg.mutable_snapshot() = std::move(snap);
+  // Once for every stream (see Outbound).
+  OutboundPtr out = encode(msg);
   size_t streams = 0;
   {
     std::lock_guard<std::mutex> l(streams_mu_);
@@ -865,9 +925,18 @@ bool ControlPlane::Impl::rebuildLocked(const char* reason, std::string* error) {
   }
   log::info("snapshot built", {{"version", log::str(version)},
                                {"reason", log::str(reason)},
-                               {"api_keys", log::num(msg->snapshot().auth().api_keys_size())},
+                               {"api_keys", log::num(msg.snapshot().auth().api_keys_size())},
+                               {"bytes", log::num(static_cast<long long>(out->bytes.Length()))},
                                {"streams", log::num(static_cast<long long>(streams))}});
-  publish(std::move(msg));
+  FarmLimits limits;
+  const auto& rl = msg.snapshot().rate_limits();
+  limits.tier[FarmCeilings::kGlobal] = rl.global_requests();
+  limits.tier[FarmCeilings::kIp] = rl.per_ip_requests();
+  limits.tier[FarmCeilings::kKey] = rl.per_key_requests();
+  for (const auto& k : msg.snapshot().auth().api_keys()) {
+    if (k.requests_per_minute()) limits.client_rpm[k.client_id()] = k.requests_per_minute();
+  }
+  publish(std::move(out), std::move(limits));
   return true;
 }
 
@@ -880,11 +949,12 @@ void ControlPlane::Impl::rebuildAfterChangeLocked(const char* reason) {
   }
 }
 
-void ControlPlane::Impl::publish(std::shared_ptr<const DiscoveryResponse> msg) {
+void ControlPlane::Impl::publish(OutboundPtr msg, FarmLimits limits) {
   std::vector<std::shared_ptr<Stream>> to_kick;
   {
     std::lock_guard<std::mutex> l(streams_mu_);
     current_ = msg;
+    current_limits_ = std::move(limits);
     for (auto& [raw, s] : streams_) {
       if (s->push(msg)) to_kick.push_back(s);
     }
@@ -1142,25 +1212,7 @@ void ControlPlane::Impl::pushFarmUsage() {
   }
 
   // The limits the members enforce, from the snapshot they run.
-  std::map<FarmCeilings::Tier, uint64_t> tier_limit;
-  std::unordered_map<std::string, uint64_t> client_rpm;
-  if (current_) {
-    const auto& rl = current_->snapshot().rate_limits();
-    tier_limit[FarmCeilings::kGlobal] = rl.global_requests();
-    tier_limit[FarmCeilings::kIp] = rl.per_ip_requests();
-    tier_limit[FarmCeilings::kKey] = rl.per_key_requests();
-    for (const auto& k : current_->snapshot().auth().api_keys()) {
-      if (k.requests_per_minute()) client_rpm[k.client_id()] = k.requests_per_minute();
-    }
-  }
-  auto limit_of = [&](FarmCeilings::Tier tier, const std::string& key) -> uint64_t {
-    if (tier == FarmCeilings::kKey) {
-      auto it = client_rpm.find(key);
-      if (it != client_rpm.end()) return it->second;
-    }
-    auto it = tier_limit.find(tier);
-    return it == tier_limit.end() ? 0 : it->second;
-  };
+  auto limit_of = [this](FarmCeilings::Tier tier, const std::string& key) { return current_limits_.of(tier, key); };
   uint64_t seq = ++usage_seq_;
   uint32_t member_count = static_cast<uint32_t>(std::max<size_t>(1, members.size()));
   auto ceilings = ceilings_.allocate(members, member_count, seq, limit_of);
@@ -1440,7 +1492,7 @@ grpc::Status ControlPlane::Impl::setValves(const edge::v1::SetValvesRequest& req
 
 grpc::Status ControlPlane::Impl::farmStatus(edge::v1::FarmStatus* out) {
   std::lock_guard<std::mutex> l(streams_mu_);
-  if (current_) out->set_current_version(current_->version_info());
+  if (current_) out->set_current_version(current_->version);
   for (const auto& [id, n] : nodes_) {
     auto* m = out->add_members();
     m->set_node_id(id);
