@@ -587,16 +587,22 @@ TEST_F(ControlPlaneTest, FarmUsageSharesLimitsOutAsCeilings) {
 
   // What each member would report: its count, the seq it applied, its
   // explicit ceiling in force.
-  auto report = [](uint64_t count, uint64_t seq, int64_t ceiling) {
+  auto report = [](uint64_t count, uint64_t refused, uint64_t seq, const std::string& instance, int64_t ceiling) {
     DiscoveryRequest req;
     auto* u = req.mutable_usage();
     u->set_window_seconds(60);
     u->set_farm_members(2);
     u->set_applied_usage_seq(seq);
+    u->set_applied_usage_instance(instance);
     if (count) {
       auto* kc = u->add_key_requests();
       kc->set_key("cl_busy");
       kc->set_count(count);
+    }
+    if (refused) {
+      auto* kc = u->add_key_refused();
+      kc->set_key("cl_busy");
+      kc->set_count(refused);
     }
     if (ceiling >= 0) {
       auto* kc = u->add_key_request_ceilings();
@@ -618,10 +624,14 @@ TEST_F(ControlPlaneTest, FarmUsageSharesLimitsOutAsCeilings) {
     return m.farm_usage();
   };
 
-  // A is busy at its default share (50); B idle at its default (50): no
-  // headroom, so A is not raised yet and B is lowered toward a sliver.
-  ASSERT_TRUE(a.send(report(50, 0, -1)));
-  ASSERT_TRUE(b.send(report(0, 0, -1)));
+  // Until a member has reported it gets no ceilings (seq 0).
+  auto first = nextUsage(a, [](const edge::v1::FarmUsage&) { return true; });
+  EXPECT_EQ(first.seq(), 0u);
+
+  // A is busy at its default share (50) and refusing; B idle at its default
+  // (50): no headroom, so A is not raised yet and B is lowered.
+  ASSERT_TRUE(a.send(report(50, 40, 0, "", -1)));
+  ASSERT_TRUE(b.send(report(0, 0, 0, "", -1)));
   auto fb = nextUsage(b, [&](const edge::v1::FarmUsage& fu) { return ceilingOf(fu) >= 0 && ceilingOf(fu) < 50; });
   EXPECT_EQ(fb.members(), 2u);
   EXPECT_NE(fb.seq(), 0u);
@@ -629,8 +639,11 @@ TEST_F(ControlPlaneTest, FarmUsageSharesLimitsOutAsCeilings) {
   auto fa = nextUsage(a, [&](const edge::v1::FarmUsage& fu) { return ceilingOf(fu) >= 0; });
   EXPECT_LE(ceilingOf(fa), 50);
 
+  EXPECT_FALSE(fb.instance().empty());
+
   // B says it applied that push: A gets the rest, never more in sum.
-  ASSERT_TRUE(b.send(report(0, fb.seq(), b_ceiling)));
+  ASSERT_TRUE(b.send(report(0, 0, fb.seq(), fb.instance(), b_ceiling)));
+  ASSERT_TRUE(a.send(report(50, 40, 0, "", -1)));
   auto fa2 = nextUsage(a, [&](const edge::v1::FarmUsage& fu) { return ceilingOf(fu) > 50; });
   EXPECT_LE(ceilingOf(fa2) + b_ceiling, 100);
   EXPECT_GE(ceilingOf(fa2), 95);

@@ -396,9 +396,10 @@ class ControlPlane::Impl {
   std::map<std::string, NodeState> nodes_;
   // Farm-wide request limits shared out as per-member ceilings.
   FarmCeilings ceilings_;
-  // FarmUsage.seq: starts from the clock so that a restarted control plane
-  // never reuses the numbers members of its previous run echo back.
+  // FarmUsage.seq, counted per process (see instance_).
   uint64_t usage_seq_ = 0;
+  // This process, in every FarmUsage (random per start).
+  std::string instance_;
 
   std::mutex timer_mu_;
   std::condition_variable timer_cv_;
@@ -746,7 +747,8 @@ bool ControlPlane::Impl::start(std::string* error) {
     return false;
   }
   nonce_prefix_ = hex(std::string(reinterpret_cast<char*>(boot), sizeof boot)) + "-";
-  usage_seq_ = static_cast<uint64_t>(unixMs()) * 1000;
+  usage_seq_ = 0;
+  instance_ = nonce_prefix_.substr(0, nonce_prefix_.size() - 1);
   sync_interval_ms_ = options_.sync_interval_ms > 0 ? options_.sync_interval_ms
                       : file_interval > 0           ? file_interval
                                                     : kDefaultSyncIntervalMs;
@@ -982,6 +984,9 @@ void ControlPlane::Impl::onHello(Stream* s, const DiscoveryRequest& req) {
     if (!req.version_info().empty() && req.error_detail().empty()) {
       n.acked_version = req.version_info();
     }
+    // Whatever it held before is unknown now (it may have restarted): until
+    // it reports, the farm's ceilings count it as holding the whole limit.
+    ceilings_.forget(s->nodeId());
     if (req.has_usage()) recordReportLocked(s->nodeId(), n, req.usage());
     // A data plane that connects late gets the current snapshot at once.
     if (current_) kick = s->push(current_);
@@ -1033,7 +1038,8 @@ void ControlPlane::Impl::onRequest(Stream* s, const DiscoveryRequest& req) {
       n.nack_error = req.error_detail().substr(0, kMaxNackErrorLen);
       if (!req.version_info().empty()) n.acked_version = req.version_info();
     }
-    if (req.has_usage()) recordReportLocked(s->nodeId(), n, req.usage());
+    // Reports from a stream the member has since replaced are stale.
+    if (req.has_usage() && n.stream == s) recordReportLocked(s->nodeId(), n, req.usage());
   }
   if (req.has_usage()) noteReport();
   if (kind == kAck) {
@@ -1159,8 +1165,12 @@ void ControlPlane::Impl::recordReportLocked(const std::string& id, NodeState& n,
   n.last_report_unix_ms = unixMs();
   n.last_report_steady_ms = steadyMs();
   FarmCeilings::Report r;
-  r.applied_seq = usage.applied_usage_seq();
+  // A seq another control-plane process counted says nothing about ours.
+  r.applied_seq = usage.applied_usage_instance() == instance_ ? usage.applied_usage_seq() : 0;
+  // farm_members 0: a data plane that predates ceilings (its defaults are
+  // the whole limit).
   r.members = std::max<uint32_t>(1, usage.farm_members());
+  r.offline = usage.offline();
   auto copy = [](const google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>& from,
                  std::unordered_map<std::string, uint64_t>* to) {
     for (const auto& kc : from) (*to)[kc.key()] = kc.count();
@@ -1171,6 +1181,9 @@ void ControlPlane::Impl::recordReportLocked(const std::string& id, NodeState& n,
   if (usage.has_global_request_ceiling()) r.ceilings[FarmCeilings::kGlobal][""] = usage.global_request_ceiling();
   copy(usage.ip_request_ceilings(), &r.ceilings[FarmCeilings::kIp]);
   copy(usage.key_request_ceilings(), &r.ceilings[FarmCeilings::kKey]);
+  if (usage.global_refused()) r.refused[FarmCeilings::kGlobal][""] = usage.global_refused();
+  copy(usage.ip_refused(), &r.refused[FarmCeilings::kIp]);
+  copy(usage.key_refused(), &r.refused[FarmCeilings::kKey]);
   ceilings_.onReport(id, std::move(r));
 }
 
@@ -1228,12 +1241,19 @@ void ControlPlane::Impl::pushFarmUsage() {
     auto* fu = msg->mutable_farm_usage();
     fu->set_at_unix_ms(now_unix);
     fu->set_members(member_count);
-    fu->set_seq(seq);
     // The others' counts: the sum less this member's own report.
     fu->set_global_requests(t.global - (own ? std::min(t.global, own->global_requests()) : 0));
     writeDifference(t.ip, own ? &own->ip_requests() : nullptr, fu->mutable_ip_requests());
     writeDifference(t.req, own ? &own->key_requests() : nullptr, fu->mutable_key_requests());
     writeDifference(t.tok, own ? &own->key_tokens() : nullptr, fu->mutable_key_tokens());
+    // Ceilings only for members heard from since they connected (seq 0:
+    // the member keeps what it has).
+    if (!ceilings_.known(it->first)) {
+      if (s->push(std::move(msg))) to_kick.push_back(s);
+      continue;
+    }
+    fu->set_seq(seq);
+    fu->set_instance(instance_);
     const auto& mine = ceilings[it->first].ceilings;
     auto global = mine[FarmCeilings::kGlobal].find("");
     if (global != mine[FarmCeilings::kGlobal].end()) fu->set_global_request_ceiling(global->second);

@@ -1,6 +1,8 @@
 #include "controlplane/core/farm_limits.h"
 
 #include <algorithm>
+#include <numeric>
+#include <set>
 
 namespace eldric::controlplane {
 
@@ -8,26 +10,32 @@ std::vector<uint64_t> allocateCeilings(uint64_t limit, const std::vector<MemberL
   const size_t n = members.size();
   std::vector<uint64_t> out(n, 0);
   if (n == 0) return out;
+  using u128 = unsigned __int128;
 
-  // The target: each member's count plus its share of what is left,
-  // weighted by count + 1 (no member gets nothing).
-  unsigned __int128 counts = 0, weights = 0, bounds = 0;
-  for (const auto& m : members) {
-    counts += m.count;
-    weights += static_cast<unsigned __int128>(m.count) + 1;
-    bounds += std::max(m.bound, m.count);
-  }
-  uint64_t left = counts >= limit ? 0 : static_cast<uint64_t>(limit - counts);
+  // Targets: the limit in proportion to demand + 1, largest remainders
+  // first, so the targets add up to exactly the limit (a limit smaller
+  // than the member count still reaches somebody).
+  u128 weights = 0;
+  for (const auto& m : members) weights += static_cast<u128>(std::max(m.demand, m.count)) + 1;
   std::vector<uint64_t> target(n);
+  std::vector<std::pair<uint64_t, size_t>> remainders(n);
+  uint64_t given = 0;
   for (size_t i = 0; i < n; ++i) {
-    target[i] = members[i].count +
-                static_cast<uint64_t>(static_cast<unsigned __int128>(left) * (members[i].count + 1) / weights);
+    u128 share = static_cast<u128>(limit) * (std::max(members[i].demand, members[i].count) + 1);
+    target[i] = static_cast<uint64_t>(share / weights);
+    remainders[i] = {static_cast<uint64_t>(share % weights), i};
+    given += target[i];
   }
+  std::sort(remainders.begin(), remainders.end(),
+            [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+  for (size_t k = 0; given < limit && k < n; ++k, ++given) target[remainders[k].second]++;
 
   // Lower at once; raise only out of the headroom under the bounds, in
   // proportion to what each member still wants.
+  u128 bounds = 0;
+  for (const auto& m : members) bounds += std::max(m.bound, m.count);
   uint64_t free = bounds >= limit ? 0 : static_cast<uint64_t>(limit - bounds);
-  unsigned __int128 wanted = 0;
+  u128 wanted = 0;
   for (size_t i = 0; i < n; ++i) {
     uint64_t bound = std::max(members[i].bound, members[i].count);
     if (target[i] > bound) wanted += target[i] - bound;
@@ -39,7 +47,7 @@ std::vector<uint64_t> allocateCeilings(uint64_t limit, const std::vector<MemberL
       continue;
     }
     uint64_t want = target[i] - bound;
-    uint64_t give = wanted <= free ? want : static_cast<uint64_t>(static_cast<unsigned __int128>(free) * want / wanted);
+    uint64_t give = wanted <= free ? want : static_cast<uint64_t>(static_cast<u128>(free) * want / wanted);
     out[i] = bound + give;
   }
   return out;
@@ -56,28 +64,25 @@ uint64_t valueOr(const std::unordered_map<std::string, uint64_t>& m, const std::
 
 void FarmCeilings::onReport(const std::string& member, Report report) {
   Member& m = members_[member];
-  m.has_report = true;
   while (!m.sent.empty() && m.sent.front().seq <= report.applied_seq) m.sent.pop_front();
   m.report = std::move(report);
 }
 
 void FarmCeilings::forget(const std::string& member) { members_.erase(member); }
 
+bool FarmCeilings::known(const std::string& member) const { return members_.count(member) != 0; }
+
 uint64_t FarmCeilings::bound(const std::string& member, Tier tier, const std::string& key, uint64_t limit) const {
   auto it = members_.find(member);
-  if (it == members_.end()) return limit;  // never heard of: it may enforce the whole limit
+  if (it == members_.end()) return limit;  // not heard from: it may enforce the whole limit
   const Member& m = it->second;
-  uint64_t b;
-  if (m.has_report) {
-    b = std::max(valueOr(m.report.counts[tier], key, 0),
-                 valueOr(m.report.ceilings[tier], key, defaultCeiling(limit, m.report.members)));
-  } else {
-    b = limit;  // what it enforces before its first report is unknown
-  }
+  uint64_t count = valueOr(m.report.counts[tier], key, 0);
+  if (m.report.offline) return std::max(limit, count);  // its offline policy: up to the limit
+  uint64_t b = std::max(count, valueOr(m.report.ceilings[tier], key, defaultCeiling(limit, m.report.members)));
   for (const Sent& s : m.sent) {
     b = std::max(b, valueOr(s.ceilings.ceilings[tier], key, defaultCeiling(limit, s.ceilings.members)));
   }
-  return std::min(b, std::max(limit, valueOr(m.report.counts[tier], key, 0)));
+  return std::min(b, std::max(limit, count));
 }
 
 std::map<std::string, FarmCeilings::Ceilings> FarmCeilings::allocate(const std::vector<std::string>& members,
@@ -86,28 +91,44 @@ std::map<std::string, FarmCeilings::Ceilings> FarmCeilings::allocate(const std::
   std::map<std::string, Ceilings> out;
   for (const auto& id : members) out[id].members = member_count;
 
-  // The keys in use anywhere in the farm; the others stay at their default.
   for (size_t t = 0; t < kTiers; ++t) {
     Tier tier = static_cast<Tier>(t);
-    std::map<std::string, uint64_t> keys;  // key -> limit
+    // Candidates: keys some member counted, refused, or holds (or was sent)
+    // an explicit ceiling for.
+    std::set<std::string> keys;
     for (const auto& id : members) {
       auto it = members_.find(id);
-      if (it == members_.end() || !it->second.has_report) continue;
-      for (const auto& [key, count] : it->second.report.counts[t]) {
-        if (count == 0 || keys.count(key)) continue;
-        uint64_t limit = limit_of(tier, key);
-        if (limit) keys.emplace(key, limit);
+      if (it == members_.end()) continue;
+      const Member& m = it->second;
+      for (const auto* map : {&m.report.counts[t], &m.report.refused[t], &m.report.ceilings[t]}) {
+        for (const auto& kv : *map) keys.insert(kv.first);
+      }
+      for (const Sent& s : m.sent) {
+        for (const auto& kv : s.ceilings.ceilings[t]) keys.insert(kv.first);
       }
     }
     std::vector<MemberLoad> loads(members.size());
-    for (const auto& [key, limit] : keys) {
+    for (const auto& key : keys) {
+      uint64_t limit = limit_of(tier, key);
+      if (!limit) continue;
+      uint64_t dflt = defaultCeiling(limit, member_count);
+      bool needed = false;
       for (size_t i = 0; i < members.size(); ++i) {
         auto it = members_.find(members[i]);
-        loads[i].count = it != members_.end() && it->second.has_report
-                             ? valueOr(it->second.report.counts[t], key, 0)
-                             : 0;
-        loads[i].bound = bound(members[i], tier, key, limit);
+        MemberLoad& l = loads[i];
+        l.count = 0;
+        uint64_t refused = 0;
+        if (it != members_.end()) {
+          l.count = valueOr(it->second.report.counts[t], key, 0);
+          refused = valueOr(it->second.report.refused[t], key, 0);
+        }
+        l.demand = l.count + refused;
+        l.bound = bound(members[i], tier, key, limit);
+        // Everyone at (or under) the default and nobody refused: the
+        // defaults add up to at most the limit, no explicit ceiling needed.
+        if (refused > 0 || l.bound > dflt) needed = true;
       }
+      if (!needed) continue;
       std::vector<uint64_t> ceilings = allocateCeilings(limit, loads);
       for (size_t i = 0; i < members.size(); ++i) out[members[i]].ceilings[t][key] = ceilings[i];
     }
@@ -115,7 +136,9 @@ std::map<std::string, FarmCeilings::Ceilings> FarmCeilings::allocate(const std::
 
   // Until a member says it applied them, these count toward its bound.
   for (auto& [id, c] : out) {
-    Member& m = members_[id];
+    auto it = members_.find(id);
+    if (it == members_.end()) continue;  // unknown: its bound is the limit anyway
+    Member& m = it->second;
     m.sent.push_back(Sent{seq, c});
     if (m.sent.size() > kMaxUnacked) {
       // A member that stops acknowledging: fold its two oldest pushes into

@@ -4,10 +4,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <unordered_map>
 
 #include "dataplane/common/log.h"
 #include "dataplane/common/random.h"
+#include "dataplane/config/loader.h"
 #include "eldric/edge/v1/admin.pb.h"
 
 namespace eldric::server {
@@ -21,6 +24,25 @@ int64_t nowUnixMs() {
   timeval tv;
   gettimeofday(&tv, nullptr);
   return static_cast<int64_t>(tv.tv_sec) * 1000 + tv.tv_usec / 1000;
+}
+
+// Sets `set(entry, value)` for every listed key and `set(entry, -1)` for
+// those listed last time but not now.
+template <typename Set>
+void applyKeyed(filters::ratelimit::KeyedTable& table, uint64_t now,
+                const google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>& values,
+                std::vector<std::string>* previous, Set&& set) {
+  std::vector<std::string> now_set;
+  now_set.reserve(values.size());
+  for (const auto& c : values) {
+    set(*table.get(c.key(), now), static_cast<int64_t>(c.count()));
+    now_set.push_back(c.key());
+  }
+  std::sort(now_set.begin(), now_set.end());
+  for (const auto& k : *previous) {
+    if (!std::binary_search(now_set.begin(), now_set.end(), k)) set(*table.get(k, now), -1);
+  }
+  *previous = std::move(now_set);
 }
 
 }  // namespace
@@ -52,8 +74,30 @@ FarmClient::~FarmClient() {
 }
 
 void FarmClient::setRateLimitState(filters::ratelimit::StateSharedPtr state) {
+  bool offline = !state_ || state_->farm_offline.load();
   state_ = std::move(state);
-  if (state_) state_->offline_local_share.store(options_.offline_policy == "local_share");
+  if (!state_) return;
+  state_->offline_local_share.store(options_.offline_policy == "local_share");
+  // A new state (a window change): the farm's view carries over.
+  state_->farm_members.store(usage_members_);
+  state_->farm_offline.store(offline);
+  ceiling_ips_.clear();
+  ceiling_keys_.clear();
+  remote_ips_.clear();
+  remote_keys_.clear();
+  remote_token_keys_.clear();
+  if (last_usage_.seq() != 0 && !offline) applyFarmUsage(last_usage_);
+}
+
+void FarmClient::setMembersFile(std::string path) {
+  members_file_ = std::move(path);
+  std::string text;
+  std::string error;
+  if (access(members_file_.c_str(), R_OK) == 0 && config::readFile(members_file_, "farm members file", &text, &error)) {
+    unsigned long n = strtoul(text.c_str(), nullptr, 10);
+    if (n >= 1 && n <= 1000000) usage_members_ = static_cast<uint32_t>(n);
+  }
+  if (state_) state_->farm_members.store(usage_members_);
 }
 
 void FarmClient::start() {
@@ -63,8 +107,13 @@ void FarmClient::start() {
     report_timer_->enable(options_.sync_interval_ms);
   });
   // The farm's counts go stale when the control plane is out of reach for
-  // a few intervals: then the offline policy applies.
-  offline_timer_ = main_.createTimer([this] { setOffline(true); });
+  // a few intervals: then the offline policy applies. Until the first farm
+  // usage arrives there are none: it applies from the start.
+  offline_timer_ = main_.createTimer([this] { setOffline(true, "control plane unreachable: farm counts are stale"); });
+  // Quietly: this is every start, not a fault.
+  if (state_) state_->farm_offline.store(true);
+  log::info("farm rate limits: the offline policy applies until the first farm usage",
+            {{"policy", log::str(options_.offline_policy)}, {"members", log::num(usage_members_)}});
   connect();
   report_timer_->enable(options_.sync_interval_ms);
 }
@@ -100,7 +149,6 @@ void FarmClient::onMessage(std::string message) {
     view_.connected = true;
     view_.target = channel_->connectedTarget();
   }
-  setOffline(false);
   offline_timer_->enable(options_.sync_interval_ms * 3);
   if (resp.has_farm_usage()) applyFarmUsage(resp.farm_usage());
   if (!resp.has_snapshot()) return;
@@ -151,6 +199,7 @@ void FarmClient::sendReport() {
   usage->set_at_unix_ms(nowUnixMs());
   report_(usage);
   usage->set_applied_usage_seq(applied_usage_seq_);
+  usage->set_applied_usage_instance(applied_usage_instance_);
   usage->set_farm_members(usage_members_);
   stream_->send(req.SerializeAsString());
 }
@@ -159,61 +208,69 @@ void FarmClient::applyFarmUsage(const edge::v1::FarmUsage& usage) {
   if (!state_) return;
   uint64_t now = filters::ratelimit::nowSeconds();
   state_->remote_global.store(usage.global_requests(), std::memory_order_relaxed);
-  state_->farm_members.store(std::max<uint32_t>(1, usage.members()), std::memory_order_relaxed);
-  {
-    std::lock_guard<std::mutex> lock(view_mutex_);
-    view_.members = std::max<uint32_t>(1, usage.members());
-  }
   // Absolute counts: set what was reported, zero what no longer is.
-  auto apply = [&](filters::ratelimit::KeyedTable& table,
-                   const google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>& counts,
-                   std::vector<std::string>* previous, auto&& set) {
-    std::vector<std::string> now_set;
-    now_set.reserve(counts.size());
-    for (const auto& c : counts) {
-      set(*table.get(c.key(), now), static_cast<int64_t>(c.count()));
-      now_set.push_back(c.key());
-    }
-    std::sort(now_set.begin(), now_set.end());
-    for (const auto& k : *previous) {
-      if (!std::binary_search(now_set.begin(), now_set.end(), k)) set(*table.get(k, now), -1);
-    }
-    *previous = std::move(now_set);
-  };
   auto requests = [](filters::ratelimit::Entry& e, int64_t v) { e.remote_requests.store(v < 0 ? 0 : v); };
   auto tokens = [](filters::ratelimit::Entry& e, int64_t v) { e.remote_tokens.store(v < 0 ? 0 : v); };
-  auto ceiling = [](filters::ratelimit::Entry& e, int64_t v) { e.ceiling.store(v); };
-  apply(state_->ips, usage.ip_requests(), &remote_ips_, requests);
-  apply(state_->keys, usage.key_requests(), &remote_keys_, requests);
-  apply(state_->keys, usage.key_tokens(), &remote_token_keys_, tokens);
-  // The ceilings the control plane shared the limits out as; a key left
-  // out goes back to its default (an equal share). A control plane
-  // without ceilings (seq 0) leaves every key at its default.
-  if (usage.seq() != 0) {
-    state_->global_ceiling.store(
-        usage.has_global_request_ceiling() ? static_cast<int64_t>(usage.global_request_ceiling()) : -1);
-    apply(state_->ips, usage.ip_request_ceilings(), &ceiling_ips_, ceiling);
-    apply(state_->keys, usage.key_request_ceilings(), &ceiling_keys_, ceiling);
-  }
-  applied_usage_seq_ = usage.seq();
-  usage_members_ = std::max<uint32_t>(1, usage.members());
+  applyKeyed(state_->ips, now, usage.ip_requests(), &remote_ips_, requests);
+  applyKeyed(state_->keys, now, usage.key_requests(), &remote_keys_, requests);
+  applyKeyed(state_->keys, now, usage.key_tokens(), &remote_token_keys_, tokens);
+  // seq 0: no ceilings in this message (the control plane has not heard
+  // from this member yet); ceilings and member count stay as they are.
+  if (usage.seq() != 0) applyCeilings(usage);
 }
 
-void FarmClient::setOffline(bool offline) {
+void FarmClient::applyCeilings(const edge::v1::FarmUsage& usage) {
+  uint64_t now = filters::ratelimit::nowSeconds();
+  // Ceilings before the member count: a key going back to its default is
+  // read with the count the control plane's bound already covers.
+  auto ceiling = [](filters::ratelimit::Entry& e, int64_t v) { e.ceiling.store(v, std::memory_order_release); };
+  state_->global_ceiling.store(
+      usage.has_global_request_ceiling() ? static_cast<int64_t>(usage.global_request_ceiling()) : -1,
+      std::memory_order_release);
+  applyKeyed(state_->ips, now, usage.ip_request_ceilings(), &ceiling_ips_, ceiling);
+  applyKeyed(state_->keys, now, usage.key_request_ceilings(), &ceiling_keys_, ceiling);
+  uint32_t members = std::max<uint32_t>(1, usage.members());
+  state_->farm_members.store(members, std::memory_order_release);
+  if (members != usage_members_ && !members_file_.empty()) {
+    std::string text = std::to_string(members) + "\n";
+    std::string tmp = members_file_ + ".tmp";
+    FILE* f = fopen(tmp.c_str(), "w");
+    if (f && fwrite(text.data(), 1, text.size(), f) == text.size() && fclose(f) == 0) {
+      rename(tmp.c_str(), members_file_.c_str());
+    } else if (f) {
+      fclose(f);
+    }
+  }
+  usage_members_ = members;
+  applied_usage_seq_ = usage.seq();
+  applied_usage_instance_ = usage.instance();
+  if (&usage != &last_usage_) last_usage_ = usage;
+  {
+    std::lock_guard<std::mutex> lock(view_mutex_);
+    view_.members = members;
+  }
+  setOffline(false, "");
+}
+
+void FarmClient::setOffline(bool offline, const char* why) {
   if (!state_) return;
   bool was = state_->farm_offline.exchange(offline);
   if (was == offline) return;
   if (offline) {
-    log::warn("control plane unreachable: farm counts are stale, applying the offline policy",
-              {{"policy", log::str(options_.offline_policy)}});
+    log::warn("farm rate limits: applying the offline policy", {{"why", log::str(why)},
+                                                                 {"policy", log::str(options_.offline_policy)},
+                                                                 {"members", log::num(usage_members_)}});
     // Stale remote counts would block forever or admit too much; the
-    // policy takes over from them.
+    // policy takes over from them (and from the ceilings, see
+    // State::effectiveLimit).
     state_->remote_global.store(0);
     state_->ips.forEach([](const std::string&, filters::ratelimit::Entry& e) { e.remote_requests.store(0); });
     state_->keys.forEach([](const std::string&, filters::ratelimit::Entry& e) {
       e.remote_requests.store(0);
       e.remote_tokens.store(0);
     });
+  } else {
+    log::info("farm rate limits: the control plane's ceilings apply", {{"members", log::num(usage_members_)}});
   }
 }
 

@@ -60,6 +60,8 @@ class FarmClient : public grpc::StreamCallbacks {
   FarmView view() const;
   // The rate-limit state that farm usage is written into.
   void setRateLimitState(filters::ratelimit::StateSharedPtr state);
+  // Before start(): where the last known member count is kept.
+  void setMembersFile(std::string path);
 
   // grpc::StreamCallbacks
   void onMessage(std::string message) override;
@@ -70,7 +72,8 @@ class FarmClient : public grpc::StreamCallbacks {
   void scheduleReconnect();
   void sendReport();
   void applyFarmUsage(const edge::v1::FarmUsage& usage);
-  void setOffline(bool offline);
+  void applyCeilings(const edge::v1::FarmUsage& usage);
+  void setOffline(bool offline, const char* why);
 
   Dispatcher& main_;
   config::FarmOptions options_;
@@ -90,10 +93,16 @@ class FarmClient : public grpc::StreamCallbacks {
   // Entries with a remote count set, so that the next report can clear
   // those no longer listed.
   std::vector<std::string> remote_ips_, remote_keys_, remote_token_keys_;
-  // Keys with an explicit ceiling, and the FarmUsage that set them.
+  // Keys with an explicit ceiling, and the FarmUsage that set them (kept
+  // to re-apply to a new rate-limit state after a window change).
   std::vector<std::string> ceiling_ips_, ceiling_keys_;
+  edge::v1::FarmUsage last_usage_;
   uint64_t applied_usage_seq_ = 0;
+  std::string applied_usage_instance_;
+  // The farm's member count as last heard, kept across restarts (a member
+  // that starts applies its offline share with it until it hears again).
   uint32_t usage_members_ = 1;
+  std::string members_file_;
 };
 
 }  // namespace eldric::server

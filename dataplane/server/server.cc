@@ -235,6 +235,8 @@ config::RuntimeConfigSharedPtr Server::config() const {
 
 namespace {
 
+constexpr uint64_t kSweepIntervalMs = 15000;
+
 // SO_REUSEPORT would let a second Edge (same user) join a port another
 // one already serves, and the kernel would split connections between two
 // processes with different keys and limits. A plain bind first proves the
@@ -422,8 +424,12 @@ void Server::fillUsage(edge::v1::UsageReport* report) {
   report->set_window_seconds(state->windowSeconds());
   report->set_global_requests(state->global.count(now));
   // Ceilings in force where explicit: with them the control plane knows
-  // the most this member can hold until it reports again.
-  if (int64_t c = state->global_ceiling.load(); c >= 0) report->set_global_request_ceiling(c);
+  // the most this member can hold until it reports again. Under the
+  // offline policy they are not what is enforced: it says so instead.
+  bool offline = state->farm_offline.load();
+  report->set_offline(offline);
+  if (int64_t c = state->global_ceiling.load(); c >= 0 && !offline) report->set_global_request_ceiling(c);
+  report->set_global_refused(state->global_refused.exchange(0));
   auto add = [](google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>* to, const std::string& key,
                 uint64_t n) {
     auto* kc = to->Add();
@@ -432,11 +438,13 @@ void Server::fillUsage(edge::v1::UsageReport* report) {
   };
   state->ips.forEach([&](const std::string& ip, filters::ratelimit::Entry& e) {
     if (uint64_t n = e.requests.count(now)) add(report->mutable_ip_requests(), ip, n);
-    if (int64_t c = e.ceiling.load(); c >= 0) add(report->mutable_ip_request_ceilings(), ip, c);
+    if (int64_t c = e.ceiling.load(); c >= 0 && !offline) add(report->mutable_ip_request_ceilings(), ip, c);
+    if (uint64_t r = e.refused.exchange(0)) add(report->mutable_ip_refused(), ip, r);
   });
   state->keys.forEach([&](const std::string& id, filters::ratelimit::Entry& e) {
     if (uint64_t n = e.requests.count(now)) add(report->mutable_key_requests(), id, n);
-    if (int64_t c = e.ceiling.load(); c >= 0) add(report->mutable_key_request_ceilings(), id, c);
+    if (int64_t c = e.ceiling.load(); c >= 0 && !offline) add(report->mutable_key_request_ceilings(), id, c);
+    if (uint64_t r = e.refused.exchange(0)) add(report->mutable_key_refused(), id, r);
     if (uint64_t t = e.tokens.count(now)) add(report->mutable_key_tokens(), id, t);
     if (int64_t f = e.in_flight.load(); f > 0) add(report->mutable_key_in_flight(), id, static_cast<uint64_t>(f));
   });
@@ -682,9 +690,20 @@ int Server::run() {
   signal(SIGPIPE, SIG_IGN);
 
   for (uint32_t i = 0; i < n; ++i) workers_[i]->start(worker_fds_[i]);
+  // Without this the per-IP table grows with every address ever seen.
+  sweep_timer_ = main_.createTimer([this] {
+    if (auto st = state_.rateLimitState()) {
+      uint64_t now = filters::ratelimit::nowSeconds();
+      size_t removed = st->ips.sweep(now) + st->keys.sweep(now);
+      if (removed) log::debug("rate-limit entries swept", {{"removed", log::num(static_cast<long long>(removed))}});
+    }
+    sweep_timer_->enable(kSweepIntervalMs);
+  });
+  sweep_timer_->enable(kSweepIntervalMs);
   if (farm_) {
     farm_->setIdentity(nodeId(*cfg), listenAddresses(*cfg));
     farm_->setRateLimitState(state_.rateLimitState());
+    farm_->setMembersFile(farm_snapshot_path_.substr(0, farm_snapshot_path_.rfind('/')) + "/farm-members");
     state_.farm_view = [this] { return farm_->view(); };
     farm_->start();
   }

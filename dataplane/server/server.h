@@ -142,6 +142,8 @@ class Server : public AdminBackend {
   std::unique_ptr<upstream::HealthChecker> health_;
   std::atomic<uint32_t> workers_drained_{0};
   TimerPtr drain_timer_;
+  // Drops rate-limit entries (IPs, clients) idle for a whole window.
+  TimerPtr sweep_timer_;
   int access_log_fd_ = -1;
   std::string access_log_path_;
   std::unique_ptr<controlplane::Store> store_;

@@ -45,6 +45,7 @@ size_t KeyedTable::sweep(uint64_t now_s) {
       Entry& e = *it->second;
       if (e.last_used_s.load(std::memory_order_relaxed) + window_s_ < now_s &&
           e.remote_requests.load(std::memory_order_relaxed) == 0 &&
+          e.remote_tokens.load(std::memory_order_relaxed) == 0 &&
           e.ceiling.load(std::memory_order_relaxed) < 0 &&
           e.in_flight.load(std::memory_order_relaxed) == 0 && it->second.use_count() == 1) {
         it = shard.map.erase(it);

@@ -36,6 +36,8 @@ struct Entry {
   // the control plane shared the farm-wide limit out; -1: the default,
   // floor(limit / members).
   std::atomic<int64_t> ceiling{-1};
+  // Requests this tier refused since the last farm report (its demand).
+  std::atomic<uint64_t> refused{0};
 };
 using EntrySharedPtr = std::shared_ptr<Entry>;
 
@@ -70,14 +72,16 @@ class State {
   KeyedTable ips;
   KeyedTable keys;
 
-  // Farm mode. The other members' global count; how many members report;
-  // whether the control plane is out of reach, and what to do then.
+  // Farm mode. The other members' global count; how many members the farm
+  // has (for the default share); whether the farm's counts are out of
+  // reach (the offline policy then applies), and what to do then.
   std::atomic<uint64_t> remote_global{0};
   std::atomic<uint32_t> farm_members{1};
   std::atomic<bool> farm_offline{false};
   std::atomic<bool> offline_local_share{true};
 
   std::atomic<int64_t> global_ceiling{-1};
+  std::atomic<uint64_t> global_refused{0};
 
   // The limit this member enforces on its local window for a farm-wide
   // `limit`. Alone: the limit. In a farm, the ceiling the control plane
@@ -92,6 +96,7 @@ class State {
       return members > 1 ? (limit + members - 1) / members : limit;
     }
     if (ceiling >= 0) return std::min<uint64_t>(limit, static_cast<uint64_t>(ceiling));
+    // The same rule as controlplane/core/farm_limits.h's defaultCeiling.
     return members > 1 ? limit / members : limit;
   }
 

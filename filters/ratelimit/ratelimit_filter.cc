@@ -125,6 +125,7 @@ http::FilterHeadersStatus IpLimitFilter::decodeHeaders(http::RequestHeaders& hea
   uint64_t limit = st.effectiveLimit(cfg.per_ip, e->ceiling.load(std::memory_order_relaxed));
   if (!e->requests.tryAdmit(now, limit)) {
     st.refused_ip.fetch_add(1, std::memory_order_relaxed);
+    e->refused.fetch_add(1, std::memory_order_relaxed);
     sendRefusal(*decoder_, "ip", cfg.per_ip, e->requests.secondsUntilAvailable(now, std::max<uint64_t>(limit, 1)),
                 "too many requests from this address");
     return http::FilterHeadersStatus::StopIteration;
@@ -188,6 +189,7 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
     uint64_t key_local = st.effectiveLimit(key_limit, e.ceiling.load(std::memory_order_relaxed));
     if (key_limit && !e.requests.tryAdmit(now, key_local)) {
       st.refused_key.fetch_add(1, std::memory_order_relaxed);
+      e.refused.fetch_add(1, std::memory_order_relaxed);
       refuse("key", key_limit, e.requests.secondsUntilAvailable(now, std::max<uint64_t>(key_local, 1)),
              "client \"" + id->client_name + "\" is over its request limit");
       return http::FilterHeadersStatus::StopIteration;
@@ -201,6 +203,7 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
   if (cfg.global && !st.global.tryAdmit(now, global_local)) {
     if (key_limit) key_entry_->requests.refund(now);
     st.refused_global.fetch_add(1, std::memory_order_relaxed);
+    st.global_refused.fetch_add(1, std::memory_order_relaxed);
     refuse("global", cfg.global, st.global.secondsUntilAvailable(now, std::max<uint64_t>(global_local, 1)),
            "the gateway is at its global request limit");
     return http::FilterHeadersStatus::StopIteration;
