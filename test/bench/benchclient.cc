@@ -12,8 +12,13 @@
 //     spread evenly over --ramp seconds. Time to first byte is measured from
 //     the request's send on its established connection; gaps between reads
 //     that delivered SSE events; token events that arrived in one TLS record
-//     (or one plaintext read) count as merged; token numbers skipped (the
-//     fake router numbers them "tok0 ", "tok1 ", ...) as lost.
+//     (or one plaintext read) count as merged (also reported: in one HTTP
+//     chunk, i.e. re-chunked by the proxy; in one socket read); token
+//     numbers skipped (the fake router numbers them "tok0 ", "tok1 ", ...)
+//     as lost. The fake router sends one event per chunk, 20 ms apart.
+//
+// Both modes report the client's own CPU time, to show how much of the
+// machine the client took.
 //
 // Loopback targets only. One JSON line on stdout, one human line on stderr.
 
@@ -22,6 +27,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +48,14 @@ namespace {
 
 using loadgen::Histogram;
 using loadgen::NowNs;
+
+// CPU seconds this process has used (user + system): the client's own cost.
+double CpuSeconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
 
 struct Options {
   std::string mode;
@@ -141,6 +155,8 @@ struct Conn {
   bool got_event = false;
   loadgen::SseScanner sse;
   loadgen::SseScanner::Counts piece;  // what the body callback saw of the current read
+  int chunk_tokens = 0;               // token events completed in the current HTTP chunk
+  uint64_t chunk_merged = 0;          // token events beyond the first in one HTTP chunk
 };
 
 // The response body of a stream, de-chunked: into its SSE scanner, and the
@@ -150,6 +166,15 @@ void SseBody(void* ctx, const char* p, size_t n) {
   loadgen::SseScanner::Counts got = c->sse.Feed(p, n);
   c->piece.events += got.events;
   c->piece.tokens += got.tokens;
+  c->chunk_tokens += got.tokens;
+}
+
+// The end of an HTTP chunk: two token events in one chunk means the proxy
+// re-chunked what it read (the fake router sends one event per chunk).
+void SseChunkEnd(void* ctx) {
+  Conn* c = static_cast<Conn*>(ctx);
+  if (c->chunk_tokens > 1) c->chunk_merged += uint64_t(c->chunk_tokens - 1);
+  c->chunk_tokens = 0;
 }
 
 class Client {
@@ -194,9 +219,11 @@ class Client {
   std::string group_, cipher_;
   // sse mode
   Histogram ttfb_, ttfe_, gaps_, lag_;
-  uint64_t events_ = 0, tokens_ = 0, lost_ = 0, misordered_ = 0, merged_ = 0, batched_ = 0;
+  uint64_t events_ = 0, tokens_ = 0, lost_ = 0, misordered_ = 0, merged_ = 0, batched_ = 0,
+           rechunked_ = 0;
   uint64_t streams_ok_ = 0, streams_failed_ = 0, non200_ = 0, incomplete_ = 0;
   int pending_ = 0;  // connecting or handshaking
+  uint64_t opened_ = 0, all_done_ = 0;
 };
 
 void Client::SetEvents(Conn& c) {
@@ -222,6 +249,7 @@ void Client::Open(Conn& c, uint64_t now) {
   c.want_write = false;
   c.attempts++;
   pending_++;
+  opened_++;
   epoll_event e{};
   e.events = c.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP;
   e.data.ptr = &c;
@@ -285,7 +313,8 @@ void Client::StartRequest(Conn& c, uint64_t now) {
   c.got_event = false;
   c.t_first = 0;
   c.sse = loadgen::SseScanner();
-  c.parser.Reset(o_.method == "HEAD", sse_ ? SseBody : nullptr, &c);
+  c.chunk_tokens = 0;
+  c.parser.Reset(o_.method == "HEAD", sse_ ? SseBody : nullptr, &c, sse_ ? SseChunkEnd : nullptr);
   TryWrite(c, now);
 }
 
@@ -313,6 +342,7 @@ void Client::TryWrite(Conn& c, uint64_t now) {
 void Client::Finished(Conn& c, uint64_t now, bool ok) {
   if (!sse_) {
     Close(c);
+    all_done_++;
     if (now < measure_from_ || now > measure_to_) return;
     done_++;
     total_.Record(now - c.t_start);
@@ -325,6 +355,7 @@ void Client::Finished(Conn& c, uint64_t now, bool ok) {
   tokens_ += c.sse.tokens();
   lost_ += c.sse.lost();
   misordered_ += c.sse.out_of_order();
+  rechunked_ += c.chunk_merged;
   int status = c.parser.status();
   if (status && status != 200) non200_++;
   bool good = ok && status == 200 && c.sse.done() && !c.sse.lost() && !c.sse.out_of_order();
@@ -462,6 +493,7 @@ int Client::RunHandshakes() {
   uint64_t t0 = NowNs();
   measure_from_ = t0 + uint64_t(o_.warmup * 1e9);
   measure_to_ = measure_from_ + uint64_t(o_.duration * 1e9);
+  double cpu0 = CpuSeconds();
   for (int i = 0; i < o_.concurrency; i++) {
     conns_.push_back(std::make_unique<Conn>());
     conns_.back()->index = i;
@@ -476,27 +508,29 @@ int Client::RunHandshakes() {
   stopping_ = true;
   for (auto& c : conns_) Close(*c);
   double rate = double(done_) / o_.duration;
+  // Per connection over the whole run (warm-up included: it opened them too).
+  double cpu_us = (CpuSeconds() - cpu0) * 1e6 / double(std::max<uint64_t>(1, opened_));
   uint64_t errors = non2xx_ + err_connect_ + err_tls_ + err_http_;
   printf("{\"mode\":\"handshake\",\"url\":\"%s\",\"concurrency\":%d,\"duration_s\":%.3f,"
-         "\"conn_per_s\":%.1f,\"completed\":%llu,\"ok\":%llu,\"non2xx\":%llu,"
+         "\"conn_per_s\":%.1f,\"completed\":%llu,\"completed_with_warmup\":%llu,\"ok\":%llu,\"non2xx\":%llu,"
          "\"connect_errors\":%llu,\"tls_errors\":%llu,\"http_errors\":%llu,\"errors\":%llu,"
          "\"resumed\":%llu,\"not_tls13\":%llu,\"group\":\"%s\",\"cipher\":\"%s\","
-         "\"handshake_us\":%s,\"connection_us\":%s}\n",
+         "\"client_cpu_us_per_conn\":%.1f,\"handshake_us\":%s,\"connection_us\":%s}\n",
          loadgen::JsonEscape(o_.url).c_str(), o_.concurrency, o_.duration, rate,
-         (unsigned long long)done_, (unsigned long long)ok_, (unsigned long long)non2xx_,
+         (unsigned long long)done_, (unsigned long long)all_done_, (unsigned long long)ok_, (unsigned long long)non2xx_,
          (unsigned long long)err_connect_, (unsigned long long)err_tls_,
          (unsigned long long)err_http_, (unsigned long long)errors, (unsigned long long)resumed_,
-         (unsigned long long)not13_, group_.c_str(), cipher_.c_str(),
+         (unsigned long long)not13_, group_.c_str(), cipher_.c_str(), cpu_us,
          loadgen::DistJson(hs_, true).c_str(), loadgen::DistJson(total_, true).c_str());
   fflush(stdout);
   if (!o_.quiet)
     fprintf(stderr,
             "benchclient: %s handshake x%d for %.1f s: %.1f conn/s, %llu ok, %llu errors; %s %s%s; "
-            "handshake us p50 %.1f p99 %.1f; connection us p50 %.1f p99 %.1f\n",
+            "handshake us p50 %.1f p99 %.1f; connection us p50 %.1f p99 %.1f; client CPU %.1f us/conn\n",
             o_.url.c_str(), o_.concurrency, o_.duration, rate, (unsigned long long)ok_,
             (unsigned long long)errors, group_.c_str(), cipher_.c_str(),
             resumed_ ? " (some RESUMED)" : "", hs_.Percentile(50) / 1e3, hs_.Percentile(99) / 1e3,
-            total_.Percentile(50) / 1e3, total_.Percentile(99) / 1e3);
+            total_.Percentile(50) / 1e3, total_.Percentile(99) / 1e3, cpu_us);
   return errors || resumed_ || not13_ || !done_ ? 1 : 0;
 }
 
@@ -569,6 +603,7 @@ int Client::RunSse() {
          "\"setup_s\":%.3f,\"ok\":%llu,\"errors\":%llu,\"setup_errors\":%llu,\"non200\":%llu,"
          "\"incomplete\":%llu,\"unfinished\":%llu,\"events\":%llu,\"token_events\":%llu,"
          "\"lost\":%llu,\"out_of_order\":%llu,\"merged\":%llu,\"merged_per_read\":%llu,"
+         "\"merged_per_chunk\":%llu,\"client_cpu_s\":%.3f,"
          "\"ttfb_us\":%s,\"first_event_us\":%s,\"gaps_us\":%s,\"send_lag_us\":%s}\n",
          loadgen::JsonEscape(o_.url).c_str(), o_.streams, o_.tokens, o_.ramp, setup_s,
          (unsigned long long)streams_ok_, (unsigned long long)errors,
@@ -576,7 +611,8 @@ int Client::RunSse() {
          (unsigned long long)incomplete_, (unsigned long long)unfinished,
          (unsigned long long)events_, (unsigned long long)tokens_, (unsigned long long)lost_,
          (unsigned long long)misordered_, (unsigned long long)merged_,
-         (unsigned long long)batched_, loadgen::DistJson(ttfb_, true).c_str(),
+         (unsigned long long)batched_, (unsigned long long)rechunked_, CpuSeconds(),
+         loadgen::DistJson(ttfb_, true).c_str(),
          loadgen::DistJson(ttfe_, true).c_str(), loadgen::DistJson(gaps_, true).c_str(),
          loadgen::DistJson(lag_, false).c_str());
   fflush(stdout);

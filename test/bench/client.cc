@@ -245,10 +245,11 @@ ssize_t WriteSome(int fd, SSL* ssl, const char* p, size_t n) {
 }
 
 // --- HTTP/1.1 response -----------------------------------------------------------
-void ResponseParser::Reset(bool head, BodyFn body, void* ctx) {
+void ResponseParser::Reset(bool head, BodyFn body, void* ctx, ChunkEndFn chunk_end) {
   llhttp_settings_init(&s_);
   head_ = head;
   body_ = body;
+  chunk_end_ = chunk_end;
   ctx_ = ctx;
   complete_ = false;
   keep_alive_ = true;
@@ -263,6 +264,13 @@ void ResponseParser::Reset(bool head, BodyFn body, void* ctx) {
     if (self->body_) self->body_(self->ctx_, at, n);
     return 0;
   };
+  if (chunk_end_) {
+    s_.on_chunk_complete = [](llhttp_t* p) -> int {
+      auto* self = static_cast<ResponseParser*>(p->data);
+      self->chunk_end_(self->ctx_);
+      return 0;
+    };
+  }
   s_.on_message_complete = [](llhttp_t* p) -> int {
     auto* self = static_cast<ResponseParser*>(p->data);
     self->complete_ = true;

@@ -100,12 +100,15 @@ ssize_t WriteSome(int fd, SSL* ssl, const char* p, size_t n);
 class ResponseParser {
  public:
   using BodyFn = void (*)(void* ctx, const char* p, size_t n);
+  using ChunkEndFn = void (*)(void* ctx);
   ResponseParser() = default;
   ResponseParser(const ResponseParser&) = delete;
   ResponseParser& operator=(const ResponseParser&) = delete;
   // `head`: the response to a HEAD request (no body whatever its headers say).
-  // `body`: called with each run of de-chunked body bytes.
-  void Reset(bool head = false, BodyFn body = nullptr, void* ctx = nullptr);
+  // `body`: called with each run of de-chunked body bytes; `chunk_end` at
+  // the end of each chunk of a chunked body.
+  void Reset(bool head = false, BodyFn body = nullptr, void* ctx = nullptr,
+             ChunkEndFn chunk_end = nullptr);
   bool Feed(const char* p, size_t n);  // false on a malformed response
   void Finish();                       // the stream ended: a body delimited by the close
   bool complete() const { return complete_; }
@@ -117,6 +120,7 @@ class ResponseParser {
   llhttp_t p_;
   llhttp_settings_t s_;
   BodyFn body_ = nullptr;
+  ChunkEndFn chunk_end_ = nullptr;
   void* ctx_ = nullptr;
   bool head_ = false, complete_ = false, keep_alive_ = true;
   int status_ = 0;
