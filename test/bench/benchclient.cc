@@ -10,8 +10,10 @@
 //   sse: S streams, connected (and handshaken) before the clock starts, a
 //     few at a time; then each POSTs a streaming chat request, the sends
 //     spread evenly over --ramp seconds. Time to first byte is measured from
-//     the request's send on its established connection; gaps between reads
-//     that delivered SSE events; token events that arrived in one TLS record
+//     the request's send on its established connection to the kernel's
+//     arrival stamp of the first response bytes (SO_TIMESTAMPNS: a client
+//     late to read on a busy machine does not add its lateness); gaps
+//     between the arrivals of reads that delivered SSE events; token events that arrived in one TLS record
 //     (or one plaintext read) count as merged (also reported: in one HTTP
 //     chunk, i.e. re-chunked by the proxy; in one socket read); token
 //     numbers skipped (the fake router numbers them "tok0 ", "tok1 ", ...)
@@ -192,7 +194,7 @@ class Client {
   void Connected(Conn& c, uint64_t now);
   void StartRequest(Conn& c, uint64_t now);
   void TryWrite(Conn& c, uint64_t now);
-  void TryRead(Conn& c, uint64_t now);
+  void TryRead(Conn& c, uint64_t now, uint64_t arrival);
   void Finished(Conn& c, uint64_t now, bool ok);
   int RunHandshakes();
   int RunSse();
@@ -224,6 +226,8 @@ class Client {
   uint64_t streams_ok_ = 0, streams_failed_ = 0, non200_ = 0, incomplete_ = 0;
   int pending_ = 0;  // connecting or handshaking
   uint64_t opened_ = 0, all_done_ = 0;
+  uint64_t stamped_ = 0;  // event reads with a kernel arrival time
+  Histogram wake_late_;   // how long after arrival the client read them
 };
 
 void Client::SetEvents(Conn& c) {
@@ -257,6 +261,7 @@ void Client::Open(Conn& c, uint64_t now) {
     perror("benchclient: epoll_ctl");
     exit(1);
   }
+  if (sse_) loadgen::EnableArrivalTimes(c.fd);
   if (failed) Fail(c, Phase::kConnect, now);
 }
 
@@ -363,10 +368,12 @@ void Client::Finished(Conn& c, uint64_t now, bool ok) {
   (good ? streams_ok_ : streams_failed_)++;
 }
 
-void Client::TryRead(Conn& c, uint64_t now) {
+// `arrival`: when the bytes read reached the socket (the kernel's stamp in
+// SSE mode; the wake-up time otherwise). Plaintext reads update it.
+void Client::TryRead(Conn& c, uint64_t now, uint64_t arrival) {
   loadgen::SseScanner::Counts batch;
   for (;;) {
-    ssize_t n = loadgen::ReadSome(c.fd, c.ssl, c.in, buf_, sizeof buf_);
+    ssize_t n = loadgen::ReadSome(c.fd, c.ssl, c.in, buf_, sizeof buf_, sse_ ? &arrival : nullptr);
     if (n == loadgen::kIoWantRead) break;
     if (n == loadgen::kIoWantWrite) {
       c.want_write = true;
@@ -389,9 +396,10 @@ void Client::TryRead(Conn& c, uint64_t now) {
       Fail(c, Phase::kHttp, now);
       return;
     }
+    arrival = std::max(arrival, c.t_sent);
     if (!c.t_first) {
-      c.t_first = now;
-      if (sse_) ttfb_.Record(now - c.t_sent);
+      c.t_first = arrival;
+      if (sse_) ttfb_.Record(arrival - c.t_sent);
     }
     c.piece = {};
     bool okp = c.parser.Feed(buf_, size_t(n));
@@ -409,11 +417,13 @@ void Client::TryRead(Conn& c, uint64_t now) {
   if (sse_ && batch.events) {
     if (batch.tokens > 1) batched_ += uint64_t(batch.tokens - 1);
     if (!c.got_event)
-      ttfe_.Record(now - c.t_sent);
+      ttfe_.Record(arrival - c.t_sent);
     else
-      gaps_.Record(now - c.t_last_event);
+      gaps_.Record(arrival > c.t_last_event ? arrival - c.t_last_event : 0);
     c.got_event = true;
-    c.t_last_event = now;
+    c.t_last_event = arrival;
+    if (arrival != now) stamped_++;
+    wake_late_.Record(now - std::min(now, arrival));
   }
   if (c.parser.complete()) {
     if (sse_) c.sse.End(uint64_t(o_.tokens));
@@ -424,8 +434,9 @@ void Client::TryRead(Conn& c, uint64_t now) {
 
 void Client::OnEvent(Conn& c, uint32_t ev, uint64_t now) {
   if (c.st == St::kDown || c.st == St::kDone) return;
+  uint64_t arrival = now;
   if (c.ssl && (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
-    loadgen::PullTls(c.fd, c.ssl, buf_, sizeof buf_, &c.in);
+    loadgen::PullTls(c.fd, c.ssl, buf_, sizeof buf_, &c.in, sse_ ? &arrival : nullptr);
   if (c.st == St::kConnecting) {
     if (loadgen::SocketError(c.fd) || (ev & (EPOLLERR | EPOLLHUP))) {
       Fail(c, Phase::kConnect, now);
@@ -470,7 +481,8 @@ void Client::OnEvent(Conn& c, uint32_t ev, uint64_t now) {
     TryWrite(c, now);
     if (c.st != St::kReading) return;
   }
-  if (c.st == St::kReading && (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) TryRead(c, now);
+  if (c.st == St::kReading && (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+    TryRead(c, now, arrival);
 }
 
 void Client::Wait(uint64_t until) {
@@ -603,7 +615,8 @@ int Client::RunSse() {
          "\"setup_s\":%.3f,\"ok\":%llu,\"errors\":%llu,\"setup_errors\":%llu,\"non200\":%llu,"
          "\"incomplete\":%llu,\"unfinished\":%llu,\"events\":%llu,\"token_events\":%llu,"
          "\"lost\":%llu,\"out_of_order\":%llu,\"merged\":%llu,\"merged_per_read\":%llu,"
-         "\"merged_per_chunk\":%llu,\"client_cpu_s\":%.3f,"
+         "\"merged_per_chunk\":%llu,\"client_cpu_s\":%.3f,\"kernel_arrival_times\":%s,"
+         "\"read_after_arrival_us\":%s,"
          "\"ttfb_us\":%s,\"first_event_us\":%s,\"gaps_us\":%s,\"send_lag_us\":%s}\n",
          loadgen::JsonEscape(o_.url).c_str(), o_.streams, o_.tokens, o_.ramp, setup_s,
          (unsigned long long)streams_ok_, (unsigned long long)errors,
@@ -612,6 +625,7 @@ int Client::RunSse() {
          (unsigned long long)events_, (unsigned long long)tokens_, (unsigned long long)lost_,
          (unsigned long long)misordered_, (unsigned long long)merged_,
          (unsigned long long)batched_, (unsigned long long)rechunked_, CpuSeconds(),
+         stamped_ ? "true" : "false", loadgen::DistJson(wake_late_, false).c_str(),
          loadgen::DistJson(ttfb_, true).c_str(),
          loadgen::DistJson(ttfe_, true).c_str(), loadgen::DistJson(gaps_, true).c_str(),
          loadgen::DistJson(lag_, false).c_str());

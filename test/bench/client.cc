@@ -161,6 +161,47 @@ int SocketError(int fd) {
   return err;
 }
 
+void EnableArrivalTimes(int fd) {
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+}
+
+namespace {
+// CLOCK_REALTIME minus CLOCK_MONOTONIC: kernel receive stamps are wall-clock
+// time. Sampled once; a run is too short for the difference to drift.
+int64_t RealMinusMono() {
+  static const int64_t off = [] {
+    timespec r, m;
+    clock_gettime(CLOCK_REALTIME, &r);
+    clock_gettime(CLOCK_MONOTONIC, &m);
+    return (int64_t(r.tv_sec) - int64_t(m.tv_sec)) * 1000000000ll +
+           (int64_t(r.tv_nsec) - int64_t(m.tv_nsec));
+  }();
+  return off;
+}
+}  // namespace
+
+ssize_t RecvStamped(int fd, char* buf, size_t cap, uint64_t* arrival) {
+  iovec iov{buf, cap};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(timespec))];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n = recvmsg(fd, &msg, 0);
+  if (n <= 0) return n;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+      timespec ts;
+      memcpy(&ts, CMSG_DATA(c), sizeof ts);
+      int64_t real = int64_t(ts.tv_sec) * 1000000000ll + int64_t(ts.tv_nsec);
+      if (real > 0) *arrival = uint64_t(real - RealMinusMono());
+    }
+  }
+  return n;
+}
+
 SSL_CTX* NewClientContext(bool fresh_handshakes) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_method());
   SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
@@ -186,8 +227,8 @@ SSL* NewTlsClient(SSL_CTX* ctx, int fd, const std::string& host) {
   return ssl;
 }
 
-void PullTls(int fd, SSL* ssl, char* buf, size_t cap, TlsInput* in) {
-  ssize_t n = recv(fd, buf, cap, 0);
+void PullTls(int fd, SSL* ssl, char* buf, size_t cap, TlsInput* in, uint64_t* arrival) {
+  ssize_t n = arrival ? RecvStamped(fd, buf, cap, arrival) : recv(fd, buf, cap, 0);
   if (n > 0) {
     BIO_write(SSL_get_rbio(ssl), buf, int(n));
   } else if (n == 0) {
@@ -209,9 +250,10 @@ int HandshakeStep(SSL* ssl, bool* want_write) {
   return -1;
 }
 
-ssize_t ReadSome(int fd, SSL* ssl, const TlsInput& in, char* buf, size_t cap) {
+ssize_t ReadSome(int fd, SSL* ssl, const TlsInput& in, char* buf, size_t cap,
+                 uint64_t* arrival) {
   if (!ssl) {
-    ssize_t n = recv(fd, buf, cap, 0);
+    ssize_t n = arrival ? RecvStamped(fd, buf, cap, arrival) : recv(fd, buf, cap, 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return kIoWantRead;
     return n < 0 ? kIoError : n;
   }

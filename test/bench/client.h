@@ -64,6 +64,14 @@ std::string BuildRequest(const std::string& method, const Target& t,
 int ConnectNonBlocking(const sockaddr_storage& addr, socklen_t len, bool* failed);
 // The pending error of a connect() (SO_ERROR), 0 once connected.
 int SocketError(int fd);
+// Asks the kernel to stamp received data with its arrival time
+// (SO_TIMESTAMPNS): reads then report when the bytes reached the socket,
+// not when a busy client got round to reading them.
+void EnableArrivalTimes(int fd);
+// recv() that also reports, in *arrival (CLOCK_MONOTONIC ns), the kernel's
+// arrival time of the last segment read, when the socket has one (it keeps
+// *arrival otherwise).
+ssize_t RecvStamped(int fd, char* buf, size_t cap, uint64_t* arrival);
 
 // TLS client context: no certificate verification (loopback benchmarks),
 // ALPN http/1.1. With `fresh_handshakes`: TLS 1.3 only, no session cache and
@@ -79,7 +87,8 @@ struct TlsInput {
   bool eof = false;    // the socket ended, cleanly or not
   bool reset = false;  // ... not
 };
-void PullTls(int fd, SSL* ssl, char* buf, size_t cap, TlsInput* in);
+// With `arrival`, the read is RecvStamped's.
+void PullTls(int fd, SSL* ssl, char* buf, size_t cap, TlsInput* in, uint64_t* arrival = nullptr);
 // Handshake step: 1 done, 0 wants more (*want_write says which way), -1 failed.
 int HandshakeStep(SSL* ssl, bool* want_write);
 
@@ -89,7 +98,9 @@ constexpr ssize_t kIoError = -1;      // errno set (ECONNRESET for TLS failures)
 constexpr ssize_t kIoWantRead = -2;   // retry when readable
 constexpr ssize_t kIoWantWrite = -3;  // retry when writable
 // A TLS read that needs more bytes after PullTls saw the end is the end.
-ssize_t ReadSome(int fd, SSL* ssl, const TlsInput& in, char* buf, size_t cap);
+// Plaintext with `arrival`: the read is RecvStamped's.
+ssize_t ReadSome(int fd, SSL* ssl, const TlsInput& in, char* buf, size_t cap,
+                 uint64_t* arrival = nullptr);
 // A TLS write must be retried with the same arguments after kIoWant*.
 ssize_t WriteSome(int fd, SSL* ssl, const char* p, size_t n);
 
