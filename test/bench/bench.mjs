@@ -408,8 +408,10 @@ if (want(4)) {
     Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.lost + v.merged])), 'lower');
   const line = (name, r) => `${name}: TTFB p50/p99 ${fmt(r.ttfb_us.p50)}/${fmt(r.ttfb_us.p99)} µs, gap p50/p99 ` +
     `${fmt(r.gaps_us.p50)}/${fmt(r.gaps_us.p99)} µs, ${r.ok}/${r.streams} streams whole, lost ${r.lost}, merged ${r.merged}` +
-    ` (in one TLS record or plaintext read; in one HTTP chunk: ${r.merged_per_chunk}; in one socket read: ${r.merged_per_read})`;
-  notes.push(`Row 4: test/bench/benchclient, connections opened first, requests sent over ${ramp} s; ` +
+    ` (in one TLS record, or HTTP chunk for plaintext; in one HTTP chunk: ${r.merged_per_chunk}; in one socket read: ${r.merged_per_read})`;
+  notes.push(`Row 4: test/bench/benchclient, connections opened first, requests sent over ${ramp} s, arrivals timed by ` +
+    `the kernel's receive stamps (the client read them p50/p99 ${fmt(direct.read_after_arrival_us.p50)}/` +
+    `${fmt(direct.read_after_arrival_us.p99)} µs after arrival, direct); ` +
     `${[line('direct', direct), ...systems.map((s) => line(s.name, results[s.name]))].join('; ')}.`);
   for (const [name, r] of [['direct', direct], ...Object.entries(results)]) {
     if (r.errors) log(`4: ${name}: ${r.errors} streams failed (setup ${r.setup_errors}, non-200 ${r.non200}, incomplete ${r.incomplete}, unfinished ${r.unfinished})`);

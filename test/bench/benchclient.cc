@@ -13,10 +13,10 @@
 //     the request's send on its established connection to the kernel's
 //     arrival stamp of the first response bytes (SO_TIMESTAMPNS: a client
 //     late to read on a busy machine does not add its lateness); gaps
-//     between the arrivals of reads that delivered SSE events; token events that arrived in one TLS record
-//     (or one plaintext read) count as merged (also reported: in one HTTP
-//     chunk, i.e. re-chunked by the proxy; in one socket read); token
-//     numbers skipped (the fake router numbers them "tok0 ", "tok1 ", ...)
+//     between the arrivals of reads that delivered SSE events; token events
+//     that arrived in one TLS record (plaintext: in one HTTP chunk) count as
+//     merged (also reported: in one HTTP chunk, i.e. re-chunked by the
+//     proxy; in one socket read); token numbers skipped (the fake router numbers them "tok0 ", "tok1 ", ...)
 //     as lost. The fake router sends one event per chunk, 20 ms apart.
 //
 // Both modes report the client's own CPU time, to show how much of the
@@ -361,6 +361,7 @@ void Client::Finished(Conn& c, uint64_t now, bool ok) {
   lost_ += c.sse.lost();
   misordered_ += c.sse.out_of_order();
   rechunked_ += c.chunk_merged;
+  if (!t_.tls) merged_ += c.chunk_merged;
   int status = c.parser.status();
   if (status && status != 200) non200_++;
   bool good = ok && status == 200 && c.sse.done() && !c.sse.lost() && !c.sse.out_of_order();
@@ -403,9 +404,11 @@ void Client::TryRead(Conn& c, uint64_t now, uint64_t arrival) {
     }
     c.piece = {};
     bool okp = c.parser.Feed(buf_, size_t(n));
-    // One TLS record (or one plaintext read) that completed two token events:
-    // the proxy merged chunks the upstream sent apart.
-    if (c.piece.tokens > 1) merged_ += uint64_t(c.piece.tokens - 1);
+    // One TLS record that completed two token events: the proxy merged
+    // chunks the upstream sent apart. (SSL_read returns one record at most.
+    // A plaintext read has no sender boundary: a client late to read merges
+    // too; there the HTTP chunk is the boundary, counted in SseChunkEnd.)
+    if (c.ssl && c.piece.tokens > 1) merged_ += uint64_t(c.piece.tokens - 1);
     batch.events += c.piece.events;
     batch.tokens += c.piece.tokens;
     if (c.parser.complete()) break;
