@@ -7,6 +7,7 @@ import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
@@ -17,6 +18,9 @@ const quick = process.argv.includes('--quick');
 const onlyArg = process.argv.find((a) => a.startsWith('--only='));
 const only = onlyArg ? new Set(onlyArg.slice(7).split(',').map(Number)) : null;
 const want = (n) => !only || only.has(n);
+// --base-port=N puts the listeners on N..N+7; by default each is a port the
+// kernel reports free, so two runs on one machine do not collide.
+const basePortArg = process.argv.find((a) => a.startsWith('--base-port='));
 const workers = 1;  // two cores: one for the proxy, one for load + upstream
 const dur = quick ? 2 : 10;
 const reps = quick ? 1 : 3;
@@ -73,18 +77,32 @@ execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramg
   '-out', cert, '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'pipe' });
 fs.writeFileSync(path.join(work, 'haproxy.pem'), fs.readFileSync(cert, 'utf8') + fs.readFileSync(keyFile, 'utf8'));
 
-const ports = { router: 19881, edge: 19443, nginx: 19444, haproxy: 19445, edgeOff: 19446 };
-for (const p of [...Object.values(ports), 19882, 19080, 19081]) {
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+const portNames = ['router', 'sseRouter', 'edge', 'nginx', 'haproxy', 'edgeOff', 'edgeHttp', 'edgeOffHttp'];
+const ports = {};
+for (const [i, n] of portNames.entries()) {
+  ports[n] = basePortArg ? Number(basePortArg.slice(12)) + i : await freePort();
+}
+for (const p of Object.values(ports)) {
   try {
     execFileSync('sh', ['-c', `! ss -ltn 'sport = :${p}' | grep -q LISTEN`]);
   } catch {
-    console.error(`[bench] port ${p} is in use (a leftover from an earlier run?); stop it first`);
+    console.error(`[bench] port ${p} is in use (another run, or a leftover?); pick another --base-port or omit it`);
     process.exit(2);
   }
 }
 const tokensSse = quick ? 20 : 200;
 start(bin('test/fake_router/fake-router'), ['--port', String(ports.router), '--threads', '1', '--tokens', '8']);
-const sseRouterPort = 19882;
+const sseRouterPort = ports.sseRouter;
 start(bin('test/fake_router/fake-router'), ['--port', String(sseRouterPort), '--threads', '1', '--tokens', String(tokensSse), '--token-delay-ms', '20']);
 await waitPort(ports.router);
 await waitPort(sseRouterPort);
@@ -92,7 +110,7 @@ await waitPort(sseRouterPort);
 // --- the three proxies -------------------------------------------------------
 const systems = [];
 const edgeCfg = {
-  https_port: ports.edge, http_port: 19080, router_urls: [`http://127.0.0.1:${ports.router}`],
+  https_port: ports.edge, http_port: ports.edgeHttp, router_urls: [`http://127.0.0.1:${ports.router}`],
   tls: { cert_file: cert, key_file: keyFile }, workers, access_log: '', data_dir: path.join(work, 'edge-data'),
   // Filters on, limits set high: scenario 1 measures the Edge with its
   // auth and rate limiting working, the peers with nothing.
@@ -105,7 +123,7 @@ systems.push({ name: 'edge', port: ports.edge, start: () => start(bin('dataplane
 // The same Edge with auth and every rate-limit tier off: scenario 1 only,
 // to show what the filters cost (issue 3's budget: under 5%).
 fs.writeFileSync(path.join(work, 'edge-off.json'), JSON.stringify({
-  ...edgeCfg, https_port: ports.edgeOff, http_port: 19081, data_dir: path.join(work, 'edge-data-off'),
+  ...edgeCfg, https_port: ports.edgeOff, http_port: ports.edgeOffHttp, data_dir: path.join(work, 'edge-data-off'),
   auth: { require_api_key: false }, rate_limits: { global_rpm: 0, per_ip_rpm: 0, per_key_rpm: 0 },
 }));
 const edgeOff = { name: 'edge-nofilters', port: ports.edgeOff, start: () => start(bin('dataplane/eldric-edge'), ['--config', path.join(work, 'edge-off.json')]) };
@@ -294,20 +312,76 @@ if (want(2)) {
     `errors: ${targets.map((t) => `${t.name} ${res[t.name].reduce((a, r) => a + r.errors, 0)}`).join(', ')}.`);
 }
 
-// 3. New TLS connections per second (one request per connection).
+// 3. New TLS connections per second (one request per connection), driven by
+// test/bench/benchclient: BoringSSL on the client side, full TLS 1.3
+// handshakes (no resumption), so the figure is the server's handshake cost
+// rather than the client's (wrk's OpenSSL 3.0 client capped all three).
+function benchclient(args, timeoutS) {
+  const p = spawnSync(bin('test/bench/benchclient'), [...args, '--quiet'], { encoding: 'utf8', timeout: timeoutS * 1000 });
+  try {
+    return JSON.parse(p.stdout.trim().split('\n').pop());
+  } catch {
+    throw new Error(`benchclient ${args.join(' ')} failed (exit ${p.status}): ${p.stderr}`);
+  }
+}
+// CPU seconds used so far by a process and its children (nginx's workers).
+function cpuOf(pid) {
+  const pids = [pid, ...execFileSync('sh', ['-c', `pgrep -P ${pid} || true`], { encoding: 'utf8' }).split(/\s+/).filter(Boolean).map(Number)];
+  let ticks = 0;
+  for (const p of pids) {
+    try {
+      // Fields after the command's closing parenthesis: utime and stime are 14 and 15.
+      const f = fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ').pop().split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {}
+  }
+  return ticks / 100;  // USER_HZ
+}
 if (want(3)) {
-  const res = alternate((s) => wrk(['-t1', '-c16', `-d${dur}s`, '-H', 'Connection: close', '-H', `Authorization: Bearer ${key}`,
-    `https://127.0.0.1:${s.port}/v1/models`]).rps);
-  row('3. new TLS connections (ECDSA P-256), one request each', 'conn/s',
-    Object.fromEntries(Object.entries(res).map(([k, v]) => [k, median(v)])), 'higher');
+  const conc = 16;
+  const res = alternate((s) => {
+    const cpu0 = cpuOf(s.proc.pid);
+    const r = benchclient(['--mode', 'handshake', '--url', `https://127.0.0.1:${s.port}/v1/models`, '--concurrency', String(conc),
+      '--duration', String(dur), '--warmup', quick ? '0.3' : '1', '-H', `Authorization: Bearer ${key}`], dur + 30);
+    // The proxy's own CPU per connection: what its handshakes cost whatever
+    // share of the two cores the client took.
+    r.server_cpu_us = ((cpuOf(s.proc.pid) - cpu0) * 1e6) / Math.max(1, r.completed_with_warmup);
+    if (r.errors || r.resumed || r.not_tls13) {
+      log(`3: ${s.name}: ${r.errors} errors (non-2xx ${r.non2xx}, connect ${r.connect_errors}, tls ${r.tls_errors}, ` +
+        `http ${r.http_errors}), ${r.resumed} resumed, ${r.not_tls13} not TLS 1.3`);
+    }
+    return r;
+  });
+  const med = (name, f) => median(res[name].map(f));
+  row(`3. new TLS 1.3 connections (ECDSA P-256), one request each, ${conc} at a time`, 'conn/s',
+    Object.fromEntries(systems.map((s) => [s.name, med(s.name, (r) => r.conn_per_s)])), 'higher');
+  row('3. the same per core of the proxy (1 / its CPU time per connection)', 'conn/s',
+    Object.fromEntries(systems.map((s) => [s.name, 1e6 / med(s.name, (r) => r.server_cpu_us)])), 'higher');
+  const first = res[systems[0].name][0];
+  // For comparison, the former client in the same run: wrk, OpenSSL 3.0.
+  const wrkRps = Object.fromEntries(systems.map((s) => [s.name, wrk(['-t1', `-c${conc}`, `-d${quick ? 1 : dur}s`, '-H', 'Connection: close',
+    '-H', `Authorization: Bearer ${key}`, `https://127.0.0.1:${s.port}/v1/models`]).rps]));
+  notes.push(`Row 3: test/bench/benchclient, ${conc} workers each looping connect, full TLS 1.3 handshake ` +
+    `(${first.group}, ${first.cipher}, no resumption), one request, close; handshake p50/p99 (µs, connect() to handshake done): ` +
+    systems.map((s) => `${s.name} ${fmt(med(s.name, (r) => r.handshake_us.p50))}/${fmt(med(s.name, (r) => r.handshake_us.p99))}`).join(', ') +
+    `; the proxy's CPU per connection (µs): ${systems.map((s) => `${s.name} ${fmt(med(s.name, (r) => r.server_cpu_us))}`).join(', ')}` +
+    `; the client's own CPU per connection (µs): ${systems.map((s) => `${s.name} ${fmt(med(s.name, (r) => r.client_cpu_us_per_conn))}`).join(', ')}` +
+    `; errors: ${systems.map((s) => `${s.name} ${res[s.name].reduce((a, r) => a + r.errors, 0)}`).join(', ')}. ` +
+    `The same with wrk (OpenSSL 3.0 client, one run): ${systems.map((s) => `${s.name} ${fmt(wrkRps[s.name])}`).join(', ')} conn/s.`);
 }
 
-// 4. SSE: concurrent streams, added time-to-first-byte and inter-chunk delay.
+// 4. SSE: concurrent streams, added time-to-first-byte and inter-chunk delay,
+// driven by test/bench/benchclient: every connection (and TLS handshake) is
+// made before the clock starts, the requests' sends are spread over --ramp,
+// and TTFB runs from each request's send on its established connection.
 if (want(4)) {
   // The upstream the proxies stream from is the paced fake router.
   const streams = quick ? 50 : 1000;
-  const sse = (url) => JSON.parse(execFileSync('node', [path.join(here, 'sse_client.mjs'), url, String(streams), String(tokensSse), cert, key],
-    { encoding: 'utf8', timeout: 300000, maxBuffer: 1 << 28 }));
+  const ramp = quick ? 0.5 : 1;
+  const sseBody = JSON.stringify({ model: 'llama3.2:3b', stream: true, messages: [{ role: 'user', content: 'hi' }] });
+  const sse = (url) => benchclient(['--mode', 'sse', '--url', url, '--streams', String(streams), '--tokens', String(tokensSse),
+    '--ramp', String(ramp), '--body', sseBody, '-H', 'Content-Type: application/json', '-H', `Authorization: Bearer ${key}`],
+  tokensSse * 0.02 + ramp + 180);
   const direct = sse(`http://127.0.0.1:${sseRouterPort}/v1/chat/completions`);
   // Point each proxy at the paced router by restarting it with that upstream.
   const results = {};
@@ -327,11 +401,21 @@ if (want(4)) {
     await waitPort(s.port, true);
     results[s.name] = sse(`https://127.0.0.1:${s.port}/v1/chat/completions`);
   }
-  const add = (f) => Object.fromEntries(Object.entries(results).map(([k, v]) => [k, Math.max(0, f(v) - f(direct)) * 1000]));
-  row(`4. SSE ${streams} streams × ${tokensSse} tokens @20 ms: added TTFB p99`, 'µs', add((r) => r.ttfb_ms.p99), 'lower');
-  row(`4. SSE: added inter-chunk delay p99`, 'µs', add((r) => r.gaps_ms.p99), 'lower');
-  row(`4. SSE: chunks lost or merged (errors+merged)`, 'count',
-    Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.errors + v.merged])), 'lower');
+  const add = (f) => Object.fromEntries(Object.entries(results).map(([k, v]) => [k, Math.max(0, f(v) - f(direct))]));
+  row(`4. SSE ${streams} streams × ${tokensSse} tokens @20 ms: added TTFB p99`, 'µs', add((r) => r.ttfb_us.p99), 'lower');
+  row(`4. SSE: added inter-chunk delay p99`, 'µs', add((r) => r.gaps_us.p99), 'lower');
+  row(`4. SSE: token chunks lost or merged`, 'count',
+    Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.lost + v.merged])), 'lower');
+  const line = (name, r) => `${name}: TTFB p50/p99 ${fmt(r.ttfb_us.p50)}/${fmt(r.ttfb_us.p99)} µs, gap p50/p99 ` +
+    `${fmt(r.gaps_us.p50)}/${fmt(r.gaps_us.p99)} µs, ${r.ok}/${r.streams} streams whole, lost ${r.lost}, merged ${r.merged}` +
+    ` (in one TLS record, or HTTP chunk for plaintext; in one HTTP chunk: ${r.merged_per_chunk}; in one socket read: ${r.merged_per_read})`;
+  notes.push(`Row 4: test/bench/benchclient, connections opened first, requests sent over ${ramp} s, arrivals timed by ` +
+    `the kernel's receive stamps (the client read them p50/p99 ${fmt(direct.read_after_arrival_us.p50)}/` +
+    `${fmt(direct.read_after_arrival_us.p99)} µs after arrival, direct); ` +
+    `${[line('direct', direct), ...systems.map((s) => line(s.name, results[s.name]))].join('; ')}.`);
+  for (const [name, r] of [['direct', direct], ...Object.entries(results)]) {
+    if (r.errors) log(`4: ${name}: ${r.errors} streams failed (setup ${r.setup_errors}, non-200 ${r.non200}, incomplete ${r.incomplete}, unfinished ${r.unfinished})`);
+  }
 }
 
 // 5. Memory per idle TLS keep-alive connection.

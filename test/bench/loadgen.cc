@@ -12,13 +12,7 @@
 //
 // Output: one JSON line on stdout, one human line on stderr.
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -41,16 +35,14 @@
 #include <string>
 #include <vector>
 
-#include "llhttp.h"
+#include "test/bench/client.h"
 #include "test/bench/histogram.h"
 
 namespace {
 
-uint64_t NowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
+using loadgen::FlagReader;
+using loadgen::NowNs;
+using loadgen::Target;
 
 // --- flags ---------------------------------------------------------------------
 struct Options {
@@ -108,74 +100,52 @@ Exit code: 0 if every scheduled request got a 2xx answer, 1 otherwise, 2 on bad 
   exit(0);
 }
 
-double ParseNum(const std::string& flag, const std::string& v) {
-  char* end = nullptr;
-  errno = 0;
-  double d = strtod(v.c_str(), &end);
-  if (v.empty() || *end || errno || !std::isfinite(d) || d < 0)
-    Usage("bad value for " + flag + ": " + v);
-  return d;
-}
-
 Options ParseFlags(int argc, char** argv) {
   Options o;
   bool method_set = false;
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i], v;
-    bool has_inline = false;
-    if (a.rfind("--", 0) == 0) {
-      size_t eq = a.find('=');
-      if (eq != std::string::npos) {
-        v = a.substr(eq + 1);
-        a = a.substr(0, eq);
-        has_inline = true;
-      }
-    }
-    auto value = [&]() -> std::string {
-      if (has_inline) return v;
-      if (i + 1 >= argc) Usage("missing value for " + a);
-      return argv[++i];
-    };
+  FlagReader f(argc, argv, Usage);
+  while (f.Next()) {
+    const std::string& a = f.name();
     if (a == "--help" || a == "-h")
       Usage("");
     else if (a == "--url")
-      o.url = value();
+      o.url = f.Value();
     else if (a == "--rate")
-      o.rate = ParseNum(a, value());
+      o.rate = f.Num();
     else if (a == "--duration")
-      o.duration = ParseNum(a, value());
+      o.duration = f.Num();
     else if (a == "--warmup")
-      o.warmup = ParseNum(a, value());
+      o.warmup = f.Num();
     else if (a == "--connections" || a == "-c")
-      o.connections = int(ParseNum(a, value()));
+      o.connections = int(f.Num());
     else if (a == "--dist") {
-      std::string d = value();
+      std::string d = f.Value();
       if (d == "poisson")
         o.poisson = true;
       else if (d != "constant")
         Usage("--dist is constant or poisson");
     } else if (a == "--method" || a == "-X") {
-      o.method = value();
+      o.method = f.Value();
       method_set = true;
     } else if (a == "--header" || a == "-H")
-      o.headers.push_back(value());
+      o.headers.push_back(f.Value());
     else if (a == "--body")
-      o.body = value();
+      o.body = f.Value();
     else if (a == "--body-file") {
-      std::string path = value();
-      std::ifstream f(path, std::ios::binary);
-      if (!f) Usage("cannot read " + path);
+      std::string path = f.Value();
+      std::ifstream in(path, std::ios::binary);
+      if (!in) Usage("cannot read " + path);
       std::stringstream ss;
-      ss << f.rdbuf();
+      ss << in.rdbuf();
       o.body = ss.str();
     } else if (a == "--timeout-ms")
-      o.timeout_ms = ParseNum(a, value());
+      o.timeout_ms = f.Num();
     else if (a == "--max-outstanding")
-      o.max_outstanding = uint64_t(ParseNum(a, value()));
+      o.max_outstanding = uint64_t(f.Num());
     else if (a == "--seed")
-      o.seed = uint64_t(ParseNum(a, value()));
+      o.seed = uint64_t(f.Num());
     else if (a == "--spin-us")
-      o.spin_us = ParseNum(a, value());
+      o.spin_us = f.Num();
     else if (a == "--quiet")
       o.quiet = true;
     else if (a.rfind("-", 0) != 0 && o.url.empty())
@@ -193,38 +163,10 @@ Options ParseFlags(int argc, char** argv) {
   return o;
 }
 
-struct Target {
-  bool tls = false;
-  std::string host, port, path, host_header;
-};
-
 Target ParseUrl(const std::string& url) {
   Target t;
-  std::string rest;
-  if (url.rfind("http://", 0) == 0)
-    rest = url.substr(7);
-  else if (url.rfind("https://", 0) == 0) {
-    t.tls = true;
-    rest = url.substr(8);
-  } else
-    Usage("URL must start with http:// or https://");
-  size_t slash = rest.find('/');
-  std::string authority = rest.substr(0, slash);
-  t.path = slash == std::string::npos ? "/" : rest.substr(slash);
-  t.host_header = authority;
-  if (!authority.empty() && authority[0] == '[') {  // [::1]:443
-    size_t close = authority.find(']');
-    if (close == std::string::npos) Usage("bad URL host");
-    t.host = authority.substr(1, close - 1);
-    if (close + 1 < authority.size() && authority[close + 1] == ':')
-      t.port = authority.substr(close + 2);
-  } else {
-    size_t colon = authority.rfind(':');
-    t.host = authority.substr(0, colon);
-    if (colon != std::string::npos) t.port = authority.substr(colon + 1);
-  }
-  if (t.port.empty()) t.port = t.tls ? "443" : "80";
-  if (t.host.empty()) Usage("URL has no host");
+  std::string err;
+  if (!loadgen::ParseUrl(url, &t, &err)) Usage(err);
   return t;
 }
 
@@ -240,12 +182,10 @@ struct Conn {
   bool want_read_for_write = false;
   size_t woff = 0;  // bytes of the request written
   uint64_t intended = 0, sent = 0;
-  bool complete = false, keep_alive = true;
-  bool eof = false, reset = false;  // TLS: the socket ended (cleanly or not) under the BIO
-  int status = 0;
-  int fails = 0;  // consecutive connection failures
+  loadgen::TlsInput in;  // TLS: what the socket under the BIO did
+  int fails = 0;         // consecutive connection failures
   uint64_t reconnect_at = 0;
-  llhttp_t parser;
+  loadgen::ResponseParser parser;
 };
 
 struct Stats {
@@ -278,12 +218,10 @@ class Runner {
   void Send(Conn& c, uint64_t intended, uint64_t now);
   void TryWrite(Conn& c, uint64_t now);
   void TryRead(Conn& c, uint64_t now);
-  void Pull(Conn& c);
   void Completed(Conn& c, uint64_t now);
   void MakeIdle(Conn& c);
   void Dispatch();
   uint64_t NextInterval();
-  static int OnMessageComplete(llhttp_t* p);
 
   const Options& o_;
   const Target& t_;
@@ -293,7 +231,6 @@ class Runner {
   socklen_t addr_len_ = 0;
   SSL_CTX* ctx_ = nullptr;
   int ep_ = -1;
-  llhttp_settings_t settings_{};
   std::vector<std::unique_ptr<Conn>> conns_;
   std::deque<Conn*> idle_;
   std::deque<uint64_t> queue_;  // intended send times of requests waiting for a connection
@@ -303,13 +240,6 @@ class Runner {
   Stats s_;
   char buf_[65536];
 };
-
-int Runner::OnMessageComplete(llhttp_t* p) {
-  Conn* c = static_cast<Conn*>(p->data);
-  c->complete = true;
-  c->keep_alive = llhttp_should_keep_alive(p);
-  return HPE_PAUSED;  // no pipelining: whatever follows is not ours
-}
 
 uint64_t Runner::NextInterval() {
   double mean_ns = 1e9 / o_.rate;
@@ -330,10 +260,9 @@ void Runner::SetEvents(Conn& c) {
 }
 
 void Runner::Open(Conn& c, uint64_t now) {
-  c.fd = socket(addr_.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  bool failed = false;
+  c.fd = loadgen::ConnectNonBlocking(addr_, addr_len_, &failed);
   if (c.fd < 0) Fail("socket");
-  int one = 1;
-  setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   c.state = State::kConnecting;
   c.want_write = false;
   c.want_read_for_write = false;
@@ -342,9 +271,7 @@ void Runner::Open(Conn& c, uint64_t now) {
   e.data.ptr = &c;
   if (epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd, &e) != 0) Fail("epoll_ctl");
   c.events = e.events;
-  if (connect(c.fd, reinterpret_cast<sockaddr*>(&addr_), addr_len_) != 0 && errno != EINPROGRESS) {
-    Close(c, now, Why::kError);
-  }
+  if (failed) Close(c, now, Why::kError);
 }
 
 // Closes the connection and schedules its reopening: at once, or after a
@@ -376,18 +303,12 @@ void Runner::Close(Conn& c, uint64_t now, Why why) {
 }
 
 void Runner::Handshake(Conn& c, uint64_t now) {
-  int r = SSL_do_handshake(c.ssl);
+  int r = loadgen::HandshakeStep(c.ssl, &c.want_write);
   if (r == 1) {
     MakeIdle(c);
     return;
   }
-  int err = SSL_get_error(c.ssl, r);
-  if (err == SSL_ERROR_WANT_READ)
-    c.want_write = false;
-  else if (err == SSL_ERROR_WANT_WRITE)
-    c.want_write = true;
-  else {
-    ERR_clear_error();
+  if (r < 0) {
     Close(c, now, Why::kError);
     return;
   }
@@ -409,42 +330,22 @@ void Runner::Send(Conn& c, uint64_t intended, uint64_t now) {
   c.intended = intended;
   c.sent = now;
   c.woff = 0;
-  c.complete = false;
-  c.status = 0;
-  llhttp_init(&c.parser, HTTP_RESPONSE, &settings_);
-  c.parser.data = &c;
+  c.parser.Reset(head_);
   if (intended >= measure_from_) s_.send_lag.Record(now - intended);
   TryWrite(c, now);
 }
 
 void Runner::TryWrite(Conn& c, uint64_t now) {
   while (c.woff < request_.size()) {
-    const char* p = request_.data() + c.woff;
-    size_t n = request_.size() - c.woff;
-    if (c.ssl) {
-      int r = SSL_write(c.ssl, p, int(n));  // retried with the same arguments
-      if (r > 0) {
-        c.woff += size_t(r);
-        continue;
-      }
-      int err = SSL_get_error(c.ssl, r);
-      if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
-        c.want_write = err == SSL_ERROR_WANT_WRITE;
-        c.want_read_for_write = err == SSL_ERROR_WANT_READ;
-        SetEvents(c);
-        return;
-      }
-      ERR_clear_error();
-      Close(c, now, Why::kError);
-      return;
-    }
-    ssize_t r = send(c.fd, p, n, MSG_NOSIGNAL);
+    // TLS: retried with the same arguments.
+    ssize_t r = loadgen::WriteSome(c.fd, c.ssl, request_.data() + c.woff, request_.size() - c.woff);
     if (r > 0) {
       c.woff += size_t(r);
       continue;
     }
-    if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-      c.want_write = true;
+    if (r == loadgen::kIoWantWrite || r == loadgen::kIoWantRead) {
+      c.want_write = r == loadgen::kIoWantWrite;
+      c.want_read_for_write = r == loadgen::kIoWantRead;
       SetEvents(c);
       return;
     }
@@ -461,13 +362,13 @@ void Runner::Completed(Conn& c, uint64_t now) {
   if (c.intended >= measure_from_) {
     s_.latency.Record(now - c.intended);
     s_.service.Record(now - c.sent);
-    if (c.status >= 200 && c.status < 300)
+    if (c.parser.status() >= 200 && c.parser.status() < 300)
       s_.ok++;
     else
       s_.non2xx++;
     s_.last_complete = now;
   }
-  if (!c.keep_alive) {       // the server said Connection: close
+  if (!c.parser.keep_alive()) {  // the server said Connection: close
     c.state = State::kDown;  // no longer busy, not idle
     Close(c, now, Why::kDone);
     return;
@@ -477,33 +378,17 @@ void Runner::Completed(Conn& c, uint64_t now) {
 
 void Runner::TryRead(Conn& c, uint64_t now) {
   for (;;) {
-    ssize_t n;
-    if (c.ssl) {
-      int r = SSL_read(c.ssl, buf_, sizeof buf_);
-      if (r > 0)
-        n = r;
-      else {
-        int err = SSL_get_error(c.ssl, r);
-        if (err == SSL_ERROR_WANT_READ && !c.eof) break;
-        if (err == SSL_ERROR_WANT_READ) err = c.reset ? SSL_ERROR_SYSCALL : SSL_ERROR_ZERO_RETURN;
-        if (err == SSL_ERROR_WANT_WRITE) {
-          c.want_write = true;
-          SetEvents(c);
-          break;
-        }
-        ERR_clear_error();
-        n = err == SSL_ERROR_ZERO_RETURN ? 0 : -1;
-        if (n < 0) errno = ECONNRESET;
-      }
-    } else {
-      n = recv(c.fd, buf_, sizeof buf_, 0);
-      if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
+    ssize_t n = loadgen::ReadSome(c.fd, c.ssl, c.in, buf_, sizeof buf_);
+    if (n == loadgen::kIoWantRead) break;
+    if (n == loadgen::kIoWantWrite) {
+      c.want_write = true;
+      SetEvents(c);
+      break;
     }
     if (n <= 0) {  // end of stream or error
       if (c.state == State::kBusy && n == 0 && c.woff == request_.size()) {
-        llhttp_finish(&c.parser);  // a body delimited by the close
-        if (c.complete) {
-          c.keep_alive = false;
+        c.parser.Finish();  // a body delimited by the close
+        if (c.parser.complete()) {
           Completed(c, NowNs());
           return;
         }
@@ -518,40 +403,24 @@ void Runner::TryRead(Conn& c, uint64_t now) {
       Close(c, now, Why::kError);
       return;
     }
-    llhttp_errno_t e = llhttp_execute(&c.parser, buf_, size_t(n));
-    if (c.complete) {
+    bool ok = c.parser.Feed(buf_, size_t(n));
+    if (c.parser.complete()) {
       Completed(c, NowNs());
       return;
     }
-    if (e != HPE_OK) {
+    if (!ok) {
       Close(c, now, Why::kError);
       return;
     }
   }
 }
 
-// TLS reads go through a memory BIO fed by one large recv() per readiness
-// event: BoringSSL ignores read-ahead and would otherwise read each record's
-// header and body with two syscalls.
-void Runner::Pull(Conn& c) {
-  ssize_t n = recv(c.fd, buf_, sizeof buf_, 0);
-  if (n > 0) {
-    BIO_write(SSL_get_rbio(c.ssl), buf_, int(n));
-  } else if (n == 0) {
-    c.eof = true;
-  } else if (errno != EAGAIN && errno != EINTR) {
-    c.eof = c.reset = true;
-  }
-}
-
 void Runner::OnEvent(Conn& c, uint32_t ev, uint64_t now) {
   if (c.state == State::kDown) return;  // closed earlier in this batch
-  if (c.ssl && (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) Pull(c);
+  if (c.ssl && (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+    loadgen::PullTls(c.fd, c.ssl, buf_, sizeof buf_, &c.in);
   if (c.state == State::kConnecting) {
-    int err = 0;
-    socklen_t len = sizeof err;
-    getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err || (ev & (EPOLLERR | EPOLLHUP))) {
+    if (loadgen::SocketError(c.fd) || (ev & (EPOLLERR | EPOLLHUP))) {
       Close(c, now, Why::kError);
       return;
     }
@@ -560,21 +429,14 @@ void Runner::OnEvent(Conn& c, uint32_t ev, uint64_t now) {
       MakeIdle(c);
       return;
     }
-    c.ssl = SSL_new(ctx_);
-    BIO* rbio = BIO_new(BIO_s_mem());
-    BIO_set_mem_eof_return(rbio, -1);  // empty means "retry", not end of stream
-    SSL_set_bio(c.ssl, rbio, BIO_new_socket(c.fd, BIO_NOCLOSE));
-    c.eof = c.reset = false;
-    SSL_set_connect_state(c.ssl);
-    if (!t_.host.empty() && !isdigit(static_cast<unsigned char>(t_.host[0])) &&
-        t_.host.find(':') == std::string::npos)
-      SSL_set_tlsext_host_name(c.ssl, t_.host.c_str());
+    c.ssl = loadgen::NewTlsClient(ctx_, c.fd, t_.host);
+    c.in = loadgen::TlsInput{};
     c.state = State::kHandshake;
     Handshake(c, now);
     return;
   }
   if (c.state == State::kHandshake) {
-    if (c.eof)
+    if (c.in.eof)
       Close(c, now, Why::kError);
     else
       Handshake(c, now);
@@ -600,66 +462,16 @@ int Runner::Run() {
   signal(SIGPIPE, SIG_IGN);
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);  // wake up on time, not up to 50 µs late
 
-  addrinfo hints{}, *res = nullptr;
-  hints.ai_socktype = SOCK_STREAM;
-  if (getaddrinfo(t_.host.c_str(), t_.port.c_str(), &hints, &res) != 0 || !res) {
-    fprintf(stderr, "loadgen: cannot resolve %s\n", t_.host.c_str());
-    return 2;
-  }
-  memcpy(&addr_, res->ai_addr, res->ai_addrlen);
-  addr_len_ = res->ai_addrlen;
-  freeaddrinfo(res);
-  // A load generator aimed elsewhere by mistake is a flood: loopback only.
-  bool loopback = false;
-  if (addr_.ss_family == AF_INET) {
-    loopback = (ntohl(reinterpret_cast<sockaddr_in*>(&addr_)->sin_addr.s_addr) >> 24) == 127;
-  } else if (addr_.ss_family == AF_INET6) {
-    const in6_addr& a = reinterpret_cast<sockaddr_in6*>(&addr_)->sin6_addr;
-    loopback = IN6_IS_ADDR_LOOPBACK(&a) || (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127);
-  }
-  if (!loopback) {
-    fprintf(stderr, "loadgen: %s is not a loopback address; refusing\n", t_.host.c_str());
+  std::string err;
+  if (!loadgen::ResolveLoopback(t_, &addr_, &addr_len_, &err)) {
+    fprintf(stderr, "loadgen: %s\n", err.c_str());
     return 2;
   }
 
   // The request, built once.
-  std::string req = o_.method + " " + t_.path + " HTTP/1.1\r\n";
-  bool has_host = false, has_len = false;
-  for (const auto& h : o_.headers) {
-    std::string lower = h.substr(0, h.find(':'));
-    std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
-    has_host |= lower == "host";
-    has_len |= lower == "content-length";
-    req += h + "\r\n";
-  }
-  if (!has_host) req += "Host: " + t_.host_header + "\r\n";
-  if (!has_len && (!o_.body.empty() || o_.method == "POST" || o_.method == "PUT"))
-    req += "Content-Length: " + std::to_string(o_.body.size()) + "\r\n";
-  req += "\r\n" + o_.body;
-  request_ = req;
+  request_ = loadgen::BuildRequest(o_.method, t_, o_.headers, o_.body);
   head_ = o_.method == "HEAD";
-
-  llhttp_settings_init(&settings_);
-  settings_.on_message_complete = OnMessageComplete;
-  settings_.on_headers_complete = [](llhttp_t* p) -> int {
-    Conn* c = static_cast<Conn*>(p->data);
-    c->status = p->status_code;
-    return 0;
-  };
-  if (head_) {
-    // A response to HEAD has no body whatever its headers say.
-    settings_.on_headers_complete = [](llhttp_t* p) -> int {
-      static_cast<Conn*>(p->data)->status = p->status_code;
-      return 1;
-    };
-  }
-
-  if (t_.tls) {
-    ctx_ = SSL_CTX_new(TLS_method());
-    SSL_CTX_set_verify(ctx_, SSL_VERIFY_NONE, nullptr);
-    static const unsigned char alpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
-    SSL_CTX_set_alpn_protos(ctx_, alpn, sizeof alpn);
-  }
+  if (t_.tls) ctx_ = loadgen::NewClientContext(false);
 
   ep_ = epoll_create1(EPOLL_CLOEXEC);
   if (ep_ < 0) Fail("epoll_create1");
@@ -764,24 +576,8 @@ int Runner::Run() {
   double achieved = completed / span_s;
   uint64_t errors = s_.non2xx + s_.timeouts + s_.failed + s_.overflow + s_.unfinished;
   auto us = [](uint64_t ns) { return double(ns) / 1000.0; };
-  auto dist = [&](const loadgen::Histogram& h, bool full) {
-    char b[512];
-    if (full)
-      snprintf(b, sizeof b,
-               "{\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f,\"min\":%.1f,"
-               "\"mean\":%.1f}",
-               us(h.Percentile(50)), us(h.Percentile(90)), us(h.Percentile(99)),
-               us(h.Percentile(99.9)), us(h.max()), us(h.min()), h.mean() / 1000.0);
-    else
-      snprintf(b, sizeof b, "{\"p50\":%.1f,\"p99\":%.1f,\"max\":%.1f}", us(h.Percentile(50)),
-               us(h.Percentile(99)), us(h.max()));
-    return std::string(b);
-  };
-  std::string url_json;
-  for (char ch : o_.url) {
-    if (ch == '"' || ch == '\\') url_json += '\\';
-    if (static_cast<unsigned char>(ch) >= 0x20) url_json += ch;
-  }
+  auto dist = loadgen::DistJson;
+  std::string url_json = loadgen::JsonEscape(o_.url);
   printf(
       "{\"url\":\"%s\",\"rate\":%.1f,\"dist\":\"%s\",\"duration_s\":%.3f,\"connections\":%d,"
       "\"achieved_rate\":%.1f,\"scheduled\":%llu,\"completed\":%llu,\"ok\":%llu,\"non2xx\":%llu,"
