@@ -9,14 +9,12 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFile } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import net from 'node:net';
-import { BIN_DIR, startFakeRouter, startEdge, request, freePort, makeTempDir, removeDir, waitFor, sleep, execCommand } from './lib/harness.mjs';
+import { startFakeRouter, startEdge, request, freePort, makeTempDir, removeDir, waitFor, sleep, execCommand } from './lib/harness.mjs';
+import { startControlPlane, CTL_BIN } from './lib/controlplane.mjs';
 
-const CP_BIN = path.join(BIN_DIR, 'controlplane/eldric-controlplane');
-const CTL_BIN = path.join(BIN_DIR, 'controlplane/eldricctl');
 const T = { timeout: 60000 };
 const ADMIN_KEY = 'sk-mtls-admin-key-0001';
 
@@ -48,16 +46,6 @@ async function makeLeaf(dir, ca, name, usage) {
   return { crt: p(`${name}.crt`), key: p(`${name}.key`) };
 }
 
-function portOpen(port) {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => resolve(false));
-  });
-}
-
 /** Runs eldricctl; resolves {code, stdout, stderr}. */
 function ctl(args) {
   return new Promise((resolve) => {
@@ -68,7 +56,7 @@ function ctl(args) {
 }
 
 describe('farm over mTLS', { timeout: 120000 }, () => {
-  let dir, router, cp, cpErr = '', cpPort, cpData, cfgDir;
+  let dir, router, cp, cpPort, cpData;
   let farmCa, otherCa, server, good, stranger;
   const members = {};
   let ctlTls;
@@ -85,20 +73,18 @@ describe('farm over mTLS', { timeout: 120000 }, () => {
     router = await startFakeRouter();
     cpPort = await freePort();
     cpData = makeTempDir('eldric-mtls-cp-data-');
-    cfgDir = makeTempDir('eldric-mtls-cp-config-');
-    const cfgFile = path.join(cfgDir, 'cp.json');
-    fs.writeFileSync(cfgFile, JSON.stringify({
-      router_urls: [router.url],
-      tls: { enabled: false },
-      auth: { require_api_key: true, admin_keys: { [ADMIN_KEY]: 'ops' } },
-      rate_limits: { global_rpm: 0, per_ip_rpm: 0, per_key_rpm: 0 },
-      farm: { sync_interval_ms: 250 },
-    }));
-    cp = spawn(CP_BIN, ['--listen', `127.0.0.1:${cpPort}`, '--config', cfgFile, '--data-dir', cpData,
-      '--tls-cert', server.crt, '--tls-key', server.key, '--client-ca', farmCa.crt], { stdio: ['ignore', 'pipe', 'pipe'] });
-    cp.stderr.on('data', (d) => (cpErr += d));
-    cp.stdout.on('data', () => {});
-    await waitFor(() => portOpen(cpPort), { timeoutMs: 10000, what: `control plane; stderr: ${cpErr}` });
+    cp = await startControlPlane({
+      port: cpPort,
+      dataDir: cpData,
+      config: {
+        router_urls: [router.url],
+        tls: { enabled: false },
+        auth: { require_api_key: true, admin_keys: { [ADMIN_KEY]: 'ops' } },
+        rate_limits: { global_rpm: 0, per_ip_rpm: 0, per_key_rpm: 0 },
+        farm: { sync_interval_ms: 250 },
+      },
+      extraArgs: ['--tls-cert', server.crt, '--tls-key', server.key, '--client-ca', farmCa.crt],
+    });
     ctlTls = ['--control-plane', `127.0.0.1:${cpPort}`, '--ca', farmCa.crt, '--cert', admin.crt, '--key', admin.key];
 
     const member = (name, extra) => startEdge({
@@ -112,12 +98,9 @@ describe('farm over mTLS', { timeout: 120000 }, () => {
 
   after(async () => {
     for (const m of Object.values(members)) await m?.kill();
-    if (cp && cp.exitCode === null) {
-      cp.kill('SIGKILL');
-      await new Promise((r) => cp.once('exit', r));
-    }
+    await cp?.kill();
     await router?.stop();
-    for (const d of [dir, cpData, cfgDir]) if (d) removeDir(d);
+    for (const d of [dir, cpData]) if (d) removeDir(d);
   });
 
   it('a member with a client certificate of the farm CA subscribes and serves a key registered at the control plane', T, async () => {
@@ -152,7 +135,7 @@ describe('farm over mTLS', { timeout: 120000 }, () => {
     assert.equal(f.status, 200, f.body);
     assert.deepEqual(f.json().members.map((m) => m.node_id), ['good']);
     // And the control plane refused their handshakes rather than serving them.
-    assert.ok(!/"node":"(nocert|stranger)"/.test(cpErr), 'the control plane never saw a hello from them');
+    assert.ok(!/"node":"(nocert|stranger)"/.test(cp.stderr()), 'the control plane never saw a hello from them');
   });
 
   it('eldricctl without a client certificate is refused too', T, async () => {

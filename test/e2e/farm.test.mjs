@@ -6,13 +6,10 @@
 // NACKed while traffic flows on the old one.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import net from 'node:net';
 import {
   REPO_ROOT,
-  BIN_DIR,
   startFakeRouter,
   startEdge,
   request,
@@ -24,46 +21,10 @@ import {
   makeCert,
 } from './lib/harness.mjs';
 import { writePluginsDir } from './lib/plugins.mjs';
+import { startControlPlane } from './lib/controlplane.mjs';
 
-const CP_BIN = path.join(BIN_DIR, 'controlplane/eldric-controlplane');
 const T = { timeout: 60000 };
 const SYNC_MS = 250;
-
-function portOpen(port) {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => resolve(false));
-  });
-}
-
-async function startControlPlane({ port, dataDir, config, extraArgs = [] }) {
-  const dir = makeTempDir('eldric-cp-config-');
-  const file = path.join(dir, 'cp.json');
-  fs.writeFileSync(file, JSON.stringify(config));
-  const args = ['--listen', `127.0.0.1:${port}`, '--config', file, '--data-dir', dataDir,
-    '--sync-interval-ms', String(SYNC_MS), ...extraArgs];
-  const proc = spawn(CP_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  proc.stderr.on('data', (d) => (err += d));
-  proc.stdout.on('data', () => {});
-  await waitFor(() => portOpen(port), { timeoutMs: 10000, what: `control plane on ${port}; stderr: ${err}` });
-  return {
-    proc,
-    stderr: () => err,
-    kill: async () => {
-      proc.kill('SIGKILL');
-      await new Promise((r) => (proc.exitCode !== null || proc.signalCode ? r() : proc.once('exit', r)));
-    },
-    stop: async () => {
-      proc.kill('SIGTERM');
-      await new Promise((r) => (proc.exitCode !== null || proc.signalCode ? r() : proc.once('exit', r)));
-      removeDir(dir);
-    },
-  };
-}
 
 const ADMIN_KEY = 'sk-farm-admin-key-0001';
 const auth = (key) => ({ authorization: `Bearer ${key}` });
@@ -113,7 +74,7 @@ describe('farm: control plane and three data planes', { timeout: 120000 }, () =>
       // The control plane owns the plugins' state in a farm.
       plugins_dir: writePluginsDir(pluginsTmp, VALVE_SECRET),
     };
-    cp = await startControlPlane({ port: cpPort, dataDir: cpData, config: cpConfig });
+    cp = await startControlPlane({ syncMs: SYNC_MS, port: cpPort, dataDir: cpData, config: cpConfig });
     for (let i = 0; i < 3; i++) {
       edges.push(
         await startEdge({
@@ -299,7 +260,7 @@ describe('farm: control plane and three data planes', { timeout: 120000 }, () =>
       assert.equal(h.control_plane.connected, false);
       assert.equal(h.status === 'ok' || h.status === 'degraded', true, 'the Edge stays healthy without its control plane');
     }
-    cp = await startControlPlane({ port: cpPort, dataDir: cpData, config: cpConfig });
+    cp = await startControlPlane({ syncMs: SYNC_MS, port: cpPort, dataDir: cpData, config: cpConfig });
     for (const e of edges) {
       await waitFor(async () => (await health(e)).control_plane.connected === true, { timeoutMs: 40000, what: 'reconnect' });
     }
@@ -334,7 +295,7 @@ describe('farm: control plane and three data planes', { timeout: 120000 }, () =>
     stop = true;
     await Promise.all(loops);
     assert.ok(acked.size > 0, 'some registrations were acknowledged before the kill');
-    cp = await startControlPlane({ port: cpPort, dataDir: cpData, config: cpConfig });
+    cp = await startControlPlane({ syncMs: SYNC_MS, port: cpPort, dataDir: cpData, config: cpConfig });
     for (const e of edges) {
       await waitFor(async () => (await health(e)).control_plane.connected === true, { timeoutMs: 40000, what: 'reconnect' });
     }
@@ -369,7 +330,7 @@ describe('farm: a snapshot that cannot be applied is NACKed', { timeout: 60000 }
       rate_limits: { global_rpm: 0, per_ip_rpm: 0, per_key_rpm: 0 },
       farm: { sync_interval_ms: SYNC_MS },
     };
-    const cp = await startControlPlane({ port: cpPort, dataDir: cpData, config: cpConfig });
+    const cp = await startControlPlane({ syncMs: SYNC_MS, port: cpPort, dataDir: cpData, config: cpConfig });
     // The admin key is the member's own (--api-key): the control plane's
     // snapshot, which would bring its keys, is the one it refuses.
     const edge = await startEdge({

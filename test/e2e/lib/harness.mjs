@@ -940,6 +940,17 @@ export function isOpenAIError(json) {
 }
 
 /** Finds a free loopback TCP port (closed again before returning). */
+/** Whether something accepts TCP connections on 127.0.0.1:port. */
+export function portOpen(port) {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}
+
 export async function freePort() {
   const srv = net.createServer();
   srv.listen(0, '127.0.0.1');
