@@ -25,6 +25,7 @@ class HeaderMap {
   const std::string* get(std::string_view name) const;
   size_t count(std::string_view name) const;
   size_t size() const { return entries_.size(); }
+  void reserve(size_t n) { entries_.reserve(n); }
   const std::vector<Entry>& entries() const { return entries_; }
   std::vector<Entry>& mutableEntries() { return entries_; }
 

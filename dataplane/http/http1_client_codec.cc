@@ -37,6 +37,7 @@ void Http1ClientCodec::beginResponse(bool request_is_head) {
 int Http1ClientCodec::onMessageBegin(llhttp_t* p) {
   auto* c = self(p);
   c->headers_ = std::make_unique<ResponseHeaders>();
+  c->headers_->headers.reserve(16);
   c->field_.clear();
   c->value_.clear();
   c->in_value_ = false;
@@ -154,8 +155,10 @@ bool Http1ClientCodec::onEof() {
 }
 
 void Http1ClientCodec::encodeRequestHead(const RequestHeaders& headers, Buffer& out) {
-  std::string head;
-  head.reserve(512);
+  // One scratch string per thread: its capacity stays, no allocation per
+  // request.
+  static thread_local std::string head;
+  head.clear();
   head += headers.method;
   head += ' ';
   head += headers.path;
