@@ -308,13 +308,23 @@ void Http1ServerCodec::encodeHeaders(const ResponseHeaders& headers, bool end_st
   }
   if (!keep_alive) close_after_response_ = true;
 
-  char line[64];
-  int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", headers.status, statusText(headers.status));
   // One scratch string per thread: its capacity stays, no allocation per
-  // response.
+  // response. The status line is formatted by hand (snprintf's format
+  // parsing cost more than the rest of the head).
   static thread_local std::string out;
   out.clear();
-  out.append(line, static_cast<size_t>(n));
+  out += "HTTP/1.1 ";
+  int status = headers.status;
+  if (status >= 100 && status <= 999) {
+    out += static_cast<char>('0' + status / 100);
+    out += static_cast<char>('0' + status / 10 % 10);
+    out += static_cast<char>('0' + status % 10);
+  } else {
+    out += std::to_string(status);
+  }
+  out += ' ';
+  out += statusText(status);
+  out += "\r\n";
   for (const auto& [name, value] : headers.headers.entries()) {
     out += name;
     out += ": ";
@@ -341,9 +351,18 @@ void Http1ServerCodec::encodeData(Buffer& data, bool end_stream) {
   } else if (response_chunked_) {
     Buffer out;
     if (!data.empty()) {
+      // The chunk-size line, in hex, formatted by hand (once per SSE event).
       char size[24];
-      int n = snprintf(size, sizeof size, "%zx\r\n", data.length());
-      out.add(size, static_cast<size_t>(n));
+      char* end = size + sizeof size;
+      char* p = end;
+      *--p = '\n';
+      *--p = '\r';
+      size_t v = data.length();
+      do {
+        *--p = "0123456789abcdef"[v & 15];
+        v >>= 4;
+      } while (v != 0);
+      out.add(p, static_cast<size_t>(end - p));
       out.move(data);
       out.add("\r\n", 2);
     }

@@ -81,7 +81,9 @@ void ConnPool::recycle(std::unique_ptr<Idle> idle) {
 void ConnPool::release(const HostSharedPtr& host, network::Connection* conn, uint32_t max_idle,
                        uint64_t idle_timeout_ms) {
   auto& list = idle_[host.get()];
-  hosts_.emplace(host.get(), host);
+  // try_emplace: emplace would build (allocate) a node before finding
+  // the key already there, once per request.
+  hosts_.try_emplace(host.get(), host);
   if (list.size() >= max_idle) {
     conn->close(network::CloseType::NoFlush);
     return;
