@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 
 namespace eldric::http {
 
@@ -111,6 +112,30 @@ void removeHopByHop(HeaderMap& headers) {
                            return false;
                          }),
           v.end());
+}
+
+void serializeHead(std::initializer_list<std::string_view> first, const HeaderMap& headers,
+                   std::initializer_list<std::string_view> last, Buffer& out) {
+  size_t n = 0;
+  for (std::string_view piece : first) n += piece.size();
+  for (const auto& e : headers.entries()) n += e.first.size() + e.second.size() + 4;
+  for (std::string_view piece : last) n += piece.size();
+  if (n == 0) return;
+  Slab* slab = Slab::create(n);
+  char* p = slab->data();
+  auto put = [&p](std::string_view piece) {
+    memcpy(p, piece.data(), piece.size());
+    p += piece.size();
+  };
+  for (std::string_view piece : first) put(piece);
+  for (const auto& e : headers.entries()) {
+    put(e.first);
+    put(": ");
+    put(e.second);
+    put("\r\n");
+  }
+  for (std::string_view piece : last) put(piece);
+  out.addSlice(SlabRef(slab), 0, static_cast<uint32_t>(n));
 }
 
 const char* statusText(int status) {

@@ -4,12 +4,15 @@
 // case-insensitive and HTTP/2 requires lowercase), in arrival order.
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "dataplane/common/buffer.h"
 
 namespace eldric::http {
 
@@ -63,6 +66,13 @@ using ResponseHeadersPtr = std::unique_ptr<ResponseHeaders>;
 void removeHopByHop(HeaderMap& headers);
 
 const char* statusText(int status);
+
+// Appends an HTTP/1 head to `out` as one slice: the `first` pieces (the
+// start line), "name: value\r\n" for every entry, then the `last` pieces
+// (extra lines and the blank line). Sizes are summed first and every byte
+// is copied once, straight into the slab that goes to the wire.
+void serializeHead(std::initializer_list<std::string_view> first, const HeaderMap& headers,
+                   std::initializer_list<std::string_view> last, Buffer& out);
 
 bool equalsIgnoreCase(std::string_view a, std::string_view b);
 // True if the comma-separated `list` contains `token` (case-insensitive).

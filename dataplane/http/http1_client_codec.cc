@@ -155,22 +155,7 @@ bool Http1ClientCodec::onEof() {
 }
 
 void Http1ClientCodec::encodeRequestHead(const RequestHeaders& headers, Buffer& out) {
-  // One scratch string per thread: its capacity stays, no allocation per
-  // request.
-  static thread_local std::string head;
-  head.clear();
-  head += headers.method;
-  head += ' ';
-  head += headers.path;
-  head += " HTTP/1.1\r\n";
-  for (const auto& [name, value] : headers.headers.entries()) {
-    head += name;
-    head += ": ";
-    head += value;
-    head += "\r\n";
-  }
-  head += "\r\n";
-  out.add(head);
+  serializeHead({headers.method, " ", headers.path, " HTTP/1.1\r\n"}, headers.headers, {"\r\n"}, out);
 }
 
 }  // namespace eldric::http

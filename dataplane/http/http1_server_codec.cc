@@ -308,39 +308,32 @@ void Http1ServerCodec::encodeHeaders(const ResponseHeaders& headers, bool end_st
   }
   if (!keep_alive) close_after_response_ = true;
 
-  // One scratch string per thread: its capacity stays, no allocation per
-  // response. The status line is formatted by hand (snprintf's format
-  // parsing cost more than the rest of the head).
-  static thread_local std::string out;
-  out.clear();
-  out += "HTTP/1.1 ";
+  // The status line is formatted by hand (snprintf's format parsing cost
+  // more than the rest of the head), the head copied once into its slab.
+  // "HTTP/1.1 " + an int (at most 11 chars) + ' ' + the longest reason
+  // phrase (31 chars) fits.
+  char status_line[64];
+  size_t sl = 9;
   int status = headers.status;
+  memcpy(status_line, "HTTP/1.1 ", 9);
   if (status >= 100 && status <= 999) {
-    out += static_cast<char>('0' + status / 100);
-    out += static_cast<char>('0' + status / 10 % 10);
-    out += static_cast<char>('0' + status % 10);
+    status_line[sl++] = static_cast<char>('0' + status / 100);
+    status_line[sl++] = static_cast<char>('0' + status / 10 % 10);
+    status_line[sl++] = static_cast<char>('0' + status % 10);
   } else {
-    out += std::to_string(status);
+    sl += static_cast<size_t>(snprintf(status_line + sl, sizeof status_line - sl, "%d", status));
   }
-  out += ' ';
-  out += statusText(status);
-  out += "\r\n";
-  for (const auto& [name, value] : headers.headers.entries()) {
-    out += name;
-    out += ": ";
-    out += value;
-    out += "\r\n";
-  }
-  if (end_stream && !cl && !no_body) out += "content-length: 0\r\n";
-  if (response_chunked_) out += "transfer-encoding: chunked\r\n";
-  if (!keep_alive) {
-    out += "connection: close\r\n";
-  } else if (request_http10_) {
-    out += "connection: keep-alive\r\n";
-  }
-  out += "\r\n";
+  std::string_view text = statusText(status);
+  status_line[sl++] = ' ';
+  memcpy(status_line + sl, text.data(), text.size());
+  sl += text.size();
+  std::string_view length0 = end_stream && !cl && !no_body ? "content-length: 0\r\n" : "";
+  std::string_view chunked = response_chunked_ ? "transfer-encoding: chunked\r\n" : "";
+  std::string_view connection =
+      !keep_alive ? "connection: close\r\n" : request_http10_ ? "connection: keep-alive\r\n" : "";
   Buffer buf;
-  buf.add(out);
+  serializeHead({std::string_view(status_line, sl), "\r\n"}, headers.headers, {length0, chunked, connection, "\r\n"},
+                buf);
   connection_.write(buf);
   if (end_stream) completeResponse();
 }

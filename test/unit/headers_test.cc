@@ -45,6 +45,23 @@ TEST(HeadersTest, RemoveHopByHopLeavesPlainMessageAlone) {
   EXPECT_EQ(h.size(), 2u);
 }
 
+TEST(HeadersTest, SerializeHeadCopiesEveryPieceInOrder) {
+  HeaderMap h;
+  h.add("content-type", "application/json");
+  h.add("x-empty", "");
+  Buffer out;
+  out.add("before|");
+  serializeHead({"GET", " ", "/v1/models", " HTTP/1.1\r\n"}, h, {"", "connection: close\r\n", "\r\n"}, out);
+  EXPECT_EQ(out.toString(),
+            "before|GET /v1/models HTTP/1.1\r\ncontent-type: application/json\r\nx-empty: \r\n"
+            "connection: close\r\n\r\n");
+  Buffer big;
+  HeaderMap large;
+  large.add("x-big", std::string(20000, 'a'));
+  serializeHead({"HTTP/1.1 200 OK\r\n"}, large, {"\r\n"}, big);
+  EXPECT_EQ(big.length(), 17u + 5 + 2 + 20000 + 2 + 2);
+}
+
 TEST(HeadersTest, SetReplacesEveryValue) {
   HeaderMap h;
   h.add("x-forwarded-for", "1.2.3.4");
