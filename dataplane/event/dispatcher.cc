@@ -21,6 +21,10 @@ Dispatcher::Dispatcher() {
 
 Dispatcher::~Dispatcher() {
   clearDeferred();
+  for (uv_timer_t* h : free_timers_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  }
+  free_timers_.clear();
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&idle_), nullptr);
@@ -60,11 +64,10 @@ void Dispatcher::deferredDelete(std::unique_ptr<DeferredDeletable> obj) {
 }
 
 void Dispatcher::clearDeferred() {
-  // Deleting may defer more deletions; loop until quiet.
+  // Deleting may defer more deletions (into deferred_); loop until quiet.
   while (!deferred_.empty()) {
-    std::vector<std::unique_ptr<DeferredDeletable>> batch;
-    batch.swap(deferred_);
-    batch.clear();
+    deferred_batch_.swap(deferred_);
+    deferred_batch_.clear();
   }
 }
 
@@ -85,18 +88,41 @@ void Dispatcher::cancelFlush(Flushable* f) {
   for (auto& p : flushes_) {
     if (p == f) p = nullptr;
   }
+  for (auto& p : flush_batch_) {
+    if (p == f) p = nullptr;
+  }
 }
 
 void Dispatcher::runFlushes() {
   // A flush may schedule more (a write that answers a write); run until quiet.
   while (!flushes_.empty()) {
-    std::vector<Flushable*> batch;
-    batch.swap(flushes_);
-    for (Flushable* f : batch) {
-      if (f) f->onFlush();
+    flush_batch_.swap(flushes_);
+    // By index: cancelFlush may null entries of this batch meanwhile.
+    for (size_t i = 0; i < flush_batch_.size(); ++i) {
+      if (Flushable* f = flush_batch_[i]) f->onFlush();
     }
+    flush_batch_.clear();
   }
   uv_idle_stop(&idle_);
+}
+
+uv_timer_t* Dispatcher::takeTimerHandle() {
+  if (!free_timers_.empty()) {
+    uv_timer_t* h = free_timers_.back();
+    free_timers_.pop_back();
+    return h;
+  }
+  auto* h = new uv_timer_t;
+  uv_timer_init(&loop_, h);
+  return h;
+}
+
+void Dispatcher::returnTimerHandle(uv_timer_t* h) {
+  if (free_timers_.size() < kMaxFreeTimers) {
+    free_timers_.push_back(h);
+    return;
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
 }
 
 std::unique_ptr<Timer> Dispatcher::createTimer(std::function<void()> cb) {
@@ -112,19 +138,19 @@ void Dispatcher::exit() {
   post([this] { exiting_ = true; });
 }
 
-Timer::Timer(Dispatcher& d, std::function<void()> cb) : handle_(new uv_timer_t), cb_(std::move(cb)) {
-  uv_timer_init(d.loop(), handle_);
+Timer::Timer(Dispatcher& d, std::function<void()> cb)
+    : dispatcher_(d), handle_(d.takeTimerHandle()), cb_(std::move(cb)) {
   handle_->data = this;
 }
 
 Timer::~Timer() {
+  auto* h = reinterpret_cast<uv_handle_t*>(handle_);
+  // At teardown the dispatcher closes every handle still open (and may be
+  // gone): a Timer destroyed after that must not touch either again.
+  if (uv_is_closing(h)) return;
   uv_timer_stop(handle_);
   handle_->data = nullptr;
-  auto* h = reinterpret_cast<uv_handle_t*>(handle_);
-  // At teardown the dispatcher closes every handle still open; a Timer
-  // destroyed after that must not close its handle twice.
-  if (uv_is_closing(h)) return;
-  uv_close(h, [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  dispatcher_.returnTimerHandle(handle_);
 }
 
 void Timer::enable(uint64_t ms) { uv_timer_start(handle_, &Timer::onTimer, ms, 0); }

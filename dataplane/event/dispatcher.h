@@ -69,6 +69,16 @@ class Dispatcher {
   void clearDeferred();
   void runFlushes();
 
+  friend class Timer;
+  // Timer handles are recycled: a timer per request (the router's
+  // timeout, a pooled connection's idle timer) would otherwise cost an
+  // allocation, uv_timer_init and a uv_close round trip through the
+  // loop's closing phase each time.
+  uv_timer_t* takeTimerHandle();
+  void returnTimerHandle(uv_timer_t* h);
+  static constexpr size_t kMaxFreeTimers = 4096;
+  std::vector<uv_timer_t*> free_timers_;
+
   uv_loop_t loop_;
   uv_async_t async_;
   uv_check_t check_;
@@ -76,9 +86,13 @@ class Dispatcher {
   // poll before the check phase runs them.
   uv_idle_t idle_;
   std::vector<Flushable*> flushes_;
+  // The batch being flushed or deleted. Kept as members (swapped, never
+  // freed) so that their capacity is reused every iteration.
+  std::vector<Flushable*> flush_batch_;
   std::mutex post_mutex_;
   std::vector<std::function<void()>> posted_;
   std::vector<std::unique_ptr<DeferredDeletable>> deferred_;
+  std::vector<std::unique_ptr<DeferredDeletable>> deferred_batch_;
   bool exiting_ = false;
 };
 
@@ -93,7 +107,9 @@ class Timer {
 
  private:
   static void onTimer(uv_timer_t* t);
-  // The handle outlives the Timer until libuv's close callback runs.
+  Dispatcher& dispatcher_;
+  // Borrowed from the dispatcher's free list and given back (stopped) on
+  // destruction; closed by the dispatcher at teardown.
   uv_timer_t* handle_;
   std::function<void()> cb_;
 };

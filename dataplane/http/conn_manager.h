@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "dataplane/config/runtime_config.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/http/codec.h"
@@ -109,8 +110,9 @@ class ActiveStream : public RequestDecoder,
   ResponseHeadersPtr response_;
   StreamInfo info_;
 
-  std::vector<std::shared_ptr<StreamDecoderFilter>> decoders_;
-  std::vector<std::shared_ptr<StreamEncoderFilter>> encoders_;  // in encode order
+  // Inline: a chain is a handful of filters, allocated per stream.
+  absl::InlinedVector<std::shared_ptr<StreamDecoderFilter>, 6> decoders_;
+  absl::InlinedVector<std::shared_ptr<StreamEncoderFilter>, 6> encoders_;  // in encode order
 
   // Decode iteration.
   static constexpr size_t kNone = static_cast<size_t>(-1);
@@ -131,7 +133,7 @@ class ActiveStream : public RequestDecoder,
   bool response_complete_ = false;
   bool local_reply_ = false;
 
-  std::vector<DownstreamWatermarkCallbacks*> watermark_callbacks_;
+  absl::InlinedVector<DownstreamWatermarkCallbacks*, 2> watermark_callbacks_;
   bool destroyed_ = false;
   bool read_disabled_ = false;
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 
 namespace eldric::http {
 
@@ -52,38 +53,89 @@ size_t HeaderMap::count(std::string_view name) const {
   return n;
 }
 
+namespace {
+
+// RFC 9110 7.6.1's hop-by-hop headers (and the legacy ones a proxy must not
+// forward either), decided by length first: this runs on every header of
+// every request and response.
+bool isHopByHopName(std::string_view n) {
+  switch (n.size()) {
+    case 2: return n == "te";
+    case 7: return n == "trailer" || n == "upgrade";
+    case 10: return n == "connection" || n == "keep-alive";
+    case 16: return n == "proxy-connection";
+    case 17: return n == "transfer-encoding";
+    case 18: return n == "proxy-authenticate";
+    case 19: return n == "proxy-authorization";
+    default: return false;
+  }
+}
+
+}  // namespace
+
 void removeHopByHop(HeaderMap& headers) {
-  std::vector<std::string> named;
+  // Most messages carry none: one cheap pass decides.
+  bool any = false;
+  bool has_connection = false;
   for (const auto& e : headers.entries()) {
-    if (e.first != "connection") continue;
-    std::string_view list = e.second;
-    while (!list.empty()) {
-      size_t comma = list.find(',');
-      std::string_view item = list.substr(0, comma);
-      while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-      while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-      std::string lower(item);
-      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      if (!lower.empty()) named.push_back(lower);
-      if (comma == std::string_view::npos) break;
-      list.remove_prefix(comma + 1);
+    if (isHopByHopName(e.first)) {
+      any = true;
+      if (e.first == "connection") has_connection = true;
     }
   }
-  static const char* kHopByHop[] = {"connection",          "keep-alive", "proxy-connection",
-                                    "proxy-authenticate",  "proxy-authorization", "te",
-                                    "trailer",             "transfer-encoding", "upgrade"};
+  if (!any) return;
+  std::vector<std::string> named;
+  if (has_connection) {
+    for (const auto& e : headers.entries()) {
+      if (e.first != "connection") continue;
+      std::string_view list = e.second;
+      while (!list.empty()) {
+        size_t comma = list.find(',');
+        std::string_view item = list.substr(0, comma);
+        while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+        while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+        std::string lower(item);
+        for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        if (!lower.empty()) named.push_back(lower);
+        if (comma == std::string_view::npos) break;
+        list.remove_prefix(comma + 1);
+      }
+    }
+  }
   auto& v = headers.mutableEntries();
   v.erase(std::remove_if(v.begin(), v.end(),
                          [&](const HeaderMap::Entry& e) {
-                           for (const char* h : kHopByHop) {
-                             if (e.first == h) return true;
-                           }
+                           if (isHopByHopName(e.first)) return true;
                            for (const auto& n : named) {
                              if (e.first == n) return true;
                            }
                            return false;
                          }),
           v.end());
+}
+
+void serializeHead(std::initializer_list<std::string_view> first, const HeaderMap& headers,
+                   std::initializer_list<std::string_view> last, Buffer& out) {
+  size_t n = 0;
+  for (std::string_view piece : first) n += piece.size();
+  for (const auto& e : headers.entries()) n += e.first.size() + e.second.size() + 4;
+  for (std::string_view piece : last) n += piece.size();
+  if (n == 0) return;
+  Slab* slab = Slab::create(n);
+  char* p = slab->data();
+  auto put = [&p](std::string_view piece) {
+    memcpy(p, piece.data(), piece.size());
+    p += piece.size();
+  };
+  for (std::string_view piece : first) put(piece);
+  for (const auto& e : headers.entries()) {
+    put(e.first);
+    put(": ");
+    put(e.second);
+    put("\r\n");
+  }
+  for (std::string_view piece : last) put(piece);
+  out.addSlice(SlabRef(slab), 0, static_cast<uint32_t>(n));
 }
 
 const char* statusText(int status) {

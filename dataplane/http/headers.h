@@ -4,12 +4,15 @@
 // case-insensitive and HTTP/2 requires lowercase), in arrival order.
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "dataplane/common/buffer.h"
 
 namespace eldric::http {
 
@@ -25,6 +28,7 @@ class HeaderMap {
   const std::string* get(std::string_view name) const;
   size_t count(std::string_view name) const;
   size_t size() const { return entries_.size(); }
+  void reserve(size_t n) { entries_.reserve(n); }
   const std::vector<Entry>& entries() const { return entries_; }
   std::vector<Entry>& mutableEntries() { return entries_; }
 
@@ -62,6 +66,13 @@ using ResponseHeadersPtr = std::unique_ptr<ResponseHeaders>;
 void removeHopByHop(HeaderMap& headers);
 
 const char* statusText(int status);
+
+// Appends an HTTP/1 head to `out` as one slice: the `first` pieces (the
+// start line), "name: value\r\n" for every entry, then the `last` pieces
+// (extra lines and the blank line). Sizes are summed first and every byte
+// is copied once, straight into the slab that goes to the wire.
+void serializeHead(std::initializer_list<std::string_view> first, const HeaderMap& headers,
+                   std::initializer_list<std::string_view> last, Buffer& out);
 
 bool equalsIgnoreCase(std::string_view a, std::string_view b);
 // True if the comma-separated `list` contains `token` (case-insensitive).

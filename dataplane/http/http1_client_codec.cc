@@ -37,6 +37,7 @@ void Http1ClientCodec::beginResponse(bool request_is_head) {
 int Http1ClientCodec::onMessageBegin(llhttp_t* p) {
   auto* c = self(p);
   c->headers_ = std::make_unique<ResponseHeaders>();
+  c->headers_->headers.reserve(16);
   c->field_.clear();
   c->value_.clear();
   c->in_value_ = false;
@@ -154,20 +155,7 @@ bool Http1ClientCodec::onEof() {
 }
 
 void Http1ClientCodec::encodeRequestHead(const RequestHeaders& headers, Buffer& out) {
-  std::string head;
-  head.reserve(512);
-  head += headers.method;
-  head += ' ';
-  head += headers.path;
-  head += " HTTP/1.1\r\n";
-  for (const auto& [name, value] : headers.headers.entries()) {
-    head += name;
-    head += ": ";
-    head += value;
-    head += "\r\n";
-  }
-  head += "\r\n";
-  out.add(head);
+  serializeHead({headers.method, " ", headers.path, " HTTP/1.1\r\n"}, headers.headers, {"\r\n"}, out);
 }
 
 }  // namespace eldric::http

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <string>
 
 namespace eldric::http {
 namespace {
@@ -10,16 +11,20 @@ Http1ServerCodec* self(llhttp_t* p) { return static_cast<Http1ServerCodec*>(p->d
 
 // RFC 9110 token characters: what a header name may hold. llhttp 8 lets a
 // space before the colon through; a proxy must refuse it (RFC 9112 5.1).
-bool isTokenChar(unsigned char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-      return true;
-    default:
-      return false;
+// A table: every byte of every header name is checked.
+struct TokenTable {
+  bool ok[256] = {};
+  constexpr TokenTable() {
+    for (int c = 'a'; c <= 'z'; ++c) ok[c] = true;
+    for (int c = 'A'; c <= 'Z'; ++c) ok[c] = true;
+    for (int c = '0'; c <= '9'; ++c) ok[c] = true;
+    for (char c : {'!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~'}) {
+      ok[static_cast<unsigned char>(c)] = true;
+    }
   }
-}
+};
+constexpr TokenTable kTokenTable;
+inline bool isTokenChar(unsigned char c) { return kTokenTable.ok[c]; }
 
 void appendLower(std::string& out, const char* at, size_t len) {
   size_t base = out.size();
@@ -71,6 +76,9 @@ bool Http1ServerCodec::countHeaderBytes(size_t n) {
 int Http1ServerCodec::onMessageBegin(llhttp_t* p) {
   auto* c = self(p);
   c->request_ = std::make_unique<RequestHeaders>();
+  // Room for a typical request's headers plus what the proxy adds, so the
+  // vector does not grow (and move every string) four times.
+  c->request_->headers.reserve(16);
   c->field_.clear();
   c->value_.clear();
   c->in_value_ = false;
@@ -204,15 +212,28 @@ int Http1ServerCodec::onMessageComplete(llhttp_t* p) {
 }
 
 bool Http1ServerCodec::scanHeaderBytes(const char* p, size_t n) {
-  for (size_t i = 0; i < n && scanning_headers_; ++i) {
-    char ch = p[i];
-    if (ch == '\n') {
-      if (!prev_cr_) return false;
-      if (++crlf_state_ == 2) scanning_headers_ = false;  // "\r\n\r\n"
-    } else if (ch != '\r') {
-      crlf_state_ = 0;
+  // From one LF to the next with memchr: a header line is one step, not
+  // one per byte. crlf_state_ counts CRLFs with nothing but CRs between
+  // them; two end the header section.
+  const char* end = p + n;
+  while (p < end && scanning_headers_) {
+    const char* lf = static_cast<const char*>(memchr(p, '\n', static_cast<size_t>(end - p)));
+    const char* seg_end = lf ? lf : end;
+    if (seg_end > p) {
+      // A byte other than CR before this LF resets the count.
+      for (const char* q = p; q < seg_end; ++q) {
+        if (*q != '\r') {
+          crlf_state_ = 0;
+          break;
+        }
+      }
+      prev_cr_ = seg_end[-1] == '\r';
     }
-    prev_cr_ = ch == '\r';
+    if (!lf) break;
+    if (!prev_cr_) return false;
+    if (++crlf_state_ == 2) scanning_headers_ = false;  // "\r\n\r\n"
+    prev_cr_ = false;
+    p = lf + 1;
   }
   return true;
 }
@@ -287,27 +308,32 @@ void Http1ServerCodec::encodeHeaders(const ResponseHeaders& headers, bool end_st
   }
   if (!keep_alive) close_after_response_ = true;
 
-  char line[64];
-  int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", headers.status, statusText(headers.status));
-  std::string out;
-  out.reserve(256);
-  out.append(line, static_cast<size_t>(n));
-  for (const auto& [name, value] : headers.headers.entries()) {
-    out += name;
-    out += ": ";
-    out += value;
-    out += "\r\n";
+  // The status line is formatted by hand (snprintf's format parsing cost
+  // more than the rest of the head), the head copied once into its slab.
+  // "HTTP/1.1 " + an int (at most 11 chars) + ' ' + the longest reason
+  // phrase (31 chars) fits.
+  char status_line[64];
+  size_t sl = 9;
+  int status = headers.status;
+  memcpy(status_line, "HTTP/1.1 ", 9);
+  if (status >= 100 && status <= 999) {
+    status_line[sl++] = static_cast<char>('0' + status / 100);
+    status_line[sl++] = static_cast<char>('0' + status / 10 % 10);
+    status_line[sl++] = static_cast<char>('0' + status % 10);
+  } else {
+    sl += static_cast<size_t>(snprintf(status_line + sl, sizeof status_line - sl, "%d", status));
   }
-  if (end_stream && !cl && !no_body) out += "content-length: 0\r\n";
-  if (response_chunked_) out += "transfer-encoding: chunked\r\n";
-  if (!keep_alive) {
-    out += "connection: close\r\n";
-  } else if (request_http10_) {
-    out += "connection: keep-alive\r\n";
-  }
-  out += "\r\n";
+  std::string_view text = statusText(status);
+  status_line[sl++] = ' ';
+  memcpy(status_line + sl, text.data(), text.size());
+  sl += text.size();
+  std::string_view length0 = end_stream && !cl && !no_body ? "content-length: 0\r\n" : "";
+  std::string_view chunked = response_chunked_ ? "transfer-encoding: chunked\r\n" : "";
+  std::string_view connection =
+      !keep_alive ? "connection: close\r\n" : request_http10_ ? "connection: keep-alive\r\n" : "";
   Buffer buf;
-  buf.add(out);
+  serializeHead({std::string_view(status_line, sl), "\r\n"}, headers.headers, {length0, chunked, connection, "\r\n"},
+                buf);
   connection_.write(buf);
   if (end_stream) completeResponse();
 }
@@ -318,9 +344,18 @@ void Http1ServerCodec::encodeData(Buffer& data, bool end_stream) {
   } else if (response_chunked_) {
     Buffer out;
     if (!data.empty()) {
+      // The chunk-size line, in hex, formatted by hand (once per SSE event).
       char size[24];
-      int n = snprintf(size, sizeof size, "%zx\r\n", data.length());
-      out.add(size, static_cast<size_t>(n));
+      char* end = size + sizeof size;
+      char* p = end;
+      *--p = '\n';
+      *--p = '\r';
+      size_t v = data.length();
+      do {
+        *--p = "0123456789abcdef"[v & 15];
+        v >>= 4;
+      } while (v != 0);
+      out.add(p, static_cast<size_t>(end - p));
       out.move(data);
       out.add("\r\n", 2);
     }

@@ -43,28 +43,54 @@ network::Connection* ConnPool::acquire(const HostSharedPtr& host) {
     if (!idle->conn) continue;
     network::Connection* conn = idle->conn;
     conn->setCallbacks(nullptr);
-    return conn;  // `idle` (and its timer) goes; not inside its callbacks here
-
+    recycle(std::move(idle));  // not inside its callbacks here
+    return conn;
   }
   return nullptr;
+}
+
+std::unique_ptr<ConnPool::Idle> ConnPool::newIdle() {
+  if (!spare_.empty()) {
+    std::unique_ptr<Idle> idle = std::move(spare_.back());
+    spare_.pop_back();
+    return idle;
+  }
+  auto idle = std::make_unique<Idle>();
+  idle->pool = this;
+  Idle* raw = idle.get();
+  idle->timer = dispatcher_.createTimer([raw] {
+    if (raw->conn) raw->conn->close(network::CloseType::NoFlush);
+  });
+  return idle;
+}
+
+void ConnPool::recycle(std::unique_ptr<Idle> idle) {
+  idle->timer->disable();
+  idle->conn = nullptr;
+  idle->host = nullptr;
+  if (spare_.size() < kMaxSpare) {
+    spare_.push_back(std::move(idle));
+    return;
+  }
+  // Possibly called from the Idle's own callbacks: delete it later.
+  auto h = std::make_unique<Holder<Idle>>();
+  h->held = std::move(idle);
+  dispatcher_.deferredDelete(std::move(h));
 }
 
 void ConnPool::release(const HostSharedPtr& host, network::Connection* conn, uint32_t max_idle,
                        uint64_t idle_timeout_ms) {
   auto& list = idle_[host.get()];
-  hosts_.emplace(host.get(), host);
+  // try_emplace: emplace would build (allocate) a node before finding
+  // the key already there, once per request.
+  hosts_.try_emplace(host.get(), host);
   if (list.size() >= max_idle) {
     conn->close(network::CloseType::NoFlush);
     return;
   }
-  auto idle = std::make_unique<Idle>();
-  idle->pool = this;
+  std::unique_ptr<Idle> idle = newIdle();
   idle->host = host.get();
   idle->conn = conn;
-  Idle* raw = idle.get();
-  idle->timer = dispatcher_.createTimer([raw] {
-    if (raw->conn) raw->conn->close(network::CloseType::NoFlush);
-  });
   idle->timer->enable(idle_timeout_ms);
   conn->setCallbacks(idle.get());
   list.push_back(std::move(idle));
@@ -76,11 +102,11 @@ void ConnPool::remove(Idle* idle) {
   auto& list = it->second;
   for (auto i = list.begin(); i != list.end(); ++i) {
     if (i->get() == idle) {
-      // Called from the Idle's own callbacks: delete it later.
-      auto h = std::make_unique<Holder<Idle>>();
-      h->held = std::move(*i);
+      // Called from the Idle's own callbacks (its timer's among them): it
+      // is kept, not destroyed, so returning into them is safe.
+      std::unique_ptr<Idle> held = std::move(*i);
       list.erase(i);
-      dispatcher_.deferredDelete(std::move(h));
+      recycle(std::move(held));
       return;
     }
   }

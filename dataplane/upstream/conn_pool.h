@@ -37,7 +37,15 @@ class ConnPool {
     void onEvent(network::ConnectionEvent e) override;
   };
   void remove(Idle* idle);
+  // Takes a spare Idle (with its timer) or makes one.
+  std::unique_ptr<Idle> newIdle();
+  // Keeps `idle` (detached from any connection) for the next release:
+  // each request hands its connection back, so an Idle and its timer
+  // would otherwise be allocated and freed per request.
+  void recycle(std::unique_ptr<Idle> idle);
+  static constexpr size_t kMaxSpare = 1024;
   Dispatcher& dispatcher_;
+  std::vector<std::unique_ptr<Idle>> spare_;
   std::unordered_map<Host*, std::vector<std::unique_ptr<Idle>>> idle_;
   std::unordered_map<Host*, HostSharedPtr> hosts_;  // keeps keys alive
 };

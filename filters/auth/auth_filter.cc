@@ -4,6 +4,7 @@
 #include <openssl/sha.h>
 #include <time.h>
 
+#include "absl/strings/string_view.h"
 #include "dataplane/common/log.h"
 #include "dataplane/config/runtime_config.h"
 #include "filters/auth/session.h"
@@ -40,15 +41,16 @@ std::shared_ptr<const http::ClientIdentity> AuthConfig::lookup(std::string_view 
   *expired = false;
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const uint8_t*>(key.data()), key.size(), digest);
-  return lookupHash(std::string(reinterpret_cast<const char*>(digest), sizeof digest), now_s, expired);
+  return lookupHash(std::string_view(reinterpret_cast<const char*>(digest), sizeof digest), now_s, expired);
 }
 
-std::shared_ptr<const http::ClientIdentity> AuthConfig::lookupHash(const std::string& hash, int64_t now_s,
+std::shared_ptr<const http::ClientIdentity> AuthConfig::lookupHash(std::string_view hash, int64_t now_s,
                                                                    bool* expired) const {
   *expired = false;
   if (hash.size() != SHA256_DIGEST_LENGTH) return nullptr;
   const unsigned char* digest = reinterpret_cast<const unsigned char*>(hash.data());
-  auto it = keys_.find(hash);
+  // absl's own string_view (this absl does not alias std::string_view).
+  auto it = keys_.find(absl::string_view(hash.data(), hash.size()));
   // The map finds the candidate by hash; the comparison that decides is
   // constant-time over the whole digest.
   if (it == keys_.end() || CRYPTO_memcmp(it->second.sha256.data(), digest, SHA256_DIGEST_LENGTH) != 0) {

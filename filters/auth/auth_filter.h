@@ -8,7 +8,10 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
+
+#include "absl/container/flat_hash_map.h"
 
 #include "dataplane/http/filter.h"
 #include "eldric/edge/v1/snapshot.pb.h"
@@ -30,7 +33,7 @@ class AuthConfig {
   std::shared_ptr<const http::ClientIdentity> lookup(std::string_view key, int64_t now_s,
                                                      bool* expired) const;
   // The same by the key's raw SHA-256 (sessions carry the hash, not the key).
-  std::shared_ptr<const http::ClientIdentity> lookupHash(const std::string& sha256, int64_t now_s,
+  std::shared_ptr<const http::ClientIdentity> lookupHash(std::string_view sha256, int64_t now_s,
                                                          bool* expired) const;
   size_t keyCount() const { return keys_.size(); }
   const std::vector<std::string>& sessionKeys() const { return session_keys_; }
@@ -44,7 +47,9 @@ class AuthConfig {
     std::string sha256;  // raw 32 bytes
     std::shared_ptr<const http::ClientIdentity> identity;
   };
-  std::unordered_map<std::string, Stored> keys_;  // by raw hash
+  // By raw hash. absl's map takes a string_view key for find(): looking a
+  // presented key up needs no std::string of its digest.
+  absl::flat_hash_map<std::string, Stored> keys_;
 };
 using AuthConfigSharedPtr = std::shared_ptr<const AuthConfig>;
 

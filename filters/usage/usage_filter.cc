@@ -1,8 +1,13 @@
 #include "filters/usage/usage_filter.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include "dataplane/common/log.h"
 #include "dataplane/config/runtime_config.h"
 #include "rapidjson/document.h"
+#include "rapidjson/memorystream.h"
+#include "rapidjson/reader.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 
@@ -33,13 +38,15 @@ http::FilterDataStatus UsageFilter::decodeData(Buffer& data, bool end_stream) {
 bool UsageFilter::inspectRequest(Buffer& body) {
   const auto& who = decoder_->streamInfo().identity;
   bool check_model = who && !who->allowed_models.empty();
-  std::string text = body.toString();
+  // Looked at in place (a request body is almost always one slice), not
+  // copied out.
+  std::string_view text = body.linearize(body.length());
   // Parse only when there is something to do: a model allow-list, or a
   // request that may stream (and so may need usage asked for). A plain
   // non-streaming request passes untouched and unparsed.
-  if (!check_model && text.find("\"stream\"") == std::string::npos) return true;
+  if (!check_model && text.find("\"stream\"") == std::string_view::npos) return true;
   rapidjson::Document doc;
-  doc.Parse(text.c_str(), text.size());
+  doc.Parse(text.data(), text.size());
   // Not JSON, or not an object: the upstream answers that; nothing to do.
   if (doc.HasParseError() || !doc.IsObject()) return true;
   const auto& id = decoder_->streamInfo().identity;
@@ -147,9 +154,15 @@ http::FilterDataStatus UsageFilter::encodeData(Buffer& data, bool end_stream) {
   if (json_) {
     // Pass the body on as it comes; keep only its tail, where OpenAI-style
     // responses put "usage", and read the count from that at the end.
+    // Only the bytes that can end up in the tail are copied.
     constexpr size_t kTail = 2048;
-    std::string chunk = data.toString();
-    json_tail_ += chunk;
+    size_t skip = data.length() > kTail ? data.length() - kTail : 0;
+    for (size_t i = 0; i < data.sliceCount(); ++i) {
+      std::string_view piece = data.slice(i).view();
+      size_t drop = std::min(skip, piece.size());
+      skip -= drop;
+      json_tail_.append(piece.substr(drop));
+    }
     if (json_tail_.size() > kTail) json_tail_.erase(0, json_tail_.size() - kTail);
     if (end_stream) countJsonUsage();
     return http::FilterDataStatus::Continue;
@@ -192,8 +205,71 @@ http::FilterDataStatus UsageFilter::encodeData(Buffer& data, bool end_stream) {
   return http::FilterDataStatus::Continue;
 }
 
+namespace {
+
+// Reads "total_tokens" of a usage object as rapidjson's SAX events pass:
+// no document is built. Like the DOM's lookup, the first such key at the
+// object's top level wins, and only a non-negative integer counts.
+struct UsageTotalHandler : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, UsageTotalHandler> {
+  int depth = 0;
+  bool want = false;
+  bool found = false;
+  uint64_t total = 0;
+  bool Default() {
+    want = false;
+    return true;
+  }
+  bool Uint(unsigned u) { return Uint64(u); }
+  bool Uint64(uint64_t u) {
+    if (want && !found) {
+      found = true;
+      total = u;
+    }
+    want = false;
+    return true;
+  }
+  bool Key(const char* s, rapidjson::SizeType len, bool) {
+    want = depth == 1 && len == 12 && memcmp(s, "total_tokens", 12) == 0;
+    return true;
+  }
+  bool StartObject() {
+    ++depth;
+    want = false;
+    return true;
+  }
+  bool EndObject(rapidjson::SizeType) {
+    --depth;
+    return true;
+  }
+  bool StartArray() {
+    ++depth;
+    want = false;
+    return true;
+  }
+  bool EndArray(rapidjson::SizeType) {
+    --depth;
+    return true;
+  }
+};
+
+// The last `"usage"` in `s`, or npos.
+size_t findLastUsageKey(const std::string& s) {
+  static constexpr std::string_view kKey = "\"usage\"";
+  size_t end = s.size();
+  while (end > 0) {
+    const void* q = memrchr(s.data(), '"', end);
+    if (!q) break;
+    size_t at = static_cast<size_t>(static_cast<const char*>(q) - s.data());
+    if (s.size() - at >= kKey.size() && memcmp(s.data() + at, kKey.data(), kKey.size()) == 0) return at;
+    end = at;
+  }
+  return std::string::npos;
+}
+
+}  // namespace
+
 void UsageFilter::countJsonUsage() {
-  size_t at = json_tail_.rfind("\"usage\"");
+  size_t at = findLastUsageKey(json_tail_);
   if (at == std::string::npos) return;
   size_t open = json_tail_.find('{', at);
   if (open == std::string::npos) return;
@@ -206,12 +282,19 @@ void UsageFilter::countJsonUsage() {
     if (json_tail_[end] == '}' && --depth == 0) break;
   }
   if (depth != 0) return;
-  rapidjson::Document u;
-  u.Parse(json_tail_.data() + open, end - open + 1);
-  if (!u.HasParseError() && u.IsObject() && u.HasMember("total_tokens") && u["total_tokens"].IsUint64()) {
-    reported_total_ = u["total_tokens"].GetUint64();
-    countTokens(reported_total_);
-  }
+  // Parsed with SAX and a reader stack on the stack: rapidjson's default
+  // document takes a 64 KB chunk from malloc, and freeing it made glibc
+  // consolidate its fastbins on every response.
+  char stack_buf[512];
+  rapidjson::MemoryPoolAllocator<> stack_alloc(stack_buf, sizeof stack_buf);
+  rapidjson::GenericReader<rapidjson::UTF8<>, rapidjson::UTF8<>, rapidjson::MemoryPoolAllocator<>> reader(
+      &stack_alloc, 256);
+  rapidjson::MemoryStream ms(json_tail_.data() + open, end - open + 1);
+  UsageTotalHandler h;
+  // Whole-object validity as before: a parse error counts nothing.
+  if (reader.Parse(ms, h).IsError() || !h.found) return;
+  reported_total_ = h.total;
+  countTokens(reported_total_);
 }
 
 void UsageFilter::onDestroy() {

@@ -128,6 +128,11 @@ class Loop {
     auto tick = dispatcher.createTimer([] {});
     while (!done()) {
       if (std::chrono::steady_clock::now() > deadline) return false;
+      // Armed from the loop's clock as of now: from the clock cached at
+      // the last iteration, the tick can fall due before uv_run polls,
+      // fire in its timer phase, and leave UV_RUN_ONCE (libuv 1.44)
+      // blocking in poll with nothing left to wake it.
+      uv_update_time(dispatcher.loop());
       tick->enable(5);
       uv_run(dispatcher.loop(), UV_RUN_ONCE);
     }

@@ -20,6 +20,48 @@ TEST(HeadersTest, RemoveHopByHopIncludingConnectionNamed) {
   EXPECT_EQ(h.entries()[0].first, "content-type");
 }
 
+TEST(HeadersTest, RemoveHopByHopEveryNameAndNothingElse) {
+  HeaderMap h;
+  for (const char* n : {"te", "trailer", "upgrade", "keep-alive", "proxy-connection", "transfer-encoding",
+                        "proxy-authenticate", "proxy-authorization"}) {
+    h.add(n, "x");
+  }
+  // Same lengths as hop-by-hop names, but end-to-end.
+  h.add("tx", "1");
+  h.add("trailex", "2");
+  h.add("x-forwarded-proto", "3");
+  removeHopByHop(h);
+  ASSERT_EQ(h.size(), 3u);
+  EXPECT_EQ(h.entries()[0].first, "tx");
+  EXPECT_EQ(h.entries()[1].first, "trailex");
+  EXPECT_EQ(h.entries()[2].first, "x-forwarded-proto");
+}
+
+TEST(HeadersTest, RemoveHopByHopLeavesPlainMessageAlone) {
+  HeaderMap h;
+  h.add("host", "a");
+  h.add("content-type", "application/json");
+  removeHopByHop(h);
+  EXPECT_EQ(h.size(), 2u);
+}
+
+TEST(HeadersTest, SerializeHeadCopiesEveryPieceInOrder) {
+  HeaderMap h;
+  h.add("content-type", "application/json");
+  h.add("x-empty", "");
+  Buffer out;
+  out.add("before|");
+  serializeHead({"GET", " ", "/v1/models", " HTTP/1.1\r\n"}, h, {"", "connection: close\r\n", "\r\n"}, out);
+  EXPECT_EQ(out.toString(),
+            "before|GET /v1/models HTTP/1.1\r\ncontent-type: application/json\r\nx-empty: \r\n"
+            "connection: close\r\n\r\n");
+  Buffer big;
+  HeaderMap large;
+  large.add("x-big", std::string(20000, 'a'));
+  serializeHead({"HTTP/1.1 200 OK\r\n"}, large, {"\r\n"}, big);
+  EXPECT_EQ(big.length(), 17u + 5 + 2 + 20000 + 2 + 2);
+}
+
 TEST(HeadersTest, SetReplacesEveryValue) {
   HeaderMap h;
   h.add("x-forwarded-for", "1.2.3.4");
