@@ -87,7 +87,11 @@ async function freePort() {
     });
   });
 }
-const portNames = ['router', 'sseRouter', 'edge', 'nginx', 'haproxy', 'edgeOff', 'edgeHttp', 'edgeOffHttp'];
+// --edge-b=PATH runs a second Edge build side by side (same config, its own
+// ports) as the system "edge-b": an A/B of two builds in one run.
+const edgeBArg = process.argv.find((a) => a.startsWith('--edge-b='));
+const edgeB = edgeBArg ? path.resolve(edgeBArg.slice(9)) : null;
+const portNames = ['router', 'sseRouter', 'edge', 'nginx', 'haproxy', 'edgeOff', 'edgeHttp', 'edgeOffHttp', 'edgeB', 'edgeBHttp'];
 const ports = {};
 for (const [i, n] of portNames.entries()) {
   ports[n] = basePortArg ? Number(basePortArg.slice(12)) + i : await freePort();
@@ -120,6 +124,12 @@ const edgeCfg = {
 };
 fs.writeFileSync(path.join(work, 'edge.json'), JSON.stringify(edgeCfg));
 systems.push({ name: 'edge', port: ports.edge, start: () => start(bin('dataplane/eldric-edge'), ['--config', path.join(work, 'edge.json')]) });
+if (edgeB) {
+  fs.writeFileSync(path.join(work, 'edge-b.json'), JSON.stringify({
+    ...edgeCfg, https_port: ports.edgeB, http_port: ports.edgeBHttp, data_dir: path.join(work, 'edge-data-b'),
+  }));
+  systems.push({ name: 'edge-b', port: ports.edgeB, start: () => start(edgeB, ['--config', path.join(work, 'edge-b.json')]) });
+}
 // The same Edge with auth and every rate-limit tier off: scenario 1 only,
 // to show what the filters cost (issue 3's budget: under 5%).
 fs.writeFileSync(path.join(work, 'edge-off.json'), JSON.stringify({
@@ -388,9 +398,11 @@ if (want(4)) {
   for (const s of systems) {
     killGroup(s.proc);
     await sleep(300);
-    if (s.name === 'edge') {
-      fs.writeFileSync(path.join(work, 'edge-sse.json'), JSON.stringify({ ...edgeCfg, router_urls: [`http://127.0.0.1:${sseRouterPort}`], data_dir: path.join(work, 'edge-data-sse') }));
-      s.proc = start(bin('dataplane/eldric-edge'), ['--config', path.join(work, 'edge-sse.json')]);
+    if (s.name === 'edge' || s.name === 'edge-b') {
+      const file = path.join(work, `${s.name}-sse.json`);
+      fs.writeFileSync(file, JSON.stringify({ ...edgeCfg, https_port: s.port, http_port: s.name === 'edge' ? ports.edgeHttp : ports.edgeBHttp,
+        router_urls: [`http://127.0.0.1:${sseRouterPort}`], data_dir: path.join(work, `${s.name}-data-sse`) }));
+      s.proc = start(s.name === 'edge' ? bin('dataplane/eldric-edge') : edgeB, ['--config', file]);
     } else if (s.name === 'nginx') {
       fs.writeFileSync(path.join(work, 'nginx-sse.conf'), nginxConf(sseRouterPort, s.port));
       s.proc = start('nginx', ['-c', path.join(work, 'nginx-sse.conf'), '-g', 'daemon off;']);
