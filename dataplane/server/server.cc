@@ -237,6 +237,21 @@ namespace {
 
 constexpr uint64_t kSweepIntervalMs = 15000;
 
+// Every router as this member sees it, for a usage report or the farm
+// status (two messages with the same three fields).
+template <typename View>
+void addUpstreamViews(const config::RuntimeConfig& cfg, uint64_t now_ms,
+                      google::protobuf::RepeatedPtrField<View>* out) {
+  for (const auto& c : cfg.clusters) {
+    for (const auto& h : c->hosts) {
+      auto* u = out->Add();
+      u->set_url(h->url());
+      u->set_healthy(h->available(now_ms));
+      u->set_in_flight(h->in_flight.load(std::memory_order_relaxed));
+    }
+  }
+}
+
 // SO_REUSEPORT would let a second Edge (same user) join a port another
 // one already serves, and the kernel would split connections between two
 // processes with different keys and limits. A plain bind first proves the
@@ -448,16 +463,7 @@ void Server::fillUsage(edge::v1::UsageReport* report) {
     if (uint64_t t = e.tokens.count(now)) add(report->mutable_key_tokens(), id, t);
     if (int64_t f = e.in_flight.load(); f > 0) add(report->mutable_key_in_flight(), id, static_cast<uint64_t>(f));
   });
-  auto cfg = config();
-  uint64_t now_ms = main_.nowMs();
-  for (const auto& c : cfg->clusters) {
-    for (const auto& h : c->hosts) {
-      auto* u = report->add_upstreams();
-      u->set_url(h->url());
-      u->set_healthy(h->available(now_ms));
-      u->set_in_flight(h->in_flight.load(std::memory_order_relaxed));
-    }
-  }
+  addUpstreamViews(*config(), main_.nowMs(), report->mutable_upstreams());
 }
 
 config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std::string* error) {
@@ -801,15 +807,7 @@ AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::s
     for (const auto& a : listenAddresses(*cfg)) m->add_listen_addresses(a);
     m->set_build_version("eldric-edge 0.1.0");
     m->set_acked_version(cfg->version());
-    uint64_t now_ms = main_.nowMs();
-    for (const auto& c : cfg->clusters) {
-      for (const auto& h : c->hosts) {
-        auto* u = m->add_upstreams();
-        u->set_url(h->url());
-        u->set_healthy(h->available(now_ms));
-        u->set_in_flight(h->in_flight.load(std::memory_order_relaxed));
-      }
-    }
+    addUpstreamViews(*cfg, main_.nowMs(), m->mutable_upstreams());
   };
   controlplane::RestReply r = controlplane::handleAdminRest(ctx, method, path, body, changed);
   // The path names the client or plugin; bodies (keys, valves) are never logged.
