@@ -72,6 +72,10 @@ class ServerCodec {
   virtual bool readingHeaders() const = 0;
   // True while a request is in progress (headers seen, response not done).
   virtual bool streamActive() const = 0;
+  // True while the rest of a request body is read and thrown away after
+  // the response was sent early (a 401 or 429 before the body was read):
+  // the header timeout runs, and on expiry the connection is closed.
+  virtual bool discardingBody() const { return false; }
   // Response serialisation asks for "connection: close" on the next response.
   virtual void setCloseAfterResponse() = 0;
 };

@@ -442,7 +442,7 @@ void ConnectionManager::processInput() {
 void ConnectionManager::armTimers() {
   if (closed_) return;
   const auto& cfg = *context_.currentConfig();
-  if (codec_->readingHeaders() || (tls_ && !connection_->tlsHandshakeDone())) {
+  if (codec_->readingHeaders() || codec_->discardingBody() || (tls_ && !connection_->tlsHandshakeDone())) {
     if (timer_kind_ != TimerKind::Header) {
       timer_kind_ = TimerKind::Header;
       timer_->enable(cfg.header_timeout_ms);

@@ -1,6 +1,7 @@
 #include "dataplane/http/http1_server_codec.h"
 
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -173,6 +174,11 @@ int Http1ServerCodec::onHeadersComplete(llhttp_t* p) {
   c->request_is_head_ = r.method == "HEAD";
   c->request_keep_alive_ = r.keep_alive;
   c->request_http10_ = r.version_minor == 0;
+  c->request_length_known_ = !r.chunked && r.content_length.has_value();
+  c->request_content_length_ = r.content_length.value_or(0);
+  c->request_expect_continue_ = r.expect_continue;
+  c->discard_after_response_ = false;
+  c->discarding_ = false;
   c->state_ = c->request_has_body_ ? State::Body : State::AwaitResponse;
   c->response_started_ = false;
   c->sent_100_ = false;
@@ -199,6 +205,13 @@ int Http1ServerCodec::onBody(llhttp_t* p, const char* at, size_t len) {
 
 int Http1ServerCodec::onMessageComplete(llhttp_t* p) {
   auto* c = self(p);
+  if (c->discarding_) {
+    // The rest of an answered request's body is gone: next request.
+    c->discarding_ = false;
+    c->discard_after_response_ = false;
+    c->state_ = State::Idle;
+    return 0;
+  }
   if (c->request_has_body_ && c->decoder_) {
     Buffer empty;
     c->state_ = State::AwaitResponse;
@@ -291,9 +304,22 @@ void Http1ServerCodec::encode100Continue() {
 void Http1ServerCodec::encodeHeaders(const ResponseHeaders& headers, bool end_stream) {
   response_started_ = true;
   bool keep_alive = request_keep_alive_ && !close_after_response_ && state_ != State::Closed;
-  // A request whose body we did not read to the end leaves the connection
-  // in an unknown place: close after answering.
-  if (state_ == State::Body || state_ == State::Headers) keep_alive = false;
+  // A response before the request's body was read to the end (a 401, a
+  // 429): the connection stays if the rest of the body can be read and
+  // thrown away, i.e. its length is known and small, and the client was not
+  // left waiting for a 100 Continue (it may never send that body). Else,
+  // and mid-headers, close after answering.
+  if (state_ == State::Headers) {
+    keep_alive = false;
+  } else if (state_ == State::Body) {
+    bool discardable = request_length_known_ && (!request_expect_continue_ || sent_100_) &&
+                       request_content_length_ - std::min(body_bytes_, request_content_length_) <= kMaxDiscardBytes;
+    if (discardable && keep_alive) {
+      discard_after_response_ = true;
+    } else {
+      keep_alive = false;
+    }
+  }
   const std::string* cl = headers.headers.get("content-length");
   response_chunked_ = false;
   response_close_delimited_ = false;
@@ -368,6 +394,14 @@ void Http1ServerCodec::encodeData(Buffer& data, bool end_stream) {
 }
 
 void Http1ServerCodec::completeResponse() {
+  if (!close_after_response_ && state_ == State::Body && discard_after_response_) {
+    // Read what is left of the body into nothing (onBody without a
+    // decoder), then go on with the next request.
+    discarding_ = true;
+    decoder_ = nullptr;
+    callbacks_.onResponseComplete(true);
+    return;
+  }
   bool keep_alive = !close_after_response_ && state_ == State::AwaitResponse;
   if (!keep_alive) {
     state_ = State::Closed;

@@ -23,8 +23,12 @@ class Http1ServerCodec : public ServerCodec, public ResponseEncoder {
   void dispatch(Buffer& data) override;
   bool readingHeaders() const override { return state_ == State::Headers; }
   bool streamActive() const override {
-    return state_ == State::Body || state_ == State::AwaitResponse;
+    return (state_ == State::Body && !discarding_) || state_ == State::AwaitResponse;
   }
+  bool discardingBody() const override { return discarding_; }
+  // The most of a request body read and thrown away to keep a connection
+  // after an early response; more, or an unknown length, closes it.
+  static constexpr uint64_t kMaxDiscardBytes = 256 * 1024;
   void setCloseAfterResponse() override { close_after_response_ = true; }
 
   // ResponseEncoder
@@ -72,6 +76,13 @@ class Http1ServerCodec : public ServerCodec, public ResponseEncoder {
   bool request_is_head_ = false;
   bool request_keep_alive_ = true;
   bool request_http10_ = false;
+  // For an early response: what is left of the body, whether the client
+  // was waiting for a 100 Continue.
+  bool request_length_known_ = false;
+  uint64_t request_content_length_ = 0;
+  bool request_expect_continue_ = false;
+  bool discard_after_response_ = false;
+  bool discarding_ = false;
   // Header-section scanner for bare LF.
   bool scanning_headers_ = true;
   uint8_t crlf_state_ = 0;

@@ -326,6 +326,53 @@ describe('HTTP/1.1 framing and limits (raw sockets, --no-tls)', () => {
     }
   });
 
+  // A reply sent before the request's body was read (here a 404; in
+  // production a 401 or 429): the rest of the body is read and thrown
+  // away and the connection stays, when that is safe.
+  it('an early reply keeps the connection: the unread body is discarded, the next request is served', TIMEOUT, async () => {
+    const conn = await HttpConn.open({ port: edge.httpPort });
+    const body = '{"x":"' + 'a'.repeat(200) + '"}';
+    conn.write(`POST /nope HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`);
+    const early = await conn.next(3000);
+    assert.equal(early.status, 404);
+    assert.notEqual((early.headers.connection ?? '').toLowerCase(), 'close', 'no connection: close');
+    // The body arrives after the reply, then the next request.
+    conn.write(body.slice(0, 50));
+    await sleep(50);
+    conn.write(body.slice(50) + 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+    const next = await conn.next(3000);
+    assert.equal(next.status, 200, next.text);
+    assert.equal(conn.closed, false);
+    conn.socket.destroy();
+  });
+
+  it('an early reply closes the connection when the body cannot be skipped safely', TIMEOUT, async () => {
+    // Chunked (length unknown), and Expect: 100-continue (the client may
+    // never send the body it was not asked for).
+    for (const head of [
+      'POST /nope HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n',
+      'POST /nope HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n',
+    ]) {
+      const conn = await HttpConn.open({ port: edge.httpPort });
+      conn.write(head);
+      const r = await conn.next(3000);
+      assert.equal(r.status, 404);
+      assert.equal((r.headers.connection ?? '').toLowerCase(), 'close', head);
+      assert.ok(await conn.waitClose(2000), `closed after: ${JSON.stringify(head)}`);
+      conn.socket.destroy();
+    }
+  });
+
+  it('a client that never sends the rest of the body after an early reply is closed at header_timeout_ms', TIMEOUT, async () => {
+    const conn = await HttpConn.open({ port: edge.httpPort });
+    const t0 = performance.now();
+    conn.write('POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789');
+    assert.equal((await conn.next(3000)).status, 404);
+    assert.ok(await conn.waitClose(4000), 'closed');
+    const ms = performance.now() - t0;
+    assert.ok(ms >= 900 && ms < 3000, `closed after ${ms.toFixed(0)} ms`);
+  });
+
   it('slow headers (one byte a second) are cut off at header_timeout_ms=1000', TIMEOUT, async () => {
     const before = await router.stats();
     const text = 'POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n';
