@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include <cstring>
 #include <set>
 
 #include "rapidjson/document.h"
@@ -11,6 +12,17 @@
 
 namespace eldric::controlplane {
 namespace {
+
+// Whether `path` is `base` or below it ("/api/v1/clients", ".../x/rotate");
+// `*rest` is what follows `base`, without a trailing slash.
+bool subPath(const std::string& path, const char* base, std::string* rest) {
+  size_t n = strlen(base);
+  if (path.compare(0, n, base) != 0 || (path.size() > n && path[n] != '/')) return false;
+  *rest = path.substr(n);
+  if (!rest->empty() && rest->back() == '/') rest->pop_back();
+  return true;
+}
+
 
 using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
 
@@ -205,10 +217,8 @@ RestReply registerClient(const AdminContext& ctx, const rapidjson::Document& doc
 RestReply handleClientsRest(const AdminContext& ctx, const std::string& method, const std::string& path,
                             const std::string& body, bool* changed) {
   *changed = false;
-  const std::string base = "/api/v1/clients";
-  if (path.compare(0, base.size(), base) != 0) return error(404, "no route for " + path, "not_found");
-  std::string rest = path.substr(base.size());
-  if (!rest.empty() && rest.back() == '/') rest.pop_back();
+  std::string rest;
+  if (!subPath(path, "/api/v1/clients", &rest)) return error(404, "no route for " + path, "not_found");
   rapidjson::Document doc;
   auto parseBody = [&](bool required) -> bool {
     if (body.empty() && !required) {
@@ -340,11 +350,8 @@ RestReply storeFailure(const std::string& err, int client_status, const char* cl
 RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method, const std::string& path,
                             const std::string& body, bool* changed) {
   *changed = false;
-  const std::string base = "/api/v1/plugins";
-  if (path.compare(0, base.size(), base) != 0) return error(404, "no route for " + path, "not_found");
-  std::string rest = path.substr(base.size());
-  if (!rest.empty() && rest.back() == '/') rest.pop_back();
-  if (!rest.empty() && rest[0] != '/') return error(404, "no route for " + path, "not_found");
+  std::string rest;
+  if (!subPath(path, "/api/v1/plugins", &rest)) return error(404, "no route for " + path, "not_found");
 
   if (rest.empty()) {
     if (method != "GET") return error(405, "use GET to list plugins", "method_not_allowed");
@@ -414,7 +421,8 @@ RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method, 
 // The farm.
 
 RestReply handleFarmRest(const AdminContext& ctx, const std::string& method, const std::string& path) {
-  if (path != "/api/v1/farm" && path != "/api/v1/farm/") return error(404, "no route for " + path, "not_found");
+  std::string rest;
+  if (!subPath(path, "/api/v1/farm", &rest) || !rest.empty()) return error(404, "no route for " + path, "not_found");
   if (method != "GET") return error(405, "use GET on /api/v1/farm", "method_not_allowed");
   edge::v1::FarmStatus status;
   if (ctx.farm_status) ctx.farm_status(&status);
@@ -493,12 +501,10 @@ RestReply handleFarmRest(const AdminContext& ctx, const std::string& method, con
 RestReply handleAdminRest(const AdminContext& ctx, const std::string& method, const std::string& path,
                           const std::string& body, bool* changed) {
   *changed = false;
-  auto under = [&path](const std::string& base) {
-    return path.compare(0, base.size(), base) == 0 && (path.size() == base.size() || path[base.size()] == '/');
-  };
-  if (under("/api/v1/clients")) return handleClientsRest(ctx, method, path, body, changed);
-  if (under("/api/v1/plugins")) return handlePluginsRest(ctx, method, path, body, changed);
-  if (under("/api/v1/farm")) return handleFarmRest(ctx, method, path);
+  std::string rest;
+  if (subPath(path, "/api/v1/clients", &rest)) return handleClientsRest(ctx, method, path, body, changed);
+  if (subPath(path, "/api/v1/plugins", &rest)) return handlePluginsRest(ctx, method, path, body, changed);
+  if (subPath(path, "/api/v1/farm", &rest)) return handleFarmRest(ctx, method, path);
   return error(404, "no route for " + path, "not_found");
 }
 
