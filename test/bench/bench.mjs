@@ -14,6 +14,11 @@ import { fileURLToPath } from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../..');
 const quick = process.argv.includes('--quick');
+// --pin: the proxy under test runs on CPU 1, everything else (this script,
+// the fake routers, the load generators) on CPU 0, so the proxies do not
+// compete with their own load for a core and the tails measure the proxy
+// rather than the scheduler. Same for all systems.
+const pin = process.argv.includes('--pin');
 // --only=1,3 runs just those scenarios (while working on one of them).
 const onlyArg = process.argv.find((a) => a.startsWith('--only='));
 const only = onlyArg ? new Set(onlyArg.slice(7).split(',').map(Number)) : null;
@@ -24,6 +29,7 @@ const basePortArg = process.argv.find((a) => a.startsWith('--base-port='));
 const workers = 1;  // two cores: one for the proxy, one for load + upstream
 const dur = quick ? 2 : 10;
 const reps = quick ? 1 : 3;
+if (pin) execFileSync('taskset', ['-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });  // children inherit CPU 0
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'eldric-bench-'));
 const key = 'sk-bench-key-0123456789';
 const procs = [];
@@ -40,6 +46,10 @@ function which(bin) {
   }
 }
 function start(cmd, args, opts = {}) {
+  if (opts.proxy !== undefined) {
+    if (pin && opts.proxy) [cmd, args] = ['taskset', ['-c', '1', cmd, ...args]];  // exec: the pid stays the proxy's
+    delete opts.proxy;
+  }
   // Own process group: nginx's workers go with their master on kill.
   const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true, ...opts });
   let err = '';
@@ -123,12 +133,12 @@ const edgeCfg = {
   upstream: { max_idle_connections: 1024 },
 };
 fs.writeFileSync(path.join(work, 'edge.json'), JSON.stringify(edgeCfg));
-systems.push({ name: 'edge', port: ports.edge, start: () => start(bin('dataplane/eldric-edge'), ['--config', path.join(work, 'edge.json')]) });
+systems.push({ name: 'edge', port: ports.edge, start: () => start(bin('dataplane/eldric-edge'), ['--config', path.join(work, 'edge.json')], { proxy: true }) });
 if (edgeB) {
   fs.writeFileSync(path.join(work, 'edge-b.json'), JSON.stringify({
     ...edgeCfg, https_port: ports.edgeB, http_port: ports.edgeBHttp, data_dir: path.join(work, 'edge-data-b'),
   }));
-  systems.push({ name: 'edge-b', port: ports.edgeB, start: () => start(edgeB, ['--config', path.join(work, 'edge-b.json')]) });
+  systems.push({ name: 'edge-b', port: ports.edgeB, start: () => start(edgeB, ['--config', path.join(work, 'edge-b.json')], { proxy: true }) });
 }
 // The same Edge with auth and every rate-limit tier off: scenario 1 only,
 // to show what the filters cost (issue 3's budget: under 5%).
@@ -136,7 +146,7 @@ fs.writeFileSync(path.join(work, 'edge-off.json'), JSON.stringify({
   ...edgeCfg, https_port: ports.edgeOff, http_port: ports.edgeOffHttp, data_dir: path.join(work, 'edge-data-off'),
   auth: { require_api_key: false }, rate_limits: { global_rpm: 0, per_ip_rpm: 0, per_key_rpm: 0 },
 }));
-const edgeOff = { name: 'edge-nofilters', port: ports.edgeOff, start: () => start(bin('dataplane/eldric-edge'), ['--config', path.join(work, 'edge-off.json')]) };
+const edgeOff = { name: 'edge-nofilters', port: ports.edgeOff, start: () => start(bin('dataplane/eldric-edge'), ['--config', path.join(work, 'edge-off.json')], { proxy: true }) };
 
 function nginxConf(routerPort, port) {
   return `worker_processes ${workers};
@@ -184,11 +194,11 @@ backend be
 }
 if (which('nginx')) {
   fs.writeFileSync(path.join(work, 'nginx.conf'), nginxConf(ports.router, ports.nginx));
-  systems.push({ name: 'nginx', port: ports.nginx, start: () => start('nginx', ['-c', path.join(work, 'nginx.conf'), '-g', 'daemon off;']) });
+  systems.push({ name: 'nginx', port: ports.nginx, start: () => start('nginx', ['-c', path.join(work, 'nginx.conf'), '-g', 'daemon off;'], { proxy: true }) });
 } else log('nginx not installed: skipped');
 if (which('haproxy')) {
   fs.writeFileSync(path.join(work, 'haproxy.cfg'), haproxyConf(ports.router, ports.haproxy));
-  systems.push({ name: 'haproxy', port: ports.haproxy, start: () => start('haproxy', ['-f', path.join(work, 'haproxy.cfg'), '-db']) });
+  systems.push({ name: 'haproxy', port: ports.haproxy, start: () => start('haproxy', ['-f', path.join(work, 'haproxy.cfg'), '-db'], { proxy: true }) });
 } else log('haproxy not installed: skipped');
 
 for (const s of [...systems, edgeOff]) {
@@ -385,16 +395,17 @@ if (want(3)) {
 // made before the clock starts, the requests' sends are spread over --ramp,
 // and TTFB runs from each request's send on its established connection.
 if (want(4)) {
-  // The upstream the proxies stream from is the paced fake router.
-  const streams = quick ? 50 : 1000;
+  // The upstream the proxies stream from is the paced fake router. Two
+  // stream counts: the issue's 1,000, and a count this machine can pace
+  // (see "Reading the rows": at 1,000 streams every proxy needs more CPU
+  // than two shared cores have, so the µs targets are judged at the lower).
+  const counts = quick ? [50] : [200, 1000];
   const ramp = quick ? 0.5 : 1;
   const sseBody = JSON.stringify({ model: 'llama3.2:3b', stream: true, messages: [{ role: 'user', content: 'hi' }] });
-  const sse = (url) => benchclient(['--mode', 'sse', '--url', url, '--streams', String(streams), '--tokens', String(tokensSse),
+  const sse = (url, streams) => benchclient(['--mode', 'sse', '--url', url, '--streams', String(streams), '--tokens', String(tokensSse),
     '--ramp', String(ramp), '--body', sseBody, '-H', 'Content-Type: application/json', '-H', `Authorization: Bearer ${key}`],
   tokensSse * 0.02 + ramp + 180);
-  const direct = sse(`http://127.0.0.1:${sseRouterPort}/v1/chat/completions`);
   // Point each proxy at the paced router by restarting it with that upstream.
-  const results = {};
   for (const s of systems) {
     killGroup(s.proc);
     await sleep(300);
@@ -402,31 +413,46 @@ if (want(4)) {
       const file = path.join(work, `${s.name}-sse.json`);
       fs.writeFileSync(file, JSON.stringify({ ...edgeCfg, https_port: s.port, http_port: s.name === 'edge' ? ports.edgeHttp : ports.edgeBHttp,
         router_urls: [`http://127.0.0.1:${sseRouterPort}`], data_dir: path.join(work, `${s.name}-data-sse`) }));
-      s.proc = start(s.name === 'edge' ? bin('dataplane/eldric-edge') : edgeB, ['--config', file]);
+      s.proc = start(s.name === 'edge' ? bin('dataplane/eldric-edge') : edgeB, ['--config', file], { proxy: true });
     } else if (s.name === 'nginx') {
       fs.writeFileSync(path.join(work, 'nginx-sse.conf'), nginxConf(sseRouterPort, s.port));
-      s.proc = start('nginx', ['-c', path.join(work, 'nginx-sse.conf'), '-g', 'daemon off;']);
+      s.proc = start('nginx', ['-c', path.join(work, 'nginx-sse.conf'), '-g', 'daemon off;'], { proxy: true });
     } else {
       fs.writeFileSync(path.join(work, 'haproxy-sse.cfg'), haproxyConf(sseRouterPort, s.port));
-      s.proc = start('haproxy', ['-f', path.join(work, 'haproxy-sse.cfg'), '-db']);
+      s.proc = start('haproxy', ['-f', path.join(work, 'haproxy-sse.cfg'), '-db'], { proxy: true });
     }
     await waitPort(s.port, true);
-    results[s.name] = sse(`https://127.0.0.1:${s.port}/v1/chat/completions`);
   }
-  const add = (f) => Object.fromEntries(Object.entries(results).map(([k, v]) => [k, Math.max(0, f(v) - f(direct))]));
-  row(`4. SSE ${streams} streams × ${tokensSse} tokens @20 ms: added TTFB p99`, 'µs', add((r) => r.ttfb_us.p99), 'lower');
-  row(`4. SSE: added inter-chunk delay p99`, 'µs', add((r) => r.gaps_us.p99), 'lower');
-  row(`4. SSE: token chunks lost or merged`, 'count',
-    Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.lost + v.merged])), 'lower');
-  const line = (name, r) => `${name}: TTFB p50/p99 ${fmt(r.ttfb_us.p50)}/${fmt(r.ttfb_us.p99)} µs, gap p50/p99 ` +
-    `${fmt(r.gaps_us.p50)}/${fmt(r.gaps_us.p99)} µs, ${r.ok}/${r.streams} streams whole, lost ${r.lost}, merged ${r.merged}` +
-    ` (in one TLS record, or HTTP chunk for plaintext; in one HTTP chunk: ${r.merged_per_chunk}; in one socket read: ${r.merged_per_read})`;
-  notes.push(`Row 4: test/bench/benchclient, connections opened first, requests sent over ${ramp} s, arrivals timed by ` +
-    `the kernel's receive stamps (the client read them p50/p99 ${fmt(direct.read_after_arrival_us.p50)}/` +
-    `${fmt(direct.read_after_arrival_us.p99)} µs after arrival, direct); ` +
-    `${[line('direct', direct), ...systems.map((s) => line(s.name, results[s.name]))].join('; ')}.`);
-  for (const [name, r] of [['direct', direct], ...Object.entries(results)]) {
-    if (r.errors) log(`4: ${name}: ${r.errors} streams failed (setup ${r.setup_errors}, non-200 ${r.non200}, incomplete ${r.incomplete}, unfinished ${r.unfinished})`);
+  for (const streams of counts) {
+    const direct = sse(`http://127.0.0.1:${sseRouterPort}/v1/chat/completions`, streams);
+    const results = {};
+    const cpuPerEvent = {};
+    // Alternating order between the two counts.
+    const order = streams === counts[0] ? systems : [...systems].reverse();
+    for (const s of order) {
+      const cpu0 = cpuOf(s.proc.pid);
+      const r = sse(`https://127.0.0.1:${s.port}/v1/chat/completions`, streams);
+      // The proxy's CPU per token event delivered (its handshakes and
+      // requests included, spread over the events).
+      cpuPerEvent[s.name] = ((cpuOf(s.proc.pid) - cpu0) * 1e6) / Math.max(1, r.streams * tokensSse);
+      results[s.name] = r;
+    }
+    const add = (f) => Object.fromEntries(Object.entries(results).map(([k, v]) => [k, Math.max(0, f(v) - f(direct))]));
+    row(`4. SSE ${streams} streams × ${tokensSse} tokens @20 ms: added TTFB p99`, 'µs', add((r) => r.ttfb_us.p99), 'lower');
+    row(`4. SSE ${streams} streams: added inter-chunk delay p99`, 'µs', add((r) => r.gaps_us.p99), 'lower');
+    row(`4. SSE ${streams} streams: token chunks lost or merged`, 'count',
+      Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.lost + v.merged])), 'lower');
+    row(`4. SSE ${streams} streams: the proxy's CPU per token event`, 'µs', cpuPerEvent, 'lower');
+    const line = (name, r) => `${name}: TTFB p50/p99 ${fmt(r.ttfb_us.p50)}/${fmt(r.ttfb_us.p99)} µs, gap p50/p99 ` +
+      `${fmt(r.gaps_us.p50)}/${fmt(r.gaps_us.p99)} µs, ${r.ok}/${r.streams} streams whole, lost ${r.lost}, merged ${r.merged}` +
+      ` (in one TLS record, or HTTP chunk for plaintext; in one HTTP chunk: ${r.merged_per_chunk}; in one socket read: ${r.merged_per_read})`;
+    notes.push(`Row 4, ${streams} streams: test/bench/benchclient, connections opened first, requests sent over ${ramp} s, arrivals timed by ` +
+      `the kernel's receive stamps (the client read them p50/p99 ${fmt(direct.read_after_arrival_us.p50)}/` +
+      `${fmt(direct.read_after_arrival_us.p99)} µs after arrival, direct); ` +
+      `${[line('direct', direct), ...systems.map((s) => line(s.name, results[s.name]))].join('; ')}.`);
+    for (const [name, r] of [['direct', direct], ...Object.entries(results)]) {
+      if (r.errors) log(`4: ${name}: ${r.errors} streams failed (setup ${r.setup_errors}, non-200 ${r.non200}, incomplete ${r.incomplete}, unfinished ${r.unfinished})`);
+    }
   }
 }
 

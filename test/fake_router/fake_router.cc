@@ -8,6 +8,8 @@
 #include <netinet/in.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <atomic>
@@ -21,6 +23,7 @@
 #include <ctime>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -262,6 +265,17 @@ struct Worker {
   uint64_t next_id = 0;
   Conn* conns = nullptr;  // Intrusive list of live connections.
   std::vector<Conn*> pool;
+  // Streamed tokens are paced on an absolute schedule (stream start + k x
+  // delay, in CLOCK_MONOTONIC ns, uv_hrtime's clock) by one timerfd per
+  // thread: a libuv timer has millisecond resolution and a repeating one
+  // drifts by its lateness every period (at 1,000 streams the gaps grew
+  // from 20 to ~33 ms). Sub-millisecond, drift-free pacing lets the
+  // benchmark see what a proxy adds to a gap.
+  int pace_fd = -1;
+  uv_poll_t pace_poll;
+  std::set<std::pair<uint64_t, Conn*>> paced;  // (due ns, stream)
+  std::vector<std::pair<uint64_t, Conn*>> pace_due;
+  uint64_t pace_armed_ns = 0;                  // 0: disarmed
   std::string scratch;  // Response bodies are built here.
   std::string event;    // One SSE event.
   char read_buf[kReadBufferSize];
@@ -341,6 +355,9 @@ void OnAlloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
 void OnWrite(uv_write_t* req, int status);
 void OnTimer(uv_timer_t* t);
 void OnHandleClosed(uv_handle_t* h);
+struct Conn;
+void Pace(Conn* c, uint64_t due_ns);
+void Unpace(Conn* c);
 extern llhttp_settings_t g_parser_settings;
 
 struct Conn {
@@ -366,6 +383,8 @@ struct Conn {
   Busy busy = Busy::kIdle;
   Stream stream;
   Delayed delayed;
+  uint64_t pace_due_ns = 0;  // nonzero: in w->paced
+  uint64_t pace_delay_ns = 0;
 
   void Start(Worker* worker) {
     w = worker;
@@ -395,6 +414,7 @@ struct Conn {
     closing = true;
     busy = Busy::kIdle;
     w->counters.active_connections.fetch_sub(1, std::memory_order_relaxed);
+    Unpace(this);
     uv_timer_stop(&timer);
     uv_close(reinterpret_cast<uv_handle_t*>(&timer), OnHandleClosed);
     uv_close(reinterpret_cast<uv_handle_t*>(&tcp), OnHandleClosed);
@@ -730,15 +750,71 @@ void OnTimer(uv_timer_t* t) {
     c->out.append(c->delayed.bytes);
     if (c->delayed.close_after) c->close_after_write = true;
     c->ResumeAfterResponse(c->delayed.keep_alive && !c->delayed.close_after);
-  } else if (c->busy == Busy::kStreaming) {
+  }
+}
+
+void ArmPacer(Worker* w) {
+  uint64_t due = w->paced.empty() ? 0 : w->paced.begin()->first;
+  if (due == w->pace_armed_ns) return;
+  itimerspec its{};
+  its.it_value.tv_sec = static_cast<time_t>(due / 1000000000);
+  its.it_value.tv_nsec = static_cast<long>(due % 1000000000);
+  timerfd_settime(w->pace_fd, TFD_TIMER_ABSTIME, &its, nullptr);  // all zero disarms
+  w->pace_armed_ns = due;
+}
+
+void OnPace(uv_poll_t* p, int status, int) {
+  Worker* w = static_cast<Worker*>(p->data);
+  uint64_t expirations;
+  if (read(w->pace_fd, &expirations, sizeof expirations) < 0 && status == 0 && errno != EAGAIN) return;
+  w->pace_armed_ns = 0;
+  const uint64_t now = uv_hrtime();
+  // Every stream due by now, earliest first. A stream is taken out before
+  // its step, so one that is due again at once (a late pacer) waits for the
+  // next round rather than looping here.
+  std::vector<std::pair<uint64_t, Conn*>>& due = w->pace_due;
+  due.clear();
+  while (!w->paced.empty() && w->paced.begin()->first <= now) {
+    due.push_back(*w->paced.begin());
+    w->paced.erase(w->paced.begin());
+    due.back().second->pace_due_ns = 0;
+  }
+  for (auto [at, c] : due) {
+    if (c->closing || c->busy != Busy::kStreaming || c->pace_due_ns != 0) continue;
     c->StreamStep();
     if (c->busy == Busy::kStreaming) {
+      // On schedule, not from now: lateness does not accumulate.
+      Pace(c, at + c->pace_delay_ns);
       c->Flush();
     } else {
-      uv_timer_stop(&c->timer);
       c->ResumeAfterResponse(c->stream.keep_alive && !c->close_after_write);
     }
   }
+  ArmPacer(w);
+}
+
+void Pace(Conn* c, uint64_t due_ns) {
+  Worker* w = c->w;
+  if (w->pace_fd < 0) {
+    w->pace_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (w->pace_fd < 0) {
+      perror("fake-router: timerfd_create");
+      abort();
+    }
+    uv_poll_init(&w->loop, &w->pace_poll, w->pace_fd);
+    w->pace_poll.data = w;
+    uv_poll_start(&w->pace_poll, UV_READABLE, OnPace);
+  }
+  Unpace(c);
+  c->pace_due_ns = due_ns;
+  w->paced.emplace(due_ns, c);
+  ArmPacer(w);
+}
+
+void Unpace(Conn* c) {
+  if (c->pace_due_ns == 0) return;
+  c->w->paced.erase({c->pace_due_ns, c});
+  c->pace_due_ns = 0;
 }
 
 void OnConnection(uv_stream_t* server, int status) {
@@ -1207,7 +1283,8 @@ void Conn::StartStream(bool chat, const std::string& model, uint64_t tokens, uin
     StreamStep();
     return;
   }
-  uv_timer_start(&timer, OnTimer, delay_ms, delay_ms);
+  pace_delay_ns = delay_ms * 1000000;
+  Pace(this, uv_hrtime() + pace_delay_ns);
 }
 
 void Conn::FinishStream() {
@@ -1327,12 +1404,14 @@ void OnStop(uv_async_t* a) {
   for (Conn* c = w->conns; c; c = c->next) c->Close();
   uv_close(reinterpret_cast<uv_handle_t*>(&w->listener), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&w->stop_async), nullptr);
+  if (w->pace_fd >= 0) uv_close(reinterpret_cast<uv_handle_t*>(&w->pace_poll), nullptr);
 }
 
 void RunWorker(Worker* w) {
   uv_run(&w->loop, UV_RUN_DEFAULT);
   for (Conn* c : w->pool) delete c;
   w->pool.clear();
+  if (w->pace_fd >= 0) close(w->pace_fd);
 }
 
 uv_signal_t g_sigint, g_sigterm;
