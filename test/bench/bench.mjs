@@ -527,7 +527,8 @@ if (!quick && !only) {
   const md = fs.readFileSync(path.join(repo, 'BENCHMARKS.md'), 'utf8');
   const stamp = new Date().toISOString().slice(0, 16).replace('T', ' ');
   const section = `<!-- results -->\n## Latest run (${stamp} UTC)\n\nMachine and versions: ${versions()}.\n` +
-    `Each figure is the median of ${reps} runs of ${dur} s, order alternating; ${workers} worker per proxy.\n\n${table}\n<!-- /results -->`;
+    `Each figure is the median of ${reps} runs of ${dur} s, order alternating (row 4: one run per stream count, ${tokensSse} tokens × 20 ms each); ` +
+    `${workers} worker per proxy; ${pin ? 'pinned (--pin): each proxy on CPU 1, routers and clients on CPU 0' : 'not pinned to CPUs'}.\n\n${table}\n<!-- /results -->`;
   const out = md.includes('<!-- results -->') ? md.replace(/<!-- results -->[\s\S]*<!-- \/results -->/, section) : md + '\n' + section + '\n';
   fs.writeFileSync(path.join(repo, 'BENCHMARKS.md'), out);
   log('BENCHMARKS.md updated');
