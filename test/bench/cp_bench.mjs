@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { portOpen } from '../e2e/lib/harness.mjs';
+import { freePort, portOpen } from '../e2e/lib/harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../..');
@@ -23,7 +23,8 @@ const quick = process.argv.includes('--quick');
 const bin = (p) => path.join(repo, 'bazel-bin', p);
 const CP_BIN = bin('controlplane/eldric-controlplane');
 const TOOL = bin('test/bench/cp_bench');
-const PORT = 19870;
+// A port the kernel reports free: two runs on one machine do not collide.
+const PORT = await freePort();
 // Targets from issue 4.
 const TARGET_P99_MS = 1000;
 const TARGET_BYTES_PER_STREAM = 100 * 1024;
@@ -43,10 +44,6 @@ function log(...a) {
   console.error('[cp-bench]', ...a);
 }
 
-if (await portOpen(PORT)) {
-  log(`port ${PORT} is in use (a leftover from an earlier run?); stop it first`);
-  process.exit(2);
-}
 for (const b of [CP_BIN, TOOL]) {
   if (!fs.existsSync(b)) {
     log(`${b} missing: bazel build //controlplane:eldric-controlplane //test/bench:cp_bench`);

@@ -939,7 +939,6 @@ export function isOpenAIError(json) {
   );
 }
 
-/** Finds a free loopback TCP port (closed again before returning). */
 /** Whether something accepts TCP connections on 127.0.0.1:port. */
 export function portOpen(port) {
   return new Promise((resolve) => {
@@ -951,6 +950,7 @@ export function portOpen(port) {
   });
 }
 
+/** Finds a free loopback TCP port (closed again before returning). */
 export async function freePort() {
   const srv = net.createServer();
   srv.listen(0, '127.0.0.1');
