@@ -23,11 +23,37 @@ bool subPath(const std::string& path, const char* base, std::string* rest) {
   return true;
 }
 
+// A sub-path's "/{id}" or "/{id}/{action}".
+void splitIdAction(const std::string& rest, std::string* id, std::string* action) {
+  *id = rest.substr(1);
+  action->clear();
+  if (size_t slash = id->find('/'); slash != std::string::npos) {
+    *action = id->substr(slash + 1);
+    id->resize(slash);
+  }
+}
 
 using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
 
 RestReply error(int status, std::string message, std::string code) {
   return RestReply{status, std::move(message), std::move(code)};
+}
+
+// 200 with an OpenAI-style list: {"object":"list","data":[...]}, the items
+// written by `items(w)`.
+template <typename WriteItems>
+RestReply listReply(WriteItems&& items) {
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  w.StartObject();
+  w.Key("object");
+  w.String("list");
+  w.Key("data");
+  w.StartArray();
+  items(w);
+  w.EndArray();
+  w.EndObject();
+  return RestReply{200, std::string(sb.GetString(), sb.GetSize()), ""};
 }
 
 void timeOrNull(Writer& w, int64_t t) {
@@ -231,18 +257,10 @@ RestReply handleClientsRest(const AdminContext& ctx, const std::string& method, 
 
   if (rest.empty()) {
     if (method != "GET") return error(405, "use GET to list clients or POST /api/v1/clients/register", "method_not_allowed");
-    rapidjson::StringBuffer sb;
-    Writer w(sb);
-    w.StartObject();
-    w.Key("object");
-    w.String("list");
-    w.Key("data");
-    w.StartArray();
-    for (const auto& c : configClients(ctx)) writeClient(w, c, ctx, nullptr, nullptr);
-    for (const auto& c : ctx.store->listClients()) writeClient(w, c, ctx, nullptr, nullptr);
-    w.EndArray();
-    w.EndObject();
-    return RestReply{200, std::string(sb.GetString(), sb.GetSize()), ""};
+    return listReply([&](Writer& w) {
+      for (const auto& c : configClients(ctx)) writeClient(w, c, ctx, nullptr, nullptr);
+      for (const auto& c : ctx.store->listClients()) writeClient(w, c, ctx, nullptr, nullptr);
+    });
   }
   if (rest == "/register") {
     if (method != "POST") return error(405, "use POST to register a client", "method_not_allowed");
@@ -250,12 +268,8 @@ RestReply handleClientsRest(const AdminContext& ctx, const std::string& method, 
     return registerClient(ctx, doc, changed);
   }
   // /{id} and /{id}/rotate
-  std::string id = rest.substr(1);
-  std::string action;
-  if (size_t slash = id.find('/'); slash != std::string::npos) {
-    action = id.substr(slash + 1);
-    id.resize(slash);
-  }
+  std::string id, action;
+  splitIdAction(rest, &id, &action);
   bool from_config = isConfigClient(ctx, id);
   if (action.empty() && method == "GET") {
     if (auto c = ctx.store->getClient(id)) return RestReply{200, clientJson(*c, ctx), ""};
@@ -355,25 +369,13 @@ RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method, 
 
   if (rest.empty()) {
     if (method != "GET") return error(405, "use GET to list plugins", "method_not_allowed");
-    rapidjson::StringBuffer sb;
-    Writer w(sb);
-    w.StartObject();
-    w.Key("object");
-    w.String("list");
-    w.Key("data");
-    w.StartArray();
-    for (const auto& p : ctx.store->listPlugins()) writePlugin(w, p);
-    w.EndArray();
-    w.EndObject();
-    return RestReply{200, std::string(sb.GetString(), sb.GetSize()), ""};
+    return listReply([&](Writer& w) {
+      for (const auto& p : ctx.store->listPlugins()) writePlugin(w, p);
+    });
   }
   // /{id} and /{id}/{action}
-  std::string id = rest.substr(1);
-  std::string action;
-  if (size_t slash = id.find('/'); slash != std::string::npos) {
-    action = id.substr(slash + 1);
-    id.resize(slash);
-  }
+  std::string id, action;
+  splitIdAction(rest, &id, &action);
   if (!action.empty() && action != "enable" && action != "disable" && action != "valves") {
     return error(404, "no route for " + path + " (plugins have enable, disable and valves)", "not_found");
   }

@@ -97,14 +97,7 @@ Loopback targets only. TLS: the certificate is not verified; ALPN http/1.1.
 Exit code: 0 if nothing failed, 1 otherwise, 2 on bad usage.
 )";
 
-[[noreturn]] void Usage(const std::string& err) {
-  if (!err.empty()) {
-    fprintf(stderr, "benchclient: %s (see --help)\n", err.c_str());
-    exit(2);
-  }
-  fputs(kUsage, stdout);
-  exit(0);
-}
+[[noreturn]] void Usage(const std::string& err) { loadgen::ExitWithUsage("benchclient", kUsage, err); }
 
 Options ParseFlags(int argc, char** argv) {
   Options o;

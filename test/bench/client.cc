@@ -56,6 +56,15 @@ double FlagReader::Num() {
   return d;
 }
 
+void ExitWithUsage(const char* prog, const char* text, const std::string& err) {
+  if (!err.empty()) {
+    fprintf(stderr, "%s: %s (see --help)\n", prog, err.c_str());
+    exit(2);
+  }
+  fputs(text, stdout);
+  exit(0);
+}
+
 void FlagReader::Fail(const std::string& err) const {
   usage_(err);
   abort();  // usage_ does not return

@@ -44,6 +44,10 @@ class FlagReader {
   bool has_inline_ = false;
 };
 
+// What a tool's usage function does: with `err`, "PROG: ERR (see --help)"
+// on stderr and exit 2; without, `text` on stdout and exit 0.
+[[noreturn]] void ExitWithUsage(const char* prog, const char* text, const std::string& err);
+
 // --- target --------------------------------------------------------------------
 struct Target {
   bool tls = false;

@@ -91,14 +91,7 @@ TLS: the certificate is not verified; ALPN http/1.1.
 Exit code: 0 if every scheduled request got a 2xx answer, 1 otherwise, 2 on bad usage.
 )";
 
-[[noreturn]] void Usage(const std::string& err) {
-  if (!err.empty()) {
-    fprintf(stderr, "loadgen: %s (see --help)\n", err.c_str());
-    exit(2);
-  }
-  fputs(kUsage, stdout);
-  exit(0);
-}
+[[noreturn]] void Usage(const std::string& err) { loadgen::ExitWithUsage("loadgen", kUsage, err); }
 
 Options ParseFlags(int argc, char** argv) {
   Options o;
