@@ -13,7 +13,7 @@ build_pkgs=(
   libuv1-dev node-llhttp android-libboringssl-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev rapidjson-dev libgtest-dev libgmock-dev libnghttp2-dev
-  libsqlite3-dev zlib1g-dev
+  libsqlite3-dev zlib1g-dev libtcmalloc-minimal4
 )
 # Demo and tests: real clients and tools the end-to-end tests drive.
 test_pkgs=(

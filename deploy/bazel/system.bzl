@@ -88,6 +88,19 @@ cc_library(name = "nghttp2", linkopts = ["-lnghttp2"])
 cc_library(name = "sqlite3", linkopts = ["-lsqlite3"])
 cc_library(name = "zlib", linkopts = ["-lz"])
 cc_library(name = "rapidjson")
+# gperftools' tcmalloc (libtcmalloc-minimal4), as Envoy links tcmalloc: the
+# request path allocates small objects per request, and glibc's malloc spent
+# ~11% of the data plane's user-space instructions on them. The binary calls
+# no tcmalloc function, so keep the linker from dropping it as unneeded; the
+# runtime package has no unversioned .so, hence -l:.
+cc_library(
+    name = "tcmalloc",
+    linkopts = [
+        "-Wl,--push-state,--no-as-needed",
+        "-l:libtcmalloc_minimal.so.4",
+        "-Wl,--pop-state",
+    ],
+)
 cc_library(
     name = "absl",
     linkopts = [
