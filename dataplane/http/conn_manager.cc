@@ -12,7 +12,7 @@ namespace {
 // Pipelined requests buffered beyond this stop reading from the client.
 constexpr size_t kMaxPipelinedBytes = 64 * 1024;
 
-bool validRequestId(const std::string& id) {
+bool validRequestId(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
   for (char c : id) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -43,7 +43,7 @@ void ActiveStream::decodeHeaders(RequestHeadersPtr headers, bool end_stream) {
   request_ = std::move(headers);
   request_complete_ = end_stream;
   info_.request_headers_done_ns = Dispatcher::monotonicNs();
-  const std::string* rid = request_->headers.get("x-request-id");
+  std::optional<std::string_view> rid = request_->headers.get("x-request-id");
   if (rid && validRequestId(*rid)) {
     info_.request_id = *rid;
   } else {
@@ -54,7 +54,7 @@ void ActiveStream::decodeHeaders(RequestHeadersPtr headers, bool end_stream) {
   const auto& listener = cm_.listener();
   if (listener.role == edge::v1::Listener::ROLE_REDIRECT_TO_HTTPS) {
     std::string host;
-    if (const std::string* h = request_->headers.get("host")) host = *h;
+    if (std::optional<std::string_view> h = request_->headers.get("host")) host = *h;
     // Drop a port from Host ("example.com:80"); keep IPv6 brackets.
     size_t colon = host.rfind(':');
     if (colon != std::string::npos && host.find(']', colon) == std::string::npos) host.resize(colon);
@@ -89,22 +89,26 @@ void ActiveStream::decodeHeaders(RequestHeadersPtr headers, bool end_stream) {
 
 void ActiveStream::addDecoderFilter(StreamDecoderFilterPtr filter) {
   filter->setDecoderFilterCallbacks(*this);
-  decoders_.push_back(std::shared_ptr<StreamDecoderFilter>(std::move(filter)));
+  decoders_.push_back(filter.get());
+  owned_decoders_.push_back(std::move(filter));
 }
 
 void ActiveStream::addEncoderFilter(StreamEncoderFilterPtr filter) {
   filter->setEncoderFilterCallbacks(*this);
   // Encoders run in reverse order of addition (the last added is nearest
   // to the upstream, as in Envoy).
-  encoders_.insert(encoders_.begin(), std::shared_ptr<StreamEncoderFilter>(std::move(filter)));
+  encoders_.insert(encoders_.begin(), filter.get());
+  owned_encoders_.push_back(std::move(filter));
 }
 
 void ActiveStream::addStreamFilter(std::shared_ptr<StreamDecoderFilter> decoder,
                                    std::shared_ptr<StreamEncoderFilter> encoder) {
   decoder->setDecoderFilterCallbacks(*this);
   encoder->setEncoderFilterCallbacks(*this);
-  decoders_.push_back(std::move(decoder));
-  encoders_.insert(encoders_.begin(), std::move(encoder));
+  decoders_.push_back(decoder.get());
+  encoders_.insert(encoders_.begin(), encoder.get());
+  owned_shared_.push_back(std::move(decoder));
+  owned_shared_.push_back(std::move(encoder));
 }
 
 void ActiveStream::iterateDecodeHeaders(size_t from) {
@@ -396,8 +400,8 @@ void ActiveStream::destroyFilters() {
     // The connection may already be closed; readDisable ignores that.
     cm_.connection_->readDisable(false);
   }
-  for (auto& f : decoders_) f->onDestroy();
-  for (auto& f : encoders_) f->onDestroy();
+  for (StreamDecoderFilter* f : decoders_) f->onDestroy();
+  for (StreamEncoderFilter* f : encoders_) f->onDestroy();
 }
 
 // ---------------------------------------------------------------------------

@@ -110,9 +110,15 @@ class ActiveStream : public RequestDecoder,
   ResponseHeadersPtr response_;
   StreamInfo info_;
 
-  // Inline: a chain is a handful of filters, allocated per stream.
-  absl::InlinedVector<std::shared_ptr<StreamDecoderFilter>, 6> decoders_;
-  absl::InlinedVector<std::shared_ptr<StreamEncoderFilter>, 6> encoders_;  // in encode order
+  // Inline: a chain is a handful of filters, allocated per stream. The
+  // chains are plain pointers; ownership is kept apart so that a filter
+  // added as a unique_ptr costs one allocation, not a shared_ptr control
+  // block more (the filters are owned until the stream is deleted).
+  absl::InlinedVector<StreamDecoderFilter*, 6> decoders_;
+  absl::InlinedVector<StreamEncoderFilter*, 6> encoders_;  // in encode order
+  absl::InlinedVector<StreamDecoderFilterPtr, 4> owned_decoders_;
+  absl::InlinedVector<StreamEncoderFilterPtr, 2> owned_encoders_;
+  absl::InlinedVector<std::shared_ptr<void>, 2> owned_shared_;  // filters added to both chains
 
   // Decode iteration.
   static constexpr size_t kNone = static_cast<size_t>(-1);

@@ -29,9 +29,47 @@ bool listHasToken(std::string_view list, std::string_view token) {
   return false;
 }
 
-void HeaderMap::set(std::string_view name, std::string value) {
-  remove(name);
-  entries_.emplace_back(std::string(name), std::move(value));
+HeaderMap& HeaderMap::operator=(const HeaderMap& other) {
+  if (this == &other) return *this;
+  entries_.clear();
+  chunks_.clear();
+  free_ = nullptr;
+  free_len_ = 0;
+  last_chunk_ = 0;
+  for (const Entry& e : other.entries_) add(e.first, e.second);
+  return *this;
+}
+
+std::string_view HeaderMap::store(std::string_view bytes) {
+  if (bytes.empty()) return {};
+  if (bytes.size() > free_len_) {
+    // Chunks double, and are at least as large as what must fit.
+    size_t n = std::max({kFirstChunk, last_chunk_ * 2, bytes.size()});
+    chunks_.push_back(std::unique_ptr<char[]>(new char[n]));
+    free_ = chunks_.back().get();
+    free_len_ = n;
+    last_chunk_ = n;
+  }
+  memcpy(free_, bytes.data(), bytes.size());
+  std::string_view stored(free_, bytes.size());
+  free_ += bytes.size();
+  free_len_ -= bytes.size();
+  return stored;
+}
+
+void HeaderMap::add(std::string_view name, std::string_view value) {
+  // Store both before building the entry: `name` or `value` may view this
+  // map's own arena (a copy of another entry).
+  std::string_view n = store(name);
+  std::string_view v = store(value);
+  entries_.push_back(Entry{n, v});
+}
+
+void HeaderMap::set(std::string_view name, std::string_view value) {
+  std::string_view n = store(name);
+  std::string_view v = store(value);
+  remove(n);
+  entries_.push_back(Entry{n, v});
 }
 
 void HeaderMap::remove(std::string_view name) {
@@ -40,16 +78,16 @@ void HeaderMap::remove(std::string_view name) {
                  entries_.end());
 }
 
-const std::string* HeaderMap::get(std::string_view name) const {
-  for (const auto& e : entries_) {
-    if (e.first == name) return &e.second;
+std::optional<std::string_view> HeaderMap::get(std::string_view name) const {
+  for (const Entry& e : entries_) {
+    if (e.first == name) return e.second;
   }
-  return nullptr;
+  return std::nullopt;
 }
 
 size_t HeaderMap::count(std::string_view name) const {
   size_t n = 0;
-  for (const auto& e : entries_) n += e.first == name;
+  for (const Entry& e : entries_) n += e.first == name;
   return n;
 }
 

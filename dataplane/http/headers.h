@@ -1,7 +1,8 @@
 #pragma once
 
 // Header maps. Names are stored lowercased (HTTP/1 names are
-// case-insensitive and HTTP/2 requires lowercase), in arrival order.
+// case-insensitive and HTTP/2 requires lowercase), in arrival order, with
+// their values in one per-map arena.
 
 #include <cstdint>
 #include <initializer_list>
@@ -12,28 +13,52 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "dataplane/common/buffer.h"
 
 namespace eldric::http {
 
 class HeaderMap {
  public:
-  using Entry = std::pair<std::string, std::string>;
-  // `name` must already be lowercase.
-  void add(std::string name, std::string value) { entries_.emplace_back(std::move(name), std::move(value)); }
+  // Views into the map's own arena: a name and its value.
+  struct Entry {
+    std::string_view first;
+    std::string_view second;
+  };
+  using Entries = absl::InlinedVector<Entry, 16>;
+
+  HeaderMap() = default;
+  HeaderMap(const HeaderMap& other) { *this = other; }
+  HeaderMap& operator=(const HeaderMap& other);
+  // The arena's chunks live on the heap, so views stay valid on a move.
+  HeaderMap(HeaderMap&&) noexcept = default;
+  HeaderMap& operator=(HeaderMap&&) noexcept = default;
+
+  // Copies `name` (already lowercase) and `value` into the arena.
+  void add(std::string_view name, std::string_view value);
   // Replaces every `name` with one entry.
-  void set(std::string_view name, std::string value);
+  void set(std::string_view name, std::string_view value);
   void remove(std::string_view name);
-  // The first value, or nullptr.
-  const std::string* get(std::string_view name) const;
+  // The first value (valid until the map changes), or nullopt.
+  std::optional<std::string_view> get(std::string_view name) const;
   size_t count(std::string_view name) const;
   size_t size() const { return entries_.size(); }
-  void reserve(size_t n) { entries_.reserve(n); }
-  const std::vector<Entry>& entries() const { return entries_; }
-  std::vector<Entry>& mutableEntries() { return entries_; }
+  const Entries& entries() const { return entries_; }
+  // Entries may be removed or reordered; their views stay valid.
+  Entries& mutableEntries() { return entries_; }
 
  private:
-  std::vector<Entry> entries_;
+  std::string_view store(std::string_view bytes);
+  // Every name and value is copied here: one chunk holds a typical
+  // message's headers, so a request's headers cost one allocation instead
+  // of a string (or two) per header. Bytes of removed entries stay until
+  // the map is destroyed.
+  static constexpr size_t kFirstChunk = 1024;
+  Entries entries_;
+  absl::InlinedVector<std::unique_ptr<char[]>, 2> chunks_;
+  char* free_ = nullptr;
+  size_t free_len_ = 0;
+  size_t last_chunk_ = 0;
 };
 
 struct RequestHeaders {

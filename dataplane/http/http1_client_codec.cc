@@ -37,7 +37,6 @@ void Http1ClientCodec::beginResponse(bool request_is_head) {
 int Http1ClientCodec::onMessageBegin(llhttp_t* p) {
   auto* c = self(p);
   c->headers_ = std::make_unique<ResponseHeaders>();
-  c->headers_->headers.reserve(16);
   c->field_.clear();
   c->value_.clear();
   c->in_value_ = false;
@@ -46,7 +45,9 @@ int Http1ClientCodec::onMessageBegin(llhttp_t* p) {
 }
 
 void Http1ClientCodec::finishHeader() {
-  if (!field_.empty()) headers_->headers.add(std::move(field_), std::move(value_));
+  // Copied into the map's arena; field_ and value_ keep their capacity
+  // for the next header.
+  if (!field_.empty()) headers_->headers.add(field_, value_);
   field_.clear();
   value_.clear();
   in_value_ = false;

@@ -77,9 +77,6 @@ bool Http1ServerCodec::countHeaderBytes(size_t n) {
 int Http1ServerCodec::onMessageBegin(llhttp_t* p) {
   auto* c = self(p);
   c->request_ = std::make_unique<RequestHeaders>();
-  // Room for a typical request's headers plus what the proxy adds, so the
-  // vector does not grow (and move every string) four times.
-  c->request_->headers.reserve(16);
   c->field_.clear();
   c->value_.clear();
   c->in_value_ = false;
@@ -101,7 +98,9 @@ int Http1ServerCodec::onUrl(llhttp_t* p, const char* at, size_t len) {
 }
 
 void Http1ServerCodec::finishHeader() {
-  if (!field_.empty()) request_->headers.add(std::move(field_), std::move(value_));
+  // Copied into the map's arena; field_ and value_ keep their capacity
+  // for the next header.
+  if (!field_.empty()) request_->headers.add(field_, value_);
   field_.clear();
   value_.clear();
   in_value_ = false;
@@ -162,7 +161,7 @@ int Http1ServerCodec::onHeadersComplete(llhttp_t* p) {
                             std::to_string(c->limits_.max_body_bytes),
                    "body_too_large");
   }
-  if (const std::string* expect = r.headers.get("expect")) {
+  if (std::optional<std::string_view> expect = r.headers.get("expect")) {
     if (equalsIgnoreCase(*expect, "100-continue")) {
       r.expect_continue = true;
       r.headers.remove("expect");
@@ -320,7 +319,7 @@ void Http1ServerCodec::encodeHeaders(const ResponseHeaders& headers, bool end_st
       keep_alive = false;
     }
   }
-  const std::string* cl = headers.headers.get("content-length");
+  std::optional<std::string_view> cl = headers.headers.get("content-length");
   response_chunked_ = false;
   response_close_delimited_ = false;
   bool no_body = request_is_head_ || headers.status == 204 || headers.status == 304;

@@ -41,7 +41,7 @@ void RouterFilter::start() {
   // added. The Edge is the perimeter, so a client's own X-Forwarded-* are
   // replaced, not trusted.
   http::removeHopByHop(req.headers);
-  const std::string* host = req.headers.get("host");
+  std::optional<std::string_view> host = req.headers.get("host");
   if (host) req.headers.set("x-forwarded-host", *host);
   req.headers.set("x-forwarded-for", callbacks_->connection().peerIp());
   req.headers.set("x-forwarded-proto", std::string(callbacks_->scheme()));
@@ -170,7 +170,7 @@ void RouterFilter::onResponseHeaders(http::ResponseHeadersPtr headers, bool end_
     host_->recordSuccess();
   }
   http::removeHopByHop(headers->headers);
-  if (const std::string* ct = headers->headers.get("content-type")) {
+  if (std::optional<std::string_view> ct = headers->headers.get("content-type")) {
     response_sse_ = ct->compare(0, 17, "text/event-stream") == 0;
   }
   callbacks_->streamInfo().upstream_headers_ns = Dispatcher::monotonicNs();

@@ -53,13 +53,13 @@ http::FilterHeadersStatus WebchatFilter::decodeHeaders(http::RequestHeaders& req
   h->headers.add("cache-control", asset->immutable ? "public, max-age=31536000, immutable" : "no-cache");
   h->headers.add("vary", "accept-encoding");
   securityHeaders(*h);
-  const std::string* inm = req.headers.get("if-none-match");
+  std::optional<std::string_view> inm = req.headers.get("if-none-match");
   if (inm && *inm == asset->etag) {
     h->status = 304;
     callbacks_->encodeHeaders(std::move(h), true);
     return http::FilterHeadersStatus::StopIteration;
   }
-  const std::string* ae = req.headers.get("accept-encoding");
+  std::optional<std::string_view> ae = req.headers.get("accept-encoding");
   bool gzip = !asset->gzip_body.empty() && ae && http::listHasToken(*ae, "gzip");
   std::string_view body = gzip ? asset->gzip_body : asset->body;
   if (gzip) h->headers.add("content-encoding", "gzip");

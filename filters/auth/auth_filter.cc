@@ -65,7 +65,7 @@ std::shared_ptr<const http::ClientIdentity> AuthConfig::lookupHash(std::string_v
 }
 
 std::string_view presentedKey(const http::RequestHeaders& headers) {
-  if (const std::string* auth = headers.headers.get("authorization")) {
+  if (std::optional<std::string_view> auth = headers.headers.get("authorization")) {
     std::string_view v = *auth;
     if (v.size() > 7 && http::equalsIgnoreCase(v.substr(0, 7), "bearer ")) {
       v.remove_prefix(7);
@@ -74,7 +74,7 @@ std::string_view presentedKey(const http::RequestHeaders& headers) {
       return v;
     }
   }
-  if (const std::string* k = headers.headers.get("x-api-key")) return *k;
+  if (std::optional<std::string_view> k = headers.headers.get("x-api-key")) return *k;
   return {};
 }
 
@@ -113,14 +113,14 @@ bool AuthFilter::sessionAuth(http::RequestHeaders& headers, std::string_view tok
   // own requests may use it (SameSite=Strict already keeps it off most
   // cross-site ones; this covers the rest).
   if (scope != 0) {
-    const std::string* site = headers.headers.get("sec-fetch-site");
-    const std::string* origin = headers.headers.get("origin");
+    std::optional<std::string_view> site = headers.headers.get("sec-fetch-site");
+    std::optional<std::string_view> origin = headers.headers.get("origin");
     bool same = true;
     if (site) {
       same = *site == "same-origin";
     } else if (origin) {
-      const std::string* host = headers.headers.get("host");
-      same = host && *origin == std::string(callbacks_->scheme()) + "://" + *host;
+      std::optional<std::string_view> host = headers.headers.get("host");
+      same = host && *origin == std::string(callbacks_->scheme()).append("://").append(*host);
     }
     if (!same) {
       stats().forbidden.fetch_add(1, std::memory_order_relaxed);
@@ -163,7 +163,7 @@ http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& header
     // The key has done its job; do not forward it to the cluster.
     headers.headers.remove("authorization");
     headers.headers.remove("x-api-key");
-  } else if (const std::string* cookie = headers.headers.get("cookie")) {
+  } else if (std::optional<std::string_view> cookie = headers.headers.get("cookie")) {
     std::string_view token = cookieValue(*cookie, kSessionCookie);
     bool authenticated = false;
     if (!token.empty() && !sessionAuth(headers, token, scope, &authenticated)) {

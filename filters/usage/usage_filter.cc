@@ -86,7 +86,7 @@ bool UsageFilter::inspectRequest(Buffer& body) {
 
 http::FilterHeadersStatus UsageFilter::encodeHeaders(http::ResponseHeaders& headers, bool end_stream) {
   if (!active_ || end_stream) return http::FilterHeadersStatus::Continue;
-  const std::string* ct = headers.headers.get("content-type");
+  std::optional<std::string_view> ct = headers.headers.get("content-type");
   sse_ = ct && ct->compare(0, 17, "text/event-stream") == 0;
   json_ = !sse_ && ct && ct->find("json") != std::string::npos && headers.status == 200;
   // Removing an event changes the length; a capped stream may end early.

@@ -71,6 +71,39 @@ TEST(HeadersTest, SetReplacesEveryValue) {
   EXPECT_EQ(*h.get("x-forwarded-for"), "9.9.9.9");
 }
 
+TEST(HeadersTest, ArenaViewsStayValidAcrossGrowthRemovalAndMoves) {
+  HeaderMap h;
+  h.add("authorization", "Bearer sk-0123456789abcdef");
+  std::string_view key = *h.get("authorization");
+  // Enough headers and bytes to need several chunks (the first is 1 KB),
+  // and one value larger than any chunk so far.
+  for (int i = 0; i < 200; ++i) h.add("x-h" + std::to_string(i), std::string(40, static_cast<char>('a' + i % 26)));
+  h.add("x-huge", std::string(10000, 'z'));
+  h.remove("authorization");
+  EXPECT_EQ(key, "Bearer sk-0123456789abcdef");  // removed entries' bytes live as long as the map
+  EXPECT_FALSE(h.get("authorization"));
+  EXPECT_EQ(h.get("x-h199")->size(), 40u);
+  EXPECT_EQ(*h.get("x-h27"), std::string(40, 'b'));
+  EXPECT_EQ(h.get("x-huge")->size(), 10000u);
+  // Set may take its value from the map itself.
+  h.set("x-h0", *h.get("x-h1"));
+  EXPECT_EQ(*h.get("x-h0"), std::string(40, 'b'));
+  EXPECT_EQ(h.count("x-h0"), 1u);
+  // A copy owns its bytes; a move keeps the views.
+  HeaderMap copy = h;
+  std::string_view moved_view = *h.get("x-h5");
+  HeaderMap moved = std::move(h);
+  EXPECT_EQ(*moved.get("x-h5"), moved_view);
+  EXPECT_EQ(moved.get("x-h5")->data(), moved_view.data());
+  EXPECT_NE(copy.get("x-h5")->data(), moved_view.data());
+  EXPECT_EQ(*copy.get("x-h5"), std::string(40, 'f'));
+  EXPECT_EQ(copy.size(), moved.size());
+  // Empty values are kept as entries.
+  copy.add("x-empty", "");
+  ASSERT_TRUE(copy.get("x-empty"));
+  EXPECT_TRUE(copy.get("x-empty")->empty());
+}
+
 TEST(HeadersTest, ListHasToken) {
   EXPECT_TRUE(listHasToken("gzip, Chunked", "chunked"));
   EXPECT_FALSE(listHasToken("gzip,chunkedx", "chunked"));
