@@ -153,13 +153,31 @@ Timer::~Timer() {
   dispatcher_.returnTimerHandle(handle_);
 }
 
-void Timer::enable(uint64_t ms) { uv_timer_start(handle_, &Timer::onTimer, ms, 0); }
-void Timer::disable() { uv_timer_stop(handle_); }
-bool Timer::enabled() const { return uv_is_active(reinterpret_cast<uv_handle_t*>(handle_)); }
+void Timer::enable(uint64_t ms) {
+  // libuv counts a timeout from the loop's cached time, as uv_now does.
+  uint64_t now = uv_now(handle_->loop);
+  enabled_ = true;
+  deadline_ = now + ms;
+  if (armed_ && armed_until_ <= deadline_) return;  // fires first, then re-arms for the rest
+  uv_timer_start(handle_, &Timer::onTimer, ms, 0);
+  armed_ = true;
+  armed_until_ = deadline_;
+}
 
 void Timer::onTimer(uv_timer_t* t) {
   auto* self = static_cast<Timer*>(t->data);
-  if (self) self->cb_();
+  if (!self) return;
+  self->armed_ = false;
+  if (!self->enabled_) return;
+  uint64_t now = uv_now(t->loop);
+  if (now < self->deadline_) {
+    uv_timer_start(t, &Timer::onTimer, self->deadline_ - now, 0);
+    self->armed_ = true;
+    self->armed_until_ = self->deadline_;
+    return;
+  }
+  self->enabled_ = false;
+  self->cb_();
 }
 
 }  // namespace eldric

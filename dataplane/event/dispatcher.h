@@ -97,13 +97,20 @@ class Dispatcher {
 };
 
 // A one-shot timer; re-arm with enable(). Destroying it cancels it.
+// A one-shot timer. Re-arming is lazy: timeouts that are pushed back on
+// every request (a connection's idle timeout, a pooled connection's, a
+// request's) would otherwise cost a libuv heap removal and insertion each
+// time. enable() with a deadline no earlier than the armed one and
+// disable() only record it; the armed libuv timer, when it fires, re-arms
+// for the rest or does nothing. The callback runs at the deadline last
+// set, never before it.
 class Timer {
  public:
   Timer(Dispatcher& d, std::function<void()> cb);
   ~Timer();
   void enable(uint64_t ms);
-  void disable();
-  bool enabled() const;
+  void disable() { enabled_ = false; }
+  bool enabled() const { return enabled_; }
 
  private:
   static void onTimer(uv_timer_t* t);
@@ -112,6 +119,10 @@ class Timer {
   // destruction; closed by the dispatcher at teardown.
   uv_timer_t* handle_;
   std::function<void()> cb_;
+  bool enabled_ = false;
+  bool armed_ = false;        // the libuv timer is running
+  uint64_t deadline_ = 0;     // loop time (ms) the callback is due, when enabled_
+  uint64_t armed_until_ = 0;  // loop time the libuv timer fires, when armed_
 };
 using TimerPtr = std::unique_ptr<Timer>;
 

@@ -38,5 +38,51 @@ TEST(DispatcherTest, CancelledFlushDoesNotRun) {
   EXPECT_TRUE(log.empty());
 }
 
+// Runs the loop until `stop_after_ms` of loop time have passed (bounded).
+void runFor(Dispatcher& d, uint64_t stop_after_ms) {
+  auto stop = d.createTimer([&d] { uv_stop(d.loop()); });
+  stop->enable(stop_after_ms);
+  uv_run(d.loop(), UV_RUN_DEFAULT);
+}
+
+// Lazy re-arming: a deadline pushed back is honoured (not the first one),
+// one brought forward is too, and a disabled timer stays silent even
+// though its libuv timer may still fire.
+TEST(DispatcherTest, TimerFiresAtTheLastDeadlineSet) {
+  Dispatcher d;
+  uv_update_time(d.loop());
+  uint64_t start = uv_now(d.loop());
+  std::vector<uint64_t> later, sooner, disabled, refired;
+  TimerPtr a = d.createTimer([&] { later.push_back(uv_now(d.loop()) - start); });
+  TimerPtr b = d.createTimer([&] { sooner.push_back(uv_now(d.loop()) - start); });
+  TimerPtr c = d.createTimer([&] { disabled.push_back(uv_now(d.loop()) - start); });
+  TimerPtr r;
+  r = d.createTimer([&] {
+    refired.push_back(uv_now(d.loop()) - start);
+    if (refired.size() < 2) r->enable(10);  // re-enabled from its own callback
+  });
+  a->enable(20);
+  a->enable(60);  // pushed back: must not fire at 20
+  b->enable(1000);
+  b->disable();
+  b->enable(30);  // brought forward
+  c->enable(10);
+  c->disable();
+  r->enable(5);
+  EXPECT_TRUE(a->enabled());
+  EXPECT_FALSE(c->enabled());
+  runFor(d, 150);
+  ASSERT_EQ(later.size(), 1u);
+  EXPECT_GE(later[0], 60u);
+  ASSERT_EQ(sooner.size(), 1u);
+  EXPECT_GE(sooner[0], 30u);
+  EXPECT_LT(sooner[0], 1000u);
+  EXPECT_TRUE(disabled.empty());
+  ASSERT_EQ(refired.size(), 2u);
+  EXPECT_GE(refired[1], refired[0] + 10);
+  EXPECT_FALSE(a->enabled());
+  EXPECT_FALSE(r->enabled());
+}
+
 }  // namespace
 }  // namespace eldric
