@@ -13,6 +13,39 @@
 
 namespace eldric::filters::usage {
 
+namespace {
+
+// The end of the next SSE event in `s` from `from` (where its blank line
+// starts), or npos; `*sep` is the blank line's length: "\n\n" or
+// "\r\n\r\n", whichever comes first. One memchr pass over the bytes.
+size_t findEventEnd(std::string_view s, size_t from, size_t* sep) {
+  while (from < s.size()) {
+    const void* q = memchr(s.data() + from, '\n', s.size() - from);
+    if (!q) return std::string_view::npos;
+    size_t i = static_cast<size_t>(static_cast<const char*>(q) - s.data());
+    if (i + 1 < s.size() && s[i + 1] == '\n') {
+      *sep = 2;
+      return i;
+    }
+    if (i >= 1 && s[i - 1] == '\r' && i + 2 < s.size() && s[i + 1] == '\r' && s[i + 2] == '\n') {
+      *sep = 4;
+      return i - 1;
+    }
+    from = i + 1;
+  }
+  return std::string_view::npos;
+}
+
+// Where `needle` first occurs in `hay`, or npos. glibc's memmem: a JSON
+// event is full of '"', and string_view::find stops at every occurrence
+// of the needle's first byte.
+size_t findIn(std::string_view hay, std::string_view needle) {
+  const void* p = memmem(hay.data(), hay.size(), needle.data(), needle.size());
+  return p ? static_cast<size_t>(static_cast<const char*>(p) - hay.data()) : std::string_view::npos;
+}
+
+}  // namespace
+
 UsageStats& stats() {
   static UsageStats* s = new UsageStats();
   return *s;
@@ -44,7 +77,7 @@ bool UsageFilter::inspectRequest(Buffer& body) {
   // Parse only when there is something to do: a model allow-list, or a
   // request that may stream (and so may need usage asked for). A plain
   // non-streaming request passes untouched and unparsed.
-  if (!check_model && text.find("\"stream\"") == std::string_view::npos) return true;
+  if (!check_model && findIn(text, "\"stream\"") == std::string_view::npos) return true;
   rapidjson::Document doc;
   doc.Parse(text.data(), text.size());
   // Not JSON, or not an object: the upstream answers that; nothing to do.
@@ -102,12 +135,12 @@ void UsageFilter::countTokens(uint64_t n) {
 
 bool UsageFilter::onEvent(std::string_view event) {
   // Only `data:` lines matter; an event may have several.
-  size_t pos = event.find("data:");
+  size_t pos = findIn(event, "data:");
   if (pos == std::string_view::npos) return true;
   std::string_view data = event.substr(pos + 5);
   while (!data.empty() && data.front() == ' ') data.remove_prefix(1);
   if (data.compare(0, 6, "[DONE]") == 0) return true;
-  if (data.find("\"usage\"") != std::string_view::npos) {
+  if (findIn(data, "\"usage\"") != std::string_view::npos) {
     rapidjson::Document doc;
     doc.Parse(data.data(), data.size());
     if (!doc.HasParseError() && doc.IsObject() && doc.HasMember("usage") && doc["usage"].IsObject()) {
@@ -130,7 +163,7 @@ bool UsageFilter::onEvent(std::string_view event) {
   }
   // A content delta is about one token: count it as it streams, so a key's
   // window fills while its stream runs.
-  size_t c = data.find("\"content\":\"");
+  size_t c = findIn(data, "\"content\":\"");
   if (c != std::string_view::npos && c + 11 < data.size() && data[c + 11] != '"') {
     ++completion_estimate_;
     countTokens(1);
@@ -168,27 +201,38 @@ http::FilterDataStatus UsageFilter::encodeData(Buffer& data, bool end_stream) {
     return http::FilterDataStatus::Continue;
   }
   if (!sse_) return http::FilterDataStatus::Continue;
-  // Split into whole events (blank-line separated); keep a partial one.
-  carry_ += data.toString();
-  data.clear();
-  Buffer out;
+  // Split into whole events. The common case, a chunk of whole events in
+  // one slice with nothing carried over, is scanned in place and passed on
+  // untouched; bytes are copied only to carry a partial event to the next
+  // chunk, to join a carried one, or once an event is dropped.
+  std::string_view input;
+  bool in_place = carry_.empty() && data.sliceCount() == 1;
+  if (in_place) {
+    input = data.slice(0).view();
+  } else {
+    for (size_t i = 0; i < data.sliceCount(); ++i) carry_.append(data.slice(i).view());
+    input = carry_;
+  }
+  Buffer out;            // what passes on, once it differs from a prefix of input
+  bool rebuilt = false;  // out holds everything kept so far
   size_t start = 0;
-  for (;;) {
-    size_t end = carry_.find("\n\n", start);
-    size_t sep = 2;
-    size_t crlf = carry_.find("\r\n\r\n", start);
-    if (crlf != std::string::npos && (end == std::string::npos || crlf < end)) {
-      end = crlf;
-      sep = 4;
+  size_t sep = 0;
+  for (size_t end; (end = findEventEnd(input, start, &sep)) != std::string_view::npos;) {
+    std::string_view event = input.substr(start, end + sep - start);
+    bool keep = onEvent(event);
+    if (!keep && !rebuilt) {
+      out.add(input.substr(0, start));
+      rebuilt = true;
+    } else if (keep && rebuilt) {
+      out.add(event);
     }
-    if (end == std::string::npos) break;
-    std::string_view event(carry_.data() + start, end + sep - start);
-    if (onEvent(event)) out.add(event);
     start = end + sep;
     uint64_t cap = config_->max_tokens_per_request;
     if (cap && completion_estimate_ > cap) {
+      if (!rebuilt) out.add(input.substr(0, start));
       cutStream(out);
       carry_.clear();
+      data.clear();
       data.move(out);
       // End the response here: the router's stream is reset when the
       // stream completes, which closes the upstream connection.
@@ -196,11 +240,28 @@ http::FilterDataStatus UsageFilter::encodeData(Buffer& data, bool end_stream) {
       return http::FilterDataStatus::StopIterationNoBuffer;
     }
   }
-  carry_.erase(0, start);
-  if (end_stream && !carry_.empty()) {
-    out.add(carry_);
-    carry_.clear();
+  // A partial event at the end waits for the rest, unless the stream ends.
+  std::string_view rest = input.substr(start);
+  if (end_stream) {
+    start = input.size();
+    if (rebuilt) out.add(rest);
+    rest = {};
   }
+  if (in_place && !rebuilt) {
+    if (!rest.empty()) {
+      carry_.assign(rest);
+      Buffer whole;
+      whole.move(data, start);  // by reference
+      data.clear();
+      data.move(whole);
+    }
+    return http::FilterDataStatus::Continue;
+  }
+  if (!rebuilt) out.add(input.substr(0, start));
+  // `rest` may view carry_ itself.
+  std::string tail(rest);
+  carry_.swap(tail);
+  data.clear();
   data.move(out);
   return http::FilterDataStatus::Continue;
 }
