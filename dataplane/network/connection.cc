@@ -312,10 +312,20 @@ void Connection::encryptPending() {
   if (!ssl_ || pending_plain_.empty() || !handshake_done_) return;
   // Up to 16 KB per record: small pieces (status line, headers, chunk
   // framing, SSE frames) share records instead of one record each.
+  // Pieces in several slices are gathered in a per-thread scratch record
+  // (SSL_write copies its input into the record anyway), not into a new
+  // slab of the buffer.
+  constexpr size_t kRecord = 16 * 1024;
+  thread_local char t_record[kRecord];
   while (!pending_plain_.empty()) {
-    size_t n = std::min<size_t>(pending_plain_.length(), 16 * 1024);
-    std::string_view chunk = pending_plain_.linearize(n);
-    int w = SSL_write(ssl_, chunk.data(), static_cast<int>(chunk.size()));
+    size_t n = std::min(pending_plain_.length(), kRecord);
+    const Slice& first = pending_plain_.slice(0);
+    const char* p = first.data();
+    if (first.length < n) {
+      pending_plain_.copyOut(n, t_record);
+      p = t_record;
+    }
+    int w = SSL_write(ssl_, p, static_cast<int>(n));
     if (w <= 0) {
       ERR_clear_error();
       pending_plain_.clear();
