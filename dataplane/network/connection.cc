@@ -258,6 +258,10 @@ void Connection::doTlsRead() {
     int n = SSL_read(ssl_, slab->data(), static_cast<int>(slab->capacity()));
     if (n > 0) {
       read_buffer_.addSlice(SlabRef(slab), 0, static_cast<uint32_t>(n));
+      // A read returns at most one record and the slab holds a whole one:
+      // with no ciphertext left and nothing decrypted pending, the next
+      // SSL_read could only say WANT_READ (and reset the error queue).
+      if (tls_in_.empty() && !SSL_has_pending(ssl_)) break;
       continue;
     }
     slab->unref();
