@@ -256,9 +256,17 @@ function alternate(fn, list = systems) {
   return res;
 }
 const rows = [];
-function row(scenario, unit, values, better) {
-  rows.push({ scenario, unit, values, better });
+// `spread`, for rows measured over several runs: each system's lowest and
+// highest run, printed under the table so that a ratio can be read against
+// the run-to-run variation.
+function row(scenario, unit, values, better, spread = null) {
+  rows.push({ scenario, unit, values, better, spread });
 }
+// {name: [min, max]} of f(run) over each system's runs.
+const spreadOf = (res, f, names = Object.keys(res)) => Object.fromEntries(names.map((n) => {
+  const v = res[n].map(f).filter(Number.isFinite);
+  return [n, v.length ? [Math.min(...v), Math.max(...v)] : [NaN, NaN]];
+}));
 const notes = [];  // lines printed under the table
 const fmt = (v) => (Number.isFinite(v) ? (Math.abs(v) >= 100 ? Math.round(v).toString() : v.toFixed(1)) : 'n/a');
 
@@ -272,7 +280,7 @@ if (want(1)) {
     return r.rps;
   }, [...systems, edgeOff]);
   row('1. chat completion, TLS keep-alive, 64 conns (Edge: auth + rate limits on)', 'req/s',
-    Object.fromEntries(Object.entries(res).map(([k, v]) => [k, median(v)])), 'higher');
+    Object.fromEntries(Object.entries(res).map(([k, v]) => [k, median(v)])), 'higher', spreadOf(res, (v) => v));
 }
 
 // 2. Added latency, one request at a time, against the same request direct.
@@ -284,8 +292,9 @@ if (want(2)) {
   const d50 = median(direct.map((l) => l['50'])), d99 = median(direct.map((l) => l['99']));
   const res = alternate((s) => wrk(['-t1', '-c1', `-d${dur}s`, '--latency', '-s', luaPost, `https://127.0.0.1:${s.port}/v1/chat/completions`]).lat);
   const added = (p, base) => Object.fromEntries(Object.entries(res).map(([k, v]) => [k, Math.max(0, median(v.map((l) => l[p])) - base) * 1000]));
-  row('2. added latency p50, one request at a time', 'µs', added('50', d50), 'lower');
-  row('2. added latency p99, one request at a time', 'µs', added('99', d99), 'lower');
+  const addedSpread = (p, base) => spreadOf(res, (l) => Math.max(0, l[p] - base) * 1000);
+  row('2. added latency p50, one request at a time', 'µs', added('50', d50), 'lower', addedSpread('50', d50));
+  row('2. added latency p99, one request at a time', 'µs', added('99', d99), 'lower', addedSpread('99', d99));
 }
 
 // 2b. Added latency at a fixed rate, half of the slowest system's maximum,
@@ -312,8 +321,10 @@ if (want(2)) {
   const med = (name, f) => median(res[name].map(f));
   const added = (p) => Object.fromEntries(systems.map((s) => [s.name,
     Math.max(0, med(s.name, (r) => r.latency_us[p]) - med('direct', (r) => r.latency_us[p]))]));
-  row(`2b. added latency p50 at half load (${rate} req/s, ${conns} conns, open loop)`, 'µs', added('p50'), 'lower');
-  row('2b. added latency p99 at half load', 'µs', added('p99'), 'lower');
+  const addedSpread = (p) => spreadOf(res, (r) => Math.max(0, r.latency_us[p] - med('direct', (d) => d.latency_us[p])),
+    systems.map((s) => s.name));
+  row(`2b. added latency p50 at half load (${rate} req/s, ${conns} conns, open loop)`, 'µs', added('p50'), 'lower', addedSpread('p50'));
+  row('2b. added latency p99 at half load', 'µs', added('p99'), 'lower', addedSpread('p99'));
   const achieved = systems.map((s) => `${s.name} ${Math.round(med(s.name, (r) => r.achieved_rate))}`).join(', ');
   notes.push(`Row 2b: ${rate} req/s is half of the slowest maximum (${slowest.name}, ${source}); ` +
     'direct to the fake router: ' +
@@ -364,7 +375,8 @@ if (want(3)) {
   });
   const med = (name, f) => median(res[name].map(f));
   row(`3. new TLS 1.3 connections (ECDSA P-256), one request each, ${conc} at a time`, 'conn/s',
-    Object.fromEntries(systems.map((s) => [s.name, med(s.name, (r) => r.conn_per_s)])), 'higher');
+    Object.fromEntries(systems.map((s) => [s.name, med(s.name, (r) => r.conn_per_s)])), 'higher',
+    spreadOf(res, (r) => r.conn_per_s));
   row('3. the same per core of the proxy (1 / its CPU time per connection)', 'conn/s',
     Object.fromEntries(systems.map((s) => [s.name, 1e6 / med(s.name, (r) => r.server_cpu_us)])), 'higher');
   const first = res[systems[0].name][0];
@@ -497,6 +509,12 @@ for (const r of rows) {
     ...names.filter((n) => n !== 'edge').map((n) => ratio(r.values.edge, r.values[n]))].join(' | ')} |`);
 }
 lines.push('');
+const spreads = rows.filter((r) => r.spread && reps > 1);
+if (spreads.length) {
+  lines.push(`Spread over the ${reps} runs (lowest-highest run; the tables show the median): ` + spreads.map((r) =>
+    `${r.scenario.split(' ')[0]} ${/p99/.test(r.scenario) ? 'p99' : /p50/.test(r.scenario) ? 'p50' : r.unit}: ` +
+    names.filter((n) => r.spread[n]).map((n) => `${n} ${fmt(r.spread[n][0])}-${fmt(r.spread[n][1])}`).join(', ')).join('; ') + '.', '');
+}
 lines.push(`Edge with auth and three rate-limit tiers on: ${fmt(r1.edge)} req/s; with them off: ${fmt(r1['edge-nofilters'])} req/s ` +
   `(the filters cost ${Number.isFinite(filterCost) ? filterCost.toFixed(1) : 'n/a'}% of throughput; target < 5%).`);
 for (const n of notes) lines.push('', n);
