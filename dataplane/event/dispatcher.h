@@ -97,13 +97,12 @@ class Dispatcher {
 };
 
 // A one-shot timer; re-arm with enable(). Destroying it cancels it.
-// A one-shot timer. Re-arming is lazy: timeouts that are pushed back on
-// every request (a connection's idle timeout, a pooled connection's, a
-// request's) would otherwise cost a libuv heap removal and insertion each
-// time. enable() with a deadline no earlier than the armed one and
-// disable() only record it; the armed libuv timer, when it fires, re-arms
-// for the rest or does nothing. The callback runs at the deadline last
-// set, never before it.
+// Re-arming is lazy: timeouts that are pushed back on every request (a
+// connection's idle timeout, a pooled connection's, a request's) would
+// otherwise cost a libuv heap removal and insertion each time. enable()
+// with a deadline no earlier than the armed one, and disable(), only
+// record it; the armed libuv timer, when it fires, re-arms for the rest or
+// does nothing. The callback runs at the deadline last set, never before.
 class Timer {
  public:
   Timer(Dispatcher& d, std::function<void()> cb);
