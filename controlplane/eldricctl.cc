@@ -18,11 +18,14 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/config/loader.h"
 #include "eldric/edge/v1/admin.grpc.pb.h"
 
 namespace {
 
 namespace v1 = eldric::edge::v1;
+using eldric::config::readFile;
+using eldric::config::splitList;
 
 constexpr int kExitOk = 0;
 constexpr int kExitRefused = 1;  // the control plane answered with an error
@@ -103,18 +106,6 @@ struct Args {
 int usageError(const std::string& msg) {
   fprintf(stderr, "eldricctl: %s\n(see eldricctl --help)\n", msg.c_str());
   return kExitUsage;
-}
-
-bool readFile(const std::string& path, std::string* out, std::string* error) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    *error = "cannot read " + path;
-    return false;
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  *out = ss.str();
-  return true;
 }
 
 bool parseArgs(int argc, char** argv, Args* a, std::string* error) {
@@ -211,17 +202,6 @@ bool parseUint(const Args& a, const char* name, uint64_t max, uint64_t* out, std
   }
   *out = n;
   return true;
-}
-
-std::vector<std::string> splitList(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
-    if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
-  }
-  return out;
 }
 
 std::string formatTime(int64_t unix_s) {
@@ -434,10 +414,10 @@ class Cli {
     std::shared_ptr<grpc::ChannelCredentials> creds;
     if (tls) {
       grpc::SslCredentialsOptions o;
-      if (!a_.ca.empty() && !readFile(a_.ca, &o.pem_root_certs, error)) return false;
+      if (!a_.ca.empty() && !readFile(a_.ca, "--ca", &o.pem_root_certs, error)) return false;
       if (!a_.cert.empty()) {
-        if (!readFile(a_.cert, &o.pem_cert_chain, error) ||
-            !readFile(a_.key, &o.pem_private_key, error)) {
+        if (!readFile(a_.cert, "--cert", &o.pem_cert_chain, error) ||
+            !readFile(a_.key, "--key", &o.pem_private_key, error)) {
           return false;
         }
       }
@@ -682,7 +662,7 @@ class Cli {
       std::string json = it->second;
       if (!json.empty() && json[0] == '@') {
         std::string error;
-        if (!readFile(json.substr(1), &json, &error)) return usageError("--set " + error);
+        if (!readFile(json.substr(1), "--set @file", &json, &error)) return usageError(error);
       }
       req.set_json(json);
       s = stub_->SetValves(&ctx, req, &out);

@@ -362,18 +362,6 @@ bool parseHttpUrl(const std::string& url, const std::string& what, ParsedUrl* ou
   return true;
 }
 
-std::vector<std::string> splitList(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    while (!item.empty() && item.front() == ' ') item.erase(0, 1);
-    while (!item.empty() && item.back() == ' ') item.pop_back();
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
 bool validCidr(const std::string& text) {
   std::string ip = text.substr(0, text.find('/'));
   sockaddr_storage probe;
@@ -718,6 +706,17 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
 }
 
 }  // namespace
+
+std::vector<std::string> splitList(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+    if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
+  }
+  return out;
+}
 
 bool readFile(const std::string& path, const std::string& what, std::string* out, std::string* error) {
   std::ifstream in(path, std::ios::binary);

@@ -26,6 +26,10 @@ struct CommandLine {
 // ("tls.cert_file /etc/ssl/x.pem: No such file or directory").
 bool readFile(const std::string& path, const std::string& what, std::string* out, std::string* error);
 
+// A comma-separated list ("a, b,c"): items trimmed of spaces and tabs,
+// empty ones dropped. Flags and eldricctl options use it.
+std::vector<std::string> splitList(const std::string& s);
+
 // Parses argv. Returns false with `*error` set for an unknown flag, a flag
 // missing its value, ...
 bool parseCommandLine(int argc, char** argv, CommandLine* out, std::string* error);
