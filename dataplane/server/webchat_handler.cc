@@ -46,8 +46,8 @@ http::FilterHeadersStatus WebchatFilter::decodeHeaders(http::RequestHeaders& req
     return http::FilterHeadersStatus::StopIteration;
   }
   auto h = std::make_unique<http::ResponseHeaders>();
-  h->headers.add("content-type", std::string(asset->content_type));
-  h->headers.add("etag", std::string(asset->etag));
+  h->headers.add("content-type", asset->content_type);
+  h->headers.add("etag", asset->etag);
   // Pages always revalidate (they name the current assets); content-hashed
   // assets never change, so they may be kept for a year.
   h->headers.add("cache-control", asset->immutable ? "public, max-age=31536000, immutable" : "no-cache");
