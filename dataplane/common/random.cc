@@ -42,21 +42,22 @@ uint64_t next() {
 }
 
 std::string uuid() {
-  static const char* kHex = "0123456789abcdef";
+  static constexpr char kHex[] = "0123456789abcdef";
   uint64_t a = next(), b = next();
   // Version 4, variant 1, as RFC 9562 lays out random UUIDs.
   a = (a & ~0xf000ULL) | 0x4000ULL;
   b = (b & ~(3ULL << 62)) | (2ULL << 62);
+  // 8-4-4-4-12: a fills the first three groups, b the last two.
   std::string out(36, '-');
-  int pos = 0;
-  auto put = [&](uint64_t v, int nibbles) {
-    for (int i = nibbles - 1; i >= 0; --i) {
-      if (out[pos] == '-' && (pos == 8 || pos == 13 || pos == 18 || pos == 23)) ++pos;
-      out[pos++] = kHex[(v >> (i * 4)) & 15];
-    }
+  char* p = out.data();
+  auto put = [](char* dst, uint64_t v, int nibbles) {
+    for (int i = nibbles - 1; i >= 0; --i, v >>= 4) dst[i] = kHex[v & 15];
   };
-  put(a, 16);
-  put(b, 16);
+  put(p, a >> 32, 8);
+  put(p + 9, a >> 16, 4);
+  put(p + 14, a, 4);
+  put(p + 19, b >> 48, 4);
+  put(p + 24, b, 12);
   return out;
 }
 

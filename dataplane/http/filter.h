@@ -9,8 +9,10 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "dataplane/common/buffer.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/http/errors.h"
@@ -66,6 +68,43 @@ struct ClientIdentity {
   bool hasScope(int scope) const { return (scopes >> scope) & 1u; }
 };
 
+// A typed slot in a stream's FilterState. The filter that owns the slot
+// defines it once (an inline constexpr object); its address is the key,
+// its type parameter the type of what it holds.
+template <class T>
+struct FilterStateKey {
+  const char* name;  // for a debugger; the identity is the address
+};
+
+// What one filter leaves on the stream for a later one (Envoy's
+// FilterState, reduced to what is needed here): the rate limiter's
+// counters for the stream's IP and key, looked up once per stream
+// instead of once per filter. Values live as long as the stream.
+class FilterState {
+ public:
+  template <class T>
+  void set(const FilterStateKey<T>& key, std::shared_ptr<T> value) {
+    for (auto& [k, v] : values_) {
+      if (k == &key) {
+        v = std::move(value);
+        return;
+      }
+    }
+    values_.emplace_back(&key, std::move(value));
+  }
+  // What `key` holds, or null.
+  template <class T>
+  T* get(const FilterStateKey<T>& key) const {
+    for (const auto& [k, v] : values_) {
+      if (k == &key) return static_cast<T*>(v.get());
+    }
+    return nullptr;
+  }
+
+ private:
+  absl::InlinedVector<std::pair<const void*, std::shared_ptr<void>>, 2> values_;
+};
+
 // Per-request facts shared by filters and the access log.
 struct StreamInfo {
   uint64_t start_ns = 0;
@@ -84,6 +123,7 @@ struct StreamInfo {
   uint32_t attempts = 0;
   uint64_t prompt_tokens = 0;
   uint64_t completion_tokens = 0;
+  FilterState filter_state;
 };
 
 // A filter may register to hear when the client's side cannot take more

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <charconv>
 #include <cstring>
 
 #include "dataplane/config/runtime_config.h"
@@ -98,6 +99,15 @@ std::string clientIp(const std::string& peer, const http::RequestHeaders& header
   return peer;
 }
 
+Entry& streamCounters(http::StreamInfo& info, const http::FilterStateKey<Entry>& slot, KeyedTable& table,
+                      const std::string& key, uint64_t now_s) {
+  if (Entry* kept = info.filter_state.get(slot)) return *kept;
+  EntrySharedPtr e = table.get(key, now_s);
+  Entry& ref = *e;
+  info.filter_state.set(slot, std::move(e));
+  return ref;
+}
+
 void sendRefusal(http::DecoderFilterCallbacks& decoder, const char* tier, uint64_t limit, uint32_t retry_after,
                  const std::string& what) {
   uint32_t ra = retry_after < 1 ? 1 : retry_after;
@@ -121,12 +131,12 @@ http::FilterHeadersStatus IpLimitFilter::decodeHeaders(http::RequestHeaders& hea
   if (!cfg.per_ip) return http::FilterHeadersStatus::Continue;
   State& st = *state_;
   uint64_t now = nowSeconds();
-  EntrySharedPtr e = st.ips.get(info.client_ip, now);
-  uint64_t limit = st.effectiveLimit(cfg.per_ip, e->ceiling.load(std::memory_order_relaxed));
-  if (!e->requests.tryAdmit(now, limit)) {
+  Entry& e = streamCounters(info, kIpCounters, st.ips, info.client_ip, now);
+  uint64_t limit = st.effectiveLimit(cfg.per_ip, e.ceiling.load(std::memory_order_relaxed));
+  if (!e.requests.tryAdmit(now, limit)) {
     st.refused_ip.fetch_add(1, std::memory_order_relaxed);
-    e->refused.fetch_add(1, std::memory_order_relaxed);
-    sendRefusal(*decoder_, "ip", cfg.per_ip, e->requests.secondsUntilAvailable(now, std::max<uint64_t>(limit, 1)),
+    e.refused.fetch_add(1, std::memory_order_relaxed);
+    sendRefusal(*decoder_, "ip", cfg.per_ip, e.requests.secondsUntilAvailable(now, std::max<uint64_t>(limit, 1)),
                 "too many requests from this address");
     return http::FilterHeadersStatus::StopIteration;
   }
@@ -158,7 +168,7 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
 
   uint64_t key_limit = 0;
   if (id) {
-    key_entry_ = st.keys.get(id->client_id, now);
+    key_entry_ = &streamCounters(info, kKeyCounters, st.keys, id->client_id, now);
     Entry& e = *key_entry_;
     uint64_t tpm = id->tokens_per_window ? id->tokens_per_window : cfg.per_key_tokens;
     if (tpm) {
@@ -197,8 +207,8 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
   }
   // The per-IP tier admitted this request before authentication
   // (IpLimitFilter); here it only takes part in the headers.
-  EntrySharedPtr ip_entry;
-  if (cfg.per_ip && !info.client_ip.empty()) ip_entry = st.ips.get(info.client_ip, now);
+  Entry* ip_entry = nullptr;
+  if (cfg.per_ip && !info.client_ip.empty()) ip_entry = &streamCounters(info, kIpCounters, st.ips, info.client_ip, now);
   uint64_t global_local = st.effectiveLimit(cfg.global, st.global_ceiling.load(std::memory_order_relaxed));
   if (cfg.global && !st.global.tryAdmit(now, global_local)) {
     if (key_limit) key_entry_->requests.refund(now);
@@ -216,20 +226,28 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
 
 http::FilterHeadersStatus RateLimitFilter::encodeHeaders(http::ResponseHeaders& headers, bool) {
   if (!applied_) return http::FilterHeadersStatus::Continue;
+  // Formatted on the stack; the header map copies values into its arena.
+  char buf[24];
+  auto num = [&buf](uint64_t v, const char* unit = "") {
+    char* end = std::to_chars(buf, buf + 20, v).ptr;
+    while (*unit) *end++ = *unit++;
+    return std::string_view(buf, static_cast<size_t>(end - buf));
+  };
   if (header_limit_) {
-    headers.headers.add("x-ratelimit-limit-requests", std::to_string(header_limit_));
-    headers.headers.add("x-ratelimit-remaining-requests", std::to_string(header_remaining_));
-    headers.headers.add("x-ratelimit-reset-requests", std::to_string(header_reset_s_) + "s");
+    headers.headers.add("x-ratelimit-limit-requests", num(header_limit_));
+    headers.headers.add("x-ratelimit-remaining-requests", num(header_remaining_));
+    headers.headers.add("x-ratelimit-reset-requests", num(header_reset_s_, "s"));
   }
   if (token_limit_) {
-    headers.headers.add("x-ratelimit-limit-tokens", std::to_string(token_limit_));
-    headers.headers.add("x-ratelimit-remaining-tokens", std::to_string(token_remaining_));
-    headers.headers.add("x-ratelimit-reset-tokens", std::to_string(token_reset_s_) + "s");
+    headers.headers.add("x-ratelimit-limit-tokens", num(token_limit_));
+    headers.headers.add("x-ratelimit-remaining-tokens", num(token_remaining_));
+    headers.headers.add("x-ratelimit-reset-tokens", num(token_reset_s_, "s"));
   }
   return http::FilterHeadersStatus::Continue;
 }
 
 void RateLimitFilter::onDestroy() {
+  // The stream's filter state, and with it the entry, outlives onDestroy.
   if (holds_concurrency_ && key_entry_) {
     key_entry_->in_flight.fetch_sub(1, std::memory_order_acq_rel);
     holds_concurrency_ = false;

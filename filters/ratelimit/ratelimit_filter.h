@@ -47,6 +47,16 @@ RateLimitConfigSharedPtr compileConfig(const edge::v1::RateLimits& limits);
 std::string clientIp(const std::string& peer, const http::RequestHeaders& headers,
                      const std::vector<Cidr>& trusted);
 
+// The stream's counters for its client IP and its API key: the first
+// filter that needs them looks them up and leaves them in the stream's
+// filter state for the later ones (the key tier, the usage counter).
+inline constexpr http::FilterStateKey<Entry> kIpCounters{"ratelimit.ip"};
+inline constexpr http::FilterStateKey<Entry> kKeyCounters{"ratelimit.key"};
+// The counters under `slot` for this stream: kept ones, or `table`'s for
+// `key` (then kept).
+Entry& streamCounters(http::StreamInfo& info, const http::FilterStateKey<Entry>& slot, KeyedTable& table,
+                      const std::string& key, uint64_t now_s);
+
 // Sends the 429 for `tier` (shared by both filters).
 void sendRefusal(http::DecoderFilterCallbacks& decoder, const char* tier, uint64_t limit, uint32_t retry_after,
                  const std::string& what);
@@ -72,7 +82,7 @@ class RateLimitFilter : public http::StreamDecoderFilter, public http::StreamEnc
   RateLimitConfigSharedPtr config_;
   StateSharedPtr state_;
   http::DecoderFilterCallbacks* decoder_ = nullptr;
-  EntrySharedPtr key_entry_;
+  Entry* key_entry_ = nullptr;  // in the stream's filter state
   bool holds_concurrency_ = false;
   bool applied_ = false;
   // For the x-ratelimit-* headers: the tier with the least left.

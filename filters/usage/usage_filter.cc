@@ -55,8 +55,10 @@ http::FilterHeadersStatus UsageFilter::decodeHeaders(http::RequestHeaders&, bool
   const config::CompiledRoute* route = decoder_->route();
   active_ = route && route->count_tokens;
   if (!active_) return http::FilterHeadersStatus::Continue;
-  if (const auto& id = decoder_->streamInfo().identity) {
-    key_entry_ = state_->keys.get(id->client_id, ratelimit::nowSeconds());
+  http::StreamInfo& info = decoder_->streamInfo();
+  if (const auto& id = info.identity) {
+    key_entry_ = &ratelimit::streamCounters(info, ratelimit::kKeyCounters, state_->keys, id->client_id,
+                                            ratelimit::nowSeconds());
   }
   return http::FilterHeadersStatus::Continue;
 }

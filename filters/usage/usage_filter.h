@@ -65,7 +65,7 @@ class UsageFilter : public http::StreamDecoderFilter, public http::StreamEncoder
   uint64_t counted_ = 0;  // tokens already added to the key's window
   uint64_t reported_total_ = 0;
   uint64_t completion_estimate_ = 0;
-  ratelimit::EntrySharedPtr key_entry_;
+  ratelimit::Entry* key_entry_ = nullptr;  // in the stream's filter state
 };
 
 http::FilterFactory makeFactory(ratelimit::RateLimitConfigSharedPtr config, ratelimit::StateSharedPtr state);
