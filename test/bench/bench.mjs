@@ -218,6 +218,7 @@ fs.writeFileSync(luaPostAnon, fs.readFileSync(luaPost, 'utf8').replace(/^wrk.hea
 function wrk(args) {
   const out = execFileSync('wrk', args, { encoding: 'utf8', timeout: (dur + 30) * 1000 });
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
   const errs = /Socket errors: (.*)/.exec(out)?.[1] ?? '';
   const lat = {};
@@ -225,7 +226,7 @@ function wrk(args) {
     const v = Number(m[2]) * (m[3] === 'us' ? 0.001 : m[3] === 's' ? 1000 : 1);
     lat[m[1]] = v;
   }
-  return { rps, non2xx, errs, lat };
+  return { rps, requests, non2xx, errs, lat };
 }
 // The open-loop load generator (test/bench/loadgen.cc): a fixed request
 // rate, latency from each request's intended send time to its last byte.
@@ -273,15 +274,24 @@ const fmt = (v) => (Number.isFinite(v) ? (Math.abs(v) >= 100 ? Math.round(v).toS
 
 // 1. Throughput, TLS keep-alive, 64 connections.
 if (want(1)) {
+  // Per run, the proxy's CPU per request (µs): what it would serve on a
+  // core of its own, a figure the load generator's share of the two cores
+  // does not move (as row 3's second line).
+  const cpuPerReq = Object.fromEntries([...systems, edgeOff].map((s) => [s.name, []]));
   const res = alternate((s) => {
     // The filterless Edge gets no key (it would refuse one it does not know).
     const script = s === edgeOff ? luaPostAnon : luaPost;
+    const cpu0 = cpuOf(s.proc.pid);
     const r = wrk(['-t1', '-c64', `-d${dur}s`, '-s', script, `https://127.0.0.1:${s.port}/v1/chat/completions`]);
+    cpuPerReq[s.name].push(((cpuOf(s.proc.pid) - cpu0) * 1e6) / r.requests);
     if (r.non2xx || r.errs) log(`${s.name}: non-2xx ${r.non2xx} ${r.errs}`);
     return r.rps;
   }, [...systems, edgeOff]);
   row('1. chat completion, TLS keep-alive, 64 conns (Edge: auth + rate limits on)', 'req/s',
     Object.fromEntries(Object.entries(res).map(([k, v]) => [k, median(v)])), 'higher', spreadOf(res, (v) => v));
+  row('1. the same per core of the proxy (1 / its CPU time per request)', 'req/s',
+    Object.fromEntries(Object.entries(cpuPerReq).map(([k, v]) => [k, 1e6 / median(v)])), 'higher',
+    spreadOf(cpuPerReq, (v) => 1e6 / v), '1. req/s per core');
 }
 
 // 2. Added latency, one request at a time, against the same request direct.
@@ -525,8 +535,11 @@ killGroup(edgeOff.proc);
 
 // --- report --------------------------------------------------------------------
 const names = systems.map((s) => s.name);
-const r1 = rows[0]?.scenario.startsWith('1.') ? rows[0].values : {};
-const filterCost = Number.isFinite(r1['edge-nofilters']) ? (1 - r1.edge / r1['edge-nofilters']) * 100 : NaN;
+const rowValues = (prefix) => rows.find((r) => r.scenario.startsWith(prefix))?.values ?? {};
+const r1 = rowValues('1. chat');
+const r1core = rowValues('1. the same per core');
+const costOf = (v) => (Number.isFinite(v['edge-nofilters']) ? (1 - v.edge / v['edge-nofilters']) * 100 : NaN);
+const pctOf = (v) => (Number.isFinite(v) ? v.toFixed(1) : 'n/a');
 const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? (a / b).toFixed(2) + 'x' : 'n/a');
 const header = ['scenario', 'unit', ...names, ...names.filter((n) => n !== 'edge').map((n) => `edge/${n}`)];
 const lines = [`| ${header.join(' | ')} |`, `| ${header.map(() => '---').join(' | ')} |`];
@@ -542,7 +555,8 @@ if (spreads.length) {
     names.filter((n) => r.spread[n]).map((n) => `${n} ${fmt(r.spread[n][0])}-${fmt(r.spread[n][1])}`).join(', ')).join('; ') + '.', '');
 }
 lines.push(`Edge with auth and three rate-limit tiers on: ${fmt(r1.edge)} req/s; with them off: ${fmt(r1['edge-nofilters'])} req/s ` +
-  `(the filters cost ${Number.isFinite(filterCost) ? filterCost.toFixed(1) : 'n/a'}% of throughput; target < 5%).`);
+  `(the filters cost ${pctOf(costOf(r1))}% of throughput; target < 5%). Per core of the Edge (its CPU per request): ` +
+  `${fmt(r1core.edge)} against ${fmt(r1core['edge-nofilters'])} req/s, the filters cost ${pctOf(costOf(r1core))}%.`);
 for (const n of notes) lines.push('', n);
 const table = lines.join('\n');
 console.log(table);

@@ -317,17 +317,13 @@ void Client::StartRequest(Conn& c, uint64_t now) {
 }
 
 void Client::TryWrite(Conn& c, uint64_t now) {
-  while (c.woff < request_.size()) {
-    ssize_t r = loadgen::WriteSome(c.fd, c.ssl, request_.data() + c.woff, request_.size() - c.woff);
-    if (r > 0) {
-      c.woff += size_t(r);
-      continue;
-    }
-    if (r == loadgen::kIoWantWrite || r == loadgen::kIoWantRead) {
-      c.want_write = r == loadgen::kIoWantWrite;
-      SetEvents(c);
-      return;
-    }
+  ssize_t r = loadgen::WriteRest(c.fd, c.ssl, request_, &c.woff);
+  if (r == loadgen::kIoWantWrite || r == loadgen::kIoWantRead) {
+    c.want_write = r == loadgen::kIoWantWrite;
+    SetEvents(c);
+    return;
+  }
+  if (r != 0) {
     Fail(c, Phase::kHttp, now);
     return;
   }

@@ -295,6 +295,15 @@ ssize_t WriteSome(int fd, SSL* ssl, const char* p, size_t n) {
   return kIoError;
 }
 
+ssize_t WriteRest(int fd, SSL* ssl, std::string_view data, size_t* off) {
+  while (*off < data.size()) {
+    ssize_t r = WriteSome(fd, ssl, data.data() + *off, data.size() - *off);
+    if (r <= 0) return r == 0 ? kIoError : r;
+    *off += size_t(r);
+  }
+  return 0;
+}
+
 // --- HTTP/1.1 response -----------------------------------------------------------
 void ResponseParser::Reset(bool head, BodyFn body, void* ctx, ChunkEndFn chunk_end) {
   llhttp_settings_init(&s_);

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "llhttp.h"
@@ -107,6 +108,11 @@ ssize_t ReadSome(int fd, SSL* ssl, const TlsInput& in, char* buf, size_t cap,
                  uint64_t* arrival = nullptr);
 // A TLS write must be retried with the same arguments after kIoWant*.
 ssize_t WriteSome(int fd, SSL* ssl, const char* p, size_t n);
+// Writes what is left of `data` from *off (advanced as bytes go) until all
+// is written (returns 0) or the socket would block (kIoWantRead or
+// kIoWantWrite: call again with the same data and offset) or fails
+// (kIoError).
+ssize_t WriteRest(int fd, SSL* ssl, std::string_view data, size_t* off);
 
 // --- HTTP/1.1 response -----------------------------------------------------------
 // llhttp for one response at a time; Reset() before each request. Stops at

@@ -329,19 +329,15 @@ void Runner::Send(Conn& c, uint64_t intended, uint64_t now) {
 }
 
 void Runner::TryWrite(Conn& c, uint64_t now) {
-  while (c.woff < request_.size()) {
-    // TLS: retried with the same arguments.
-    ssize_t r = loadgen::WriteSome(c.fd, c.ssl, request_.data() + c.woff, request_.size() - c.woff);
-    if (r > 0) {
-      c.woff += size_t(r);
-      continue;
-    }
-    if (r == loadgen::kIoWantWrite || r == loadgen::kIoWantRead) {
-      c.want_write = r == loadgen::kIoWantWrite;
-      c.want_read_for_write = r == loadgen::kIoWantRead;
-      SetEvents(c);
-      return;
-    }
+  // TLS: retried with the same arguments (the request and offset).
+  ssize_t r = loadgen::WriteRest(c.fd, c.ssl, request_, &c.woff);
+  if (r == loadgen::kIoWantWrite || r == loadgen::kIoWantRead) {
+    c.want_write = r == loadgen::kIoWantWrite;
+    c.want_read_for_write = r == loadgen::kIoWantRead;
+    SetEvents(c);
+    return;
+  }
+  if (r != 0) {
     Close(c, now, Why::kError);
     return;
   }
