@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <string>
 
+#include "absl/synchronization/mutex.h"
 #include "controlplane/server.h"
 #include "dataplane/common/log.h"
 
@@ -24,6 +25,13 @@ int main(int argc, char** argv) {
     puts("eldric-controlplane 0.1.0");
     return 0;
   }
+
+  // Debian builds abseil without NDEBUG, so every absl::Mutex (gRPC's, on
+  // each call and stream) kept a lock-order graph for deadlock detection:
+  // 4-5% of the control plane's CPU under a farm's streams (perf,
+  // GraphCycles::GetId/InsertEdge). A debugging aid; off, as in release
+  // builds of abseil.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   // Signals are taken by this thread with sigwait; every thread started
   // from here on (gRPC's included) inherits the blocked mask.
