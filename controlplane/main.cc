@@ -8,6 +8,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "controlplane/server.h"
+#include "dataplane/common/fd_table.h"
 #include "dataplane/common/log.h"
 
 int main(int argc, char** argv) {
@@ -25,6 +26,10 @@ int main(int argc, char** argv) {
     puts("eldric-controlplane 0.1.0");
     return 0;
   }
+
+  // A farm's streams each hold a descriptor; grown before gRPC's threads
+  // start (see fd_table.h).
+  eldric::presizeDescriptorTable();
 
   // Debian builds abseil without NDEBUG, so every absl::Mutex (gRPC's, on
   // each call and stream) kept a lock-order graph for deadlock detection:

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "dataplane/common/fd_table.h"
 #include "dataplane/config/loader.h"
 #include "dataplane/server/server.h"
 
@@ -20,6 +21,8 @@ int main(int argc, char** argv) {
     puts("eldric-edge 0.1.0");
     return 0;
   }
+  // Before any thread starts (see fd_table.h).
+  eldric::presizeDescriptorTable();
   eldric::server::Server server(std::move(cli));
   return server.run();
 }
