@@ -13,6 +13,9 @@ size_t presizeDescriptorTable(size_t cap) {
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
   size_t n = rl.rlim_cur == RLIM_INFINITY ? cap : std::min<size_t>(rl.rlim_cur, cap);
   if (n <= 64) return 0;  // the table a process starts with holds 64
+  // A descriptor already there (inherited) means the table holds it: dup2
+  // would close it.
+  if (fcntl(static_cast<int>(n - 1), F_GETFD) != -1) return n;
   int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return 0;
   // Placing a descriptor in the last slot grows the table to hold it; the

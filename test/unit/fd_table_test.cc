@@ -23,16 +23,19 @@ size_t fdTableSize() {
   return 0;
 }
 
-TEST(FdTableTest, PresizeGrowsTheTableToTheLimitOrTheCap) {
+// A soft limit of at least 4,096 for these tests (the hard limit allows
+// it on any machine they run on).
+bool raiseLimit() {
   rlimit rl{};
-  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
-  // A soft limit of at least 4,096 for this test (the hard limit allows it
-  // on any machine these tests run on; skip otherwise).
-  if (rl.rlim_cur < 4096) {
-    if (rl.rlim_max < 4096) GTEST_SKIP() << "hard descriptor limit below 4096";
-    rl.rlim_cur = 4096;
-    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
-  }
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return false;
+  if (rl.rlim_cur >= 4096) return true;
+  if (rl.rlim_max < 4096) return false;
+  rl.rlim_cur = 4096;
+  return setrlimit(RLIMIT_NOFILE, &rl) == 0;
+}
+
+TEST(FdTableTest, PresizeGrowsTheTableToTheLimitOrTheCap) {
+  if (!raiseLimit()) GTEST_SKIP() << "hard descriptor limit below 4096";
   size_t before = fdTableSize();
   ASSERT_LT(before, 2048u);  // a fresh process: not grown yet
   EXPECT_EQ(presizeDescriptorTable(3000), 3000u);
@@ -43,6 +46,18 @@ TEST(FdTableTest, PresizeGrowsTheTableToTheLimitOrTheCap) {
   EXPECT_GE(fd, 0);
   EXPECT_LT(fd, 64);
   close(fd);
+}
+
+TEST(FdTableTest, LeavesADescriptorAlreadyInTheLastSlotOpen) {
+  if (!raiseLimit()) GTEST_SKIP() << "hard descriptor limit below 4096";
+  // As a descriptor a parent process passed on would sit there.
+  int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(dup2(fd, 3999), 3999);
+  close(fd);
+  EXPECT_EQ(presizeDescriptorTable(4000), 4000u);
+  EXPECT_NE(fcntl(3999, F_GETFD), -1);
+  close(3999);
 }
 
 TEST(FdTableTest, NothingToDoUnderTheInitialTable) {
