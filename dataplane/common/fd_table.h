@@ -1,14 +1,15 @@
 #pragma once
 
 // The kernel's descriptor table grows by doubling as descriptors are
-// opened (past 64, 128, 256, 512, ... of them), and in a process with more than one
-// thread each growth waits for an RCU grace period (expand_fdtable calls
-// synchronize_rcu): 10-20 ms on these VMs, during which the thread that
-// opened the descriptor (a worker accepting or connecting) stalls with
-// every stream it serves. The Edge crossed 256 descriptors in its first
-// 200-stream benchmark run and stalled once each time (TTFB p99 16 ms, 8
-// token events merged). Grown once at start, before any thread exists,
-// the table costs no grace period, only its memory (8 bytes per slot).
+// opened (past 64, 128, 256, 512, ... of them), and in a process with more
+// than one thread each growth waits for an RCU grace period
+// (expand_fdtable calls synchronize_rcu): 10-20 ms on these VMs, during
+// which the thread that opened the descriptor (a worker accepting or
+// connecting) stalls with every stream it serves. The Edge crossed 256
+// descriptors in its first 200-stream benchmark run and stalled there
+// (TTFB p99 16 ms, 8 token events merged). Grown once at start, before
+// any thread exists, the table costs no grace period, only its memory
+// (8 bytes per slot).
 
 #include <cstddef>
 
