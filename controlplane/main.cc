@@ -27,8 +27,9 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  // A farm's streams each hold a descriptor; grown before gRPC's threads
-  // start (see fd_table.h).
+  // A farm's streams each hold a descriptor: the limit raised and the
+  // table grown before gRPC's threads start (see fd_table.h).
+  eldric::raiseDescriptorLimit();
   eldric::presizeDescriptorTable();
 
   // Debian builds abseil without NDEBUG, so every absl::Mutex (gRPC's, on

@@ -5,8 +5,20 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 
 namespace eldric {
+
+size_t raiseDescriptorLimit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlimit raised = rl;
+    raised.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+  }
+  return rl.rlim_cur == RLIM_INFINITY ? SIZE_MAX : static_cast<size_t>(rl.rlim_cur);
+}
 
 size_t presizeDescriptorTable(size_t cap) {
   rlimit rl{};

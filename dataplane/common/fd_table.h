@@ -15,6 +15,13 @@
 
 namespace eldric {
 
+// Raises the soft RLIMIT_NOFILE to the hard limit, as Go's runtime does
+// and systemd expects of programs that need many descriptors (its soft
+// default of 1,024 is for select()'s sake; nothing here uses select()):
+// every connection is a descriptor, and a proxied stream is two. Returns
+// the soft limit now in force (0 if it could not be read).
+size_t raiseDescriptorLimit();
+
 // 65,536 slots: 512 KB of table; a process that goes past them grows the
 // table by doubling again (a stall per doubling, each rarer).
 inline constexpr size_t kDescriptorTablePresize = 65536;

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   // Before any thread starts (see fd_table.h).
+  eldric::raiseDescriptorLimit();
   eldric::presizeDescriptorTable();
   eldric::server::Server server(std::move(cli));
   return server.run();

@@ -60,6 +60,19 @@ TEST(FdTableTest, LeavesADescriptorAlreadyInTheLastSlotOpen) {
   close(3999);
 }
 
+TEST(FdTableTest, RaiseSetsTheSoftLimitToTheHardOne) {
+  rlimit rl{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+  if (rl.rlim_max > 1024) {  // start from a lower soft limit, as a shell's
+    rl.rlim_cur = 1024;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+  }
+  size_t now = raiseDescriptorLimit();
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+  EXPECT_EQ(rl.rlim_cur, rl.rlim_max);
+  EXPECT_EQ(now, rl.rlim_cur == RLIM_INFINITY ? SIZE_MAX : static_cast<size_t>(rl.rlim_cur));
+}
+
 TEST(FdTableTest, NothingToDoUnderTheInitialTable) {
   EXPECT_EQ(presizeDescriptorTable(64), 0u);
 }
