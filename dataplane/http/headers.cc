@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <utility>
 
 namespace eldric::http {
 
@@ -37,6 +38,18 @@ HeaderMap& HeaderMap::operator=(const HeaderMap& other) {
   free_len_ = 0;
   last_chunk_ = 0;
   for (const Entry& e : other.entries_) add(e.first, e.second);
+  return *this;
+}
+
+HeaderMap& HeaderMap::operator=(HeaderMap&& other) noexcept {
+  if (this == &other) return *this;
+  entries_ = std::move(other.entries_);
+  chunks_ = std::move(other.chunks_);
+  free_ = std::exchange(other.free_, nullptr);
+  free_len_ = std::exchange(other.free_len_, 0);
+  last_chunk_ = std::exchange(other.last_chunk_, 0);
+  other.entries_.clear();
+  other.chunks_.clear();
   return *this;
 }
 

@@ -31,8 +31,10 @@ class HeaderMap {
   HeaderMap(const HeaderMap& other) { *this = other; }
   HeaderMap& operator=(const HeaderMap& other);
   // The arena's chunks live on the heap, so views stay valid on a move.
-  HeaderMap(HeaderMap&&) noexcept = default;
-  HeaderMap& operator=(HeaderMap&&) noexcept = default;
+  // The map moved from is left empty (no free space pointing into a chunk
+  // it no longer owns).
+  HeaderMap(HeaderMap&& other) noexcept { *this = std::move(other); }
+  HeaderMap& operator=(HeaderMap&& other) noexcept;
 
   // Copies `name` (already lowercase) and `value` into the arena.
   void add(std::string_view name, std::string_view value);

@@ -98,6 +98,16 @@ TEST(HeadersTest, ArenaViewsStayValidAcrossGrowthRemovalAndMoves) {
   EXPECT_NE(copy.get("x-h5")->data(), moved_view.data());
   EXPECT_EQ(*copy.get("x-h5"), std::string(40, 'f'));
   EXPECT_EQ(copy.size(), moved.size());
+  // The map moved from is empty and writes into its own arena, not into
+  // the free space of the chunk it gave away.
+  h.add("x-after", std::string(40, '!'));  // NOLINT(bugprone-use-after-move): on purpose
+  EXPECT_EQ(h.size(), 1u);
+  h.add("x-more", std::string(300, '?'));
+  EXPECT_EQ(*moved.get("x-h199"), std::string(40, static_cast<char>('a' + 199 % 26)));
+  EXPECT_EQ(*moved.get("x-h0"), std::string(40, 'b'));
+  moved.add("x-moved-after", "ok");
+  EXPECT_EQ(*h.get("x-after"), std::string(40, '!'));
+  EXPECT_EQ(*moved.get("x-moved-after"), "ok");
   // Empty values are kept as entries.
   copy.add("x-empty", "");
   ASSERT_TRUE(copy.get("x-empty"));
