@@ -14,22 +14,60 @@ import { freePort } from '../e2e/lib/harness.mjs';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../..');
 const quick = process.argv.includes('--quick');
-// --pin: the proxy under test runs on CPU 1, everything else (this script,
-// the fake routers, the load generators) on CPU 0, so the proxies do not
-// compete with their own load for a core and the tails measure the proxy
-// rather than the scheduler. Same for all systems.
+const known = ['--quick', '--pin', '--only=', '--base-port=', '--edge-b=', '--workers='];
+for (const a of process.argv.slice(2)) {
+  if (!known.some((k) => (k.endsWith('=') ? a.startsWith(k) : a === k))) {
+    console.error(`[bench] unknown flag ${a}; flags: ${known.map((k) => (k.endsWith('=') ? `${k}...` : k)).join(' ')}`);
+    process.exit(2);
+  }
+}
+// --workers=N: every proxy runs N workers (the Edge's `workers`, nginx's
+// worker_processes, HAProxy's nbthread) and the fake routers N threads.
+// The default, 1, is what two cores allow: one for the proxy, one for the
+// load and the upstream. On a host with cores to spare, more.
+const workersArg = process.argv.find((a) => a.startsWith('--workers='));
+const workers = workersArg ? Number(workersArg.slice(10)) : 1;
+if (!Number.isInteger(workers) || workers < 1 || workers > 64) {
+  console.error('[bench] --workers=N takes a whole number from 1 to 64');
+  process.exit(2);
+}
+// The CPUs this run may use (its affinity list, as `taskset -p` shows it).
+function allowedCpus() {
+  const out = execFileSync('taskset', ['-pc', String(process.pid)], { encoding: 'utf8' });
+  const list = out.split(':').pop().trim();
+  const cpus = [];
+  for (const part of list.split(',')) {
+    const [a, b] = part.split('-').map(Number);
+    for (let c = a; c <= (Number.isFinite(b) ? b : a); c++) cpus.push(c);
+  }
+  return cpus;
+}
+const cpus = allowedCpus();
+// --pin: the proxy under test runs on the last `workers` CPUs, everything
+// else (this script, the fake routers, the load generators) on the others,
+// so the proxies do not compete with their own load for a core and the
+// tails measure the proxy rather than the scheduler. Same for all systems.
+// On two cores: the proxy on CPU 1, the rest on CPU 0.
 const pin = process.argv.includes('--pin');
+const proxyCpus = cpus.slice(-workers);
+const loadCpus = cpus.slice(0, cpus.length - workers);
+if (pin && !loadCpus.length) {
+  console.error(`[bench] --pin needs more CPUs than workers: ${cpus.length} CPU(s) here, --workers=${workers}`);
+  process.exit(2);
+}
+// wrk's threads for the many-connection rows: one per proxy worker (a wrk
+// thread outruns a worker), no more than the CPUs the proxy leaves.
+const loadThreads = Math.max(1, Math.min(workers, cpus.length - workers));
 // --only=1,3 runs just those scenarios (while working on one of them).
 const onlyArg = process.argv.find((a) => a.startsWith('--only='));
 const only = onlyArg ? new Set(onlyArg.slice(7).split(',').map(Number)) : null;
 const want = (n) => !only || only.has(n);
-// --base-port=N puts the listeners on N..N+7; by default each is a port the
+// --base-port=N puts the listeners on N..N+9; by default each is a port the
 // kernel reports free, so two runs on one machine do not collide.
 const basePortArg = process.argv.find((a) => a.startsWith('--base-port='));
-const workers = 1;  // two cores: one for the proxy, one for load + upstream
 const dur = quick ? 2 : 10;
 const reps = quick ? 1 : 3;
-if (pin) execFileSync('taskset', ['-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });  // children inherit CPU 0
+if (pin) execFileSync('taskset', ['-p', '-c', loadCpus.join(','), String(process.pid)], { stdio: 'ignore' });  // children inherit these
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'eldric-bench-'));
 const key = 'sk-bench-key-0123456789';
 const procs = [];
@@ -47,7 +85,7 @@ function which(bin) {
 }
 function start(cmd, args, opts = {}) {
   if (opts.proxy !== undefined) {
-    if (pin && opts.proxy) [cmd, args] = ['taskset', ['-c', '1', cmd, ...args]];  // exec: the pid stays the proxy's
+    if (pin && opts.proxy) [cmd, args] = ['taskset', ['-c', proxyCpus.join(','), cmd, ...args]];  // exec: the pid stays the proxy's
     delete opts.proxy;
   }
   // Own process group: nginx's workers go with their master on kill.
@@ -76,9 +114,11 @@ function killGroup(p) {
 }
 function cleanup() {
   for (const p of procs) killGroup(p);
+  fs.rmSync(work, { recursive: true, force: true });
 }
 process.on('exit', cleanup);
 process.on('SIGINT', () => process.exit(130));
+process.on('SIGTERM', () => process.exit(143));
 
 const bin = (p) => path.join(repo, 'bazel-bin', p);
 const cert = path.join(work, 'cert.pem');
@@ -105,9 +145,9 @@ for (const p of Object.values(ports)) {
   }
 }
 const tokensSse = quick ? 20 : 200;
-start(bin('test/fake_router/fake-router'), ['--port', String(ports.router), '--threads', '1', '--tokens', '8']);
+start(bin('test/fake_router/fake-router'), ['--port', String(ports.router), '--threads', String(workers), '--tokens', '8']);
 const sseRouterPort = ports.sseRouter;
-start(bin('test/fake_router/fake-router'), ['--port', String(sseRouterPort), '--threads', '1', '--tokens', String(tokensSse), '--token-delay-ms', '20']);
+start(bin('test/fake_router/fake-router'), ['--port', String(sseRouterPort), '--threads', String(workers), '--tokens', String(tokensSse), '--token-delay-ms', '20']);
 await waitPort(ports.router);
 await waitPort(sseRouterPort);
 
@@ -282,7 +322,7 @@ if (want(1)) {
     // The filterless Edge gets no key (it would refuse one it does not know).
     const script = s === edgeOff ? luaPostAnon : luaPost;
     const cpu0 = cpuOf(s.proc.pid);
-    const r = wrk(['-t1', '-c64', `-d${dur}s`, '-s', script, `https://127.0.0.1:${s.port}/v1/chat/completions`]);
+    const r = wrk([`-t${loadThreads}`, '-c64', `-d${dur}s`, '-s', script, `https://127.0.0.1:${s.port}/v1/chat/completions`]);
     cpuPerReq[s.name].push(((cpuOf(s.proc.pid) - cpu0) * 1e6) / r.requests);
     if (r.non2xx || r.errs) log(`${s.name}: non-2xx ${r.non2xx} ${r.errs}`);
     return r.rps;
@@ -319,7 +359,7 @@ if (want(2)) {
     source = 'a short probe';
     // Row 1 did not run (--only): a short probe of each system's maximum.
     maxes = Object.fromEntries(systems.map((s) => [s.name,
-      wrk(['-t1', '-c64', `-d${quick ? 1 : 3}s`, '-s', luaPost, `https://127.0.0.1:${s.port}/v1/chat/completions`]).rps]));
+      wrk([`-t${loadThreads}`, '-c64', `-d${quick ? 1 : 3}s`, '-s', luaPost, `https://127.0.0.1:${s.port}/v1/chat/completions`]).rps]));
   }
   const slowest = systems.reduce((a, s) => (maxes[s.name] < maxes[a.name] ? s : a), systems[0]);
   const rate = Math.max(100, Math.round(maxes[slowest.name] / 2 / 100) * 100);
@@ -392,7 +432,7 @@ if (want(3)) {
     Object.fromEntries(systems.map((s) => [s.name, 1e6 / med(s.name, (r) => r.server_cpu_us)])), 'higher');
   const first = res[systems[0].name][0];
   // For comparison, the former client in the same run: wrk, OpenSSL 3.0.
-  const wrkRps = Object.fromEntries(systems.map((s) => [s.name, wrk(['-t1', `-c${conc}`, `-d${quick ? 1 : dur}s`, '-H', 'Connection: close',
+  const wrkRps = Object.fromEntries(systems.map((s) => [s.name, wrk([`-t${loadThreads}`, `-c${conc}`, `-d${quick ? 1 : dur}s`, '-H', 'Connection: close',
     '-H', `Authorization: Bearer ${key}`, `https://127.0.0.1:${s.port}/v1/models`]).rps]));
   notes.push(`Row 3: test/bench/benchclient, ${conc} workers each looping connect, full TLS 1.3 handshake ` +
     `(${first.group}, ${first.cipher}, no resumption), one request, close; handshake p50/p99 (µs, connect() to handshake done): ` +
@@ -576,13 +616,12 @@ if (!quick && !only) {
   const stamp = new Date().toISOString().slice(0, 16).replace('T', ' ');
   const section = `<!-- results -->\n## Latest run (${stamp} UTC)\n\nMachine and versions: ${versions()}.\n` +
     `Each figure is the median of ${reps} runs of ${dur} s, order alternating (row 4: ${quick ? 'one run of 50 streams' : `${reps} runs at 200 streams and one at 1,000`}, ${tokensSse} tokens × 20 ms each); ` +
-    `${workers} worker per proxy; ${pin ? 'pinned (--pin): each proxy on CPU 1, routers and clients on CPU 0' : 'not pinned to CPUs'}.\n\n${table}\n<!-- /results -->`;
+    `${workers} worker${workers > 1 ? 's' : ''} per proxy; ${pin ? `pinned (--pin): each proxy on CPU ${proxyCpus.join(',')}, routers and clients on CPU ${loadCpus.join(',')}` : 'not pinned to CPUs'}.\n\n${table}\n<!-- /results -->`;
   const out = md.includes('<!-- results -->') ? md.replace(/<!-- results -->[\s\S]*<!-- \/results -->/, section) : md + '\n' + section + '\n';
   fs.writeFileSync(path.join(repo, 'BENCHMARKS.md'), out);
   log('BENCHMARKS.md updated');
 }
 cleanup();
-fs.rmSync(work, { recursive: true, force: true });
 // Quick mode (CI) checks the harness ran every scenario for every system.
 const missing = rows.filter((r) => names.some((n) => !Number.isFinite(r.values[n])));
 if (missing.length) {

@@ -60,8 +60,13 @@ function stopCp() {
     } catch {}
   }
 }
-process.on('exit', stopCp);
+let keepWork = false;  // a failed run keeps its logs
+process.on('exit', () => {
+  stopCp();
+  if (!keepWork) fs.rmSync(work, { recursive: true, force: true });
+});
 process.on('SIGINT', () => process.exit(130));
+process.on('SIGTERM', () => process.exit(143));
 
 const config = {
   router_urls: ['http://127.0.0.1:19881'],
@@ -82,7 +87,10 @@ async function runOne(r) {
     '--config', cfgFile, '--data-dir', dataDir], { stdio: ['ignore', 'ignore', errFd] });
   fs.closeSync(errFd);
   for (let i = 0; i < 100 && !(await portOpen(PORT)); i++) await sleep(100);
-  if (!(await portOpen(PORT))) throw new Error(`control plane did not listen; see ${logFile}`);
+  if (!(await portOpen(PORT))) {
+    keepWork = true;
+    throw new Error(`control plane did not listen; see ${logFile}`);
+  }
   const args = ['--target', `127.0.0.1:${PORT}`, '--pid', String(cp.pid), '--streams', String(r.streams),
     '--revocations', String(r.revocations), '--clients', String(r.clients), '--settle-ms', String(r.settleMs),
     '--report-ms', String(r.reportMs), '--timeout-s', '60'];
@@ -161,6 +169,6 @@ if (!quick) {
 const failed = results.filter((r) => !r.ok);
 if (failed.length) {
   console.log(`cp-bench: ${failed.length} run(s) failed; logs kept in ${work}`);
+  keepWork = true;
   process.exit(1);
 }
-fs.rmSync(work, { recursive: true, force: true });
