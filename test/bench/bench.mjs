@@ -581,11 +581,48 @@ const r1core = rowValues('1. the same per core');
 const costOf = (v) => (Number.isFinite(v['edge-nofilters']) ? (1 - v.edge / v['edge-nofilters']) * 100 : NaN);
 const pctOf = (v) => (Number.isFinite(v) ? v.toFixed(1) : 'n/a');
 const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? (a / b).toFixed(2) + 'x' : 'n/a');
-const header = ['scenario', 'unit', ...names, ...names.filter((n) => n !== 'edge').map((n) => `edge/${n}`)];
+// Issue 6's targets for the Edge, row by row: `max`, a bound on its figure
+// (the unit's direction); `peer`, at least as good as the best of nginx and
+// HAProxy. Rows without one (p50s, CPU per event) inform.
+function targetOf(scenario) {
+  if (/^2b?\. added latency p99/.test(scenario)) return { max: 100, peer: true };
+  if (/^[135]\./.test(scenario)) return { peer: true };
+  if (/^4\. .*added (TTFB|inter-chunk delay) p99/.test(scenario)) return { max: 100 };
+  if (/^4\. .*lost or merged/.test(scenario)) return { max: 0 };
+  return null;
+}
+const peerNames = names.filter((n) => n !== 'edge' && n !== 'edge-b');
+// The Edge's standing against a row's target. Against the best peer, for a
+// row measured over several runs, it also says whether the Edge's range of
+// runs and that peer's overlap: a verdict with overlapping ranges is the
+// machine's noise as much as the proxies' difference.
+function verdict(r) {
+  const t = targetOf(r.scenario);
+  const e = r.values.edge;
+  if (!t) return '';
+  if (!Number.isFinite(e)) return 'n/a';
+  const lower = r.better === 'lower';
+  const asGood = (a, b) => (lower ? a <= b : a >= b);
+  const sign = lower ? '≤' : '≥';
+  const parts = [];
+  if (t.max !== undefined) {
+    parts.push(`${t.max === 0 ? 'none' : `${sign} ${t.max} ${r.unit}`}: ${asGood(e, t.max) ? 'met' : 'not met'}`);
+  }
+  const peers = t.peer ? peerNames.filter((n) => Number.isFinite(r.values[n])) : [];
+  if (peers.length) {
+    const best = peers.reduce((a, n) => (asGood(r.values[n], r.values[a]) ? n : a));
+    let v = `${sign} best peer (${best}): ${asGood(e, r.values[best]) ? 'met' : 'not met'}`;
+    const se = r.spread?.edge, sb = r.spread?.[best];
+    if (se && sb && reps > 1) v += se[0] <= sb[1] && sb[0] <= se[1] ? ', ranges overlap' : ', ranges apart';
+    parts.push(v);
+  }
+  return parts.join('; ');
+}
+const header = ['scenario', 'unit', ...names, ...names.filter((n) => n !== 'edge').map((n) => `edge/${n}`), 'target (issue 6)'];
 const lines = [`| ${header.join(' | ')} |`, `| ${header.map(() => '---').join(' | ')} |`];
 for (const r of rows) {
   lines.push(`| ${[r.scenario, `${r.unit} (${r.better} is better)`, ...names.map((n) => fmt(r.values[n])),
-    ...names.filter((n) => n !== 'edge').map((n) => ratio(r.values.edge, r.values[n]))].join(' | ')} |`);
+    ...names.filter((n) => n !== 'edge').map((n) => ratio(r.values.edge, r.values[n])), verdict(r)].join(' | ')} |`);
 }
 lines.push('');
 const spreads = rows.filter((r) => r.spread && reps > 1);
