@@ -114,9 +114,14 @@ function killGroup(p) {
 }
 function cleanup() {
   for (const p of procs) killGroup(p);
-  fs.rmSync(work, { recursive: true, force: true });
 }
-process.on('exit', cleanup);
+// The work directory (configs, certificates, nginx's error log) goes with a
+// finished, refused (2) or interrupted run; a failed one keeps it for its logs.
+process.on('exit', (code) => {
+  cleanup();
+  if ([0, 2, 130, 143].includes(code)) fs.rmSync(work, { recursive: true, force: true });
+  else console.error(`[bench] failed; its configs and logs are in ${work}`);
+});
 process.on('SIGINT', () => process.exit(130));
 process.on('SIGTERM', () => process.exit(143));
 
