@@ -457,13 +457,21 @@ if (want(4)) {
   // stream counts: the issue's 1,000, and a count this machine can pace
   // (see "Reading the rows": at 1,000 streams every proxy needs more CPU
   // than two shared cores have, so the µs targets are judged at the lower).
-  const counts = quick ? [50] : [200, 1000];
+  // At the lower count twice: the sends spread evenly over the ramp, which
+  // with 20 ms tokens puts the streams' tokens in step, in groups that leave
+  // the router together (as a batching server's decode step); and the sends
+  // at random moments of it (the same seeds for every system), independent
+  // streams whose tokens are spread over the 20 ms.
+  const cases = quick
+    ? [{ streams: 50, arrivals: 'even', runs: 1 }, { streams: 50, arrivals: 'uniform', runs: 1 }]
+    : [{ streams: 200, arrivals: 'even', runs: reps }, { streams: 200, arrivals: 'uniform', runs: reps },
+      { streams: 1000, arrivals: 'even', runs: 1 }];
   const names4 = systems.map((s) => s.name);
   const ramp = quick ? 0.5 : 1;
   const sseBody = JSON.stringify({ model: 'llama3.2:3b', stream: true, messages: [{ role: 'user', content: 'hi' }] });
-  const sse = (url, streams) => benchclient(['--mode', 'sse', '--url', url, '--streams', String(streams), '--tokens', String(tokensSse),
-    '--ramp', String(ramp), '--body', sseBody, '-H', 'Content-Type: application/json', '-H', `Authorization: Bearer ${key}`],
-  tokensSse * 0.02 + ramp + 180);
+  const sse = (url, streams, arrivals, seed) => benchclient(['--mode', 'sse', '--url', url, '--streams', String(streams),
+    '--tokens', String(tokensSse), '--ramp', String(ramp), '--arrivals', arrivals, '--seed', String(seed), '--body', sseBody,
+    '-H', 'Content-Type: application/json', '-H', `Authorization: Bearer ${key}`], tokensSse * 0.02 + ramp + 180);
   // Point each proxy at the paced router by restarting it with that upstream.
   for (const s of systems) {
     killGroup(s.proc);
@@ -482,20 +490,23 @@ if (want(4)) {
     }
     await waitPort(s.port, true);
   }
-  for (const streams of counts) {
+  let runNo = 0;
+  for (const { streams, arrivals, runs } of cases) {
     // The judged count runs `reps` times like rows 1-3 (its p99s rest on a
     // few samples each: one stall moves them); 1,000 streams once.
-    const runs = streams === counts[0] ? reps : 1;
+    const random = arrivals === 'uniform';
+    const what = `${streams} streams${random ? ', sent at random moments' : ''}`;
     const perRun = [];
     for (let i = 0; i < runs; i++) {
-      const direct = sse(`http://127.0.0.1:${sseRouterPort}/v1/chat/completions`, streams);
+      const seed = i + 1;
+      const direct = sse(`http://127.0.0.1:${sseRouterPort}/v1/chat/completions`, streams, arrivals, seed);
       const results = {};
       const cpuPerEvent = {};
-      // Order alternating between runs and between the two counts.
-      const order = (streams === counts[0] ? i : i + 1) % 2 ? [...systems].reverse() : systems;
+      // Order alternating from run to run.
+      const order = runNo++ % 2 ? [...systems].reverse() : systems;
       for (const s of order) {
         const cpu0 = cpuOf(s.proc.pid);
-        const r = sse(`https://127.0.0.1:${s.port}/v1/chat/completions`, streams);
+        const r = sse(`https://127.0.0.1:${s.port}/v1/chat/completions`, streams, arrivals, seed);
         // The proxy's CPU per token event delivered (its handshakes and
         // requests included, spread over the events).
         cpuPerEvent[s.name] = ((cpuOf(s.proc.pid) - cpu0) * 1e6) / Math.max(1, r.streams * tokensSse);
@@ -515,21 +526,20 @@ if (want(4)) {
     const gap = added((r) => r.gaps_us.p99);
     const cpu = (run, n) => run.cpuPerEvent[n];
     const runsNote = runs > 1 ? ` (median of ${runs} runs)` : '';
-    row(`4. SSE ${streams} streams × ${tokensSse} tokens @20 ms: added TTFB p99${runsNote}`, 'µs', over(ttfb), 'lower', spreadOver(ttfb),
-      `4. ${streams} streams added TTFB p99`);
-    row(`4. SSE ${streams} streams: added inter-chunk delay p99`, 'µs', over(gap), 'lower', spreadOver(gap),
-      `4. ${streams} streams added gap p99`);
+    const short = `4. ${streams} streams${random ? ' random' : ''}`;
+    row(`4. SSE ${what}${random ? '' : ` × ${tokensSse} tokens @20 ms`}: added TTFB p99${runsNote}`, 'µs', over(ttfb), 'lower',
+      spreadOver(ttfb), `${short} added TTFB p99`);
+    row(`4. SSE ${what}: added inter-chunk delay p99`, 'µs', over(gap), 'lower', spreadOver(gap), `${short} added gap p99`);
     // The target is none at all: every run's count, summed.
-    row(`4. SSE ${streams} streams: token chunks lost or merged${runs > 1 ? `, all ${runs} runs` : ''}`, 'count',
+    row(`4. SSE ${what}: token chunks lost or merged${runs > 1 ? `, all ${runs} runs` : ''}`, 'count',
       Object.fromEntries(names4.map((n) => [n, perRun.reduce((a, run) => a + run.results[n].lost + run.results[n].merged, 0)])), 'lower');
-    row(`4. SSE ${streams} streams: the proxy's CPU per token event`, 'µs', over(cpu), 'lower', spreadOver(cpu),
-      `4. ${streams} streams CPU per event (µs)`);
+    row(`4. SSE ${what}: the proxy's CPU per token event`, 'µs', over(cpu), 'lower', spreadOver(cpu), `${short} CPU per event (µs)`);
     const line = (name, r) => `${name}: TTFB p50/p99 ${fmt(r.ttfb_us.p50)}/${fmt(r.ttfb_us.p99)} µs, gap p50/p99 ` +
       `${fmt(r.gaps_us.p50)}/${fmt(r.gaps_us.p99)} µs, ${r.ok}/${r.streams} streams whole, lost ${r.lost}, merged ${r.merged}` +
       ` (in one TLS record, or HTTP chunk for plaintext; in one HTTP chunk: ${r.merged_per_chunk}; in one socket read: ${r.merged_per_read})`;
     perRun.forEach(({ direct, results }, i) => {
-      notes.push(`Row 4, ${streams} streams${runs > 1 ? `, run ${i + 1} of ${runs}` : ''}: test/bench/benchclient, connections opened first, ` +
-        `requests sent over ${ramp} s, arrivals timed by the kernel's receive stamps (the client read them p50/p99 ` +
+      notes.push(`Row 4, ${what}${runs > 1 ? `, run ${i + 1} of ${runs}` : ''}: test/bench/benchclient, connections opened first, ` +
+        `requests sent ${random ? `at random moments (seed ${i + 1}) of` : 'evenly over'} ${ramp} s, arrivals timed by the kernel's receive stamps (the client read them p50/p99 ` +
         `${fmt(direct.read_after_arrival_us.p50)}/${fmt(direct.read_after_arrival_us.p99)} µs after arrival, direct); ` +
         `${[line('direct', direct), ...systems.map((s) => line(s.name, results[s.name]))].join('; ')}.`);
       for (const [name, r] of [['direct', direct], ...Object.entries(results)]) {
@@ -657,7 +667,7 @@ if (!quick && !only) {
   const md = fs.readFileSync(path.join(repo, 'BENCHMARKS.md'), 'utf8');
   const stamp = new Date().toISOString().slice(0, 16).replace('T', ' ');
   const section = `<!-- results -->\n## Latest run (${stamp} UTC)\n\nMachine and versions: ${versions()}.\n` +
-    `Each figure is the median of ${reps} runs of ${dur} s, order alternating (row 4: ${quick ? 'one run of 50 streams' : `${reps} runs at 200 streams and one at 1,000`}, ${tokensSse} tokens × 20 ms each); ` +
+    `Each figure is the median of ${reps} runs of ${dur} s, order alternating (row 4: ${quick ? 'one run of 50 streams each way' : `${reps} runs at 200 streams sent evenly, ${reps} sent at random moments, one at 1,000`}, ${tokensSse} tokens × 20 ms each); ` +
     `${workers} worker${workers > 1 ? 's' : ''} per proxy; ${pin ? `pinned (--pin): each proxy on CPU ${proxyCpus.join(',')}, routers and clients on CPU ${loadCpus.join(',')}` : 'not pinned to CPUs'}.\n\n${table}\n<!-- /results -->`;
   const out = md.includes('<!-- results -->') ? md.replace(/<!-- results -->[\s\S]*<!-- \/results -->/, section) : md + '\n' + section + '\n';
   fs.writeFileSync(path.join(repo, 'BENCHMARKS.md'), out);

@@ -9,7 +9,8 @@
 //     errors, handshake latency (connect() to handshake done).
 //   sse: S streams, connected (and handshaken) before the clock starts, a
 //     few at a time; then each POSTs a streaming chat request, the sends
-//     spread evenly over --ramp seconds. Time to first byte is measured from
+//     spread evenly over --ramp seconds (or, --arrivals uniform, each at a
+//     random moment of it: streams whose token schedules are not in step). Time to first byte is measured from
 //     the request's send on its established connection to the kernel's
 //     arrival stamp of the first response bytes (SO_TIMESTAMPNS: a client
 //     late to read on a busy machine does not add its lateness); gaps
@@ -39,6 +40,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -70,6 +72,8 @@ struct Options {
   int streams = 100;  // sse
   int tokens = 0;     // sse: expected per stream (0: not checked)
   double ramp = 1;    // sse: seconds over which the requests are sent
+  bool uniform = false;  // sse: each send at a random moment of the ramp
+  uint64_t seed = 1;
   int connect_parallel = 32;
   double timeout = 120;  // sse: seconds after the last send
   bool quiet = false;
@@ -86,6 +90,12 @@ const char* kUsage = R"(usage: benchclient --mode handshake|sse --url URL [flags
     --streams S             streams (default 100)
     --tokens N              token events each stream must deliver (default: not checked)
     --ramp S                the requests' sends spread evenly over S seconds (default 1)
+    --arrivals even|uniform even: a send every S/streams seconds (with 20 ms tokens
+                            and a period dividing 20 ms, streams' tokens come in
+                            step); uniform: each send at a random moment of the
+                            ramp (default even)
+    --seed N                uniform arrivals' seed (default 1): the same seed, the
+                            same schedule
     --connect-parallel N    connections opened at once before the clock (default 32)
     --timeout S             give up S seconds after the last send (default 120)
   --url URL               http://HOST:PORT/PATH or https://... (also positional)
@@ -116,6 +126,11 @@ Options ParseFlags(int argc, char** argv) {
     else if (a == "--streams") o.streams = int(f.Num());
     else if (a == "--tokens") o.tokens = int(f.Num());
     else if (a == "--ramp") o.ramp = f.Num();
+    else if (a == "--arrivals") {
+      std::string v = f.Value();
+      if (v != "even" && v != "uniform") Usage("--arrivals is even or uniform");
+      o.uniform = v == "uniform";
+    } else if (a == "--seed") o.seed = uint64_t(f.Num());
     else if (a == "--connect-parallel") o.connect_parallel = int(f.Num());
     else if (a == "--timeout") o.timeout = f.Num();
     else if (a == "--quiet") o.quiet = true;
@@ -573,14 +588,20 @@ int Client::RunSse() {
 
   uint64_t t0 = NowNs() + 1000000ull;
   double step = o_.streams > 1 ? o_.ramp * 1e9 / double(o_.streams) : 0;
-  for (auto& c : conns_) c->due = t0 + uint64_t(step * c->index);
-  uint64_t last_due = conns_.back()->due;
+  std::mt19937_64 rng(o_.seed);
+  std::uniform_real_distribution<double> moment(0, o_.ramp * 1e9);
+  for (auto& c : conns_) c->due = t0 + uint64_t(o_.uniform ? moment(rng) : step * c->index);
+  // Send order: due times ascending.
+  std::vector<Conn*> order;
+  for (auto& c : conns_) order.push_back(c.get());
+  std::stable_sort(order.begin(), order.end(), [](const Conn* a, const Conn* b) { return a->due < b->due; });
+  uint64_t last_due = order.back()->due;
   uint64_t deadline = last_due + uint64_t(o_.timeout * 1e9);
-  size_t to_send = 0;  // streams in index order: due times ascend
+  size_t to_send = 0;
   for (;;) {
     uint64_t now = NowNs();
-    while (to_send < conns_.size() && conns_[to_send]->due <= now) {
-      Conn& c = *conns_[to_send++];
+    while (to_send < order.size() && order[to_send]->due <= now) {
+      Conn& c = *order[to_send++];
       if (c.st != St::kReady) continue;
       lag_.Record(now - c.due);
       StartRequest(c, now);
@@ -592,7 +613,7 @@ int Client::RunSse() {
         break;
       }
     if (!open || now >= deadline) break;
-    Wait(to_send < conns_.size() ? conns_[to_send]->due : deadline);
+    Wait(to_send < order.size() ? order[to_send]->due : deadline);
   }
   uint64_t unfinished = 0;
   for (auto& c : conns_)
@@ -604,13 +625,15 @@ int Client::RunSse() {
     }
   uint64_t errors = streams_failed_ + unfinished;
   printf("{\"mode\":\"sse\",\"url\":\"%s\",\"streams\":%d,\"tokens\":%d,\"ramp_s\":%.3f,"
+         "\"arrivals\":\"%s\","
          "\"setup_s\":%.3f,\"ok\":%llu,\"errors\":%llu,\"setup_errors\":%llu,\"non200\":%llu,"
          "\"incomplete\":%llu,\"unfinished\":%llu,\"events\":%llu,\"token_events\":%llu,"
          "\"lost\":%llu,\"out_of_order\":%llu,\"merged\":%llu,\"merged_per_read\":%llu,"
          "\"merged_per_chunk\":%llu,\"client_cpu_s\":%.3f,\"kernel_arrival_times\":%s,"
          "\"read_after_arrival_us\":%s,"
          "\"ttfb_us\":%s,\"first_event_us\":%s,\"gaps_us\":%s,\"send_lag_us\":%s}\n",
-         loadgen::JsonEscape(o_.url).c_str(), o_.streams, o_.tokens, o_.ramp, setup_s,
+         loadgen::JsonEscape(o_.url).c_str(), o_.streams, o_.tokens, o_.ramp,
+         o_.uniform ? "uniform" : "even", setup_s,
          (unsigned long long)streams_ok_, (unsigned long long)errors,
          (unsigned long long)setup_failed, (unsigned long long)non200_,
          (unsigned long long)incomplete_, (unsigned long long)unfinished,
