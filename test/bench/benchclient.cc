@@ -10,10 +10,11 @@
 //   sse: S streams, connected (and handshaken) before the clock starts, a
 //     few at a time; then each POSTs a streaming chat request, the sends
 //     spread evenly over --ramp seconds (or, --arrivals uniform, each at a
-//     random moment of it: streams whose token schedules are not in step). Time to first byte is measured from
-//     the request's send on its established connection to the kernel's
-//     arrival stamp of the first response bytes (SO_TIMESTAMPNS: a client
-//     late to read on a busy machine does not add its lateness); gaps
+//     random moment of it: streams whose token schedules are not in step).
+//     Time to first byte is measured from the request's send on its
+//     established connection to the kernel's arrival stamp of the first
+//     response bytes (SO_TIMESTAMPNS: a client late to read on a busy
+//     machine does not add its lateness); gaps
 //     between the arrivals of reads that delivered SSE events; token events
 //     that arrived in one TLS record (plaintext: in one HTTP chunk) count as
 //     merged (also reported: in one HTTP chunk, i.e. re-chunked by the
@@ -130,7 +131,11 @@ Options ParseFlags(int argc, char** argv) {
       std::string v = f.Value();
       if (v != "even" && v != "uniform") Usage("--arrivals is even or uniform");
       o.uniform = v == "uniform";
-    } else if (a == "--seed") o.seed = uint64_t(f.Num());
+    } else if (a == "--seed") {
+      double v = f.Num();
+      if (!(v >= 0) || v > 1e15) Usage("--seed must be a whole number >= 0");
+      o.seed = uint64_t(v);
+    }
     else if (a == "--connect-parallel") o.connect_parallel = int(f.Num());
     else if (a == "--timeout") o.timeout = f.Num();
     else if (a == "--quiet") o.quiet = true;
