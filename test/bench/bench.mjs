@@ -57,7 +57,7 @@ if (pin && !loadCpus.length) {
 }
 // wrk's threads for the many-connection rows: one per proxy worker (a wrk
 // thread outruns a worker), no more than the CPUs the proxy leaves.
-const loadThreads = Math.max(1, Math.min(workers, cpus.length - workers));
+const loadThreads = Math.max(1, Math.min(workers, loadCpus.length));
 // --only=1,3 runs just those scenarios (while working on one of them).
 const onlyArg = process.argv.find((a) => a.startsWith('--only='));
 const only = onlyArg ? new Set(onlyArg.slice(7).split(',').map(Number)) : null;
@@ -240,7 +240,8 @@ for (const s of [...systems, edgeOff]) {
   s.proc = s.start();
   await waitPort(s.port, true);
 }
-log(`up: ${systems.map((s) => s.name).join(', ')}; ${dur}s per run, ${reps} run(s), order alternating`);
+const names = systems.map((s) => s.name);
+log(`up: ${names.join(', ')}; ${dur}s per run, ${reps} run(s), order alternating`);
 
 // --- helpers -------------------------------------------------------------------
 const median = (a) => {
@@ -466,7 +467,6 @@ if (want(4)) {
     ? [{ streams: 50, arrivals: 'even', runs: 1 }, { streams: 50, arrivals: 'uniform', runs: 1 }]
     : [{ streams: 200, arrivals: 'even', runs: reps }, { streams: 200, arrivals: 'uniform', runs: reps },
       { streams: 1000, arrivals: 'even', runs: 1 }];
-  const names4 = systems.map((s) => s.name);
   const ramp = quick ? 0.5 : 1;
   const sseBody = JSON.stringify({ model: 'llama3.2:3b', stream: true, messages: [{ role: 'user', content: 'hi' }] });
   const sse = (url, streams, arrivals, seed) => benchclient(['--mode', 'sse', '--url', url, '--streams', String(streams),
@@ -516,11 +516,9 @@ if (want(4)) {
     }
     // Per system: the median over the runs of f(run, system), and the
     // lowest-highest run.
-    const over = (f) => Object.fromEntries(names4.map((n) => [n, median(perRun.map((run) => f(run, n)))]));
-    const spreadOver = (f) => (runs > 1 ? Object.fromEntries(names4.map((n) => {
-      const v = perRun.map((run) => f(run, n));
-      return [n, [Math.min(...v), Math.max(...v)]];
-    })) : null);
+    const perSystem = (f) => Object.fromEntries(names.map((n) => [n, perRun.map((run) => f(run, n))]));
+    const over = (f) => Object.fromEntries(Object.entries(perSystem(f)).map(([n, v]) => [n, median(v)]));
+    const spreadOver = (f) => (runs > 1 ? spreadOf(perSystem(f), (v) => v) : null);
     const added = (g) => (run, n) => Math.max(0, g(run.results[n]) - g(run.direct));
     const ttfb = added((r) => r.ttfb_us.p99);
     const gap = added((r) => r.gaps_us.p99);
@@ -532,7 +530,7 @@ if (want(4)) {
     row(`4. SSE ${what}: added inter-chunk delay p99`, 'µs', over(gap), 'lower', spreadOver(gap), `${short} added gap p99`);
     // The target is none at all: every run's count, summed.
     row(`4. SSE ${what}: token chunks lost or merged${runs > 1 ? `, all ${runs} runs` : ''}`, 'count',
-      Object.fromEntries(names4.map((n) => [n, perRun.reduce((a, run) => a + run.results[n].lost + run.results[n].merged, 0)])), 'lower');
+      Object.fromEntries(names.map((n) => [n, perRun.reduce((a, run) => a + run.results[n].lost + run.results[n].merged, 0)])), 'lower');
     row(`4. SSE ${what}: the proxy's CPU per token event`, 'µs', over(cpu), 'lower', spreadOver(cpu), `${short} CPU per event (µs)`);
     const line = (name, r) => `${name}: TTFB p50/p99 ${fmt(r.ttfb_us.p50)}/${fmt(r.ttfb_us.p99)} µs, gap p50/p99 ` +
       `${fmt(r.gaps_us.p50)}/${fmt(r.gaps_us.p99)} µs, ${r.ok}/${r.streams} streams whole, lost ${r.lost}, merged ${r.merged}` +
@@ -589,7 +587,6 @@ if (want(5)) {
 killGroup(edgeOff.proc);
 
 // --- report --------------------------------------------------------------------
-const names = systems.map((s) => s.name);
 const rowValues = (prefix) => rows.find((r) => r.scenario.startsWith(prefix))?.values ?? {};
 const r1 = rowValues('1. chat');
 const r1core = rowValues('1. the same per core');
