@@ -205,7 +205,8 @@ void Worker::drain() {
 }
 
 void Worker::maybeFinishDrain() {
-  if (draining_ && connections_.empty()) {
+  if (draining_ && !drained_ && connections_.empty()) {
+    drained_ = true;
     flushAccessLog();
     server_.workerDrained();
   }

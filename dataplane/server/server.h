@@ -81,6 +81,10 @@ class Worker : public http::ConnectionManagerContext {
   std::vector<std::unique_ptr<upstream::ConnPool>> pools_;
   router::RouterContext router_context_;
   bool draining_ = false;
+  // Set when this worker told the server it drained: it tells it once, though
+  // maybeFinishDrain() runs again on every close (and from drain() itself,
+  // after closing idle connections reported it already).
+  bool drained_ = false;
   std::string access_log_buffer_;
   TimerPtr access_log_timer_;
   int access_log_fd_ = -1;

@@ -5,6 +5,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import {
   startFakeRouter,
   startEdge,
@@ -256,4 +257,49 @@ describe('SIGTERM drains', () => {
     assert.deepEqual(exit, { code: 0, signal: null }, `exit after drain; stderr:\n${edge.stderr()}`);
     assert.ok(await connectRefused(edge.httpPort));
   });
+
+  // Each worker reports once that it drained. A worker whose last
+  // connections were idle closes them while it starts draining; that must not
+  // count it twice and let the process exit under another worker's stream.
+  it('idle keep-alive connections on every worker do not cut an in-flight stream short', TIMEOUT, async () => {
+    const two = await startEdge({ args: ['--no-tls', '--routers', router.url, '--workers', '2'] });
+    const idle = [];
+    try {
+      const stream = streamRequest({
+        port: two.httpPort,
+        headers: { 'x-fake-tokens': '6', 'x-fake-delay-ms': '100' },
+        body: chatBody({ stream: true }),
+      });
+      // 16 connections, each after one answered request: with the kernel
+      // spreading them over both workers' sockets, each worker holds some.
+      for (let i = 0; i < 16; ++i) idle.push(await idleKeepAlive(two.httpPort));
+      two.signal('SIGTERM');
+      const r = await stream;
+      assert.equal(r.status, 200);
+      assert.equal(r.events.at(-1).data, '[DONE]', `the stream ran to its end; stderr:\n${two.stderr()}`);
+      assert.equal(streamedContent(r.events), expectedContent(6));
+      // The Edge closed every idle connection at once.
+      for (const s of idle) await waitFor(() => s.peerClosed, { timeoutMs: 2000, what: 'idle connection closed' });
+      assert.deepEqual(await two.waitExit(10000), { code: 0, signal: null });
+    } finally {
+      for (const s of idle) s.destroy();
+      await two.kill();
+    }
+  });
 });
+
+/** A connection that got one answer and now sits idle; `.peerClosed` turns true when the Edge closes it. */
+function idleKeepAlive(port) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    let got = '';
+    s.on('error', () => {});
+    s.on('end', () => (s.peerClosed = true));
+    s.once('connect', () => s.write('GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n'));
+    s.on('data', (d) => {
+      got += d;
+      if (got.includes('\r\n\r\n')) resolve(s);
+    });
+    setTimeout(() => reject(new Error('no answer on a keep-alive connection')), 5000);
+  });
+}
