@@ -61,7 +61,7 @@ struct Settings {
   // upstream
   int64_t connect_timeout_ms = 2000, health_interval_ms = 5000, health_timeout_ms = 2000,
           unhealthy_threshold = 2, healthy_threshold = 1, ejection_failures = 3, ejection_time_ms = 10000,
-          max_idle = 64, idle_connection_timeout_ms = 60000, retries = 1;
+          max_idle = 64, idle_connection_timeout_ms = 60000, retries = 1, dns_refresh_ms = 5000;
   std::string health_path = "/health";
 };
 
@@ -294,7 +294,8 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                             {"ejection_time_ms", w.integer(&s.ejection_time_ms, 100, 3600000)},
                             {"max_idle_connections", w.integer(&s.max_idle, 0, 100000)},
                             {"idle_connection_timeout_ms", w.integer(&s.idle_connection_timeout_ms, 100, 3600000)},
-                            {"retries", w.integer(&s.retries, 0, 10)}});
+                            {"retries", w.integer(&s.retries, 0, 10)},
+                            {"dns_refresh_ms", w.integer(&s.dns_refresh_ms, 100, 86400000)}});
                 }},
            });
 }
@@ -610,6 +611,7 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     c->set_max_idle_connections_per_endpoint(static_cast<uint32_t>(s.max_idle));
     *c->mutable_idle_connection_timeout() = duration(s.idle_connection_timeout_ms);
     c->set_max_retries(static_cast<uint32_t>(s.retries));
+    *c->mutable_dns_refresh_interval() = duration(s.dns_refresh_ms);
     return true;
   };
   if (!addCluster("routers", s.routers, "router URL", true)) return false;

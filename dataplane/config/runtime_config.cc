@@ -1,7 +1,5 @@
 #include "dataplane/config/runtime_config.h"
 
-#include <netdb.h>
-
 #include <cstring>
 
 #include "dataplane/network/connection.h"
@@ -13,28 +11,6 @@ namespace {
 uint64_t ms(const google::protobuf::Duration& d, uint64_t fallback) {
   if (d.seconds() == 0 && d.nanos() == 0) return fallback;
   return static_cast<uint64_t>(d.seconds()) * 1000 + static_cast<uint64_t>(d.nanos()) / 1000000;
-}
-
-bool resolve(const std::string& host, uint16_t port, sockaddr_storage* out, std::string* error) {
-  if (network::parseIpAddress(host, port, out)) return true;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
-  if (rc != 0 || !res) {
-    *error = gai_strerror(rc);
-    return false;
-  }
-  memset(out, 0, sizeof *out);
-  memcpy(out, res->ai_addr, res->ai_addrlen);
-  if (out->ss_family == AF_INET) {
-    reinterpret_cast<sockaddr_in*>(out)->sin_port = htons(port);
-  } else {
-    reinterpret_cast<sockaddr_in6*>(out)->sin6_port = htons(port);
-  }
-  freeaddrinfo(res);
-  return true;
 }
 
 }  // namespace
@@ -86,7 +62,7 @@ const CompiledRoute* RuntimeConfig::match(std::string_view path, std::string_vie
 }
 
 RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::HostRegistry& hosts,
-                               std::string* error) {
+                               std::string* error, const Resolver& resolve) {
   auto cfg = std::make_shared<RuntimeConfig>();
   cfg->snapshot = snapshot;
 
@@ -114,6 +90,7 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
     cfg->listeners.push_back(std::move(cl));
   }
 
+  std::vector<std::string> urls;
   for (const auto& c : snapshot.clusters()) {
     auto info = std::make_shared<upstream::ClusterInfo>();
     info->name = c.name();
@@ -134,6 +111,7 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
     if (c.max_idle_connections_per_endpoint()) info->max_idle_per_host = c.max_idle_connections_per_endpoint();
     info->idle_connection_timeout_ms = ms(c.idle_connection_timeout(), info->idle_connection_timeout_ms);
     info->max_retries = c.max_retries();
+    info->dns_refresh_ms = ms(c.dns_refresh_interval(), info->dns_refresh_ms);
     for (const auto& e : c.endpoints()) {
       sockaddr_storage addr;
       std::string why;
@@ -142,6 +120,7 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
         return nullptr;
       }
       info->hosts.push_back(hosts.get(e.url(), e.host(), static_cast<uint16_t>(e.port()), addr));
+      urls.push_back(e.url());
     }
     cfg->clusters.push_back(std::move(info));
   }
@@ -177,6 +156,7 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
     }
     cfg->routes.push_back(std::move(cr));
   }
+  hosts.retainOnly(urls);
   return cfg;
 }
 

@@ -6,6 +6,7 @@
 // finishes on it even after a reload.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -14,6 +15,7 @@
 #include "dataplane/http/codec.h"
 #include "dataplane/http/filter.h"
 #include "dataplane/tls/server_context.h"
+#include "dataplane/upstream/dns_cache.h"
 #include "dataplane/upstream/host.h"
 #include "eldric/edge/v1/snapshot.pb.h"
 
@@ -67,10 +69,14 @@ struct RuntimeConfig {
 };
 using RuntimeConfigSharedPtr = std::shared_ptr<const RuntimeConfig>;
 
+// An endpoint's host (an IP literal or a name) and port to an address.
+using Resolver = std::function<bool(const std::string& host, uint16_t port, sockaddr_storage* out, std::string* error)>;
+
 // Compiles a snapshot. Returns null with `*error` set (naming the field or
 // the source file) when the snapshot cannot be applied; the caller keeps
-// its last good config.
+// its last good config. Endpoint names go through `resolve` (the server
+// passes its DnsCache; the default looks each one up, blocking).
 RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::HostRegistry& hosts,
-                               std::string* error);
+                               std::string* error, const Resolver& resolve = upstream::resolveNow);
 
 }  // namespace eldric::config

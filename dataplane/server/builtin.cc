@@ -6,6 +6,7 @@
 #include <cinttypes>
 #include <cstdio>
 
+#include "dataplane/common/address.h"
 #include "dataplane/common/log.h"
 #include "dataplane/config/runtime_config.h"
 #include "dataplane/server/server.h"
@@ -27,6 +28,9 @@ uint64_t wallMs() {
 void appendHost(std::string& out, const upstream::Host& h, uint64_t now_ms) {
   out += "{\"url\":";
   log::appendJsonString(out, h.url());
+  // Where the URL's host resolves now (re-resolved every dns_refresh_ms).
+  out += ",\"address\":";
+  log::appendJsonString(out, network::formatAddress(h.address()));
   out += ",\"healthy\":";
   out += h.available(now_ms) ? "true" : "false";
   out += ",\"health_check\":";

@@ -13,6 +13,7 @@
 #include <set>
 #include <sys/stat.h>
 
+#include "dataplane/common/address.h"
 #include "dataplane/common/log.h"
 #include "dataplane/network/connection.h"
 #include "controlplane/core/admin_rest.h"
@@ -81,6 +82,7 @@ void Worker::setConfig(config::RuntimeConfigSharedPtr config, std::function<void
     for (const auto& c : config->clusters) {
       while (pools_.size() <= c->index) pools_.push_back(std::make_unique<upstream::ConnPool>(dispatcher_));
     }
+    for (auto& pool : pools_) pool->dropRetired();
     if (applied) applied();
   });
 }
@@ -237,6 +239,21 @@ config::RuntimeConfigSharedPtr Server::config() const {
 namespace {
 
 constexpr uint64_t kSweepIntervalMs = 15000;
+
+// The upstream endpoints given by host name, and how often to look them up
+// again (the shortest interval of their clusters).
+uint64_t dnsNames(const config::RuntimeConfig& cfg, std::vector<std::string>* names) {
+  uint64_t interval = 0;
+  for (const auto& c : cfg.clusters) {
+    for (const auto& h : c->hosts) {
+      sockaddr_storage ip;
+      if (network::parseIpAddress(h->hostname(), 0, &ip)) continue;
+      names->push_back(h->hostname());
+      if (!interval || c->dns_refresh_ms < interval) interval = c->dns_refresh_ms;
+    }
+  }
+  return interval ? interval : upstream::ClusterInfo().dns_refresh_ms;
+}
 
 // Every router as this member sees it, for a usage report or the farm
 // status (two messages with the same three fields).
@@ -473,7 +490,10 @@ config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std
   // join the file's snapshot. In a farm the control plane already did that.
   if (!session_key_.empty() && !farm_) snap.mutable_auth()->add_session_signing_keys(session_key_);
   if (store_ && !farm_) controlplane::addClientKeys(store_->listClients(), static_cast<int64_t>(time(nullptr)), snap.mutable_auth());
-  auto cfg = config::compile(snap, hosts_, error);
+  auto cfg = config::compile(snap, hosts_, error,
+                             [this](const std::string& host, uint16_t port, sockaddr_storage* out, std::string* why) {
+                               return dns_.lookup(host, port, out, why);
+                             });
   if (!cfg) return nullptr;
   auto state = state_.rateLimitState();
   uint32_t window = static_cast<uint32_t>(snap.rate_limits().window().seconds());
@@ -707,6 +727,11 @@ int Server::run() {
     sweep_timer_->enable(kSweepIntervalMs);
   });
   sweep_timer_->enable(kSweepIntervalMs);
+  dns_timer_ = main_.createTimer([this] { refreshDns(); });
+  {
+    std::vector<std::string> names;
+    dns_timer_->enable(dnsNames(*cfg, &names));
+  }
   if (farm_) {
     farm_->setIdentity(nodeId(*cfg), listenAddresses(*cfg));
     farm_->setRateLimitState(state_.rateLimitState());
@@ -768,17 +793,37 @@ void Server::handle(const std::string& method, const std::string& path, std::str
     }
     // The change is committed; answer only once every worker enforces it.
     std::string error;
-    auto cfg = build(base_snapshot_, &error);
-    if (!cfg) {
+    if (!rebuild(&error, respond)) {
       log::error("rebuilding the snapshot after an admin change failed", {{"error", log::str(error)}});
       respond();
-      return;
     }
-    // The listeners stay as bound (kernel-picked ports, the redirect's
-    // Location port), as on SIGHUP.
-    carryListeners(cfg);
-    applyConfig(cfg, respond);
   });
+}
+
+bool Server::rebuild(std::string* error, std::function<void()> done) {
+  auto cfg = build(base_snapshot_, error);
+  if (!cfg) return false;
+  // The listeners stay as bound (kernel-picked ports, the redirect's
+  // Location port), as on SIGHUP.
+  carryListeners(cfg);
+  applyConfig(cfg, std::move(done));
+  return true;
+}
+
+void Server::refreshDns() {
+  std::vector<std::string> names;
+  uint64_t interval = dnsNames(*config(), &names);
+  dns_.refresh(names, [this](std::vector<upstream::DnsCache::Change> changes) {
+    for (const auto& c : changes) {
+      log::info("upstream address changed",
+                {{"host", log::str(c.host)}, {"from", log::str(c.from)}, {"to", log::str(c.to)}});
+    }
+    std::string error;
+    if (!rebuild(&error)) {
+      log::error("rebuilding the snapshot after an upstream address change failed", {{"error", log::str(error)}});
+    }
+  });
+  dns_timer_->enable(interval);
 }
 
 AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::string& path, const std::string& body,

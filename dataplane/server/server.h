@@ -124,6 +124,12 @@ class Server : public AdminBackend {
   void fillUsage(edge::v1::UsageReport* report);
   // Swaps every worker to `cfg`; `done` runs on the main loop once all have.
   void applyConfig(config::RuntimeConfigSharedPtr cfg, std::function<void()> done = nullptr);
+  // Builds base_snapshot_ again (after an admin change or an upstream
+  // address change) and applies it with the listeners as bound. False, with
+  // `*error`, if it does not compile: the running config stays.
+  bool rebuild(std::string* error, std::function<void()> done = nullptr);
+  // Resolves the upstream host names again; rebuilds if an address changed.
+  void refreshDns();
   Reply executeAdmin(const std::string& method, const std::string& path, const std::string& body,
                      const std::string& caller, bool* changed);
   // The plugins directory into the store (standalone). False only when the
@@ -136,6 +142,7 @@ class Server : public AdminBackend {
 
   config::CommandLine cli_;
   Dispatcher main_;
+  upstream::DnsCache dns_{main_};
   ServerState state_;
   upstream::HostRegistry hosts_;
   mutable std::mutex config_mutex_;
@@ -148,6 +155,7 @@ class Server : public AdminBackend {
   TimerPtr drain_timer_;
   // Drops rate-limit entries (IPs, clients) idle for a whole window.
   TimerPtr sweep_timer_;
+  TimerPtr dns_timer_;
   int access_log_fd_ = -1;
   std::string access_log_path_;
   std::unique_ptr<controlplane::Store> store_;

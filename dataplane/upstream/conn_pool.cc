@@ -80,6 +80,10 @@ void ConnPool::recycle(std::unique_ptr<Idle> idle) {
 
 void ConnPool::release(const HostSharedPtr& host, network::Connection* conn, uint32_t max_idle,
                        uint64_t idle_timeout_ms) {
+  if (host->retired()) {
+    conn->close(network::CloseType::NoFlush);
+    return;
+  }
   auto& list = idle_[host.get()];
   // try_emplace: emplace would build (allocate) a node before finding
   // the key already there, once per request.
@@ -109,6 +113,27 @@ void ConnPool::remove(Idle* idle) {
       recycle(std::move(held));
       return;
     }
+  }
+}
+
+void ConnPool::dropRetired() {
+  for (auto it = hosts_.begin(); it != hosts_.end();) {
+    if (!it->second->retired()) {
+      ++it;
+      continue;
+    }
+    if (auto idle = idle_.find(it->first); idle != idle_.end()) {
+      std::vector<std::unique_ptr<Idle>> list = std::move(idle->second);
+      idle_.erase(idle);
+      for (auto& i : list) {
+        if (i->conn) {
+          i->conn->setCallbacks(nullptr);
+          i->conn->close(network::CloseType::NoFlush);
+        }
+        recycle(std::move(i));
+      }
+    }
+    it = hosts_.erase(it);
   }
 }
 

@@ -20,10 +20,14 @@ class ConnPool {
   // An idle connection to `host`, detached from the pool, or null.
   network::Connection* acquire(const HostSharedPtr& host);
   // Returns a healthy connection after a complete response; the pool keeps
-  // at most `max_idle` per host and closes it after `idle_timeout_ms`.
+  // at most `max_idle` per host and closes it after `idle_timeout_ms`. A
+  // retired host's connection is closed instead.
   void release(const HostSharedPtr& host, network::Connection* conn, uint32_t max_idle,
                uint64_t idle_timeout_ms);
   size_t idleCount() const;
+  // Closes the idle connections to retired hosts and forgets those hosts
+  // (after a config swap: a router that moved or was removed).
+  void dropRetired();
 
  private:
   // An idle pooled connection. Anything it hears while idle (a close,

@@ -1,5 +1,6 @@
 #include "dataplane/upstream/host.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "dataplane/common/random.h"
@@ -35,9 +36,24 @@ HostSharedPtr HostRegistry::get(const std::string& url, const std::string& host,
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = hosts_.find(url);
   if (it != hosts_.end() && memcmp(it->second->address(), &addr, sizeof addr) == 0) return it->second;
+  if (it != hosts_.end()) replaced_.push_back(it->second);
   auto h = std::make_shared<Host>(url, host, port, addr);
   hosts_[url] = h;
   return h;
+}
+
+void HostRegistry::retainOnly(const std::vector<std::string>& urls) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& h : replaced_) h->retire();
+  replaced_.clear();
+  for (auto it = hosts_.begin(); it != hosts_.end();) {
+    if (std::find(urls.begin(), urls.end(), it->first) != urls.end()) {
+      ++it;
+    } else {
+      it->second->retire();
+      it = hosts_.erase(it);
+    }
+  }
 }
 
 uint32_t HostRegistry::clusterIndex(const std::string& name) {

@@ -53,6 +53,11 @@ class Host {
   uint32_t checkFailures = 0;   // health checker's own counters (its thread)
   uint32_t checkSuccesses = 0;
 
+  // Replaced (its URL now resolves elsewhere) or no longer configured:
+  // pools close their connections to it instead of keeping them.
+  bool retired() const { return retired_.load(std::memory_order_relaxed); }
+  void retire() { retired_.store(true, std::memory_order_relaxed); }
+
   std::atomic<int64_t> in_flight{0};
   std::atomic<uint64_t> requests_total{0};
   std::atomic<uint64_t> failures_total{0};
@@ -64,6 +69,7 @@ class Host {
   const uint16_t port_;
   const sockaddr_storage addr_;
   std::atomic<bool> healthy_{true};
+  std::atomic<bool> retired_{false};
   std::atomic<uint64_t> ejected_until_ms_{0};
   std::atomic<uint32_t> consecutive_failures_{0};
   std::atomic<uint64_t> last_check_ms_{0};
@@ -89,6 +95,7 @@ struct ClusterInfo {
   uint32_t max_idle_per_host = 64;
   uint64_t idle_connection_timeout_ms = 60000;
   uint32_t max_retries = 1;
+  uint64_t dns_refresh_ms = 5000;
 };
 using ClusterInfoSharedPtr = std::shared_ptr<const ClusterInfo>;
 
@@ -97,15 +104,20 @@ using ClusterInfoSharedPtr = std::shared_ptr<const ClusterInfo>;
 class HostRegistry {
  public:
   // Returns the existing host for `url` if its address is unchanged, else
-  // a new one.
+  // a new one (the old one is retired by the next retainOnly()).
   HostSharedPtr get(const std::string& url, const std::string& host, uint16_t port,
                     const sockaddr_storage& addr);
+  // At the end of a compile that succeeded: the hosts it replaced, and those
+  // whose URL it did not name, are retired; the latter are forgotten. (A
+  // compile that fails retires nothing: the running config keeps its hosts.)
+  void retainOnly(const std::vector<std::string>& urls);
   uint32_t clusterIndex(const std::string& name);
   uint32_t clusterCount() const { return static_cast<uint32_t>(cluster_indexes_.size()); }
 
  private:
   std::mutex mutex_;
   std::unordered_map<std::string, HostSharedPtr> hosts_;
+  std::vector<HostSharedPtr> replaced_;  // by get(), until retainOnly()
   std::unordered_map<std::string, uint32_t> cluster_indexes_;
 };
 

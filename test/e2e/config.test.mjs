@@ -55,6 +55,29 @@ describe('configuration', () => {
     return r;
   }
 
+  it('deploy/edge.example.json starts as written (only paths, ports and hosts replaced)', TIMEOUT, async () => {
+    const example = fs.readFileSync(new URL('../../deploy/edge.example.json', import.meta.url), 'utf8');
+    const data = path.join(dir, 'example-data');
+    const text = example
+      .replaceAll('/etc/ssl/cert.pem', certA.cert)
+      .replaceAll('/etc/ssl/key.pem', certA.key)
+      .replaceAll('/var/lib/eldric-edge', data)
+      .replace(/"(https_port|http_port)": \d+/g, '"$1": 0')
+      .replace('"0.0.0.0"', '"127.0.0.1"')
+      .replace('http://router1:8881', router.url)
+      .replace('http://router2:8881', `http://localhost:${router.port}`)
+      .replace('http://controller:8880', router.url)
+      .replace('"access_log": "-"', '"access_log": ""');
+    assert.notEqual(text, example);
+    const edge = await startEdge({ config: text });
+    try {
+      const r = await request({ port: edge.httpsPort, path: '/health', tls: { ca: certA.certPem } });
+      assert.equal(r.status, 200, r.body);
+    } finally {
+      await edge.kill();
+    }
+  });
+
   it('an unknown field in the file is named', TIMEOUT, async () => {
     await expectConfigError(['--no-tls'], { config: { https_portx: 1, router_urls: [routerUrl] } }, 'https_portx');
   });

@@ -55,5 +55,24 @@ TEST(LoadBalancerTest, SpreadsEvenlyWhenIdle) {
   }
 }
 
+TEST(HostRegistryTest, KeepsAHostUntilItsAddressChangesOrItIsDropped) {
+  HostRegistry reg;
+  sockaddr_storage one, two;
+  network::parseIpAddress("127.0.0.1", 80, &one);
+  network::parseIpAddress("127.0.0.2", 80, &two);
+  auto a = reg.get("http://r:80", "r", 80, one);
+  EXPECT_EQ(reg.get("http://r:80", "r", 80, one), a);  // health carries over
+  auto moved = reg.get("http://r:80", "r", 80, two);
+  EXPECT_NE(moved, a);
+  EXPECT_FALSE(a->retired());  // not before the compile succeeded
+  auto other = reg.get("http://s:80", "s", 80, one);
+  reg.retainOnly({"http://r:80"});
+  EXPECT_TRUE(a->retired());  // pools close its connections
+  EXPECT_FALSE(moved->retired());
+  EXPECT_TRUE(other->retired());
+  EXPECT_FALSE(moved->retired());
+  EXPECT_NE(reg.get("http://s:80", "s", 80, one), other);  // forgotten
+}
+
 }  // namespace
 }  // namespace eldric::upstream

@@ -166,6 +166,28 @@ TEST(LoaderTest, RoutesCompileAndMatch) {
   // Hosts survive a recompile (health and counters carry over a reload).
   auto again = compile(r.snapshot, hosts, &error);
   EXPECT_EQ(again->cluster("routers")->hosts[0].get(), cfg->cluster("routers")->hosts[0].get());
+  EXPECT_EQ(cfg->cluster("routers")->dns_refresh_ms, 5000u);  // the default
+}
+
+TEST(LoaderTest, DnsRefreshIsAnUpstreamSettingWithBounds) {
+  LoadResult r;
+  std::string error;
+  ASSERT_TRUE(loadFromText(R"({"router_urls": ["http://localhost:8881"], "upstream": {"dns_refresh_ms": 250}})",
+                           "edge.json", noTls(), &r, &error))
+      << error;
+  EXPECT_EQ(r.snapshot.clusters(0).dns_refresh_interval().nanos(), 250000000);
+  // Names go through the resolver compile is given.
+  upstream::HostRegistry hosts;
+  std::vector<std::string> asked;
+  auto cfg = compile(r.snapshot, hosts, &error,
+                     [&](const std::string& host, uint16_t port, sockaddr_storage* out, std::string* why) {
+                       asked.push_back(host);
+                       return upstream::resolveNow("10.9.8.7", port, out, why);
+                     });
+  ASSERT_TRUE(cfg) << error;
+  EXPECT_EQ(cfg->cluster("routers")->dns_refresh_ms, 250u);
+  EXPECT_EQ(asked, std::vector<std::string>{"localhost"});
+  EXPECT_NE(loadError(R"({"upstream": {"dns_refresh_ms": 10}})").find("upstream.dns_refresh_ms"), std::string::npos);
 }
 
 }  // namespace

@@ -460,8 +460,9 @@ function writeConfig(config, dir) {
 /**
  * Spawns eldric-edge and waits for its ready line.
  * opts: {args: [], config: object|string (written to a temp file and passed
- * with --config), configDir, env, readyTimeoutMs}. --port 0 and --http-port
- * 0 are added unless the args or the config give the port.
+ * with --config), configDir, env, readyTimeoutMs, wrap: [command...] run
+ * with the Edge's path and args appended}. --port 0 and --http-port 0 are
+ * added unless the args or the config give the port.
  */
 export async function startEdge(opts = {}) {
   checkBinary(EDGE_BIN);
@@ -482,8 +483,11 @@ export async function startEdge(opts = {}) {
     dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'eldric-data-'));
     args.unshift('--data-dir', dataDir);
   }
+  // opts.wrap: a command that runs the Edge (it must exec it, so that the
+  // pid is the Edge's), e.g. one that gives it a private /etc/hosts.
+  const [cmd, ...cmdArgs] = [...(opts.wrap ?? []), EDGE_BIN, ...args];
   const proc = track(
-    spawn(EDGE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(opts.env ?? {}) } }),
+    spawn(cmd, cmdArgs, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(opts.env ?? {}) } }),
   );
   const out = new LineCollector(proc.stdout);
   const err = new LineCollector(proc.stderr);

@@ -1,0 +1,129 @@
+// Router host names are looked up again while the Edge runs (every
+// upstream.dns_refresh_ms), as Envoy's STRICT_DNS clusters are: a router that
+// comes back on another address is followed without a reload, a failed
+// lookup keeps the last address, and a config rebuilt while DNS fails (an
+// admin change) still applies. The Edge runs in a private mount namespace
+// whose /etc/hosts is a file this test owns and rewrites; the two routers
+// listen on the same port of 127.0.0.1 and 127.0.0.2.
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startFakeRouter, startEdge, request, chatBody, commandExists, waitFor } from './lib/harness.mjs';
+import { call, edgeConfig, testKey } from './lib/keys.mjs';
+
+const TIMEOUT = { timeout: 30000 };
+const NAME = 'router.eldric-e2e.test';
+const ADMIN_KEY = testKey('dns-admin');
+const canRun = process.getuid?.() === 0 && commandExists('unshare') && commandExists('mount');
+
+describe('router host names are resolved again', { skip: !canRun && 'needs root, unshare and mount' }, () => {
+  let dir;
+  let hosts;
+  let a;
+  let b;
+  let edge;
+  const point = (ip) =>
+    fs.writeFileSync(hosts, `127.0.0.1 localhost\n::1 localhost ip6-localhost\n${ip ? `${ip} ${NAME}\n` : ''}`);
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eldric-dns-'));
+    hosts = path.join(dir, 'hosts');
+    a = await startFakeRouter({ name: 'router-a', args: ['--bind', '127.0.0.1'] });
+    b = await startFakeRouter({ name: 'router-b', port: a.port, args: ['--bind', '127.0.0.2'] });
+    point('127.0.0.1');
+    edge = await startEdge({
+      // Written in place, the file keeps its inode: the bind mount sees
+      // each rewrite, and glibc reads /etc/hosts on every lookup.
+      wrap: ['unshare', '--mount', '--', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', hosts],
+      config: edgeConfig(`http://${NAME}:${a.port}`, {
+        auth: { require_api_key: false, admin_keys: { [ADMIN_KEY]: 'ops' } },
+        upstream: { dns_refresh_ms: 200 },
+      }),
+    });
+  });
+
+  after(async () => {
+    await edge?.kill();
+    await a?.kill();
+    await b?.kill();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const chat = () =>
+    request({
+      port: edge.httpPort,
+      path: '/v1/chat/completions',
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: chatBody(),
+    });
+  const upstream = async () => {
+    const r = await call(edge, '/api/v1/upstreams', { key: ADMIN_KEY });
+    assert.equal(r.status, 200, r.body);
+    return r.json().clusters.find((c) => c.name === 'routers').upstreams.find((u) => u.url === `http://${NAME}:${a.port}`);
+  };
+
+  it('follows a router to its new address without a reload, and lets go of the old one', TIMEOUT, async () => {
+    let r = await chat();
+    assert.equal(r.status, 200, r.body);
+    assert.equal(r.headers['x-fake-router'], 'router-a');
+    assert.equal((await upstream()).address, `127.0.0.1:${a.port}`);
+    assert.ok((await a.stats()).active_connections >= 2, 'a pooled connection to router a (and this call)');
+
+    point('127.0.0.2');
+    await waitFor(async () => (await chat()).headers['x-fake-router'] === 'router-b', {
+      timeoutMs: 5000,
+      intervalMs: 100,
+      what: 'requests reach router b at the new address',
+    });
+    const changed = await edge.waitStderr((l) => l && l.msg === 'upstream address changed');
+    assert.equal(changed.host, NAME);
+    assert.equal(changed.from, '127.0.0.1');
+    assert.equal(changed.to, '127.0.0.2');
+    assert.equal((await upstream()).address, `127.0.0.2:${a.port}`);
+    for (let i = 0; i < 5; ++i) {
+      r = await chat();
+      assert.equal(r.status, 200, r.body);
+      assert.equal(r.headers['x-fake-router'], 'router-b');
+    }
+    // The idle connections to the old address were closed with the swap,
+    // not left for the idle timeout: only this stats call is open on a.
+    await waitFor(async () => (await a.stats()).active_connections <= 1, {
+      timeoutMs: 2000,
+      what: 'router a holds no connection from the Edge',
+    });
+  });
+
+  it('keeps the last address while the name does not resolve; an admin change still applies', TIMEOUT, async () => {
+    point(null);
+    const failed = await edge.waitStderr((l) => l && l.msg === 'upstream host name lookup failed; keeping its last address');
+    assert.equal(failed.host, NAME);
+    assert.equal(failed.address, '127.0.0.2');
+    let r = await chat();
+    assert.equal(r.status, 200, r.body);
+    assert.equal(r.headers['x-fake-router'], 'router-b');
+
+    // Rebuilding the config (a new client) needs no lookup: it takes the
+    // cached address, and the client's key works at once.
+    r = await call(edge, '/api/v1/clients/register', { key: ADMIN_KEY, json: { name: 'dns-app' } });
+    assert.equal(r.status, 200, r.body);
+    const key = r.json().api_key;
+    const who = await call(edge, '/api/v1/usage', { key });
+    assert.equal(who.status, 200, who.body);
+    assert.ok(!edge.stderr().includes('rebuilding the snapshot after an admin change failed'), edge.stderr());
+    assert.ok(!edge.stderr().includes(key), 'no key in the log');
+
+    // Logged once while it fails, not on every refresh.
+    await new Promise((res) => setTimeout(res, 600));
+    const lines = edge.stderr().split('\n').filter((l) => l.includes('lookup failed'));
+    assert.equal(lines.length, 1, lines.join('\n'));
+
+    point('127.0.0.2');
+    await edge.waitStderr((l) => l && l.msg === 'upstream host name lookup works again' && l.host === NAME);
+    r = await chat();
+    assert.equal(r.status, 200, r.body);
+  });
+});
