@@ -607,6 +607,8 @@ void Server::startDrain() {
   if (state_.draining.exchange(true)) return;
   auto cfg = config();
   log::info("draining", {{"deadline_ms", log::num(static_cast<long long>(cfg->drain_timeout_ms))}});
+  // No new lookups: one still out when the loop closes would hold the exit.
+  if (dns_timer_) dns_timer_->disable();
   for (auto& w : workers_) w->drain();
   drain_timer_ = main_.createTimer([this] {
     log::warn("drain deadline reached; closing remaining connections");
@@ -811,6 +813,11 @@ bool Server::rebuild(std::string* error, std::function<void()> done) {
 }
 
 void Server::refreshDns() {
+  // The cache already holds a new address whose rebuild failed (a
+  // certificate file unreadable at that moment, say): try again, or the
+  // next refresh, seeing no change, would leave the old address in use.
+  std::string error;
+  if (dns_rebuild_pending_ && rebuild(&error)) dns_rebuild_pending_ = false;
   std::vector<std::string> names;
   uint64_t interval = dnsNames(*config(), &names);
   dns_.refresh(names, [this](std::vector<upstream::DnsCache::Change> changes) {
@@ -819,8 +826,10 @@ void Server::refreshDns() {
                 {{"host", log::str(c.host)}, {"from", log::str(c.from)}, {"to", log::str(c.to)}});
     }
     std::string error;
-    if (!rebuild(&error)) {
-      log::error("rebuilding the snapshot after an upstream address change failed", {{"error", log::str(error)}});
+    dns_rebuild_pending_ = !rebuild(&error);
+    if (dns_rebuild_pending_) {
+      log::error("rebuilding the snapshot after an upstream address change failed; retried at the next refresh",
+                 {{"error", log::str(error)}});
     }
   });
   dns_timer_->enable(interval);

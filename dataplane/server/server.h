@@ -156,6 +156,7 @@ class Server : public AdminBackend {
   // Drops rate-limit entries (IPs, clients) idle for a whole window.
   TimerPtr sweep_timer_;
   TimerPtr dns_timer_;
+  bool dns_rebuild_pending_ = false;  // an address changed; its rebuild failed
   int access_log_fd_ = -1;
   std::string access_log_path_;
   std::unique_ptr<controlplane::Store> store_;

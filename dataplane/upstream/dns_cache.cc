@@ -74,7 +74,12 @@ struct DnsCache::Query {
 };
 
 DnsCache::~DnsCache() {
-  if (round_) round_->cache = nullptr;
+  if (!round_) return;
+  round_->cache = nullptr;
+  // Lookups not yet started are called back with UV_ECANCELED (and freed)
+  // as the loop closes; one already running in the thread pool holds the
+  // loop's teardown until the resolver answers or times out.
+  for (Query* q : queries_) uv_cancel(reinterpret_cast<uv_req_t*>(&q->req));
 }
 
 bool DnsCache::lookup(const std::string& host, uint16_t port, sockaddr_storage* out, std::string* error) {
@@ -119,9 +124,9 @@ void DnsCache::refresh(const std::vector<std::string>& names, std::function<void
         dispatcher_.loop(), &q->req,
         [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
           std::unique_ptr<Query> q(static_cast<Query*>(req->data));
-          const sockaddr* addr = status == 0 && res ? res->ai_addr : nullptr;
           if (DnsCache* cache = q->round->cache) {
-            cache->record(q->host, status == 0 && !res ? UV_EAI_NONAME : status, addr);
+            cache->queries_.erase(q.get());
+            cache->record(q->host, status == 0 && !res ? UV_EAI_NONAME : status, status == 0 ? res : nullptr);
             cache->finishOne(q->round);
           }
           if (res) uv_freeaddrinfo(res);
@@ -132,7 +137,9 @@ void DnsCache::refresh(const std::vector<std::string>& names, std::function<void
       record(host, rc, nullptr);
       --round->pending;
       delete q;
+      continue;
     }
+    queries_.insert(q);
   }
   finishOne(round);
 }
@@ -143,11 +150,11 @@ void DnsCache::finishOne(const std::shared_ptr<Round>& round) {
   if (!round->changes.empty() && round->changed) round->changed(std::move(round->changes));
 }
 
-void DnsCache::record(const std::string& host, int status, const sockaddr* addr) {
+void DnsCache::record(const std::string& host, int status, const addrinfo* answer) {
   auto it = entries_.find(host);
   if (it == entries_.end() || !round_) return;
   Entry& e = it->second;
-  if (!addr) {
+  if (!answer) {
     if (!e.failing) {
       log::warn("upstream host name lookup failed; keeping its last address",
                 {{"host", log::str(host)}, {"address", log::str(formatIp(e.addr))},
@@ -158,12 +165,18 @@ void DnsCache::record(const std::string& host, int status, const sockaddr* addr)
   }
   if (e.failing) log::info("upstream host name lookup works again", {{"host", log::str(host)}});
   e.failing = false;
-  sockaddr_storage fresh;
-  copyAddress(addr, &fresh);
-  if (memcmp(&fresh, &e.addr, sizeof fresh) != 0) {
-    round_->changes.push_back({host, formatIp(e.addr), formatIp(fresh)});
-    e.addr = fresh;
+  // A name with several addresses (round-robin records, a service of
+  // several pods) may list them in another order each time: the address in
+  // use changes only when the answer no longer holds it.
+  sockaddr_storage first, a;
+  copyAddress(answer->ai_addr, &first);
+  for (const addrinfo* ai = answer; ai; ai = ai->ai_next) {
+    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+    copyAddress(ai->ai_addr, &a);
+    if (memcmp(&a, &e.addr, sizeof a) == 0) return;
   }
+  round_->changes.push_back({host, formatIp(e.addr), formatIp(first)});
+  e.addr = first;
 }
 
 }  // namespace eldric::upstream

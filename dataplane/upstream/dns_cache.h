@@ -17,7 +17,10 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
+
+struct addrinfo;
 
 namespace eldric {
 class Dispatcher;
@@ -59,14 +62,15 @@ class DnsCache {
   };
   struct Round;
   struct Query;
-  // An answer for `host` (addr null: it failed with `status`), kept in the
+  // An answer for `host` (null: it failed with `status`), kept in the
   // running round.
-  void record(const std::string& host, int status, const sockaddr* addr);
+  void record(const std::string& host, int status, const addrinfo* answer);
   void finishOne(const std::shared_ptr<Round>& round);
 
   Dispatcher& dispatcher_;
   std::unordered_map<std::string, Entry> entries_;
   std::shared_ptr<Round> round_;
+  std::unordered_set<Query*> queries_;  // started and not yet answered
 };
 
 }  // namespace eldric::upstream
