@@ -12,8 +12,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { startFakeRouter, startEdge, request, chatBody, waitFor } from './lib/harness.mjs';
-import { call, edgeConfig, testKey } from './lib/keys.mjs';
+import { startFakeRouter, startEdge, waitFor } from './lib/harness.mjs';
+import { call, chat as chatAs, edgeConfig, testKey } from './lib/keys.mjs';
 
 const TIMEOUT = { timeout: 30000 };
 const NAME = 'router.eldric-e2e.test';
@@ -81,14 +81,7 @@ describe('router host names are resolved again', { skip: !canRun && 'needs root 
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const chat = () =>
-    request({
-      port: edge.httpPort,
-      path: '/v1/chat/completions',
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: chatBody(),
-    });
+  const chat = () => chatAs(edge); // no key: none is required here
   const upstream = async () => {
     const r = await call(edge, '/api/v1/upstreams', { key: ADMIN_KEY });
     assert.equal(r.status, 200, r.body);
