@@ -673,7 +673,7 @@ if (!quick && !only) {
   const md = fs.readFileSync(path.join(repo, 'BENCHMARKS.md'), 'utf8');
   const stamp = new Date().toISOString().slice(0, 16).replace('T', ' ');
   const section = `<!-- results -->\n## Latest run (${stamp} UTC)\n\nMachine and versions: ${versions()}.\n` +
-    `Each figure is the median of ${reps} runs of ${dur} s, order alternating (row 4: ${quick ? 'one run of 50 streams each way' : `${reps} runs at 200 streams sent evenly, ${reps} sent at random moments, one at 1,000`}, ${tokensSse} tokens × 20 ms each); ` +
+    `Each figure is the median of ${reps} runs of ${dur} s, order alternating (row 4: ${quick ? 'one run of 50 streams each way' : `${reps} runs at 200 streams sent evenly, ${reps} sent at random moments, one at 1,000`}, ${tokensSse} tokens × 20 ms each, after an untimed warm-up run per system); ` +
     `${workers} worker${workers > 1 ? 's' : ''} per proxy; ${pin ? `pinned (--pin): each proxy on CPU ${proxyCpus.join(',')}, routers and clients on CPU ${loadCpus.join(',')}` : 'not pinned to CPUs'}.\n\n${table}\n<!-- /results -->`;
   const out = md.includes('<!-- results -->') ? md.replace(/<!-- results -->[\s\S]*<!-- \/results -->/, section) : md + '\n' + section + '\n';
   fs.writeFileSync(path.join(repo, 'BENCHMARKS.md'), out);
