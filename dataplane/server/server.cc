@@ -240,15 +240,16 @@ namespace {
 
 constexpr uint64_t kSweepIntervalMs = 15000;
 
-// The upstream endpoints given by host name, and how often to look them up
-// again (the shortest interval of their clusters).
+// How often to look the upstream endpoints given by host name up again (the
+// shortest interval of their clusters), and those names (into `names` if
+// not null).
 uint64_t dnsNames(const config::RuntimeConfig& cfg, std::vector<std::string>* names) {
   uint64_t interval = 0;
   for (const auto& c : cfg.clusters) {
     for (const auto& h : c->hosts) {
       sockaddr_storage ip;
       if (network::parseIpAddress(h->hostname(), 0, &ip)) continue;
-      names->push_back(h->hostname());
+      if (names) names->push_back(h->hostname());
       if (!interval || c->dns_refresh_ms < interval) interval = c->dns_refresh_ms;
     }
   }
@@ -730,10 +731,7 @@ int Server::run() {
   });
   sweep_timer_->enable(kSweepIntervalMs);
   dns_timer_ = main_.createTimer([this] { refreshDns(); });
-  {
-    std::vector<std::string> names;
-    dns_timer_->enable(dnsNames(*cfg, &names));
-  }
+  dns_timer_->enable(dnsNames(*cfg, nullptr));
   if (farm_) {
     farm_->setIdentity(nodeId(*cfg), listenAddresses(*cfg));
     farm_->setRateLimitState(state_.rateLimitState());

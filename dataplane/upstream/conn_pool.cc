@@ -22,14 +22,16 @@ void ConnPool::Idle::onEvent(network::ConnectionEvent e) {
   }
 }
 
+void ConnPool::Idle::closeQuietly() {
+  if (!conn) return;
+  conn->setCallbacks(nullptr);  // no onEvent back into the pool
+  conn->close(network::CloseType::NoFlush);
+  conn = nullptr;
+}
+
 ConnPool::~ConnPool() {
   for (auto& [host, list] : idle_) {
-    for (auto& idle : list) {
-      if (idle->conn) {
-        idle->conn->setCallbacks(nullptr);
-        idle->conn->close(network::CloseType::NoFlush);
-      }
-    }
+    for (auto& idle : list) idle->closeQuietly();
   }
 }
 
@@ -126,10 +128,7 @@ void ConnPool::dropRetired() {
       std::vector<std::unique_ptr<Idle>> list = std::move(idle->second);
       idle_.erase(idle);
       for (auto& i : list) {
-        if (i->conn) {
-          i->conn->setCallbacks(nullptr);
-          i->conn->close(network::CloseType::NoFlush);
-        }
+        i->closeQuietly();
         recycle(std::move(i));
       }
     }

@@ -39,6 +39,9 @@ class ConnPool {
     TimerPtr timer;
     void onData(Buffer& data) override;
     void onEvent(network::ConnectionEvent e) override;
+    // Closes the connection without hearing of it (the pool is dropping
+    // this entry itself).
+    void closeQuietly();
   };
   void remove(Idle* idle);
   // Takes a spare Idle (with its timer) or makes one.

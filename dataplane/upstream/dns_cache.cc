@@ -30,6 +30,14 @@ void copyAddress(const sockaddr* from, sockaddr_storage* to) {
   setPort(to, 0);
 }
 
+// Every lookup asks for stream sockets of either family.
+addrinfo streamHints() {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  return hints;
+}
+
 std::string formatIp(const sockaddr_storage& a) {
   std::string s = network::formatAddress(reinterpret_cast<const sockaddr*>(&a));
   if (s.size() > 2 && s.compare(s.size() - 2, 2, ":0") == 0) s.resize(s.size() - 2);
@@ -41,9 +49,7 @@ std::string formatIp(const sockaddr_storage& a) {
 
 bool resolveNow(const std::string& host, uint16_t port, sockaddr_storage* out, std::string* error) {
   if (network::parseIpAddress(host, port, out)) return true;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
+  addrinfo hints = streamHints();
   addrinfo* res = nullptr;
   int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
   if (rc != 0 || !res) {
@@ -111,9 +117,7 @@ void DnsCache::refresh(const std::vector<std::string>& names, std::function<void
   // end the round before the others were started.
   round->pending = 1;
   round_ = round;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
+  addrinfo hints = streamHints();
   for (const auto& [host, entry] : entries_) {
     auto* q = new Query;
     q->req.data = q;

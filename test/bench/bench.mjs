@@ -126,6 +126,8 @@ process.on('SIGINT', () => process.exit(130));
 process.on('SIGTERM', () => process.exit(143));
 
 const bin = (p) => path.join(repo, 'bazel-bin', p);
+// A system's chat endpoint (every proxy listens with TLS on its port).
+const chatUrl = (s) => `https://127.0.0.1:${s.port}/v1/chat/completions`;
 const cert = path.join(work, 'cert.pem');
 const keyFile = path.join(work, 'key.pem');
 execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyFile,
@@ -328,7 +330,7 @@ if (want(1)) {
     // The filterless Edge gets no key (it would refuse one it does not know).
     const script = s === edgeOff ? luaPostAnon : luaPost;
     const cpu0 = cpuOf(s.proc.pid);
-    const r = wrk([`-t${loadThreads}`, '-c64', `-d${dur}s`, '-s', script, `https://127.0.0.1:${s.port}/v1/chat/completions`]);
+    const r = wrk([`-t${loadThreads}`, '-c64', `-d${dur}s`, '-s', script, chatUrl(s)]);
     cpuPerReq[s.name].push(((cpuOf(s.proc.pid) - cpu0) * 1e6) / r.requests);
     if (r.non2xx || r.errs) log(`${s.name}: non-2xx ${r.non2xx} ${r.errs}`);
     return r.rps;
@@ -347,7 +349,7 @@ if (want(2)) {
     direct.push(wrk(['-t1', '-c1', `-d${dur}s`, '--latency', '-s', luaPost, `http://127.0.0.1:${ports.router}/v1/chat/completions`]).lat);
   }
   const d50 = median(direct.map((l) => l['50'])), d99 = median(direct.map((l) => l['99']));
-  const res = alternate((s) => wrk(['-t1', '-c1', `-d${dur}s`, '--latency', '-s', luaPost, `https://127.0.0.1:${s.port}/v1/chat/completions`]).lat);
+  const res = alternate((s) => wrk(['-t1', '-c1', `-d${dur}s`, '--latency', '-s', luaPost, chatUrl(s)]).lat);
   const added = (p, base) => Object.fromEntries(Object.entries(res).map(([k, v]) => [k, Math.max(0, median(v.map((l) => l[p])) - base) * 1000]));
   const addedSpread = (p, base) => spreadOf(res, (l) => Math.max(0, l[p] - base) * 1000);
   row('2. added latency p50, one request at a time', 'µs', added('50', d50), 'lower', addedSpread('50', d50));
@@ -365,14 +367,14 @@ if (want(2)) {
     source = 'a short probe';
     // Row 1 did not run (--only): a short probe of each system's maximum.
     maxes = Object.fromEntries(systems.map((s) => [s.name,
-      wrk([`-t${loadThreads}`, '-c64', `-d${quick ? 1 : 3}s`, '-s', luaPost, `https://127.0.0.1:${s.port}/v1/chat/completions`]).rps]));
+      wrk([`-t${loadThreads}`, '-c64', `-d${quick ? 1 : 3}s`, '-s', luaPost, chatUrl(s)]).rps]));
   }
   const slowest = systems.reduce((a, s) => (maxes[s.name] < maxes[a.name] ? s : a), systems[0]);
   const rate = Math.max(100, Math.round(maxes[slowest.name] / 2 / 100) * 100);
   const conns = 16;
   const warmup = quick ? 0.5 : 1;
   const targets = [{ name: 'direct', url: `http://127.0.0.1:${ports.router}/v1/chat/completions` },
-    ...systems.map((s) => ({ name: s.name, url: `https://127.0.0.1:${s.port}/v1/chat/completions` }))];
+    ...systems.map((s) => ({ name: s.name, url: chatUrl(s) }))];
   log(`2b: ${rate} req/s (half of ${slowest.name}'s ${Math.round(maxes[slowest.name])}), ${conns} connections`);
   const res = alternate((t) => loadgen(t.url, rate, conns, warmup), targets);
   const med = (name, f) => median(res[name].map(f));
@@ -469,6 +471,7 @@ if (want(4)) {
       { streams: 1000, arrivals: 'even', runs: 1 }];
   const ramp = quick ? 0.5 : 1;
   const sseBody = JSON.stringify({ model: 'llama3.2:3b', stream: true, messages: [{ role: 'user', content: 'hi' }] });
+  const directSse = `http://127.0.0.1:${sseRouterPort}/v1/chat/completions`;
   const sse = (url, streams, arrivals, seed, tokens = tokensSse) => benchclient(['--mode', 'sse', '--url', url,
     '--streams', String(streams), '--tokens', String(tokens), '-H', `x-fake-tokens: ${tokens}`, '--ramp', String(ramp),
     '--arrivals', arrivals, '--seed', String(seed), '--body', sseBody,
@@ -497,8 +500,8 @@ if (want(4)) {
   // router, and the first system after the restart is not the only one that
   // pays for start-up.
   const warmStreams = Math.max(...cases.map((c) => c.streams));
-  sse(`http://127.0.0.1:${sseRouterPort}/v1/chat/completions`, warmStreams, 'even', 0, 2);
-  for (const s of systems) sse(`https://127.0.0.1:${s.port}/v1/chat/completions`, warmStreams, 'even', 0, 2);
+  sse(directSse, warmStreams, 'even', 0, 2);
+  for (const s of systems) sse(chatUrl(s), warmStreams, 'even', 0, 2);
   let runNo = 0;
   for (const { streams, arrivals, runs } of cases) {
     // The judged count runs `reps` times like rows 1-3 (its p99s rest on a
@@ -508,14 +511,14 @@ if (want(4)) {
     const perRun = [];
     for (let i = 0; i < runs; i++) {
       const seed = i + 1;
-      const direct = sse(`http://127.0.0.1:${sseRouterPort}/v1/chat/completions`, streams, arrivals, seed);
+      const direct = sse(directSse, streams, arrivals, seed);
       const results = {};
       const cpuPerEvent = {};
       // Order alternating from run to run.
       const order = runNo++ % 2 ? [...systems].reverse() : systems;
       for (const s of order) {
         const cpu0 = cpuOf(s.proc.pid);
-        const r = sse(`https://127.0.0.1:${s.port}/v1/chat/completions`, streams, arrivals, seed);
+        const r = sse(chatUrl(s), streams, arrivals, seed);
         // The proxy's CPU per token event delivered (its handshakes and
         // requests included, spread over the events).
         cpuPerEvent[s.name] = ((cpuOf(s.proc.pid) - cpu0) * 1e6) / Math.max(1, r.streams * tokensSse);

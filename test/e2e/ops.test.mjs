@@ -5,7 +5,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import {
   startFakeRouter,
   startEdge,
@@ -15,6 +14,7 @@ import {
   expectedContent,
   chatBody,
   connectRefused,
+  HttpConn,
   commandExists,
   waitFor,
   sleep,
@@ -272,34 +272,23 @@ describe('SIGTERM drains', () => {
       });
       // 16 connections, each after one answered request: with the kernel
       // spreading them over both workers' sockets, each worker holds some.
-      for (let i = 0; i < 16; ++i) idle.push(await idleKeepAlive(two.httpPort));
+      for (let i = 0; i < 16; ++i) {
+        const c = await HttpConn.open({ port: two.httpPort });
+        idle.push(c);
+        c.write('GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n');
+        assert.equal((await c.next()).status, 200);
+      }
       two.signal('SIGTERM');
       const r = await stream;
       assert.equal(r.status, 200);
       assert.equal(r.events.at(-1).data, '[DONE]', `the stream ran to its end; stderr:\n${two.stderr()}`);
       assert.equal(streamedContent(r.events), expectedContent(6));
       // The Edge closed every idle connection at once.
-      for (const s of idle) await waitFor(() => s.peerClosed, { timeoutMs: 2000, what: 'idle connection closed' });
+      for (const c of idle) assert.ok(await c.waitClose(2000), 'idle connection closed');
       assert.deepEqual(await two.waitExit(10000), { code: 0, signal: null });
     } finally {
-      for (const s of idle) s.destroy();
+      for (const c of idle) c.destroy();
       await two.kill();
     }
   });
 });
-
-/** A connection that got one answer and now sits idle; `.peerClosed` turns true when the Edge closes it. */
-function idleKeepAlive(port) {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ port, host: '127.0.0.1' });
-    let got = '';
-    s.on('error', () => {});
-    s.on('end', () => (s.peerClosed = true));
-    s.once('connect', () => s.write('GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n'));
-    s.on('data', (d) => {
-      got += d;
-      if (got.includes('\r\n\r\n')) resolve(s);
-    });
-    setTimeout(() => reject(new Error('no answer on a keep-alive connection')), 5000);
-  });
-}
