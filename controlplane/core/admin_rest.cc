@@ -5,8 +5,8 @@
 #include <cstring>
 #include <set>
 
+#include "common/json.h"
 #include "rapidjson/document.h"
-#include "rapidjson/error/en.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 
@@ -251,8 +251,7 @@ RestReply handleClientsRest(const AdminContext& ctx, const std::string& method, 
       doc.SetObject();
       return true;
     }
-    doc.Parse(body.c_str(), body.size());
-    return !doc.HasParseError() && doc.IsObject();
+    return json::parse(doc, body, nullptr) && doc.IsObject();
   };
 
   if (rest.empty()) {
@@ -402,14 +401,9 @@ RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method, 
   if (method == "GET") return RestReply{200, plugin->valves_json, ""};
   if (method != "PUT") return error(405, "use GET or PUT on a plugin's valves", "method_not_allowed");
   rapidjson::Document doc;
-  doc.Parse<rapidjson::kParseValidateEncodingFlag>(body.c_str(), body.size());
-  if (doc.HasParseError()) {
-    // The parse error and where, never the text: valves may hold secrets.
-    return error(400,
-                 std::string("request body is not valid JSON: ") + rapidjson::GetParseError_En(doc.GetParseError()) +
-                     " (at byte " + std::to_string(doc.GetErrorOffset()) + ")",
-                 "invalid_json");
-  }
+  std::string jerr;
+  // The parse error and where, never the text: valves may hold secrets.
+  if (!json::parse(doc, body, &jerr)) return error(400, "request body is " + jerr, "invalid_json");
   if (!doc.IsObject()) return error(400, "valves must be a JSON object", "invalid_valves");
   PluginRecord out;
   if (!ctx.store->setPluginValves(id, body, &out, &err, &not_found)) {

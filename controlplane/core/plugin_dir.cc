@@ -9,8 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/json.h"
 #include "rapidjson/document.h"
-#include "rapidjson/error/en.h"
 
 namespace eldric::controlplane {
 namespace {
@@ -30,11 +30,6 @@ int readSmallFile(const std::string& path, std::string* out) {
   if (in.bad()) return EIO;
   *out = ss.str();
   return 0;
-}
-
-std::string parseError(const rapidjson::Document& doc) {
-  return std::string(rapidjson::GetParseError_En(doc.GetParseError())) + " (at byte " +
-         std::to_string(doc.GetErrorOffset()) + ")";
 }
 
 }  // namespace
@@ -71,10 +66,10 @@ bool scanPluginDir(const std::string& dir, std::vector<PluginRecord>* out, std::
       continue;
     }
     rapidjson::Document m;
-    m.Parse<rapidjson::kParseValidateEncodingFlag>(text.c_str(), text.size());
-    if (m.HasParseError() || !m.IsObject()) {
-      warnings->push_back("plugin skipped: " + manifest_path + ": " +
-                          (m.HasParseError() ? "not valid JSON: " + parseError(m) : "not a JSON object"));
+    std::string jerr;
+    bool parsed = json::parse(m, text, &jerr);
+    if (!parsed || !m.IsObject()) {
+      warnings->push_back("plugin skipped: " + manifest_path + ": " + (!parsed ? jerr : "not a JSON object"));
       continue;
     }
     auto str = [&m](const char* key, std::string* v) {
@@ -110,10 +105,10 @@ bool scanPluginDir(const std::string& dir, std::vector<PluginRecord>* out, std::
     rc = readSmallFile(valves_path, &valves);
     if (rc == 0) {
       rapidjson::Document v;
-      v.Parse<rapidjson::kParseValidateEncodingFlag>(valves.c_str(), valves.size());
-      if (v.HasParseError() || !v.IsObject()) {
-        warnings->push_back("plugin skipped: " + valves_path + ": " +
-                            (v.HasParseError() ? "not valid JSON: " + parseError(v) : "not a JSON object"));
+      std::string jerr;
+      bool parsed = json::parse(v, valves, &jerr);
+      if (!parsed || !v.IsObject()) {
+        warnings->push_back("plugin skipped: " + valves_path + ": " + (!parsed ? jerr : "not a JSON object"));
         continue;
       }
       p.valves_json = std::move(valves);

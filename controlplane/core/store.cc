@@ -29,9 +29,9 @@
 #include <utility>
 #include <vector>
 
+#include "common/json.h"
 #include "controlplane/core/crypto_internal.h"
 #include "rapidjson/document.h"
-#include "rapidjson/error/en.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 
@@ -254,11 +254,9 @@ bool canonicalValves(const std::string& json, std::string* out, std::string* err
   }
   // Strict JSON (no comments), valid UTF-8, one value and nothing after it.
   rapidjson::Document doc;
-  doc.Parse<rapidjson::kParseValidateEncodingFlag>(json.c_str(), json.size());
-  if (doc.HasParseError()) {
-    *error = std::string("valves are not valid JSON: ") +
-             rapidjson::GetParseError_En(doc.GetParseError()) + " (at byte " +
-             std::to_string(doc.GetErrorOffset()) + ")";
+  std::string jerr;
+  if (!json::parse(doc, json, &jerr)) {
+    *error = "valves are " + jerr;
     return false;
   }
   if (!doc.IsObject()) {

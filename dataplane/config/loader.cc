@@ -11,11 +11,11 @@
 #include <sstream>
 #include <thread>
 
+#include "common/json.h"
 #include "controlplane/core/store.h"
 #include "dataplane/config/flag_parser.h"
 #include "dataplane/common/address.h"
 #include "rapidjson/document.h"
-#include "rapidjson/error/en.h"
 
 namespace eldric::config {
 namespace {
@@ -57,7 +57,8 @@ struct Settings {
   // limits
   int64_t max_header_bytes = 32 * 1024, max_headers = 100, max_body_bytes = 10 * 1024 * 1024;
   int64_t header_timeout_ms = 10000, idle_timeout_ms = 60000, request_timeout_ms = 600000,
-          drain_timeout_ms = 15000, max_connections_per_worker = 0;
+          drain_timeout_ms = 15000, max_connections_per_worker = 0, body_timeout_ms = 60000,
+          max_connections = 50000;
   // upstream
   int64_t connect_timeout_ms = 2000, health_interval_ms = 5000, health_timeout_ms = 2000,
           unhealthy_threshold = 2, healthy_threshold = 1, ejection_failures = 3, ejection_time_ms = 10000,
@@ -279,6 +280,8 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                             {"idle_timeout_ms", w.integer(&s.idle_timeout_ms, 100, 86400000)},
                             {"request_timeout_ms", w.integer(&s.request_timeout_ms, 100, 86400000)},
                             {"drain_timeout_ms", w.integer(&s.drain_timeout_ms, 0, 3600000)},
+                            {"body_timeout_ms", w.integer(&s.body_timeout_ms, 100, 86400000)},
+                            {"max_connections", w.integer(&s.max_connections, 1, 10000000)},
                             {"max_connections_per_worker", w.integer(&s.max_connections_per_worker, 0, 10000000)}});
                 }},
                {"upstream",
@@ -578,6 +581,8 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   *limits->mutable_request_timeout() = duration(s.request_timeout_ms);
   *limits->mutable_drain_timeout() = duration(s.drain_timeout_ms);
   limits->set_max_connections_per_worker(static_cast<uint32_t>(s.max_connections_per_worker));
+  *limits->mutable_body_timeout() = duration(s.body_timeout_ms);
+  limits->set_max_connections(static_cast<uint32_t>(s.max_connections));
 
   auto addCluster = [&](const std::string& name, const std::vector<std::string>& urls, const char* what,
                         bool health) -> bool {
@@ -830,12 +835,13 @@ bool loadFromText(const std::string& text, const std::string& source, const Comm
   Settings s;
   if (!text.empty()) {
     rapidjson::Document doc;
-    doc.Parse<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag>(text.c_str(), text.size());
-    if (doc.HasParseError()) {
-      size_t off = doc.GetErrorOffset();
+    json::ParseOptions relaxed;
+    relaxed.relaxed = true;
+    std::string jerr;
+    size_t off = 0;
+    if (!json::parse(doc, text, &jerr, relaxed, &off)) {
       size_t line = 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + std::min(off, text.size()), '\n'));
-      *error = source + ": invalid JSON at line " + std::to_string(line) + ": " +
-               rapidjson::GetParseError_En(doc.GetParseError());
+      *error = source + ": " + jerr + (off ? " (line " + std::to_string(line) + ")" : "");
       return false;
     }
     std::string werr;

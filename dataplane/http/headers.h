@@ -102,6 +102,29 @@ void serializeHead(std::initializer_list<std::string_view> first, const HeaderMa
                    std::initializer_list<std::string_view> last, Buffer& out);
 
 bool equalsIgnoreCase(std::string_view a, std::string_view b);
+// RFC 9110 token characters: what a header or trailer name may hold. A
+// table, inline: the codecs check every byte of every name.
+struct TokenTable {
+  bool ok[256] = {};
+  constexpr TokenTable() {
+    for (int c = 'a'; c <= 'z'; ++c) ok[c] = true;
+    for (int c = 'A'; c <= 'Z'; ++c) ok[c] = true;
+    for (int c = '0'; c <= '9'; ++c) ok[c] = true;
+    for (char c : {'!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~'}) {
+      ok[static_cast<unsigned char>(c)] = true;
+    }
+  }
+};
+inline constexpr TokenTable kTokenTable;
+inline bool isTokenChar(unsigned char c) { return kTokenTable.ok[c]; }
+// True if `name` is a non-empty token.
+inline bool isToken(std::string_view name) {
+  if (name.empty()) return false;
+  for (char c : name) {
+    if (!isTokenChar(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
 // True if the comma-separated `list` contains `token` (case-insensitive).
 bool listHasToken(std::string_view list, std::string_view token);
 

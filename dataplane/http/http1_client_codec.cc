@@ -2,7 +2,9 @@
 
 namespace eldric::http {
 namespace {
+// Head and trailers together.
 constexpr uint32_t kMaxResponseHeaderBytes = 64 * 1024;
+constexpr uint32_t kMaxResponseTrailers = 100;
 Http1ClientCodec* self(llhttp_t* p) { return static_cast<Http1ClientCodec*>(p->data); }
 }  // namespace
 
@@ -41,7 +43,14 @@ int Http1ClientCodec::onMessageBegin(llhttp_t* p) {
   c->value_.clear();
   c->in_value_ = false;
   c->header_bytes_ = 0;
+  c->trailer_count_ = 0;
+  c->in_trailer_name_ = false;
   return 0;
+}
+
+int Http1ClientCodec::refuse(const char* reason) {
+  refusal_ = reason;
+  return -1;
 }
 
 void Http1ClientCodec::finishHeader() {
@@ -56,9 +65,23 @@ void Http1ClientCodec::finishHeader() {
 int Http1ClientCodec::onHeaderField(llhttp_t* p, const char* at, size_t len) {
   auto* c = self(p);
   c->started_ = true;
-  if (c->in_value_) c->finishHeader();
   c->header_bytes_ += static_cast<uint32_t>(len);
-  if (c->header_bytes_ > kMaxResponseHeaderBytes) return -1;
+  if (c->header_bytes_ > kMaxResponseHeaderBytes) return c->refuse("response headers too large");
+  // A name that is not a token (a space before the colon, a control byte)
+  // is refused, not passed on to the client.
+  for (size_t i = 0; i < len; ++i) {
+    if (!isTokenChar(static_cast<unsigned char>(at[i]))) return c->refuse("invalid character in a header name");
+  }
+  if (!c->headers_) {
+    // A chunked body's trailers: the headers went to the router with the
+    // head; trailer fields are checked, counted and dropped.
+    if (!c->in_trailer_name_ && ++c->trailer_count_ > kMaxResponseTrailers) {
+      return c->refuse("too many trailer fields");
+    }
+    c->in_trailer_name_ = true;
+    return 0;
+  }
+  if (c->in_value_) c->finishHeader();
   size_t base = c->field_.size();
   c->field_.append(at, len);
   for (size_t i = base; i < c->field_.size(); ++i) {
@@ -70,9 +93,13 @@ int Http1ClientCodec::onHeaderField(llhttp_t* p, const char* at, size_t len) {
 
 int Http1ClientCodec::onHeaderValue(llhttp_t* p, const char* at, size_t len) {
   auto* c = self(p);
-  c->in_value_ = true;
   c->header_bytes_ += static_cast<uint32_t>(len);
-  if (c->header_bytes_ > kMaxResponseHeaderBytes) return -1;
+  if (c->header_bytes_ > kMaxResponseHeaderBytes) return c->refuse("response headers too large");
+  if (!c->headers_) {
+    c->in_trailer_name_ = false;
+    return 0;
+  }
+  c->in_value_ = true;
   c->value_.append(at, len);
   return 0;
 }
@@ -134,7 +161,8 @@ void Http1ClientCodec::dispatch(Buffer& data) {
     }
     error_ = true;
     keep_alive_ = false;
-    const char* reason = llhttp_get_error_reason(&parser_);
+    const char* reason = refusal_ ? refusal_ : llhttp_get_error_reason(&parser_);
+    refusal_ = nullptr;
     callbacks_.onResponseError(std::string("malformed upstream response: ") +
                                (reason ? reason : llhttp_errno_name(err)));
     return;

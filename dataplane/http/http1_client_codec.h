@@ -49,6 +49,8 @@ class Http1ClientCodec {
   static int onBody(llhttp_t* p, const char* at, size_t len);
   static int onMessageComplete(llhttp_t* p);
   void finishHeader();
+  // Stops the parser with `reason` (a static string) as the error.
+  int refuse(const char* reason);
 
   ClientCodecCallbacks& callbacks_;
   llhttp_t parser_;
@@ -57,6 +59,9 @@ class Http1ClientCodec {
   std::string value_;
   bool in_value_ = false;
   uint32_t header_bytes_ = 0;
+  uint32_t trailer_count_ = 0;
+  bool in_trailer_name_ = false;
+  const char* refusal_ = nullptr;
   bool request_is_head_ = false;
   bool started_ = false;
   bool headers_done_ = false;

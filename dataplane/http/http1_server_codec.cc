@@ -10,22 +10,8 @@ namespace {
 
 Http1ServerCodec* self(llhttp_t* p) { return static_cast<Http1ServerCodec*>(p->data); }
 
-// RFC 9110 token characters: what a header name may hold. llhttp 8 lets a
-// space before the colon through; a proxy must refuse it (RFC 9112 5.1).
-// A table: every byte of every header name is checked.
-struct TokenTable {
-  bool ok[256] = {};
-  constexpr TokenTable() {
-    for (int c = 'a'; c <= 'z'; ++c) ok[c] = true;
-    for (int c = 'A'; c <= 'Z'; ++c) ok[c] = true;
-    for (int c = '0'; c <= '9'; ++c) ok[c] = true;
-    for (char c : {'!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~'}) {
-      ok[static_cast<unsigned char>(c)] = true;
-    }
-  }
-};
-constexpr TokenTable kTokenTable;
-inline bool isTokenChar(unsigned char c) { return kTokenTable.ok[c]; }
+// llhttp 8 lets a space before the colon through; a proxy must refuse it
+// (RFC 9112 5.1): every byte of a name is checked with isTokenChar.
 
 void appendLower(std::string& out, const char* at, size_t len) {
   size_t base = out.size();
@@ -81,6 +67,8 @@ int Http1ServerCodec::onMessageBegin(llhttp_t* p) {
   c->value_.clear();
   c->in_value_ = false;
   c->header_bytes_ = 0;
+  c->header_count_ = 0;
+  c->in_trailer_name_ = false;
   c->body_bytes_ = 0;
   c->state_ = State::Headers;
   return 0;
@@ -106,8 +94,37 @@ void Http1ServerCodec::finishHeader() {
   in_value_ = false;
 }
 
+int Http1ServerCodec::onTrailer(const char* at, size_t len, bool name) {
+  // A chunked body's trailer section: the request's headers went to the
+  // stream with its head, so trailer fields are checked (name characters,
+  // the header byte and count limits, which cover head and trailers
+  // together) and dropped. Nothing downstream of the Edge needs them.
+  if (!countHeaderBytes(len)) {
+    return fail(431, "request headers and trailers exceed " + std::to_string(limits_.max_header_bytes) + " bytes",
+                "header_too_large");
+  }
+  if (!name) {
+    in_trailer_name_ = false;
+    return 0;
+  }
+  if (!in_trailer_name_) {
+    in_trailer_name_ = true;
+    if (++header_count_ > limits_.max_headers) {
+      return fail(431, "more than " + std::to_string(limits_.max_headers) + " request headers and trailers",
+                  "too_many_headers");
+    }
+  }
+  for (size_t i = 0; i < len; ++i) {
+    if (!isTokenChar(static_cast<unsigned char>(at[i]))) {
+      return fail(400, "invalid character in a trailer name", "bad_header_name");
+    }
+  }
+  return 0;
+}
+
 int Http1ServerCodec::onHeaderField(llhttp_t* p, const char* at, size_t len) {
   auto* c = self(p);
+  if (!c->request_) return c->onTrailer(at, len, true);
   if (c->in_value_) c->finishHeader();
   if (!c->countHeaderBytes(len)) {
     return c->fail(431, "request headers exceed " + std::to_string(c->limits_.max_header_bytes) + " bytes",
@@ -128,6 +145,7 @@ int Http1ServerCodec::onHeaderField(llhttp_t* p, const char* at, size_t len) {
 
 int Http1ServerCodec::onHeaderValue(llhttp_t* p, const char* at, size_t len) {
   auto* c = self(p);
+  if (!c->request_) return c->onTrailer(at, len, false);
   c->in_value_ = true;
   if (!c->countHeaderBytes(len)) {
     return c->fail(431, "request headers exceed " + std::to_string(c->limits_.max_header_bytes) + " bytes",
@@ -141,6 +159,7 @@ int Http1ServerCodec::onHeadersComplete(llhttp_t* p) {
   auto* c = self(p);
   if (c->in_value_ || !c->field_.empty()) c->finishHeader();
   RequestHeaders& r = *c->request_;
+  c->header_count_ = static_cast<uint32_t>(r.headers.size());
   r.method = llhttp_method_name(static_cast<llhttp_method_t>(p->method));
   r.version_minor = p->http_minor;
   if (p->http_major != 1) return c->fail(505, "only HTTP/1.x is supported here", "http_version");

@@ -52,6 +52,7 @@ class Http1ServerCodec : public ServerCodec, public ResponseEncoder {
   static int onMessageComplete(llhttp_t* p);
 
   int fail(int status, std::string message, std::string code);
+  int onTrailer(const char* at, size_t len, bool name);
   bool countHeaderBytes(size_t n);
   void finishHeader();
   // Returns false on a bare LF; stops scanning at the end of the headers.
@@ -70,6 +71,8 @@ class Http1ServerCodec : public ServerCodec, public ResponseEncoder {
   std::string value_;
   bool in_value_ = false;
   uint32_t header_bytes_ = 0;
+  uint32_t header_count_ = 0;  // head and trailers
+  bool in_trailer_name_ = false;
   uint64_t body_bytes_ = 0;
   RequestDecoder* decoder_ = nullptr;
   bool request_has_body_ = false;

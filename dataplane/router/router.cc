@@ -117,6 +117,12 @@ void RouterFilter::onEvent(network::ConnectionEvent event) {
         return;
       }
       if (codec_.onEof()) return;  // a close-delimited body ended
+      if (!response_started_) {
+        // Gone in the middle of its headers: nothing reached the client
+        // yet, so it gets a 502 rather than a bare close.
+        onResponseError("upstream " + host_->url() + " closed the connection in the middle of its response headers");
+        return;
+      }
       onUpstreamBrokeMidResponse("upstream closed the connection mid-response");
       return;
     }

@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "absl/strings/string_view.h"
+#include "common/json.h"
 #include "dataplane/common/log.h"
 #include "dataplane/config/runtime_config.h"
 #include "filters/auth/session.h"
@@ -228,8 +229,8 @@ void AuthFilter::handleSession(const std::string& body) {
     return;
   }
   rapidjson::Document doc;
-  doc.Parse(body.c_str(), body.size());
-  if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("api_key") || !doc["api_key"].IsString()) {
+  if (!json::parse(doc, body, nullptr) || !doc.IsObject() || !doc.HasMember("api_key") ||
+      !doc["api_key"].IsString()) {
     refuse(400, "send {\"api_key\": \"sk-...\"}", "invalid_json");
     return;
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/json.h"
 #include "dataplane/common/log.h"
 #include "dataplane/config/runtime_config.h"
 #include "rapidjson/document.h"
@@ -51,10 +52,16 @@ UsageStats& stats() {
   return *s;
 }
 
-http::FilterHeadersStatus UsageFilter::decodeHeaders(http::RequestHeaders&, bool end_stream) {
+http::FilterHeadersStatus UsageFilter::decodeHeaders(http::RequestHeaders& headers, bool end_stream) {
   const config::CompiledRoute* route = decoder_->route();
-  active_ = route && route->count_tokens;
+  // Every proxied inference route: chat and completions, and also
+  // embeddings, /v1/responses and the /v1/ catch-all (a trailing slash
+  // lands there), so that no path reaches a model unchecked or uncounted.
+  active_ = route && (route->count_tokens || (route->cluster && route->required_scope == edge::v1::SCOPE_INFERENCE));
   if (!active_) return http::FilterHeadersStatus::Continue;
+  ask_usage_ = route->count_tokens;
+  std::optional<std::string_view> ct = headers.headers.get("content-type");
+  json_body_ = !ct || ct->find("json") != std::string_view::npos;
   http::StreamInfo& info = decoder_->streamInfo();
   if (const auto& id = info.identity) {
     key_entry_ = &ratelimit::streamCounters(info, ratelimit::kKeyCounters, state_->keys, id->client_id,
@@ -73,19 +80,39 @@ http::FilterDataStatus UsageFilter::decodeData(Buffer& data, bool end_stream) {
 bool UsageFilter::inspectRequest(Buffer& body) {
   const auto& who = decoder_->streamInfo().identity;
   bool check_model = who && !who->allowed_models.empty();
+  // A key held to a token budget: its body must be one the Edge can read,
+  // or the upstream could be asked for what the Edge never saw.
+  bool limited = config_->max_tokens_per_request || config_->per_key_tokens || (who && who->tokens_per_window);
+  if (body.empty()) return true;
+  if (!json_body_) {
+    if (!check_model) return true;
+    // A multipart upload (audio) names its model where the Edge does not
+    // look: with an allow-list, only JSON bodies pass.
+    decoder_->sendLocalReply(http::ErrorReply{400, "this API key is limited to some models: send a JSON body",
+                                              "invalid_request_error", "unsupported_content_type"});
+    return false;
+  }
   // Looked at in place (a request body is almost always one slice), not
   // copied out.
   std::string_view text = body.linearize(body.length());
-  // Parse only when there is something to do: a model allow-list, or a
-  // request that may stream (and so may need usage asked for). A plain
-  // non-streaming request passes untouched and unparsed.
-  if (!check_model && findIn(text, "\"stream\"") == std::string_view::npos) return true;
+  // Parse only when there is something to do: a model allow-list, a token
+  // budget, or a request that may stream (and so may need usage asked
+  // for). A plain non-streaming request of a key without either passes
+  // untouched and unparsed.
+  if (!check_model && !limited && findIn(text, "stream") == std::string_view::npos) return true;
   rapidjson::Document doc;
-  doc.Parse(text.data(), text.size());
-  // Not JSON, or not an object: the upstream answers that; nothing to do.
-  if (doc.HasParseError() || !doc.IsObject()) return true;
-  const auto& id = decoder_->streamInfo().identity;
-  if (id && !id->allowed_models.empty()) {
+  std::string jerr;
+  if (!json::parse(doc, text, &jerr) || !doc.IsObject()) {
+    // Refused rather than passed on unchecked: what the Edge cannot read,
+    // an upstream might (a duplicate "model", nesting past the limit).
+    stats().bodies_refused.fetch_add(1, std::memory_order_relaxed);
+    decoder_->sendLocalReply(http::ErrorReply{
+        400, "request body is not a JSON object the Edge can check: " + (jerr.empty() ? "not an object" : jerr),
+        "invalid_request_error", "invalid_json"});
+    return false;
+  }
+  if (check_model) {
+    const auto& id = who;
     std::string model;
     if (doc.HasMember("model") && doc["model"].IsString()) model = doc["model"].GetString();
     bool allowed = false;
@@ -97,7 +124,7 @@ bool UsageFilter::inspectRequest(Buffer& body) {
     }
   }
   bool stream = doc.HasMember("stream") && doc["stream"].IsBool() && doc["stream"].GetBool();
-  if (!stream) return true;
+  if (!stream || !ask_usage_) return true;
   auto& alloc = doc.GetAllocator();
   if (!doc.HasMember("stream_options") || !doc["stream_options"].IsObject()) {
     if (doc.HasMember("stream_options")) doc.RemoveMember("stream_options");
@@ -144,8 +171,7 @@ bool UsageFilter::onEvent(std::string_view event) {
   if (data.compare(0, 6, "[DONE]") == 0) return true;
   if (findIn(data, "\"usage\"") != std::string_view::npos) {
     rapidjson::Document doc;
-    doc.Parse(data.data(), data.size());
-    if (!doc.HasParseError() && doc.IsObject() && doc.HasMember("usage") && doc["usage"].IsObject()) {
+    if (json::parse(doc, data, nullptr) && doc.IsObject() && doc.HasMember("usage") && doc["usage"].IsObject()) {
       const auto& u = doc["usage"];
       uint64_t total = u.HasMember("total_tokens") && u["total_tokens"].IsUint64() ? u["total_tokens"].GetUint64() : 0;
       if (total) {
@@ -214,6 +240,18 @@ http::FilterDataStatus UsageFilter::encodeData(Buffer& data, bool end_stream) {
   } else {
     for (size_t i = 0; i < data.sliceCount(); ++i) carry_.append(data.slice(i).view());
     input = carry_;
+    size_t probe_sep = 0;
+    if (carry_.size() > kMaxEventBytes && findEventEnd(input, 0, &probe_sep) == std::string_view::npos) {
+      // One event past the limit and still no end: stop inspecting this
+      // stream (the bytes pass on as they are) rather than hold an
+      // unbounded event here.
+      sse_ = false;
+      stats().events_too_large.fetch_add(1, std::memory_order_relaxed);
+      data.clear();
+      data.add(carry_);
+      carry_.clear();
+      return http::FilterDataStatus::Continue;
+    }
   }
   Buffer out;            // what passes on, once it differs from a prefix of input
   bool rebuilt = false;  // out holds everything kept so far
@@ -355,7 +393,7 @@ void UsageFilter::countJsonUsage() {
   rapidjson::MemoryStream ms(json_tail_.data() + open, end - open + 1);
   UsageTotalHandler h;
   // Whole-object validity as before: a parse error counts nothing.
-  if (reader.Parse(ms, h).IsError() || !h.found) return;
+  if (reader.Parse<rapidjson::kParseIterativeFlag>(ms, h).IsError() || !h.found) return;
   reported_total_ = h.total;
   countTokens(reported_total_);
 }

@@ -26,6 +26,10 @@ struct UsageStats {
   std::unordered_map<std::string, uint64_t> tokens_by_client;
   std::atomic<uint64_t> streams_cut{0};
   std::atomic<uint64_t> usage_injected{0};
+  // Inference bodies refused because the Edge could not check them.
+  std::atomic<uint64_t> bodies_refused{0};
+  // Streams whose events grew past kMaxEventBytes (left uninspected).
+  std::atomic<uint64_t> events_too_large{0};
 };
 UsageStats& stats();
 
@@ -54,7 +58,12 @@ class UsageFilter : public http::StreamDecoderFilter, public http::StreamEncoder
   ratelimit::StateSharedPtr state_;
   http::DecoderFilterCallbacks* decoder_ = nullptr;
   http::EncoderFilterCallbacks* encoder_ = nullptr;
+  // An SSE event larger than this (a 1 MiB line) ends inspection of the
+  // stream instead of being held whole.
+  static constexpr size_t kMaxEventBytes = 1 << 20;
   bool active_ = false;
+  bool ask_usage_ = false;  // chat and completions: ask a stream for usage
+  bool json_body_ = true;
   bool injected_usage_ = false;
   bool sse_ = false;
   bool json_ = false;

@@ -1,0 +1,115 @@
+#include "common/json.h"
+
+#include <rapidjson/error/en.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace eldric::json {
+
+uint32_t nestingDepth(std::string_view text, uint32_t limit) {
+  uint32_t depth = 0;
+  uint32_t deepest = 0;
+  const char* p = text.data();
+  const char* end = p + text.size();
+  while (p < end) {
+    char c = *p++;
+    if (c == '"') {
+      // Skip the string: to the next quote not escaped by a backslash.
+      while (p < end) {
+        const char* q = static_cast<const char*>(memchr(p, '"', static_cast<size_t>(end - p)));
+        if (!q) return deepest;
+        size_t backslashes = 0;
+        for (const char* b = q; b > p && b[-1] == '\\'; --b) ++backslashes;
+        p = q + 1;
+        if (backslashes % 2 == 0) break;
+      }
+    } else if (c == '[' || c == '{') {
+      if (++depth > deepest) {
+        deepest = depth;
+        if (deepest > limit) return deepest;
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+bool findDuplicateKey(const rapidjson::Value& root, std::string* name) {
+  std::vector<const rapidjson::Value*> todo{&root};
+  std::vector<std::string_view> keys;
+  while (!todo.empty()) {
+    const rapidjson::Value* v = todo.back();
+    todo.pop_back();
+    if (v->IsArray()) {
+      for (const auto& e : v->GetArray()) {
+        if (e.IsArray() || e.IsObject()) todo.push_back(&e);
+      }
+      continue;
+    }
+    if (!v->IsObject()) continue;
+    keys.clear();
+    for (const auto& m : v->GetObject()) {
+      keys.emplace_back(m.name.GetString(), m.name.GetStringLength());
+      if (m.value.IsArray() || m.value.IsObject()) todo.push_back(&m.value);
+    }
+    if (keys.size() < 2) continue;
+    std::sort(keys.begin(), keys.end());
+    auto dup = std::adjacent_find(keys.begin(), keys.end());
+    if (dup != keys.end()) {
+      if (name) name->assign(dup->data(), dup->size());
+      return true;
+    }
+  }
+  return false;
+}
+
+namespace {
+
+template <unsigned kFlags>
+void parseWith(rapidjson::Document& doc, std::string_view text) {
+  doc.Parse<kFlags | rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(text.data(),
+                                                                                            text.size());
+}
+
+}  // namespace
+
+bool parse(rapidjson::Document& doc, std::string_view text, std::string* error, const ParseOptions& options,
+           size_t* error_offset) {
+  if (error_offset) *error_offset = 0;
+  uint32_t depth = nestingDepth(text, options.max_depth);
+  if (depth > options.max_depth) {
+    doc.SetNull();
+    if (error) *error = "not accepted: JSON nested deeper than " + std::to_string(options.max_depth) + " levels";
+    return false;
+  }
+  if (options.relaxed) {
+    parseWith<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag>(doc, text);
+  } else {
+    parseWith<rapidjson::kParseNoFlags>(doc, text);
+  }
+  if (doc.HasParseError()) {
+    if (error_offset) *error_offset = doc.GetErrorOffset();
+    if (error) {
+      *error = std::string("not valid JSON: ") + rapidjson::GetParseError_En(doc.GetParseError()) + " (at byte " +
+               std::to_string(doc.GetErrorOffset()) + ")";
+    }
+    return false;
+  }
+  std::string dup;
+  if (options.reject_duplicate_keys && findDuplicateKey(doc, &dup)) {
+    if (error) {
+      // The member's name, not its value: names are the schema's, but a
+      // long or odd one is cut and escaped-free.
+      std::string shown;
+      for (char c : dup.substr(0, 64)) shown += (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') ? c : '?';
+      *error = "not accepted: duplicate JSON member \"" + shown + "\"";
+    }
+    return false;
+  }
+  return true;
+}
+
+}  // namespace eldric::json

@@ -1,0 +1,81 @@
+#include "common/json.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace eldric::json {
+namespace {
+
+TEST(JsonTest, ParsesAnObject) {
+  rapidjson::Document doc;
+  std::string error;
+  ASSERT_TRUE(parse(doc, R"({"model":"m","messages":[{"role":"user","content":"[{"}]})", &error)) << error;
+  EXPECT_STREQ(doc["model"].GetString(), "m");
+}
+
+TEST(JsonTest, DeepNestingIsRefusedWithoutRecursion) {
+  // A few hundred thousand '[' overflowed the stack of the recursive
+  // parser; this must fail fast and cleanly.
+  std::string deep(400000, '[');
+  rapidjson::Document doc;
+  std::string error;
+  EXPECT_FALSE(parse(doc, deep, &error));
+  EXPECT_NE(error.find("nested deeper than 64"), std::string::npos) << error;
+  std::string objects;
+  for (int i = 0; i < 100000; ++i) objects += "{\"a\":";
+  EXPECT_FALSE(parse(doc, objects, &error));
+}
+
+TEST(JsonTest, DepthLimitIsExact) {
+  std::string ok = std::string(64, '[') + std::string(64, ']');
+  std::string over = std::string(65, '[') + std::string(65, ']');
+  rapidjson::Document doc;
+  std::string error;
+  EXPECT_TRUE(parse(doc, ok, &error)) << error;
+  EXPECT_FALSE(parse(doc, over, &error));
+  ParseOptions wide;
+  wide.max_depth = 100;
+  EXPECT_TRUE(parse(doc, over, &error, wide)) << error;
+}
+
+TEST(JsonTest, BracketsInsideStringsDoNotCount) {
+  std::string text = "{\"a\":\"" + std::string(1000, '[') + "\\\"" + std::string(1000, '{') + "\"}";
+  rapidjson::Document doc;
+  std::string error;
+  EXPECT_TRUE(parse(doc, text, &error)) << error;
+  EXPECT_EQ(nestingDepth(R"(["\\", [[]]])", 10), 3u);
+}
+
+TEST(JsonTest, DuplicateKeysAreRefusedAtAnyDepth) {
+  rapidjson::Document doc;
+  std::string error;
+  EXPECT_FALSE(parse(doc, R"({"model":"a","stream":true,"model":"b"})", &error));
+  EXPECT_NE(error.find("duplicate JSON member \"model\""), std::string::npos) << error;
+  EXPECT_FALSE(parse(doc, R"({"x":[{"k":1,"k":2}]})", &error));
+  EXPECT_TRUE(parse(doc, R"({"x":[{"k":1},{"k":2}],"k":3})", &error)) << error;
+  ParseOptions lax;
+  lax.reject_duplicate_keys = false;
+  EXPECT_TRUE(parse(doc, R"({"a":1,"a":2})", &error, lax));
+}
+
+TEST(JsonTest, ErrorsNameTheOffsetNotTheText) {
+  rapidjson::Document doc;
+  std::string error;
+  EXPECT_FALSE(parse(doc, R"({"api_key":"sk-secret-value",})", &error));
+  EXPECT_EQ(error.find("sk-secret"), std::string::npos) << error;
+  EXPECT_NE(error.find("at byte"), std::string::npos) << error;
+  EXPECT_FALSE(parse(doc, "\"\xff\"", &error));  // invalid UTF-8
+}
+
+TEST(JsonTest, RelaxedAllowsCommentsAndTrailingCommas) {
+  rapidjson::Document doc;
+  std::string error;
+  ParseOptions relaxed;
+  relaxed.relaxed = true;
+  EXPECT_TRUE(parse(doc, "{\"a\": 1, // note\n \"b\": [1,2,],}", &error, relaxed)) << error;
+  EXPECT_FALSE(parse(doc, "{\"a\": 1, // note\n}", &error));
+}
+
+}  // namespace
+}  // namespace eldric::json

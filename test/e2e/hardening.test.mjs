@@ -1,0 +1,353 @@
+// Issue 14: the perimeter holds. Each case here once crashed or hung the
+// Edge with one request from an anonymous client or one answer from a
+// router; each asserts the clear answer the client gets now, and that the
+// Edge is still up and serving afterwards.
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import {
+  startFakeRouter,
+  startEdge,
+  rawExchange,
+  HttpConn,
+  isOpenAIError,
+  request,
+  sleep,
+  chatBody,
+} from './lib/harness.mjs';
+import { edgeConfig, testKey } from './lib/keys.mjs';
+
+const TIMEOUT = { timeout: 30000 };
+const ADMIN_KEY = testKey('admin');
+const USER_KEY = testKey('user');
+const LIMITED_KEY = testKey('limited');
+
+/** The Edge still answers /health with 200. */
+async function assertAlive(edge, what) {
+  const r = await request({ port: edge.httpPort, path: '/health', timeoutMs: 3000 });
+  assert.equal(r.status, 200, `the Edge is still up after ${what}`);
+  assert.equal(edge.proc.exitCode, null, `the Edge did not exit after ${what}`);
+  assert.equal(edge.proc.signalCode, null, `the Edge was not killed by a signal after ${what}`);
+}
+
+function assertError(r, status, code, what = '') {
+  assert.equal(r.status, status, `${what} want ${status}: ${r.status} ${r.body ?? r.text}`);
+  const j = typeof r.json === 'function' ? r.json() : JSON.parse(r.text);
+  assert.ok(isOpenAIError(j), `OpenAI-shaped error: ${JSON.stringify(j)}`);
+  if (code) assert.equal(j.error.code, code, `${what}: ${JSON.stringify(j)}`);
+  return j;
+}
+
+/**
+ * A router that answers with scripted raw bytes: health checks get a plain
+ * 200; any other request gets `script(requestHead)` (a string/Buffer, or an
+ * array of them written 20 ms apart), then the socket is ended if `end`.
+ * Records the heads it was sent.
+ */
+async function startRawRouter(script, { end = false } = {}) {
+  const heads = [];
+  const sockets = new Set();
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => {});
+    let buf = Buffer.alloc(0);
+    sock.on('data', async (d) => {
+      buf = Buffer.concat([buf, d]);
+      for (;;) {
+        const i = buf.indexOf('\r\n\r\n');
+        if (i < 0) return;
+        const head = buf.subarray(0, i).toString('latin1');
+        const m = /content-length:\s*(\d+)/i.exec(head);
+        const len = m ? Number(m[1]) : 0;
+        if (buf.length < i + 4 + len) return;
+        buf = buf.subarray(i + 4 + len);
+        if (head.includes(' /health ')) {
+          sock.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+          continue;
+        }
+        heads.push(head);
+        const out = script(head);
+        const parts = Array.isArray(out) ? out : [out];
+        for (let k = 0; k < parts.length; k++) {
+          if (k) await sleep(20);
+          sock.write(parts[k]);
+        }
+        if (end) sock.end();
+      }
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = server.address().port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    heads,
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(resolve);
+      }),
+  };
+}
+
+describe('the perimeter holds: requests that crashed the Edge', () => {
+  let router;
+  let edge;
+
+  before(async () => {
+    router = await startFakeRouter();
+    edge = await startEdge({
+      config: edgeConfig(router.url, {
+        auth: {
+          api_keys: {
+            [USER_KEY]: 'user1',
+            [LIMITED_KEY]: { client: 'limited', allowed_models: ['llama3.2:3b'] },
+          },
+          admin_keys: { [ADMIN_KEY]: 'ops' },
+        },
+        upstream: { health_check_path: '/_fake/stats' },
+      }),
+    });
+  });
+
+  after(async () => {
+    await edge?.kill();
+    await router?.kill();
+  });
+
+  it('a chunked request ending in trailer fields is answered, the trailers dropped', TIMEOUT, async () => {
+    const req =
+      'POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n' +
+      '1\r\na\r\n0\r\nA: b\r\nB: c\r\n\r\n';
+    const r = await rawExchange({ port: edge.httpPort, data: req, timeoutMs: 1500 });
+    assert.ok(r.responses.length >= 1, `an answer, not a crash: ${JSON.stringify(r.text)}`);
+    assert.equal(r.responses[0].status, 405, r.text);
+    await assertAlive(edge, 'a request with trailers');
+
+    // Forwarded: the body reaches the router, the trailers do not.
+    const conn = await HttpConn.open({ port: edge.httpPort });
+    const body = chatBody();
+    conn.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${USER_KEY}\r\n` +
+        'Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n' +
+        `${Buffer.byteLength(body).toString(16)}\r\n${body}\r\n0\r\nX-Trailer: 1\r\nX-Other: 2\r\n\r\n`,
+    );
+    const res = await conn.next(5000);
+    assert.equal(res.status, 200, res.text);
+    const last = await router.lastRequest();
+    assert.equal(JSON.parse(last.body).model, JSON.parse(body).model);
+    assert.equal(last.headers['x-trailer'], undefined, 'trailers are not forwarded');
+    conn.destroy();
+  });
+
+  it('too many trailer fields: 431, and the Edge stays up', TIMEOUT, async () => {
+    let trailers = '';
+    for (let i = 0; i < 150; i++) trailers += `T${i}: v\r\n`;
+    const req = `POST /api/v1/session HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n${trailers}\r\n`;
+    const r = await rawExchange({ port: edge.httpPort, data: req, timeoutMs: 3000 });
+    assert.ok(r.responses.length >= 1, r.text);
+    assert.equal(r.responses[0].status, 431, r.text);
+    await assertAlive(edge, 'too many trailers');
+  });
+
+  it('a bad trailer name is refused with 400', TIMEOUT, async () => {
+    const req =
+      'POST /api/v1/session HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nBad Name: v\r\n\r\n';
+    const r = await rawExchange({ port: edge.httpPort, data: req, timeoutMs: 3000 });
+    assert.ok(r.responses.length >= 1, r.text);
+    assert.equal(r.responses[0].status, 400, r.text);
+    await assertAlive(edge, 'a bad trailer name');
+  });
+
+  const deep = (n) => '['.repeat(n);
+
+  it('deeply nested JSON to the session endpoint: 400, no stack overflow', TIMEOUT, async () => {
+    const r = await request({
+      port: edge.httpPort,
+      path: '/api/v1/session',
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: `{"api_key":${deep(300000)}`,
+    });
+    assertError(r, 400, 'invalid_json', 'session');
+    await assertAlive(edge, 'deep JSON to /api/v1/session');
+  });
+
+  it('deeply nested JSON in an inference body: 400 before the router', TIMEOUT, async () => {
+    const before = (await router.stats()).chat_requests;
+    for (const key of [USER_KEY, LIMITED_KEY]) {
+      const r = await request({
+        port: edge.httpPort,
+        path: '/v1/chat/completions',
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: `{"stream":true,"model":"llama3.2:3b","x":${deep(300000)}`,
+      });
+      assertError(r, 400, 'invalid_json', 'deep chat body');
+    }
+    assert.equal((await router.stats()).chat_requests, before);
+    await assertAlive(edge, 'deep JSON in a chat body');
+  });
+
+  it('deeply nested JSON in admin REST bodies: 400', TIMEOUT, async () => {
+    for (const [method, p] of [
+      ['POST', '/api/v1/clients/register'],
+      ['POST', '/api/v1/clients/user1/rotate'],
+      ['PUT', '/api/v1/plugins/none/valves'],
+    ]) {
+      const r = await request({
+        port: edge.httpPort,
+        path: p,
+        method,
+        headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+        body: `{"name":${deep(300000)}`,
+      });
+      assert.ok([400, 404, 413].includes(r.status), `${method} ${p}: ${r.status} ${r.body}`);
+      assert.ok(isOpenAIError(r.json()), r.body);
+      await assertAlive(edge, `deep JSON to ${p}`);
+    }
+  });
+
+  it('a duplicate "model" member is refused, never checked one way and used another', TIMEOUT, async () => {
+    const before = (await router.stats()).chat_requests;
+    const r = await request({
+      port: edge.httpPort,
+      path: '/v1/chat/completions',
+      method: 'POST',
+      headers: { authorization: `Bearer ${LIMITED_KEY}`, 'content-type': 'application/json' },
+      body: '{"model":"llama3.2:3b","messages":[{"role":"user","content":"hi"}],"model":"fake-model"}',
+    });
+    const j = assertError(r, 400, 'invalid_json', 'duplicate model');
+    assert.match(j.error.message, /duplicate JSON member "model"/);
+    assert.equal((await router.stats()).chat_requests, before);
+  });
+
+  it('the model allow-list holds on embeddings, /v1/responses, the catch-all and trailing slashes', TIMEOUT, async () => {
+    await router.reset();
+    for (const p of ['/v1/embeddings', '/v1/responses', '/v1/chat/completions/', '/v1/anything']) {
+      const r = await request({
+        port: edge.httpPort,
+        path: p,
+        method: 'POST',
+        headers: { authorization: `Bearer ${LIMITED_KEY}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'fake-model', input: 'hi' }),
+      });
+      assertError(r, 403, 'model_not_allowed', p);
+      const bad = await request({
+        port: edge.httpPort,
+        path: p,
+        method: 'POST',
+        headers: { authorization: `Bearer ${LIMITED_KEY}`, 'content-type': 'application/json' },
+        body: '{"model": "llama3.2:3b", ',
+      });
+      assertError(bad, 400, 'invalid_json', `${p} unparseable`);
+    }
+    assert.equal((await router.stats()).requests, 0, 'nothing reached the router');
+    const ok = await request({
+      port: edge.httpPort,
+      path: '/v1/embeddings',
+      method: 'POST',
+      headers: { authorization: `Bearer ${LIMITED_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'llama3.2:3b', input: 'hi' }),
+    });
+    assert.notEqual(ok.status, 403, ok.body);
+    assert.notEqual(ok.status, 400, ok.body);
+  });
+});
+
+describe('the perimeter holds: router answers that crashed the Edge', () => {
+  let raw;
+  let edge;
+  let mode = 'trailers';
+
+  const SSE_HEAD =
+    'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n';
+  const chunk = (s) => `${Buffer.byteLength(s).toString(16)}\r\n${s}\r\n`;
+
+  before(async () => {
+    raw = await startRawRouter(() => {
+      switch (mode) {
+        case 'trailers':
+          return (
+            'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n' +
+            chunk('{"ok":true}') +
+            '0\r\nX-One: 1\r\nX-Two: 2\r\nX-Three: 3\r\n\r\n'
+          );
+        case 'deep-usage':
+          return (
+            SSE_HEAD +
+            chunk('data: {"choices":[{"delta":{"content":"hi"}}]}\n\n') +
+            chunk(`data: {"usage":${'['.repeat(200000)}}\n\n`) +
+            chunk('data: [DONE]\n\n') +
+            '0\r\n\r\n'
+          );
+        case 'bad-header-name':
+          return 'HTTP/1.1 200 OK\r\nBad Name: x\r\ncontent-length: 2\r\n\r\nok';
+        case 'close-mid-headers':
+          return 'HTTP/1.1 200 OK\r\ncontent-type: appl';
+        default:
+          return 'HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n';
+      }
+    }, { end: false });
+    edge = await startEdge({
+      config: edgeConfig(raw.url, {
+        auth: { require_api_key: false },
+        upstream: { health_check_path: '/health' },
+      }),
+    });
+  });
+
+  after(async () => {
+    await edge?.kill();
+    await raw?.close();
+  });
+
+  it('a chunked answer with several trailer fields reaches the client whole', TIMEOUT, async () => {
+    mode = 'trailers';
+    const r = await request({ port: edge.httpPort, path: '/v1/models', timeoutMs: 5000 });
+    assert.equal(r.status, 200, r.body);
+    assert.deepEqual(r.json(), { ok: true });
+    await assertAlive(edge, 'an upstream answer with trailers');
+  });
+
+  it('a deeply nested usage event is passed on, not parsed into a crash', TIMEOUT, async () => {
+    mode = 'deep-usage';
+    const r = await request({
+      port: edge.httpPort,
+      path: '/v1/chat/completions',
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: chatBody({ stream: true }),
+      timeoutMs: 10000,
+    });
+    assert.equal(r.status, 200, r.body.slice(0, 200));
+    assert.match(r.body, /data: \[DONE\]/);
+    await assertAlive(edge, 'a deeply nested usage event');
+  });
+
+  it('an invalid header name from a router: 502, not passed on', TIMEOUT, async () => {
+    mode = 'bad-header-name';
+    const r = await request({ port: edge.httpPort, path: '/v1/models', timeoutMs: 5000 });
+    assertError(r, 502, 'bad_upstream_response', 'bad header name');
+    assert.equal(r.headers['bad name'], undefined);
+  });
+
+  it('a router that closes in the middle of its headers: 502, not a bare close', TIMEOUT, async () => {
+    mode = 'close-mid-headers';
+    const closing = await startRawRouter(() => 'HTTP/1.1 200 OK\r\ncontent-type: appl', { end: true });
+    const e2 = await startEdge({
+      config: edgeConfig(closing.url, {
+        auth: { require_api_key: false },
+        upstream: { health_check_path: '/health' },
+      }),
+    });
+    try {
+      const r = await request({ port: e2.httpPort, path: '/v1/models', timeoutMs: 5000 });
+      assertError(r, 502, 'bad_upstream_response', 'closed mid-headers');
+    } finally {
+      await e2.kill();
+      await closing.close();
+    }
+  });
+});
