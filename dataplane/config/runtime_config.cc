@@ -75,6 +75,8 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
   cfg->request_timeout_ms = ms(limits.request_timeout(), cfg->request_timeout_ms);
   cfg->drain_timeout_ms = ms(limits.drain_timeout(), cfg->drain_timeout_ms);
   cfg->max_connections_per_worker = limits.max_connections_per_worker();
+  cfg->body_timeout_ms = ms(limits.body_timeout(), cfg->body_timeout_ms);
+  if (limits.max_connections()) cfg->max_connections = limits.max_connections();
 
   for (const auto& l : snapshot.listeners()) {
     CompiledListener cl;

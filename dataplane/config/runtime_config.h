@@ -56,7 +56,9 @@ struct RuntimeConfig {
   uint64_t idle_timeout_ms = 60000;
   uint64_t request_timeout_ms = 600000;
   uint64_t drain_timeout_ms = 15000;
-  uint32_t max_connections_per_worker = 0;
+  uint64_t body_timeout_ms = 60000;
+  uint32_t max_connections_per_worker = 0;  // 0: only the total applies
+  uint32_t max_connections = 50000;
   // HTTP filters run before a route's terminal action, in order.
   std::vector<http::FilterFactory> filter_factories;
 

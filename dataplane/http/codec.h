@@ -70,6 +70,9 @@ class ServerCodec {
   // True while a request has begun (first byte seen) but its headers are
   // incomplete: the header timeout runs.
   virtual bool readingHeaders() const = 0;
+  // True while a request body is being read (not one thrown away after an
+  // early answer): the body timeout runs.
+  virtual bool readingBody() const { return false; }
   // True while a request is in progress (headers seen, response not done).
   virtual bool streamActive() const = 0;
   // True while the rest of a request body is read and thrown away after

@@ -430,14 +430,15 @@ void ConnectionManager::onData(Buffer& data) {
 }
 
 void ConnectionManager::processInput() {
-  if (closed_ || dispatching_) return;
+  if (closed_ || dispatching_ || awaiting_drain_) return;
   dispatching_ = true;
   codec_->dispatch(input_);
   dispatching_ = false;
   if (closed_) return;
-  if (input_.length() > kMaxPipelinedBytes && connection_->readEnabled()) {
+  if (input_.length() > kMaxPipelinedBytes && !read_paused_for_pipeline_) {
     // Stop reading until the current response is done; the bytes already
     // here are enough to go on with.
+    read_paused_for_pipeline_ = true;
     connection_->readDisable(true);
   }
   armTimers();
@@ -450,6 +451,13 @@ void ConnectionManager::armTimers() {
     if (timer_kind_ != TimerKind::Header) {
       timer_kind_ = TimerKind::Header;
       timer_->enable(cfg.header_timeout_ms);
+    }
+  } else if (codec_->readingBody() && stream_ && !stream_->responseStarted()) {
+    // From the end of the headers to the end of the body: a client that
+    // stops sending mid-body is answered 408, not held forever.
+    if (timer_kind_ != TimerKind::Body) {
+      timer_kind_ = TimerKind::Body;
+      timer_->enable(cfg.body_timeout_ms);
     }
   } else if (codec_->streamActive() || stream_) {
     timer_kind_ = TimerKind::None;
@@ -476,6 +484,16 @@ void ConnectionManager::onTimer() {
       if (!closed_) closeConnection(network::CloseType::FlushWrite);
       return;
     }
+  }
+  if (timer_kind_ == TimerKind::Body && stream_ && codec_->readingBody()) {
+    context_.stats().body_timeouts.inc();
+    codec_->setCloseAfterResponse();
+    stream_->onCodecError(CodecError{408,
+                                     "request body not received within " +
+                                         std::to_string(context_.currentConfig()->body_timeout_ms) + " ms",
+                                     "body_timeout"});
+    if (!closed_) closeConnection(network::CloseType::FlushWrite);
+    return;
   }
   closeConnection(network::CloseType::FlushWrite);
 }
@@ -527,7 +545,31 @@ void ConnectionManager::onResponseComplete(bool keep_alive) {
     closeConnection(network::CloseType::FlushWrite);
     return;
   }
-  if (!connection_->readEnabled()) connection_->readDisable(false);
+  if (connection_->aboveHighWatermark()) {
+    // The client has not taken this answer yet: the next pipelined request
+    // waits until it has (the watermarks a proxied stream obeys), so that
+    // a client that sends and never reads holds one answer, not hundreds.
+    // The idle timeout runs meanwhile.
+    awaiting_drain_ = true;
+    if (!read_paused_for_drain_) {
+      read_paused_for_drain_ = true;
+      connection_->readDisable(true);
+    }
+    armTimers();
+    return;
+  }
+  resumeInput();
+}
+
+void ConnectionManager::resumeInput() {
+  if (read_paused_for_drain_) {
+    read_paused_for_drain_ = false;
+    connection_->readDisable(false);
+  }
+  if (read_paused_for_pipeline_) {
+    read_paused_for_pipeline_ = false;
+    connection_->readDisable(false);
+  }
   armTimers();
   if (!input_.empty()) {
     // Parse the next pipelined request from a fresh stack, not from inside
@@ -579,6 +621,10 @@ void ConnectionManager::onAboveWriteBufferHighWatermark() {
 
 void ConnectionManager::onBelowWriteBufferLowWatermark() {
   if (stream_) stream_->onBelowWriteBufferLowWatermark();
+  if (awaiting_drain_ && !closed_) {
+    awaiting_drain_ = false;
+    resumeInput();
+  }
 }
 
 void ConnectionManager::startDrain() {

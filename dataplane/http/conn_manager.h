@@ -88,6 +88,7 @@ class ActiveStream : public RequestDecoder,
   // Local reply for a request the codec refused mid-stream.
   void onCodecError(const CodecError& error);
   bool responseComplete() const { return response_complete_; }
+  bool responseStarted() const { return encoder_.headersSent(); }
   const StreamInfo& info() const { return info_; }
   const RequestHeaders* request() const { return request_.get(); }
   std::string_view routeName() const;
@@ -182,6 +183,8 @@ class ConnectionManager : public network::ConnectionCallbacks,
   void onTimer();
   void closeConnection(network::CloseType type);
   void onResponseCompleteAfterClose();
+  // Reads and parses the next pipelined request, if any.
+  void resumeInput();
   void teardown();
 
   ConnectionManagerContext& context_;
@@ -193,10 +196,15 @@ class ConnectionManager : public network::ConnectionCallbacks,
   std::unique_ptr<ActiveStream> stream_;
   Buffer input_;
   TimerPtr timer_;  // header-read or idle timeout
-  enum class TimerKind { None, Header, Idle } timer_kind_ = TimerKind::None;
+  enum class TimerKind { None, Header, Body, Idle } timer_kind_ = TimerKind::None;
   TimerPtr resume_timer_;  // pipelined input waiting for the next turn
   bool closed_ = false;
   bool dispatching_ = false;
+  // A finished answer not yet taken by the client: the next request waits.
+  bool awaiting_drain_ = false;
+  // Our own read pauses, each released once (readDisable counts).
+  bool read_paused_for_drain_ = false;
+  bool read_paused_for_pipeline_ = false;
   bool handshake_counted_ = false;
   uint64_t bytes_rx_reported_ = 0;
   uint64_t bytes_tx_reported_ = 0;

@@ -26,6 +26,7 @@ class Http1ServerCodec : public ServerCodec, public ResponseEncoder {
     return (state_ == State::Body && !discarding_) || state_ == State::AwaitResponse;
   }
   bool discardingBody() const override { return discarding_; }
+  bool readingBody() const override { return state_ == State::Body && !discarding_; }
   // The most of a request body read and thrown away to keep a connection
   // after an early response; more, or an unknown length, closes it.
   static constexpr uint64_t kMaxDiscardBytes = 256 * 1024;

@@ -240,6 +240,7 @@ std::string BuiltinFilter::metricsText() {
   counter("eldric_edge_tls_handshake_errors_total", "TLS handshakes that failed.", "counter", &W::tls_handshake_errors);
   counter("eldric_edge_http_codec_errors_total", "Malformed requests refused by the HTTP codec.", "counter", &W::codec_errors);
   counter("eldric_edge_http_header_timeouts_total", "Connections closed for not sending headers in time.", "counter", &W::header_timeouts);
+  counter("eldric_edge_http_body_timeouts_total", "Requests answered 408 for not sending their body in time.", "counter", &W::body_timeouts);
   counter("eldric_edge_downstream_requests_reset_total", "Requests whose client went away before the response ended.", "counter", &W::downstream_rq_reset);
   counter("eldric_edge_upstream_requests_total", "Requests sent to upstreams (attempts).", "counter", &W::upstream_rq_total);
   counter("eldric_edge_upstream_retries_total", "Attempts retried on another upstream.", "counter", &W::upstream_rq_retry);

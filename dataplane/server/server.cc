@@ -106,10 +106,20 @@ void Worker::accept(ListenerHandle* l) {
     conn->close(network::CloseType::NoFlush);
     return;
   }
+  // The total across workers: counted before the connection is kept,
+  // given back when it closes.
+  auto& total = server_.state().connections;
+  if (total.fetch_add(1, std::memory_order_relaxed) >= config_->max_connections) {
+    total.fetch_sub(1, std::memory_order_relaxed);
+    stats_->downstream_cx_rejected.inc();
+    conn->close(network::CloseType::NoFlush);
+    return;
+  }
   auto* cm = new http::ConnectionManager(*this, conn, *lc, lc->tls != nullptr);
   connections_.push_front(cm);
   cm->self_iter = connections_.begin();
   cm->on_closed = [this](http::ConnectionManager* c) {
+    server_.state().connections.fetch_sub(1, std::memory_order_relaxed);
     connections_.erase(c->self_iter);
     maybeFinishDrain();
   };

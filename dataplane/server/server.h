@@ -35,6 +35,8 @@ struct ServerState {
   std::atomic<uint64_t> reloads_ok{0};
   std::atomic<uint64_t> reloads_failed{0};
   std::atomic<bool> draining{false};
+  // Client connections open across all workers (limits.max_connections).
+  std::atomic<uint32_t> connections{0};
   // Farm mode only: the control plane as this member sees it.
   std::function<FarmView()> farm_view;
   // Read with std::atomic_load: a reload that changes the window swaps it.

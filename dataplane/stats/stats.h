@@ -51,6 +51,7 @@ struct WorkerStats {
   Counter tls_handshake_errors;
   Counter codec_errors;  // malformed requests refused
   Counter header_timeouts;
+  Counter body_timeouts;
   Counter upstream_rq_total;
   Counter upstream_rq_retry;
   Counter upstream_cx_total;

@@ -5,6 +5,7 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
 import {
   startFakeRouter,
@@ -349,5 +350,148 @@ describe('the perimeter holds: router answers that crashed the Edge', () => {
       await e2.kill();
       await closing.close();
     }
+  });
+});
+
+/** Resident memory of a process in KiB (Linux). */
+function rssKiB(pid) {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)[1]);
+}
+
+describe('the perimeter holds: a client that pipelines and never reads', () => {
+  let router;
+  let edge;
+
+  before(async () => {
+    router = await startFakeRouter();
+    edge = await startEdge({
+      args: ['--workers', '1'],
+      config: edgeConfig(router.url, {
+        auth: { require_api_key: false },
+        upstream: { health_check_path: '/_fake/stats' },
+      }),
+    });
+  });
+
+  after(async () => {
+    await edge?.kill();
+    await router?.kill();
+  });
+
+  it('holds about one answer, not hundreds, and loses none once the client reads', TIMEOUT, async () => {
+    // The largest asset the chat page names.
+    const page = await request({ port: edge.httpPort, path: '/chat' });
+    const assets = [...page.body.matchAll(/\/chat\/assets\/[^"']+/g)].map((m) => m[0]);
+    assert.ok(assets.length > 0, 'the chat page names its assets');
+    let biggest = null;
+    for (const a of assets) {
+      const r = await request({ port: edge.httpPort, path: a });
+      const size = Buffer.byteLength(r.body);
+      if (r.status === 200 && (!biggest || size > biggest.size)) biggest = { path: a, size };
+    }
+    assert.ok(biggest.size > 10000, `an asset of some size: ${JSON.stringify(biggest)}`);
+
+    const N = 300;
+    const before = rssKiB(edge.proc.pid);
+    const conn = await HttpConn.open({ port: edge.httpPort });
+    conn.socket.pause(); // never read
+    conn.write(`GET ${biggest.path} HTTP/1.1\r\nHost: x\r\n\r\n`.repeat(N));
+    await sleep(1500);
+    const held = rssKiB(edge.proc.pid) - before;
+    // ~100 MB before the fix (each answer a copy of the asset, all at once).
+    assert.ok(held < 16 * 1024, `the Edge grew by ${held} KiB for one client that does not read`);
+    // Other clients are served meanwhile.
+    assert.equal((await request({ port: edge.httpPort, path: '/health' })).status, 200);
+
+    // Once the client reads, every answer arrives whole.
+    conn.socket.resume();
+    for (let i = 0; i < N; i++) {
+      const r = await conn.next(10000);
+      assert.equal(r.status, 200, `answer ${i}`);
+      assert.equal(r.body.length, biggest.size, `answer ${i} whole`);
+    }
+    conn.destroy();
+  });
+});
+
+describe('the perimeter holds: slow and greedy clients', () => {
+  let router;
+  let edge;
+
+  before(async () => {
+    router = await startFakeRouter();
+    edge = await startEdge({
+      args: ['--workers', '2'],
+      config: edgeConfig(router.url, {
+        auth: { require_api_key: false },
+        upstream: { health_check_path: '/_fake/stats' },
+        limits: { body_timeout_ms: 600, max_connections: 20 },
+      }),
+    });
+  });
+
+  after(async () => {
+    await edge?.kill();
+    await router?.kill();
+  });
+
+  it('a body that stops after one byte: 408 at limits.body_timeout_ms, then close', TIMEOUT, async () => {
+    const before = (await router.stats()).chat_requests;
+    const r = await rawExchange({
+      port: edge.httpPort,
+      data: 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{',
+      timeoutMs: 5000,
+    });
+    assert.ok(r.closed, 'the Edge closes the connection');
+    assert.ok(r.elapsedMs >= 500 && r.elapsedMs < 3000, `closed after ${r.elapsedMs} ms`);
+    assert.equal(r.responses.length, 1, r.text);
+    assertError({ status: r.responses[0].status, text: r.responses[0].text }, 408, 'body_timeout');
+    // A chunked body that stalls too.
+    const c = await rawExchange({
+      port: edge.httpPort,
+      data: 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n',
+      timeoutMs: 5000,
+    });
+    assert.equal(c.responses[0]?.status, 408, c.text);
+    assert.equal((await router.stats()).chat_requests, before, 'nothing half-sent reaches the router');
+  });
+
+  it('a body sent in time passes, however it is split', TIMEOUT, async () => {
+    const body = chatBody();
+    const half = Math.floor(body.length / 2);
+    const r = await rawExchange({
+      port: edge.httpPort,
+      data: [
+        `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`,
+        body.slice(0, half),
+        body.slice(half),
+      ],
+      gapMs: 150,
+      timeoutMs: 5000,
+    });
+    assert.equal(r.responses[0]?.status, 200, r.text);
+  });
+
+  it('connections past limits.max_connections are refused at accept; held ones keep working', TIMEOUT, async () => {
+    const held = [];
+    for (let i = 0; i < 20; i++) held.push(await HttpConn.open({ port: edge.httpPort }));
+    await sleep(200);
+    // The 21st is closed as it is accepted (a reset, or a close).
+    let refused = false;
+    try {
+      const extra = await HttpConn.open({ port: edge.httpPort });
+      refused = await extra.waitClose(2000);
+    } catch (e) {
+      refused = e.code === 'ECONNRESET';
+    }
+    assert.ok(refused, 'the 21st connection is refused by the Edge');
+    // The held ones still work.
+    held[0].write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.equal((await held[0].next(3000)).status, 200);
+    for (const c of held) c.destroy();
+    await sleep(300);
+    // Freed: new connections are served again.
+    assert.equal((await request({ port: edge.httpPort, path: '/health' })).status, 200);
   });
 });
