@@ -5,6 +5,7 @@
 #include "dataplane/common/log.h"
 #include "dataplane/common/random.h"
 #include "dataplane/http/http1_server_codec.h"
+#include "dataplane/http/path.h"
 
 namespace eldric::http {
 namespace {
@@ -51,10 +52,33 @@ void ActiveStream::decodeHeaders(RequestHeadersPtr headers, bool end_stream) {
     request_->headers.set("x-request-id", info_.request_id);
   }
 
+  // One spelling of each path: routes match it and routers receive it.
+  if (request_->path != "*") {
+    std::string normal;
+    const char* reason = "";
+    switch (normalizePath(request_->path, &normal, &reason)) {
+      case PathResult::Unchanged:
+        break;
+      case PathResult::Normalized:
+        request_->path = std::move(normal);
+        break;
+      case PathResult::Invalid:
+        cm_.codec_->setCloseAfterResponse();
+        sendLocalReply(ErrorReply{400, reason, "invalid_request_error", "bad_request_target"});
+        return;
+    }
+  }
+
   const auto& listener = cm_.listener();
   if (listener.role == edge::v1::Listener::ROLE_REDIRECT_TO_HTTPS) {
     std::string host;
     if (std::optional<std::string_view> h = request_->headers.get("host")) host = *h;
+    // The Location is built from the Host only once it is a plain host
+    // and port: nothing a client sends may turn it into another URL.
+    if (!host.empty() && !validHost(host)) {
+      sendLocalReply(ErrorReply{400, "invalid Host header", "invalid_request_error", "bad_host"});
+      return;
+    }
     // Drop a port from Host ("example.com:80"); keep IPv6 brackets.
     size_t colon = host.rfind(':');
     if (colon != std::string::npos && host.find(']', colon) == std::string::npos) host.resize(colon);
@@ -613,6 +637,18 @@ void ConnectionManager::onResponseCompleteAfterClose() {
   context_.stats().requests[route_index][info.status - stats::kMinStatus].inc();
   context_.logAccess(done->request(), info, done->routeName());
   context_.dispatcher().deferredDelete(std::move(done));
+}
+
+bool ConnectionManager::onRemoteHalfClose() {
+  // A client that sent a whole request and then shut down its side (curl
+  // with a body from stdin, some load balancers) still gets its answer;
+  // the connection closes after it. Anything else is a client gone: a
+  // FIN mid-body, or once the answer has begun (a reader that stops a
+  // stream closes its socket, and the upstream must stop generating at
+  // once rather than at the next failed write).
+  if (closed_ || !stream_ || !stream_->requestComplete() || stream_->responseStarted()) return false;
+  codec_->setCloseAfterResponse();
+  return true;
 }
 
 void ConnectionManager::onAboveWriteBufferHighWatermark() {

@@ -89,6 +89,7 @@ class ActiveStream : public RequestDecoder,
   void onCodecError(const CodecError& error);
   bool responseComplete() const { return response_complete_; }
   bool responseStarted() const { return encoder_.headersSent(); }
+  bool requestComplete() const { return request_complete_; }
   const StreamInfo& info() const { return info_; }
   const RequestHeaders* request() const { return request_.get(); }
   std::string_view routeName() const;
@@ -158,6 +159,7 @@ class ConnectionManager : public network::ConnectionCallbacks,
   void onEvent(network::ConnectionEvent event) override;
   void onAboveWriteBufferHighWatermark() override;
   void onBelowWriteBufferLowWatermark() override;
+  bool onRemoteHalfClose() override;
 
   // ServerCodecCallbacks
   RequestDecoder& newStream(ResponseEncoder& encoder) override;

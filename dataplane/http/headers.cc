@@ -91,6 +91,17 @@ void HeaderMap::remove(std::string_view name) {
                  entries_.end());
 }
 
+void HeaderMap::removeAll(std::initializer_list<std::string_view> names) {
+  entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
+                                [&](const Entry& e) {
+                                  for (std::string_view n : names) {
+                                    if (e.first == n) return true;
+                                  }
+                                  return false;
+                                }),
+                 entries_.end());
+}
+
 std::optional<std::string_view> HeaderMap::get(std::string_view name) const {
   for (const Entry& e : entries_) {
     if (e.first == name) return e.second;

@@ -41,6 +41,8 @@ class HeaderMap {
   // Replaces every `name` with one entry.
   void set(std::string_view name, std::string_view value);
   void remove(std::string_view name);
+  // Removes every entry named any of `names` (lowercase), in one pass.
+  void removeAll(std::initializer_list<std::string_view> names);
   // The first value (valid until the map changes), or nullopt.
   std::optional<std::string_view> get(std::string_view name) const;
   size_t count(std::string_view name) const;

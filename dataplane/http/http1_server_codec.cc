@@ -71,6 +71,10 @@ int Http1ServerCodec::onMessageBegin(llhttp_t* p) {
   c->in_trailer_name_ = false;
   c->body_bytes_ = 0;
   c->state_ = State::Headers;
+  // No answer to this request yet: a refusal of it (400, 431) must not
+  // be taken for the middle of the previous request's answer.
+  c->response_started_ = false;
+  c->sent_100_ = false;
   return 0;
 }
 
@@ -87,8 +91,10 @@ int Http1ServerCodec::onUrl(llhttp_t* p, const char* at, size_t len) {
 
 void Http1ServerCodec::finishHeader() {
   // Copied into the map's arena; field_ and value_ keep their capacity
-  // for the next header.
-  if (!field_.empty()) request_->headers.add(field_, value_);
+  // for the next header. A name with an underscore is dropped (nginx's
+  // default): servers behind that map '_' and '-' to the same variable
+  // would take "x_forwarded_for" for the X-Forwarded-For the Edge sets.
+  if (!field_.empty() && field_.find('_') == std::string::npos) request_->headers.add(field_, value_);
   field_.clear();
   value_.clear();
   in_value_ = false;
@@ -161,6 +167,11 @@ int Http1ServerCodec::onHeadersComplete(llhttp_t* p) {
   RequestHeaders& r = *c->request_;
   c->header_count_ = static_cast<uint32_t>(r.headers.size());
   r.method = llhttp_method_name(static_cast<llhttp_method_t>(p->method));
+  if (p->method == HTTP_CONNECT || p->method == HTTP_TRACE) {
+    // A tunnel, or an echo of the request's credentials: neither is ever
+    // forwarded, whatever the route.
+    return c->fail(405, "method " + r.method + " is not served here", "method_not_allowed");
+  }
   r.version_minor = p->http_minor;
   if (p->http_major != 1) return c->fail(505, "only HTTP/1.x is supported here", "http_version");
   r.keep_alive = llhttp_should_keep_alive(p) != 0;
@@ -255,6 +266,7 @@ bool Http1ServerCodec::scanHeaderBytes(const char* p, size_t n) {
       for (const char* q = p; q < seg_end; ++q) {
         if (*q != '\r') {
           crlf_state_ = 0;
+          seen_line_ = true;
           break;
         }
       }
@@ -262,7 +274,9 @@ bool Http1ServerCodec::scanHeaderBytes(const char* p, size_t n) {
     }
     if (!lf) break;
     if (!prev_cr_) return false;
-    if (++crlf_state_ == 2) scanning_headers_ = false;  // "\r\n\r\n"
+    // Empty lines before the request line (which llhttp skips) do not end
+    // the scan: a bare LF after them is caught like any other.
+    if (seen_line_ && ++crlf_state_ == 2) scanning_headers_ = false;  // "\r\n\r\n"
     prev_cr_ = false;
     p = lf + 1;
   }
@@ -277,6 +291,7 @@ void Http1ServerCodec::dispatch(Buffer& data) {
       scanning_headers_ = true;
       crlf_state_ = 0;
       prev_cr_ = false;
+      seen_line_ = false;
     }
     if (scanning_headers_ && !scanHeaderBytes(slice.data(), slice.length)) {
       fail(400, "bare LF in request line or headers", "bad_line_ending");
@@ -426,6 +441,7 @@ void Http1ServerCodec::completeResponse() {
   } else {
     state_ = State::Idle;
     decoder_ = nullptr;
+    response_started_ = false;
   }
   callbacks_.onResponseComplete(keep_alive);
 }

@@ -91,6 +91,7 @@ class Http1ServerCodec : public ServerCodec, public ResponseEncoder {
   bool scanning_headers_ = true;
   uint8_t crlf_state_ = 0;
   bool prev_cr_ = false;
+  bool seen_line_ = false;  // a non-empty line in this head
 
   // The slice being parsed, so that body bytes are passed on by reference.
   const Slice* current_slice_ = nullptr;

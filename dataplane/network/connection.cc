@@ -180,6 +180,12 @@ void Connection::handleRead(ssize_t nread) {
       closeSocket(false);
       return;
     }
+    if (nread == UV_EOF && callbacks_ && (!ssl_ || handshake_done_) && callbacks_->onRemoteHalfClose()) {
+      // Half-closed: nothing more to read, the answer still to write.
+      remote_closed_ = true;
+      uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+      return;
+    }
     remote_closed_ = true;
     if (client_tls_ && !handshake_done_) tls_error_ = "tls: connection closed during the handshake";
     raise(failureEvent());

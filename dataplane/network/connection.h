@@ -40,6 +40,10 @@ class ConnectionCallbacks {
   // The outgoing buffer crossed the high watermark / fell below the low one.
   virtual void onAboveWriteBufferHighWatermark() {}
   virtual void onBelowWriteBufferLowWatermark() {}
+  // The peer shut down its sending side (a TCP FIN) while this side may
+  // still write. Return true to keep the connection open for writing (it
+  // is closed with close() later); false to treat it as RemoteClose.
+  virtual bool onRemoteHalfClose() { return false; }
 };
 
 enum class CloseType { FlushWrite, NoFlush };

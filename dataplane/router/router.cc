@@ -41,6 +41,10 @@ void RouterFilter::start() {
   // added. The Edge is the perimeter, so a client's own X-Forwarded-* are
   // replaced, not trusted.
   http::removeHopByHop(req.headers);
+  // Credentials meant for the Edge never leave it (every instance, not the
+  // first), and what a client says about its own address is not passed on
+  // as if the Edge had said it: X-Forwarded-For below is the Edge's word.
+  req.headers.removeAll({"authorization", "proxy-authorization", "x-api-key", "cookie", "forwarded", "x-real-ip"});
   std::optional<std::string_view> host = req.headers.get("host");
   if (host) req.headers.set("x-forwarded-host", *host);
   req.headers.set("x-forwarded-for", callbacks_->connection().peerIp());

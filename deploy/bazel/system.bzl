@@ -49,6 +49,9 @@ cc_library(
     srcs = glob(["src/*.c"]),
     hdrs = ["include/llhttp.h"],
     includes = ["include"],
+    # The strict build of llhttp's state machine: no lenient paths compiled
+    # in (the lenient flags stay off at run time as well).
+    defines = ["LLHTTP_STRICT_MODE=1"],
     copts = ["-O2", "-w"],
 )
 """)

@@ -16,6 +16,7 @@ import {
   request,
   sleep,
   chatBody,
+  makeCert,
 } from './lib/harness.mjs';
 import { edgeConfig, testKey } from './lib/keys.mjs';
 
@@ -493,5 +494,128 @@ describe('the perimeter holds: slow and greedy clients', () => {
     await sleep(300);
     // Freed: new connections are served again.
     assert.equal((await request({ port: edge.httpPort, path: '/health' })).status, 200);
+  });
+});
+
+describe('the perimeter holds: framing, paths and what reaches a router', () => {
+  let raw;
+  let edge;
+
+  before(async () => {
+    raw = await startRawRouter(() => 'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}');
+    edge = await startEdge({
+      config: edgeConfig(raw.url, {
+        auth: { require_api_key: false, admin_keys: { [ADMIN_KEY]: 'ops' } },
+        upstream: { health_check_path: '/health' },
+      }),
+    });
+  });
+
+  after(async () => {
+    await edge?.kill();
+    await raw?.close();
+  });
+
+  const lastHead = () => raw.heads[raw.heads.length - 1];
+
+  it('a malformed request after a good one on a keep-alive connection gets its own 400 or 431', TIMEOUT, async () => {
+    const good = 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n';
+    const bad = await rawExchange({ port: edge.httpPort, data: `${good}GET /health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n` });
+    assert.deepEqual(bad.responses.map((r) => r.status), [200, 400], bad.text);
+    const big = await rawExchange({
+      port: edge.httpPort,
+      data: [good, `GET /health HTTP/1.1\r\nHost: x\r\nX: ${'a'.repeat(40000)}\r\n\r\n`],
+      gapMs: 50,
+    });
+    assert.deepEqual(big.responses.map((r) => r.status), [200, 431], big.text);
+    assert.ok(big.closed);
+  });
+
+  it('CONNECT and TRACE are never forwarded', TIMEOUT, async () => {
+    const n = raw.heads.length;
+    for (const line of ['TRACE /v1/anything HTTP/1.1', 'CONNECT example.com:443 HTTP/1.1', 'TRACE * HTTP/1.1']) {
+      const r = await rawExchange({ port: edge.httpPort, data: `${line}\r\nHost: example.com\r\n\r\n` });
+      assert.equal(r.responses[0]?.status, 405, `${line}: ${r.text}`);
+    }
+    assert.equal(raw.heads.length, n, 'nothing reached the router');
+  });
+
+  it('a bare LF after leading empty lines is refused', TIMEOUT, async () => {
+    const r = await rawExchange({ port: edge.httpPort, data: '\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\nX: a\nY: b\r\n\r\n' });
+    assert.equal(r.responses[0]?.status, 400, r.text);
+  });
+
+  it('a client that half-closes after a whole request still gets its answer', TIMEOUT, async () => {
+    for (const req of [
+      'GET /health HTTP/1.1\r\nHost: x\r\n\r\n',
+      'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}',
+    ]) {
+      const text = await new Promise((resolve, reject) => {
+        const s = net.connect(edge.httpPort, '127.0.0.1', () => s.end(req));
+        let buf = '';
+        s.on('data', (d) => (buf += d));
+        s.on('close', () => resolve(buf));
+        s.on('error', reject);
+        setTimeout(() => reject(new Error(`no close; got ${buf}`)), 5000).unref();
+      });
+      assert.match(text, /^HTTP\/1\.1 200 /, `${req.split('\r\n')[0]}: ${text}`);
+    }
+  });
+
+  it('paths are normalized before routing, and the router gets the normal form', TIMEOUT, async () => {
+    // ".." and "%2e%2e" cannot step from an open route to an admin one.
+    for (const p of ['/v1/../api/v1/clients', '/v1/%2e%2e/api/v1/clients', '//api/v1/clients']) {
+      const r = await request({ port: edge.httpPort, path: p });
+      assertError(r, 401, 'missing_api_key', p);
+    }
+    const r = await request({ port: edge.httpPort, path: '/v1/./x/../models?a=/../b' });
+    assert.equal(r.status, 200, r.body);
+    assert.match(lastHead(), /^GET \/v1\/models\?a=\/\.\.\/b HTTP\/1\.1/);
+    for (const p of ['/v1/..%2fapi', '/v1%5cmodels', '/../v1/models', '/v1/%zz', '/v1/%00']) {
+      const bad = await rawExchange({ port: edge.httpPort, data: `GET ${p} HTTP/1.1\r\nHost: x\r\n\r\n` });
+      assert.equal(bad.responses[0]?.status, 400, `${p}: ${bad.text}`);
+      assert.equal(JSON.parse(bad.responses[0].text).error.code, 'bad_request_target');
+    }
+    const bs = await rawExchange({ port: edge.httpPort, data: 'GET /v1\\models HTTP/1.1\r\nHost: x\r\n\r\n' });
+    assert.equal(bs.responses[0]?.status, 400, bs.text);
+  });
+
+  it('credentials and client-claimed addresses never reach a router; underscores dropped, obs-fold joined', TIMEOUT, async () => {
+    const r = await rawExchange({
+      port: edge.httpPort,
+      data:
+        'GET /v1/models HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\nCookie: b=2\r\nForwarded: for=6.6.6.6\r\n' +
+        'X-Real-IP: 6.6.6.6\r\nProxy-Authorization: Basic eA==\r\nX_Forwarded_For: 6.6.6.6\r\n' +
+        'X-Folded: a\r\n b\r\nConnection: close\r\n\r\n',
+    });
+    assert.equal(r.responses[0]?.status, 200, r.text);
+    const head = lastHead().toLowerCase();
+    for (const h of ['cookie:', 'forwarded:', 'x-real-ip:', 'proxy-authorization:', 'x_forwarded_for']) {
+      assert.ok(!head.includes(`\r\n${h}`), `${h} was forwarded:\n${head}`);
+    }
+    assert.ok(!head.includes('6.6.6.6'), head);
+    assert.match(head, /\r\nx-forwarded-for: 127\.0\.0\.1\r\n/);
+    assert.match(head, /\r\nx-folded: a b\r\n/);
+  });
+});
+
+describe('the perimeter holds: the HTTPS redirect', () => {
+  it('builds Location only from a valid Host', TIMEOUT, async () => {
+    const dir = fs.mkdtempSync('/tmp/eldric-redirect-');
+    const cert = await makeCert(dir);
+    const e = await startEdge({ args: ['--cert', cert.cert, '--key', cert.key, '--routers', 'http://127.0.0.1:9'] });
+    try {
+      const ok = await rawExchange({ port: e.httpPort, data: 'GET /chat HTTP/1.1\r\nHost: edge.example:80\r\n\r\n' });
+      assert.equal(ok.responses[0]?.status, 308, ok.text);
+      assert.match(ok.responses[0].headers.location, /^https:\/\/edge\.example(:\d+)?\/chat$/);
+      for (const host of ['evil.example/x', 'a@evil.example', 'evil.example:x']) {
+        const bad = await rawExchange({ port: e.httpPort, data: `GET /chat HTTP/1.1\r\nHost: ${host}\r\n\r\n` });
+        assert.equal(bad.responses[0]?.status, 400, `${host}: ${bad.text}`);
+        assert.equal(bad.responses[0].headers.location, undefined);
+      }
+    } finally {
+      await e.kill();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
