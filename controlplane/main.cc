@@ -8,6 +8,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "controlplane/server.h"
+#include "dataplane/common/core_dumps.h"
 #include "dataplane/common/fd_table.h"
 #include "dataplane/common/log.h"
 
@@ -29,6 +30,7 @@ int main(int argc, char** argv) {
 
   // A farm's streams each hold a descriptor: the limit raised and the
   // table grown before gRPC's threads start (see fd_table.h).
+  eldric::forbidCoreDumps();
   eldric::raiseDescriptorLimit();
   eldric::presizeDescriptorTable();
 

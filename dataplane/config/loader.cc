@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -46,6 +47,7 @@ struct Settings {
   int64_t global_rpm = 10000, per_ip_rpm = 100, per_key_rpm = 1000, window_seconds = 60;
   int64_t per_key_tpm = 0, max_tokens_per_request = 0, per_key_max_concurrent = 0;
   std::vector<std::string> trusted_proxies;
+  int64_t ipv6_prefix = 64, max_ip_entries = 100000, auth_failures_per_ip = 20;
   std::string data_dir = "/var/lib/eldric-edge";
   std::string plugins_dir;
   bool has_farm_peers = false;
@@ -252,7 +254,10 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                             {"per_key_tpm", w.integer(&s.per_key_tpm, 0, kMaxInt)},
                             {"max_tokens_per_request", w.integer(&s.max_tokens_per_request, 0, kMaxInt)},
                             {"per_key_max_concurrent", w.integer(&s.per_key_max_concurrent, 0, 1000000)},
-                            {"trusted_proxies", w.stringList(&s.trusted_proxies)}});
+                            {"trusted_proxies", w.stringList(&s.trusted_proxies)},
+                            {"ipv6_prefix", w.integer(&s.ipv6_prefix, 32, 128)},
+                            {"max_ip_entries", w.integer(&s.max_ip_entries, 100, 100000000)},
+                            {"auth_failures_per_ip", w.integer(&s.auth_failures_per_ip, 0, kMaxInt)}});
                 }},
                {"data_dir", w.string(&s.data_dir)},
                {"plugins_dir", w.string(&s.plugins_dir)},
@@ -531,6 +536,9 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     }
     rl->add_trusted_proxies(t);
   }
+  rl->set_ipv6_prefix(static_cast<uint32_t>(s.ipv6_prefix));
+  rl->set_max_ip_entries(static_cast<uint32_t>(s.max_ip_entries));
+  rl->set_auth_failures_per_ip(static_cast<uint32_t>(std::min<int64_t>(s.auth_failures_per_ip, UINT32_MAX)));
 
   if (s.bind.empty()) {
     *error = "bind_address is empty";
@@ -763,6 +771,7 @@ Usage: eldric-edge [flags]
   --node-id ID        this member's name in the farm (default: hostname:port)
   --peers LIST        the seed's farm peers: replaced by --control-plane
   --api-key KEY       require API keys; KEY is the operator's (inference + admin scopes)
+  --api-key-file F    the same, the key read from F's first line (or set ELDRIC_API_KEY)
   --data-dir DIR      where registered clients are kept (default /var/lib/eldric-edge)
   --plugins-dir DIR   installed plugins, one folder each with a manifest.json (default: none)
   --help, --version
@@ -804,6 +813,20 @@ bool parseCommandLine(int argc, char** argv, CommandLine* out, std::string* erro
       if (!flags.value(&out->peers, error)) return false;
     } else if (arg == "--api-key") {
       if (!flags.value(&out->api_key, error)) return false;
+    } else if (arg == "--api-key-file") {
+      // The key off the command line (which every local user can read in
+      // /proc): the file's first line.
+      std::string path;
+      if (!flags.value(&path, error)) return false;
+      std::string text;
+      if (!readFile(path, "flag --api-key-file", &text, error)) return false;
+      text = text.substr(0, text.find('\n'));
+      while (!text.empty() && (text.back() == '\r' || text.back() == ' ' || text.back() == '\t')) text.pop_back();
+      if (text.empty()) {
+        *error = "flag --api-key-file: " + path + " holds no key";
+        return false;
+      }
+      out->api_key = std::move(text);
     } else if (arg == "--access-log") {
       if (!flags.value(&out->access_log, error)) return false;
     } else if (arg == "--log-level") {
@@ -826,6 +849,11 @@ bool parseCommandLine(int argc, char** argv, CommandLine* out, std::string* erro
       *error = "unknown flag " + arg + " (see --help)";
       return false;
     }
+  }
+  // The environment, for units and containers that pass secrets that way;
+  // a flag wins.
+  if (out->api_key.empty()) {
+    if (const char* env = getenv("ELDRIC_API_KEY"); env && *env) out->api_key = env;
   }
   return true;
 }

@@ -287,8 +287,9 @@ std::string BuiltinFilter::metricsText() {
            "eldric_edge_auth_failures_total{reason=\"missing\"} %" PRIu64 "\n"
            "eldric_edge_auth_failures_total{reason=\"invalid\"} %" PRIu64 "\n"
            "eldric_edge_auth_failures_total{reason=\"expired\"} %" PRIu64 "\n"
-           "eldric_edge_auth_failures_total{reason=\"forbidden\"} %" PRIu64 "\n",
-           as.missing.load(), as.invalid.load(), as.expired.load(), as.forbidden.load());
+           "eldric_edge_auth_failures_total{reason=\"forbidden\"} %" PRIu64 "\n"
+           "eldric_edge_auth_failures_total{reason=\"throttled\"} %" PRIu64 "\n",
+           as.missing.load(), as.invalid.load(), as.expired.load(), as.forbidden.load(), as.throttled.load());
   out += line;
   if (auto rl = state_.rateLimitState()) {
     snprintf(line, sizeof line,

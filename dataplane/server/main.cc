@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "dataplane/common/core_dumps.h"
 #include "dataplane/common/fd_table.h"
 #include "dataplane/config/loader.h"
 #include "dataplane/server/server.h"
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   // Before any thread starts (see fd_table.h).
+  eldric::forbidCoreDumps();
   eldric::raiseDescriptorLimit();
   eldric::presizeDescriptorTable();
   eldric::server::Server server(std::move(cli));

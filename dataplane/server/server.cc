@@ -508,18 +508,18 @@ config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std
   if (!cfg) return nullptr;
   auto state = state_.rateLimitState();
   uint32_t window = static_cast<uint32_t>(snap.rate_limits().window().seconds());
-  if (!state || state->windowSeconds() != window) {
-    if (state) log::warn("rate limit window changed; counters start afresh", {{"window_seconds", log::num(window)}});
-    state = std::make_shared<filters::ratelimit::State>(window);
+  auto rl = filters::ratelimit::compileConfig(snap.rate_limits());
+  if (!state || state->windowSeconds() != window || state->maxIpEntries() != rl->max_ip_entries) {
+    if (state) log::warn("rate limit window or table size changed; counters start afresh", {{"window_seconds", log::num(window)}});
+    state = std::make_shared<filters::ratelimit::State>(window, rl->max_ip_entries);
     std::atomic_store(&state_.rate_limit_state, state);
     if (farm_) farm_->setRateLimitState(state);
   }
-  auto rl = filters::ratelimit::compileConfig(snap.rate_limits());
   auto mutable_cfg = std::const_pointer_cast<config::RuntimeConfig>(cfg);
   // The chain, in request order: who is it, may they, and what they use.
   mutable_cfg->filter_factories = {
       filters::ratelimit::makeIpFactory(rl, state),
-      filters::auth::makeFactory(snap.auth()),
+      filters::auth::makeFactory(snap.auth(), rl, state),
       filters::ratelimit::makeFactory(rl, state),
       filters::usage::makeFactory(rl, state),
   };
@@ -734,7 +734,7 @@ int Server::run() {
   sweep_timer_ = main_.createTimer([this] {
     if (auto st = state_.rateLimitState()) {
       uint64_t now = filters::ratelimit::nowSeconds();
-      size_t removed = st->ips.sweep(now) + st->keys.sweep(now);
+      size_t removed = st->ips.sweep(now) + st->keys.sweep(now) + st->auth_failures.sweep(now);
       if (removed) log::debug("rate-limit entries swept", {{"removed", log::num(static_cast<long long>(removed))}});
     }
     sweep_timer_->enable(kSweepIntervalMs);

@@ -8,6 +8,7 @@
 #include "common/json.h"
 #include "dataplane/common/log.h"
 #include "dataplane/config/runtime_config.h"
+#include "dataplane/network/connection.h"
 #include "filters/auth/session.h"
 #include "rapidjson/document.h"
 
@@ -79,6 +80,38 @@ std::string_view presentedKey(const http::RequestHeaders& headers) {
   return {};
 }
 
+// The stream's entry in the failed-attempts table for its client's IP (or
+// IPv6 prefix), looked up once.
+ratelimit::Entry* AuthFilter::failureEntry(const http::RequestHeaders& headers) {
+  if (!limits_ || !state_ || limits_->auth_failures_per_ip == 0) return nullptr;
+  if (failures_) return failures_;
+  auto& info = callbacks_->streamInfo();
+  if (info.client_ip.empty()) {
+    info.client_ip = ratelimit::clientIp(callbacks_->connection().peerIp(), headers, limits_->trusted_proxies);
+  }
+  static constexpr http::FilterStateKey<ratelimit::Entry> kFailures{"auth.failures"};
+  failures_ = &ratelimit::streamCounters(info, kFailures, state_->auth_failures,
+                                         ratelimit::ipKey(info.client_ip, limits_->ipv6_prefix),
+                                         ratelimit::nowSeconds());
+  return failures_;
+}
+
+bool AuthFilter::attemptAllowed(const http::RequestHeaders& headers) {
+  ratelimit::Entry* e = failureEntry(headers);
+  if (!e) return true;
+  uint64_t now = ratelimit::nowSeconds();
+  uint64_t limit = limits_->auth_failures_per_ip;
+  if (e->requests.count(now) < limit) return true;
+  stats().throttled.fetch_add(1, std::memory_order_relaxed);
+  ratelimit::sendRefusal(*callbacks_, "auth", limit, e->requests.secondsUntilAvailable(now, limit),
+                         "too many failed API key attempts from this address");
+  return false;
+}
+
+void AuthFilter::failedAttempt() {
+  if (failures_) failures_->requests.add(ratelimit::nowSeconds(), 1);
+}
+
 void AuthFilter::refuse(int status, const char* message, const char* code) {
   callbacks_->sendLocalReply(http::ErrorReply{status, message, http::defaultErrorType(status), code},
                              [status](http::ResponseHeaders& h) {
@@ -107,9 +140,19 @@ bool AuthFilter::sessionAuth(http::RequestHeaders& headers, std::string_view tok
   // A bad or stale cookie is no credential at all: the request goes on as
   // anonymous (and meets the 401 below if it needs a key).
   if (!verifySession(token, config_->sessionKeys(), now, &hash, &expires)) return true;
+  if (sessionRevoked(token)) return true;  // logged out
+  session_expires_ = expires;
   bool expired = false;
   auto id = config_->lookupHash(hash, now, &expired);
   if (!id) return true;  // the key was revoked or expired: so is the session
+  if (id->hasScope(edge::v1::SCOPE_ADMIN)) {
+    // A session is for the web chat: it never carries the admin scope (a
+    // stolen cookie or a cross-site slip must not reach the admin API).
+    // Admin calls take the key itself.
+    auto chat_only = std::make_shared<http::ClientIdentity>(*id);
+    chat_only->scopes &= ~(1u << edge::v1::SCOPE_ADMIN);
+    id = std::move(chat_only);
+  }
   // A cookie rides along on any request the browser makes; only the page's
   // own requests may use it (SameSite=Strict already keeps it off most
   // cross-site ones; this covers the rest).
@@ -144,11 +187,13 @@ http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& header
   std::string_view key = presentedKey(headers);
   auto& st = stats();
   if (!key.empty()) {
+    if (!attemptAllowed(headers)) return http::FilterHeadersStatus::StopIteration;
     bool expired = false;
     auto id = config_->lookup(key, static_cast<int64_t>(time(nullptr)), &expired);
     // Never echo the key: not in the message, not in a log.
     if (!id) {
       (expired ? st.expired : st.invalid).fetch_add(1, std::memory_order_relaxed);
+      failedAttempt();
       refuse(401, "invalid API key", "invalid_api_key");
       return http::FilterHeadersStatus::StopIteration;
     }
@@ -165,7 +210,9 @@ http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& header
     headers.headers.remove("authorization");
     headers.headers.remove("x-api-key");
   } else if (std::optional<std::string_view> cookie = headers.headers.get("cookie")) {
-    std::string_view token = cookieValue(*cookie, kSessionCookie);
+    std::string_view token = cookieValue(*cookie, kSecureSessionCookie);
+    if (token.empty()) token = cookieValue(*cookie, kSessionCookie);
+    session_token_ = token;
     bool authenticated = false;
     if (!token.empty() && !sessionAuth(headers, token, scope, &authenticated)) {
       return http::FilterHeadersStatus::StopIteration;
@@ -203,10 +250,20 @@ http::FilterDataStatus AuthFilter::decodeData(Buffer& data, bool end_stream) {
   return http::FilterDataStatus::StopIterationNoBuffer;
 }
 
+bool AuthFilter::clientUsesHttps(const http::RequestHeaders& req) {
+  if (callbacks_->scheme() == "https") return true;
+  // TLS ended at a trusted proxy in front: its word for the scheme.
+  if (!limits_ || limits_->trusted_proxies.empty()) return false;
+  if (!ratelimit::isTrustedProxy(callbacks_->connection().peerIp(), limits_->trusted_proxies)) return false;
+  std::optional<std::string_view> proto = req.headers.get("x-forwarded-proto");
+  return proto && http::equalsIgnoreCase(*proto, "https");
+}
+
 void AuthFilter::handleSession(const std::string& body) {
   const auto& req = callbacks_->requestHeaders();
   const auto& id = callbacks_->streamInfo().identity;
-  bool secure = callbacks_->scheme() == "https";
+  bool secure = clientUsesHttps(req);
+  std::string_view cookie_name = secure ? kSecureSessionCookie : kSessionCookie;
   std::string require = config_->requireKey() ? "true" : "false";
   if (req.method == "GET") {
     std::string out = "{\"authenticated\":" + std::string(id ? "true" : "false") + ",\"auth_required\":" + require;
@@ -218,9 +275,14 @@ void AuthFilter::handleSession(const std::string& body) {
     reply(200, out, {});
     return;
   }
-  std::string clear = std::string(kSessionCookie) + "=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict" +
+  std::string clear = std::string(cookie_name) + "=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict" +
                       (secure ? "; Secure" : "");
   if (req.method == "DELETE") {
+    // Logged out on the server too: the cookie's token is refused from now
+    // on, even if a copy of it outlives the browser's.
+    if (!session_token_.empty() && session_expires_) {
+      revokeSession(session_token_, session_expires_, static_cast<int64_t>(time(nullptr)));
+    }
     reply(200, "{\"authenticated\":false,\"auth_required\":" + require + "}", {{"set-cookie", clear}});
     return;
   }
@@ -228,18 +290,38 @@ void AuthFilter::handleSession(const std::string& body) {
     refuse(405, "use GET, POST or DELETE on /api/v1/session", "method_not_allowed");
     return;
   }
+  // Login CSRF: a page elsewhere must not log the browser in with the
+  // attacker's key. A cross-site form cannot send a JSON content type
+  // without a CORS preflight (which is never granted), and a browser's
+  // Origin must be this site.
+  std::optional<std::string_view> ct = req.headers.get("content-type");
+  if (!ct || ct->find("application/json") == std::string_view::npos) {
+    refuse(415, "send the key as JSON: Content-Type: application/json", "unsupported_media_type");
+    return;
+  }
+  if (std::optional<std::string_view> origin = req.headers.get("origin")) {
+    std::optional<std::string_view> host = req.headers.get("host");
+    std::string self = std::string(secure ? "https" : "http") + "://" + std::string(host.value_or(""));
+    if (!host || *origin != self) {
+      stats().forbidden.fetch_add(1, std::memory_order_relaxed);
+      refuse(403, "cross-site login refused: Origin is not this site", "cross_site_request");
+      return;
+    }
+  }
   rapidjson::Document doc;
   if (!json::parse(doc, body, nullptr) || !doc.IsObject() || !doc.HasMember("api_key") ||
       !doc["api_key"].IsString()) {
     refuse(400, "send {\"api_key\": \"sk-...\"}", "invalid_json");
     return;
   }
+  if (!attemptAllowed(callbacks_->requestHeaders())) return;
   std::string key(doc["api_key"].GetString(), doc["api_key"].GetStringLength());
   int64_t now = static_cast<int64_t>(time(nullptr));
   bool expired = false;
   auto who = config_->lookup(key, now, &expired);
   if (!who || config_->sessionKeys().empty()) {
     stats().invalid.fetch_add(1, std::memory_order_relaxed);
+    if (!who) failedAttempt();
     callbacks_->sendLocalReply(
         http::ErrorReply{401, "invalid API key", "authentication_error", "invalid_api_key"},
         [clear](http::ResponseHeaders& h) { h.headers.add("set-cookie", clear); });
@@ -251,7 +333,7 @@ void AuthFilter::handleSession(const std::string& body) {
   if (who->expires_at != 0 && who->expires_at < expires) expires = who->expires_at;
   std::string token = signSession(config_->sessionKeys()[0],
                                   std::string(reinterpret_cast<const char*>(digest), sizeof digest), expires);
-  std::string cookie = std::string(kSessionCookie) + "=" + token + "; Path=/; Max-Age=" +
+  std::string cookie = std::string(cookie_name) + "=" + token + "; Path=/; Max-Age=" +
                        std::to_string(expires - now) + "; HttpOnly; SameSite=Strict" + (secure ? "; Secure" : "");
   callbacks_->streamInfo().client_name = who->client_name;
   std::string out = "{\"authenticated\":true,\"client\":";
@@ -260,10 +342,11 @@ void AuthFilter::handleSession(const std::string& body) {
   reply(200, out, {{"set-cookie", cookie}});
 }
 
-http::FilterFactory makeFactory(const edge::v1::Auth& auth) {
+http::FilterFactory makeFactory(const edge::v1::Auth& auth, ratelimit::RateLimitConfigSharedPtr limits,
+                                ratelimit::StateSharedPtr state) {
   auto config = std::make_shared<const AuthConfig>(auth);
-  return [config](http::FilterChainBuilder& builder) {
-    builder.addDecoderFilter(std::make_unique<AuthFilter>(config));
+  return [config, limits, state](http::FilterChainBuilder& builder) {
+    builder.addDecoderFilter(std::make_unique<AuthFilter>(config, limits, state));
   };
 }
 

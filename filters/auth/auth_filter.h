@@ -15,12 +15,15 @@
 
 #include "dataplane/http/filter.h"
 #include "eldric/edge/v1/snapshot.pb.h"
+#include "filters/ratelimit/ratelimit_filter.h"
 
 namespace eldric::filters::auth {
 
 // Auth failures by reason, process-wide (bounded label set).
 struct AuthStats {
   std::atomic<uint64_t> missing{0}, invalid{0}, expired{0}, forbidden{0}, ok{0};
+  // Key attempts refused (429) for too many failures from one address.
+  std::atomic<uint64_t> throttled{0};
 };
 AuthStats& stats();
 
@@ -60,22 +63,38 @@ std::string_view presentedKey(const http::RequestHeaders& headers);
 // session is the auth filter's own business.
 class AuthFilter : public http::StreamDecoderFilter {
  public:
-  explicit AuthFilter(AuthConfigSharedPtr config) : config_(std::move(config)) {}
+  AuthFilter(AuthConfigSharedPtr config, ratelimit::RateLimitConfigSharedPtr limits,
+             ratelimit::StateSharedPtr state)
+      : config_(std::move(config)), limits_(std::move(limits)), state_(std::move(state)) {}
   void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& cb) override { callbacks_ = &cb; }
   http::FilterHeadersStatus decodeHeaders(http::RequestHeaders& headers, bool end_stream) override;
   http::FilterDataStatus decodeData(Buffer& data, bool end_stream) override;
 
  private:
   void refuse(int status, const char* message, const char* code);
+  // Key guessing: false (and a 429 sent) when this client's IP is past its
+  // failed attempts for the window; failedAttempt() counts one.
+  bool attemptAllowed(const http::RequestHeaders& headers);
+  void failedAttempt();
+  ratelimit::Entry* failureEntry(const http::RequestHeaders& headers);
   // Authenticates by the session cookie; false if the request must stop.
   bool sessionAuth(http::RequestHeaders& headers, std::string_view token, int scope, bool* authenticated);
   void handleSession(const std::string& body);
   void reply(int status, std::string body, std::vector<std::pair<std::string, std::string>> headers);
+  // The scheme the client used: TLS here, or X-Forwarded-Proto: https
+  // from a trusted proxy.
+  bool clientUsesHttps(const http::RequestHeaders& req);
   bool session_route_ = false;
+  std::string_view session_token_;  // the request's session cookie, if any
+  int64_t session_expires_ = 0;     // once verified
   AuthConfigSharedPtr config_;
+  ratelimit::RateLimitConfigSharedPtr limits_;
+  ratelimit::StateSharedPtr state_;
+  ratelimit::Entry* failures_ = nullptr;
   http::DecoderFilterCallbacks* callbacks_ = nullptr;
 };
 
-http::FilterFactory makeFactory(const edge::v1::Auth& auth);
+http::FilterFactory makeFactory(const edge::v1::Auth& auth, ratelimit::RateLimitConfigSharedPtr limits,
+                                ratelimit::StateSharedPtr state);
 
 }  // namespace eldric::filters::auth

@@ -1,5 +1,8 @@
 #include "filters/auth/session.h"
 
+#include <mutex>
+#include <unordered_map>
+
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
@@ -89,6 +92,43 @@ bool verifySession(std::string_view token, const std::vector<std::string>& signi
   *key_sha256 = payload.substr(2, 32);
   *expires_at = static_cast<int64_t>(exp);
   return true;
+}
+
+namespace {
+
+struct Revoked {
+  std::mutex mutex;
+  std::unordered_map<std::string, int64_t> until;  // token -> its expiry
+};
+
+Revoked& revoked() {
+  static Revoked* r = new Revoked();
+  return *r;
+}
+
+constexpr size_t kMaxRevoked = 100000;
+
+}  // namespace
+
+void revokeSession(std::string_view token, int64_t expires_at, int64_t now_s) {
+  Revoked& r = revoked();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  if (r.until.size() >= kMaxRevoked) {
+    for (auto it = r.until.begin(); it != r.until.end();) {
+      it = it->second <= now_s ? r.until.erase(it) : std::next(it);
+    }
+    // Still full of live ones: the oldest entry in hash order goes; the
+    // key check on every request still ends a revoked key's sessions.
+    if (r.until.size() >= kMaxRevoked) r.until.erase(r.until.begin());
+  }
+  r.until[std::string(token)] = expires_at;
+}
+
+bool sessionRevoked(std::string_view token) {
+  Revoked& r = revoked();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  if (r.until.empty()) return false;
+  return r.until.count(std::string(token)) != 0;
 }
 
 std::string_view cookieValue(std::string_view header, std::string_view name) {

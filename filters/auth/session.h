@@ -12,7 +12,18 @@
 
 namespace eldric::filters::auth {
 
+// Over HTTPS the cookie takes the __Host- prefix: the browser then only
+// accepts it Secure, for Path=/ and for this host alone (no Domain), so a
+// sibling subdomain cannot set or shadow it. Plain HTTP (a test or a
+// loopback setup) keeps the bare name, which browsers accept there.
 constexpr std::string_view kSessionCookie = "eldric_session";
+constexpr std::string_view kSecureSessionCookie = "__Host-eldric_session";
+
+// Logged-out sessions, refused until they would have expired anyway.
+// Process-wide and bounded; a farm member knows only its own logouts (the
+// key behind a session is still checked on every request everywhere).
+void revokeSession(std::string_view token, int64_t expires_at, int64_t now_s);
+bool sessionRevoked(std::string_view token);
 
 // `key_sha256` is the raw 32-byte digest.
 std::string signSession(const std::string& signing_key, const std::string& key_sha256, int64_t expires_at);

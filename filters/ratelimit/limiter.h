@@ -43,8 +43,14 @@ using EntrySharedPtr = std::shared_ptr<Entry>;
 
 class KeyedTable {
  public:
-  explicit KeyedTable(uint32_t window_s) : window_s_(window_s) {}
+  // `max_entries` 0: unbounded (keys, whose number the config bounds).
+  explicit KeyedTable(uint32_t window_s, size_t max_entries = 0)
+      : window_s_(window_s), max_per_shard_(max_entries ? (max_entries + kShards - 1) / kShards : 0) {}
+  // The entry for `key`; once the table is full, a new key gets the one
+  // shared overflow entry instead (counted together, memory bounded).
   EntrySharedPtr get(const std::string& key, uint64_t now_s);
+  // Keys that were given the overflow entry since start.
+  uint64_t overflowed() const { return overflowed_.load(std::memory_order_relaxed); }
   // Calls f(key, entry) for every entry (a snapshot of the table).
   void forEach(const std::function<void(const std::string&, Entry&)>& f);
   // Drops entries idle for a whole window with nothing in flight.
@@ -58,19 +64,39 @@ class KeyedTable {
     std::unordered_map<std::string, EntrySharedPtr> map;
   };
   const uint32_t window_s_;
+  const size_t max_per_shard_;
   std::array<Shard, kShards> shards_;
+  EntrySharedPtr overflow_ = std::make_shared<Entry>(window_s_);
+  std::atomic<uint64_t> overflowed_{0};
 };
+
+// The per-IP tables' key for `ip`: an IPv4 address as it is, an IPv6 one
+// as its `/ipv6_prefix` network ("2001:db8:1:2::/64"). Anything that does
+// not parse is returned as it is.
+std::string ipKey(const std::string& ip, uint32_t ipv6_prefix);
+
+inline constexpr size_t kDefaultMaxIpEntries = 100000;
 
 // Everything the limiter counts. One per window size: a reload that
 // changes window_seconds starts fresh counters.
 class State {
  public:
-  explicit State(uint32_t window_s) : window_s_(window_s), global(window_s), ips(window_s), keys(window_s) {}
+  explicit State(uint32_t window_s, size_t max_ip_entries = kDefaultMaxIpEntries)
+      : window_s_(window_s),
+        max_ip_entries_(max_ip_entries),
+        global(window_s),
+        ips(window_s, max_ip_entries),
+        keys(window_s),
+        auth_failures(window_s, max_ip_entries) {}
   uint32_t windowSeconds() const { return window_s_; }
+  size_t maxIpEntries() const { return max_ip_entries_; }
   const uint32_t window_s_;
+  const size_t max_ip_entries_;
   SlidingWindow global;
   KeyedTable ips;
   KeyedTable keys;
+  // Failed key attempts per IP (the `requests` window of each entry).
+  KeyedTable auth_failures;
 
   // Farm mode. The other members' global count; how many members the farm
   // has (for the default share); whether the farm's counts are out of

@@ -54,6 +54,9 @@ RateLimitConfigSharedPtr compileConfig(const edge::v1::RateLimits& limits) {
   c->max_tokens_per_request = limits.max_tokens_per_request();
   c->per_key_max_concurrent = limits.per_key_max_concurrent();
   c->window_s = limits.window().seconds() > 0 ? static_cast<uint32_t>(limits.window().seconds()) : 60;
+  if (limits.has_ipv6_prefix()) c->ipv6_prefix = std::min<uint32_t>(limits.ipv6_prefix(), 128);
+  if (limits.has_max_ip_entries() && limits.max_ip_entries()) c->max_ip_entries = limits.max_ip_entries();
+  if (limits.has_auth_failures_per_ip()) c->auth_failures_per_ip = limits.auth_failures_per_ip();
   for (const auto& t : limits.trusted_proxies()) {
     Cidr cidr;
     if (parseCidr(t, &cidr)) c->trusted_proxies.push_back(cidr);
@@ -61,13 +64,14 @@ RateLimitConfigSharedPtr compileConfig(const edge::v1::RateLimits& limits) {
   return c;
 }
 
-namespace {
-bool trusted(const std::string& ip, const std::vector<Cidr>& list) {
+bool isTrustedProxy(const std::string& ip, const std::vector<Cidr>& list) {
   for (const auto& c : list) {
     if (c.contains(ip)) return true;
   }
   return false;
 }
+
+namespace {
 std::string trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
@@ -77,7 +81,7 @@ std::string trim(std::string_view s) {
 
 std::string clientIp(const std::string& peer, const http::RequestHeaders& headers,
                      const std::vector<Cidr>& trusted_list) {
-  if (trusted_list.empty() || !trusted(peer, trusted_list)) return peer;
+  if (trusted_list.empty() || !isTrustedProxy(peer, trusted_list)) return peer;
   // Walk X-Forwarded-For from the right: skip our own trusted proxies;
   // the first other address is the client as the last trusted hop saw it.
   std::vector<std::string> hops;
@@ -94,7 +98,7 @@ std::string clientIp(const std::string& peer, const http::RequestHeaders& header
   for (auto it = hops.rbegin(); it != hops.rend(); ++it) {
     sockaddr_storage probe;
     if (!network::parseIpAddress(*it, 0, &probe)) return peer;  // garbage: trust nothing
-    if (!trusted(*it, trusted_list)) return *it;
+    if (!isTrustedProxy(*it, trusted_list)) return *it;
   }
   return peer;
 }
@@ -131,7 +135,7 @@ http::FilterHeadersStatus IpLimitFilter::decodeHeaders(http::RequestHeaders& hea
   if (!cfg.per_ip) return http::FilterHeadersStatus::Continue;
   State& st = *state_;
   uint64_t now = nowSeconds();
-  Entry& e = streamCounters(info, kIpCounters, st.ips, info.client_ip, now);
+  Entry& e = streamCounters(info, kIpCounters, st.ips, ipKey(info.client_ip, cfg.ipv6_prefix), now);
   uint64_t limit = st.effectiveLimit(cfg.per_ip, e.ceiling.load(std::memory_order_relaxed));
   if (!e.requests.tryAdmit(now, limit)) {
     st.refused_ip.fetch_add(1, std::memory_order_relaxed);
@@ -208,7 +212,9 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
   // The per-IP tier admitted this request before authentication
   // (IpLimitFilter); here it only takes part in the headers.
   Entry* ip_entry = nullptr;
-  if (cfg.per_ip && !info.client_ip.empty()) ip_entry = &streamCounters(info, kIpCounters, st.ips, info.client_ip, now);
+  if (cfg.per_ip && !info.client_ip.empty()) {
+    ip_entry = &streamCounters(info, kIpCounters, st.ips, ipKey(info.client_ip, cfg.ipv6_prefix), now);
+  }
   uint64_t global_local = st.effectiveLimit(cfg.global, st.global_ceiling.load(std::memory_order_relaxed));
   if (cfg.global && !st.global.tryAdmit(now, global_local)) {
     if (key_limit) key_entry_->requests.refund(now);

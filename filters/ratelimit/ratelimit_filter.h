@@ -36,10 +36,16 @@ struct RateLimitConfig {
            per_key_max_concurrent = 0;
   uint32_t window_s = 60;
   std::vector<Cidr> trusted_proxies;
+  uint32_t ipv6_prefix = 64;
+  size_t max_ip_entries = kDefaultMaxIpEntries;
+  uint64_t auth_failures_per_ip = 20;  // 0: off
 };
 using RateLimitConfigSharedPtr = std::shared_ptr<const RateLimitConfig>;
 
 RateLimitConfigSharedPtr compileConfig(const edge::v1::RateLimits& limits);
+
+// True if `ip` is one of the trusted proxies.
+bool isTrustedProxy(const std::string& ip, const std::vector<Cidr>& list);
 
 // The client's address for the per-IP tier: the socket peer, or, when the
 // peer is a trusted proxy, the right-most X-Forwarded-For entry that is not

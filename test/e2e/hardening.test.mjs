@@ -619,3 +619,161 @@ describe('the perimeter holds: the HTTPS redirect', () => {
     }
   });
 });
+
+describe('the perimeter holds: key guessing and secrets', () => {
+  let router;
+
+  before(async () => {
+    router = await startFakeRouter();
+  });
+
+  after(async () => {
+    await router?.kill();
+  });
+
+  it('an address that keeps failing API keys is answered 429, on the API and the login alike', TIMEOUT, async () => {
+    const edge = await startEdge({
+      config: edgeConfig(router.url, {
+        auth: { api_keys: { [USER_KEY]: 'user1' } },
+        rate_limits: { auth_failures_per_ip: 5 },
+        upstream: { health_check_path: '/_fake/stats' },
+      }),
+    });
+    try {
+      const guess = (k) =>
+        request({ port: edge.httpPort, path: '/v1/models', headers: { authorization: `Bearer ${k}` } });
+      for (let i = 0; i < 5; i++) assertError(await guess(testKey(`guess${i}`)), 401, 'invalid_api_key');
+      const r = await guess(testKey('guess-more'));
+      assertError(r, 429, 'auth_rate_limit_exceeded', 'the 6th failure');
+      assert.ok(Number(r.headers['retry-after']) >= 1);
+      // The login form is the same door.
+      const login = await request({
+        port: edge.httpPort,
+        path: '/api/v1/session',
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ api_key: testKey('guess-login') }),
+      });
+      assertError(login, 429, 'auth_rate_limit_exceeded', 'login');
+      // Requests without a key are not guesses.
+      assert.equal((await request({ port: edge.httpPort, path: '/health' })).status, 200);
+      const m = await request({ port: edge.httpPort, path: '/metrics' });
+      assert.match(m.body, /eldric_edge_auth_failures_total\{reason="throttled"\} [1-9]/);
+    } finally {
+      await edge.kill();
+    }
+  });
+
+  it('--api-key-file and ELDRIC_API_KEY keep the operator key off the command line', TIMEOUT, async () => {
+    const dir = fs.mkdtempSync('/tmp/eldric-keyfile-');
+    const keyFile = `${dir}/key`;
+    const fileKey = testKey('file');
+    fs.writeFileSync(keyFile, `${fileKey}\n`, { mode: 0o600 });
+    const envKey = testKey('env');
+    try {
+      for (const [args, env, key] of [
+        [['--api-key-file', keyFile], {}, fileKey],
+        [[], { ELDRIC_API_KEY: envKey }, envKey],
+      ]) {
+        const edge = await startEdge({ args: ['--no-tls', '--routers', router.url, ...args], env });
+        try {
+          const cmdline = fs.readFileSync(`/proc/${edge.proc.pid}/cmdline`, 'utf8');
+          assert.ok(!cmdline.includes(key), 'the key is not on the command line');
+          const ok = await request({
+            port: edge.httpPort,
+            path: '/api/v1/clients',
+            headers: { authorization: `Bearer ${key}` },
+          });
+          assert.equal(ok.status, 200, ok.body);
+          assertError(await request({ port: edge.httpPort, path: '/api/v1/clients' }), 401, 'missing_api_key');
+          // No core dumps: the process holds keys.
+          const limits = fs.readFileSync(`/proc/${edge.proc.pid}/limits`, 'utf8');
+          assert.match(limits, /Max core file size\s+0\s+0/);
+        } finally {
+          await edge.kill();
+        }
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the perimeter holds: web chat sessions', () => {
+  let router;
+  let edge;
+
+  before(async () => {
+    router = await startFakeRouter();
+    edge = await startEdge({
+      config: edgeConfig(router.url, {
+        auth: { api_keys: { [USER_KEY]: 'user1' }, admin_keys: { [ADMIN_KEY]: 'ops' } },
+        rate_limits: { trusted_proxies: ['127.0.0.1'] },
+        upstream: { health_check_path: '/_fake/stats' },
+      }),
+    });
+  });
+
+  after(async () => {
+    await edge?.kill();
+    await router?.kill();
+  });
+
+  const login = (key, headers = {}) =>
+    request({
+      port: edge.httpPort,
+      path: '/api/v1/session',
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers },
+      body: JSON.stringify({ api_key: key }),
+    });
+  const cookieOf = (r) => String(r.headers['set-cookie']?.[0] ?? '').split(';')[0];
+
+  it('login takes JSON from this site only (login CSRF)', TIMEOUT, async () => {
+    const form = await request({
+      port: edge.httpPort,
+      path: '/api/v1/session',
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: `api_key=${USER_KEY}`,
+    });
+    assertError(form, 415, 'unsupported_media_type');
+    assertError(await login(USER_KEY, { origin: 'https://evil.example' }), 403, 'cross_site_request');
+    const same = await login(USER_KEY, { origin: `http://127.0.0.1:${edge.httpPort}`, host: `127.0.0.1:${edge.httpPort}` });
+    assert.equal(same.status, 200, same.body);
+  });
+
+  it('the cookie is __Host- and Secure when the client came over HTTPS through a trusted proxy', TIMEOUT, async () => {
+    const r = await login(USER_KEY, { 'x-forwarded-proto': 'https' });
+    assert.equal(r.status, 200, r.body);
+    const sc = r.headers['set-cookie'][0];
+    assert.match(sc, /^__Host-eldric_session=/);
+    assert.match(sc, /; Secure/);
+    assert.match(sc, /; Path=\//);
+    const plain = await login(USER_KEY);
+    assert.match(plain.headers['set-cookie'][0], /^eldric_session=/);
+    // The cookie works under either name.
+    const me = await request({ port: edge.httpPort, path: '/v1/models', headers: { cookie: cookieOf(r), 'sec-fetch-site': 'same-origin' } });
+    assert.equal(me.status, 200, me.body);
+  });
+
+  it('a session never carries the admin scope', TIMEOUT, async () => {
+    const r = await login(ADMIN_KEY);
+    assert.equal(r.status, 200, r.body);
+    const headers = { cookie: cookieOf(r), 'sec-fetch-site': 'same-origin' };
+    assert.equal((await request({ port: edge.httpPort, path: '/v1/models', headers })).status, 200);
+    assertError(await request({ port: edge.httpPort, path: '/api/v1/clients', headers }), 403, 'insufficient_scope');
+    const key = await request({ port: edge.httpPort, path: '/api/v1/clients', headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    assert.equal(key.status, 200, 'the key itself still may');
+  });
+
+  it('logout ends the session on the server, not only in the browser', TIMEOUT, async () => {
+    const r = await login(USER_KEY);
+    const headers = { cookie: cookieOf(r), 'sec-fetch-site': 'same-origin' };
+    assert.equal((await request({ port: edge.httpPort, path: '/v1/models', headers })).status, 200);
+    const out = await request({ port: edge.httpPort, path: '/api/v1/session', method: 'DELETE', headers });
+    assert.equal(out.status, 200, out.body);
+    // A copy of the old cookie is worth nothing now.
+    assertError(await request({ port: edge.httpPort, path: '/v1/models', headers }), 401, 'missing_api_key');
+  });
+});

@@ -321,7 +321,7 @@ describe('web chat with API keys required (TLS, fake router)', () => {
       assert.match(await page.textContent('#login-error'), /refused/i);
       assert.equal(new URL(page.url()).pathname, '/login');
       const cookies = await context.cookies();
-      assert.equal(cookies.filter((c) => c.name === 'eldric_session').length, 0, 'no session cookie');
+      assert.equal(cookies.filter((c) => c.name === '__Host-eldric_session').length, 0, 'no session cookie');
       await screenshot(page, 'login-error.png');
       assert.deepEqual(problems, []);
     } finally {
@@ -333,7 +333,7 @@ describe('web chat with API keys required (TLS, fake router)', () => {
     const { context, page, problems } = await openPage();
     try {
       await login(page, base);
-      const cookie = (await context.cookies()).find((c) => c.name === 'eldric_session');
+      const cookie = (await context.cookies()).find((c) => c.name === '__Host-eldric_session');
       assert.ok(cookie, 'a session cookie is set');
       assert.equal(cookie.httpOnly, true);
       assert.equal(cookie.secure, true);
@@ -355,13 +355,13 @@ describe('web chat with API keys required (TLS, fake router)', () => {
     const { context, page } = await openPage();
     try {
       await login(page, base);
-      const cookie = (await context.cookies()).find((c) => c.name === 'eldric_session');
+      const cookie = (await context.cookies()).find((c) => c.name === '__Host-eldric_session');
       const get = (headers) =>
         request({
           port: edge.httpsPort,
           tls: { ca: cert.certPem },
           path: '/v1/models',
-          headers: { cookie: `eldric_session=${cookie.value}`, ...headers },
+          headers: { cookie: `__Host-eldric_session=${cookie.value}`, ...headers },
         });
       const same = await get({ 'sec-fetch-site': 'same-origin' });
       assert.equal(same.status, 200, 'same-origin with the cookie works');
@@ -514,7 +514,7 @@ describe('web chat with API keys required (TLS, fake router)', () => {
       await Promise.all([page.waitForURL(`${base}/login`), page.click('#logout')]);
       await ready(page);
       const cookies = await context.cookies();
-      assert.equal(cookies.filter((c) => c.name === 'eldric_session' && c.value).length, 0);
+      assert.equal(cookies.filter((c) => c.name === '__Host-eldric_session' && c.value).length, 0);
       const who = await page.evaluate(() => fetch('/api/v1/session').then((r) => r.json()));
       assert.equal(who.authenticated, false);
       assert.equal(who.auth_required, true);
