@@ -114,6 +114,14 @@ std::string BuiltinFilter::healthJson(int* status) {
   *status = (healthy > 0 && !draining) ? 200 : 503;
   std::string out = "{\"status\":\"";
   out += overall;
+  // With keys required, an anonymous caller (a load balancer's probe) learns
+  // up or down and nothing else: router addresses, versions and the farm
+  // are for admin keys, as on /api/v1/upstreams.
+  const auto& id = callbacks_->streamInfo().identity;
+  if (cfg.snapshot.auth().require_api_key() && !(id && id->hasScope(edge::v1::SCOPE_ADMIN))) {
+    out += "\"}";
+    return out;
+  }
   out += "\",\"service\":\"eldric-edge\",\"version\":\"";
   out += kVersion;
   out += "\",\"mode\":";
@@ -311,8 +319,15 @@ std::string BuiltinFilter::metricsText() {
     auto& us = filters::usage::stats();
     out += "# HELP eldric_edge_tokens_total Tokens counted in responses, by client.\n";
     out += "# TYPE eldric_edge_tokens_total counter\n";
+    // Per-client figures name the clients: with keys required, for an
+    // admin key only (Prometheus can send one: `authorization` in its
+    // scrape config); everything else here is aggregate.
+    const auto& id = callbacks_->streamInfo().identity;
+    bool per_client = !callbacks_->config().snapshot.auth().require_api_key() ||
+                      (id && id->hasScope(edge::v1::SCOPE_ADMIN));
     std::lock_guard<std::mutex> lock(us.mutex);
     for (const auto& [client, n] : us.tokens_by_client) {
+      if (!per_client) break;
       std::string name;
       for (char c : client) {
         if (c == '"' || c == '\\' || c == '\n') continue;  // names are [A-Za-z0-9._-] already

@@ -92,8 +92,11 @@ describe('farm over mTLS', { timeout: 120000 }, () => {
         '--node-id', name, '--control-plane-ca', farmCa.crt, ...extra],
     });
     members.good = await member('good', ['--control-plane-cert', good.crt, '--control-plane-key', good.key]);
-    members.nocert = await member('nocert', []);
-    members.stranger = await member('stranger', ['--control-plane-cert', stranger.crt, '--control-plane-key', stranger.key]);
+    // The two that never get a snapshot know the admin key locally: the
+    // detail of their /health is for admin keys.
+    members.nocert = await member('nocert', ['--api-key', ADMIN_KEY]);
+    members.stranger = await member('stranger', ['--control-plane-cert', stranger.crt, '--control-plane-key', stranger.key,
+      '--api-key', ADMIN_KEY]);
   });
 
   after(async () => {
@@ -104,7 +107,7 @@ describe('farm over mTLS', { timeout: 120000 }, () => {
   });
 
   it('a member with a client certificate of the farm CA subscribes and serves a key registered at the control plane', T, async () => {
-    await waitFor(async () => (await request({ port: members.good.httpPort, path: '/health' })).json().control_plane.connected === true,
+    await waitFor(async () => (await request({ port: members.good.httpPort, path: '/health', headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json().control_plane.connected === true,
       { timeoutMs: 10000, what: 'the good member connected' });
     const reg = await ctl([...ctlTls, '--json', 'clients', 'register', 'mtls-app']);
     assert.equal(reg.code, 0, reg.stderr);
@@ -118,7 +121,7 @@ describe('farm over mTLS', { timeout: 120000 }, () => {
     // Give them time for several reconnect attempts.
     await sleep(1500);
     for (const name of ['nocert', 'stranger']) {
-      const h = (await request({ port: members[name].httpPort, path: '/health' })).json();
+      const h = (await request({ port: members[name].httpPort, path: '/health', headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json();
       assert.equal(h.control_plane.connected, false, `${name}: ${JSON.stringify(h.control_plane)}`);
       assert.match(h.control_plane.note, /unreachable/);
       assert.equal(h.control_plane.snapshot_version, '', `${name} never got a snapshot`);

@@ -34,8 +34,9 @@ async function models(edge, key) {
   return r.status;
 }
 
+// The detail of /health (the control plane's view) is for admin keys.
 async function health(edge) {
-  return (await request({ port: edge.httpPort, path: '/health' })).json();
+  return (await request({ port: edge.httpPort, path: '/health', headers: auth(ADMIN_KEY) })).json();
 }
 
 async function adminCall(edge, p, { method = 'GET', json, body, key = ADMIN_KEY } = {}) {
@@ -342,7 +343,7 @@ describe('farm: a snapshot that cannot be applied is NACKed', { timeout: 60000 }
       // Traffic flows on the old snapshot (the local certificate).
       const r = await request({ port: edge.httpsPort, path: '/v1/models', headers: auth(ADMIN_KEY), tls: { ca: good.certPem } });
       assert.equal(r.status, 200, r.body);
-      const h = await request({ port: edge.httpsPort, path: '/health', tls: { ca: good.certPem } });
+      const h = await request({ port: edge.httpsPort, path: '/health', headers: auth(ADMIN_KEY), tls: { ca: good.certPem } });
       assert.match(h.json().control_plane.last_rejected, /certificate/i);
       // The control plane records the NACK and its error.
       await waitFor(() => /rejected by a data plane/.test(cp.stderr()), { timeoutMs: 3000, what: "the control plane logged the NACK" });

@@ -767,6 +767,28 @@ describe('the perimeter holds: web chat sessions', () => {
     assert.equal(key.status, 200, 'the key itself still may');
   });
 
+  it('/health and /metrics tell an anonymous caller up or down and aggregates, nothing more', TIMEOUT, async () => {
+    // Some tokens counted for user1 first.
+    await request({
+      port: edge.httpPort,
+      path: '/v1/chat/completions',
+      method: 'POST',
+      headers: { authorization: `Bearer ${USER_KEY}`, 'content-type': 'application/json' },
+      body: chatBody(),
+    });
+    const anon = await request({ port: edge.httpPort, path: '/health' });
+    assert.equal(anon.status, 200);
+    assert.deepEqual(anon.json(), { status: 'ok' });
+    const admin = await request({ port: edge.httpPort, path: '/health', headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    assert.equal(admin.json().routers_total, 1);
+    assert.ok(admin.json().routers[0].url);
+    const m = await request({ port: edge.httpPort, path: '/metrics' });
+    assert.equal(m.status, 200);
+    assert.ok(!m.body.includes('client="user1"'), 'no client names for an anonymous scrape');
+    const ma = await request({ port: edge.httpPort, path: '/metrics', headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    assert.match(ma.body, /eldric_edge_tokens_total\{client="user1"\} [1-9]/);
+  });
+
   it('logout ends the session on the server, not only in the browser', TIMEOUT, async () => {
     const r = await login(USER_KEY);
     const headers = { cookie: cookieOf(r), 'sec-fetch-site': 'same-origin' };

@@ -623,7 +623,7 @@ describe('/metrics: refusals by tier, tokens by client, no key or IP in a label'
     // client-b streams a little too.
     assert.equal((await chat(edge, KEY_B)).status, 200);
 
-    const m = await metrics(edge);
+    const m = await metrics(edge, ADMIN_KEY);
     const v = (name, labels) => metricValue(m.samples, name, labels);
     assert.equal(v('eldric_edge_rate_limited_total', { tier: 'key' }), 1);
     assert.equal(v('eldric_edge_rate_limited_total', { tier: 'tokens' }), 1);

@@ -209,8 +209,9 @@ export function metricValue(samples, name, labels = {}) {
   return s?.value;
 }
 
-export async function metrics(edge) {
-  const r = await request({ port: edge.httpPort, path: '/metrics' });
+export async function metrics(edge, key) {
+  const headers = key ? { authorization: `Bearer ${key}` } : {};
+  const r = await request({ port: edge.httpPort, path: '/metrics', headers });
   assert.equal(r.status, 200, `/metrics: ${r.status} ${r.body}`);
   return { text: r.body, samples: parseMetrics(r.body) };
 }
