@@ -60,7 +60,7 @@ struct Settings {
   int64_t max_header_bytes = 32 * 1024, max_headers = 100, max_body_bytes = 10 * 1024 * 1024;
   int64_t header_timeout_ms = 10000, idle_timeout_ms = 60000, request_timeout_ms = 600000,
           drain_timeout_ms = 15000, max_connections_per_worker = 0, body_timeout_ms = 60000,
-          max_connections = 50000;
+          max_connections = 50000, max_active_requests = 10000, max_rss_mb = 0;
   // upstream
   int64_t connect_timeout_ms = 2000, health_interval_ms = 5000, health_timeout_ms = 2000,
           unhealthy_threshold = 2, healthy_threshold = 1, ejection_failures = 3, ejection_time_ms = 10000,
@@ -287,6 +287,8 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                             {"drain_timeout_ms", w.integer(&s.drain_timeout_ms, 0, 3600000)},
                             {"body_timeout_ms", w.integer(&s.body_timeout_ms, 100, 86400000)},
                             {"max_connections", w.integer(&s.max_connections, 1, 10000000)},
+                            {"max_active_requests", w.integer(&s.max_active_requests, 1, 10000000)},
+                            {"max_rss_mb", w.integer(&s.max_rss_mb, 0, 1 << 24)},
                             {"max_connections_per_worker", w.integer(&s.max_connections_per_worker, 0, 10000000)}});
                 }},
                {"upstream",
@@ -591,6 +593,8 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   limits->set_max_connections_per_worker(static_cast<uint32_t>(s.max_connections_per_worker));
   *limits->mutable_body_timeout() = duration(s.body_timeout_ms);
   limits->set_max_connections(static_cast<uint32_t>(s.max_connections));
+  limits->set_max_active_requests(static_cast<uint32_t>(s.max_active_requests));
+  limits->set_max_rss_bytes(static_cast<uint64_t>(s.max_rss_mb) << 20);
 
   auto addCluster = [&](const std::string& name, const std::vector<std::string>& urls, const char* what,
                         bool health) -> bool {

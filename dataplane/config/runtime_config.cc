@@ -77,6 +77,8 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
   cfg->max_connections_per_worker = limits.max_connections_per_worker();
   cfg->body_timeout_ms = ms(limits.body_timeout(), cfg->body_timeout_ms);
   if (limits.max_connections()) cfg->max_connections = limits.max_connections();
+  if (limits.max_active_requests()) cfg->max_active_requests = limits.max_active_requests();
+  cfg->max_rss_bytes = limits.max_rss_bytes();
 
   for (const auto& l : snapshot.listeners()) {
     CompiledListener cl;

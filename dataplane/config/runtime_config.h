@@ -59,6 +59,8 @@ struct RuntimeConfig {
   uint64_t body_timeout_ms = 60000;
   uint32_t max_connections_per_worker = 0;  // 0: only the total applies
   uint32_t max_connections = 50000;
+  uint32_t max_active_requests = 10000;
+  uint64_t max_rss_bytes = 0;  // 0: off
   // HTTP filters run before a route's terminal action, in order.
   std::vector<http::FilterFactory> filter_factories;
 

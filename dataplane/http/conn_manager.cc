@@ -29,11 +29,16 @@ bool validRequestId(std::string_view id) {
 // ActiveStream
 
 ActiveStream::ActiveStream(ConnectionManager& cm, ResponseEncoder& encoder)
-    : cm_(cm), encoder_(encoder), config_(cm.context().currentConfig()) {
+    : cm_(cm), context_(cm.context()), encoder_(encoder), config_(cm.context().currentConfig()) {
   info_.start_ns = Dispatcher::monotonicNs();
+  context_.countActiveRequest(1);
 }
 
-ActiveStream::~ActiveStream() { destroyFilters(); }
+ActiveStream::~ActiveStream() {
+  destroyFilters();
+  // The worker outlives its streams; the manager may not (deferred deletes).
+  context_.countActiveRequest(-1);
+}
 
 Dispatcher& ActiveStream::dispatcher() { return cm_.context().dispatcher(); }
 network::Connection& ActiveStream::connection() { return *cm_.connection_; }
@@ -105,6 +110,17 @@ void ActiveStream::decodeHeaders(RequestHeadersPtr headers, bool end_stream) {
                               "invalid_request_error", "method_not_allowed"},
                    [&allow](ResponseHeaders& h) { h.headers.add("allow", allow); });
     return;
+  }
+  if (route_->cluster) {
+    // Shed before any work: a router request is the expensive kind, and a
+    // prompt 503 is kinder than a slow timeout. Health and metrics still
+    // answer, so the load balancer can see why.
+    if (const char* why = cm_.context().overloaded()) {
+      sendLocalReply(ErrorReply{503, std::string("the Edge is overloaded (") + why + "); retry shortly",
+                                "server_error", "overloaded"},
+                     [](ResponseHeaders& h) { h.headers.add("retry-after", "1"); });
+      return;
+    }
   }
   for (const auto& factory : config_->filter_factories) factory(*this);
   cm_.context().addTerminalFilter(*route_, *this);
@@ -667,6 +683,12 @@ void ConnectionManager::startDrain() {
   if (closed_) return;
   codec_->setCloseAfterResponse();
   if (!stream_ && !codec_->readingHeaders()) closeConnection(network::CloseType::FlushWrite);
+}
+
+bool ConnectionManager::closeIfIdle() {
+  if (closed_ || stream_ || codec_->readingHeaders() || !input_.empty()) return false;
+  closeConnection(network::CloseType::FlushWrite);
+  return true;
 }
 
 void ConnectionManager::closeConnection(network::CloseType type) {

@@ -32,6 +32,12 @@ class ConnectionManagerContext {
   virtual void logAccess(const RequestHeaders* request, const StreamInfo& info,
                          std::string_view route_name) = 0;
   virtual bool draining() = 0;
+  // The overload manager's word for a new request to a router: null to
+  // admit it, else why it is refused (503).
+  virtual const char* overloaded() { return nullptr; }
+  // Requests in progress on this process (every worker): +1 as a stream
+  // starts, -1 as it is deleted.
+  virtual void countActiveRequest(int delta) {}
 };
 
 class ConnectionManager;
@@ -105,6 +111,7 @@ class ActiveStream : public RequestDecoder,
   void finish();
 
   ConnectionManager& cm_;
+  ConnectionManagerContext& context_;
   ResponseEncoder& encoder_;
   config::RuntimeConfigSharedPtr config_;
   const config::CompiledRoute* route_ = nullptr;
@@ -168,6 +175,8 @@ class ConnectionManager : public network::ConnectionCallbacks,
 
   // SIGTERM: finish the current request, then close.
   void startDrain();
+  // Overload: closes the connection if no request is in progress on it.
+  bool closeIfIdle();
   bool closed() const { return closed_; }
 
   ConnectionManagerContext& context() { return context_; }

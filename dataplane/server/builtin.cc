@@ -286,6 +286,29 @@ std::string BuiltinFilter::metricsText() {
       out += line;
     }
   }
+  // The overload manager: its state and what it refused.
+  snprintf(line, sizeof line,
+           "# HELP eldric_edge_overload_active Whether an overload action is in force, by resource.\n"
+           "# TYPE eldric_edge_overload_active gauge\n"
+           "eldric_edge_overload_active{resource=\"memory\"} %d\n"
+           "eldric_edge_overload_active{resource=\"requests\"} %d\n"
+           "# HELP eldric_edge_active_requests Requests in progress, all workers.\n"
+           "# TYPE eldric_edge_active_requests gauge\n"
+           "eldric_edge_active_requests %lld\n"
+           "# HELP eldric_edge_resident_memory_bytes Resident memory as the overload manager last read it.\n"
+           "# TYPE eldric_edge_resident_memory_bytes gauge\n"
+           "eldric_edge_resident_memory_bytes %" PRIu64 "\n"
+           "# HELP eldric_edge_overload_refused_total Router requests answered 503 while overloaded.\n"
+           "# TYPE eldric_edge_overload_refused_total counter\n"
+           "eldric_edge_overload_refused_total %" PRIu64 "\n"
+           "# HELP eldric_edge_overload_idle_closed_total Idle keep-alive connections closed while overloaded.\n"
+           "# TYPE eldric_edge_overload_idle_closed_total counter\n"
+           "eldric_edge_overload_idle_closed_total %" PRIu64 "\n",
+           state_.memory_pressure.load() ? 1 : 0,
+           state_.active_requests.load() > static_cast<int64_t>(callbacks_->config().max_active_requests) ? 1 : 0,
+           static_cast<long long>(state_.active_requests.load()), state_.rss_bytes.load(),
+           state_.overload_refused.load(), state_.overload_shed_idle.load());
+  out += line;
   // Who was refused, and why: bounded labels (reasons, tiers, client
   // names from the registry), never a key or an IP.
   auto& as = filters::auth::stats();

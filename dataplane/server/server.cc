@@ -93,6 +93,23 @@ void Worker::onConnection(uv_stream_t* server, int status) {
   l->worker->accept(l);
 }
 
+void Worker::countActiveRequest(int delta) {
+  server_.state().active_requests.fetch_add(delta, std::memory_order_relaxed);
+}
+
+const char* Worker::overloaded() {
+  auto& st = server_.state();
+  const char* why = nullptr;
+  if (st.memory_pressure.load(std::memory_order_relaxed)) {
+    why = "memory";
+  } else if (st.active_requests.load(std::memory_order_relaxed) > static_cast<int64_t>(config_->max_active_requests)) {
+    // The stream asking is counted already: more than the limit, not as many.
+    why = "requests in progress";
+  }
+  if (why) st.overload_refused.fetch_add(1, std::memory_order_relaxed);
+  return why;
+}
+
 void Worker::accept(ListenerHandle* l) {
   const config::CompiledListener* lc = config_->listener(l->name);
   if (!lc) return;
@@ -101,6 +118,12 @@ void Worker::accept(ListenerHandle* l) {
       network::Connection::accept(dispatcher_, reinterpret_cast<uv_stream_t*>(&l->tcp),
                                   lc->tls ? lc->tls->get() : nullptr, network::ConnectionOptions(), &error);
   if (!conn) return;
+  if (server_.state().memory_pressure.load(std::memory_order_relaxed)) {
+    // Over the memory limit: no new connections until back under.
+    stats_->downstream_cx_rejected.inc();
+    conn->close(network::CloseType::NoFlush);
+    return;
+  }
   if (config_->max_connections_per_worker && connections_.size() >= config_->max_connections_per_worker) {
     stats_->downstream_cx_rejected.inc();
     conn->close(network::CloseType::NoFlush);
@@ -216,6 +239,15 @@ void Worker::drain() {
   });
 }
 
+void Worker::shedIdle() {
+  dispatcher_.post([this] {
+    std::vector<http::ConnectionManager*> all(connections_.begin(), connections_.end());
+    for (auto* cm : all) {
+      if (cm->closeIfIdle()) server_.state().overload_shed_idle.fetch_add(1, std::memory_order_relaxed);
+    }
+  });
+}
+
 void Worker::maybeFinishDrain() {
   if (draining_ && !drained_ && connections_.empty()) {
     drained_ = true;
@@ -249,6 +281,18 @@ config::RuntimeConfigSharedPtr Server::config() const {
 namespace {
 
 constexpr uint64_t kSweepIntervalMs = 15000;
+// How often resident memory is compared with limits.max_rss_mb.
+constexpr uint64_t kOverloadCheckMs = 250;
+
+// Resident memory of this process, from /proc/self/statm (0 if unknown).
+uint64_t residentBytes() {
+  FILE* f = fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  unsigned long long size = 0, resident = 0;
+  int n = fscanf(f, "%llu %llu", &size, &resident);
+  fclose(f);
+  return n == 2 ? resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)) : 0;
+}
 
 // How often to look the upstream endpoints given by host name up again (the
 // shortest interval of their clusters), and those names (into `names` if
@@ -526,6 +570,29 @@ config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std
   return cfg;
 }
 
+void Server::checkMemory() {
+  overload_timer_->enable(kOverloadCheckMs);
+  uint64_t limit = config()->max_rss_bytes;
+  uint64_t rss = residentBytes();
+  state_.rss_bytes.store(rss, std::memory_order_relaxed);
+  bool over = limit && rss > limit;
+  // Back under at 95%: no flapping at the line.
+  bool was = state_.memory_pressure.load(std::memory_order_relaxed);
+  if (!over && was && limit && rss > limit / 20 * 19) return;
+  if (over == was) return;
+  state_.memory_pressure.store(over, std::memory_order_relaxed);
+  if (over) {
+    log::warn("overloaded: resident memory over limits.max_rss_mb; refusing new connections and router requests, "
+              "closing idle connections",
+              {{"rss_mb", log::num(static_cast<long long>(rss >> 20))},
+               {"limit_mb", log::num(static_cast<long long>(limit >> 20))}});
+    for (auto& w : workers_) w->shedIdle();
+  } else {
+    log::info("overload over: resident memory back under limits.max_rss_mb",
+              {{"rss_mb", log::num(static_cast<long long>(rss >> 20))}});
+  }
+}
+
 void Server::applyConfig(config::RuntimeConfigSharedPtr cfg, std::function<void()> done) {
   {
     std::lock_guard<std::mutex> lock(config_mutex_);
@@ -740,6 +807,8 @@ int Server::run() {
     sweep_timer_->enable(kSweepIntervalMs);
   });
   sweep_timer_->enable(kSweepIntervalMs);
+  overload_timer_ = main_.createTimer([this] { checkMemory(); });
+  overload_timer_->enable(kOverloadCheckMs);
   dns_timer_ = main_.createTimer([this] { refreshDns(); });
   dns_timer_->enable(dnsNames(*cfg, nullptr));
   if (farm_) {

@@ -37,6 +37,14 @@ struct ServerState {
   std::atomic<bool> draining{false};
   // Client connections open across all workers (limits.max_connections).
   std::atomic<uint32_t> connections{0};
+  // The overload manager: requests in progress (every worker), resident
+  // memory over limits.max_rss_mb (set by the main loop's check), and what
+  // it refused.
+  std::atomic<int64_t> active_requests{0};
+  std::atomic<bool> memory_pressure{false};
+  std::atomic<uint64_t> rss_bytes{0};
+  std::atomic<uint64_t> overload_refused{0};
+  std::atomic<uint64_t> overload_shed_idle{0};
   // Farm mode only: the control plane as this member sees it.
   std::function<FarmView()> farm_view;
   // Read with std::atomic_load: a reload that changes the window swaps it.
@@ -55,6 +63,8 @@ class Worker : public http::ConnectionManagerContext {
   void setConfig(config::RuntimeConfigSharedPtr config, std::function<void()> applied = nullptr);
   void drain();
   void stop();
+  // Thread-safe: closes this worker's idle keep-alive connections.
+  void shedIdle();
 
   // http::ConnectionManagerContext
   Dispatcher& dispatcher() override { return dispatcher_; }
@@ -64,6 +74,8 @@ class Worker : public http::ConnectionManagerContext {
   void logAccess(const http::RequestHeaders* request, const http::StreamInfo& info,
                  std::string_view route_name) override;
   bool draining() override { return draining_; }
+  const char* overloaded() override;
+  void countActiveRequest(int delta) override;
 
  private:
   struct ListenerHandle;
@@ -157,6 +169,8 @@ class Server : public AdminBackend {
   TimerPtr drain_timer_;
   // Drops rate-limit entries (IPs, clients) idle for a whole window.
   TimerPtr sweep_timer_;
+  TimerPtr overload_timer_;  // resident memory against limits.max_rss_mb
+  void checkMemory();
   TimerPtr dns_timer_;
   bool dns_rebuild_pending_ = false;  // an address changed; its rebuild failed
   int access_log_fd_ = -1;

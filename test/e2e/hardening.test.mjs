@@ -799,3 +799,83 @@ describe('the perimeter holds: web chat sessions', () => {
     assertError(await request({ port: edge.httpPort, path: '/v1/models', headers }), 401, 'missing_api_key');
   });
 });
+
+describe('the perimeter holds: the overload manager', () => {
+  let router;
+
+  before(async () => {
+    router = await startFakeRouter({ tokens: 40, tokenDelayMs: 50 });
+  });
+
+  after(async () => {
+    await router?.kill();
+  });
+
+  it('past limits.max_active_requests a router request is 503 at once; health still answers', TIMEOUT, async () => {
+    const edge = await startEdge({
+      config: edgeConfig(router.url, {
+        auth: { require_api_key: false },
+        upstream: { health_check_path: '/_fake/stats' },
+        limits: { max_active_requests: 2 },
+      }),
+    });
+    try {
+      const slow = () =>
+        request({
+          port: edge.httpPort,
+          path: '/v1/chat/completions',
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: chatBody({ stream: true }),
+        });
+      const running = [slow(), slow()];
+      await sleep(300);
+      const t0 = performance.now();
+      const r = await slow();
+      assert.ok(performance.now() - t0 < 1000, 'refused at once');
+      assertError(r, 503, 'overloaded', 'third request');
+      assert.equal(r.headers['retry-after'], '1');
+      assert.equal((await request({ port: edge.httpPort, path: '/health' })).status, 200);
+      const m = await request({ port: edge.httpPort, path: '/metrics' });
+      assert.match(m.body, /eldric_edge_overload_refused_total [1-9]/);
+      for (const done of await Promise.all(running)) assert.equal(done.status, 200, 'the admitted ones finish');
+      // Under the limit again: admitted.
+      assert.equal((await slow()).status, 200);
+    } finally {
+      await edge.kill();
+    }
+  });
+
+  it('past limits.max_rss_mb it stops accepting and closes idle connections, and recovers', TIMEOUT, async () => {
+    const cfg = (max_rss_mb) =>
+      edgeConfig(router.url, {
+        auth: { require_api_key: false },
+        upstream: { health_check_path: '/_fake/stats' },
+        limits: { max_rss_mb },
+      });
+    const edge = await startEdge({ config: cfg(0) });
+    try {
+      const idle = await HttpConn.open({ port: edge.httpPort });
+      idle.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+      assert.equal((await idle.next()).status, 200);
+      fs.writeFileSync(edge.configFile, JSON.stringify(cfg(1)));
+      edge.signal('SIGHUP');
+      await edge.waitStderr((l) => l && /overloaded: resident memory/.test(l.msg ?? ''), 5000);
+      assert.ok(await idle.waitClose(3000), 'the idle keep-alive connection is closed');
+      let refused = false;
+      try {
+        const c = await HttpConn.open({ port: edge.httpPort });
+        refused = await c.waitClose(2000);
+      } catch (e) {
+        refused = e.code === 'ECONNRESET';
+      }
+      assert.ok(refused, 'a new connection is refused while over');
+      fs.writeFileSync(edge.configFile, JSON.stringify(cfg(0)));
+      edge.signal('SIGHUP');
+      await edge.waitStderr((l) => l && /overload over/.test(l.msg ?? ''), 5000);
+      assert.equal((await request({ port: edge.httpPort, path: '/health' })).status, 200);
+    } finally {
+      await edge.kill();
+    }
+  });
+});
