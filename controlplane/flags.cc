@@ -25,11 +25,12 @@ Usage: eldric-controlplane --config FILE [flags]
   --tls-cert FILE        serve TLS with this certificate chain (PEM) ...
   --tls-key FILE         ... and this private key (PEM)
   --client-ca FILE       require client certificates signed by this CA (mTLS)
+  --allow-plaintext      serve without TLS on an address other than loopback
   --log-level LEVEL      debug, info, warn, error (default: the file's, else info)
   --help, --version
 
-Without --tls-cert the server is plaintext: keep it on loopback or a private
-network. Snapshots carry the data planes' TLS private keys and key hashes;
+Without --tls-cert the server is plaintext, which it refuses to be on any
+address but loopback unless --allow-plaintext says so (a private network). Snapshots carry the data planes' TLS private keys and key hashes;
 anything beyond one host should use TLS, and --client-ca so that only your
 data planes can subscribe.
 
@@ -55,6 +56,14 @@ bool validListen(const std::string& s) {
   std::string port = s.substr(colon + 1);
   if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return false;
   return std::stol(port) <= 65535;
+}
+
+// True if the listen address is on loopback only.
+bool loopbackListen(const std::string& s) {
+  size_t colon = s.rfind(':');
+  std::string host = colon == std::string::npos ? s : s.substr(0, colon);
+  if (host == "localhost" || host == "[::1]") return true;
+  return host.rfind("127.", 0) == 0;
 }
 
 }  // namespace
@@ -89,6 +98,8 @@ bool parseCommandLine(int argc, char** argv, Options* out, std::string* error) {
         return false;
       }
       out->sync_interval_ms = n;
+    } else if (arg == "--allow-plaintext") {
+      out->allow_plaintext = true;
     } else if (arg == "--tls-cert") {
       if (!flags.value(&out->tls_cert, error)) return false;
     } else if (arg == "--tls-key") {
@@ -118,6 +129,12 @@ bool parseCommandLine(int argc, char** argv, Options* out, std::string* error) {
   }
   if (!out->client_ca.empty() && out->tls_cert.empty()) {
     *error = "--client-ca needs TLS: give --tls-cert and --tls-key too";
+    return false;
+  }
+  if (out->tls_cert.empty() && !out->allow_plaintext && !loopbackListen(out->listen)) {
+    *error = "--listen " + out->listen +
+             " without --tls-cert would serve snapshots (TLS keys, key hashes) in plaintext beyond this host: "
+             "give --tls-cert and --tls-key, or --allow-plaintext on a private network";
     return false;
   }
   if (out->config_file.empty()) {

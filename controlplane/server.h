@@ -23,6 +23,8 @@ struct Options {
   // TLS: both or neither. With client_ca, clients must present a
   // certificate signed by it (mTLS).
   std::string tls_cert, tls_key, client_ca;
+  // Plaintext beyond loopback, knowingly (a private network).
+  bool allow_plaintext = false;
   std::string log_level;  // empty: the file's log_level, else info
   bool help = false;
   bool version = false;

@@ -879,3 +879,23 @@ describe('the perimeter holds: the overload manager', () => {
     }
   });
 });
+
+describe('the perimeter holds: the control plane', () => {
+  it('refuses plaintext beyond loopback unless told --allow-plaintext', TIMEOUT, async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { BIN_DIR } = await import('./lib/harness.mjs');
+    const dir = fs.mkdtempSync('/tmp/eldric-cp-plain-');
+    try {
+      fs.writeFileSync(`${dir}/cp.json`, JSON.stringify({ router_urls: ['http://127.0.0.1:9'], tls: { enabled: false } }));
+      const r = spawnSync(
+        `${BIN_DIR}/controlplane/eldric-controlplane`,
+        ['--listen', '0.0.0.0:0', '--config', `${dir}/cp.json`, '--data-dir', `${dir}/data`],
+        { timeout: 10000, encoding: 'utf8' },
+      );
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, /plaintext beyond this host/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
