@@ -1012,7 +1012,7 @@ TEST(FlagsTest, ParsesAndRefuses) {
   Options o;
   std::string error;
   ASSERT_TRUE(parse({"--config", "e.json", "--listen=0.0.0.0:9000", "--sync-interval-ms", "250",
-                     "--data-dir", "/tmp/x"},
+                     "--data-dir", "/tmp/x", "--allow-plaintext"},
                     &o, &error))
       << error;
   EXPECT_EQ(o.listen, "0.0.0.0:9000");
@@ -1031,6 +1031,7 @@ TEST(FlagsTest, ParsesAndRefuses) {
            {{"--config", "e.json", "--tls-cert", "c.pem"}, "--tls-key"},
            {{"--config", "e.json", "--client-ca", "ca.pem"}, "needs TLS"},
            {{"--config", "e.json", "--bogus"}, "unknown flag --bogus"},
+           {{"--config", "e.json", "--listen", "0.0.0.0:9000"}, "--allow-plaintext"},
            {{"--config"}, "needs a value"},
        }) {
     Options x;

@@ -58,6 +58,9 @@ http::FilterHeadersStatus UsageFilter::decodeHeaders(http::RequestHeaders& heade
   // embeddings, /v1/responses and the /v1/ catch-all (a trailing slash
   // lands there), so that no path reaches a model unchecked or uncounted.
   active_ = route && (route->count_tokens || (route->cluster && route->required_scope == edge::v1::SCOPE_INFERENCE));
+  // A request with no body on another route (GET /v1/models) names no
+  // model and uses no tokens: nothing to check or count.
+  if (active_ && end_stream && !route->count_tokens) active_ = false;
   if (!active_) return http::FilterHeadersStatus::Continue;
   ask_usage_ = route->count_tokens;
   std::optional<std::string_view> ct = headers.headers.get("content-type");
