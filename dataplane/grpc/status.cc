@@ -1,5 +1,7 @@
 #include "dataplane/grpc/status.h"
 
+#include "dataplane/common/hex.h"
+
 namespace eldric::grpc {
 
 int statusFromHttp(int http_status) {
@@ -37,22 +39,13 @@ int statusFromH2Error(uint32_t h2_error) {
   }
 }
 
-namespace {
-int hexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-}  // namespace
-
 std::string percentDecode(std::string_view in) {
   std::string out;
   out.reserve(in.size());
   for (size_t i = 0; i < in.size(); ++i) {
     if (in[i] == '%' && i + 2 < in.size()) {
-      int hi = hexValue(in[i + 1]);
-      int lo = hexValue(in[i + 2]);
+      int hi = hexDigitValue(in[i + 1]);
+      int lo = hexDigitValue(in[i + 2]);
       if (hi >= 0 && lo >= 0) {
         out.push_back(static_cast<char>(hi * 16 + lo));
         i += 2;

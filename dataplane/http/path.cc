@@ -2,15 +2,10 @@
 
 #include <cstring>
 
+#include "dataplane/common/hex.h"
+
 namespace eldric::http {
 namespace {
-
-int hexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 bool unreserved(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
@@ -58,8 +53,8 @@ PathResult normalizePath(std::string_view target, std::string* out, const char**
       decoded += c;
       continue;
     }
-    int hi = i + 2 < path.size() ? hexValue(path[i + 1]) : -1;
-    int lo = hi >= 0 ? hexValue(path[i + 2]) : -1;
+    int hi = i + 2 < path.size() ? hexDigitValue(path[i + 1]) : -1;
+    int lo = hi >= 0 ? hexDigitValue(path[i + 2]) : -1;
     if (hi < 0 || lo < 0) {
       *reason = "request target has a malformed percent escape";
       return PathResult::Invalid;
@@ -121,7 +116,7 @@ bool validHost(std::string_view host) {
     size_t close = host.find(']');
     if (close == std::string_view::npos) return false;
     for (char c : host.substr(1, close - 1)) {
-      if (!(hexValue(c) >= 0 || c == ':' || c == '.')) return false;
+      if (!(hexDigitValue(c) >= 0 || c == ':' || c == '.')) return false;
     }
     if (close == 1) return false;
     std::string_view rest = host.substr(close + 1);
