@@ -8,6 +8,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -197,7 +198,12 @@ std::string generateApiKey() {
   return key;
 }
 
-std::string keyPrefix(const std::string& key) { return key.substr(0, kKeyPrefixLen); }
+std::string keyPrefix(const std::string& key) {
+  // Ten characters of a generated 51-character key; never more than a
+  // quarter of a short one (an operator's key from a config file), so a
+  // prefix in a listing or a log never gives most of a key away.
+  return key.substr(0, std::min<size_t>(kKeyPrefixLen, key.size() / 4));
+}
 
 namespace internal {
 

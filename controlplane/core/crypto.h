@@ -18,7 +18,8 @@ void sha256(const void* data, size_t len, unsigned char out[32]);
 bool constantTimeEquals(const std::string& a, const std::string& b);
 // A new API key from the kernel's CSPRNG: "sk-" + 48 base62 characters.
 std::string generateApiKey();
-// The visible prefix kept for a key: its first 10 characters.
+// The visible prefix kept for a key: its first 10 characters, and never
+// more than a quarter of it.
 std::string keyPrefix(const std::string& key);
 
 }  // namespace eldric::controlplane

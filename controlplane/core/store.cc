@@ -292,16 +292,6 @@ std::vector<std::string> splitModels(const std::string& text) {
   return out;
 }
 
-// The visible prefix stored for an operator-chosen key. keyPrefix() keeps 10
-// characters, which is a small part of a generated 51-character key but
-// could be most or all of a short key from a config file; never keep more
-// than a quarter of the key so the stored prefix cannot reveal it.
-std::string configKeyPrefix(const std::string& key) {
-  std::string p = keyPrefix(key);
-  if (p.size() > key.size() / 4) p.resize(key.size() / 4);
-  return p;
-}
-
 // fsync(2) on a directory makes the entries created in it durable. SQLite
 // does this for the -wal file it creates, but not for directories or a main
 // database file created outside it; without it a power cut soon after the
@@ -575,7 +565,7 @@ class SqliteStore : public Store {
       Stmt ins(db_,
                "INSERT INTO keys (sha256_hex, client_id, prefix, source, created_at) "
                "VALUES (?1, ?2, ?3, 'config', ?4)");
-      ins.bind(1, hash).bind(2, id).bind(3, configKeyPrefix(key)).bind(4, now);
+      ins.bind(1, hash).bind(2, id).bind(3, keyPrefix(key)).bind(4, now);
       if (ins.step() != SQLITE_DONE) return dbError(error);
       changed = true;
     } else {

@@ -510,7 +510,7 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     unsigned char digest[32];
     controlplane::sha256(k.key.data(), k.key.size(), digest);
     ak->set_sha256(std::string(reinterpret_cast<const char*>(digest), sizeof digest));
-    ak->set_prefix(k.key.substr(0, std::min<size_t>(k.key.size() / 2, 10)));
+    ak->set_prefix(controlplane::keyPrefix(k.key));
     ak->set_client_id("cfg_" + k.client);
     ak->set_client_name(k.client);
     for (const auto& sc : k.scopes) {
