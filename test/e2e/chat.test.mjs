@@ -76,7 +76,10 @@ describe('chat completions through the Edge over HTTPS', () => {
       args: ['--cert', cert.cert, '--key', cert.key, '--routers', router.url],
       config: { auth: { api_keys: { [SDK_KEY]: 'e2e-sdk' } } },
     });
-    base = `https://localhost:${edge.httpsPort}`;
+    // 127.0.0.1, not localhost: the Edge listens on IPv4 (0.0.0.0) and
+    // localhost resolves to ::1 first; Node 18's fetch (the SDK's) does not
+    // fall back to IPv4 as Node 20's does. The certificate names both.
+    base = `https://127.0.0.1:${edge.httpsPort}`;
   });
 
   after(async () => {
