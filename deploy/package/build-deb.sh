@@ -92,10 +92,21 @@ Upstream-Name: eldric-edge
 Comment: Built from the Eldric Edge repository with deploy/package/build-deb.sh.
 
 Files: *
-Copyright: Eldric Edge authors
+Copyright: 2026 Eldric Edge authors
 License: proprietary
  Not for redistribution outside the Eldric project.
 COPY
+# lintian: what is deliberate.
+install -d -m 0755 "$root/usr/share/lintian/overrides"
+cat >"$root/usr/share/lintian/overrides/$pkg" <<'OVR'
+# BoringSSL is Debian's android-libboringssl, whose libraries live in
+# /usr/lib/x86_64-linux-gnu/android (not on the loader's path): the rpath
+# is how the Edge finds them beside OpenSSL 3.
+eldric-edge: custom-library-search-path RUNPATH /usr/lib/x86_64-linux-gnu/android [usr/bin/eldric-edge]
+# The config holds API keys: root and the eldric group only.
+eldric-edge: non-standard-file-perm 0640 != 0644 [etc/eldric/edge.json]
+OVR
+chmod 0644 "$root/usr/share/lintian/overrides/$pkg"
 printf '%s (%s) unstable; urgency=medium\n\n  * Built from the repository (deploy/package/build-deb.sh).\n\n -- Eldric Edge authors <edge@eldric.invalid>  %s\n' \
   "$pkg" "$version" "$(date -R -u -d "@$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)")" |
   gzip -9n >"$root/usr/share/doc/$pkg/changelog.gz"
