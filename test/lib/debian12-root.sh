@@ -8,6 +8,8 @@
 #   debian12_mount DIR           /proc, /sys, /dev, /dev/pts, /dev/shm into DIR
 #   debian12_umount DIR          undoes debian12_mount (safe to call twice)
 #   debian12_chroot DIR CMD...   runs CMD in DIR with a clean environment
+#   debian12_kill_procs DIR      SIGKILLs, by pid, the processes whose root
+#                                is DIR (what a check left running there)
 #
 # DEBIAN_MIRROR overrides the mirror (default: the host's first Debian URI,
 # else http://deb.debian.org/debian). Downloaded .debs are kept in
@@ -38,6 +40,16 @@ debian12_mount() {
   mountpoint -q "$d/dev" || mount --bind /dev "$d/dev"
   mountpoint -q "$d/dev/pts" || mount --bind /dev/pts "$d/dev/pts"
   mountpoint -q "$d/dev/shm" || mount -t tmpfs shm "$d/dev/shm"
+}
+
+debian12_kill_procs() {
+  local d p r
+  d=$(readlink -f "$1")
+  for p in /proc/[0-9]*; do
+    r=$(readlink "$p/root" 2>/dev/null) || continue
+    [ "$r" = "$d" ] && kill -9 "${p#/proc/}" 2>/dev/null
+  done
+  true
 }
 
 debian12_umount() {
