@@ -34,6 +34,9 @@ debian12_need_debootstrap() {
 
 debian12_mount() {
   local d=$1 m
+  # The root a mount point of its own: then / is one inside the chroot, as
+  # on a real machine, and `unshare --mount` works there (e2e/dns needs it).
+  mountpoint -q "$d" || mount --bind "$d" "$d"
   for m in proc sys dev dev/pts dev/shm; do mkdir -p "$d/$m"; done
   mountpoint -q "$d/proc" || mount -t proc proc "$d/proc"
   mountpoint -q "$d/sys" || mount --rbind /sys "$d/sys"
