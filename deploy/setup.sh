@@ -18,6 +18,9 @@ build_pkgs=(
 # Demo and tests: real clients and tools the end-to-end tests drive.
 test_pkgs=(
   curl openssl ca-certificates python3 procps psmisc iproute2 prometheus
+  # systemd-analyze verifies the units; dpkg-deb and dpkg-shlibdeps build
+  # the package (deploy/package/build-deb.sh).
+  systemd dpkg-dev
   # Benchmark peers and load generators (test/bench/run).
   nginx-light haproxy wrk nghttp2-client
   # The web chat's browser tests (playwright-core drives Debian's Chromium;

@@ -5,7 +5,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startEdge, startFakeRouter, runEdge } from './lib/harness.mjs';
 
-test('a second Edge on a port in use exits with a clear error', async () => {
+test('a second Edge on a port in use exits with a clear error', { timeout: 30000 }, async () => {
   const router = await startFakeRouter();
   const first = await startEdge({ args: ['--no-tls', '--bind', '127.0.0.1', '--routers', router.url] });
   after(async () => {
