@@ -28,7 +28,11 @@ AuthConfig::AuthConfig(const edge::v1::Auth& auth) : require_key_(auth.require_a
     id->client_id = k.client_id();
     id->client_name = k.client_name();
     id->key_prefix = k.prefix();
-    for (int s : k.scopes()) id->scopes |= 1u << s;
+    // Only scopes the enum names: proto3 carries any int32, and a shift by
+    // 34 wraps to bit 2 (admin) on x86. An unknown scope grants nothing.
+    for (int s : k.scopes()) {
+      if (edge::v1::Scope_IsValid(s) && s > 0 && s < 32) id->scopes |= 1u << s;
+    }
     id->requests_per_window = k.requests_per_minute();
     id->tokens_per_window = k.tokens_per_minute();
     id->max_concurrent = k.max_concurrent_requests();
