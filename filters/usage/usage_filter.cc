@@ -41,6 +41,8 @@ size_t findEventEnd(std::string_view s, size_t from, size_t* sep) {
 // event is full of '"', and string_view::find stops at every occurrence
 // of the needle's first byte.
 size_t findIn(std::string_view hay, std::string_view needle) {
+  // An empty view may be null, and memmem(NULL, 0, ...) is undefined.
+  if (hay.size() < needle.size() || needle.empty()) return std::string_view::npos;
   const void* p = memmem(hay.data(), hay.size(), needle.data(), needle.size());
   return p ? static_cast<size_t>(static_cast<const char*>(p) - hay.data()) : std::string_view::npos;
 }
