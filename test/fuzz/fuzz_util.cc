@@ -1,9 +1,12 @@
 #include "test/fuzz/fuzz_util.h"
 
+#include <llhttp.h>
 #include <pthread.h>
 
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 namespace eldric::fuzz {
 
@@ -27,46 +30,90 @@ size_t jsonNesting(std::string_view text) {
   return deepest;
 }
 
-bool mayHaveTrailers(std::string_view text) {
-  for (size_t at = text.find('\n'); at != std::string_view::npos; at = text.find('\n', at + 1)) {
-    size_t i = at + 1;
-    if (i >= text.size() || text[i] != '0') continue;
-    while (i < text.size() && text[i] == '0') ++i;
-    size_t eol = text.find('\n', i);
-    if (eol == std::string_view::npos) return false;
-    // Only a chunk-size line: hex digits are gone, an extension may follow.
-    if (i < text.size() && text[i] != '\r' && text[i] != '\n' && text[i] != ';' && text[i] != ' ' &&
-        text[i] != '\t') {
-      continue;
-    }
-    size_t next = eol + 1;
-    if (next < text.size() && text[next] != '\r' && text[next] != '\n') return true;
-  }
-  return false;
-}
-
 namespace {
 
-void* callFunction(void* arg) {
-  (*static_cast<const std::function<void()>*>(arg))();
-  return nullptr;
+struct TrailerScan {
+  bool in_body = false;
+  bool trailers = false;
+};
+
+int onScanBegin(llhttp_t* p) {
+  static_cast<TrailerScan*>(p->data)->in_body = false;
+  return 0;
+}
+int onScanHeadersComplete(llhttp_t* p) {
+  static_cast<TrailerScan*>(p->data)->in_body = true;
+  return 0;
+}
+int onScanField(llhttp_t* p, const char*, size_t) {
+  auto* s = static_cast<TrailerScan*>(p->data);
+  if (s->in_body) s->trailers = true;
+  return 0;
 }
 
 }  // namespace
 
+bool llhttpSeesTrailers(std::string_view text, bool requests) {
+  llhttp_settings_t settings;
+  llhttp_settings_init(&settings);
+  settings.on_message_begin = &onScanBegin;
+  settings.on_headers_complete = &onScanHeadersComplete;
+  settings.on_header_field = &onScanField;
+  llhttp_t parser;
+  llhttp_init(&parser, requests ? HTTP_REQUEST : HTTP_RESPONSE, &settings);
+  TrailerScan scan;
+  parser.data = &scan;
+  llhttp_execute(&parser, text.data(), text.size());
+  return scan.trailers;
+}
+
+namespace {
+
+// One worker thread for the whole run, created with the small stack: a
+// thread per input would cost more than most inputs.
+class SmallStackWorker {
+ public:
+  explicit SmallStackWorker(size_t stack_bytes) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, stack_bytes);
+    if (pthread_create(&thread_, &attr, &SmallStackWorker::main, this) != 0) abort();
+    pthread_attr_destroy(&attr);
+  }
+  void run(const std::function<void()>& fn) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    job_ = &fn;
+    cv_.notify_all();
+    cv_.wait(lock, [this] { return job_ == nullptr; });
+  }
+
+ private:
+  static void* main(void* arg) {
+    auto* self = static_cast<SmallStackWorker*>(arg);
+    std::unique_lock<std::mutex> lock(self->mutex_);
+    for (;;) {
+      self->cv_.wait(lock, [self] { return self->job_ != nullptr; });
+      (*self->job_)();
+      self->job_ = nullptr;
+      self->cv_.notify_all();
+    }
+    return nullptr;
+  }
+  pthread_t thread_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  const std::function<void()>* job_ = nullptr;
+};
+
+}  // namespace
+
 void runOnSmallStack(const std::function<void()>& fn) {
-  static const size_t bytes = [] {
+  static SmallStackWorker* worker = [] {
     const char* v = getenv("ELDRIC_FUZZ_STACK_KB");
     long kb = v && *v ? atol(v) : 128;
-    return static_cast<size_t>(kb < 64 ? 64 : kb) * 1024;
+    return new SmallStackWorker(static_cast<size_t>(kb < 64 ? 64 : kb) * 1024);
   }();
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, bytes);
-  pthread_t t;
-  if (pthread_create(&t, &attr, &callFunction, const_cast<std::function<void()>*>(&fn)) != 0) abort();
-  pthread_join(t, nullptr);
-  pthread_attr_destroy(&attr);
+  worker->run(fn);
 }
 
 }  // namespace eldric::fuzz

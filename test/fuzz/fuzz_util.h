@@ -71,9 +71,10 @@ bool skipKnownCrashes();
 // strings too (an overestimate, which is what a skip wants).
 size_t jsonNesting(std::string_view text);
 
-// Whether a chunked body in `text` may end with a trailer section: a line
-// of zero chunk size followed by anything but the blank line.
-bool mayHaveTrailers(std::string_view text);
+// Whether llhttp, reading `text` as requests (or responses) one after
+// another, meets a trailer field: a header field after a message's
+// headers were complete.
+bool llhttpSeesTrailers(std::string_view text, bool requests);
 
 }  // namespace eldric::fuzz
 
