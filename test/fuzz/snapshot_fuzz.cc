@@ -67,6 +67,16 @@ static int fuzzOne(const uint8_t* data, size_t size) {
     return 0;
   }
 
+  if (fuzz::skipKnownCrashes()) {
+    // Reported, not fixed yet: a scope outside 0..31 shifts 1u past its
+    // width in AuthConfig (corpus/snapshot_fuzz/crash-scope-shift).
+    for (const auto& k : snap.auth().api_keys()) {
+      for (int s : k.scopes()) {
+        if (s < 0 || s > 31) return 0;
+      }
+    }
+  }
+
   upstream::HostRegistry hosts;
   std::string error;
   config::RuntimeConfigSharedPtr cfg = config::compile(snap, hosts, &error, fuzz::fakeResolve);
