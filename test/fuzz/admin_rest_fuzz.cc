@@ -26,6 +26,15 @@ std::string g_dir;
 std::unique_ptr<Store> g_store;
 size_t g_uses = 0;
 
+// The database goes with the process (libFuzzer ends with exit()).
+void removeStore() {
+  g_store.reset();
+  for (const char* f : {"/edge.db", "/edge.db-wal", "/edge.db-shm", "/edge.db-journal"}) {
+    unlink((g_dir + f).c_str());
+  }
+  rmdir(g_dir.c_str());
+}
+
 Store& store() {
   if (!g_store || ++g_uses % 4096 == 0) {
     g_store.reset();
@@ -34,6 +43,7 @@ Store& store() {
       std::string templ = std::string(base) + "/eldric-admin-fuzz.XXXXXX";
       if (!mkdtemp(templ.data())) abort();
       g_dir = templ;
+      atexit(&removeStore);
     }
     unlink((g_dir + "/edge.db").c_str());
     unlink((g_dir + "/edge.db-wal").c_str());
