@@ -14,6 +14,10 @@ build_pkgs=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev rapidjson-dev libgtest-dev libgmock-dev libnghttp2-dev
   libsqlite3-dev zlib1g-dev libtcmalloc-minimal4
+  # The sanitizer and fuzzing builds (.bazelrc's asan, ubsan, tsan and
+  # fuzz configs; test/fuzz/run, test/sanitize): clang, its sanitizer
+  # runtimes and libFuzzer.
+  clang-14 libclang-rt-14-dev libfuzzer-14-dev
 )
 # Demo and tests: real clients and tools the end-to-end tests drive.
 test_pkgs=(

@@ -8,6 +8,10 @@
 namespace eldric::config {
 namespace {
 
+// The longest rate-limit window a snapshot may set: the config file's
+// limit (rate_limits.window_seconds, 1 to 3600).
+constexpr int64_t kMaxRateLimitWindowSeconds = 3600;
+
 uint64_t ms(const google::protobuf::Duration& d, uint64_t fallback) {
   if (d.seconds() == 0 && d.nanos() == 0) return fallback;
   return static_cast<uint64_t>(d.seconds()) * 1000 + static_cast<uint64_t>(d.nanos()) / 1000000;
@@ -63,6 +67,17 @@ const CompiledRoute* RuntimeConfig::match(std::string_view path, std::string_vie
 
 RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::HostRegistry& hosts,
                                std::string* error, const Resolver& resolve) {
+  // The rate limiter keeps a counter per second of its window, allocated
+  // when the config is applied (filters/ratelimit/sliding_window.cc): a
+  // window of 4e9 seconds from a control plane asked for 32 GB and took
+  // the process down. Refused here like any other bad field.
+  int64_t window_s = snapshot.rate_limits().window().seconds();
+  if (window_s < 0 || window_s > kMaxRateLimitWindowSeconds) {
+    *error = "rate_limits.window: " + std::to_string(window_s) + " s is outside 0 to " +
+             std::to_string(kMaxRateLimitWindowSeconds) + " s";
+    return nullptr;
+  }
+
   auto cfg = std::make_shared<RuntimeConfig>();
   cfg->snapshot = snapshot;
 

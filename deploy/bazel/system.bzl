@@ -96,13 +96,24 @@ cc_library(name = "rapidjson")
 # ~11% of the data plane's user-space instructions on them. The binary calls
 # no tcmalloc function, so keep the linker from dropping it as unneeded; the
 # runtime package has no unversioned .so, hence -l:.
+#
+# Sanitizer builds (.bazelrc's asan, ubsan, tsan, fuzz configs) leave it
+# out: ASan and TSan replace malloc themselves, and a second allocator
+# beside theirs hides the very errors they look for.
+config_setting(
+    name = "sanitized",
+    define_values = {"eldric_sanitizer": "1"},
+)
 cc_library(
     name = "tcmalloc",
-    linkopts = [
-        "-Wl,--push-state,--no-as-needed",
-        "-l:libtcmalloc_minimal.so.4",
-        "-Wl,--pop-state",
-    ],
+    linkopts = select({
+        ":sanitized": [],
+        "//conditions:default": [
+            "-Wl,--push-state,--no-as-needed",
+            "-l:libtcmalloc_minimal.so.4",
+            "-Wl,--pop-state",
+        ],
+    }),
 )
 cc_library(
     name = "absl",

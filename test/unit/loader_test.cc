@@ -169,6 +169,26 @@ TEST(LoaderTest, RoutesCompileAndMatch) {
   EXPECT_EQ(cfg->cluster("routers")->dns_refresh_ms, 5000u);  // the default
 }
 
+// A snapshot from a control plane is not held to the file's bounds by the
+// loader: compile refuses a window the rate limiter cannot allocate (found
+// by test/fuzz/snapshot_fuzz: 4e9 seconds asked for 32 GB).
+TEST(LoaderTest, CompileRefusesARateLimitWindowBeyondAnHour) {
+  CommandLine cli = noTls();
+  cli.routers = "http://127.0.0.1:8881";
+  LoadResult r;
+  std::string error;
+  ASSERT_TRUE(loadFromText("", "flags", cli, &r, &error)) << error;
+  upstream::HostRegistry hosts;
+  r.snapshot.mutable_rate_limits()->mutable_window()->set_seconds(3600);
+  ASSERT_TRUE(compile(r.snapshot, hosts, &error)) << error;
+  for (int64_t bad : {int64_t{3601}, int64_t{4000000000}, int64_t{-1}}) {
+    r.snapshot.mutable_rate_limits()->mutable_window()->set_seconds(bad);
+    error.clear();
+    EXPECT_FALSE(compile(r.snapshot, hosts, &error)) << bad;
+    EXPECT_NE(error.find("rate_limits.window"), std::string::npos) << error;
+  }
+}
+
 TEST(LoaderTest, DnsRefreshIsAnUpstreamSettingWithBounds) {
   LoadResult r;
   std::string error;

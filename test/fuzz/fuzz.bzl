@@ -1,0 +1,27 @@
+"""eldric_fuzz_target: one libFuzzer harness.
+
+Under `--config=fuzz` (clang-14, ASan + UBSan, --define=eldric_fuzz=1) it
+links libFuzzer's main; otherwise a small driver (standalone_main.cc) that
+runs the harness once over each file or folder named on its command line,
+so that the corpus can be replayed by any build, gcc's included. Tagged
+"manual": `bazel build //...` and `bazel test //...` leave it out; see
+test/fuzz/run.
+"""
+
+def eldric_fuzz_target(name, srcs, deps = [], **kwargs):
+    native.cc_binary(
+        name = name,
+        srcs = srcs,
+        testonly = True,
+        copts = ["-Wall", "-Wextra", "-Wno-unused-parameter"],
+        deps = deps + ["//test/fuzz:fuzz_util"] + select({
+            "//test/fuzz:fuzzing": [],
+            "//conditions:default": ["//test/fuzz:standalone_main"],
+        }),
+        linkopts = select({
+            "//test/fuzz:fuzzing": ["-fsanitize=fuzzer"],
+            "//conditions:default": [],
+        }),
+        tags = ["manual", "fuzz"],
+        **kwargs
+    )

@@ -1,0 +1,157 @@
+// Web chat sessions on untrusted bytes: the Cookie header and the token in
+// it (cookieValue, verifySession), the auth filter's cookie path, and the
+// body of POST /api/v1/session (a JSON document) through the auth filter.
+// A token this code signs must verify to what it was signed with.
+//
+// Input: [mode][bytes]
+//   mode & 3: 0 = Cookie header, 1 = session endpoint body,
+//             2 = sign/verify round trip, 3 = token alone
+
+#include <openssl/sha.h>
+#include <time.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dataplane/config/runtime_config.h"
+#include "filters/auth/auth_filter.h"
+#include "filters/auth/session.h"
+#include "test/fuzz/fuzz_util.h"
+
+namespace eldric::fuzz {
+namespace {
+
+constexpr char kKey[] = "sk-fuzz-0123456789";
+
+class FakeStream : public http::DecoderFilterCallbacks {
+ public:
+  explicit FakeStream(bool session_route) {
+    if (session_route) route_.builtin = edge::v1::BUILTIN_HANDLER_SESSION;
+    route_.required_scope = session_route ? 0 : edge::v1::SCOPE_INFERENCE;
+  }
+  Dispatcher& dispatcher() override { abort(); }
+  const config::RuntimeConfig& config() override { abort(); }
+  const config::CompiledRoute* route() override { return &route_; }
+  const http::RequestHeaders& requestHeaders() override { return request_; }
+  http::StreamInfo& streamInfo() override { return info_; }
+  network::Connection& connection() override { abort(); }
+  std::string_view scheme() override { return "https"; }
+  void resetStream(std::string_view) override {}
+  void closeConnectionAfterResponse() override {}
+  void continueDecoding() override {}
+  void sendLocalReply(const http::ErrorReply& r, const std::function<void(http::ResponseHeaders&)>& extra) override {
+    http::ResponseHeaders h;
+    if (extra) extra(h);
+    status_ = r.status;
+  }
+  void encodeHeaders(http::ResponseHeadersPtr h, bool) override { status_ = h->status; }
+  void encodeData(Buffer& b, bool) override { b.clear(); }
+  void continue100() override {}
+  void readDisableDownstream(bool) override {}
+  void addDownstreamWatermarkCallbacks(http::DownstreamWatermarkCallbacks&) override {}
+  void removeDownstreamWatermarkCallbacks(http::DownstreamWatermarkCallbacks&) override {}
+
+  http::RequestHeaders request_;
+  http::StreamInfo info_;
+  int status_ = 0;
+
+ private:
+  config::CompiledRoute route_;
+};
+
+std::shared_ptr<const filters::auth::AuthConfig> authConfig() {
+  static auto config = [] {
+    edge::v1::Auth auth;
+    auth.set_require_api_key(true);
+    auth.add_session_signing_keys("signing-key-one-0123456789abcdef");
+    auth.add_session_signing_keys("signing-key-two-0123456789abcdef");
+    auto* k = auth.add_api_keys();
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const uint8_t*>(kKey), sizeof kKey - 1, digest);
+    k->set_sha256(std::string(reinterpret_cast<const char*>(digest), sizeof digest));
+    k->set_client_id("c1");
+    k->set_client_name("fuzz");
+    k->add_scopes(edge::v1::SCOPE_INFERENCE);
+    return std::make_shared<const filters::auth::AuthConfig>(auth);
+  }();
+  return config;
+}
+
+}  // namespace
+}  // namespace eldric::fuzz
+
+static int fuzzOne(const uint8_t* data, size_t size) {
+  using namespace eldric;
+  fuzz::InputReader in(data, size);
+  uint8_t mode = in.byte();
+  std::string bytes(in.rest());
+  const auto& config = fuzz::authConfig();
+  int64_t now = static_cast<int64_t>(time(nullptr));
+
+  switch (mode & 3) {
+    case 0: {  // a Cookie header, through the filter as a request brings it
+      std::string_view token = filters::auth::cookieValue(bytes, filters::auth::kSessionCookie);
+      if (token.size() > bytes.size()) abort();
+      fuzz::FakeStream stream(false);
+      filters::auth::AuthFilter filter(config);
+      filter.setDecoderFilterCallbacks(stream);
+      stream.request_.method = "GET";
+      stream.request_.path = "/v1/models";
+      stream.request_.headers.add("host", "edge.test");
+      stream.request_.headers.add("cookie", bytes);
+      if (mode & 4) stream.request_.headers.add("origin", "https://edge.test");
+      filter.decodeHeaders(stream.request_, true);
+      break;
+    }
+    case 1: {  // POST /api/v1/session with this body
+      if (fuzz::skipKnownCrashes() && fuzz::jsonNesting(bytes) > 200) return 0;
+      fuzz::FakeStream stream(true);
+      filters::auth::AuthFilter filter(config);
+      filter.setDecoderFilterCallbacks(stream);
+      stream.request_.method = (mode & 4) ? "GET" : "POST";
+      stream.request_.path = "/api/v1/session";
+      stream.request_.headers.add("host", "edge.test");
+      stream.request_.headers.add("content-type", "application/json");
+      if (filter.decodeHeaders(stream.request_, false) == http::FilterHeadersStatus::Continue) {
+        Buffer body;
+        body.add(bytes);
+        filter.decodeData(body, true);
+      }
+      break;
+    }
+    case 2: {  // what is signed verifies, to the same key hash and expiry
+      std::string hash = bytes.substr(0, 32);
+      hash.resize(32, '\0');
+      int64_t expires = now + 1 + static_cast<int64_t>(mode >> 2) * 977;
+      std::string key = bytes.size() > 32 ? bytes.substr(32) : std::string("k");
+      std::string token = filters::auth::signSession(key, hash, expires);
+      std::string got_hash;
+      int64_t got_expires = 0;
+      if (!filters::auth::verifySession(token, {"other", key}, now, &got_hash, &got_expires) || got_hash != hash ||
+          got_expires != expires) {
+        abort();
+      }
+      break;
+    }
+    default: {  // a token on its own
+      std::string got_hash;
+      int64_t got_expires = 0;
+      if (filters::auth::verifySession(bytes, config->sessionKeys(), now, &got_hash, &got_expires) &&
+          (got_hash.size() != 32 || got_expires <= now)) {
+        abort();
+      }
+      break;
+    }
+  }
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // JSON is parsed recursively: on a small stack, nesting overflows it at
+  // a depth the fuzzer reaches (see runOnSmallStack).
+  eldric::fuzz::runOnSmallStack([&] { fuzzOne(data, size); });
+  return 0;
+}
