@@ -96,7 +96,7 @@ static int fuzzOne(const uint8_t* data, size_t size) {
       std::string_view token = filters::auth::cookieValue(bytes, filters::auth::kSessionCookie);
       if (token.size() > bytes.size()) abort();
       fuzz::FakeStream stream(false);
-      filters::auth::AuthFilter filter(config);
+      filters::auth::AuthFilter filter(config, nullptr, nullptr);
       filter.setDecoderFilterCallbacks(stream);
       stream.request_.method = "GET";
       stream.request_.path = "/v1/models";
@@ -109,7 +109,7 @@ static int fuzzOne(const uint8_t* data, size_t size) {
     case 1: {  // POST /api/v1/session with this body
       if (fuzz::skipKnownCrashes() && fuzz::jsonNesting(bytes) > 200) return 0;
       fuzz::FakeStream stream(true);
-      filters::auth::AuthFilter filter(config);
+      filters::auth::AuthFilter filter(config, nullptr, nullptr);
       filter.setDecoderFilterCallbacks(stream);
       stream.request_.method = (mode & 4) ? "GET" : "POST";
       stream.request_.path = "/api/v1/session";

@@ -86,11 +86,11 @@ static int fuzzOne(const uint8_t* data, size_t size) {
   }
   // As Server::build goes on with a compiled config.
   uint32_t window = static_cast<uint32_t>(snap.rate_limits().window().seconds());
-  auto state = std::make_shared<filters::ratelimit::State>(window);
   auto rl = filters::ratelimit::compileConfig(snap.rate_limits());
+  auto state = std::make_shared<filters::ratelimit::State>(window, rl->max_ip_entries);
   std::vector<http::FilterFactory> factories = {
       filters::ratelimit::makeIpFactory(rl, state),
-      filters::auth::makeFactory(snap.auth()),
+      filters::auth::makeFactory(snap.auth(), rl, state),
       filters::ratelimit::makeFactory(rl, state),
       filters::usage::makeFactory(rl, state),
   };
