@@ -132,13 +132,13 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
     info->max_retries = c.max_retries();
     info->dns_refresh_ms = ms(c.dns_refresh_interval(), info->dns_refresh_ms);
     for (const auto& e : c.endpoints()) {
-      sockaddr_storage addr;
+      upstream::AddressList addrs;
       std::string why;
-      if (!resolve(e.host(), static_cast<uint16_t>(e.port()), &addr, &why)) {
+      if (!resolve(e.host(), static_cast<uint16_t>(e.port()), &addrs, &why)) {
         *error = "cluster \"" + c.name() + "\": cannot resolve " + e.url() + ": " + why;
         return nullptr;
       }
-      info->hosts.push_back(hosts.get(e.url(), e.host(), static_cast<uint16_t>(e.port()), addr));
+      info->hosts.push_back(hosts.get(e.url(), e.host(), static_cast<uint16_t>(e.port()), addrs));
       urls.push_back(e.url());
     }
     cfg->clusters.push_back(std::move(info));

@@ -74,7 +74,7 @@ struct RuntimeConfig {
 using RuntimeConfigSharedPtr = std::shared_ptr<const RuntimeConfig>;
 
 // An endpoint's host (an IP literal or a name) and port to an address.
-using Resolver = std::function<bool(const std::string& host, uint16_t port, sockaddr_storage* out, std::string* error)>;
+using Resolver = std::function<bool(const std::string& host, uint16_t port, upstream::AddressList* out, std::string* error)>;
 
 // Compiles a snapshot. Returns null with `*error` set (naming the field or
 // the source file) when the snapshot cannot be applied; the caller keeps

@@ -61,16 +61,21 @@ void RouterFilter::start() {
   attempt();
 }
 
-void RouterFilter::attempt() {
-  uint64_t now = callbacks_->dispatcher().nowMs();
-  upstream::Host* chosen = upstream::chooseHost(*cluster_, now, failed_host_);
-  if (!chosen) {
-    callbacks_->sendLocalReply(http::ErrorReply{503, "no upstream is configured for this route", "server_error",
-                                                "no_upstream"});
-    return;
-  }
-  for (const auto& h : cluster_->hosts) {
-    if (h.get() == chosen) host_ = h;
+void RouterFilter::attempt(upstream::HostSharedPtr host) {
+  if (host) {
+    host_ = std::move(host);
+  } else {
+    uint64_t now = callbacks_->dispatcher().nowMs();
+    upstream::Host* chosen = upstream::chooseHost(*cluster_, now, failed_host_);
+    if (!chosen) {
+      callbacks_->sendLocalReply(http::ErrorReply{503, "no upstream is configured for this route", "server_error",
+                                                  "no_upstream"});
+      return;
+    }
+    for (const auto& h : cluster_->hosts) {
+      if (h.get() == chosen) host_ = h;
+    }
+    addresses_tried_ = 0;
   }
   ++attempts_;
   auto& info = callbacks_->streamInfo();
@@ -85,7 +90,9 @@ void RouterFilter::attempt() {
   reused_connection_ = upstream_ != nullptr;
   if (!upstream_) {
     context_.stats->upstream_cx_total.inc();
-    upstream_ = network::Connection::connect(callbacks_->dispatcher(), host_->address(),
+    address_index_ = host_->addressIndex();
+    ++addresses_tried_;
+    upstream_ = network::Connection::connect(callbacks_->dispatcher(), host_->address(address_index_),
                                              cluster_->connect_timeout_ms, network::ConnectionOptions());
   }
   upstream_->setCallbacks(this);
@@ -142,6 +149,16 @@ void RouterFilter::onAttemptFailed(bool connect_failure, const char* code, const
   if (upstream_) {
     upstream_->close(network::CloseType::NoFlush);
     upstream_ = nullptr;
+  }
+  // A host name with several addresses (localhost: ::1 and 127.0.0.1)
+  // whose router listens on some only: its next address, on the same
+  // attempt. Not the host's failure, and not a retry: nothing was sent.
+  if (connect_failure && h->tryNextAddress(address_index_) && addresses_tried_ < h->addresses().size()) {
+    upstream::HostSharedPtr same = host_;
+    releaseHost();
+    --attempts_;
+    attempt(std::move(same));
+    return;
   }
   // A stale keep-alive connection closed by the upstream while idle is
   // not the host's fault; try a fresh connection (bounded).

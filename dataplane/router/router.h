@@ -52,7 +52,8 @@ class RouterFilter : public http::StreamDecoderFilter,
 
  private:
   void start();
-  void attempt();
+  // An attempt on `host`, or on a host chosen now when null.
+  void attempt(upstream::HostSharedPtr host = nullptr);
   // The attempt failed before any response byte: retry or answer.
   void onAttemptFailed(bool connect_failure, const char* code, const std::string& message);
   void onUpstreamBrokeMidResponse(const std::string& message);
@@ -77,6 +78,8 @@ class RouterFilter : public http::StreamDecoderFilter,
   bool upstream_read_disabled_ = false;
   uint32_t attempts_ = 0;
   uint32_t stale_retries_ = 0;
+  uint32_t address_index_ = 0;     // of host_, for a connection opened here
+  size_t addresses_tried_ = 0;     // of host_ by this request
   TimerPtr timeout_;
 };
 

@@ -31,7 +31,14 @@ void appendHost(std::string& out, const upstream::Host& h, uint64_t now_ms) {
   // Where the URL's host resolves now (re-resolved every dns_refresh_ms).
   out += ",\"address\":";
   log::appendJsonString(out, network::formatAddress(h.address()));
-  out += ",\"healthy\":";
+  // Every address of the name; new connections go to the next one when
+  // one refuses.
+  out += ",\"addresses\":[";
+  for (size_t i = 0; i < h.addresses().size(); ++i) {
+    if (i) out += ",";
+    log::appendJsonString(out, network::formatAddress(reinterpret_cast<const sockaddr*>(&h.addresses()[i])));
+  }
+  out += "],\"healthy\":";
   out += h.available(now_ms) ? "true" : "false";
   out += ",\"health_check\":";
   out += h.healthy() ? "\"passing\"" : "\"failing\"";

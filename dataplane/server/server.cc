@@ -546,7 +546,7 @@ config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std
   if (!session_key_.empty() && !farm_) snap.mutable_auth()->add_session_signing_keys(session_key_);
   if (store_ && !farm_) controlplane::addClientKeys(store_->listClients(), static_cast<int64_t>(time(nullptr)), snap.mutable_auth());
   auto cfg = config::compile(snap, hosts_, error,
-                             [this](const std::string& host, uint16_t port, sockaddr_storage* out, std::string* why) {
+                             [this](const std::string& host, uint16_t port, upstream::AddressList* out, std::string* why) {
                                return dns_.lookup(host, port, out, why);
                              });
   if (!cfg) return nullptr;

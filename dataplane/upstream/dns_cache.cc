@@ -22,12 +22,35 @@ void setPort(sockaddr_storage* a, uint16_t port) {
   }
 }
 
-// The first address of a lookup, port 0, zero-padded (so that two are
-// compared with memcmp).
+// An address of a lookup, port 0, zero-padded (so that two are compared
+// with memcmp).
 void copyAddress(const sockaddr* from, sockaddr_storage* to) {
   memset(to, 0, sizeof *to);
   memcpy(to, from, from->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
   setPort(to, 0);
+}
+
+bool sameAddress(const sockaddr_storage& a, const sockaddr_storage& b) { return memcmp(&a, &b, sizeof a) == 0; }
+
+// Every stream address of an answer, port 0, in order, repeats left out
+// (getaddrinfo lists an address once per protocol unless hinted, and
+// /etc/hosts may name one twice).
+AddressList collect(const addrinfo* answer) {
+  AddressList out;
+  for (const addrinfo* ai = answer; ai && out.size() < kMaxAddresses; ai = ai->ai_next) {
+    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+    sockaddr_storage a;
+    copyAddress(ai->ai_addr, &a);
+    bool seen = false;
+    for (const auto& b : out) seen = seen || sameAddress(a, b);
+    if (!seen) out.push_back(a);
+  }
+  return out;
+}
+
+AddressList withPort(AddressList list, uint16_t port) {
+  for (auto& a : list) setPort(&a, port);
+  return list;
 }
 
 // Every lookup asks for stream sockets of either family.
@@ -45,10 +68,30 @@ std::string formatIp(const sockaddr_storage& a) {
   return s;
 }
 
+std::string formatIps(const AddressList& list) {
+  std::string s;
+  for (const auto& a : list) s += (s.empty() ? "" : ",") + formatIp(a);
+  return s;
+}
+
 }  // namespace
 
-bool resolveNow(const std::string& host, uint16_t port, sockaddr_storage* out, std::string* error) {
-  if (network::parseIpAddress(host, port, out)) return true;
+bool sameAddresses(const AddressList& a, const AddressList& b) {
+  if (a.size() != b.size()) return false;
+  for (const auto& x : a) {
+    bool found = false;
+    for (const auto& y : b) found = found || sameAddress(x, y);
+    if (!found) return false;
+  }
+  return true;
+}
+
+bool resolveNow(const std::string& host, uint16_t port, AddressList* out, std::string* error) {
+  sockaddr_storage literal;
+  if (network::parseIpAddress(host, port, &literal)) {
+    *out = {literal};
+    return true;
+  }
   addrinfo hints = streamHints();
   addrinfo* res = nullptr;
   int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
@@ -57,9 +100,13 @@ bool resolveNow(const std::string& host, uint16_t port, sockaddr_storage* out, s
     if (res) freeaddrinfo(res);
     return false;
   }
-  copyAddress(res->ai_addr, out);
-  setPort(out, port);
+  AddressList found = collect(res);
   freeaddrinfo(res);
+  if (found.empty()) {
+    *error = "no IPv4 or IPv6 address";
+    return false;
+  }
+  *out = withPort(std::move(found), port);
   return true;
 }
 
@@ -88,18 +135,21 @@ DnsCache::~DnsCache() {
   for (Query* q : queries_) uv_cancel(reinterpret_cast<uv_req_t*>(&q->req));
 }
 
-bool DnsCache::lookup(const std::string& host, uint16_t port, sockaddr_storage* out, std::string* error) {
-  if (network::parseIpAddress(host, port, out)) return true;
+bool DnsCache::lookup(const std::string& host, uint16_t port, AddressList* out, std::string* error) {
+  sockaddr_storage literal;
+  if (network::parseIpAddress(host, port, &literal)) {
+    *out = {literal};
+    return true;
+  }
   auto it = entries_.find(host);
   if (it != entries_.end()) {
-    *out = it->second.addr;
-    setPort(out, port);
+    *out = withPort(it->second.addrs, port);
     return true;
   }
   if (!resolveNow(host, port, out, error)) return false;
   Entry e;
-  copyAddress(reinterpret_cast<const sockaddr*>(out), &e.addr);
-  entries_.emplace(host, e);
+  e.addrs = withPort(*out, 0);
+  entries_.emplace(host, std::move(e));
   return true;
 }
 
@@ -160,8 +210,8 @@ void DnsCache::record(const std::string& host, int status, const addrinfo* answe
   Entry& e = it->second;
   if (!answer) {
     if (!e.failing) {
-      log::warn("upstream host name lookup failed; keeping its last address",
-                {{"host", log::str(host)}, {"address", log::str(formatIp(e.addr))},
+      log::warn("upstream host name lookup failed; keeping its last addresses",
+                {{"host", log::str(host)}, {"address", log::str(formatIps(e.addrs))},
                  {"error", log::str(uv_strerror(status))}});
     }
     e.failing = true;
@@ -170,17 +220,12 @@ void DnsCache::record(const std::string& host, int status, const addrinfo* answe
   if (e.failing) log::info("upstream host name lookup works again", {{"host", log::str(host)}});
   e.failing = false;
   // A name with several addresses (round-robin records, a service of
-  // several pods) may list them in another order each time: the address in
-  // use changes only when the answer no longer holds it.
-  sockaddr_storage first, a;
-  copyAddress(answer->ai_addr, &first);
-  for (const addrinfo* ai = answer; ai; ai = ai->ai_next) {
-    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
-    copyAddress(ai->ai_addr, &a);
-    if (memcmp(&a, &e.addr, sizeof a) == 0) return;
-  }
-  round_->changes.push_back({host, formatIp(e.addr), formatIp(first)});
-  e.addr = first;
+  // several pods) may list them in another order each time: the host
+  // changes (and its pooled connections go) only when the set does.
+  AddressList now = collect(answer);
+  if (now.empty() || sameAddresses(now, e.addrs)) return;
+  round_->changes.push_back({host, formatIps(e.addrs), formatIps(now)});
+  e.addrs = std::move(now);
 }
 
 }  // namespace eldric::upstream

@@ -6,9 +6,12 @@
 // STRICT_DNS clusters do: a router that comes back on another address (a
 // restarted container, a moved VM) is followed without a reload, and a
 // snapshot compiled later (an admin change, a key revocation, a farm push)
-// takes the cached address instead of waiting on DNS, so a slow or failing
-// resolver cannot hold up or refuse it. A failed refresh keeps the last
-// address. Main thread only.
+// takes the cached addresses instead of waiting on DNS, so a slow or
+// failing resolver cannot hold up or refuse it. A failed refresh keeps the
+// last addresses. Every address of an answer is kept, in the resolver's
+// order (a name such as "localhost" is ::1 and 127.0.0.1, and a router
+// often listens on one of them only): the Host tries the next one when a
+// connect fails. Main thread only.
 
 #include <sys/socket.h>
 
@@ -28,9 +31,18 @@ class Dispatcher;
 
 namespace eldric::upstream {
 
-// Resolves `host` (an IP literal or a name, blocking) to its first address,
+// The addresses of one name, each with the port set, in the resolver's
+// order, without repeats; at most kMaxAddresses.
+using AddressList = std::vector<sockaddr_storage>;
+constexpr size_t kMaxAddresses = 8;
+
+// True when both hold the same addresses, in any order (a resolver may
+// rotate round-robin records on every answer).
+bool sameAddresses(const AddressList& a, const AddressList& b);
+
+// Resolves `host` (an IP literal or a name, blocking) to its addresses,
 // with `port` set. On failure returns false with `*error` set.
-bool resolveNow(const std::string& host, uint16_t port, sockaddr_storage* out, std::string* error);
+bool resolveNow(const std::string& host, uint16_t port, AddressList* out, std::string* error);
 
 class DnsCache {
  public:
@@ -41,11 +53,11 @@ class DnsCache {
 
   // An IP literal as is; a cached name from the cache; a name seen for the
   // first time is resolved now (blocking) and cached.
-  bool lookup(const std::string& host, uint16_t port, sockaddr_storage* out, std::string* error);
+  bool lookup(const std::string& host, uint16_t port, AddressList* out, std::string* error);
 
   struct Change {
     std::string host;
-    std::string from;  // formatted address, port 0 left out
+    std::string from;  // formatted addresses ("::1,127.0.0.1"), port left out
     std::string to;
   };
   // Resolves `names` again (names no longer listed are forgotten) and calls
@@ -57,7 +69,7 @@ class DnsCache {
 
  private:
   struct Entry {
-    sockaddr_storage addr;  // port 0
+    AddressList addrs;     // port 0
     bool failing = false;   // the last refresh failed (logged once)
   };
   struct Round;

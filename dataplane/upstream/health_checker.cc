@@ -17,6 +17,8 @@ struct HealthChecker::Check : public network::ConnectionCallbacks, public http::
   uint64_t started_ns = 0;
   int status = 0;
   bool finished = true;
+  uint32_t address_index = 0;   // the address of the connection in hand
+  size_t addresses_tried = 0;   // in this check
 
   Check(Dispatcher& d, HostSharedPtr h, ClusterInfoSharedPtr c)
       : dispatcher(d), host(std::move(h)), cluster(std::move(c)) {
@@ -30,9 +32,20 @@ struct HealthChecker::Check : public network::ConnectionCallbacks, public http::
 
   void run() {
     finished = false;
-    status = 0;
+    addresses_tried = 0;
     started_ns = Dispatcher::monotonicNs();
-    conn = network::Connection::connect(dispatcher, host->address(), cluster->health_timeout_ms,
+    timeout->enable(cluster->health_timeout_ms);
+    probe();
+  }
+
+  // One connection to the host's current address; a refused one moves on
+  // to its next address within the same check (a name such as localhost
+  // may have a router on one of its two addresses only).
+  void probe() {
+    status = 0;
+    ++addresses_tried;
+    address_index = host->addressIndex();
+    conn = network::Connection::connect(dispatcher, host->address(address_index), cluster->health_timeout_ms,
                                         network::ConnectionOptions());
     conn->setCallbacks(this);
     codec.beginResponse(false);
@@ -40,7 +53,6 @@ struct HealthChecker::Check : public network::ConnectionCallbacks, public http::
     req.add("GET " + cluster->health_path + " HTTP/1.1\r\nhost: " + host->authority() +
             "\r\nuser-agent: eldric-edge-health\r\nconnection: close\r\n\r\n");
     conn->write(req);
-    timeout->enable(cluster->health_timeout_ms);
   }
 
   void done(bool ok, const std::string& detail) {
@@ -75,6 +87,10 @@ struct HealthChecker::Check : public network::ConnectionCallbacks, public http::
   void onEvent(network::ConnectionEvent e) override {
     if (e == network::ConnectionEvent::ConnectFailed) {
       conn = nullptr;
+      if (!finished && host->tryNextAddress(address_index) && addresses_tried < host->addresses().size()) {
+        probe();
+        return;
+      }
       done(false, "connect failed");
     } else if (e == network::ConnectionEvent::RemoteClose) {
       conn = nullptr;

@@ -31,13 +31,33 @@ std::string Host::lastCheckDetail() const {
   return last_detail_;
 }
 
+bool Host::tryNextAddress(uint32_t index) {
+  if (addrs_.size() < 2) return false;
+  uint32_t expected = index;
+  current_.compare_exchange_strong(expected, static_cast<uint32_t>((index + 1) % addrs_.size()),
+                                   std::memory_order_relaxed);
+  return true;
+}
+
 HostSharedPtr HostRegistry::get(const std::string& url, const std::string& host, uint16_t port,
-                                const sockaddr_storage& addr) {
+                                const AddressList& addrs) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = hosts_.find(url);
-  if (it != hosts_.end() && memcmp(it->second->address(), &addr, sizeof addr) == 0) return it->second;
-  if (it != hosts_.end()) replaced_.push_back(it->second);
-  auto h = std::make_shared<Host>(url, host, port, addr);
+  if (it != hosts_.end() && sameAddresses(it->second->addresses(), addrs)) return it->second;
+  AddressList order = addrs;
+  if (it != hosts_.end()) {
+    // The address in use, if the name still has it, stays in use: new
+    // connections go on where the old ones went.
+    const sockaddr* in_use = it->second->address();
+    for (size_t i = 0; i < order.size(); ++i) {
+      if (memcmp(&order[i], in_use, sizeof order[i]) == 0) {
+        std::rotate(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(i), order.end());
+        break;
+      }
+    }
+    replaced_.push_back(it->second);
+  }
+  auto h = std::make_shared<Host>(url, host, port, std::move(order));
   hosts_[url] = h;
   return h;
 }

@@ -15,17 +15,32 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dataplane/upstream/dns_cache.h"
+
 namespace eldric::upstream {
 
 class Host {
  public:
-  Host(std::string url, std::string host, uint16_t port, const sockaddr_storage& addr)
-      : url_(std::move(url)), hostname_(std::move(host)), port_(port), addr_(addr) {}
+  // `addrs` is not empty.
+  Host(std::string url, std::string host, uint16_t port, AddressList addrs)
+      : url_(std::move(url)), hostname_(std::move(host)), port_(port), addrs_(std::move(addrs)) {}
 
   const std::string& url() const { return url_; }
   const std::string& hostname() const { return hostname_; }
   uint16_t port() const { return port_; }
-  const sockaddr* address() const { return reinterpret_cast<const sockaddr*>(&addr_); }
+  // The address new connections go to, and its index for tryNextAddress().
+  // A name may have several (localhost is ::1 and 127.0.0.1): the host
+  // stays on one while it answers, like a browser's last good address.
+  uint32_t addressIndex() const { return current_.load(std::memory_order_relaxed); }
+  const sockaddr* address(uint32_t index) const {
+    return reinterpret_cast<const sockaddr*>(&addrs_[index % addrs_.size()]);
+  }
+  const sockaddr* address() const { return address(addressIndex()); }
+  const AddressList& addresses() const { return addrs_; }
+  // A connection to address `index` could not be made: new connections go
+  // to the next address (unless another caller moved on already). Returns
+  // false when the host has no other address to try.
+  bool tryNextAddress(uint32_t index);
   // "router1:8881" for the Host header.
   std::string authority() const { return hostname_ + ":" + std::to_string(port_); }
 
@@ -67,7 +82,8 @@ class Host {
   const std::string url_;
   const std::string hostname_;
   const uint16_t port_;
-  const sockaddr_storage addr_;
+  const AddressList addrs_;
+  std::atomic<uint32_t> current_{0};
   std::atomic<bool> healthy_{true};
   std::atomic<bool> retired_{false};
   std::atomic<uint64_t> ejected_until_ms_{0};
@@ -103,10 +119,10 @@ using ClusterInfoSharedPtr = std::shared_ptr<const ClusterInfo>;
 // their state survives a reload. Lookups happen only while compiling.
 class HostRegistry {
  public:
-  // Returns the existing host for `url` if its address is unchanged, else
-  // a new one (the old one is retired by the next retainOnly()).
-  HostSharedPtr get(const std::string& url, const std::string& host, uint16_t port,
-                    const sockaddr_storage& addr);
+  // Returns the existing host for `url` if its addresses are unchanged,
+  // else a new one (the old one is retired by the next retainOnly()), whose
+  // first address is the old one's address in use if it still has it.
+  HostSharedPtr get(const std::string& url, const std::string& host, uint16_t port, const AddressList& addrs);
   // At the end of a compile that succeeded: the hosts it replaced, and those
   // whose URL it did not name, are retired; the latter are forgotten. (A
   // compile that fails retires nothing: the running config keeps its hosts.)

@@ -474,8 +474,13 @@ describe('registrations survive kill -9', () => {
       }
     };
     const loops = Array.from({ length: 8 }, (_, li) => loop(li));
-    const killAfter = 200 + Math.floor(Math.random() * 600);
-    await sleep(killAfter);
+    // The kill lands at a random moment of the burst, once it is under way
+    // (a slow disk, as in a fresh debootstrap root, makes the first
+    // registrations slow; waiting a fixed time would test nothing there).
+    const started = Date.now();
+    while (acked.length < 8 && failures.length === 0 && Date.now() - started < 60000) await sleep(10);
+    const killAfter = Date.now() - started + Math.floor(Math.random() * 600);
+    await sleep(killAfter - (Date.now() - started));
     const killed = await edge.kill();
     stopped = true;
     await Promise.all(loops);

@@ -119,23 +119,52 @@ describe('router host names are resolved again', { skip: !canRun && 'needs root 
     });
   });
 
-  it('a name with several addresses, listed in another order, is not a change', TIMEOUT, async () => {
-    const from = edge.stderrLines().length;
-    point('127.0.0.3', '127.0.0.2'); // the one in use is no longer first
+  it('a name with several addresses keeps the one in use, and an answer in another order is not a change', TIMEOUT, async () => {
+    let from = edge.stderrLines().length;
+    point('127.0.0.3', '127.0.0.2'); // a second address, listed first
+    const added = await waitLine(from, (l) => l.msg === 'upstream address changed' && l.host === NAME, 'the second address');
+    assert.equal(added.to, '127.0.0.3,127.0.0.2');
+    await waitFor(async () => (await upstream()).addresses.length === 2, { timeoutMs: 3000, what: 'two addresses' });
+    const u = await upstream();
+    // The address in use stays in use (nothing listens on 127.0.0.3).
+    assert.equal(u.address, `127.0.0.2:${a.port}`);
+    assert.deepEqual(u.addresses, [`127.0.0.2:${a.port}`, `127.0.0.3:${a.port}`]);
+    let r = await chat();
+    assert.equal(r.headers['x-fake-router'], 'router-b');
+
+    from = edge.stderrLines().length;
+    point('127.0.0.2', '127.0.0.3'); // the same two, in the other order
     await new Promise((res) => setTimeout(res, 1000)); // five refreshes
-    const changes = linesFrom(from).filter((l) => l.msg === 'upstream address changed' && l.to !== '127.0.0.2');
+    const changes = linesFrom(from).filter((l) => l.msg === 'upstream address changed');
     assert.deepEqual(changes, []);
     assert.equal((await upstream()).address, `127.0.0.2:${a.port}`);
-    const r = await chat();
+    r = await chat();
     assert.equal(r.headers['x-fake-router'], 'router-b');
     point('127.0.0.2');
+  });
+
+  it('a name whose first address refuses is served from its next one', TIMEOUT, async () => {
+    // As localhost on a stock Debian (::1, then 127.0.0.1) with a router
+    // listening on IPv4 only. First away from router-b, so that the host
+    // built next has no address in use to keep first.
+    point('127.0.0.1');
+    await waitFor(async () => (await upstream()).address === `127.0.0.1:${a.port}`, { timeoutMs: 3000, what: 'router-a' });
+    point('127.0.0.3', '127.0.0.2'); // the resolver keeps this order (equal prefixes)
+    await waitFor(async () => (await upstream()).addresses.length === 2, { timeoutMs: 3000, what: 'two addresses' });
+    assert.deepEqual((await upstream()).addresses, [`127.0.0.3:${a.port}`, `127.0.0.2:${a.port}`]);
+    const r = await chat();
+    assert.equal(r.status, 200, r.body);
+    assert.equal(r.headers['x-fake-router'], 'router-b');
+    assert.equal((await upstream()).address, `127.0.0.2:${a.port}`, 'it stays on the address that answered');
+    point('127.0.0.2');
+    await waitFor(async () => (await upstream()).addresses.length === 1, { timeoutMs: 3000, what: 'back to one address' });
   });
 
   it('keeps the last address while the name does not resolve; an admin change still applies', TIMEOUT, async () => {
     await new Promise((res) => setTimeout(res, 300)); // a refresh of the last rewrite
     const from = edge.stderrLines().length;
     point();
-    const failed = await waitLine(from, (l) => l.msg === 'upstream host name lookup failed; keeping its last address', 'lookup failed');
+    const failed = await waitLine(from, (l) => l.msg === 'upstream host name lookup failed; keeping its last addresses', 'lookup failed');
     assert.equal(failed.host, NAME);
     assert.equal(failed.address, '127.0.0.2');
     let r = await chat();

@@ -200,7 +200,7 @@ TEST(LoaderTest, DnsRefreshIsAnUpstreamSettingWithBounds) {
   upstream::HostRegistry hosts;
   std::vector<std::string> asked;
   auto cfg = compile(r.snapshot, hosts, &error,
-                     [&](const std::string& host, uint16_t port, sockaddr_storage* out, std::string* why) {
+                     [&](const std::string& host, uint16_t port, upstream::AddressList* out, std::string* why) {
                        asked.push_back(host);
                        return upstream::resolveNow("10.9.8.7", port, out, why);
                      });
