@@ -63,6 +63,14 @@ const char kConfig[] = R"({
   "tls": {"enabled": false},
   "auth": {"admin_keys": {"sk-admin-key-for-tests": "ops"}}
 })";
+constexpr const char* kAdminKey = "sk-admin-key-for-tests";
+
+// A call context carrying the config's admin key: every Admin RPC needs
+// one.
+class KeyedContext : public grpc::ClientContext {
+ public:
+  explicit KeyedContext(const std::string& key = kAdminKey) { AddMetadata("authorization", "Bearer " + key); }
+};
 
 // One discovery stream, read on its own thread into a queue.
 class TestStream {
@@ -212,7 +220,7 @@ class ControlPlaneTest : public ::testing::Test {
   std::unique_ptr<edge::v1::Admin::Stub> admin() { return edge::v1::Admin::NewStub(channel()); }
 
   edge::v1::FarmStatus farm() {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::FarmStatus out;
     EXPECT_TRUE(admin()->GetFarmStatus(&ctx, edge::v1::FarmStatusRequest(), &out).ok());
     return out;
@@ -288,7 +296,7 @@ TEST_F(ControlPlaneTest, RegistrationThroughHandleRestIsPushed) {
   ASSERT_TRUE(s.nextSnapshot(&first));
   ASSERT_TRUE(s.ack(first));
 
-  grpc::ClientContext ctx;
+  KeyedContext ctx;
   edge::v1::RestRequest req;
   req.set_method("POST");
   req.set_path("/api/v1/clients/register");
@@ -320,7 +328,7 @@ TEST_F(ControlPlaneTest, RegistrationThroughHandleRestIsPushed) {
   EXPECT_TRUE(found);
 
   // A REST call that changes nothing pushes nothing.
-  grpc::ClientContext ctx2;
+  KeyedContext ctx2;
   edge::v1::RestRequest list;
   list.set_method("GET");
   list.set_path("/api/v1/clients");
@@ -330,7 +338,7 @@ TEST_F(ControlPlaneTest, RegistrationThroughHandleRestIsPushed) {
   EXPECT_FALSE(s.nextSnapshot(&none, 400ms));
 
   // A refused one answers with the REST status and code.
-  grpc::ClientContext ctx3;
+  KeyedContext ctx3;
   ASSERT_TRUE(admin()->HandleRest(&ctx3, req, &reply).ok());
   EXPECT_EQ(reply.status(), 400u);
   EXPECT_EQ(reply.error_code(), "duplicate_name");
@@ -351,7 +359,7 @@ TEST_F(ControlPlaneTest, TypedAdminChangesArePushed) {
   reg.set_requests_per_minute(60);
   edge::v1::ClientWithKey issued;
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     ASSERT_TRUE(stub->RegisterClient(&ctx, reg, &issued).ok());
   }
   EXPECT_EQ(issued.api_key().rfind("sk-", 0), 0u);
@@ -361,12 +369,12 @@ TEST_F(ControlPlaneTest, TypedAdminChangesArePushed) {
   EXPECT_EQ(r.snapshot().auth().api_keys_size(), 2);
 
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::ClientWithKey dup;
     EXPECT_EQ(stub->RegisterClient(&ctx, reg, &dup).error_code(), grpc::StatusCode::ALREADY_EXISTS);
   }
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::ClientList list;
     ASSERT_TRUE(stub->ListClients(&ctx, edge::v1::ListClientsRequest(), &list).ok());
     ASSERT_EQ(list.clients_size(), 2);  // the config's "ops" and "app"
@@ -376,7 +384,7 @@ TEST_F(ControlPlaneTest, TypedAdminChangesArePushed) {
     EXPECT_EQ(list.clients(1).source(), "api");
   }
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::RotateKeyRequest rot;
     rot.set_id("app");
     rot.set_overlap_seconds(0);
@@ -388,7 +396,7 @@ TEST_F(ControlPlaneTest, TypedAdminChangesArePushed) {
   ASSERT_TRUE(s.nextSnapshot(&r, 2s));
   EXPECT_EQ(r.snapshot().auth().api_keys_size(), 2);
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::ClientRef ref;
     ref.set_id(issued.client().id());
     edge::v1::Client c;
@@ -398,7 +406,7 @@ TEST_F(ControlPlaneTest, TypedAdminChangesArePushed) {
   ASSERT_TRUE(s.nextSnapshot(&r, 2s));
   EXPECT_EQ(r.snapshot().auth().api_keys_size(), 1);
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::ClientRef ref;
     ref.set_id("ops");
     edge::v1::Client c;
@@ -406,7 +414,7 @@ TEST_F(ControlPlaneTest, TypedAdminChangesArePushed) {
               grpc::StatusCode::FAILED_PRECONDITION);
   }
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::ClientRef ref;
     ref.set_id("nobody");
     edge::v1::Client c;
@@ -435,7 +443,7 @@ TEST_F(ControlPlaneTest, NackIsRecordedAndNotResent) {
   EXPECT_TRUE(m->connected());
   // The same through the REST API the data planes forward (GET /api/v1/farm).
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::RestRequest req;
     req.set_method("GET");
     req.set_path("/api/v1/farm");
@@ -454,7 +462,7 @@ TEST_F(ControlPlaneTest, NackIsRecordedAndNotResent) {
   EXPECT_FALSE(s.nextSnapshot(&again, 500ms));
 
   // The next change is pushed; ACKing it clears the NACK.
-  grpc::ClientContext ctx;
+  KeyedContext ctx;
   edge::v1::RegisterClientRequest reg;
   reg.set_name("fix");
   edge::v1::ClientWithKey issued;
@@ -467,6 +475,13 @@ TEST_F(ControlPlaneTest, NackIsRecordedAndNotResent) {
 }
 
 TEST_F(ControlPlaneTest, FarmUsageSumsTheOtherMembers) {
+  // Members report the clients the snapshot names (ids "cfg_<name>").
+  writeFile(options_.config_file, R"({
+    "router_urls": ["http://127.0.0.1:1"],
+    "tls": {"enabled": false},
+    "auth": {"admin_keys": {"sk-admin-key-for-tests": "ops"},
+             "api_keys": {"sk-usage-test-key-one-000000000000": "one", "sk-usage-test-key-two-000000000000": "two"}}
+  })");
   start();
   TestStream a(channel()), b(channel()), c(channel());
   ASSERT_TRUE(a.hello("edge-a"));
@@ -492,7 +507,7 @@ TEST_F(ControlPlaneTest, FarmUsageSumsTheOtherMembers) {
     ip->set_key("10.0.0.1");
     ip->set_count(global);
     auto* t = u->add_key_tokens();
-    t->set_key("cl_1");
+    t->set_key("cfg_one");
     t->set_count(tokens);
     auto* up = u->add_upstreams();
     up->set_url("http://127.0.0.1:1");
@@ -500,8 +515,8 @@ TEST_F(ControlPlaneTest, FarmUsageSumsTheOtherMembers) {
     return req;
   };
   // A and B report every 50 ms, as data planes do every sync interval.
-  Reporter ra(&a, report(5, {{"cl_1", 2}, {"cl_2", 3}}, 100));
-  auto rb = std::make_unique<Reporter>(&b, report(7, {{"cl_1", 4}}, 40));
+  Reporter ra(&a, report(5, {{"cfg_one", 2}, {"cfg_two", 3}}, 100));
+  auto rb = std::make_unique<Reporter>(&b, report(7, {{"cfg_one", 4}}, 40));
 
   auto counts = [](const google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>& kcs) {
     std::map<std::string, uint64_t> m;
@@ -521,24 +536,24 @@ TEST_F(ControlPlaneTest, FarmUsageSumsTheOtherMembers) {
   // Members: connected or heard from recently (C has not reported yet).
   auto fa = usageWith(a, 7);
   EXPECT_EQ(fa.members(), 3u);
-  EXPECT_EQ(counts(fa.key_requests()), (std::map<std::string, uint64_t>{{"cl_1", 4}}));
+  EXPECT_EQ(counts(fa.key_requests()), (std::map<std::string, uint64_t>{{"cfg_one", 4}}));
   EXPECT_EQ(counts(fa.ip_requests()), (std::map<std::string, uint64_t>{{"10.0.0.1", 7}}));
-  EXPECT_EQ(counts(fa.key_tokens()), (std::map<std::string, uint64_t>{{"cl_1", 40}}));
+  EXPECT_EQ(counts(fa.key_tokens()), (std::map<std::string, uint64_t>{{"cfg_one", 40}}));
   EXPECT_GT(fa.at_unix_ms(), 0);
 
   auto fb = usageWith(b, 5);
   EXPECT_EQ(fb.members(), 3u);
-  EXPECT_EQ(counts(fb.key_requests()), (std::map<std::string, uint64_t>{{"cl_1", 2}, {"cl_2", 3}}));
-  EXPECT_EQ(counts(fb.key_tokens()), (std::map<std::string, uint64_t>{{"cl_1", 100}}));
+  EXPECT_EQ(counts(fb.key_requests()), (std::map<std::string, uint64_t>{{"cfg_one", 2}, {"cfg_two", 3}}));
+  EXPECT_EQ(counts(fb.key_tokens()), (std::map<std::string, uint64_t>{{"cfg_one", 100}}));
 
   auto fc = usageWith(c, 12);
   EXPECT_EQ(fc.members(), 3u);
-  EXPECT_EQ(counts(fc.key_requests()), (std::map<std::string, uint64_t>{{"cl_1", 6}, {"cl_2", 3}}));
+  EXPECT_EQ(counts(fc.key_requests()), (std::map<std::string, uint64_t>{{"cfg_one", 6}, {"cfg_two", 3}}));
 
   // Absolute counts: a newer report replaces the older one.
-  rb->set(report(9, {{"cl_1", 9}}, 40));
+  rb->set(report(9, {{"cfg_one", 9}}, 40));
   auto fa2 = usageWith(a, 9);
-  EXPECT_EQ(counts(fa2.key_requests()), (std::map<std::string, uint64_t>{{"cl_1", 9}}));
+  EXPECT_EQ(counts(fa2.key_requests()), (std::map<std::string, uint64_t>{{"cfg_one", 9}}));
 
   // The farm status shows reports and the upstreams as members see them.
   auto status = farm();
@@ -556,7 +571,7 @@ TEST_F(ControlPlaneTest, FarmUsageSumsTheOtherMembers) {
   EXPECT_EQ(fc_later.members(), 3u);
 
   // Live usage shows up in the REST client listing too.
-  grpc::ClientContext ctx;
+  KeyedContext ctx;
   edge::v1::RestRequest req;
   req.set_method("GET");
   req.set_path("/api/v1/clients/ops");
@@ -574,7 +589,7 @@ TEST_F(ControlPlaneTest, FarmUsageSharesLimitsOutAsCeilings) {
   writeFile(options_.config_file, R"({
     "router_urls": ["http://127.0.0.1:1"],
     "tls": {"enabled": false},
-    "auth": {"admin_keys": {"sk-admin-key-for-tests": "ops"}},
+    "auth": {"admin_keys": {"sk-admin-key-for-tests": "ops"}, "api_keys": {"sk-usage-test-key-busy-00000000000": "busy"}},
     "rate_limits": {"global_rpm": 0, "per_ip_rpm": 0, "per_key_rpm": 100, "window_seconds": 60}
   })");
   start();
@@ -596,24 +611,24 @@ TEST_F(ControlPlaneTest, FarmUsageSharesLimitsOutAsCeilings) {
     u->set_applied_usage_instance(instance);
     if (count) {
       auto* kc = u->add_key_requests();
-      kc->set_key("cl_busy");
+      kc->set_key("cfg_busy");
       kc->set_count(count);
     }
     if (refused) {
       auto* kc = u->add_key_refused();
-      kc->set_key("cl_busy");
+      kc->set_key("cfg_busy");
       kc->set_count(refused);
     }
     if (ceiling >= 0) {
       auto* kc = u->add_key_request_ceilings();
-      kc->set_key("cl_busy");
+      kc->set_key("cfg_busy");
       kc->set_count(static_cast<uint64_t>(ceiling));
     }
     return req;
   };
   auto ceilingOf = [](const edge::v1::FarmUsage& fu) -> int64_t {
     for (const auto& kc : fu.key_request_ceilings()) {
-      if (kc.key() == "cl_busy") return static_cast<int64_t>(kc.count());
+      if (kc.key() == "cfg_busy") return static_cast<int64_t>(kc.count());
     }
     return -1;
   };
@@ -647,6 +662,103 @@ TEST_F(ControlPlaneTest, FarmUsageSharesLimitsOutAsCeilings) {
   auto fa2 = nextUsage(a, [&](const edge::v1::FarmUsage& fu) { return ceilingOf(fu) > 50; });
   EXPECT_LE(ceilingOf(fa2) + b_ceiling, 100);
   EXPECT_GE(ceilingOf(fa2), 95);
+}
+
+// A member cannot report more than the served limits let it admit: counts
+// are cut to each tier's limit, clients the snapshot does not name are
+// dropped, and IP entries stop at rate_limits.max_ip_entries.
+TEST_F(ControlPlaneTest, UsageReportsAreBoundedToTheServedLimits) {
+  writeFile(options_.config_file, R"({
+    "router_urls": ["http://127.0.0.1:1"],
+    "tls": {"enabled": false},
+    "auth": {"admin_keys": {"sk-admin-key-for-tests": "ops"}, "api_keys": {"sk-usage-test-key-one-000000000000": "one"}},
+    "rate_limits": {"global_rpm": 1000, "per_ip_rpm": 10, "per_key_rpm": 100, "per_key_tpm": 5000,
+                    "window_seconds": 60, "max_ip_entries": 100}
+  })");
+  start();
+  TestStream a(channel()), b(channel());
+  ASSERT_TRUE(a.hello("edge-a"));
+  ASSERT_TRUE(b.hello("edge-b"));
+  DiscoveryResponse r;
+  ASSERT_TRUE(a.nextSnapshot(&r));
+  ASSERT_TRUE(b.nextSnapshot(&r));
+  DiscoveryRequest report;
+  auto* u = report.mutable_usage();
+  u->set_window_seconds(60);
+  u->set_global_requests(1000000000000ull);
+  for (const char* key : {"cfg_one", "cl_ghost"}) {
+    auto* kc = u->add_key_requests();
+    kc->set_key(key);
+    kc->set_count(1000000000ull);
+    kc = u->add_key_tokens();
+    kc->set_key(key);
+    kc->set_count(1000000000ull);
+  }
+  for (int i = 0; i < 150; ++i) {
+    auto* ip = u->add_ip_requests();
+    ip->set_key("10.0.0." + std::to_string(i));
+    ip->set_count(1000000);
+  }
+  ASSERT_TRUE(b.send(report));
+  ASSERT_TRUE(a.next(&r, 5s, [](const DiscoveryResponse& m) {
+    return m.has_farm_usage() && m.farm_usage().global_requests() > 0;
+  }));
+  const auto& fu = r.farm_usage();
+  EXPECT_EQ(fu.global_requests(), 1000u);
+  ASSERT_EQ(fu.key_requests_size(), 1);
+  EXPECT_EQ(fu.key_requests(0).key(), "cfg_one");
+  EXPECT_EQ(fu.key_requests(0).count(), 100u);
+  ASSERT_EQ(fu.key_tokens_size(), 1);
+  EXPECT_EQ(fu.key_tokens(0).count(), 5000u);
+  EXPECT_EQ(fu.ip_requests_size(), 100);
+  for (const auto& ip : fu.ip_requests()) EXPECT_EQ(ip.count(), 10u);
+}
+
+// Admin calls need an admin key in the call's metadata; a member's
+// certificate (or no credential at all) is not enough.
+TEST_F(ControlPlaneTest, AdminCallsNeedAnAdminKey) {
+  start();
+  edge::v1::FarmStatus out;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status st = admin()->GetFarmStatus(&ctx, edge::v1::FarmStatusRequest(), &out);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_NE(st.error_message().find("admin API key"), std::string::npos) << st.error_message();
+  }
+  {
+    KeyedContext ctx("sk-not-a-key-of-this-farm-000000000");
+    EXPECT_EQ(admin()->GetFarmStatus(&ctx, edge::v1::FarmStatusRequest(), &out).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext ctx;
+    edge::v1::RestRequest req;
+    req.set_method("POST");
+    req.set_path("/api/v1/clients/register");
+    req.set_body(R"({"name":"sneaky","scopes":["admin"]})");
+    req.set_caller_client("ops");  // a claim, not a credential
+    edge::v1::RestReply reply;
+    EXPECT_EQ(admin()->HandleRest(&ctx, req, &reply).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  // An inference key is known but may not administer.
+  edge::v1::ClientWithKey app;
+  {
+    KeyedContext ctx;
+    edge::v1::RegisterClientRequest req;
+    req.set_name("app");
+    ASSERT_TRUE(admin()->RegisterClient(&ctx, req, &app).ok());
+  }
+  {
+    KeyedContext ctx(app.api_key());
+    EXPECT_EQ(admin()->GetFarmStatus(&ctx, edge::v1::FarmStatusRequest(), &out).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    KeyedContext ctx;
+    edge::v1::ClientList list;
+    ASSERT_TRUE(admin()->ListClients(&ctx, edge::v1::ListClientsRequest(), &list).ok());
+    for (const auto& c : list.clients()) EXPECT_NE(c.name(), "sneaky");
+  }
 }
 
 TEST_F(ControlPlaneTest, AReportIsForwardedWithoutWaitingForTheInterval) {
@@ -684,7 +796,7 @@ TEST_F(ControlPlaneTest, PluginsStateRoundTrip) {
   start();
   auto stub = admin();
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::PluginList list;
     ASSERT_TRUE(stub->ListPlugins(&ctx, edge::v1::ListPluginsRequest(), &list).ok());
     ASSERT_EQ(list.plugins_size(), 1);
@@ -698,7 +810,7 @@ TEST_F(ControlPlaneTest, PluginsStateRoundTrip) {
   DiscoveryResponse r;
   ASSERT_TRUE(s.nextSnapshot(&r));
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::SetPluginEnabledRequest req;
     req.set_id("pii");
     req.set_enabled(true);
@@ -711,7 +823,7 @@ TEST_F(ControlPlaneTest, PluginsStateRoundTrip) {
   ASSERT_TRUE(s.nextSnapshot(&r2, 2s));
   EXPECT_NE(r2.version_info(), r.version_info());
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::PluginRef ref;
     ref.set_id("pii");
     edge::v1::Valves v;
@@ -719,7 +831,7 @@ TEST_F(ControlPlaneTest, PluginsStateRoundTrip) {
     EXPECT_EQ(v.json(), "{}");
   }
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::SetValvesRequest req;
     req.set_plugin_id("pii");
     req.set_json(R"({ "mask": "*", "fields": ["email"] })");
@@ -728,7 +840,7 @@ TEST_F(ControlPlaneTest, PluginsStateRoundTrip) {
     EXPECT_EQ(v.json(), R"({"mask":"*","fields":["email"]})");
   }
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::PluginRef ref;
     ref.set_id("pii");
     edge::v1::Valves v;
@@ -736,7 +848,7 @@ TEST_F(ControlPlaneTest, PluginsStateRoundTrip) {
     EXPECT_EQ(v.json(), R"({"mask":"*","fields":["email"]})");
   }
   for (const char* bad : {"[1,2]", "\"x\"", "{", "null"}) {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::SetValvesRequest req;
     req.set_plugin_id("pii");
     req.set_json(bad);
@@ -745,7 +857,7 @@ TEST_F(ControlPlaneTest, PluginsStateRoundTrip) {
         << bad;
   }
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::SetValvesRequest req;
     req.set_plugin_id("nope");
     req.set_json("{}");
@@ -753,14 +865,14 @@ TEST_F(ControlPlaneTest, PluginsStateRoundTrip) {
     EXPECT_EQ(stub->SetValves(&ctx, req, &v).error_code(), grpc::StatusCode::NOT_FOUND);
   }
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::PluginRef ref;
     ref.set_id("nope");
     edge::v1::Valves v;
     EXPECT_EQ(stub->GetValves(&ctx, ref, &v).error_code(), grpc::StatusCode::NOT_FOUND);
   }
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::SetPluginEnabledRequest req;
     req.set_id("nope");
     edge::v1::Plugin p;
@@ -769,7 +881,7 @@ TEST_F(ControlPlaneTest, PluginsStateRoundTrip) {
   // Durable: all there after a restart.
   restart();
   stub = admin();
-  grpc::ClientContext ctx;
+  KeyedContext ctx;
   edge::v1::PluginList list;
   ASSERT_TRUE(stub->ListPlugins(&ctx, edge::v1::ListPluginsRequest(), &list).ok());
   ASSERT_EQ(list.plugins_size(), 1);
@@ -779,7 +891,7 @@ TEST_F(ControlPlaneTest, PluginsStateRoundTrip) {
 TEST_F(ControlPlaneTest, VersionIsStableAcrossRestartsAndFollowsTheConfig) {
   start();
   {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::RegisterClientRequest reg;
     reg.set_name("app");
     edge::v1::ClientWithKey issued;
@@ -833,7 +945,7 @@ TEST_F(ControlPlaneTest, UnparsableRequestIsRefused) {
   start();
   grpc::GenericStub stub(channel());
   grpc::CompletionQueue cq;
-  grpc::ClientContext ctx;
+  KeyedContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + 5s);
   auto next = [&](intptr_t want) {
     void* tag = nullptr;
@@ -872,7 +984,7 @@ TEST_F(ControlPlaneTest, DisconnectIsVisibleAndLateJoinersGetTheCurrentSnapshot)
   }
   EXPECT_TRUE(
       waitForMember("edge-a", [](const edge::v1::FarmMember& m) { return !m.connected(); }));
-  grpc::ClientContext ctx;
+  KeyedContext ctx;
   edge::v1::RegisterClientRequest reg;
   reg.set_name("late");
   edge::v1::ClientWithKey issued;
@@ -908,7 +1020,7 @@ TEST_F(ControlPlaneTest, ManyStreamsUnderChurnAllConverge) {
   });
   auto stub = admin();
   for (int i = 0; i < 15; ++i) {
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::RegisterClientRequest reg;
     reg.set_name("c" + std::to_string(i));
     edge::v1::ClientWithKey issued;
@@ -936,7 +1048,7 @@ TEST_F(ControlPlaneTest, HealthServiceServes) {
   start();
   grpc::GenericStub stub(channel());
   grpc::CompletionQueue cq;
-  grpc::ClientContext ctx;
+  KeyedContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + 5s);
   grpc::Slice empty;
   grpc::ByteBuffer request(&empty, 1);  // HealthCheckRequest{service: ""}: no bytes
@@ -1089,7 +1201,7 @@ class TlsTest : public ControlPlaneTest {
 
   grpc::Status listClients(std::shared_ptr<grpc::Channel> ch) {
     auto stub = edge::v1::Admin::NewStub(ch);
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + 5s);
     edge::v1::ClientList out;
     return stub->ListClients(&ctx, edge::v1::ListClientsRequest(), &out);
@@ -1120,9 +1232,18 @@ TEST_F(TlsTest, MutualTlsRefusesClientsWithoutAValidCertificate) {
   EXPECT_EQ(listClients(tlsChannel("")).error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(listClients(tlsChannel("stranger")).error_code(), grpc::StatusCode::UNAVAILABLE);
 
-  TestStream ok(tlsChannel("client"));
-  ASSERT_TRUE(ok.hello("edge-mtls"));
+  // A member is the name in its certificate (CN=client): it cannot
+  // subscribe as another member.
+  TestStream impostor(tlsChannel("client"));
+  impostor.hello("edge-other");
   DiscoveryResponse r;
+  EXPECT_FALSE(impostor.nextSnapshot(&r, 2s));
+  grpc::Status refused_id = impostor.finish();
+  EXPECT_EQ(refused_id.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(refused_id.error_message().find("client certificate"), std::string::npos) << refused_id.error_message();
+
+  TestStream ok(tlsChannel("client"));
+  ASSERT_TRUE(ok.hello("client"));
   ASSERT_TRUE(ok.nextSnapshot(&r));
 
   TestStream refused(tlsChannel(""));
@@ -1131,12 +1252,13 @@ TEST_F(TlsTest, MutualTlsRefusesClientsWithoutAValidCertificate) {
   EXPECT_FALSE(refused.finish().ok());
   auto status = [&] {
     auto stub = edge::v1::Admin::NewStub(tlsChannel("client"));
-    grpc::ClientContext ctx;
+    KeyedContext ctx;
     edge::v1::FarmStatus out;
     EXPECT_TRUE(stub->GetFarmStatus(&ctx, edge::v1::FarmStatusRequest(), &out).ok());
     return out;
   }();
-  EXPECT_NE(member(status, "edge-mtls"), nullptr);
+  EXPECT_NE(member(status, "client"), nullptr);
+  EXPECT_EQ(member(status, "edge-other"), nullptr);
   EXPECT_EQ(member(status, "edge-nocert"), nullptr);
 }
 

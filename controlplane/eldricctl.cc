@@ -25,6 +25,7 @@ namespace {
 
 namespace v1 = eldric::edge::v1;
 using eldric::config::readFile;
+using eldric::config::readKeyFile;
 using eldric::config::splitList;
 
 constexpr int kExitOk = 0;
@@ -74,6 +75,10 @@ Global flags (anywhere on the line):
                         started with --client-ca (mTLS)
   --server-name NAME    the name expected in the server certificate, when it
                         differs from HOST
+  --api-key-file FILE   the admin API key, read from FILE's first line (or set
+                        $ELDRIC_API_KEY): every call needs a key with the admin
+                        scope (from the config's auth.admin_keys, or a client
+                        registered with --scopes ...,admin)
   --timeout SECONDS     give up after this long (default 10)
   --json                print JSON instead of tables
   --help                this text
@@ -82,6 +87,7 @@ Exit status: 0 success, 1 the control plane refused the request (unknown
 client, invalid input, ...), 2 bad command line, 3 control plane unreachable.
 
 Examples:
+  export ELDRIC_API_KEY=sk-...   (an admin key)
   eldricctl clients register openwebui --description "Open WebUI" --rpm 600
   eldricctl clients register ops --scopes inference,admin
   eldricctl clients list
@@ -89,7 +95,7 @@ Examples:
   eldricctl clients revoke openwebui
   eldricctl plugins valves pii-redactor --set '{"mask":"*"}'
   eldricctl --control-plane cp.internal:8870 --ca ca.pem \
-      --cert admin.pem --key admin.key farm status
+      --cert admin.pem --key admin.key --api-key-file /root/admin.key farm status
 )";
 
 struct Args {
@@ -99,6 +105,7 @@ struct Args {
   bool json = false;
   bool help = false;
   int timeout_s = 10;
+  std::string api_key;  // --api-key-file, else $ELDRIC_API_KEY
   std::vector<std::string> positional;
   std::map<std::string, std::string> flags;  // command flags, without "--"
 };
@@ -110,8 +117,8 @@ int usageError(const std::string& msg) {
 
 bool parseArgs(int argc, char** argv, Args* a, std::string* error) {
   static const std::set<std::string> kBool = {"json", "tls", "help"};
-  static const std::set<std::string> kGlobal = {"control-plane", "ca",          "cert",
-                                                "key",           "server-name", "timeout"};
+  static const std::set<std::string> kGlobal = {"control-plane", "ca",      "cert",         "key",
+                                                "server-name",   "timeout", "api-key-file"};
   static const std::set<std::string> kCommand = {"description", "scopes",          "rpm",
                                                  "tpm",         "max-concurrent",  "models",
                                                  "expires-in",  "overlap-seconds", "set"};
@@ -160,6 +167,8 @@ bool parseArgs(int argc, char** argv, Args* a, std::string* error) {
       a->key = value;
     } else if (name == "server-name") {
       a->server_name = value;
+    } else if (name == "api-key-file") {
+      if (!readKeyFile(value, "flag --api-key-file", &a->api_key, error)) return false;
     } else if (name == "timeout") {
       char* end = nullptr;
       long n = strtol(value.c_str(), &end, 10);
@@ -401,6 +410,11 @@ class Cli {
 
  private:
   bool connect(std::string* error) {
+    api_key_ = a_.api_key;
+    if (api_key_.empty()) {
+      const char* env = getenv("ELDRIC_API_KEY");
+      if (env && *env) api_key_ = env;
+    }
     target_ = a_.control_plane;
     if (target_.empty()) {
       const char* env = getenv("ELDRIC_CONTROL_PLANE");
@@ -434,6 +448,8 @@ class Cli {
 
   void prepare(grpc::ClientContext* ctx) {
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(a_.timeout_s));
+    // Every Admin call needs an admin key; the server says so if missing.
+    if (!api_key_.empty()) ctx->AddMetadata("authorization", "Bearer " + api_key_);
   }
 
   int fail(const grpc::Status& s) {
@@ -733,6 +749,7 @@ class Cli {
 
   Args a_;
   std::string target_;
+  std::string api_key_;
   bool tls_ = false;
   std::unique_ptr<v1::Admin::Stub> stub_;
 };

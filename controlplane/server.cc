@@ -18,6 +18,7 @@
 #include "controlplane/server.h"
 
 #include <fcntl.h>
+#include <grpc/grpc_security_constants.h>
 #include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -28,6 +29,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -37,12 +39,14 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "controlplane/core/admin_rest.h"
+#include "controlplane/core/crypto.h"
 #include "controlplane/core/farm_limits.h"
 #include "controlplane/core/plugin_dir.h"
 #include "controlplane/core/snapshot_builder.h"
@@ -286,6 +290,11 @@ OutboundPtr encode(const DiscoveryResponse& msg) {
 struct FarmLimits {
   uint64_t tier[3] = {0, 0, 0};  // by FarmCeilings::Tier
   std::unordered_map<std::string, uint64_t> client_rpm;  // per-client overrides
+  // What a member's usage report is bounded to (see boundReport): the
+  // clients the snapshot names, their token limits, the IP table's size.
+  std::unordered_map<std::string, uint64_t> client_tpm;  // every client; 0: the tier default
+  uint64_t tokens_tier = 0;
+  size_t max_ip_entries = 100000;  // rate_limits.max_ip_entries' default
   uint64_t of(FarmCeilings::Tier t, const std::string& key) const {
     if (t == FarmCeilings::kKey) {
       auto it = client_rpm.find(key);
@@ -310,7 +319,8 @@ struct NodeState {
   bool has_report = false;
   int64_t last_report_unix_ms = 0;
   int64_t last_report_steady_ms = 0;
-  UsageReport report;
+  UsageReport report;  // as bounded by boundReport
+  bool report_cut = false;  // the last one was
 };
 
 }  // namespace
@@ -334,8 +344,13 @@ class ControlPlane::Impl {
   void onRequest(Stream* s, const DiscoveryRequest& req);
   void onDone(Stream* s);
 
-  // Admin.
-  grpc::Status handleRest(const edge::v1::RestRequest& req, edge::v1::RestReply* reply);
+  // Admin. Every Admin RPC first passes authorizeAdmin: the call's
+  // `authorization: Bearer <key>` metadata must name an admin key this
+  // control plane serves. A data plane's certificate alone (it may
+  // subscribe) is not enough. Fills `caller` with the key's client name.
+  grpc::Status authorizeAdmin(const grpc::ServerContext& ctx, std::string* caller);
+  grpc::Status handleRest(const edge::v1::RestRequest& req, const std::string& caller,
+                          edge::v1::RestReply* reply);
   grpc::Status registerClient(const edge::v1::RegisterClientRequest& req,
                               edge::v1::ClientWithKey* out);
   grpc::Status listClients(edge::v1::ClientList* out);
@@ -384,6 +399,13 @@ class ControlPlane::Impl {
   config::LoadResult base_;
   std::string session_key_;
   std::string built_version_;
+  // Every key of the served snapshot, by raw SHA-256, for authorizeAdmin.
+  struct KnownKey {
+    std::string client_name;
+    bool admin = false;
+    int64_t expires_at = 0;  // unix seconds; 0: never
+  };
+  std::unordered_map<std::string, KnownKey> known_keys_;
   // The first key expiry in the served snapshot; 0: none. Written under
   // store_mu_, read by the timer without it.
   std::atomic<int64_t> next_expiry_s_{0};
@@ -423,7 +445,21 @@ namespace {
 class Stream : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   Stream(ControlPlane::Impl* impl, grpc::CallbackServerContext* ctx)
-      : impl_(impl), peer_(ctx->peer()) {}
+      : impl_(impl), peer_(ctx->peer()) {
+    // With client certificates (--client-ca) a member is who its
+    // certificate says: its node id must be the certificate's common name
+    // or one of its DNS names, so that no member can report as another or
+    // take over its stream.
+    std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
+    if (auth && auth->IsPeerAuthenticated()) {
+      certified_ = true;
+      for (const char* property : {GRPC_X509_CN_PROPERTY_NAME, GRPC_PEER_DNS_PROPERTY_NAME}) {
+        for (const grpc::string_ref& v : auth->FindPropertyValues(property)) {
+          cert_names_.emplace_back(v.data(), v.size());
+        }
+      }
+    }
+  }
 
   void begin(std::shared_ptr<Stream> self) {
     self_ = std::move(self);
@@ -520,6 +556,15 @@ class Stream : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer
         close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, why));
         return;
       }
+      if (certified_ && std::find(cert_names_.begin(), cert_names_.end(), id) == cert_names_.end()) {
+        std::string names;
+        for (const auto& n : cert_names_) names += (names.empty() ? "" : ", ") + n;
+        why = "node.id \"" + id + "\" is not a name of this member's client certificate (its common name or a DNS name: " +
+              (names.empty() ? "none" : names) + ")";
+        log::warn("discovery stream refused", {{"peer", log::str(peer_)}, {"node", log::str(id)}, {"error", log::str(why)}});
+        close(grpc::Status(grpc::StatusCode::PERMISSION_DENIED, why));
+        return;
+      }
       node_id_ = id;
       impl_->onHello(this, req_);
     } else {
@@ -592,6 +637,8 @@ class Stream : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer
   grpc::ByteBuffer req_bytes_;
   DiscoveryRequest req_;
   std::string node_id_;
+  bool certified_ = false;               // the peer showed a client certificate we verified
+  std::vector<std::string> cert_names_;  // its CN and DNS names
 
   std::mutex mu_;
   std::deque<OutboundPtr> queue_;
@@ -625,52 +672,66 @@ class DiscoveryService final
 class AdminService final : public edge::v1::Admin::Service {
  public:
   explicit AdminService(ControlPlane::Impl* impl) : impl_(impl) {}
-  grpc::Status HandleRest(grpc::ServerContext*, const edge::v1::RestRequest* req,
+  grpc::Status HandleRest(grpc::ServerContext* ctx, const edge::v1::RestRequest* req,
                           edge::v1::RestReply* reply) override {
-    return impl_->handleRest(*req, reply);
+    // The caller is who the key says, not what the request claims.
+    return guarded(ctx, "HandleRest", [&](const std::string& caller) { return impl_->handleRest(*req, caller, reply); });
   }
-  grpc::Status RegisterClient(grpc::ServerContext*, const edge::v1::RegisterClientRequest* req,
+  grpc::Status RegisterClient(grpc::ServerContext* ctx, const edge::v1::RegisterClientRequest* req,
                               edge::v1::ClientWithKey* out) override {
-    return impl_->registerClient(*req, out);
+    return guarded(ctx, "RegisterClient", [&](const std::string&) { return impl_->registerClient(*req, out); });
   }
-  grpc::Status ListClients(grpc::ServerContext*, const edge::v1::ListClientsRequest*,
+  grpc::Status ListClients(grpc::ServerContext* ctx, const edge::v1::ListClientsRequest*,
                            edge::v1::ClientList* out) override {
-    return impl_->listClients(out);
+    return guarded(ctx, "ListClients", [&](const std::string&) { return impl_->listClients(out); });
   }
-  grpc::Status GetClient(grpc::ServerContext*, const edge::v1::ClientRef* req,
+  grpc::Status GetClient(grpc::ServerContext* ctx, const edge::v1::ClientRef* req,
                          edge::v1::Client* out) override {
-    return impl_->getClient(req->id(), out);
+    return guarded(ctx, "GetClient", [&](const std::string&) { return impl_->getClient(req->id(), out); });
   }
-  grpc::Status RevokeClient(grpc::ServerContext*, const edge::v1::ClientRef* req,
+  grpc::Status RevokeClient(grpc::ServerContext* ctx, const edge::v1::ClientRef* req,
                             edge::v1::Client* out) override {
-    return impl_->revokeClient(req->id(), out);
+    return guarded(ctx, "RevokeClient", [&](const std::string&) { return impl_->revokeClient(req->id(), out); });
   }
-  grpc::Status RotateKey(grpc::ServerContext*, const edge::v1::RotateKeyRequest* req,
+  grpc::Status RotateKey(grpc::ServerContext* ctx, const edge::v1::RotateKeyRequest* req,
                          edge::v1::ClientWithKey* out) override {
-    return impl_->rotateKey(*req, out);
+    return guarded(ctx, "RotateKey", [&](const std::string&) { return impl_->rotateKey(*req, out); });
   }
-  grpc::Status ListPlugins(grpc::ServerContext*, const edge::v1::ListPluginsRequest*,
+  grpc::Status ListPlugins(grpc::ServerContext* ctx, const edge::v1::ListPluginsRequest*,
                            edge::v1::PluginList* out) override {
-    return impl_->listPlugins(out);
+    return guarded(ctx, "ListPlugins", [&](const std::string&) { return impl_->listPlugins(out); });
   }
-  grpc::Status SetPluginEnabled(grpc::ServerContext*, const edge::v1::SetPluginEnabledRequest* req,
+  grpc::Status SetPluginEnabled(grpc::ServerContext* ctx, const edge::v1::SetPluginEnabledRequest* req,
                                 edge::v1::Plugin* out) override {
-    return impl_->setPluginEnabled(*req, out);
+    return guarded(ctx, "SetPluginEnabled", [&](const std::string&) { return impl_->setPluginEnabled(*req, out); });
   }
-  grpc::Status GetValves(grpc::ServerContext*, const edge::v1::PluginRef* req,
+  grpc::Status GetValves(grpc::ServerContext* ctx, const edge::v1::PluginRef* req,
                          edge::v1::Valves* out) override {
-    return impl_->getValves(req->id(), out);
+    return guarded(ctx, "GetValves", [&](const std::string&) { return impl_->getValves(req->id(), out); });
   }
-  grpc::Status SetValves(grpc::ServerContext*, const edge::v1::SetValvesRequest* req,
+  grpc::Status SetValves(grpc::ServerContext* ctx, const edge::v1::SetValvesRequest* req,
                          edge::v1::Valves* out) override {
-    return impl_->setValves(*req, out);
+    return guarded(ctx, "SetValves", [&](const std::string&) { return impl_->setValves(*req, out); });
   }
-  grpc::Status GetFarmStatus(grpc::ServerContext*, const edge::v1::FarmStatusRequest*,
+  grpc::Status GetFarmStatus(grpc::ServerContext* ctx, const edge::v1::FarmStatusRequest*,
                              edge::v1::FarmStatus* out) override {
-    return impl_->farmStatus(out);
+    return guarded(ctx, "GetFarmStatus", [&](const std::string&) { return impl_->farmStatus(out); });
   }
 
  private:
+  template <class F>
+  grpc::Status guarded(grpc::ServerContext* ctx, const char* method, F call) {
+    std::string caller;
+    grpc::Status status = impl_->authorizeAdmin(*ctx, &caller);
+    if (!status.ok()) {
+      log::warn("admin call refused", {{"method", log::str(method)},
+                                       {"peer", log::str(ctx->peer())},
+                                       {"error", log::str(status.error_message())}});
+      return status;
+    }
+    return call(caller);
+  }
+
   ControlPlane::Impl* impl_;
 };
 
@@ -910,6 +971,14 @@ bool ControlPlane::Impl::rebuildLocked(const char* reason, std::string* error) {
     }
   }
   next_expiry_s_ = next_expiry;
+  known_keys_.clear();
+  for (const auto& k : snap.auth().api_keys()) {
+    KnownKey known;
+    known.client_name = k.client_name();
+    known.expires_at = k.expires_at();
+    for (int sc : k.scopes()) known.admin = known.admin || sc == edge::v1::SCOPE_ADMIN;
+    known_keys_[k.sha256()] = std::move(known);
+  }
   if (version == built_version_) return true;  // nothing changed: no push
   built_version_ = version;
   snap.set_version(version);
@@ -935,8 +1004,11 @@ bool ControlPlane::Impl::rebuildLocked(const char* reason, std::string* error) {
   limits.tier[FarmCeilings::kGlobal] = rl.global_requests();
   limits.tier[FarmCeilings::kIp] = rl.per_ip_requests();
   limits.tier[FarmCeilings::kKey] = rl.per_key_requests();
+  limits.tokens_tier = rl.per_key_tokens();
+  if (rl.has_max_ip_entries()) limits.max_ip_entries = rl.max_ip_entries();
   for (const auto& k : msg.snapshot().auth().api_keys()) {
     if (k.requests_per_minute()) limits.client_rpm[k.client_id()] = k.requests_per_minute();
+    limits.client_tpm[k.client_id()] = k.tokens_per_minute();
   }
   publish(std::move(out), std::move(limits));
   return true;
@@ -1159,7 +1231,90 @@ void writeDifference(const std::map<std::string, uint64_t>& total,
 
 }  // namespace
 
-void ControlPlane::Impl::recordReportLocked(const std::string& id, NodeState& n, const UsageReport& usage) {
+namespace {
+
+// A count no member can reach in one window whatever the limits (one
+// request per microsecond for an hour): bounds what a tier that is off
+// adds up.
+constexpr uint64_t kImplausibleCount = 3600ull * 1000 * 1000;
+constexpr int kMaxReportedUpstreams = 1024;
+
+// `usage` bounded to what the member can plausibly have admitted under the
+// served limits: counts no higher than the tier's limit (a member enforces
+// at most the whole limit), only clients the snapshot names, no more IP
+// entries than the members' own tables hold. A member that reports more
+// (a bug, or a member that is not what it claims) cannot inflate the
+// farm's counts past the limits, starve a client farm-wide beyond one
+// window's worth, or grow the control plane's memory. Returns how many
+// entries or counts it cut.
+size_t boundReport(const FarmLimits& limits, UsageReport* usage) {
+  size_t cut = 0;
+  auto clamp = [&](uint64_t count, uint64_t limit) {
+    uint64_t most = limit ? limit : kImplausibleCount;
+    if (count <= most) return count;
+    ++cut;
+    return most;
+  };
+  using List = google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>;
+  auto boundKeys = [&](List* list, auto limitOf) {
+    List kept;
+    for (auto& kc : *list) {
+      auto known = limits.client_tpm.find(kc.key());
+      if (known == limits.client_tpm.end()) {
+        ++cut;
+        continue;
+      }
+      kc.set_count(clamp(kc.count(), limitOf(kc.key(), known->second)));
+      *kept.Add() = std::move(kc);
+    }
+    list->Swap(&kept);
+  };
+  auto boundIps = [&](List* list, uint64_t limit) {
+    if (static_cast<size_t>(list->size()) > limits.max_ip_entries) {
+      cut += list->size() - limits.max_ip_entries;
+      list->DeleteSubrange(static_cast<int>(limits.max_ip_entries),
+                           list->size() - static_cast<int>(limits.max_ip_entries));
+    }
+    for (auto& kc : *list) kc.set_count(clamp(kc.count(), limit));
+  };
+  auto requestsOf = [&](const std::string& id, uint64_t) { return limits.of(FarmCeilings::kKey, id); };
+  auto tokensOf = [&](const std::string&, uint64_t tpm) { return tpm ? tpm : limits.tokens_tier; };
+  auto anyOf = [](const std::string&, uint64_t) { return uint64_t{0}; };
+  usage->set_global_requests(clamp(usage->global_requests(), limits.tier[FarmCeilings::kGlobal]));
+  if (usage->has_global_request_ceiling()) {
+    usage->set_global_request_ceiling(clamp(usage->global_request_ceiling(), limits.tier[FarmCeilings::kGlobal]));
+  }
+  usage->set_global_refused(clamp(usage->global_refused(), 0));
+  boundIps(usage->mutable_ip_requests(), limits.tier[FarmCeilings::kIp]);
+  boundIps(usage->mutable_ip_request_ceilings(), limits.tier[FarmCeilings::kIp]);
+  boundIps(usage->mutable_ip_refused(), 0);
+  boundKeys(usage->mutable_key_requests(), requestsOf);
+  boundKeys(usage->mutable_key_request_ceilings(), requestsOf);
+  boundKeys(usage->mutable_key_refused(), anyOf);
+  boundKeys(usage->mutable_key_tokens(), tokensOf);
+  boundKeys(usage->mutable_key_in_flight(), anyOf);
+  if (usage->upstreams_size() > kMaxReportedUpstreams) {
+    cut += usage->upstreams_size() - kMaxReportedUpstreams;
+    usage->mutable_upstreams()->DeleteSubrange(kMaxReportedUpstreams, usage->upstreams_size() - kMaxReportedUpstreams);
+  }
+  return cut;
+}
+
+}  // namespace
+
+void ControlPlane::Impl::recordReportLocked(const std::string& id, NodeState& n, const UsageReport& reported) {
+  UsageReport usage = reported;
+  if (size_t cut = boundReport(current_limits_, &usage)) {
+    // Once per member until it reports within bounds again: a member in
+    // this state reports every sync interval.
+    if (!n.report_cut) {
+      log::warn("a member's usage report goes past the served limits; bounded",
+                {{"node", log::str(id)}, {"entries_or_counts_cut", log::num(static_cast<long long>(cut))}});
+    }
+    n.report_cut = true;
+  } else {
+    n.report_cut = false;
+  }
   n.report = usage;
   n.has_report = true;
   n.last_report_unix_ms = unixMs();
@@ -1311,7 +1466,36 @@ std::string ControlPlane::Impl::usageJson(const std::string& client_id) {
          ",\"in_flight\":" + std::to_string(in_flight) + "}";
 }
 
-grpc::Status ControlPlane::Impl::handleRest(const edge::v1::RestRequest& req,
+grpc::Status ControlPlane::Impl::authorizeAdmin(const grpc::ServerContext& ctx, std::string* caller) {
+  const auto& md = ctx.client_metadata();
+  auto it = md.find("authorization");
+  std::string_view value;
+  if (it != md.end()) value = std::string_view(it->second.data(), it->second.size());
+  constexpr std::string_view kBearer = "bearer ";
+  if (value.size() <= kBearer.size() ||
+      !std::equal(kBearer.begin(), kBearer.end(), value.begin(),
+                  [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); })) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "admin calls need an admin API key (metadata \"authorization: Bearer <key>\"; "
+                        "eldricctl: --api-key-file or ELDRIC_API_KEY)");
+  }
+  std::string_view key = value.substr(kBearer.size());
+  unsigned char digest[32];
+  sha256(key.data(), key.size(), digest);
+  std::string hash(reinterpret_cast<const char*>(digest), sizeof digest);
+  std::lock_guard<std::mutex> l(store_mu_);
+  auto k = known_keys_.find(hash);
+  if (k == known_keys_.end() || (k->second.expires_at > 0 && k->second.expires_at <= unixMs() / 1000)) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid or expired API key");
+  }
+  if (!k->second.admin) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "this API key has no admin scope");
+  }
+  *caller = k->second.client_name;
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlPlane::Impl::handleRest(const edge::v1::RestRequest& req, const std::string& caller,
                                             edge::v1::RestReply* reply) {
   std::lock_guard<std::mutex> l(store_mu_);
   bool changed = false;
@@ -1322,7 +1506,7 @@ grpc::Status ControlPlane::Impl::handleRest(const edge::v1::RestRequest& req,
     // logged.
     log::info("admin state changed", {{"method", log::str(req.method())},
                                           {"path", log::str(req.path())},
-                                          {"caller", log::str(req.caller_client())}});
+                                          {"caller", log::str(caller)}});
     // Committed; the answer goes out only once the new snapshot is queued
     // on every stream.
     rebuildAfterChangeLocked("admin REST");

@@ -753,6 +753,19 @@ bool readFile(const std::string& path, const std::string& what, std::string* out
   return true;
 }
 
+bool readKeyFile(const std::string& path, const std::string& what, std::string* key, std::string* error) {
+  std::string text;
+  if (!readFile(path, what, &text, error)) return false;
+  text = text.substr(0, text.find('\n'));
+  while (!text.empty() && (text.back() == '\r' || text.back() == ' ' || text.back() == '\t')) text.pop_back();
+  if (text.empty()) {
+    *error = what + ": " + path + " holds no key";
+    return false;
+  }
+  *key = std::move(text);
+  return true;
+}
+
 const char* usage() {
   return R"(eldric-edge: the TLS gateway in front of an Eldric LLM cluster.
 
@@ -818,19 +831,9 @@ bool parseCommandLine(int argc, char** argv, CommandLine* out, std::string* erro
     } else if (arg == "--api-key") {
       if (!flags.value(&out->api_key, error)) return false;
     } else if (arg == "--api-key-file") {
-      // The key off the command line (which every local user can read in
-      // /proc): the file's first line.
       std::string path;
       if (!flags.value(&path, error)) return false;
-      std::string text;
-      if (!readFile(path, "flag --api-key-file", &text, error)) return false;
-      text = text.substr(0, text.find('\n'));
-      while (!text.empty() && (text.back() == '\r' || text.back() == ' ' || text.back() == '\t')) text.pop_back();
-      if (text.empty()) {
-        *error = "flag --api-key-file: " + path + " holds no key";
-        return false;
-      }
-      out->api_key = std::move(text);
+      if (!readKeyFile(path, "flag --api-key-file", &out->api_key, error)) return false;
     } else if (arg == "--access-log") {
       if (!flags.value(&out->access_log, error)) return false;
     } else if (arg == "--log-level") {

@@ -26,6 +26,11 @@ struct CommandLine {
 // ("tls.cert_file /etc/ssl/x.pem: No such file or directory").
 bool readFile(const std::string& path, const std::string& what, std::string* out, std::string* error);
 
+// An API key kept off the command line (which every local user can read in
+// /proc): the first line of `path`, trailing blanks removed. `what` names
+// the flag in errors.
+bool readKeyFile(const std::string& path, const std::string& what, std::string* key, std::string* error);
+
 // A comma-separated list ("a, b,c"): items trimmed of spaces and tabs,
 // empty ones dropped. Flags and eldricctl options use it.
 std::vector<std::string> splitList(const std::string& s);

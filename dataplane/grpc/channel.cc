@@ -91,6 +91,7 @@ struct Call {
   }
 
   std::string path;
+  std::vector<std::pair<std::string, std::string>> metadata;  // extra request headers
   StreamCallbacks* callbacks;  // null once ended, cancelled or silenced
   Session* session = nullptr;  // queued on or open on; null once the session is gone
   int32_t stream_id = -1;      // -1 until submitted to nghttp2
@@ -519,6 +520,12 @@ bool Session::submit(const std::shared_ptr<Call>& call) {
     uint64_t now = dispatcher_.nowMs();
     timeout = encodeTimeout(call->deadline_ms > now ? call->deadline_ms - now : 1);
     nva.push_back(header(kTimeout, timeout));
+  }
+  for (const auto& [name, value] : call->metadata) {
+    nghttp2_nv nv = header(name, value);
+    // A credential stays out of HPACK's dynamic table (RFC 7541 7.1.3).
+    if (name == "authorization") nv.flags = NGHTTP2_NV_FLAG_NO_INDEX;
+    nva.push_back(nv);
   }
   nghttp2_data_provider provider;
   provider.source.ptr = call.get();
@@ -1081,10 +1088,11 @@ std::unique_ptr<Stream> Channel::startStream(const std::string& path, StreamCall
 
 void Channel::unary(
     const std::string& path, std::string request, uint64_t timeout_ms,
-    std::function<void(int grpc_status, std::string message, std::string response)> done) {
+    std::function<void(int grpc_status, std::string message, std::string response)> done, Metadata metadata) {
   auto u = std::make_unique<detail::UnaryCall>(*this, std::move(done));
   detail::UnaryCall* raw = u.get();
   auto call = std::make_shared<Call>(path, raw, options_.max_receive_message_bytes);
+  call->metadata = std::move(metadata);
   if (timeout_ms > 0) {
     call->deadline_ms = dispatcher_.nowMs() + timeout_ms;
     raw->timer = dispatcher_.createTimer([raw] { raw->onDeadline(); });

@@ -129,8 +129,12 @@ class Channel {
   // grpc-timeout and enforced locally too (DEADLINE_EXCEEDED); it counts
   // from this call, connecting included. Success is status 0 with exactly
   // one response message.
+  // `metadata` goes in the call's HEADERS (lowercase names); an
+  // "authorization" value is marked never to be indexed by HPACK.
+  using Metadata = std::vector<std::pair<std::string, std::string>>;
   void unary(const std::string& path, std::string request, uint64_t timeout_ms,
-             std::function<void(int grpc_status, std::string message, std::string response)> done);
+             std::function<void(int grpc_status, std::string message, std::string response)> done,
+             Metadata metadata = {});
 
   // An HTTP/2 connection is established and accepting new calls.
   bool connected() const;

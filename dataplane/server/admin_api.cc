@@ -2,6 +2,7 @@
 
 #include "dataplane/common/log.h"
 #include "dataplane/config/runtime_config.h"
+#include "filters/auth/auth_filter.h"
 #include "filters/ratelimit/ratelimit_filter.h"
 
 namespace eldric::server {
@@ -35,8 +36,9 @@ void ClientsFilter::dispatch(std::string body) {
   const auto& req = callbacks_->requestHeaders();
   std::shared_ptr<bool> alive = alive_;
   http::DecoderFilterCallbacks* cb = callbacks_;
+  const std::string* credential = callbacks_->streamInfo().filter_state.get(filters::auth::kAdminCredential);
   backend_.handle(req.method, std::string(req.pathOnly()), std::move(body), callbacks_->streamInfo().client_name,
-                  callbacks_->dispatcher(),
+                  credential ? *credential : std::string(), callbacks_->dispatcher(),
                   [alive, cb](AdminBackend::Reply reply) {
                     // The client may have gone while the store worked.
                     if (!*alive) return;

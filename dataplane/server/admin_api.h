@@ -29,9 +29,11 @@ class AdminBackend {
   };
   // Runs `request` (method, path, body) off the worker, then calls `done`
   // back on `worker`'s thread. `caller` is the authenticated client's name,
-  // for the audit log line of a change.
+  // for the audit log line of a change; `credential` the key it presented
+  // (a farm member passes it on: the control plane checks it again).
   virtual void handle(const std::string& method, const std::string& path, std::string body,
-                      const std::string& caller, Dispatcher& worker, std::function<void(Reply)> done) = 0;
+                      const std::string& caller, const std::string& credential, Dispatcher& worker,
+                      std::function<void(Reply)> done) = 0;
 };
 
 class ClientsFilter : public http::StreamDecoderFilter {

@@ -275,15 +275,24 @@ void FarmClient::setOffline(bool offline, const char* why) {
 }
 
 void FarmClient::handleRest(const std::string& method, const std::string& path, const std::string& body,
-                            const std::string& caller,
+                            const std::string& caller, const std::string& credential,
                             std::function<void(int, std::string, std::string)> done) {
   edge::v1::RestRequest req;
   req.set_method(method);
   req.set_path(path);
   req.set_body(body);
   req.set_caller_client(caller);
+  // The control plane checks the admin's own key again: a member's
+  // certificate may subscribe, not administer.
+  grpc::Channel::Metadata metadata{{"authorization", "Bearer " + credential}};
   channel_->unary(kRestPath, req.SerializeAsString(), 10000,
                   [done](int status, std::string message, std::string response) {
+                    if (status == grpc::kUnauthenticated || status == grpc::kPermissionDenied) {
+                      done(status == grpc::kUnauthenticated ? 401 : 403,
+                           "the control plane refused this key for admin calls: " + message,
+                           status == grpc::kUnauthenticated ? "invalid_api_key" : "insufficient_scope");
+                      return;
+                    }
                     if (status != 0) {
                       done(503, "the control plane is unreachable (" + message + "); admin changes need it",
                            "control_plane_unavailable");
@@ -295,7 +304,8 @@ void FarmClient::handleRest(const std::string& method, const std::string& path, 
                       return;
                     }
                     done(static_cast<int>(reply.status()), reply.body(), reply.error_code());
-                  });
+                  },
+                  std::move(metadata));
 }
 
 FarmView FarmClient::view() const {

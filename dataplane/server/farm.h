@@ -53,8 +53,9 @@ class FarmClient : public grpc::StreamCallbacks {
   void setIdentity(std::string node_id, const std::vector<std::string>& listen_addresses);
   void start();
   // Admin REST carried to the control plane; `done` runs on the main loop.
+  // `credential`: the admin's key, checked again by the control plane.
   void handleRest(const std::string& method, const std::string& path, const std::string& body,
-                  const std::string& caller,
+                  const std::string& caller, const std::string& credential,
                   std::function<void(int status, std::string body, std::string code)> done);
   // Thread-safe copy for /health and /metrics.
   FarmView view() const;

@@ -853,11 +853,13 @@ int Server::run() {
 namespace eldric::server {
 
 void Server::handle(const std::string& method, const std::string& path, std::string body, const std::string& caller,
-                    Dispatcher& worker, std::function<void(Reply)> done) {
-  main_.post([this, method, path, body = std::move(body), caller, &worker, done] {
+                    const std::string& credential, Dispatcher& worker, std::function<void(Reply)> done) {
+  // The credential is copied only where it is passed on (a farm member).
+  main_.post([this, method, path, body = std::move(body), caller, credential = farm_ ? credential : std::string(),
+              &worker, done] {
     if (farm_) {
       // A farm's state lives in the control plane: carry the call there.
-      farm_->handleRest(method, path, body, caller, [&worker, done](int status, std::string b, std::string code) {
+      farm_->handleRest(method, path, body, caller, credential, [&worker, done](int status, std::string b, std::string code) {
         Reply reply{status, std::move(b), std::move(code)};
         worker.post([done, reply] { done(reply); });
       });

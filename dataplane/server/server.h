@@ -121,8 +121,7 @@ class Server : public AdminBackend {
 
   // AdminBackend (standalone: the embedded store, on the main loop).
   void handle(const std::string& method, const std::string& path, std::string body, const std::string& caller,
-              Dispatcher& worker,
-              std::function<void(Reply)> done) override;
+              const std::string& credential, Dispatcher& worker, std::function<void(Reply)> done) override;
 
  private:
   bool bindListeners(const config::RuntimeConfig& cfg, std::string* error);

@@ -210,6 +210,7 @@ http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& header
     auto& info = callbacks_->streamInfo();
     info.client_name = id->client_name;
     info.identity = std::move(id);
+    if (scope == edge::v1::SCOPE_ADMIN) info.filter_state.set(kAdminCredential, std::make_shared<std::string>(key));
     // The key has done its job; do not forward it to the cluster.
     headers.headers.remove("authorization");
     headers.headers.remove("x-api-key");

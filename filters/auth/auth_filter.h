@@ -59,6 +59,12 @@ using AuthConfigSharedPtr = std::shared_ptr<const AuthConfig>;
 // The key a request presents, or empty.
 std::string_view presentedKey(const http::RequestHeaders& headers);
 
+// On a route that needs the admin scope, the key that passed: a farm
+// member hands it to the control plane, which checks it again (a member's
+// own certificate may not administer). Nowhere else is a key kept past
+// the auth filter.
+inline constexpr http::FilterStateKey<std::string> kAdminCredential{"auth.admin_credential"};
+
 // Also answers /api/v1/session (log in with a key, who am I, log out): the
 // session is the auth filter's own business.
 class AuthFilter : public http::StreamDecoderFilter {

@@ -88,7 +88,8 @@ const char* kUsage =
     "the key names of every snapshot from the wire; --full-decode parses each\n"
     "snapshot whole, as eldric-edge does (on one loop for all N streams).\n"
     "--report-ms MS: each stream also sends a usage report every MS (as members\n"
-    "do every sync interval), so the control plane keeps and sums N reports.\n";
+    "do every sync interval), so the control plane keeps and sums N reports.\n"
+    "Admin calls carry the admin key in $ELDRIC_API_KEY.\n";
 
 bool parseArgs(int argc, char** argv, Options* o) {
   for (int i = 1; i < argc; i++) {
@@ -452,13 +453,17 @@ Bench::Call Bench::admin(const char* path, const std::string& request) {
   std::promise<void> done;
   admin_loop_->dispatcher().post([&] {
     out.issued_ns = nowNs();
-    admin_channel_->unary(path, request, 10000, [&](int status, std::string msg, std::string resp) {
-      out.returned_ns = nowNs();
-      out.status = status;
-      out.message = std::move(msg);
-      out.response = std::move(resp);
-      done.set_value();
-    });
+    const char* key = std::getenv("ELDRIC_API_KEY");
+    admin_channel_->unary(
+        path, request, 10000,
+        [&](int status, std::string msg, std::string resp) {
+          out.returned_ns = nowNs();
+          out.status = status;
+          out.message = std::move(msg);
+          out.response = std::move(resp);
+          done.set_value();
+        },
+        {{"authorization", std::string("Bearer ") + (key ? key : "")}});
   });
   // The unary call's own deadline (10 s) bounds this.
   done.get_future().wait();

@@ -10,6 +10,7 @@
 //                                          # control-plane table in BENCHMARKS.md
 //   node test/bench/cp_bench.mjs --quick   # N = 50, a few seconds; writes nothing
 import { spawn, execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -68,10 +69,12 @@ process.on('exit', () => {
 process.on('SIGINT', () => process.exit(130));
 process.on('SIGTERM', () => process.exit(143));
 
+// The admin calls' key (cp_bench reads it from $ELDRIC_API_KEY).
+const ADMIN_KEY = `sk-bench-admin-${crypto.randomBytes(12).toString('hex')}`;
 const config = {
   router_urls: ['http://127.0.0.1:19881'],
   tls: { enabled: false },
-  auth: { require_api_key: true },
+  auth: { require_api_key: true, admin_keys: { [ADMIN_KEY]: 'bench' } },
   rate_limits: { global_rpm: 0, per_ip_rpm: 0, per_key_rpm: 0, window_seconds: 60 },
 };
 const cfgFile = path.join(work, 'cp.json');
@@ -99,7 +102,7 @@ async function runOne(r) {
   let out;
   try {
     out = execFileSync('sh', ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"', TOOL, ...args],
-      { encoding: 'utf8', timeout: 600000, stdio: ['ignore', 'pipe', 'inherit'] });
+      { encoding: 'utf8', timeout: 600000, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ELDRIC_API_KEY: ADMIN_KEY } });
   } catch (e) {
     out = String(e.stdout || '');
   }

@@ -46,10 +46,13 @@ async function makeLeaf(dir, ca, name, usage) {
   return { crt: p(`${name}.crt`), key: p(`${name}.key`) };
 }
 
-/** Runs eldricctl; resolves {code, stdout, stderr}. */
-function ctl(args) {
+/** Runs eldricctl (with the admin key unless `key` says otherwise);
+ * resolves {code, stdout, stderr}. */
+function ctl(args, key = ADMIN_KEY) {
+  const env = { ...process.env, ELDRIC_API_KEY: key };
+  if (!key) delete env.ELDRIC_API_KEY;
   return new Promise((resolve) => {
-    execFile(CTL_BIN, args, { timeout: 15000 }, (err, stdout, stderr) => {
+    execFile(CTL_BIN, args, { timeout: 15000, env }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
     });
   });
@@ -57,7 +60,7 @@ function ctl(args) {
 
 describe('farm over mTLS', { timeout: 120000 }, () => {
   let dir, router, cp, cpPort, cpData;
-  let farmCa, otherCa, server, good, stranger;
+  let farmCa, otherCa, server, good, stranger, impostor;
   const members = {};
   let ctlTls;
 
@@ -66,7 +69,10 @@ describe('farm over mTLS', { timeout: 120000 }, () => {
     farmCa = await makeCa(dir, 'farm-ca');
     otherCa = await makeCa(dir, 'other-ca');
     server = await makeLeaf(dir, farmCa, 'controlplane', 'serverAuth');
-    good = await makeLeaf(dir, farmCa, 'member-good', 'clientAuth');
+    // A member's node id is its certificate's name.
+    good = await makeLeaf(dir, farmCa, 'good', 'clientAuth');
+    // Of the farm's CA, but for another name than the node id it claims.
+    impostor = await makeLeaf(dir, farmCa, 'impostor', 'clientAuth');
     stranger = await makeLeaf(dir, otherCa, 'member-stranger', 'clientAuth');
     const admin = await makeLeaf(dir, farmCa, 'admin', 'clientAuth');
 
@@ -92,6 +98,8 @@ describe('farm over mTLS', { timeout: 120000 }, () => {
         '--node-id', name, '--control-plane-ca', farmCa.crt, ...extra],
     });
     members.good = await member('good', ['--control-plane-cert', good.crt, '--control-plane-key', good.key]);
+    members.impostor = await member('good-too', ['--control-plane-cert', impostor.crt, '--control-plane-key', impostor.key,
+      '--api-key', ADMIN_KEY]);
     // The two that never get a snapshot know the admin key locally: the
     // detail of their /health is for admin keys.
     members.nocert = await member('nocert', ['--api-key', ADMIN_KEY]);
@@ -144,5 +152,37 @@ describe('farm over mTLS', { timeout: 120000 }, () => {
   it('eldricctl without a client certificate is refused too', T, async () => {
     const r = await ctl(['--control-plane', `127.0.0.1:${cpPort}`, '--ca', farmCa.crt, 'farm', 'status']);
     assert.equal(r.code, 3, `exit ${r.code}: ${r.stdout} ${r.stderr}`);
+  });
+
+  it('a member whose certificate names someone else cannot subscribe under another node id', T, async () => {
+    await sleep(1000);
+    const h = (await request({ port: members.impostor.httpPort, path: '/health', headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json();
+    assert.equal(h.control_plane.snapshot_version, '', 'it never got a snapshot');
+    assert.match(cp.stderr(), /"node":"good-too".*is not a name of this member's client certificate/);
+    const st = await ctl([...ctlTls, '--json', 'farm', 'status']);
+    assert.deepEqual(JSON.parse(st.stdout).members.map((m) => m.node_id ?? m.nodeId), ['good']);
+  });
+
+  it("a member's certificate may subscribe but not administer: admin calls need an admin key", T, async () => {
+    const asMember = ['--control-plane', `127.0.0.1:${cpPort}`, '--ca', farmCa.crt, '--cert', good.crt, '--key', good.key];
+    let r = await ctl([...asMember, 'clients', 'register', 'by-a-member'], '');
+    assert.equal(r.code, 1, `exit ${r.code}: ${r.stdout} ${r.stderr}`);
+    assert.match(r.stderr, /not allowed: admin calls need an admin API key/);
+    r = await ctl([...asMember, 'clients', 'list'], 'sk-not-a-key-of-this-farm-000');
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /not allowed: invalid or expired API key/);
+    // An inference key is known to the control plane, and still refused.
+    const reg = await ctl([...ctlTls, '--json', 'clients', 'register', 'inference-only']);
+    assert.equal(reg.code, 0, reg.stderr);
+    r = await ctl([...asMember, 'farm', 'status'], JSON.parse(reg.stdout).api_key);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /no admin scope/);
+    // With the admin key, the same certificate may.
+    r = await ctl([...asMember, '--json', 'farm', 'status']);
+    assert.equal(r.code, 0, r.stderr);
+    // The REST API of a member carries the caller's own key: a wrong one
+    // is refused by the member already, an admin one works end to end.
+    const f = await request({ port: members.good.httpPort, path: '/api/v1/clients', headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    assert.equal(f.status, 200, f.body);
   });
 });

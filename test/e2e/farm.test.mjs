@@ -328,12 +328,14 @@ describe('farm: a snapshot that cannot be applied is NACKed', { timeout: 60000 }
     const cpConfig = {
       router_urls: [router.url],
       tls: { cert_file: badCert, key_file: good.key },
+      // The control plane checks admin calls against its own keys.
+      auth: { admin_keys: { [ADMIN_KEY]: 'ops' } },
       rate_limits: { global_rpm: 0, per_ip_rpm: 0, per_key_rpm: 0 },
       farm: { sync_interval_ms: SYNC_MS },
     };
     const cp = await startControlPlane({ syncMs: SYNC_MS, port: cpPort, dataDir: cpData, config: cpConfig });
-    // The admin key is the member's own (--api-key): the control plane's
-    // snapshot, which would bring its keys, is the one it refuses.
+    // The member knows the admin key from its own --api-key: the control
+    // plane's snapshot, which would bring its keys, is the one it refuses.
     const edge = await startEdge({
       args: ['--bind', '127.0.0.1', '--cert', good.cert, '--key', good.key, '--routers', router.url, '--mode', 'farm',
         '--control-plane', `127.0.0.1:${cpPort}`, '--node-id', 'nacker', '--api-key', ADMIN_KEY],
