@@ -25,8 +25,9 @@ test_pkgs=(
   # systemd-analyze verifies the units; dpkg-deb and dpkg-shlibdeps build
   # the package (deploy/package/build-deb.sh).
   systemd dpkg-dev
-  # Benchmark peers and load generators (test/bench/run).
-  nginx-light haproxy wrk nghttp2-client
+  # Benchmark peers and load generators (test/bench/run); slowloris and
+  # slow POST (test/e2e/slowhttp.test.mjs).
+  nginx-light haproxy wrk nghttp2-client slowhttptest
   # The web chat's browser tests (playwright-core drives Debian's Chromium;
   # the font makes the screenshots readable).
   chromium fonts-dejavu-core
