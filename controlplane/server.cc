@@ -1510,6 +1510,7 @@ grpc::Status ControlPlane::Impl::handleRest(const edge::v1::RestRequest& req, co
     // Committed; the answer goes out only once the new snapshot is queued
     // on every stream.
     rebuildAfterChangeLocked("admin REST");
+    reply->set_snapshot_version(built_version_);
   }
   reply->set_status(static_cast<uint32_t>(r.status));
   reply->set_body(std::move(r.body));

@@ -18,6 +18,22 @@ namespace {
 
 constexpr const char* kStreamPath = "/eldric.edge.v1.SnapshotDiscovery/StreamSnapshots";
 constexpr const char* kRestPath = "/eldric.edge.v1.Admin/HandleRest";
+// How long an admin answer waits for this member to run the snapshot that
+// holds its change (the stream may be reconnecting after a control-plane
+// restart); then it is answered anyway.
+constexpr uint64_t kWaitForSnapshotMs = 5000;
+
+// N of a control-plane snapshot version "cp-N-<hash>" (the store's
+// version, which every change raises); 0 for anything else.
+uint64_t storeVersion(const std::string& version) {
+  if (version.rfind("cp-", 0) != 0) return 0;
+  uint64_t n = 0;
+  for (size_t i = 3; i < version.size() && version[i] != '-'; ++i) {
+    if (version[i] < '0' || version[i] > '9' || n > (UINT64_MAX - 9) / 10) return 0;
+    n = n * 10 + static_cast<uint64_t>(version[i] - '0');
+  }
+  return n;
+}
 constexpr uint64_t kMaxBackoffMs = 30000;
 
 int64_t nowUnixMs() {
@@ -165,10 +181,13 @@ void FarmClient::onMessage(std::string message) {
       report_timer_->enable(ms);
     }
     ack.set_version_info(applied_version_);
+    releaseWaiting(false);
     std::lock_guard<std::mutex> lock(view_mutex_);
     view_.acked_version = applied_version_;
     view_.snapshots_applied++;
   } else {
+    // The change will not apply here: keep no one waiting for it.
+    releaseWaiting(true);
     // NACK: keep the last good snapshot; say which version is in force.
     ack.set_version_info(applied_version_);
     ack.set_error_detail(error);
@@ -286,7 +305,7 @@ void FarmClient::handleRest(const std::string& method, const std::string& path, 
   // certificate may subscribe, not administer.
   grpc::Channel::Metadata metadata{{"authorization", "Bearer " + credential}};
   channel_->unary(kRestPath, req.SerializeAsString(), 10000,
-                  [done](int status, std::string message, std::string response) {
+                  [this, done](int status, std::string message, std::string response) {
                     if (status == grpc::kUnauthenticated || status == grpc::kPermissionDenied) {
                       done(status == grpc::kUnauthenticated ? 401 : 403,
                            "the control plane refused this key for admin calls: " + message,
@@ -303,9 +322,45 @@ void FarmClient::handleRest(const std::string& method, const std::string& path, 
                       done(502, "bad reply from the control plane", "bad_control_plane_reply");
                       return;
                     }
-                    done(static_cast<int>(reply.status()), reply.body(), reply.error_code());
+                    auto answer = [done, reply] {
+                      done(static_cast<int>(reply.status()), reply.body(), reply.error_code());
+                    };
+                    uint64_t needed = storeVersion(reply.snapshot_version());
+                    if (needed == 0 || storeVersion(applied_version_) >= needed) {
+                      answer();
+                      return;
+                    }
+                    // Read your own writes: a key registered through this
+                    // member works on it once the answer arrives.
+                    waiting_.push_back({needed, main_.nowMs() + kWaitForSnapshotMs, std::move(answer)});
+                    if (!waiting_timer_) waiting_timer_ = main_.createTimer([this] { releaseWaiting(false); });
+                    waiting_timer_->enable(kWaitForSnapshotMs);
                   },
                   std::move(metadata));
+}
+
+void FarmClient::releaseWaiting(bool all) {
+  if (waiting_.empty()) return;
+  uint64_t applied = storeVersion(applied_version_);
+  uint64_t now = main_.nowMs();
+  std::vector<std::function<void()>> ready;
+  uint64_t next_deadline = 0;
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if (all || it->store_version <= applied || it->deadline_ms <= now) {
+      if (!all && it->store_version > applied) {
+        log::warn("an admin change is answered before this member runs it (no snapshot holding it arrived in time)",
+                  {{"needed_version", log::num(static_cast<long long>(it->store_version))},
+                   {"applied", log::str(applied_version_)}});
+      }
+      ready.push_back(std::move(it->answer));
+      it = waiting_.erase(it);
+    } else {
+      if (next_deadline == 0 || it->deadline_ms < next_deadline) next_deadline = it->deadline_ms;
+      ++it;
+    }
+  }
+  if (next_deadline && waiting_timer_) waiting_timer_->enable(next_deadline - now);
+  for (auto& answer : ready) answer();
 }
 
 FarmView FarmClient::view() const {

@@ -75,6 +75,8 @@ class FarmClient : public grpc::StreamCallbacks {
   void applyFarmUsage(const edge::v1::FarmUsage& usage);
   void applyCeilings(const edge::v1::FarmUsage& usage);
   void setOffline(bool offline, const char* why);
+  // Admin answers waiting for the snapshot that holds their change.
+  void releaseWaiting(bool all);
 
   Dispatcher& main_;
   config::FarmOptions options_;
@@ -88,6 +90,13 @@ class FarmClient : public grpc::StreamCallbacks {
   TimerPtr offline_timer_;
   uint64_t backoff_ms_ = 100;
   std::string applied_version_;
+  struct WaitingAnswer {
+    uint64_t store_version;  // of the snapshot that holds the change
+    uint64_t deadline_ms;
+    std::function<void()> answer;
+  };
+  std::vector<WaitingAnswer> waiting_;
+  TimerPtr waiting_timer_;
   filters::ratelimit::StateSharedPtr state_;
   mutable std::mutex view_mutex_;
   FarmView view_;

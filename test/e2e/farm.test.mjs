@@ -314,6 +314,19 @@ describe('farm: control plane and three data planes', { timeout: 120000 }, () =>
       }
     }
   });
+  it('a key registered through a member works on that member as soon as it is answered, also right after a control-plane restart', T, async () => {
+    await cp.kill();
+    await sleep(500);
+    cp = await startControlPlane({ syncMs: SYNC_MS, port: cpPort, dataDir: cpData, config: cpConfig });
+    // At once: the members' streams are still reconnecting (backoff), the
+    // unary call already gets through. The answer waits for the member to
+    // run the snapshot that holds the new key.
+    for (let i = 0; i < 3; i++) {
+      const r = await adminCall(edges[i], '/api/v1/clients/register', { method: 'POST', json: { name: `ryw-${i}` } });
+      assert.equal(r.status, 200, r.body);
+      assert.equal(await models(edges[i], r.json().api_key), 200, `the new key on member ${i + 1}, at once`);
+    }
+  });
 });
 
 describe('farm: a snapshot that cannot be applied is NACKed', { timeout: 60000 }, () => {

@@ -160,10 +160,9 @@ async function main() {
         if (r.status === 200) {
           counts.register++;
           registered.push(`soak-${i}`);
-          // The new key works on this member once the snapshot that holds
-          // it arrives: at once, or after the member's stream reconnected
-          // (the answer does not wait for that; see the README). Its
-          // routes may be 502/503 while the router restarts.
+          // The new key works on this member at once (the member answers
+          // once it runs the snapshot that holds it); up to 10 s is
+          // tolerated and counted.
           const key = r.json().api_key;
           let use;
           const asked = Date.now();
