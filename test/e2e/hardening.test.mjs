@@ -17,6 +17,7 @@ import {
   sleep,
   chatBody,
   makeCert,
+  freePort,
 } from './lib/harness.mjs';
 import { edgeConfig, testKey } from './lib/keys.mjs';
 
@@ -44,8 +45,9 @@ function assertError(r, status, code, what = '') {
 /**
  * A router that answers with scripted raw bytes: health checks get a plain
  * 200; any other request gets `script(requestHead)` (a string/Buffer, or an
- * array of them written 20 ms apart), then the socket is ended if `end`.
- * Records the heads it was sent.
+ * array of them written 20 ms apart; `{destroy: true}` in it closes the
+ * socket there, `{reset: true}` resets it), then the socket is ended if
+ * `end`. Records the heads it was sent.
  */
 async function startRawRouter(script, { end = false } = {}) {
   const heads = [];
@@ -74,6 +76,8 @@ async function startRawRouter(script, { end = false } = {}) {
         const parts = Array.isArray(out) ? out : [out];
         for (let k = 0; k < parts.length; k++) {
           if (k) await sleep(20);
+          if (parts[k]?.destroy) return sock.destroy();
+          if (parts[k]?.reset) return sock.resetAndDestroy();
           sock.write(parts[k]);
         }
         if (end) sock.end();
@@ -359,6 +363,96 @@ function rssKiB(pid) {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+)/.exec(status)[1]);
 }
+
+describe('the perimeter holds: routers that misbehave', () => {
+  let raw;
+  let edge;
+  let mode = 'black-hole';
+  const SSE_HEAD =
+    'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n';
+  const chunk = (s) => `${Buffer.byteLength(s).toString(16)}\r\n${s}\r\n`;
+  const event = chunk('data: {"choices":[{"delta":{"content":"partial"}}]}\n\n');
+
+  before(async () => {
+    raw = await startRawRouter(() => {
+      switch (mode) {
+        case 'black-hole':
+          return []; // reads the request, never answers
+        case 'too-slow':
+          return ['', ...Array(150).fill(''), 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok']; // after 3 s
+        case 'garbage':
+          return 'SSH-2.0-OpenSSH_9.2\r\n\r\n';
+        case 'dies-mid-stream':
+          return [SSE_HEAD + event, { destroy: true }];
+        case 'resets-mid-stream':
+          return [SSE_HEAD + event, { reset: true }];
+        default:
+          return 'HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n';
+      }
+    });
+    edge = await startEdge({
+      config: edgeConfig(raw.url, {
+        auth: { require_api_key: false },
+        upstream: { health_check_path: '/health' },
+        limits: { request_timeout_ms: 1500 },
+      }),
+    });
+  });
+
+  after(async () => {
+    await edge?.kill();
+    await raw?.close();
+  });
+
+  const chat = (extra = {}) =>
+    request({ port: edge.httpPort, method: 'POST', path: '/v1/chat/completions',
+      headers: { 'content-type': 'application/json' }, body: chatBody(extra), timeoutMs: 8000 });
+
+  it('a router that never answers, or answers too late: 504 at limits.request_timeout_ms', TIMEOUT, async () => {
+    for (const m of ['black-hole', 'too-slow']) {
+      mode = m;
+      const t = Date.now();
+      const r = await chat();
+      const took = Date.now() - t;
+      assertError(r, 504, 'upstream_timeout', m);
+      assert.ok(took >= 1400 && took < 4000, `${m}: answered after ${took} ms`);
+    }
+    await assertAlive(edge, 'routers that never answer');
+  });
+
+  it('a router that answers garbage: 502', TIMEOUT, async () => {
+    mode = 'garbage';
+    assertError(await chat(), 502, undefined, 'garbage');
+    await assertAlive(edge, 'a garbage answer');
+  });
+
+  it('a router that dies or resets mid-stream: the client gets what came, an error event, and the end', TIMEOUT, async () => {
+    for (const m of ['dies-mid-stream', 'resets-mid-stream']) {
+      mode = m;
+      const r = await chat({ stream: true });
+      assert.equal(r.status, 200, `${m}: ${r.status}`);
+      assert.match(r.body, /partial/, `${m}: the first event reached the client`);
+      assert.match(r.body, /"code":"upstream_reset"/, `${m}: an error event says why it ended: ${r.body}`);
+    }
+    await assertAlive(edge, 'routers that died mid-stream');
+  });
+
+  it('a router that refuses connections: 503 at once', TIMEOUT, async () => {
+    const closed = await freePort();
+    const e2 = await startEdge({
+      config: edgeConfig(`http://127.0.0.1:${closed}`, { auth: { require_api_key: false } }),
+    });
+    try {
+      const t = Date.now();
+      const r = await request({ port: e2.httpPort, method: 'POST', path: '/v1/chat/completions',
+        headers: { 'content-type': 'application/json' }, body: chatBody() });
+      assertError(r, 503, 'upstream_unavailable', 'refused');
+      assert.ok(Date.now() - t < 1000, `answered after ${Date.now() - t} ms`);
+    } finally {
+      await e2.kill();
+    }
+  });
+});
 
 describe('the perimeter holds: a client that pipelines and never reads', () => {
   let router;
