@@ -26,6 +26,10 @@ const ADMIN_KEY = testKey('admin');
 const USER_KEY = testKey('user');
 const LIMITED_KEY = testKey('limited');
 
+// What a scripted router writes: an SSE answer's head, and one chunk.
+const SSE_HEAD = 'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n';
+const chunk = (s) => `${Buffer.byteLength(s).toString(16)}\r\n${s}\r\n`;
+
 /** The Edge still answers /health with 200. */
 async function assertAlive(edge, what) {
   const r = await request({ port: edge.httpPort, path: '/health', timeoutMs: 3000 });
@@ -267,9 +271,6 @@ describe('the perimeter holds: router answers that crashed the Edge', () => {
   let edge;
   let mode = 'trailers';
 
-  const SSE_HEAD =
-    'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n';
-  const chunk = (s) => `${Buffer.byteLength(s).toString(16)}\r\n${s}\r\n`;
 
   before(async () => {
     raw = await startRawRouter(() => {
@@ -368,9 +369,6 @@ describe('the perimeter holds: routers that misbehave', () => {
   let raw;
   let edge;
   let mode = 'black-hole';
-  const SSE_HEAD =
-    'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n';
-  const chunk = (s) => `${Buffer.byteLength(s).toString(16)}\r\n${s}\r\n`;
   const event = chunk('data: {"choices":[{"delta":{"content":"partial"}}]}\n\n');
 
   before(async () => {
