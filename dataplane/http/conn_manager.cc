@@ -691,6 +691,8 @@ bool ConnectionManager::closeIfIdle() {
   return true;
 }
 
+void ConnectionManager::closeNow() { closeConnection(network::CloseType::NoFlush); }
+
 void ConnectionManager::closeConnection(network::CloseType type) {
   if (closed_) return;
   if (stream_) {

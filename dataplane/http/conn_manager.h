@@ -177,6 +177,8 @@ class ConnectionManager : public network::ConnectionCallbacks,
   void startDrain();
   // Overload: closes the connection if no request is in progress on it.
   bool closeIfIdle();
+  // Drain deadline: resets the request in progress, if any, and closes now.
+  void closeNow();
   bool closed() const { return closed_; }
 
   ConnectionManagerContext& context() { return context_; }

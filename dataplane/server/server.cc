@@ -260,9 +260,10 @@ void Worker::stop() {
   dispatcher_.post([this] {
     flushAccessLog();
     access_log_timer_.reset();
-    // Hard stop (drain deadline): close what is left.
+    // Hard stop (drain deadline): what is left is reset and closed, so each
+    // stream's filters and buffers are freed when the loop is torn down.
     std::vector<http::ConnectionManager*> all(connections_.begin(), connections_.end());
-    for (auto* cm : all) cm->startDrain();
+    for (auto* cm : all) cm->closeNow();
     pools_.clear();
     dispatcher_.exit();
   });
