@@ -71,6 +71,8 @@ constexpr int64_t kFreshIntervals = 3;
 constexpr int64_t kForgetDisconnectedMs = 3600 * 1000;
 constexpr size_t kMaxNodeIdLen = 256;
 constexpr size_t kMaxNackErrorLen = 4096;
+// DiscoveryRequest.logged_out_sessions taken from one message.
+constexpr size_t kMaxLogoutsPerMessage = 64;
 // Snapshots sent on a stream whose nonces are remembered, so that a NACK
 // can name the version it rejected.
 constexpr size_t kRememberedNonces = 8;
@@ -343,6 +345,9 @@ class ControlPlane::Impl {
   void onHello(Stream* s, const DiscoveryRequest& req);
   void onRequest(Stream* s, const DiscoveryRequest& req);
   void onDone(Stream* s);
+  // Sessions a member logged out: kept in the store and listed in the
+  // snapshot, so that every member refuses them.
+  void onLogouts(Stream* s, const DiscoveryRequest& req);
 
   // Admin. Every Admin RPC first passes authorizeAdmin: the call's
   // `authorization: Bearer <key>` metadata must name an admin key this
@@ -939,6 +944,9 @@ bool ControlPlane::Impl::rebuildLocked(const char* reason, std::string* error) {
   if (!store_->listClientsChecked(&clients, error)) return false;
   int64_t now_s = unixMs() / 1000;
   addClientKeys(clients, now_s, snap.mutable_auth());
+  std::vector<LoggedOutSession> logged_out;
+  if (!store_->listLoggedOutSessions(now_s, &logged_out, error)) return false;
+  addLoggedOutSessions(logged_out, snap.mutable_auth());
   snap.mutable_auth()->add_session_signing_keys(session_key_);
   // Members report (and expect the farm's counts) at the interval this
   // control plane pushes at, whatever set it.
@@ -1064,6 +1072,7 @@ void ControlPlane::Impl::onHello(Stream* s, const DiscoveryRequest& req) {
     if (current_) kick = s->push(current_);
   }
   if (req.has_usage()) noteReport();
+  onLogouts(s, req);
   log::info("data plane connected", {{"node", log::str(s->nodeId())},
                                      {"peer", log::str(s->peer())},
                                      {"build", log::str(req.node().build_version())},
@@ -1114,6 +1123,7 @@ void ControlPlane::Impl::onRequest(Stream* s, const DiscoveryRequest& req) {
     if (req.has_usage() && n.stream == s) recordReportLocked(s->nodeId(), n, req.usage());
   }
   if (req.has_usage()) noteReport();
+  onLogouts(s, req);
   if (kind == kAck) {
     log::debug("snapshot acknowledged",
                {{"node", log::str(s->nodeId())}, {"version", log::str(req.version_info())}});
@@ -1124,6 +1134,27 @@ void ControlPlane::Impl::onRequest(Stream* s, const DiscoveryRequest& req) {
                {"in_force", log::str(req.version_info())},
                {"error", log::str(req.error_detail().substr(0, kMaxNackErrorLen))}});
   }
+}
+
+void ControlPlane::Impl::onLogouts(Stream* s, const DiscoveryRequest& req) {
+  if (req.logged_out_sessions_size() == 0) return;
+  std::vector<LoggedOutSession> sessions;
+  for (const auto& l : req.logged_out_sessions()) {
+    if (sessions.size() == kMaxLogoutsPerMessage) break;
+    if (l.token_sha256().size() != 32) continue;
+    sessions.push_back({hex(l.token_sha256()), l.expires_at()});
+  }
+  std::lock_guard<std::mutex> l(store_mu_);
+  size_t added = 0;
+  std::string error;
+  if (!store_->addLoggedOutSessions(sessions, unixMs() / 1000, &added, &error)) {
+    log::error("session logouts not recorded", {{"node", log::str(s->nodeId())}, {"error", log::str(error)}});
+    return;
+  }
+  if (added == 0) return;
+  log::info("sessions logged out on a member",
+            {{"node", log::str(s->nodeId())}, {"sessions", log::num(static_cast<long long>(added))}});
+  rebuildAfterChangeLocked("session logout");
 }
 
 void ControlPlane::Impl::onDone(Stream* s) {

@@ -49,4 +49,14 @@ void addClientKeys(const std::vector<ClientRecord>& clients, int64_t now_s, edge
   }
 }
 
+void addLoggedOutSessions(const std::vector<LoggedOutSession>& sessions, edge::v1::Auth* auth) {
+  for (const auto& s : sessions) {
+    std::string raw;
+    if (!hexToBytes(s.token_sha256_hex, &raw) || raw.size() != 32) continue;
+    auto* out = auth->add_logged_out_sessions();
+    out->set_token_sha256(raw);
+    out->set_expires_at(s.expires_at);
+  }
+}
+
 }  // namespace eldric::controlplane

@@ -16,4 +16,7 @@ namespace eldric::controlplane {
 // clients and keys, and keys already expired at `now_s`, are left out.
 void addClientKeys(const std::vector<ClientRecord>& clients, int64_t now_s, edge::v1::Auth* auth);
 
+// Appends the logged-out sessions (as raw digests) to `auth`.
+void addLoggedOutSessions(const std::vector<LoggedOutSession>& sessions, edge::v1::Auth* auth);
+
 }  // namespace eldric::controlplane

@@ -108,8 +108,17 @@ CREATE TABLE plugins (
   updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 )sql"},
+    {3, R"sql(
+-- Web chat sessions logged out on a farm member, by the SHA-256 of the
+-- cookie's token; each is dropped once past its expiry.
+CREATE TABLE logged_out_sessions (
+  token_sha256_hex TEXT PRIMARY KEY NOT NULL CHECK (length(token_sha256_hex) = 64),
+  expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX logged_out_sessions_by_expiry ON logged_out_sessions (expires_at);
+)sql"},
 };
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 
 // Column lists shared by the readers; clientFromRow() and keyFromRow() rely
 // on this order.
@@ -861,6 +870,63 @@ class SqliteStore : public Store {
     if (changed && !bumpVersion(error)) return false;
     if (!txn.commit()) return dbError(error);
     if (out) *out = std::move(*rec);
+    return true;
+  }
+
+  bool addLoggedOutSessions(const std::vector<LoggedOutSession>& sessions, int64_t now_s, size_t* added,
+                            std::string* error) override {
+    std::string scratch;
+    if (error == nullptr) error = &scratch;
+    size_t count = 0;
+    Transaction txn(db_);
+    if (!txn.begin()) return dbError(error);
+    Stmt prune(db_, "DELETE FROM logged_out_sessions WHERE expires_at <= ?1");
+    prune.bind(1, now_s);
+    if (prune.step() != SQLITE_DONE) return dbError(error);
+    Stmt have(db_, "SELECT COUNT(*) FROM logged_out_sessions");
+    if (have.step() != SQLITE_ROW) return dbError(error);
+    size_t kept = static_cast<size_t>(have.int64(0));
+    for (const auto& s : sessions) {
+      if (s.expires_at <= now_s || s.expires_at > now_s + kMaxSessionLifetimeSeconds) continue;
+      if (s.token_sha256_hex.size() != 64 ||
+          s.token_sha256_hex.find_first_not_of("0123456789abcdef") != std::string::npos) {
+        continue;
+      }
+      Stmt known(db_, "SELECT 1 FROM logged_out_sessions WHERE token_sha256_hex = ?1");
+      known.bind(1, s.token_sha256_hex);
+      int rc = known.step();
+      if (rc == SQLITE_ROW) continue;
+      if (rc != SQLITE_DONE) return dbError(error);
+      if (kept >= kMaxLoggedOutSessions) {
+        Stmt soonest(db_, "SELECT token_sha256_hex, expires_at FROM logged_out_sessions ORDER BY expires_at LIMIT 1");
+        if (soonest.step() != SQLITE_ROW) return dbError(error);
+        if (s.expires_at <= soonest.int64(1)) continue;
+        Stmt evict(db_, "DELETE FROM logged_out_sessions WHERE token_sha256_hex = ?1");
+        evict.bind(1, soonest.text(0));
+        if (evict.step() != SQLITE_DONE) return dbError(error);
+        --kept;
+      }
+      Stmt ins(db_, "INSERT INTO logged_out_sessions (token_sha256_hex, expires_at) VALUES (?1, ?2)");
+      ins.bind(1, s.token_sha256_hex).bind(2, s.expires_at);
+      if (ins.step() != SQLITE_DONE) return dbError(error);
+      ++kept;
+      ++count;
+    }
+    if (count > 0 && !bumpVersion(error)) return false;
+    if (!txn.commit()) return dbError(error);
+    if (added) *added = count;
+    return true;
+  }
+
+  bool listLoggedOutSessions(int64_t now_s, std::vector<LoggedOutSession>* out, std::string* error) override {
+    out->clear();
+    Stmt q(db_,
+           "SELECT token_sha256_hex, expires_at FROM logged_out_sessions WHERE expires_at > ?1 "
+           "ORDER BY expires_at, token_sha256_hex");
+    q.bind(1, now_s);
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW) out->push_back({q.text(0), q.int64(1)});
+    if (rc != SQLITE_DONE) return dbError(error);
     return true;
   }
 

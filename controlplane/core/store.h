@@ -67,6 +67,19 @@ struct PluginRecord {
   int64_t updated_at = 0;
 };
 
+// A web chat session logged out before its expiry (see Auth.logged_out_sessions).
+struct LoggedOutSession {
+  std::string token_sha256_hex;  // 64 lowercase hex chars
+  int64_t expires_at = 0;        // Unix seconds
+};
+// How many live logged-out sessions the store keeps. Past it, a logout
+// expiring later than the soonest kept one takes its place; one expiring
+// sooner is not kept (a member that re-sends it changes nothing).
+constexpr size_t kMaxLoggedOutSessions = 10000;
+// A logout claiming an expiry further out than this is refused: no
+// session lives that long (Auth.session_ttl is at most 30 days).
+constexpr int64_t kMaxSessionLifetimeSeconds = 31 * 24 * 3600;
+
 // A key handed out once, at registration or rotation.
 struct IssuedKey {
   std::string key;  // "sk-" + 48 random base62 characters
@@ -117,6 +130,16 @@ class Store {
   // `*error` set when the JSON is not an object.
   virtual bool setPluginValves(const std::string& id, const std::string& json, PluginRecord* out,
                                std::string* error, bool* not_found) = 0;
+
+  // Records logouts; those already expired, already kept, malformed or
+  // over the bound are skipped. `*added` (if given) counts the new ones;
+  // version() is bumped only when there are some. Expired entries are
+  // removed on the way.
+  virtual bool addLoggedOutSessions(const std::vector<LoggedOutSession>& sessions, int64_t now_s,
+                                    size_t* added, std::string* error) = 0;
+  // The logouts that have not expired at `now_s`, soonest expiry first.
+  virtual bool listLoggedOutSessions(int64_t now_s, std::vector<LoggedOutSession>* out,
+                                     std::string* error) = 0;
 
   // A monotonically increasing number, bumped by every successful change;
   // survives restarts.

@@ -714,12 +714,12 @@ TEST(StoreTest, MigratesASchemaOneDatabase) {
     auto store = openOrDie(dir);
     registerOrDie(store.get(), "kept");
   }
-  // Turn it back into what release 1 wrote: no plugins table, schema 1.
+  // Turn it back into what release 1 wrote: no plugins or logouts table, schema 1.
   {
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open((dir + "/edge.db").c_str(), &db), SQLITE_OK);
     ASSERT_EQ(sqlite3_exec(db,
-                           "DROP TABLE plugins; UPDATE meta SET value = 1 WHERE key = "
+                           "DROP TABLE plugins; DROP TABLE logged_out_sessions; UPDATE meta SET value = 1 WHERE key = "
                            "'schema_version';",
                            nullptr, nullptr, nullptr),
               SQLITE_OK);
@@ -742,7 +742,7 @@ TEST(StoreTest, MigratesASchemaOneDatabase) {
                                  nullptr),
               SQLITE_OK);
     ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-    EXPECT_EQ(sqlite3_column_int(st, 0), 2);
+    EXPECT_EQ(sqlite3_column_int(st, 0), 3);
     sqlite3_finalize(st);
     sqlite3_close(db);
   }
@@ -757,6 +757,75 @@ TEST(StoreTest, ListClientsCheckedReportsSuccess) {
   ASSERT_TRUE(store->listClientsChecked(&out, &error)) << error;
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].keys.size(), 1u);
+}
+
+std::string hexDigest(char fill) { return std::string(64, fill); }
+
+TEST(StoreTest, LoggedOutSessionsAreKeptUntilTheyExpire) {
+  std::string dir = freshDir();
+  auto store = openOrDie(dir);
+  const int64_t now = 1'800'000'000;
+  uint64_t v0 = store->version();
+  size_t added = 0;
+  std::string error;
+  ASSERT_TRUE(store->addLoggedOutSessions(
+      {{hexDigest('a'), now + 100},
+       {hexDigest('b'), now + 50},
+       {hexDigest('a'), now + 100},                          // again: kept once
+       {hexDigest('c'), now},                                 // already expired
+       {hexDigest('d'), now + kMaxSessionLifetimeSeconds + 1},  // longer than any session
+       {"not-hex", now + 100},
+       {std::string(64, 'G'), now + 100}},
+      now, &added, &error))
+      << error;
+  EXPECT_EQ(added, 2u);
+  EXPECT_EQ(store->version(), v0 + 1);
+  std::vector<LoggedOutSession> out;
+  ASSERT_TRUE(store->listLoggedOutSessions(now, &out, &error)) << error;
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].token_sha256_hex, hexDigest('b'));  // soonest expiry first
+  EXPECT_EQ(out[1].token_sha256_hex, hexDigest('a'));
+
+  // Nothing new: no version bump (and no snapshot rebuild for it).
+  ASSERT_TRUE(store->addLoggedOutSessions({{hexDigest('a'), now + 100}}, now, &added, &error));
+  EXPECT_EQ(added, 0u);
+  EXPECT_EQ(store->version(), v0 + 1);
+
+  // A reopened store has them; past its expiry one is no longer listed.
+  store.reset();
+  store = openOrDie(dir);
+  ASSERT_TRUE(store->listLoggedOutSessions(now + 60, &out, &error)) << error;
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].token_sha256_hex, hexDigest('a'));
+}
+
+TEST(StoreTest, LoggedOutSessionsAreBounded) {
+  std::string dir = freshDir();
+  auto store = openOrDie(dir);
+  const int64_t now = 1'800'000'000;
+  std::vector<LoggedOutSession> many;
+  char buf[65];
+  for (size_t i = 0; i < kMaxLoggedOutSessions; ++i) {
+    snprintf(buf, sizeof buf, "%064zx", i);
+    many.push_back({buf, now + 1000 + static_cast<int64_t>(i)});
+  }
+  size_t added = 0;
+  std::string error;
+  ASSERT_TRUE(store->addLoggedOutSessions(many, now, &added, &error)) << error;
+  EXPECT_EQ(added, kMaxLoggedOutSessions);
+  uint64_t v = store->version();
+  // Full: one expiring sooner than every kept one is not taken...
+  ASSERT_TRUE(store->addLoggedOutSessions({{hexDigest('e'), now + 10}}, now, &added, &error));
+  EXPECT_EQ(added, 0u);
+  EXPECT_EQ(store->version(), v);
+  // ...one expiring later takes the place of the soonest.
+  ASSERT_TRUE(store->addLoggedOutSessions({{hexDigest('f'), now + 2000000}}, now, &added, &error));
+  EXPECT_EQ(added, 1u);
+  std::vector<LoggedOutSession> out;
+  ASSERT_TRUE(store->listLoggedOutSessions(now, &out, &error)) << error;
+  ASSERT_EQ(out.size(), kMaxLoggedOutSessions);
+  EXPECT_EQ(out.front().expires_at, now + 1001);
+  EXPECT_EQ(out.back().token_sha256_hex, hexDigest('f'));
 }
 
 }  // namespace

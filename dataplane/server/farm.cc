@@ -216,7 +216,7 @@ void FarmClient::sendReport() {
   edge::v1::DiscoveryRequest req;
   auto* usage = req.mutable_usage();
   usage->set_at_unix_ms(nowUnixMs());
-  report_(usage);
+  report_(&req);
   usage->set_applied_usage_seq(applied_usage_seq_);
   usage->set_applied_usage_instance(applied_usage_instance_);
   usage->set_farm_members(usage_members_);

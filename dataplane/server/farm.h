@@ -42,8 +42,9 @@ class FarmClient : public grpc::StreamCallbacks {
   // `apply` compiles and applies a snapshot; returns false with an error
   // to NACK it.
   using ApplyFn = std::function<bool(const edge::v1::Snapshot&, std::string* error)>;
-  // Fills a usage report from the current counters.
-  using ReportFn = std::function<void(edge::v1::UsageReport*)>;
+  // Fills a periodic report: the usage from the current counters, and
+  // what else rides with it (this member's session logouts).
+  using ReportFn = std::function<void(edge::v1::DiscoveryRequest*)>;
 
   FarmClient(Dispatcher& main, const config::FarmOptions& options, std::string node_id,
              std::vector<std::string> listen_addresses, ApplyFn apply, ReportFn report);

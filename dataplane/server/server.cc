@@ -21,7 +21,9 @@
 #include "controlplane/core/snapshot_builder.h"
 #include "dataplane/server/builtin.h"
 #include "dataplane/server/webchat_handler.h"
+#include "absl/container/flat_hash_set.h"
 #include "filters/auth/auth_filter.h"
+#include "filters/auth/session.h"
 #include "filters/ratelimit/ratelimit_filter.h"
 #include "filters/usage/usage_filter.h"
 #include "rapidjson/document.h"
@@ -284,6 +286,8 @@ namespace {
 constexpr uint64_t kSweepIntervalMs = 15000;
 // How often resident memory is compared with limits.max_rss_mb.
 constexpr uint64_t kOverloadCheckMs = 250;
+// Session logouts sent with one farm report (the control plane takes as many).
+constexpr size_t kLogoutsPerReport = 64;
 
 // Resident memory of this process, from /proc/self/statm (0 if unknown).
 uint64_t residentBytes() {
@@ -506,6 +510,20 @@ bool Server::applyFarmSnapshot(const edge::v1::Snapshot& pushed, std::string* er
   return true;
 }
 
+void Server::fillLogouts(edge::v1::DiscoveryRequest* req) {
+  auto cfg = config();
+  if (!cfg) return;
+  // absl's own string_view (this absl does not alias std::string_view).
+  absl::flat_hash_set<absl::string_view> listed;
+  for (const auto& l : cfg->snapshot.auth().logged_out_sessions()) listed.insert(l.token_sha256());
+  auto known = [&listed](std::string_view d) { return listed.contains(absl::string_view(d.data(), d.size())); };
+  for (auto& l : filters::auth::localLogouts(static_cast<int64_t>(time(nullptr)), kLogoutsPerReport, known)) {
+    auto* out = req->add_logged_out_sessions();
+    out->set_token_sha256(std::move(l.digest));
+    out->set_expires_at(l.expires_at);
+  }
+}
+
 void Server::fillUsage(edge::v1::UsageReport* report) {
   auto state = state_.rateLimitState();
   if (!state) return;
@@ -644,7 +662,10 @@ bool Server::prepareFarm(const std::string& data_dir, std::string* error) {
   farm_ = std::make_unique<FarmClient>(
       main_, farm_options_, node_id, addresses,
       [this](const edge::v1::Snapshot& snap, std::string* err) { return applyFarmSnapshot(snap, err); },
-      [this](edge::v1::UsageReport* report) { fillUsage(report); });
+      [this](edge::v1::DiscoveryRequest* req) {
+        fillUsage(req->mutable_usage());
+        fillLogouts(req);
+      });
   return true;
 }
 

@@ -135,6 +135,8 @@ class Server : public AdminBackend {
   bool applyFarmSnapshot(const edge::v1::Snapshot& snapshot, std::string* error);
   void carryListeners(const config::RuntimeConfigSharedPtr& next);
   void fillUsage(edge::v1::UsageReport* report);
+  // Sessions logged out here that the farm's snapshot does not list yet.
+  void fillLogouts(edge::v1::DiscoveryRequest* req);
   // Swaps every worker to `cfg`; `done` runs on the main loop once all have.
   void applyConfig(config::RuntimeConfigSharedPtr cfg, std::function<void()> done = nullptr);
   // Builds base_snapshot_ again (after an admin change or an upstream

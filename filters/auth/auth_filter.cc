@@ -40,6 +40,9 @@ AuthConfig::AuthConfig(const edge::v1::Auth& auth) : require_key_(auth.require_a
     id->expires_at = k.expires_at();
     keys_[k.sha256()] = Stored{k.sha256(), std::move(id)};
   }
+  for (const auto& l : auth.logged_out_sessions()) {
+    if (l.token_sha256().size() == SHA256_DIGEST_LENGTH) logged_out_.insert(l.token_sha256());
+  }
 }
 
 std::shared_ptr<const http::ClientIdentity> AuthConfig::lookup(std::string_view key, int64_t now_s,
@@ -144,7 +147,8 @@ bool AuthFilter::sessionAuth(http::RequestHeaders& headers, std::string_view tok
   // A bad or stale cookie is no credential at all: the request goes on as
   // anonymous (and meets the 401 below if it needs a key).
   if (!verifySession(token, config_->sessionKeys(), now, &hash, &expires)) return true;
-  if (sessionRevoked(token)) return true;  // logged out
+  std::string digest = sessionDigest(token);
+  if (sessionRevoked(digest) || config_->loggedOut(digest)) return true;  // here, or on another member
   session_expires_ = expires;
   bool expired = false;
   auto id = config_->lookupHash(hash, now, &expired);
@@ -286,7 +290,7 @@ void AuthFilter::handleSession(const std::string& body) {
     // Logged out on the server too: the cookie's token is refused from now
     // on, even if a copy of it outlives the browser's.
     if (!session_token_.empty() && session_expires_) {
-      revokeSession(session_token_, session_expires_, static_cast<int64_t>(time(nullptr)));
+      revokeSession(sessionDigest(session_token_), session_expires_, static_cast<int64_t>(time(nullptr)));
     }
     reply(200, "{\"authenticated\":false,\"auth_required\":" + require + "}", {{"set-cookie", clear}});
     return;

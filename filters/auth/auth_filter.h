@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 
 #include "dataplane/http/filter.h"
 #include "eldric/edge/v1/snapshot.pb.h"
@@ -41,6 +42,10 @@ class AuthConfig {
   size_t keyCount() const { return keys_.size(); }
   const std::vector<std::string>& sessionKeys() const { return session_keys_; }
   int64_t sessionTtlSeconds() const { return session_ttl_s_; }
+  // A session logged out on any farm member (by the token's raw SHA-256).
+  bool loggedOut(std::string_view digest) const {
+    return logged_out_.contains(absl::string_view(digest.data(), digest.size()));
+  }
 
  private:
   bool require_key_;
@@ -53,6 +58,7 @@ class AuthConfig {
   // By raw hash. absl's map takes a string_view key for find(): looking a
   // presented key up needs no std::string of its digest.
   absl::flat_hash_map<std::string, Stored> keys_;
+  absl::flat_hash_set<std::string> logged_out_;
 };
 using AuthConfigSharedPtr = std::shared_ptr<const AuthConfig>;
 

@@ -98,7 +98,7 @@ namespace {
 
 struct Revoked {
   std::mutex mutex;
-  std::unordered_map<std::string, int64_t> until;  // token -> its expiry
+  std::unordered_map<std::string, int64_t> until;  // digest -> its expiry
 };
 
 Revoked& revoked() {
@@ -106,29 +106,46 @@ Revoked& revoked() {
   return *r;
 }
 
-constexpr size_t kMaxRevoked = 100000;
-
 }  // namespace
 
-void revokeSession(std::string_view token, int64_t expires_at, int64_t now_s) {
+std::string sessionDigest(std::string_view token) {
+  unsigned char d[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const uint8_t*>(token.data()), token.size(), d);
+  return std::string(reinterpret_cast<const char*>(d), sizeof d);
+}
+
+void revokeSession(std::string_view digest, int64_t expires_at, int64_t now_s) {
   Revoked& r = revoked();
   std::lock_guard<std::mutex> lock(r.mutex);
-  if (r.until.size() >= kMaxRevoked) {
+  if (r.until.size() >= kMaxLocalLogouts) {
     for (auto it = r.until.begin(); it != r.until.end();) {
       it = it->second <= now_s ? r.until.erase(it) : std::next(it);
     }
     // Still full of live ones: the oldest entry in hash order goes; the
     // key check on every request still ends a revoked key's sessions.
-    if (r.until.size() >= kMaxRevoked) r.until.erase(r.until.begin());
+    if (r.until.size() >= kMaxLocalLogouts) r.until.erase(r.until.begin());
   }
-  r.until[std::string(token)] = expires_at;
+  r.until[std::string(digest)] = expires_at;
 }
 
-bool sessionRevoked(std::string_view token) {
+bool sessionRevoked(std::string_view digest) {
   Revoked& r = revoked();
   std::lock_guard<std::mutex> lock(r.mutex);
   if (r.until.empty()) return false;
-  return r.until.count(std::string(token)) != 0;
+  return r.until.count(std::string(digest)) != 0;
+}
+
+std::vector<LoggedOutSession> localLogouts(int64_t now_s, size_t max,
+                                           const std::function<bool(std::string_view digest)>& known) {
+  std::vector<LoggedOutSession> out;
+  Revoked& r = revoked();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  for (const auto& [digest, expires] : r.until) {
+    if (out.size() == max) break;
+    if (expires <= now_s || known(digest)) continue;
+    out.push_back({digest, expires});
+  }
+  return out;
 }
 
 std::string_view cookieValue(std::string_view header, std::string_view name) {

@@ -6,6 +6,7 @@
 // a key ends its sessions at once.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,11 +20,25 @@ namespace eldric::filters::auth {
 constexpr std::string_view kSessionCookie = "eldric_session";
 constexpr std::string_view kSecureSessionCookie = "__Host-eldric_session";
 
-// Logged-out sessions, refused until they would have expired anyway.
-// Process-wide and bounded; a farm member knows only its own logouts (the
-// key behind a session is still checked on every request everywhere).
-void revokeSession(std::string_view token, int64_t expires_at, int64_t now_s);
-bool sessionRevoked(std::string_view token);
+// Raw SHA-256 of a session token: how a logged-out session is known (the
+// token itself is not kept, nor sent to the control plane).
+std::string sessionDigest(std::string_view token);
+
+// Sessions logged out here, refused until they would have expired anyway.
+// Process-wide and bounded (kMaxLocalLogouts). In a farm each member sends
+// its logouts to the control plane, whose snapshot lists them for every
+// member (Auth.logged_out_sessions); this set covers the time until then.
+constexpr size_t kMaxLocalLogouts = 100000;
+void revokeSession(std::string_view digest, int64_t expires_at, int64_t now_s);
+bool sessionRevoked(std::string_view digest);
+struct LoggedOutSession {
+  std::string digest;  // raw SHA-256 of the token
+  int64_t expires_at = 0;
+};
+// Up to `max` logouts made here that have not expired at `now_s` and that
+// `known` (the farm's list) does not hold.
+std::vector<LoggedOutSession> localLogouts(int64_t now_s, size_t max,
+                                           const std::function<bool(std::string_view digest)>& known);
 
 // `key_sha256` is the raw 32-byte digest.
 std::string signSession(const std::string& signing_key, const std::string& key_sha256, int64_t expires_at);

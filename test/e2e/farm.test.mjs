@@ -179,6 +179,45 @@ describe('farm: control plane and three data planes', { timeout: 120000 }, () =>
     assert.ok(performance.now() - t1 < 1000);
   });
 
+  it('a web chat session logged out on member 1 is refused by every member, also after a control-plane restart', T, async () => {
+    const reg = await adminCall(edges[0], '/api/v1/clients/register', { method: 'POST', json: { name: 'farm-chat-user' } });
+    assert.equal(reg.status, 200, reg.body);
+    const key = reg.json().api_key;
+    await waitFor(async () => (await models(edges[2], key)) === 200, { timeoutMs: 2000, what: 'key on member 3' });
+    const login = await request({
+      port: edges[0].httpPort, method: 'POST', path: '/api/v1/session',
+      headers: { 'content-type': 'application/json' }, body: JSON.stringify({ api_key: key }),
+    });
+    assert.equal(login.status, 200, login.body);
+    const cookie = String(login.headers['set-cookie']?.[0] ?? '').split(';')[0];
+    const headers = { cookie, 'sec-fetch-site': 'same-origin' };
+    const withCookie = async (e) => (await request({ port: e.httpPort, path: '/v1/models', headers })).status;
+    // The farm's session key signs it: the cookie works on every member.
+    for (const e of edges) assert.equal(await withCookie(e), 200);
+
+    const out = await request({ port: edges[0].httpPort, method: 'DELETE', path: '/api/v1/session', headers });
+    assert.equal(out.status, 200, out.body);
+    assert.equal(await withCookie(edges[0]), 401, 'refused at once where it logged out');
+    const t0 = performance.now();
+    for (const e of edges) {
+      await waitFor(async () => (await withCookie(e)) === 401, { timeoutMs: 3000, intervalMs: 20, what: 'logout on every member' });
+    }
+    const took = performance.now() - t0;
+    // One report (every sync interval), one snapshot push.
+    assert.ok(took < 3000, `logged out farm-wide in ${took.toFixed(0)} ms`);
+    // The control plane keeps it in its store (store_test): a restarted one
+    // still lists it.
+    await cp.kill();
+    cp = await startControlPlane({ syncMs: SYNC_MS, port: cpPort, dataDir: cpData, config: cpConfig });
+    for (const e of edges) {
+      await waitFor(async () => (await health(e)).control_plane.connected === true, { timeoutMs: 20000, what: 'reconnect' });
+    }
+    await sleep(4 * SYNC_MS);
+    for (const e of edges) assert.equal(await withCookie(e), 401);
+    // The key itself still works: only the session ended.
+    assert.equal(await models(edges[1], key), 200);
+  });
+
   it('per-key limit across three members hit in parallel stays within the sync-interval bound', T, async () => {
     const reg = await request({
       port: edges[0].httpPort, method: 'POST', path: '/api/v1/clients/register', headers: { ...auth(ADMIN_KEY), 'content-type': 'application/json' },
