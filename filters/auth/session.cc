@@ -5,6 +5,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 
 #include <cstring>
@@ -64,10 +65,19 @@ std::string mac(const std::string& key, const std::string& payload) {
 
 }  // namespace
 
+// Payload: "v2", the key's SHA-256 (32), the expiry (8, big-endian) and a
+// random session id (16), so that two logins with one key in the same
+// second are two sessions (one's logout leaves the other alone). "v1"
+// tokens, without the id, still verify until they expire.
+constexpr size_t kSessionIdBytes = 16;
+
 std::string signSession(const std::string& signing_key, const std::string& key_sha256, int64_t expires_at) {
-  std::string payload = "v1";
+  std::string payload = "v2";
   payload += key_sha256;
   for (int i = 7; i >= 0; --i) payload.push_back(static_cast<char>((static_cast<uint64_t>(expires_at) >> (i * 8)) & 0xff));
+  uint8_t id[kSessionIdBytes];
+  RAND_bytes(id, sizeof id);
+  payload.append(reinterpret_cast<const char*>(id), sizeof id);
   return b64url(payload) + "." + b64url(mac(signing_key, payload));
 }
 
@@ -77,9 +87,9 @@ bool verifySession(std::string_view token, const std::vector<std::string>& signi
   if (dot == std::string_view::npos || token.size() > 512) return false;
   std::string payload, sig;
   if (!unb64url(token.substr(0, dot), &payload) || !unb64url(token.substr(dot + 1), &sig)) return false;
-  if (payload.size() != 2 + 32 + 8 || payload.compare(0, 2, "v1") != 0 || sig.size() != SHA256_DIGEST_LENGTH) {
-    return false;
-  }
+  bool v1 = payload.size() == 2 + 32 + 8 && payload.compare(0, 2, "v1") == 0;
+  bool v2 = payload.size() == 2 + 32 + 8 + kSessionIdBytes && payload.compare(0, 2, "v2") == 0;
+  if ((!v1 && !v2) || sig.size() != SHA256_DIGEST_LENGTH) return false;
   bool ok = false;
   for (const auto& k : signing_keys) {
     std::string want = mac(k, payload);

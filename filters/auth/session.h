@@ -1,7 +1,8 @@
 #pragma once
 
 // Web chat sessions: a cookie that holds no API key, only the SHA-256 of
-// the key it was made from and an expiry, signed with HMAC-SHA256. Every
+// the key it was made from, an expiry and a random session id, signed with
+// HMAC-SHA256. Every
 // request re-checks the key hash against the live key table, so revoking
 // a key ends its sessions at once.
 
