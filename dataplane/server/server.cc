@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "dataplane/common/address.h"
+#include "dataplane/common/hex.h"
 #include "dataplane/common/log.h"
 #include "dataplane/network/connection.h"
 #include "controlplane/core/admin_rest.h"
@@ -288,6 +289,8 @@ constexpr uint64_t kSweepIntervalMs = 15000;
 constexpr uint64_t kOverloadCheckMs = 250;
 // Session logouts sent with one farm report (the control plane takes as many).
 constexpr size_t kLogoutsPerReport = 64;
+// Standalone: session logouts written to the store per sweep (and at exit).
+constexpr size_t kLogoutsPerSweep = 1000;
 
 // Resident memory of this process, from /proc/self/statm (0 if unknown).
 uint64_t residentBytes() {
@@ -510,17 +513,35 @@ bool Server::applyFarmSnapshot(const edge::v1::Snapshot& pushed, std::string* er
   return true;
 }
 
-void Server::fillLogouts(edge::v1::DiscoveryRequest* req) {
+std::vector<filters::auth::LoggedOutSession> Server::unlistedLogouts(size_t max) {
   auto cfg = config();
-  if (!cfg) return;
+  if (!cfg) return {};
   // absl's own string_view (this absl does not alias std::string_view).
   absl::flat_hash_set<absl::string_view> listed;
   for (const auto& l : cfg->snapshot.auth().logged_out_sessions()) listed.insert(l.token_sha256());
   auto known = [&listed](std::string_view d) { return listed.contains(absl::string_view(d.data(), d.size())); };
-  for (auto& l : filters::auth::localLogouts(static_cast<int64_t>(time(nullptr)), kLogoutsPerReport, known)) {
+  return filters::auth::localLogouts(static_cast<int64_t>(time(nullptr)), max, known);
+}
+
+void Server::fillLogouts(edge::v1::DiscoveryRequest* req) {
+  for (auto& l : unlistedLogouts(kLogoutsPerReport)) {
     auto* out = req->add_logged_out_sessions();
     out->set_token_sha256(std::move(l.digest));
     out->set_expires_at(l.expires_at);
+  }
+}
+
+void Server::persistLogouts() {
+  if (!store_ || farm_) return;
+  std::vector<controlplane::LoggedOutSession> rows;
+  for (const auto& l : unlistedLogouts(kLogoutsPerSweep)) rows.push_back({hexEncode(l.digest), l.expires_at});
+  if (rows.empty()) return;
+  size_t added = 0;
+  std::string error;
+  if (!store_->addLoggedOutSessions(rows, static_cast<int64_t>(time(nullptr)), &added, &error)) {
+    log::error("session logouts not stored; they hold until a restart", {{"error", log::str(error)}});
+  } else if (added) {
+    log::debug("session logouts stored", {{"sessions", log::num(static_cast<long long>(added))}});
   }
 }
 
@@ -563,7 +584,17 @@ config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std
   // Standalone: the embedded store's clients and the local session key
   // join the file's snapshot. In a farm the control plane already did that.
   if (!session_key_.empty() && !farm_) snap.mutable_auth()->add_session_signing_keys(session_key_);
-  if (store_ && !farm_) controlplane::addClientKeys(store_->listClients(), static_cast<int64_t>(time(nullptr)), snap.mutable_auth());
+  if (store_ && !farm_) {
+    int64_t now = static_cast<int64_t>(time(nullptr));
+    controlplane::addClientKeys(store_->listClients(), now, snap.mutable_auth());
+    std::vector<controlplane::LoggedOutSession> logged_out;
+    std::string why;
+    if (store_->listLoggedOutSessions(now, &logged_out, &why)) {
+      controlplane::addLoggedOutSessions(logged_out, snap.mutable_auth());
+    } else {
+      log::error("stored session logouts not read", {{"error", log::str(why)}});
+    }
+  }
   auto cfg = config::compile(snap, hosts_, error,
                              [this](const std::string& host, uint16_t port, upstream::AddressList* out, std::string* why) {
                                return dns_.lookup(host, port, out, why);
@@ -826,6 +857,8 @@ int Server::run() {
       size_t removed = st->ips.sweep(now) + st->keys.sweep(now) + st->auth_failures.sweep(now);
       if (removed) log::debug("rate-limit entries swept", {{"removed", log::num(static_cast<long long>(removed))}});
     }
+    // A restart must not bring logged-out sessions back.
+    persistLogouts();
     sweep_timer_->enable(kSweepIntervalMs);
   });
   sweep_timer_->enable(kSweepIntervalMs);
@@ -858,6 +891,7 @@ int Server::run() {
 
   for (auto& w : workers_) w->stop();
   for (auto& w : workers_) w->join();
+  persistLogouts();
   health_.reset();
   for (uv_signal_t* sig : {sighup, sigterm, sigint}) {
     uv_close(reinterpret_cast<uv_handle_t*>(sig), [](uv_handle_t* h) { delete reinterpret_cast<uv_signal_t*>(h); });

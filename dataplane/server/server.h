@@ -22,6 +22,7 @@
 #include "dataplane/server/admin_api.h"
 #include "dataplane/server/farm.h"
 #include "controlplane/core/store.h"
+#include "filters/auth/session.h"
 #include "filters/ratelimit/limiter.h"
 
 namespace eldric::server {
@@ -135,8 +136,12 @@ class Server : public AdminBackend {
   bool applyFarmSnapshot(const edge::v1::Snapshot& snapshot, std::string* error);
   void carryListeners(const config::RuntimeConfigSharedPtr& next);
   void fillUsage(edge::v1::UsageReport* report);
-  // Sessions logged out here that the farm's snapshot does not list yet.
+  // Sessions logged out here that the running snapshot does not list yet.
+  std::vector<filters::auth::LoggedOutSession> unlistedLogouts(size_t max);
+  // Farm: sends them to the control plane with a report.
   void fillLogouts(edge::v1::DiscoveryRequest* req);
+  // Standalone: keeps them in the embedded store, so a restart refuses them too.
+  void persistLogouts();
   // Swaps every worker to `cfg`; `done` runs on the main loop once all have.
   void applyConfig(config::RuntimeConfigSharedPtr cfg, std::function<void()> done = nullptr);
   // Builds base_snapshot_ again (after an admin change or an upstream

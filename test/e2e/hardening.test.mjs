@@ -18,6 +18,8 @@ import {
   chatBody,
   makeCert,
   freePort,
+  makeTempDir,
+  removeDir,
 } from './lib/harness.mjs';
 import { edgeConfig, testKey } from './lib/keys.mjs';
 
@@ -889,6 +891,37 @@ describe('the perimeter holds: web chat sessions', () => {
     assert.equal(out.status, 200, out.body);
     // A copy of the old cookie is worth nothing now.
     assertError(await request({ port: edge.httpPort, path: '/v1/models', headers }), 401, 'missing_api_key');
+  });
+
+  it('a logged-out session stays refused after a restart (the store keeps it)', TIMEOUT, async () => {
+    const dataDir = makeTempDir('eldric-logout-');
+    const config = edgeConfig(router.url, {
+      auth: { api_keys: { [USER_KEY]: 'user1' } },
+      upstream: { health_check_path: '/_fake/stats' },
+    });
+    let e = await startEdge({ config, args: ['--data-dir', dataDir] });
+    try {
+      const loginHere = (key) =>
+        request({
+          port: e.httpPort, path: '/api/v1/session', method: 'POST',
+          headers: { 'content-type': 'application/json' }, body: JSON.stringify({ api_key: key }),
+        });
+      const gone = await loginHere(USER_KEY);
+      const kept = await loginHere(USER_KEY);
+      const goneHeaders = { cookie: cookieOf(gone), 'sec-fetch-site': 'same-origin' };
+      const keptHeaders = { cookie: cookieOf(kept), 'sec-fetch-site': 'same-origin' };
+      assert.notEqual(goneHeaders.cookie, keptHeaders.cookie);
+      assert.equal((await request({ port: e.httpPort, method: 'DELETE', path: '/api/v1/session', headers: goneHeaders })).status, 200);
+      // SIGTERM: the logout is written to the store on the way out.
+      await e.stop();
+      e = await startEdge({ config, args: ['--data-dir', dataDir] });
+      assertError(await request({ port: e.httpPort, path: '/v1/models', headers: goneHeaders }), 401, 'missing_api_key');
+      // The session key survived too: the other session still works.
+      assert.equal((await request({ port: e.httpPort, path: '/v1/models', headers: keptHeaders })).status, 200);
+    } finally {
+      await e.kill();
+      removeDir(dataDir);
+    }
   });
 });
 
