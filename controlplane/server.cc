@@ -432,6 +432,8 @@ class ControlPlane::Impl {
   std::condition_variable timer_cv_;
   bool stopping_ = false;
   bool report_pending_ = false;  // a usage report arrived since the last push
+  // Session logouts were stored since the last snapshot build.
+  std::atomic<bool> logouts_pending_{false};
   std::thread timer_;
   bool started_ = false;
   bool stopped_ = false;
@@ -1071,8 +1073,8 @@ void ControlPlane::Impl::onHello(Stream* s, const DiscoveryRequest& req) {
     // A data plane that connects late gets the current snapshot at once.
     if (current_) kick = s->push(current_);
   }
-  if (req.has_usage()) noteReport();
   onLogouts(s, req);
+  if (req.has_usage() || logouts_pending_) noteReport();
   log::info("data plane connected", {{"node", log::str(s->nodeId())},
                                      {"peer", log::str(s->peer())},
                                      {"build", log::str(req.node().build_version())},
@@ -1122,8 +1124,8 @@ void ControlPlane::Impl::onRequest(Stream* s, const DiscoveryRequest& req) {
     // Reports from a stream the member has since replaced are stale.
     if (req.has_usage() && n.stream == s) recordReportLocked(s->nodeId(), n, req.usage());
   }
-  if (req.has_usage()) noteReport();
   onLogouts(s, req);
+  if (req.has_usage() || logouts_pending_) noteReport();
   if (kind == kAck) {
     log::debug("snapshot acknowledged",
                {{"node", log::str(s->nodeId())}, {"version", log::str(req.version_info())}});
@@ -1154,7 +1156,10 @@ void ControlPlane::Impl::onLogouts(Stream* s, const DiscoveryRequest& req) {
   if (added == 0) return;
   log::info("sessions logged out on a member",
             {{"node", log::str(s->nodeId())}, {"sessions", log::num(static_cast<long long>(added))}});
-  rebuildAfterChangeLocked("session logout");
+  // The snapshot is rebuilt by the timer, with the next farm push: many
+  // logouts (or a member sending many messages) make one rebuild per push
+  // gap, not one per message.
+  logouts_pending_ = true;
 }
 
 void ControlPlane::Impl::onDone(Stream* s) {
@@ -1222,6 +1227,10 @@ void ControlPlane::Impl::timerLoop() {
     if (expiry != 0 && unixMs() / 1000 >= expiry) {
       std::lock_guard<std::mutex> sl(store_mu_);
       rebuildAfterChangeLocked("key expiry");
+    }
+    if (logouts_pending_.exchange(false)) {
+      std::lock_guard<std::mutex> sl(store_mu_);
+      rebuildAfterChangeLocked("session logout");
     }
     l.lock();
   }
