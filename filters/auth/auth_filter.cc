@@ -146,10 +146,11 @@ bool AuthFilter::sessionAuth(http::RequestHeaders& headers, std::string_view tok
   int64_t now = static_cast<int64_t>(time(nullptr));
   // A bad or stale cookie is no credential at all: the request goes on as
   // anonymous (and meets the 401 below if it needs a key).
-  if (!verifySession(token, config_->sessionKeys(), now, &hash, &expires)) return true;
-  std::string digest = sessionDigest(token);
+  std::string digest;
+  if (!verifySession(token, config_->sessionKeys(), now, &hash, &expires, &digest)) return true;
   if (sessionRevoked(digest) || config_->loggedOut(digest)) return true;  // here, or on another member
   session_expires_ = expires;
+  session_digest_ = std::move(digest);
   bool expired = false;
   auto id = config_->lookupHash(hash, now, &expired);
   if (!id) return true;  // the key was revoked or expired: so is the session
@@ -221,7 +222,6 @@ http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& header
   } else if (std::optional<std::string_view> cookie = headers.headers.get("cookie")) {
     std::string_view token = cookieValue(*cookie, kSecureSessionCookie);
     if (token.empty()) token = cookieValue(*cookie, kSessionCookie);
-    session_token_ = token;
     bool authenticated = false;
     if (!token.empty() && !sessionAuth(headers, token, scope, &authenticated)) {
       return http::FilterHeadersStatus::StopIteration;
@@ -289,8 +289,8 @@ void AuthFilter::handleSession(const std::string& body) {
   if (req.method == "DELETE") {
     // Logged out on the server too: the cookie's token is refused from now
     // on, even if a copy of it outlives the browser's.
-    if (!session_token_.empty() && session_expires_) {
-      revokeSession(sessionDigest(session_token_), session_expires_, static_cast<int64_t>(time(nullptr)));
+    if (!session_digest_.empty() && session_expires_) {
+      revokeSession(session_digest_, session_expires_, static_cast<int64_t>(time(nullptr)));
     }
     reply(200, "{\"authenticated\":false,\"auth_required\":" + require + "}", {{"set-cookie", clear}});
     return;

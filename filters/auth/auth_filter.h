@@ -97,8 +97,8 @@ class AuthFilter : public http::StreamDecoderFilter {
   // from a trusted proxy.
   bool clientUsesHttps(const http::RequestHeaders& req);
   bool session_route_ = false;
-  std::string_view session_token_;  // the request's session cookie, if any
   int64_t session_expires_ = 0;     // once verified
+  std::string session_digest_;      // once verified: what a logout revokes
   AuthConfigSharedPtr config_;
   ratelimit::RateLimitConfigSharedPtr limits_;
   ratelimit::StateSharedPtr state_;

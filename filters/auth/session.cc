@@ -52,7 +52,10 @@ bool unb64url(std::string_view in, std::string* out) {
       out->push_back(static_cast<char>((acc >> bits) & 0xff));
     }
   }
-  return true;
+  // Canonical only: no dangling character (6 bits that make no byte) and
+  // no set bits past the last byte. Otherwise one token has many spellings,
+  // and a logged-out one could come back spelled another way.
+  return bits < 6 && (acc & ((1u << bits) - 1)) == 0;
 }
 
 std::string mac(const std::string& key, const std::string& payload) {
@@ -82,7 +85,7 @@ std::string signSession(const std::string& signing_key, const std::string& key_s
 }
 
 bool verifySession(std::string_view token, const std::vector<std::string>& signing_keys, int64_t now_s,
-                   std::string* key_sha256, int64_t* expires_at) {
+                   std::string* key_sha256, int64_t* expires_at, std::string* session_digest) {
   size_t dot = token.find('.');
   if (dot == std::string_view::npos || token.size() > 512) return false;
   std::string payload, sig;
@@ -101,6 +104,11 @@ bool verifySession(std::string_view token, const std::vector<std::string>& signi
   if (static_cast<int64_t>(exp) <= now_s) return false;
   *key_sha256 = payload.substr(2, 32);
   *expires_at = static_cast<int64_t>(exp);
+  if (session_digest) {
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const uint8_t*>(payload.data()), payload.size(), d);
+    session_digest->assign(reinterpret_cast<const char*>(d), sizeof d);
+  }
   return true;
 }
 
@@ -117,12 +125,6 @@ Revoked& revoked() {
 }
 
 }  // namespace
-
-std::string sessionDigest(std::string_view token) {
-  unsigned char d[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const uint8_t*>(token.data()), token.size(), d);
-  return std::string(reinterpret_cast<const char*>(d), sizeof d);
-}
 
 void revokeSession(std::string_view digest, int64_t expires_at, int64_t now_s) {
   Revoked& r = revoked();
