@@ -232,12 +232,14 @@ TEST_F(GrpcClientTest, UnaryOk) {
   EXPECT_FALSE(ch.connected());
   EchoRequest req;
   req.set_message("hello");
-  UnaryResult r = unary(ch, req, 2000);
+  // Long enough that the first call's connect, slow under TSan, leaves
+  // most of it.
+  UnaryResult r = unary(ch, req, 10000);
   EXPECT_EQ(r.status, 0) << r.message;
   EXPECT_EQ(r.response.message(), "hello");
   // The server saw our grpc-timeout as its deadline.
-  EXPECT_GT(r.response.deadline_remaining_ms(), 1000);
-  EXPECT_LE(r.response.deadline_remaining_ms(), 2000);
+  EXPECT_GT(r.response.deadline_remaining_ms(), 5000);
+  EXPECT_LE(r.response.deadline_remaining_ms(), 10000);
   EXPECT_TRUE(ch.connected());
   EXPECT_EQ(ch.connectedTarget(), server.target());
 
@@ -596,12 +598,14 @@ TEST_F(GrpcClientTest, DefaultLibgrpcPolicyRejectsFrequentPings) {
   // ENHANCE_YOUR_CALM "too_many_pings" and closes the connection.
   server.start({});
   ChannelOptions o = plainOptions(server);
-  o.keepalive_ms = 50;
+  // The ACK must come within one interval: 50 ms was too short for a
+  // server under TSan.
+  o.keepalive_ms = 200;
   Channel ch(loop.dispatcher, o);
   Recorder rec;
   auto stream = ch.startStream(kBidi, rec);
   stream->send(echoRequest("hi"));
-  ASSERT_TRUE(loop.runUntil([&] { return rec.closed; }, 3000));
+  ASSERT_TRUE(loop.runUntil([&] { return rec.closed; }, 5000));
   EXPECT_EQ(rec.status, kUnavailable);
   EXPECT_NE(rec.message.find("many pings"), std::string::npos) << rec.message;
   ASSERT_TRUE(loop.runUntil([&] { return ch.stats().goaways_received == 1; }));
