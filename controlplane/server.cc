@@ -468,11 +468,20 @@ class Stream : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer
     }
   }
 
+  // self_ is set on the thread that made the reactor and taken in OnDone on
+  // another; gRPC orders the two, under locks TSan cannot see (libgrpc is
+  // not instrumented), so mu_ says it too.
   void begin(std::shared_ptr<Stream> self) {
-    self_ = std::move(self);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      self_ = std::move(self);
+    }
     StartRead(&req_bytes_);
   }
-  std::shared_ptr<Stream> self() const { return self_; }
+  std::shared_ptr<Stream> self() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return self_;
+  }
   const std::string& nodeId() const { return node_id_; }
   const std::string& peer() const { return peer_; }
 
@@ -615,9 +624,10 @@ class Stream : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer
     // The last reaction: after it gRPC no longer touches this object. It
     // is freed when the last holder (the control plane's map, a pusher's
     // copy, or `self`) lets go.
-    std::shared_ptr<Stream> self = std::move(self_);
+    std::shared_ptr<Stream> self;
     {
       std::lock_guard<std::mutex> l(mu_);
+      self = std::move(self_);
       closing_ = true;
       finished_ = true;
       queue_.clear();
@@ -647,7 +657,7 @@ class Stream : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer
   bool certified_ = false;               // the peer showed a client certificate we verified
   std::vector<std::string> cert_names_;  // its CN and DNS names
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::deque<OutboundPtr> queue_;
   // Kept alive until OnWriteDone, as StartWrite requires.
   OutboundPtr in_flight_;
@@ -934,6 +944,12 @@ void ControlPlane::Impl::shutdown() {
   all.clear();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server_->Wait();
+  // Every handler has returned (Wait); taking the locks they held makes
+  // that visible to TSan before the members they touched are destroyed.
+  {
+    std::lock_guard<std::mutex> sl(store_mu_);
+    std::lock_guard<std::mutex> l(streams_mu_);
+  }
   log::info("control plane stopped");
 }
 
