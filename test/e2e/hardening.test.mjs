@@ -891,6 +891,18 @@ describe('the perimeter holds: web chat sessions', () => {
     assert.equal(out.status, 200, out.body);
     // A copy of the old cookie is worth nothing now.
     assertError(await request({ port: edge.httpPort, path: '/v1/models', headers }), 401, 'missing_api_key');
+    // Nor is the same token spelled another way, which a lenient decoder
+    // read as the same bytes: a dangling character after a payload that
+    // fills its last character, or an unused bit set in that character.
+    const [name, token] = headers.cookie.split('=');
+    const [payload, sig] = token.split('.');
+    const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const respelled =
+      (payload.length % 4 === 0 ? payload + 'A' : payload.slice(0, -1) + B64[B64.indexOf(payload.at(-1)) | 1]) +
+      '.' + sig;
+    assert.notEqual(respelled, token);
+    const again = { ...headers, cookie: `${name}=${respelled}` };
+    assertError(await request({ port: edge.httpPort, path: '/v1/models', headers: again }), 401, 'missing_api_key');
   });
 
   it('a logged-out session stays refused after a restart (the store keeps it)', TIMEOUT, async () => {
