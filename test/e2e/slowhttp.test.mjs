@@ -202,7 +202,12 @@ describe('descriptor exhaustion (EMFILE)', () => {
     await router?.kill();
   });
 
-  it('keeps serving the connections it holds, refuses the rest, and accepts again once descriptors are free', T, async () => {
+  // UBSan's vptr check reads the object's vtable only after probing the
+  // memory with a pipe(2); with no descriptor left the probe fails and every
+  // virtual call is reported as "invalid vptr". The check, not the Edge,
+  // cannot run at EMFILE.
+  const ubsan = process.env.ELDRIC_SANITIZER === 'ubsan' ? 'UBSan cannot check virtual calls without a free descriptor' : false;
+  it('keeps serving the connections it holds, refuses the rest, and accepts again once descriptors are free', { ...T, skip: ubsan }, async () => {
     const held = [];
     let refusedSeen = 0;
     for (let i = 0; i < 200; i++) {
