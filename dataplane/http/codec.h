@@ -52,6 +52,10 @@ class ServerCodecCallbacks {
   virtual void onCodecError(const CodecError& error, ResponseEncoder& encoder) = 0;
   // The response of the current stream finished; the codec may go on.
   virtual void onResponseComplete(bool keep_alive) = 0;
+  // True while the next pipelined request must wait (the client has not
+  // taken the last answer): dispatch() stops before parsing it, also when
+  // that answer was made synchronously inside the same dispatch().
+  virtual bool inputPaused() const { return false; }
 };
 
 struct CodecLimits {

@@ -172,6 +172,7 @@ class ConnectionManager : public network::ConnectionCallbacks,
   RequestDecoder& newStream(ResponseEncoder& encoder) override;
   void onCodecError(const CodecError& error, ResponseEncoder& encoder) override;
   void onResponseComplete(bool keep_alive) override;
+  bool inputPaused() const override { return awaiting_drain_; }
 
   // SIGTERM: finish the current request, then close.
   void startDrain();

@@ -285,7 +285,8 @@ bool Http1ServerCodec::scanHeaderBytes(const char* p, size_t n) {
 
 void Http1ServerCodec::dispatch(Buffer& data) {
   while (!data.empty() && state_ != State::Closed && !has_error_) {
-    if (state_ == State::AwaitResponse) return;  // pipelined bytes wait
+    // Pipelined bytes wait for the response, and for the client to take it.
+    if (state_ == State::AwaitResponse || callbacks_.inputPaused()) return;
     const Slice& slice = data.slice(0);
     if (state_ == State::Idle) {
       scanning_headers_ = true;

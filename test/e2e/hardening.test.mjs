@@ -488,14 +488,35 @@ describe('the perimeter holds: a client that pipelines and never reads', () => {
     assert.ok(biggest.size > 10000, `an asset of some size: ${JSON.stringify(biggest)}`);
 
     const N = 300;
+    // Answers the Edge has finished (written out), from /metrics.
+    const answered = async () => {
+      const m = await request({ port: edge.httpPort, path: '/metrics' });
+      return [...m.body.matchAll(/^eldric_edge_http_requests_total\{[^}]*code="200"\} (\d+)$/gm)].reduce(
+        (sum, x) => sum + Number(x[1]),
+        0,
+      );
+    };
     const before = rssKiB(edge.proc.pid);
+    const answeredBefore = await answered();
     const conn = await HttpConn.open({ port: edge.httpPort });
     conn.socket.pause(); // never read
     conn.write(`GET ${biggest.path} HTTP/1.1\r\nHost: x\r\n\r\n`.repeat(N));
     await sleep(1500);
     const held = rssKiB(edge.proc.pid) - before;
     // ~100 MB before the fix (each answer a copy of the asset, all at once).
-    assert.ok(held < 16 * 1024, `the Edge grew by ${held} KiB for one client that does not read`);
+    // Under a sanitizer the allocator moves RSS by tens of MB on its own;
+    // the count of answers written says the same in every build.
+    if (!process.env.ELDRIC_SANITIZER) {
+      assert.ok(held < 16 * 1024, `the Edge grew by ${held} KiB for one client that does not read`);
+    }
+    // The earlier /metrics call is one of them. The kernel's socket buffers
+    // take some (on loopback up to tcp_wmem's 4 MB sent and a few MB
+    // received); past them the Edge holds one answer, two at most. Before
+    // answers made inside one read were counted, it wrote 282 of 300.
+    const written = (await answered()) - answeredBefore - 1;
+    const bound = 2 + Math.ceil((8 * 1024 * 1024) / biggest.size);
+    console.log(`# asset ${biggest.size} bytes; ${written} answers written (bound ${bound})`);
+    assert.ok(written <= bound, `the Edge wrote ${written} of ${N} answers for a client that does not read`);
     // Other clients are served meanwhile.
     assert.equal((await request({ port: edge.httpPort, path: '/health' })).status, 200);
 
