@@ -531,7 +531,7 @@ void Server::fillLogouts(edge::v1::DiscoveryRequest* req) {
   }
 }
 
-void Server::persistLogouts() {
+void Server::persistLogouts(bool list_now) {
   if (!store_ || farm_) return;
   std::vector<controlplane::LoggedOutSession> rows;
   for (const auto& l : unlistedLogouts(kLogoutsPerSweep)) rows.push_back({hexEncode(l.digest), l.expires_at});
@@ -542,6 +542,11 @@ void Server::persistLogouts() {
     log::error("session logouts not stored; they hold until a restart", {{"error", log::str(error)}});
   } else if (added) {
     log::debug("session logouts stored", {{"sessions", log::num(static_cast<long long>(added))}});
+    // The running config then lists them (build() reads the store), so the
+    // next sweep does not write the same ones again.
+    if (list_now && !rebuild(&error)) {
+      log::warn("config not rebuilt after storing session logouts", {{"error", log::str(error)}});
+    }
   }
 }
 
@@ -858,7 +863,7 @@ int Server::run() {
       if (removed) log::debug("rate-limit entries swept", {{"removed", log::num(static_cast<long long>(removed))}});
     }
     // A restart must not bring logged-out sessions back.
-    persistLogouts();
+    persistLogouts(true);
     sweep_timer_->enable(kSweepIntervalMs);
   });
   sweep_timer_->enable(kSweepIntervalMs);
@@ -891,7 +896,7 @@ int Server::run() {
 
   for (auto& w : workers_) w->stop();
   for (auto& w : workers_) w->join();
-  persistLogouts();
+  persistLogouts(false);
   health_.reset();
   for (uv_signal_t* sig : {sighup, sigterm, sigint}) {
     uv_close(reinterpret_cast<uv_handle_t*>(sig), [](uv_handle_t* h) { delete reinterpret_cast<uv_signal_t*>(h); });

@@ -140,8 +140,9 @@ class Server : public AdminBackend {
   std::vector<filters::auth::LoggedOutSession> unlistedLogouts(size_t max);
   // Farm: sends them to the control plane with a report.
   void fillLogouts(edge::v1::DiscoveryRequest* req);
-  // Standalone: keeps them in the embedded store, so a restart refuses them too.
-  void persistLogouts();
+  // Standalone: keeps them in the embedded store, so a restart refuses them
+  // too; with `list_now`, rebuilds the config so that it lists them.
+  void persistLogouts(bool list_now);
   // Swaps every worker to `cfg`; `done` runs on the main loop once all have.
   void applyConfig(config::RuntimeConfigSharedPtr cfg, std::function<void()> done = nullptr);
   // Builds base_snapshot_ again (after an admin change or an upstream
