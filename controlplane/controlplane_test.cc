@@ -317,7 +317,7 @@ TEST_F(ControlPlaneTest, RegistrationThroughHandleRestIsPushed) {
   EXPECT_EQ(second.version_info(), cp_->currentVersion());
   ASSERT_EQ(second.snapshot().auth().api_keys_size(), first.snapshot().auth().api_keys_size() + 1);
   unsigned char digest[32];
-  sha256(key.data(), key.size(), digest);
+  crypto::sha256(key.data(), key.size(), digest);
   bool found = false;
   for (const auto& k : second.snapshot().auth().api_keys()) {
     if (k.sha256() == std::string(reinterpret_cast<char*>(digest), 32)) {

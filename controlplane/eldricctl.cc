@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/config/loader.h"
+#include "common/config/loader.h"
 #include "eldric/edge/v1/admin.grpc.pb.h"
 
 namespace {

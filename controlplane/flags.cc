@@ -4,7 +4,7 @@
 #include <string>
 
 #include "controlplane/server.h"
-#include "dataplane/config/flag_parser.h"
+#include "common/config/flag_parser.h"
 
 namespace eldric::controlplane {
 

@@ -8,9 +8,9 @@
 
 #include "absl/synchronization/mutex.h"
 #include "controlplane/server.h"
-#include "dataplane/common/core_dumps.h"
-#include "dataplane/common/fd_table.h"
-#include "dataplane/common/log.h"
+#include "common/core_dumps.h"
+#include "common/fd_table.h"
+#include "common/log.h"
 
 int main(int argc, char** argv) {
   eldric::controlplane::Options options;

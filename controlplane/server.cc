@@ -46,13 +46,15 @@
 #include <vector>
 
 #include "controlplane/core/admin_rest.h"
-#include "controlplane/core/crypto.h"
+#include "common/crypto.h"
+#include "common/hex.h"
+#include "common/session_key.h"
 #include "controlplane/core/farm_limits.h"
 #include "controlplane/core/plugin_dir.h"
 #include "controlplane/core/snapshot_builder.h"
 #include "controlplane/core/store.h"
-#include "dataplane/common/log.h"
-#include "dataplane/config/loader.h"
+#include "common/log.h"
+#include "common/config/loader.h"
 #include "eldric/edge/v1/admin.grpc.pb.h"
 #include "eldric/edge/v1/discovery.grpc.pb.h"
 
@@ -98,61 +100,6 @@ bool readPem(const std::string& path, const std::string& what, std::string* out,
     return false;
   }
   return true;
-}
-
-// The key that signs web chat session cookies, shared by every data plane
-// of the farm so a session is valid on any of them. Same format as the
-// standalone Edge's: 32 raw bytes in <data_dir>/session.key, mode 0600,
-// made once.
-bool loadSessionKey(const std::string& dir, std::string* key, std::string* error) {
-  const std::string path = dir + "/session.key";
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0 && errno == ENOENT) {
-    unsigned char fresh[32];
-    if (getrandom(fresh, sizeof fresh, 0) != static_cast<ssize_t>(sizeof fresh)) {
-      *error = "getrandom failed: " + std::string(std::strerror(errno));
-      return false;
-    }
-    int w = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (w < 0 || ::write(w, fresh, sizeof fresh) != static_cast<ssize_t>(sizeof fresh) ||
-        ::fsync(w) != 0) {
-      *error = path + ": " + std::strerror(errno);
-      if (w >= 0) ::close(w);
-      return false;
-    }
-    ::close(w);
-    // The new directory entry must be durable too, or a power cut could
-    // bring back a farm whose sessions all changed key.
-    int d = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (d >= 0) {
-      ::fsync(d);
-      ::close(d);
-    }
-    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  }
-  if (fd < 0) {
-    *error = path + ": " + std::strerror(errno);
-    return false;
-  }
-  char buf[64];
-  ssize_t n = ::read(fd, buf, sizeof buf);
-  ::close(fd);
-  if (n != 32) {
-    *error = path + ": expected 32 bytes";
-    return false;
-  }
-  key->assign(buf, 32);
-  return true;
-}
-
-std::string hex(const std::string& bytes) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out.push_back(kDigits[c >> 4]);
-    out.push_back(kDigits[c & 15]);
-  }
-  return out;
 }
 
 // gRPC's own messages, as JSON lines like ours.
@@ -824,7 +771,7 @@ bool ControlPlane::Impl::start(std::string* error) {
     *error = "getrandom failed";
     return false;
   }
-  nonce_prefix_ = hex(std::string(reinterpret_cast<char*>(boot), sizeof boot)) + "-";
+  nonce_prefix_ = hexEncode(std::string(reinterpret_cast<char*>(boot), sizeof boot)) + "-";
   usage_seq_ = 0;
   instance_ = nonce_prefix_.substr(0, nonce_prefix_.size() - 1);
   sync_interval_ms_ = options_.sync_interval_ms > 0 ? options_.sync_interval_ms
@@ -988,7 +935,7 @@ bool ControlPlane::Impl::rebuildLocked(const char* reason, std::string* error) {
     }
   }
   std::string version =
-      "cp-" + std::to_string(store_->version()) + "-" + sha256Hex(bytes).substr(0, 12);
+      "cp-" + std::to_string(store_->version()) + "-" + crypto::sha256Hex(bytes).substr(0, 12);
 
   int64_t next_expiry = 0;
   for (const auto& k : snap.auth().api_keys()) {
@@ -1160,7 +1107,7 @@ void ControlPlane::Impl::onLogouts(Stream* s, const DiscoveryRequest& req) {
   for (const auto& l : req.logged_out_sessions()) {
     if (sessions.size() == kMaxLogoutsPerMessage) break;
     if (l.token_sha256().size() != 32) continue;
-    sessions.push_back({hex(l.token_sha256()), l.expires_at()});
+    sessions.push_back({hexEncode(l.token_sha256()), l.expires_at()});
   }
   std::lock_guard<std::mutex> l(store_mu_);
   size_t added = 0;
@@ -1537,7 +1484,7 @@ grpc::Status ControlPlane::Impl::authorizeAdmin(const grpc::ServerContext& ctx, 
   }
   std::string_view key = value.substr(kBearer.size());
   unsigned char digest[32];
-  sha256(key.data(), key.size(), digest);
+  crypto::sha256(key.data(), key.size(), digest);
   std::string hash(reinterpret_cast<const char*>(digest), sizeof digest);
   std::lock_guard<std::mutex> l(store_mu_);
   auto k = known_keys_.find(hash);
@@ -1617,7 +1564,7 @@ grpc::Status ControlPlane::Impl::registerClient(const edge::v1::RegisterClientRe
   }
   log::info("client registered", {{"client", log::str(issued.client.name)},
                                   {"id", log::str(issued.client.id)},
-                                  {"key_prefix", log::str(keyPrefix(issued.key))}});
+                                  {"key_prefix", log::str(crypto::keyPrefix(issued.key))}});
   rebuildAfterChangeLocked("client registered");
   toProto(issued.client, out->mutable_client());
   out->set_api_key(issued.key);
@@ -1693,7 +1640,7 @@ grpc::Status ControlPlane::Impl::rotateKey(const edge::v1::RotateKeyRequest& req
   if (!store_->rotateKey(req.id(), overlap, &issued, &error)) return storeError(error);
   log::info("client key rotated", {{"client", log::str(issued.client.name)},
                                    {"id", log::str(issued.client.id)},
-                                   {"key_prefix", log::str(keyPrefix(issued.key))},
+                                   {"key_prefix", log::str(crypto::keyPrefix(issued.key))},
                                    {"overlap_seconds", log::num(overlap)}});
   rebuildAfterChangeLocked("key rotated");
   toProto(issued.client, out->mutable_client());

@@ -1,26 +1,8 @@
 #include "controlplane/core/snapshot_builder.h"
 
+#include "common/hex.h"
+
 namespace eldric::controlplane {
-namespace {
-
-bool hexToBytes(const std::string& hex, std::string* out) {
-  if (hex.size() % 2) return false;
-  out->clear();
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    out->push_back(static_cast<char>(hi * 16 + lo));
-  }
-  return true;
-}
-
-}  // namespace
 
 void addClientKeys(const std::vector<ClientRecord>& clients, int64_t now_s, edge::v1::Auth* auth) {
   for (const auto& c : clients) {
@@ -28,7 +10,7 @@ void addClientKeys(const std::vector<ClientRecord>& clients, int64_t now_s, edge
     for (const auto& k : c.keys) {
       if (k.revoked_at != 0 || (k.expires_at != 0 && k.expires_at <= now_s)) continue;
       std::string raw;
-      if (!hexToBytes(k.sha256_hex, &raw) || raw.size() != 32) continue;
+      if (!hexDecode(k.sha256_hex, &raw) || raw.size() != 32) continue;
       auto* ak = auth->add_api_keys();
       ak->set_sha256(raw);
       ak->set_prefix(k.prefix);
@@ -52,7 +34,7 @@ void addClientKeys(const std::vector<ClientRecord>& clients, int64_t now_s, edge
 void addLoggedOutSessions(const std::vector<LoggedOutSession>& sessions, edge::v1::Auth* auth) {
   for (const auto& s : sessions) {
     std::string raw;
-    if (!hexToBytes(s.token_sha256_hex, &raw) || raw.size() != 32) continue;
+    if (!hexDecode(s.token_sha256_hex, &raw) || raw.size() != 32) continue;
     auto* out = auth->add_logged_out_sessions();
     out->set_token_sha256(raw);
     out->set_expires_at(s.expires_at);

@@ -30,7 +30,7 @@
 #include <vector>
 
 #include "common/json.h"
-#include "controlplane/core/crypto_internal.h"
+#include "common/crypto_internal.h"
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
@@ -508,7 +508,7 @@ class SqliteStore : public Store {
                "\" must be 1-1024 characters without spaces or control characters";
       return false;
     }
-    const std::string hash = sha256Hex(key);
+    const std::string hash = crypto::sha256Hex(key);
     int64_t now = nowSeconds();
 
     // Runs at every start: the common case reads a few rows and changes
@@ -574,7 +574,7 @@ class SqliteStore : public Store {
       Stmt ins(db_,
                "INSERT INTO keys (sha256_hex, client_id, prefix, source, created_at) "
                "VALUES (?1, ?2, ?3, 'config', ?4)");
-      ins.bind(1, hash).bind(2, id).bind(3, keyPrefix(key)).bind(4, now);
+      ins.bind(1, hash).bind(2, id).bind(3, crypto::keyPrefix(key)).bind(4, now);
       if (ins.step() != SQLITE_DONE) return dbError(error);
       changed = true;
     } else {
@@ -712,7 +712,7 @@ class SqliteStore : public Store {
     Stmt upd(db_,
              "UPDATE keys SET expires_at = ?3 WHERE client_id = ?1 AND sha256_hex <> ?2 "
              "AND revoked_at = 0 AND (expires_at = 0 OR expires_at > ?3)");
-    upd.bind(1, id).bind(2, sha256Hex(key)).bind(3, deadline);
+    upd.bind(1, id).bind(2, crypto::sha256Hex(key)).bind(3, deadline);
     if (upd.step() != SQLITE_DONE) return dbError(error);
     if (!bumpVersion(error)) return false;
     std::optional<ClientRecord> record = loadClient(id);
@@ -986,7 +986,7 @@ class SqliteStore : public Store {
   // one indexed read inside the transaction we already hold.
   bool newClientId(std::string* id, std::string* error) {
     for (int attempt = 0; attempt < 8; ++attempt) {
-      *id = "cl_" + internal::randomHex(8);
+      *id = "cl_" + crypto::internal::randomHex(8);
       Stmt q(db_, "SELECT 1 FROM clients WHERE id = ?1");
       q.bind(1, *id);
       int rc = q.step();
@@ -1000,11 +1000,11 @@ class SqliteStore : public Store {
   // Generates a key, stores its hash and prefix, and hands the key back.
   bool insertNewKey(const std::string& client_id, int64_t now, std::string* key,
                     std::string* error) {
-    *key = generateApiKey();
+    *key = crypto::generateApiKey();
     Stmt ins(db_,
              "INSERT INTO keys (sha256_hex, client_id, prefix, source, created_at) "
              "VALUES (?1, ?2, ?3, 'api', ?4)");
-    ins.bind(1, sha256Hex(*key)).bind(2, client_id).bind(3, keyPrefix(*key)).bind(4, now);
+    ins.bind(1, crypto::sha256Hex(*key)).bind(2, client_id).bind(3, crypto::keyPrefix(*key)).bind(4, now);
     if (ins.step() != SQLITE_DONE) {
       key->clear();
       return dbError(error);

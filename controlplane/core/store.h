@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "controlplane/core/crypto.h"
+#include "common/crypto.h"
 
 namespace eldric::controlplane {
 

@@ -67,15 +67,15 @@ bool isBase62(char c) {
 
 TEST(CryptoTest, Sha256StandardVectors) {
   // FIPS 180-4 examples (NIST CSRC "SHA256.pdf", "SHA2_Additional.pdf").
-  EXPECT_EQ(sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  EXPECT_EQ(sha256Hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+  EXPECT_EQ(crypto::sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(crypto::sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(crypto::sha256Hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
   EXPECT_EQ(
-      sha256Hex("abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnop"
+      crypto::sha256Hex("abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnop"
                 "qklmnopqrlmnopqrsmnopqrstnopqrstu"),
       "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
-  EXPECT_EQ(sha256Hex(std::string(1000000, 'a')),
+  EXPECT_EQ(crypto::sha256Hex(std::string(1000000, 'a')),
             "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
@@ -96,10 +96,10 @@ TEST(CryptoTest, Sha256PaddingBoundaries) {
       {120, "2f3d335432c70b580af0e8e1b3674a7c020d683aa5f73aaaedfdc55af904c21c"},
       {128, "6836cf13bac400e9105071cd6af47084dfacad4e5e302c94bfed24e013afb73e"},
   };
-  for (const auto& c : cases) EXPECT_EQ(sha256Hex(std::string(c.n, 'a')), c.hex) << c.n;
+  for (const auto& c : cases) EXPECT_EQ(crypto::sha256Hex(std::string(c.n, 'a')), c.hex) << c.n;
 
   unsigned char raw[32];
-  sha256("abc", 3, raw);
+  crypto::sha256("abc", 3, raw);
   EXPECT_EQ(raw[0], 0xba);
   EXPECT_EQ(raw[31], 0xad);
 }
@@ -108,7 +108,7 @@ TEST(CryptoTest, ApiKeysAreBase62AndUnique) {
   std::set<std::string> seen;
   std::set<char> alphabet_used;
   for (int i = 0; i < 1000; ++i) {
-    std::string key = generateApiKey();
+    std::string key = crypto::generateApiKey();
     ASSERT_EQ(key.size(), 51u) << key;
     ASSERT_EQ(key.substr(0, 3), "sk-");
     for (size_t j = 3; j < key.size(); ++j) {
@@ -116,7 +116,7 @@ TEST(CryptoTest, ApiKeysAreBase62AndUnique) {
       alphabet_used.insert(key[j]);
     }
     EXPECT_TRUE(seen.insert(key).second) << "duplicate key";
-    EXPECT_EQ(keyPrefix(key), key.substr(0, 10));
+    EXPECT_EQ(crypto::keyPrefix(key), key.substr(0, 10));
   }
   // 48,000 draws over 62 symbols: each is expected ~774 times, so a missing
   // one would mean a broken mapping, not bad luck.
@@ -124,15 +124,15 @@ TEST(CryptoTest, ApiKeysAreBase62AndUnique) {
 }
 
 TEST(CryptoTest, ConstantTimeEquals) {
-  EXPECT_TRUE(constantTimeEquals("", ""));
-  EXPECT_TRUE(constantTimeEquals("sk-abc", "sk-abc"));
-  EXPECT_FALSE(constantTimeEquals("sk-abc", "sk-abd"));
-  EXPECT_FALSE(constantTimeEquals("sk-abc", "sk-ab"));
-  EXPECT_FALSE(constantTimeEquals("sk-ab", "sk-abc"));
-  EXPECT_FALSE(constantTimeEquals("", "x"));
-  EXPECT_FALSE(constantTimeEquals(std::string("a\0b", 3), std::string("a\0c", 3)));
+  EXPECT_TRUE(crypto::constantTimeEquals("", ""));
+  EXPECT_TRUE(crypto::constantTimeEquals("sk-abc", "sk-abc"));
+  EXPECT_FALSE(crypto::constantTimeEquals("sk-abc", "sk-abd"));
+  EXPECT_FALSE(crypto::constantTimeEquals("sk-abc", "sk-ab"));
+  EXPECT_FALSE(crypto::constantTimeEquals("sk-ab", "sk-abc"));
+  EXPECT_FALSE(crypto::constantTimeEquals("", "x"));
+  EXPECT_FALSE(crypto::constantTimeEquals(std::string("a\0b", 3), std::string("a\0c", 3)));
   // A shorter string padded with NULs must not compare equal.
-  EXPECT_FALSE(constantTimeEquals("ab", std::string("ab\0", 3)));
+  EXPECT_FALSE(crypto::constantTimeEquals("ab", std::string("ab\0", 3)));
 }
 
 TEST(ScopesTest, ParseAndFormat) {
@@ -209,8 +209,8 @@ TEST(StoreTest, RegisterListGet) {
   EXPECT_EQ(c.expires_at, 0);
   EXPECT_EQ(c.revoked_at, 0);
   ASSERT_EQ(c.keys.size(), 1u);
-  EXPECT_EQ(c.keys[0].sha256_hex, sha256Hex(issued.key));
-  EXPECT_EQ(c.keys[0].prefix, keyPrefix(issued.key));
+  EXPECT_EQ(c.keys[0].sha256_hex, crypto::sha256Hex(issued.key));
+  EXPECT_EQ(c.keys[0].prefix, crypto::keyPrefix(issued.key));
   EXPECT_EQ(c.keys[0].expires_at, 0);
   EXPECT_EQ(c.keys[0].revoked_at, 0);
   EXPECT_EQ(store->version(), 1u);
@@ -354,10 +354,10 @@ TEST(StoreTest, RotateKey) {
   ASSERT_EQ(second.client.keys.size(), 2u);
   const KeyRecord& old_key = second.client.keys[0];
   const KeyRecord& new_key = second.client.keys[1];
-  EXPECT_EQ(old_key.sha256_hex, sha256Hex(first.key));
+  EXPECT_EQ(old_key.sha256_hex, crypto::sha256Hex(first.key));
   EXPECT_GE(old_key.expires_at, before + 3600);
   EXPECT_LE(old_key.expires_at, after + 3600);
-  EXPECT_EQ(new_key.sha256_hex, sha256Hex(second.key));
+  EXPECT_EQ(new_key.sha256_hex, crypto::sha256Hex(second.key));
   EXPECT_EQ(new_key.expires_at, 0);
 
   // A second rotation with a longer overlap does not extend the first key.
@@ -409,7 +409,7 @@ TEST(StoreTest, KeyNeverAppearsInTheDatabaseFiles) {
         EXPECT_EQ(bytes.find(key.substr(10)), std::string::npos);
       }
       if (expect_hashes) {
-        EXPECT_NE(bytes.find(sha256Hex(key)), std::string::npos);
+        EXPECT_NE(bytes.find(crypto::sha256Hex(key)), std::string::npos);
       }
     }
   };
@@ -454,9 +454,9 @@ TEST(StoreTest, ReopenKeepsEverything) {
   EXPECT_EQ(ra->id, a.client.id);
   EXPECT_EQ(ra->scopes, kInference | kWorker);
   ASSERT_EQ(ra->keys.size(), 2u);
-  EXPECT_EQ(ra->keys[0].sha256_hex, sha256Hex(a.key));
+  EXPECT_EQ(ra->keys[0].sha256_hex, crypto::sha256Hex(a.key));
   EXPECT_EQ(ra->keys[0].expires_at, rotated.client.keys[0].expires_at);
-  EXPECT_EQ(ra->keys[1].sha256_hex, sha256Hex(rotated.key));
+  EXPECT_EQ(ra->keys[1].sha256_hex, crypto::sha256Hex(rotated.key));
   EXPECT_NE(store->getClient("b")->revoked_at, 0);
   EXPECT_EQ(store->getClient("cfg")->source, "config");
 
@@ -477,7 +477,7 @@ TEST(StoreTest, UpsertConfigClient) {
   EXPECT_EQ(rec->source, "config");
   EXPECT_EQ(rec->scopes, kInference | kAdmin);
   ASSERT_EQ(rec->keys.size(), 1u);
-  EXPECT_EQ(rec->keys[0].sha256_hex, sha256Hex(key1));
+  EXPECT_EQ(rec->keys[0].sha256_hex, crypto::sha256Hex(key1));
 
   // Every start calls it again: no change, no version bump, also after a
   // reopen.
@@ -499,9 +499,9 @@ TEST(StoreTest, UpsertConfigClient) {
   EXPECT_EQ(store->version(), 3u);
   rec = store->getClient("ops");
   ASSERT_EQ(rec->keys.size(), 2u);
-  EXPECT_EQ(rec->keys[0].sha256_hex, sha256Hex(key1));
+  EXPECT_EQ(rec->keys[0].sha256_hex, crypto::sha256Hex(key1));
   EXPECT_NE(rec->keys[0].revoked_at, 0);
-  EXPECT_EQ(rec->keys[1].sha256_hex, sha256Hex(key2));
+  EXPECT_EQ(rec->keys[1].sha256_hex, crypto::sha256Hex(key2));
   EXPECT_EQ(rec->keys[1].revoked_at, 0);
   ASSERT_TRUE(store->upsertConfigClient("ops", key2, kInference, &error)) << error;
   EXPECT_EQ(store->version(), 3u);

@@ -2,7 +2,7 @@
 
 #include <cstdlib>
 
-#include "dataplane/common/log.h"
+#include "common/log.h"
 
 namespace eldric {
 

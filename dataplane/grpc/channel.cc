@@ -6,9 +6,9 @@
 #include <cstring>
 #include <unordered_map>
 
-#include "dataplane/common/address.h"
+#include "common/address.h"
 #include "dataplane/common/buffer.h"
-#include "dataplane/common/log.h"
+#include "common/log.h"
 #include "dataplane/grpc/client_tls.h"
 #include "dataplane/grpc/framing.h"
 #include "dataplane/network/connection.h"

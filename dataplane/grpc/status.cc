@@ -1,6 +1,6 @@
 #include "dataplane/grpc/status.h"
 
-#include "dataplane/common/hex.h"
+#include "common/hex.h"
 
 namespace eldric::grpc {
 

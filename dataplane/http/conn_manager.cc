@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "dataplane/common/log.h"
+#include "common/log.h"
 #include "dataplane/common/random.h"
 #include "dataplane/http/http1_server_codec.h"
 #include "dataplane/http/path.h"

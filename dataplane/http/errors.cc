@@ -1,6 +1,6 @@
 #include "dataplane/http/errors.h"
 
-#include "dataplane/common/log.h"
+#include "common/log.h"
 
 namespace eldric::http {
 

@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "dataplane/common/hex.h"
+#include "common/hex.h"
 
 namespace eldric::http {
 namespace {

@@ -8,7 +8,7 @@
 
 #include <cstring>
 
-#include "dataplane/common/log.h"
+#include "common/log.h"
 #include "dataplane/tls/server_context.h"
 
 namespace eldric::network {

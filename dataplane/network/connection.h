@@ -17,7 +17,7 @@
 #include <memory>
 #include <string>
 
-#include "dataplane/common/address.h"
+#include "common/address.h"
 #include "dataplane/common/buffer.h"
 #include "dataplane/event/dispatcher.h"
 

@@ -1,6 +1,6 @@
 #include "dataplane/router/router.h"
 
-#include "dataplane/common/log.h"
+#include "common/log.h"
 #include "dataplane/config/runtime_config.h"
 
 namespace eldric::router {

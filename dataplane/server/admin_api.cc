@@ -1,6 +1,6 @@
 #include "dataplane/server/admin_api.h"
 
-#include "dataplane/common/log.h"
+#include "common/log.h"
 #include "dataplane/config/runtime_config.h"
 #include "filters/auth/auth_filter.h"
 #include "filters/ratelimit/ratelimit_filter.h"

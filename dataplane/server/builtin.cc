@@ -6,8 +6,8 @@
 #include <cinttypes>
 #include <cstdio>
 
-#include "dataplane/common/address.h"
-#include "dataplane/common/log.h"
+#include "common/address.h"
+#include "common/log.h"
 #include "dataplane/config/runtime_config.h"
 #include "dataplane/server/server.h"
 #include "dataplane/stats/stats.h"

@@ -8,9 +8,9 @@
 #include <cstdlib>
 #include <unordered_map>
 
-#include "dataplane/common/log.h"
+#include "common/log.h"
 #include "dataplane/common/random.h"
-#include "dataplane/config/loader.h"
+#include "common/config/loader.h"
 #include "eldric/edge/v1/admin.pb.h"
 
 namespace eldric::server {

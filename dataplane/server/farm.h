@@ -14,7 +14,7 @@
 #include <mutex>
 #include <string>
 
-#include "dataplane/config/loader.h"
+#include "common/config/loader.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/grpc/channel.h"
 #include "eldric/edge/v1/discovery.pb.h"

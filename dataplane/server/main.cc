@@ -2,9 +2,9 @@
 
 #include <cstdio>
 
-#include "dataplane/common/core_dumps.h"
-#include "dataplane/common/fd_table.h"
-#include "dataplane/config/loader.h"
+#include "common/core_dumps.h"
+#include "common/fd_table.h"
+#include "common/config/loader.h"
 #include "dataplane/server/server.h"
 
 int main(int argc, char** argv) {

@@ -13,9 +13,10 @@
 #include <set>
 #include <sys/stat.h>
 
-#include "dataplane/common/address.h"
-#include "dataplane/common/hex.h"
-#include "dataplane/common/log.h"
+#include "common/address.h"
+#include "common/hex.h"
+#include "common/session_key.h"
+#include "common/log.h"
 #include "dataplane/network/connection.h"
 #include "controlplane/core/admin_rest.h"
 #include "controlplane/core/plugin_dir.h"
@@ -420,41 +421,6 @@ bool Server::bindListeners(const config::RuntimeConfig& cfg, std::string* error)
   return true;
 }
 
-bool Server::loadSessionKey(const std::string& dir, std::string* error) {
-  // The key that signs web chat session cookies; kept so that sessions
-  // outlive a restart. Made once, readable by this user only.
-  std::string path = dir + "/session.key";
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0 && errno == ENOENT) {
-    unsigned char key[32];
-    if (getrandom(key, sizeof key, 0) != sizeof key) {
-      *error = "getrandom failed";
-      return false;
-    }
-    int w = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (w < 0 || write(w, key, sizeof key) != sizeof key || fsync(w) != 0) {
-      *error = path + ": " + strerror(errno);
-      if (w >= 0) close(w);
-      return false;
-    }
-    close(w);
-    fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  }
-  if (fd < 0) {
-    *error = path + ": " + strerror(errno);
-    return false;
-  }
-  char buf[64];
-  ssize_t n = read(fd, buf, sizeof buf);
-  close(fd);
-  if (n != 32) {
-    *error = path + ": expected 32 bytes";
-    return false;
-  }
-  session_key_.assign(buf, 32);
-  return true;
-}
-
 void Server::carryListeners(const config::RuntimeConfigSharedPtr& next) {
   auto current = config();
   // Listeners stay as bound at start; keep their (possibly picked) ports.
@@ -801,7 +767,7 @@ int Server::run() {
     fprintf(stderr, "eldric-edge: %s\n", error.c_str());
     return 2;
   }
-  if (!farm_ && !loadSessionKey(data_dir, &error)) {
+  if (!farm_ && !loadSessionKey(data_dir, &session_key_, &error)) {
     fprintf(stderr, "eldric-edge: %s\n", error.c_str());
     return 2;
   }

@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "dataplane/config/loader.h"
+#include "common/config/loader.h"
 #include "dataplane/config/runtime_config.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/http/conn_manager.h"
@@ -131,7 +131,6 @@ class Server : public AdminBackend {
   // Builds the runtime config from the file's snapshot plus the store's
   // clients, with the filter chain attached.
   config::RuntimeConfigSharedPtr build(const edge::v1::Snapshot& base, std::string* error);
-  bool loadSessionKey(const std::string& dir, std::string* error);
   bool prepareFarm(const std::string& data_dir, std::string* error);
   bool applyFarmSnapshot(const edge::v1::Snapshot& snapshot, std::string* error);
   void carryListeners(const config::RuntimeConfigSharedPtr& next);

@@ -7,8 +7,8 @@
 #include <cstring>
 #include <unordered_set>
 
-#include "dataplane/common/address.h"
-#include "dataplane/common/log.h"
+#include "common/address.h"
+#include "common/log.h"
 #include "dataplane/event/dispatcher.h"
 
 namespace eldric::upstream {

@@ -1,6 +1,6 @@
 #include "dataplane/upstream/health_checker.h"
 
-#include "dataplane/common/log.h"
+#include "common/log.h"
 #include "dataplane/http/http1_client_codec.h"
 #include "dataplane/network/connection.h"
 

@@ -6,7 +6,7 @@
 
 #include "absl/strings/string_view.h"
 #include "common/json.h"
-#include "dataplane/common/log.h"
+#include "common/log.h"
 #include "dataplane/config/runtime_config.h"
 #include "dataplane/network/connection.h"
 #include "filters/auth/session.h"

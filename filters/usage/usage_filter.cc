@@ -4,7 +4,7 @@
 #include <cstring>
 
 #include "common/json.h"
-#include "dataplane/common/log.h"
+#include "common/log.h"
 #include "dataplane/config/runtime_config.h"
 #include "rapidjson/document.h"
 #include "rapidjson/memorystream.h"

@@ -48,7 +48,7 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/wire_format_lite.h>
 
-#include "dataplane/common/log.h"
+#include "common/log.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/grpc/channel.h"
 #include "eldric/edge/v1/admin.pb.h"

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/config/loader.h"
+#include "common/config/loader.h"
 #include "test/fuzz/fuzz_util.h"
 
 static int fuzzOne(const uint8_t* data, size_t size) {

@@ -12,8 +12,8 @@
 #include <memory>
 #include <string>
 
-#include "dataplane/common/address.h"
-#include "dataplane/config/loader.h"
+#include "common/address.h"
+#include "common/config/loader.h"
 #include "dataplane/config/runtime_config.h"
 #include "filters/auth/auth_filter.h"
 #include "filters/ratelimit/limiter.h"

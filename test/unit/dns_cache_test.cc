@@ -4,7 +4,7 @@
 #include <netinet/in.h>
 #include <uv.h>
 
-#include "dataplane/common/address.h"
+#include "common/address.h"
 #include "dataplane/event/dispatcher.h"
 
 namespace eldric::upstream {

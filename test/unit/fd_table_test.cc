@@ -8,7 +8,7 @@
 #include <fstream>
 #include <string>
 
-#include "dataplane/common/fd_table.h"
+#include "common/fd_table.h"
 #include "gtest/gtest.h"
 
 namespace eldric {

@@ -1,4 +1,4 @@
-#include "dataplane/config/loader.h"
+#include "common/config/loader.h"
 
 #include <gtest/gtest.h>
 

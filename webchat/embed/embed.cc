@@ -30,12 +30,12 @@
 #include <string>
 #include <vector>
 
-#include "controlplane/core/crypto.h"
+#include "common/crypto.h"
 
 namespace {
 
 // SHA-256 for ETags and hashed names comes from the store's own (no TLS
-// library): controlplane/core/crypto.h.
+// library): common/crypto.h.
 
 // ---------------------------------------------------------------------------
 
@@ -254,7 +254,7 @@ int main(int argc, char** argv) {
     if (text) {
       for (const auto& r : renames) body = replaceRefs(body, r.first, r.second);
     }
-    std::string hash = eldric::controlplane::sha256Hex(body);
+    std::string hash = eldric::crypto::sha256Hex(body);
     Body b{body, gzip(body)};
     if (b.gz.size() >= b.raw.size()) b.gz.clear();
     bodies.push_back(std::move(b));

@@ -25,4 +25,18 @@ inline int hexDigitValue(char c) {
   return -1;
 }
 
+// `hex` (two digits a byte, either case) as bytes into `*out`; false if
+// it has an odd length or a character that is not a digit.
+inline bool hexDecode(std::string_view hex, std::string* out) {
+  if (hex.size() % 2) return false;
+  out->clear();
+  out->reserve(hex.size() / 2);
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    int hi = hexDigitValue(hex[i]), lo = hexDigitValue(hex[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out->push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return true;
+}
+
 }  // namespace eldric

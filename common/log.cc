@@ -1,4 +1,4 @@
-#include "dataplane/common/log.h"
+#include "common/log.h"
 
 #include <sys/time.h>
 #include <time.h>

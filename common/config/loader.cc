@@ -1,4 +1,4 @@
-#include "dataplane/config/loader.h"
+#include "common/config/loader.h"
 
 #include <unistd.h>
 
@@ -13,9 +13,9 @@
 #include <thread>
 
 #include "common/json.h"
-#include "controlplane/core/store.h"
-#include "dataplane/config/flag_parser.h"
-#include "dataplane/common/address.h"
+#include "common/crypto.h"
+#include "common/config/flag_parser.h"
+#include "common/address.h"
 #include "rapidjson/document.h"
 
 namespace eldric::config {
@@ -508,9 +508,9 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     }
     auto* ak = auth->add_api_keys();
     unsigned char digest[32];
-    controlplane::sha256(k.key.data(), k.key.size(), digest);
+    crypto::sha256(k.key.data(), k.key.size(), digest);
     ak->set_sha256(std::string(reinterpret_cast<const char*>(digest), sizeof digest));
-    ak->set_prefix(controlplane::keyPrefix(k.key));
+    ak->set_prefix(crypto::keyPrefix(k.key));
     ak->set_client_id("cfg_" + k.client);
     ak->set_client_name(k.client);
     for (const auto& sc : k.scopes) {

@@ -8,7 +8,7 @@
 #include <cstddef>
 #include <string>
 
-namespace eldric::controlplane {
+namespace eldric::crypto {
 
 // SHA-256 of `data` as 64 lowercase hex characters.
 std::string sha256Hex(const std::string& data);
@@ -22,4 +22,4 @@ std::string generateApiKey();
 // more than a quarter of it.
 std::string keyPrefix(const std::string& key);
 
-}  // namespace eldric::controlplane
+}  // namespace eldric::crypto

@@ -16,10 +16,10 @@
 #include <cstring>
 #include <string>
 
-#include "controlplane/core/crypto_internal.h"
-#include "controlplane/core/crypto.h"
+#include "common/crypto_internal.h"
+#include "common/crypto.h"
 
-namespace eldric::controlplane {
+namespace eldric::crypto {
 
 namespace {
 
@@ -222,4 +222,4 @@ std::string randomHex(size_t bytes) {
 
 }  // namespace internal
 
-}  // namespace eldric::controlplane
+}  // namespace eldric::crypto

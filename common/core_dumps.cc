@@ -1,4 +1,4 @@
-#include "dataplane/common/core_dumps.h"
+#include "common/core_dumps.h"
 
 #include <sys/prctl.h>
 #include <sys/resource.h>

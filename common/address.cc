@@ -1,4 +1,4 @@
-#include "dataplane/common/address.h"
+#include "common/address.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -1,4 +1,4 @@
-#include "dataplane/common/fd_table.h"
+#include "common/fd_table.h"
 
 #include <fcntl.h>
 #include <sys/resource.h>

@@ -6,9 +6,9 @@
 #include <cstddef>
 #include <string>
 
-namespace eldric::controlplane::internal {
+namespace eldric::crypto::internal {
 
 // `bytes` bytes from the kernel CSPRNG as 2 * bytes lowercase hex characters.
 std::string randomHex(size_t bytes);
 
-}  // namespace eldric::controlplane::internal
+}  // namespace eldric::crypto::internal
