@@ -19,23 +19,6 @@ uint64_t ms(const google::protobuf::Duration& d, uint64_t fallback) {
 
 }  // namespace
 
-std::string CompiledRoute::allowedMethods() const {
-  std::string out;
-  for (const auto& m : methods) {
-    if (!out.empty()) out += ", ";
-    out += m;
-  }
-  return out;
-}
-
-bool CompiledRoute::allows(std::string_view method) const {
-  if (methods.empty()) return true;
-  for (const auto& m : methods) {
-    if (m == method) return true;
-  }
-  return false;
-}
-
 const CompiledListener* RuntimeConfig::listener(std::string_view name) const {
   for (const auto& l : listeners) {
     if (l.name == name) return &l;
@@ -65,8 +48,42 @@ const CompiledRoute* RuntimeConfig::match(std::string_view path, std::string_vie
   return nullptr;
 }
 
+namespace {
+
+// Each route's chain: kHttpFilters (one factory each, shared by every
+// route), then the route's terminal handler.
+bool buildFilterChains(const FilterRegistry& filters, RuntimeConfig& cfg, std::string* error) {
+  std::vector<http::FilterFactory> shared;
+  for (std::string_view name : kHttpFilters) {
+    const FilterFactoryMaker* maker = filters.find(name);
+    if (!maker) {
+      *error = "no filter named \"" + std::string(name) + "\" is registered";
+      return false;
+    }
+    http::FilterFactory factory;
+    if (!(*maker)(FilterFactoryContext{cfg, nullptr}, &factory, error)) return false;
+    shared.push_back(std::move(factory));
+  }
+  for (auto& route : cfg.routes) {
+    std::string_view name = terminalFilterName(route);
+    route.handler = name;
+    const FilterFactoryMaker* maker = filters.find(name);
+    if (!maker) {
+      *error = "route \"" + route.name + "\": no handler named \"" + std::string(name) + "\" is registered";
+      return false;
+    }
+    http::FilterFactory terminal;
+    if (!(*maker)(FilterFactoryContext{cfg, &route}, &terminal, error)) return false;
+    route.filter_chain = shared;
+    route.filter_chain.push_back(std::move(terminal));
+  }
+  return true;
+}
+
+}  // namespace
+
 RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::HostRegistry& hosts,
-                               std::string* error, const Resolver& resolve) {
+                               std::string* error, const Resolver& resolve, const FilterRegistry* filters) {
   // The rate limiter keeps a counter per second of its window, allocated
   // when the config is applied (filters/ratelimit/sliding_window.cc): a
   // window of 4e9 seconds from a control plane asked for 32 GB and took
@@ -100,13 +117,18 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
     cl.name = l.name();
     cl.address = l.address().address();
     cl.port = l.address().port();
-    cl.role = l.role() == edge::v1::Listener::ROLE_UNSPECIFIED ? edge::v1::Listener::ROLE_SERVE : l.role();
+    cl.redirect_to_https = l.role() == edge::v1::Listener::ROLE_REDIRECT_TO_HTTPS;
     cl.redirect_port = l.redirect_port();
     if (l.has_tls()) {
       cl.tls = tls::ServerContext::create(l.tls(), error);
       if (!cl.tls) return nullptr;
     }
     cfg->listeners.push_back(std::move(cl));
+  }
+  // A redirect with no port of its own points at the HTTPS listener's.
+  for (auto& l : cfg->listeners) {
+    const CompiledListener* https = cfg->listener("https");
+    if (l.redirect_to_https && l.redirect_port == 0 && https) l.redirect_port = https->port;
   }
 
   std::vector<std::string> urls;
@@ -167,6 +189,7 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
         *error = "route \"" + r.name() + "\": unknown cluster \"" + r.cluster() + "\"";
         return nullptr;
       }
+      cr.to_upstream = true;
     } else if (r.action_case() == edge::v1::Route::kBuiltin) {
       cr.builtin = r.builtin();
     } else {
@@ -175,6 +198,7 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
     }
     cfg->routes.push_back(std::move(cr));
   }
+  if (filters && !buildFilterChains(*filters, *cfg, error)) return nullptr;
   hosts.retainOnly(urls);
   return cfg;
 }

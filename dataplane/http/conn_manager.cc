@@ -75,7 +75,7 @@ void ActiveStream::decodeHeaders(RequestHeadersPtr headers, bool end_stream) {
   }
 
   const auto& listener = cm_.listener();
-  if (listener.role == edge::v1::Listener::ROLE_REDIRECT_TO_HTTPS) {
+  if (listener.redirect_to_https) {
     std::string host;
     if (std::optional<std::string_view> h = request_->headers.get("host")) host = *h;
     // The Location is built from the Host only once it is a plain host
@@ -111,7 +111,7 @@ void ActiveStream::decodeHeaders(RequestHeadersPtr headers, bool end_stream) {
                    [&allow](ResponseHeaders& h) { h.headers.add("allow", allow); });
     return;
   }
-  if (route_->cluster) {
+  if (route_->to_upstream) {
     // Shed before any work: a router request is the expensive kind, and a
     // prompt 503 is kinder than a slow timeout. Health and metrics still
     // answer, so the load balancer can see why.
@@ -122,8 +122,11 @@ void ActiveStream::decodeHeaders(RequestHeadersPtr headers, bool end_stream) {
       return;
     }
   }
-  for (const auto& factory : config_->filter_factories) factory(*this);
-  cm_.context().addTerminalFilter(*route_, *this);
+  if (route_->filter_chain.empty()) {
+    sendLocalReply(ErrorReply{500, "route " + route_->name + " has no handler", "server_error", "no_handler"});
+    return;
+  }
+  for (const auto& factory : route_->filter_chain) factory(*this);
   iterateDecodeHeaders(0);
 }
 
@@ -448,7 +451,7 @@ void ActiveStream::destroyFilters() {
 // ConnectionManager
 
 ConnectionManager::ConnectionManager(ConnectionManagerContext& context, network::Connection* connection,
-                                     const config::CompiledListener& listener, bool tls)
+                                     const ListenerInfo& listener, bool tls)
     : context_(context), connection_(connection), listener_(listener), tls_(tls) {
   connection_->setCallbacks(this);
   codec_ = std::make_unique<Http1ServerCodec>(*connection_, *this, context_.currentConfig()->codec_limits);

@@ -10,10 +10,10 @@
 #include <vector>
 
 #include "absl/container/inlined_vector.h"
-#include "dataplane/config/runtime_config.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/http/codec.h"
 #include "dataplane/http/filter.h"
+#include "dataplane/http/route.h"
 #include "dataplane/network/connection.h"
 #include "dataplane/stats/stats.h"
 
@@ -25,10 +25,11 @@ class ConnectionManagerContext {
   virtual ~ConnectionManagerContext() = default;
   virtual Dispatcher& dispatcher() = 0;
   // The worker's current config; a new stream takes a reference.
-  virtual const config::RuntimeConfigSharedPtr& currentConfig() = 0;
+  virtual RouteConfigSharedPtr currentConfig() = 0;
   virtual stats::WorkerStats& stats() = 0;
-  // Adds the terminal filter for `route` (router or built-in handler).
-  virtual void addTerminalFilter(const config::CompiledRoute& route, FilterChainBuilder& builder) = 0;
+  // The worker's objects that filter factories look up (see
+  // FilterChainBuilder::workerLocals).
+  virtual const FilterState& workerLocals() = 0;
   virtual void logAccess(const RequestHeaders* request, const StreamInfo& info,
                          std::string_view route_name) = 0;
   virtual bool draining() = 0;
@@ -57,8 +58,7 @@ class ActiveStream : public RequestDecoder,
 
   // StreamFilterCallbacks
   Dispatcher& dispatcher() override;
-  const config::RuntimeConfig& config() override { return *config_; }
-  const config::CompiledRoute* route() override { return route_; }
+  const Route* route() override { return route_; }
   const RequestHeaders& requestHeaders() override { return *request_; }
   StreamInfo& streamInfo() override { return info_; }
   network::Connection& connection() override;
@@ -82,6 +82,7 @@ class ActiveStream : public RequestDecoder,
   void injectEncodedData(Buffer& data, bool end_stream) override;
 
   // FilterChainBuilder
+  const FilterState& workerLocals() override { return context_.workerLocals(); }
   void addDecoderFilter(StreamDecoderFilterPtr filter) override;
   void addEncoderFilter(StreamEncoderFilterPtr filter) override;
   void addStreamFilter(std::shared_ptr<StreamDecoderFilter> decoder,
@@ -113,8 +114,8 @@ class ActiveStream : public RequestDecoder,
   ConnectionManager& cm_;
   ConnectionManagerContext& context_;
   ResponseEncoder& encoder_;
-  config::RuntimeConfigSharedPtr config_;
-  const config::CompiledRoute* route_ = nullptr;
+  RouteConfigSharedPtr config_;
+  const Route* route_ = nullptr;
   RequestHeadersPtr request_;
   ResponseHeadersPtr response_;
   StreamInfo info_;
@@ -158,7 +159,7 @@ class ConnectionManager : public network::ConnectionCallbacks,
                           public DeferredDeletable {
  public:
   ConnectionManager(ConnectionManagerContext& context, network::Connection* connection,
-                    const config::CompiledListener& listener, bool tls);
+                    const ListenerInfo& listener, bool tls);
   ~ConnectionManager() override;
 
   // network::ConnectionCallbacks
@@ -184,7 +185,7 @@ class ConnectionManager : public network::ConnectionCallbacks,
 
   ConnectionManagerContext& context() { return context_; }
   network::Connection& connection() { return *connection_; }
-  const config::CompiledListener& listener() const { return listener_; }
+  const ListenerInfo& listener() const { return listener_; }
   bool tls() const { return tls_; }
   // Set by the owner: called once, when this manager is finished.
   std::function<void(ConnectionManager*)> on_closed;
@@ -204,7 +205,7 @@ class ConnectionManager : public network::ConnectionCallbacks,
   ConnectionManagerContext& context_;
   network::Connection* connection_;
   // Copied: the listener's entry in a config that a reload may replace.
-  config::CompiledListener listener_;
+  ListenerInfo listener_;
   bool tls_;
   std::unique_ptr<ServerCodec> codec_;
   std::unique_ptr<ActiveStream> stream_;

@@ -18,17 +18,13 @@
 #include "dataplane/http/errors.h"
 #include "dataplane/http/headers.h"
 
-namespace eldric {
-namespace config {
-struct RuntimeConfig;
-struct CompiledRoute;
-}  // namespace config
-namespace network {
+namespace eldric::network {
 class Connection;
 }
-}  // namespace eldric
 
 namespace eldric::http {
+
+struct Route;
 
 enum class FilterHeadersStatus {
   // Pass the headers to the next filter.
@@ -139,8 +135,8 @@ class StreamFilterCallbacks {
  public:
   virtual ~StreamFilterCallbacks() = default;
   virtual Dispatcher& dispatcher() = 0;
-  virtual const config::RuntimeConfig& config() = 0;
-  virtual const config::CompiledRoute* route() = 0;
+  // The route the request matched (never null once filters run).
+  virtual const Route* route() = 0;
   virtual const RequestHeaders& requestHeaders() = 0;
   virtual StreamInfo& streamInfo() = 0;
   virtual network::Connection& connection() = 0;
@@ -206,6 +202,10 @@ using StreamEncoderFilterPtr = std::unique_ptr<StreamEncoderFilter>;
 class FilterChainBuilder {
  public:
   virtual ~FilterChainBuilder() = default;
+  // Objects of the worker thread building the chain (the router's
+  // connection pools), set by the worker under keys their owners define,
+  // as in FilterState.
+  virtual const FilterState& workerLocals() = 0;
   virtual void addDecoderFilter(StreamDecoderFilterPtr filter) = 0;
   virtual void addEncoderFilter(StreamEncoderFilterPtr filter) = 0;
   // A filter that is both (shared ownership between the two chains).
@@ -213,8 +213,9 @@ class FilterChainBuilder {
                                std::shared_ptr<StreamEncoderFilter> encoder) = 0;
 };
 
-// Builds the filters for one stream, in order. Captures its shared config
-// (as Envoy's filter factories do); one per configured filter.
+// Adds one filter to a stream's chain. Captures its shared config (as
+// Envoy's filter factories do); made once per config by the filter's entry
+// in config::FilterRegistry.
 using FilterFactory = std::function<void(FilterChainBuilder&)>;
 
 }  // namespace eldric::http

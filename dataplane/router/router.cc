@@ -1,7 +1,6 @@
 #include "dataplane/router/router.h"
 
 #include "common/log.h"
-#include "dataplane/config/runtime_config.h"
 
 namespace eldric::router {
 
@@ -10,7 +9,17 @@ upstream::ConnPool& RouterContext::pool(uint32_t cluster_index) {
   return *(*pools)[cluster_index];
 }
 
-RouterFilter::RouterFilter(RouterContext& context) : context_(context), codec_(*this) {}
+http::FilterFactory makeFactory(upstream::ClusterInfoSharedPtr cluster, uint64_t timeout_ms) {
+  // The factory holds the cluster; a filter may point at it because its
+  // stream holds the config that holds the factory.
+  return [cluster = std::move(cluster), timeout_ms](http::FilterChainBuilder& chain) {
+    RouterContext* context = chain.workerLocals().get(kRouterContextKey);
+    chain.addDecoderFilter(std::make_unique<RouterFilter>(*context, *cluster, timeout_ms));
+  };
+}
+
+RouterFilter::RouterFilter(RouterContext& context, const upstream::ClusterInfo& cluster, uint64_t timeout_ms)
+    : context_(context), cluster_(&cluster), timeout_ms_(timeout_ms), codec_(*this) {}
 
 RouterFilter::~RouterFilter() { onDestroy(); }
 
@@ -34,8 +43,6 @@ http::FilterDataStatus RouterFilter::decodeData(Buffer& data, bool end_stream) {
 }
 
 void RouterFilter::start() {
-  const config::CompiledRoute* route = callbacks_->route();
-  cluster_ = route->cluster.get();
   http::RequestHeaders& req = const_cast<http::RequestHeaders&>(callbacks_->requestHeaders());
   // What goes upstream: hop-by-hop headers removed, the forwarding facts
   // added. The Edge is the perimeter, so a client's own X-Forwarded-* are
@@ -54,9 +61,8 @@ void RouterFilter::start() {
   }
   http::Http1ClientCodec::encodeRequestHead(req, request_head_);
 
-  uint64_t timeout_ms = route->timeout_ms ? route->timeout_ms : callbacks_->config().request_timeout_ms;
   timeout_ = callbacks_->dispatcher().createTimer([this] { onTimeout(); });
-  timeout_->enable(timeout_ms);
+  timeout_->enable(timeout_ms_);
   callbacks_->addDownstreamWatermarkCallbacks(*this);
   attempt();
 }

@@ -23,12 +23,19 @@ struct RouterContext {
   upstream::ConnPool& pool(uint32_t cluster_index);
 };
 
+// Where a worker keeps its RouterContext (FilterChainBuilder::workerLocals).
+inline constexpr http::FilterStateKey<RouterContext> kRouterContextKey{"router.context"};
+
+// The router's factory for a route to `cluster`, with the route's whole
+// request deadline.
+http::FilterFactory makeFactory(upstream::ClusterInfoSharedPtr cluster, uint64_t timeout_ms);
+
 class RouterFilter : public http::StreamDecoderFilter,
                      public network::ConnectionCallbacks,
                      public http::ClientCodecCallbacks,
                      public http::DownstreamWatermarkCallbacks {
  public:
-  explicit RouterFilter(RouterContext& context);
+  RouterFilter(RouterContext& context, const upstream::ClusterInfo& cluster, uint64_t timeout_ms);
   ~RouterFilter() override;
 
   // StreamDecoderFilter
@@ -63,7 +70,8 @@ class RouterFilter : public http::StreamDecoderFilter,
 
   RouterContext& context_;
   http::DecoderFilterCallbacks* callbacks_ = nullptr;
-  const upstream::ClusterInfo* cluster_ = nullptr;
+  const upstream::ClusterInfo* cluster_;
+  uint64_t timeout_ms_;
   Buffer request_head_;
   Buffer request_body_;
   bool request_is_head_ = false;

@@ -19,20 +19,20 @@ void sendJson(http::DecoderFilterCallbacks& cb, int status, std::string body) {
   cb.encodeData(data, true);
 }
 
-http::FilterHeadersStatus ClientsFilter::decodeHeaders(http::RequestHeaders&, bool end_stream) {
+http::FilterHeadersStatus AdminApiFilter::decodeHeaders(http::RequestHeaders&, bool end_stream) {
   if (!end_stream) return http::FilterHeadersStatus::Continue;  // the body comes to decodeData
   dispatch("");
   return http::FilterHeadersStatus::StopIteration;
 }
 
-http::FilterDataStatus ClientsFilter::decodeData(Buffer& data, bool end_stream) {
+http::FilterDataStatus AdminApiFilter::decodeData(Buffer& data, bool end_stream) {
   if (!end_stream) return http::FilterDataStatus::StopIterationAndBuffer;
   dispatch(data.toString());
   data.clear();
   return http::FilterDataStatus::StopIterationNoBuffer;
 }
 
-void ClientsFilter::dispatch(std::string body) {
+void AdminApiFilter::dispatch(std::string body) {
   const auto& req = callbacks_->requestHeaders();
   std::shared_ptr<bool> alive = alive_;
   http::DecoderFilterCallbacks* cb = callbacks_;
@@ -51,7 +51,7 @@ void ClientsFilter::dispatch(std::string body) {
                   });
 }
 
-http::FilterHeadersStatus UsageFilter::decodeHeaders(http::RequestHeaders&, bool) {
+http::FilterHeadersStatus UsageApiFilter::decodeHeaders(http::RequestHeaders&, bool) {
   const auto& id = callbacks_->streamInfo().identity;
   if (!id) {
     callbacks_->sendLocalReply(http::ErrorReply{401, "usage is reported for an API key: send one",
@@ -59,7 +59,7 @@ http::FilterHeadersStatus UsageFilter::decodeHeaders(http::RequestHeaders&, bool
                                [](http::ResponseHeaders& h) { h.headers.add("www-authenticate", "Bearer"); });
     return http::FilterHeadersStatus::StopIteration;
   }
-  const auto& rl = callbacks_->config().snapshot.rate_limits();
+  const auto& rl = config_.snapshot.rate_limits();
   auto cfg = filters::ratelimit::compileConfig(rl);
   uint64_t now = filters::ratelimit::nowSeconds();
   auto entry = state_->keys.get(id->client_id, now);

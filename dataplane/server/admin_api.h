@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "dataplane/config/runtime_config.h"
 #include "dataplane/http/filter.h"
 #include "filters/ratelimit/limiter.h"
 
@@ -36,9 +37,11 @@ class AdminBackend {
                       std::function<void(Reply)> done) = 0;
 };
 
-class ClientsFilter : public http::StreamDecoderFilter {
+// The admin REST API (/api/v1/clients, /keys, /plugins, /farm, ...): the
+// request goes to the AdminBackend off the worker thread.
+class AdminApiFilter : public http::StreamDecoderFilter {
  public:
-  explicit ClientsFilter(AdminBackend& backend) : backend_(backend), alive_(std::make_shared<bool>(true)) {}
+  explicit AdminApiFilter(AdminBackend& backend) : backend_(backend), alive_(std::make_shared<bool>(true)) {}
   void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& cb) override { callbacks_ = &cb; }
   http::FilterHeadersStatus decodeHeaders(http::RequestHeaders& headers, bool end_stream) override;
   http::FilterDataStatus decodeData(Buffer& data, bool end_stream) override;
@@ -51,9 +54,12 @@ class ClientsFilter : public http::StreamDecoderFilter {
   std::shared_ptr<bool> alive_;
 };
 
-class UsageFilter : public http::StreamDecoderFilter {
+// GET /api/v1/usage: the caller's own counters (or every client's, for an
+// admin). Not to be confused with filters::usage::UsageFilter, which counts.
+class UsageApiFilter : public http::StreamDecoderFilter {
  public:
-  explicit UsageFilter(filters::ratelimit::StateSharedPtr state) : state_(std::move(state)) {}
+  UsageApiFilter(const config::RuntimeConfig& config, filters::ratelimit::StateSharedPtr state)
+      : config_(config), state_(std::move(state)) {}
   void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& cb) override { callbacks_ = &cb; }
   http::FilterHeadersStatus decodeHeaders(http::RequestHeaders& headers, bool end_stream) override;
   http::FilterDataStatus decodeData(Buffer& data, bool) override {
@@ -62,6 +68,7 @@ class UsageFilter : public http::StreamDecoderFilter {
   }
 
  private:
+  const config::RuntimeConfig& config_;
   filters::ratelimit::StateSharedPtr state_;
   http::DecoderFilterCallbacks* callbacks_ = nullptr;
 };

@@ -102,7 +102,7 @@ void BuiltinFilter::respond() {
 }
 
 std::string BuiltinFilter::healthJson(int* status) {
-  const auto& cfg = callbacks_->config();
+  const auto& cfg = config_;
   uint64_t now = callbacks_->dispatcher().nowMs();
   const upstream::ClusterInfo* routers = cfg.cluster("routers");
   size_t healthy = 0, total = 0;
@@ -161,7 +161,7 @@ std::string BuiltinFilter::healthJson(int* status) {
 }
 
 std::string BuiltinFilter::upstreamsJson() {
-  const auto& cfg = callbacks_->config();
+  const auto& cfg = config_;
   uint64_t now = callbacks_->dispatcher().nowMs();
   std::string out = "{\"clusters\":[";
   bool first_cluster = true;
@@ -184,7 +184,7 @@ std::string BuiltinFilter::upstreamsJson() {
 }
 
 std::string BuiltinFilter::metricsText() {
-  const auto& cfg = callbacks_->config();
+  const auto& cfg = config_;
   auto& reg = stats::Registry::get();
   std::vector<std::string> routes = reg.routeNames();
   std::string out;
@@ -312,7 +312,7 @@ std::string BuiltinFilter::metricsText() {
            "# TYPE eldric_edge_overload_idle_closed_total counter\n"
            "eldric_edge_overload_idle_closed_total %" PRIu64 "\n",
            state_.memory_pressure.load() ? 1 : 0,
-           state_.active_requests.load() > static_cast<int64_t>(callbacks_->config().max_active_requests) ? 1 : 0,
+           state_.active_requests.load() > static_cast<int64_t>(config_.max_active_requests) ? 1 : 0,
            static_cast<long long>(state_.active_requests.load()), state_.rss_bytes.load(),
            state_.overload_refused.load(), state_.overload_shed_idle.load());
   out += line;
@@ -353,7 +353,7 @@ std::string BuiltinFilter::metricsText() {
     // admin key only (Prometheus can send one: `authorization` in its
     // scrape config); everything else here is aggregate.
     const auto& id = callbacks_->streamInfo().identity;
-    bool per_client = !callbacks_->config().snapshot.auth().require_api_key() ||
+    bool per_client = !config_.snapshot.auth().require_api_key() ||
                       (id && id->hasScope(edge::v1::SCOPE_ADMIN));
     std::lock_guard<std::mutex> lock(us.mutex);
     for (const auto& [client, n] : us.tokens_by_client) {

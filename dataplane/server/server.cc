@@ -46,6 +46,9 @@ Worker::Worker(Server& server, uint32_t index, config::RuntimeConfigSharedPtr co
   stats::Registry::get().addWorker(stats_.get());
   router_context_.pools = &pools_;
   router_context_.stats = stats_.get();
+  // Not owned by the slot: the router context lives as long as the worker.
+  worker_locals_.set(router::kRouterContextKey, std::shared_ptr<router::RouterContext>(
+                                                     std::shared_ptr<void>(), &router_context_));
   access_log_fd_ = server.accessLogFd();
 }
 
@@ -150,20 +153,6 @@ void Worker::accept(ListenerHandle* l) {
     connections_.erase(c->self_iter);
     maybeFinishDrain();
   };
-}
-
-void Worker::addTerminalFilter(const config::CompiledRoute& route, http::FilterChainBuilder& builder) {
-  if (route.cluster) {
-    builder.addDecoderFilter(std::make_unique<router::RouterFilter>(router_context_));
-  } else if (route.builtin == edge::v1::BUILTIN_HANDLER_ADMIN) {
-    builder.addDecoderFilter(std::make_unique<ClientsFilter>(server_.admin()));
-  } else if (route.builtin == edge::v1::BUILTIN_HANDLER_WEBCHAT) {
-    builder.addDecoderFilter(std::make_unique<WebchatFilter>());
-  } else if (route.builtin == edge::v1::BUILTIN_HANDLER_USAGE) {
-    builder.addDecoderFilter(std::make_unique<UsageFilter>(server_.state().rateLimitState()));
-  } else {
-    builder.addDecoderFilter(std::make_unique<BuiltinFilter>(server_.state(), route.builtin));
-  }
 }
 
 void Worker::logAccess(const http::RequestHeaders* request, const http::StreamInfo& info,
@@ -276,7 +265,7 @@ void Worker::stop() {
 // ---------------------------------------------------------------------------
 // Server
 
-Server::Server(config::CommandLine cli) : cli_(std::move(cli)) {}
+Server::Server(config::CommandLine cli) : cli_(std::move(cli)) { registerFilters(); }
 
 config::RuntimeConfigSharedPtr Server::config() const {
   std::lock_guard<std::mutex> lock(config_mutex_);
@@ -394,12 +383,12 @@ uint32_t boundPort(int fd) {
 
 }  // namespace
 
-bool Server::bindListeners(const config::RuntimeConfig& cfg, std::string* error) {
-  size_t n = workers_.size();
-  worker_fds_.assign(n, {});
+bool Server::bindListeners(const config::RuntimeConfig& cfg, size_t workers, std::string* error) {
+  worker_fds_.assign(workers, {});
+  bound_listeners_.clear();
   for (const auto& l : cfg.listeners) {
     uint32_t port = l.port;
-    for (size_t w = 0; w < n; ++w) {
+    for (size_t w = 0; w < workers; ++w) {
       int fd = bindSocket(l.address, port, error, /*probe=*/w == 0);
       if (fd < 0) return false;
       // Port 0: the first socket picks, the others join it.
@@ -408,35 +397,28 @@ bool Server::bindListeners(const config::RuntimeConfig& cfg, std::string* error)
     }
     log::info("listening", {{"listener", log::str(l.name)}, {"address", log::str(l.address)},
                             {"port", log::num(port)}, {"tls", l.tls ? "true" : "false"},
-                            {"role", log::str(l.role == edge::v1::Listener::ROLE_REDIRECT_TO_HTTPS ? "redirect" : "serve")}});
-    const_cast<config::CompiledListener&>(l).port = port;
-  }
-  // A redirect to an HTTPS port the kernel picked points at the real one.
-  const config::CompiledListener* https = cfg.listener("https");
-  for (const auto& l : cfg.listeners) {
-    if (l.role == edge::v1::Listener::ROLE_REDIRECT_TO_HTTPS && l.redirect_port == 0 && https) {
-      const_cast<config::CompiledListener&>(l).redirect_port = https->port;
-    }
+                            {"role", log::str(l.redirect_to_https ? "redirect" : "serve")}});
+    bound_listeners_.push_back({l.name, l.address, port});
   }
   return true;
 }
 
-void Server::carryListeners(const config::RuntimeConfigSharedPtr& next) {
-  auto current = config();
-  // Listeners stay as bound at start; keep their (possibly picked) ports.
-  auto mutable_next = std::const_pointer_cast<config::RuntimeConfig>(next);
-  for (auto& l : mutable_next->listeners) {
-    const config::CompiledListener* old = current->listener(l.name);
-    if (!old) {
-      log::warn("a new listener needs a restart", {{"listener", log::str(l.name)}});
+void Server::pinListeners(edge::v1::Snapshot* snapshot) const {
+  if (bound_listeners_.empty()) return;  // not bound yet: the first build
+  for (auto& l : *snapshot->mutable_listeners()) {
+    const BoundListener* bound = nullptr;
+    for (const auto& b : bound_listeners_) {
+      if (b.name == l.name()) bound = &b;
+    }
+    if (!bound) {
+      log::warn("a new listener needs a restart", {{"listener", log::str(l.name())}});
       continue;
     }
-    if (old->port != l.port && l.port != 0) {
-      log::warn("listener port changes need a restart", {{"listener", log::str(l.name)}});
+    if (l.address().port() != 0 && l.address().port() != bound->port) {
+      log::warn("listener port changes need a restart", {{"listener", log::str(l.name())}});
     }
-    l.port = old->port;
-    l.address = old->address;
-    if (l.redirect_port == 0 || l.redirect_port != old->redirect_port) l.redirect_port = old->redirect_port;
+    l.mutable_address()->set_address(bound->address);
+    l.mutable_address()->set_port(bound->port);
   }
 }
 
@@ -458,7 +440,6 @@ bool Server::applyFarmSnapshot(const edge::v1::Snapshot& pushed, std::string* er
   snapshot.set_worker_threads(local_snapshot_.worker_threads());
   auto next = build(snapshot, error);
   if (!next) return false;
-  carryListeners(next);
   base_snapshot_ = snapshot;
   applyConfig(next);
   // Kept so that a restart while the control plane is down still serves
@@ -552,6 +533,7 @@ void Server::fillUsage(edge::v1::UsageReport* report) {
 
 config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std::string* error) {
   edge::v1::Snapshot snap = base;
+  pinListeners(&snap);
   // Standalone: the embedded store's clients and the local session key
   // join the file's snapshot. In a farm the control plane already did that.
   if (!session_key_.empty() && !farm_) snap.mutable_auth()->add_session_signing_keys(session_key_);
@@ -566,29 +548,100 @@ config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std
       log::error("stored session logouts not read", {{"error", log::str(why)}});
     }
   }
-  auto cfg = config::compile(snap, hosts_, error,
-                             [this](const std::string& host, uint16_t port, upstream::AddressList* out, std::string* why) {
-                               return dns_.lookup(host, port, out, why);
-                             });
-  if (!cfg) return nullptr;
+  // The rate limiter's counters outlive configs; a new window or table
+  // size starts them afresh. Swapped before compiling: the filters made
+  // below hold the state they count in.
   auto state = state_.rateLimitState();
   uint32_t window = static_cast<uint32_t>(snap.rate_limits().window().seconds());
   auto rl = filters::ratelimit::compileConfig(snap.rate_limits());
   if (!state || state->windowSeconds() != window || state->maxIpEntries() != rl->max_ip_entries) {
     if (state) log::warn("rate limit window or table size changed; counters start afresh", {{"window_seconds", log::num(window)}});
     state = std::make_shared<filters::ratelimit::State>(window, rl->max_ip_entries);
+  }
+  compiling_limits_ = rl;
+  compiling_state_ = state;
+  auto cfg = config::compile(
+      snap, hosts_, error,
+      [this](const std::string& host, uint16_t port, upstream::AddressList* out, std::string* why) {
+        return dns_.lookup(host, port, out, why);
+      },
+      &filters_);
+  compiling_limits_ = nullptr;
+  compiling_state_ = nullptr;
+  if (!cfg) return nullptr;
+  if (state != state_.rateLimitState()) {
     std::atomic_store(&state_.rate_limit_state, state);
     if (farm_) farm_->setRateLimitState(state);
   }
-  auto mutable_cfg = std::const_pointer_cast<config::RuntimeConfig>(cfg);
-  // The chain, in request order: who is it, may they, and what they use.
-  mutable_cfg->filter_factories = {
-      filters::ratelimit::makeIpFactory(rl, state),
-      filters::auth::makeFactory(snap.auth(), rl, state),
-      filters::ratelimit::makeFactory(rl, state),
-      filters::usage::makeFactory(rl, state),
-  };
   return cfg;
+}
+
+void Server::registerFilters() {
+  // Each maker reads its settings from the snapshot being compiled; the
+  // rate limits compiled from it, and the counters they use, are the ones
+  // build() settled on just before (main thread only).
+  filters_.add("ratelimit.ip", [this](const config::FilterFactoryContext& ctx, http::FilterFactory* out,
+                                              std::string*) {
+    *out = filters::ratelimit::makeIpFactory(compiling_limits_, compiling_state_);
+    return true;
+  });
+  filters_.add("auth", [this](const config::FilterFactoryContext& ctx, http::FilterFactory* out,
+                                      std::string*) {
+    *out = filters::auth::makeFactory(ctx.config.snapshot.auth(), compiling_limits_, compiling_state_);
+    return true;
+  });
+  filters_.add("ratelimit", [this](const config::FilterFactoryContext& ctx, http::FilterFactory* out,
+                                           std::string*) {
+    *out = filters::ratelimit::makeFactory(compiling_limits_, compiling_state_);
+    return true;
+  });
+  filters_.add("usage", [this](const config::FilterFactoryContext& ctx, http::FilterFactory* out,
+                                       std::string*) {
+    *out = filters::usage::makeFactory(compiling_limits_, compiling_state_);
+    return true;
+  });
+  // Terminal handlers.
+  filters_.add(std::string(config::kRouterFilter),
+               [](const config::FilterFactoryContext& ctx, http::FilterFactory* out, std::string*) {
+                 const config::CompiledRoute& r = *ctx.route;
+                 *out = router::makeFactory(r.cluster, r.timeout_ms ? r.timeout_ms : ctx.config.request_timeout_ms);
+                 return true;
+               });
+  filters_.add(std::string(config::kAdminApiFilter),
+               [this](const config::FilterFactoryContext&, http::FilterFactory* out, std::string*) {
+                 *out = [this](http::FilterChainBuilder& chain) {
+                   chain.addDecoderFilter(std::make_unique<AdminApiFilter>(admin()));
+                 };
+                 return true;
+               });
+  filters_.add(std::string(config::kWebchatFilter),
+               [](const config::FilterFactoryContext& ctx, http::FilterFactory* out, std::string*) {
+                 const config::RuntimeConfig* cfg = &ctx.config;
+                 *out = [cfg](http::FilterChainBuilder& chain) {
+                   chain.addDecoderFilter(std::make_unique<WebchatFilter>(*cfg));
+                 };
+                 return true;
+               });
+  filters_.add(std::string(config::kUsageApiFilter),
+               [this](const config::FilterFactoryContext& ctx, http::FilterFactory* out, std::string*) {
+                 const config::RuntimeConfig* cfg = &ctx.config;
+                 auto state = compiling_state_;
+                 *out = [cfg, state](http::FilterChainBuilder& chain) {
+                   chain.addDecoderFilter(std::make_unique<UsageApiFilter>(*cfg, state));
+                 };
+                 return true;
+               });
+  for (std::string_view name : {config::kBuiltinFilter, config::kSessionFilter}) {
+  filters_.add(std::string(name),
+               [this](const config::FilterFactoryContext& ctx, http::FilterFactory* out, std::string*) {
+                 const config::RuntimeConfig* cfg = &ctx.config;
+                 edge::v1::BuiltinHandler handler = ctx.route->builtin;
+                 *out = [this, cfg, handler](http::FilterChainBuilder& chain) {
+                   chain.addDecoderFilter(std::make_unique<BuiltinFilter>(state_, *cfg, handler));
+                 };
+                 return true;
+               });
+  }
 }
 
 void Server::checkMemory() {
@@ -625,7 +678,7 @@ void Server::applyConfig(config::RuntimeConfigSharedPtr cfg, std::function<void(
       if (remaining->fetch_sub(1) == 1 && done) main_.post(done);
     });
   }
-  health_->update(*cfg);
+  health_->update(cfg->clusters);
 }
 
 bool Server::prepareFarm(const std::string& data_dir, std::string* error) {
@@ -693,7 +746,6 @@ void Server::reload() {
     log::error("plugins directory not re-read", {{"error", log::str(error)}});
   }
   plugins_dir_ = loaded.plugins_dir;
-  carryListeners(next);
   for (const auto& w : loaded.warnings) log::warn(w);
   base_snapshot_ = loaded.snapshot;
   applyConfig(next);
@@ -793,18 +845,26 @@ int Server::run() {
   uint32_t n = cfg->snapshot.worker_threads();
   if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
   state_.start_ms = static_cast<uint64_t>(time(nullptr)) * 1000;
-  for (uint32_t i = 0; i < n; ++i) workers_.push_back(std::make_unique<Worker>(*this, i, cfg));
-  if (!bindListeners(*cfg, &error)) {
+  if (!bindListeners(*cfg, n, &error)) {
     log::error("listen error", {{"error", log::str(error)}});
     fprintf(stderr, "eldric-edge: %s\n", error.c_str());
     return 2;
   }
+  // Compiled again with the listeners as bound (a port the kernel picked,
+  // the redirect's Location port): the config stays immutable.
+  cfg = build(base_snapshot_, &error);
+  if (!cfg) {
+    log::error("config error", {{"error", log::str(error)}});
+    fprintf(stderr, "eldric-edge: %s\n", error.c_str());
+    return 2;
+  }
+  for (uint32_t i = 0; i < n; ++i) workers_.push_back(std::make_unique<Worker>(*this, i, cfg));
   {
     std::lock_guard<std::mutex> lock(config_mutex_);
     config_ = cfg;
   }
   health_ = std::make_unique<upstream::HealthChecker>(main_);
-  health_->update(*cfg);
+  health_->update(cfg->clusters);
 
   // Handles live on the heap and are freed by their close callbacks, which
   // run when the main dispatcher is torn down.
@@ -911,9 +971,6 @@ void Server::handle(const std::string& method, const std::string& path, std::str
 bool Server::rebuild(std::string* error, std::function<void()> done) {
   auto cfg = build(base_snapshot_, error);
   if (!cfg) return false;
-  // The listeners stay as bound (kernel-picked ports, the redirect's
-  // Location port), as on SIGHUP.
-  carryListeners(cfg);
   applyConfig(cfg, std::move(done));
   return true;
 }

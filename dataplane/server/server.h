@@ -24,6 +24,7 @@
 #include "controlplane/core/store.h"
 #include "filters/auth/session.h"
 #include "filters/ratelimit/limiter.h"
+#include "filters/ratelimit/ratelimit_filter.h"
 
 namespace eldric::server {
 
@@ -69,9 +70,9 @@ class Worker : public http::ConnectionManagerContext {
 
   // http::ConnectionManagerContext
   Dispatcher& dispatcher() override { return dispatcher_; }
-  const config::RuntimeConfigSharedPtr& currentConfig() override { return config_; }
+  http::RouteConfigSharedPtr currentConfig() override { return config_; }
   stats::WorkerStats& stats() override { return *stats_; }
-  void addTerminalFilter(const config::CompiledRoute& route, http::FilterChainBuilder& builder) override;
+  const http::FilterState& workerLocals() override { return worker_locals_; }
   void logAccess(const http::RequestHeaders* request, const http::StreamInfo& info,
                  std::string_view route_name) override;
   bool draining() override { return draining_; }
@@ -95,6 +96,7 @@ class Worker : public http::ConnectionManagerContext {
   std::list<http::ConnectionManager*> connections_;
   std::vector<std::unique_ptr<upstream::ConnPool>> pools_;
   router::RouterContext router_context_;
+  http::FilterState worker_locals_;  // the router context, for its factory
   bool draining_ = false;
   // Set when this worker told the server it drained: it tells it once, though
   // maybeFinishDrain() runs again on every close (and from drain() itself,
@@ -125,15 +127,22 @@ class Server : public AdminBackend {
               const std::string& credential, Dispatcher& worker, std::function<void(Reply)> done) override;
 
  private:
-  bool bindListeners(const config::RuntimeConfig& cfg, std::string* error);
+  // Binds each listener once per worker (SO_REUSEPORT) and records the
+  // ports as bound.
+  bool bindListeners(const config::RuntimeConfig& cfg, size_t workers, std::string* error);
+  // Sets `snapshot`'s listeners to the addresses and ports bound at start:
+  // listeners are not re-bound on reload, and a port the kernel picked is
+  // the one every later config reports.
+  void pinListeners(edge::v1::Snapshot* snapshot) const;
+  // The filters and terminal handlers config::compile builds chains from.
+  void registerFilters();
   void reload();
   void startDrain();
   // Builds the runtime config from the file's snapshot plus the store's
-  // clients, with the filter chain attached.
+  // clients, with each route's filter chain from filters_.
   config::RuntimeConfigSharedPtr build(const edge::v1::Snapshot& base, std::string* error);
   bool prepareFarm(const std::string& data_dir, std::string* error);
   bool applyFarmSnapshot(const edge::v1::Snapshot& snapshot, std::string* error);
-  void carryListeners(const config::RuntimeConfigSharedPtr& next);
   void fillUsage(edge::v1::UsageReport* report);
   // Sessions logged out here that the running snapshot does not list yet.
   std::vector<filters::auth::LoggedOutSession> unlistedLogouts(size_t max);
@@ -170,6 +179,16 @@ class Server : public AdminBackend {
   std::vector<std::unique_ptr<Worker>> workers_;
   // Per worker: (fd, listener name).
   std::vector<std::vector<std::pair<int, std::string>>> worker_fds_;
+  struct BoundListener {
+    std::string name;
+    std::string address;
+    uint32_t port;
+  };
+  std::vector<BoundListener> bound_listeners_;
+  config::FilterRegistry filters_;
+  // While build() compiles: the rate limits and counters the filters get.
+  filters::ratelimit::RateLimitConfigSharedPtr compiling_limits_;
+  filters::ratelimit::StateSharedPtr compiling_state_;
   std::unique_ptr<upstream::HealthChecker> health_;
   std::atomic<uint32_t> workers_drained_{0};
   TimerPtr drain_timer_;

@@ -53,7 +53,7 @@ http::FilterHeadersStatus WebchatFilter::decodeHeaders(http::RequestHeaders& req
     redirect("/chat");
     return http::FilterHeadersStatus::StopIteration;
   }
-  if (path == "/chat" && callbacks_->config().snapshot.auth().require_api_key() && !callbacks_->streamInfo().identity) {
+  if (path == "/chat" && config_.snapshot.auth().require_api_key() && !callbacks_->streamInfo().identity) {
     redirect("/login");
     return http::FilterHeadersStatus::StopIteration;
   }

@@ -5,12 +5,14 @@
 // 304s, gzip when the client takes it. With API keys required, /chat
 // without a session goes to /login.
 
+#include "dataplane/config/runtime_config.h"
 #include "dataplane/http/filter.h"
 
 namespace eldric::server {
 
 class WebchatFilter : public http::StreamDecoderFilter {
  public:
+  explicit WebchatFilter(const config::RuntimeConfig& config) : config_(config) {}
   void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& cb) override { callbacks_ = &cb; }
   http::FilterHeadersStatus decodeHeaders(http::RequestHeaders& headers, bool end_stream) override;
   http::FilterDataStatus decodeData(Buffer& data, bool) override {
@@ -20,6 +22,7 @@ class WebchatFilter : public http::StreamDecoderFilter {
 
  private:
   void redirect(const char* location);
+  const config::RuntimeConfig& config_;
   http::DecoderFilterCallbacks* callbacks_ = nullptr;
 };
 

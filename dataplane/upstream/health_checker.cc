@@ -116,9 +116,9 @@ struct HealthChecker::Check : public network::ConnectionCallbacks, public http::
 HealthChecker::HealthChecker(Dispatcher& dispatcher) : dispatcher_(dispatcher) {}
 HealthChecker::~HealthChecker() = default;
 
-void HealthChecker::update(const config::RuntimeConfig& config) {
+void HealthChecker::update(const std::vector<ClusterInfoSharedPtr>& clusters) {
   std::vector<std::unique_ptr<Check>> next;
-  for (const auto& cluster : config.clusters) {
+  for (const auto& cluster : clusters) {
     if (cluster->health_path.empty()) continue;
     for (const auto& host : cluster->hosts) {
       next.push_back(std::make_unique<Check>(dispatcher_, host, cluster));

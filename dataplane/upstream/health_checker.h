@@ -8,7 +8,6 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/config/runtime_config.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/upstream/host.h"
 
@@ -18,8 +17,9 @@ class HealthChecker {
  public:
   explicit HealthChecker(Dispatcher& dispatcher);
   ~HealthChecker();
-  // Replaces the set of checked hosts (main thread).
-  void update(const config::RuntimeConfig& config);
+  // Replaces the set of checked hosts (main thread): every host of each
+  // cluster that has a health path.
+  void update(const std::vector<ClusterInfoSharedPtr>& clusters);
 
  private:
   struct Check;

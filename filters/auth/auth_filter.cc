@@ -7,7 +7,7 @@
 #include "absl/strings/string_view.h"
 #include "common/json.h"
 #include "common/log.h"
-#include "dataplane/config/runtime_config.h"
+#include "dataplane/http/route.h"
 #include "dataplane/network/connection.h"
 #include "filters/auth/session.h"
 #include "rapidjson/document.h"
@@ -190,9 +190,9 @@ bool AuthFilter::sessionAuth(http::RequestHeaders& headers, std::string_view tok
 }
 
 http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& headers, bool end_stream) {
-  const config::CompiledRoute* route = callbacks_->route();
+  const http::Route* route = callbacks_->route();
   int scope = route ? route->required_scope : 0;
-  session_route_ = route && route->builtin == edge::v1::BUILTIN_HANDLER_SESSION;
+  session_route_ = route && route->handler == kSessionHandler;
   std::string_view key = presentedKey(headers);
   auto& st = stats();
   if (!key.empty()) {

@@ -106,6 +106,10 @@ class AuthFilter : public http::StreamDecoderFilter {
   http::DecoderFilterCallbacks* callbacks_ = nullptr;
 };
 
+// The handler name (http::Route::handler) of /api/v1/session, which this
+// filter answers itself: login with a key, logout.
+inline constexpr std::string_view kSessionHandler = "session";
+
 http::FilterFactory makeFactory(const edge::v1::Auth& auth, ratelimit::RateLimitConfigSharedPtr limits,
                                 ratelimit::StateSharedPtr state);
 

@@ -5,7 +5,7 @@
 #include <charconv>
 #include <cstring>
 
-#include "dataplane/config/runtime_config.h"
+#include "dataplane/http/route.h"
 #include "dataplane/network/connection.h"
 
 namespace eldric::filters::ratelimit {
@@ -127,7 +127,7 @@ void sendRefusal(http::DecoderFilterCallbacks& decoder, const char* tier, uint64
 }
 
 http::FilterHeadersStatus IpLimitFilter::decodeHeaders(http::RequestHeaders& headers, bool) {
-  const config::CompiledRoute* route = decoder_->route();
+  const http::Route* route = decoder_->route();
   if (!route || !route->rate_limited) return http::FilterHeadersStatus::Continue;
   const RateLimitConfig& cfg = *config_;
   auto& info = decoder_->streamInfo();
@@ -148,7 +148,7 @@ http::FilterHeadersStatus IpLimitFilter::decodeHeaders(http::RequestHeaders& hea
 }
 
 http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& headers, bool) {
-  const config::CompiledRoute* route = decoder_->route();
+  const http::Route* route = decoder_->route();
   if (!route || !route->rate_limited) return http::FilterHeadersStatus::Continue;
   applied_ = true;
   const RateLimitConfig& cfg = *config_;

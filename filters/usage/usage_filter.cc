@@ -5,7 +5,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
-#include "dataplane/config/runtime_config.h"
+#include "dataplane/http/route.h"
 #include "rapidjson/document.h"
 #include "rapidjson/memorystream.h"
 #include "rapidjson/reader.h"
@@ -55,11 +55,11 @@ UsageStats& stats() {
 }
 
 http::FilterHeadersStatus UsageFilter::decodeHeaders(http::RequestHeaders& headers, bool end_stream) {
-  const config::CompiledRoute* route = decoder_->route();
+  const http::Route* route = decoder_->route();
   // Every proxied inference route: chat and completions, and also
   // embeddings, /v1/responses and the /v1/ catch-all (a trailing slash
   // lands there), so that no path reaches a model unchecked or uncounted.
-  active_ = route && (route->count_tokens || (route->cluster && route->required_scope == edge::v1::SCOPE_INFERENCE));
+  active_ = route && (route->count_tokens || (route->to_upstream && route->required_scope == edge::v1::SCOPE_INFERENCE));
   // A request with no body on another route (GET /v1/models) names no
   // model and uses no tokens: nothing to check or count.
   if (active_ && end_stream && !route->count_tokens) active_ = false;

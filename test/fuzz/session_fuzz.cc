@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/config/runtime_config.h"
+#include "dataplane/http/route.h"
 #include "filters/auth/auth_filter.h"
 #include "filters/auth/session.h"
 #include "test/fuzz/fuzz_util.h"
@@ -29,12 +29,11 @@ constexpr char kKey[] = "sk-fuzz-0123456789";
 class FakeStream : public http::DecoderFilterCallbacks {
  public:
   explicit FakeStream(bool session_route) {
-    if (session_route) route_.builtin = edge::v1::BUILTIN_HANDLER_SESSION;
+    if (session_route) route_.handler = filters::auth::kSessionHandler;
     route_.required_scope = session_route ? 0 : edge::v1::SCOPE_INFERENCE;
   }
   Dispatcher& dispatcher() override { abort(); }
-  const config::RuntimeConfig& config() override { abort(); }
-  const config::CompiledRoute* route() override { return &route_; }
+  const http::Route* route() override { return &route_; }
   const http::RequestHeaders& requestHeaders() override { return request_; }
   http::StreamInfo& streamInfo() override { return info_; }
   network::Connection& connection() override { abort(); }
@@ -59,7 +58,7 @@ class FakeStream : public http::DecoderFilterCallbacks {
   int status_ = 0;
 
  private:
-  config::CompiledRoute route_;
+  http::Route route_;
 };
 
 std::shared_ptr<const filters::auth::AuthConfig> authConfig() {

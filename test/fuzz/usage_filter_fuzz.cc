@@ -15,7 +15,7 @@
 #include <memory>
 #include <string>
 
-#include "dataplane/config/runtime_config.h"
+#include "dataplane/http/route.h"
 #include "dataplane/event/dispatcher.h"
 #include "filters/usage/usage_filter.h"
 #include "test/fuzz/fuzz_util.h"
@@ -27,8 +27,7 @@ class FakeStream : public http::DecoderFilterCallbacks, public http::EncoderFilt
  public:
   FakeStream() { route_.count_tokens = true; }
   Dispatcher& dispatcher() override { abort(); }
-  const config::RuntimeConfig& config() override { abort(); }
-  const config::CompiledRoute* route() override { return &route_; }
+  const http::Route* route() override { return &route_; }
   const http::RequestHeaders& requestHeaders() override { return request_; }
   http::StreamInfo& streamInfo() override { return info_; }
   network::Connection& connection() override { abort(); }
@@ -56,7 +55,7 @@ class FakeStream : public http::DecoderFilterCallbacks, public http::EncoderFilt
   int replied_ = 0;
 
  private:
-  config::CompiledRoute route_;
+  http::Route route_;
   http::RequestHeaders request_;
 };
 

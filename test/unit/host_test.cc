@@ -9,7 +9,6 @@
 #include <map>
 #include <thread>
 
-#include "dataplane/config/runtime_config.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/network/connection.h"
 #include "dataplane/upstream/health_checker.h"
@@ -104,12 +103,10 @@ TEST(HealthCheckTest, AHostWhoseFirstAddressRefusesIsHealthyOnItsSecond) {
   cluster->health_path = "/health";
   cluster->unhealthy_threshold = 1;
   cluster->hosts = {host};
-  config::RuntimeConfig cfg;
-  cfg.clusters = {cluster};
   Dispatcher d;
   {
     HealthChecker checker(d);
-    checker.update(cfg);
+    checker.update({cluster});
     for (int i = 0; i < 2000 && host->lastCheckDetail().empty(); ++i) uv_run(d.loop(), UV_RUN_ONCE);
     EXPECT_EQ(host->lastCheckDetail(), "ok");
     EXPECT_TRUE(host->healthy());

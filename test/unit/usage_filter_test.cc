@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/config/runtime_config.h"
+#include "dataplane/http/route.h"
 #include "dataplane/event/dispatcher.h"
 
 namespace eldric::filters::usage {
@@ -21,8 +21,7 @@ class FakeStream : public http::DecoderFilterCallbacks, public http::EncoderFilt
  public:
   FakeStream() { route_.count_tokens = true; }
   Dispatcher& dispatcher() override { return dispatcher_; }
-  const config::RuntimeConfig& config() override { std::abort(); }
-  const config::CompiledRoute* route() override { return &route_; }
+  const http::Route* route() override { return &route_; }
   const http::RequestHeaders& requestHeaders() override { return request_; }
   http::StreamInfo& streamInfo() override { return info_; }
   network::Connection& connection() override { std::abort(); }
@@ -50,7 +49,7 @@ class FakeStream : public http::DecoderFilterCallbacks, public http::EncoderFilt
 
  private:
   Dispatcher dispatcher_;
-  config::CompiledRoute route_;
+  http::Route route_;
   http::RequestHeaders request_;
 };
 
