@@ -29,7 +29,8 @@ bool parseIpAddress(const std::string& ip, uint16_t port, sockaddr_storage* out)
   }
   auto* a6 = reinterpret_cast<sockaddr_in6*>(out);
   std::string bare = ip;
-  if (bare.size() > 2 && bare.front() == '[' && bare.back() == ']') bare = bare.substr(1, bare.size() - 2);
+  if (bare.size() > 2 && bare.front() == '[' && bare.back() == ']')
+    bare = bare.substr(1, bare.size() - 2);
   if (inet_pton(AF_INET6, bare.c_str(), &a6->sin6_addr) == 1) {
     a6->sin6_family = AF_INET6;
     a6->sin6_port = htons(port);

@@ -4,6 +4,8 @@
 // would give one of them two libcrypto symbol sets, so the few primitives the
 // store needs are written here.
 
+#include "common/crypto.h"
+
 #include <fcntl.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -17,7 +19,6 @@
 #include <string>
 
 #include "common/crypto_internal.h"
-#include "common/crypto.h"
 
 namespace eldric::crypto {
 

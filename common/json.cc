@@ -70,19 +70,21 @@ namespace {
 
 template <unsigned kFlags>
 void parseWith(rapidjson::Document& doc, std::string_view text) {
-  doc.Parse<kFlags | rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(text.data(),
-                                                                                            text.size());
+  doc.Parse<kFlags | rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(
+      text.data(), text.size());
 }
 
 }  // namespace
 
-bool parse(rapidjson::Document& doc, std::string_view text, std::string* error, const ParseOptions& options,
-           size_t* error_offset) {
+bool parse(rapidjson::Document& doc, std::string_view text, std::string* error,
+           const ParseOptions& options, size_t* error_offset) {
   if (error_offset) *error_offset = 0;
   uint32_t depth = nestingDepth(text, options.max_depth);
   if (depth > options.max_depth) {
     doc.SetNull();
-    if (error) *error = "not accepted: JSON nested deeper than " + std::to_string(options.max_depth) + " levels";
+    if (error)
+      *error =
+          "not accepted: JSON nested deeper than " + std::to_string(options.max_depth) + " levels";
     return false;
   }
   if (options.relaxed) {
@@ -93,8 +95,8 @@ bool parse(rapidjson::Document& doc, std::string_view text, std::string* error, 
   if (doc.HasParseError()) {
     if (error_offset) *error_offset = doc.GetErrorOffset();
     if (error) {
-      *error = std::string("not valid JSON: ") + rapidjson::GetParseError_En(doc.GetParseError()) + " (at byte " +
-               std::to_string(doc.GetErrorOffset()) + ")";
+      *error = std::string("not valid JSON: ") + rapidjson::GetParseError_En(doc.GetParseError()) +
+               " (at byte " + std::to_string(doc.GetErrorOffset()) + ")";
     }
     return false;
   }
@@ -104,7 +106,8 @@ bool parse(rapidjson::Document& doc, std::string_view text, std::string* error, 
       // The member's name, not its value: names are the schema's, but a
       // long or odd one is cut and escaped-free.
       std::string shown;
-      for (char c : dup.substr(0, 64)) shown += (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') ? c : '?';
+      for (char c : dup.substr(0, 64))
+        shown += (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') ? c : '?';
       *error = "not accepted: duplicate JSON member \"" + shown + "\"";
     }
     return false;

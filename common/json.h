@@ -30,11 +30,12 @@ inline constexpr uint32_t kDefaultMaxDepth = 64;
 // Parses `text` into `doc`. Returns true on success; otherwise false with
 // `*error` set to a message that names what is wrong and where (a byte
 // offset), worded to follow "the body is " ("not valid JSON: ...",
-// "not accepted: duplicate JSON member ..."), never any of the text itself: bodies may hold secrets.
+// "not accepted: duplicate JSON member ..."), never any of the text itself: bodies may hold
+// secrets.
 // `*error_offset`, if given, is set to the byte the error was found at
 // (for a line number).
-bool parse(rapidjson::Document& doc, std::string_view text, std::string* error, const ParseOptions& options = {},
-           size_t* error_offset = nullptr);
+bool parse(rapidjson::Document& doc, std::string_view text, std::string* error,
+           const ParseOptions& options = {}, size_t* error_offset = nullptr);
 
 // The deepest nesting of arrays and objects in `text`, counting only
 // brackets outside strings, stopping early once past `limit` (returns

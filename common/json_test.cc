@@ -10,7 +10,8 @@ namespace {
 TEST(JsonTest, ParsesAnObject) {
   rapidjson::Document doc;
   std::string error;
-  ASSERT_TRUE(parse(doc, R"({"model":"m","messages":[{"role":"user","content":"[{"}]})", &error)) << error;
+  ASSERT_TRUE(parse(doc, R"({"model":"m","messages":[{"role":"user","content":"[{"}]})", &error))
+      << error;
   EXPECT_STREQ(doc["model"].GetString(), "m");
 }
 

@@ -16,17 +16,17 @@
 #if __has_feature(thread_sanitizer)
 extern "C" const char* __tsan_default_suppressions() {
   return ELDRIC_TSAN_UNINSTRUMENTED_GRPC_LIBRARIES
-         // grpc++'s inline code, compiled into our objects but handing its
-         // state over through libgrpc's completion queue: a race whose
-         // innermost frame is in grpc++'s headers, or that happens inside
-         // the two grpc++ headers that never call back into our code (an
-         // interceptor's memset there has an interceptor as innermost frame).
-         "race_top:/usr/include/grpcpp/\n"
-         "race:grpcpp/impl/codegen/interceptor_common.h\n"
-         "race:grpcpp/impl/call_op_set.h\n"
-         // A stream's callback tags, set up by one grpc thread and run by
-         // another: SetupReactor calls none of our code.
-         "race:ServerCallbackReaderWriterImpl::SetupReactor\n";
+      // grpc++'s inline code, compiled into our objects but handing its
+      // state over through libgrpc's completion queue: a race whose
+      // innermost frame is in grpc++'s headers, or that happens inside
+      // the two grpc++ headers that never call back into our code (an
+      // interceptor's memset there has an interceptor as innermost frame).
+      "race_top:/usr/include/grpcpp/\n"
+      "race:grpcpp/impl/codegen/interceptor_common.h\n"
+      "race:grpcpp/impl/call_op_set.h\n"
+      // A stream's callback tags, set up by one grpc thread and run by
+      // another: SetupReactor calls none of our code.
+      "race:ServerCallbackReaderWriterImpl::SetupReactor\n";
 }
 #endif
 #endif

@@ -69,7 +69,9 @@ constexpr const char* kAdminKey = "sk-admin-key-for-tests";
 // one.
 class KeyedContext : public grpc::ClientContext {
  public:
-  explicit KeyedContext(const std::string& key = kAdminKey) { AddMetadata("authorization", "Bearer " + key); }
+  explicit KeyedContext(const std::string& key = kAdminKey) {
+    AddMetadata("authorization", "Bearer " + key);
+  }
 };
 
 // One discovery stream, read on its own thread into a queue.
@@ -452,7 +454,8 @@ TEST_F(ControlPlaneTest, NackIsRecordedAndNotResent) {
     ASSERT_EQ(reply.status(), 200u) << reply.body();
     EXPECT_NE(reply.body().find("\"mode\":\"farm\""), std::string::npos) << reply.body();
     EXPECT_NE(reply.body().find("\"node_id\":\"edge-bad\""), std::string::npos) << reply.body();
-    EXPECT_NE(reply.body().find("\"nack_error\":\"tls: cannot load certificate: bad PEM\""), std::string::npos)
+    EXPECT_NE(reply.body().find("\"nack_error\":\"tls: cannot load certificate: bad PEM\""),
+              std::string::npos)
         << reply.body();
     EXPECT_NE(reply.body().find("\"acked_version\":null"), std::string::npos) << reply.body();
   }
@@ -543,12 +546,14 @@ TEST_F(ControlPlaneTest, FarmUsageSumsTheOtherMembers) {
 
   auto fb = usageWith(b, 5);
   EXPECT_EQ(fb.members(), 3u);
-  EXPECT_EQ(counts(fb.key_requests()), (std::map<std::string, uint64_t>{{"cfg_one", 2}, {"cfg_two", 3}}));
+  EXPECT_EQ(counts(fb.key_requests()),
+            (std::map<std::string, uint64_t>{{"cfg_one", 2}, {"cfg_two", 3}}));
   EXPECT_EQ(counts(fb.key_tokens()), (std::map<std::string, uint64_t>{{"cfg_one", 100}}));
 
   auto fc = usageWith(c, 12);
   EXPECT_EQ(fc.members(), 3u);
-  EXPECT_EQ(counts(fc.key_requests()), (std::map<std::string, uint64_t>{{"cfg_one", 6}, {"cfg_two", 3}}));
+  EXPECT_EQ(counts(fc.key_requests()),
+            (std::map<std::string, uint64_t>{{"cfg_one", 6}, {"cfg_two", 3}}));
 
   // Absolute counts: a newer report replaces the older one.
   rb->set(report(9, {{"cfg_one", 9}}, 40));
@@ -602,7 +607,8 @@ TEST_F(ControlPlaneTest, FarmUsageSharesLimitsOutAsCeilings) {
 
   // What each member would report: its count, the seq it applied, its
   // explicit ceiling in force.
-  auto report = [](uint64_t count, uint64_t refused, uint64_t seq, const std::string& instance, int64_t ceiling) {
+  auto report = [](uint64_t count, uint64_t refused, uint64_t seq, const std::string& instance,
+                   int64_t ceiling) {
     DiscoveryRequest req;
     auto* u = req.mutable_usage();
     u->set_window_seconds(60);
@@ -634,7 +640,9 @@ TEST_F(ControlPlaneTest, FarmUsageSharesLimitsOutAsCeilings) {
   };
   auto nextUsage = [](TestStream& s, const std::function<bool(const edge::v1::FarmUsage&)>& pred) {
     DiscoveryResponse m;
-    bool ok = s.next(&m, 5s, [&](const DiscoveryResponse& x) { return x.has_farm_usage() && pred(x.farm_usage()); });
+    bool ok = s.next(&m, 5s, [&](const DiscoveryResponse& x) {
+      return x.has_farm_usage() && pred(x.farm_usage());
+    });
     EXPECT_TRUE(ok);
     return m.farm_usage();
   };
@@ -647,7 +655,8 @@ TEST_F(ControlPlaneTest, FarmUsageSharesLimitsOutAsCeilings) {
   // (50): no headroom, so A is not raised yet and B is lowered.
   ASSERT_TRUE(a.send(report(50, 40, 0, "", -1)));
   ASSERT_TRUE(b.send(report(0, 0, 0, "", -1)));
-  auto fb = nextUsage(b, [&](const edge::v1::FarmUsage& fu) { return ceilingOf(fu) >= 0 && ceilingOf(fu) < 50; });
+  auto fb = nextUsage(
+      b, [&](const edge::v1::FarmUsage& fu) { return ceilingOf(fu) >= 0 && ceilingOf(fu) < 50; });
   EXPECT_EQ(fb.members(), 2u);
   EXPECT_NE(fb.seq(), 0u);
   int64_t b_ceiling = ceilingOf(fb);
@@ -738,7 +747,8 @@ TEST_F(ControlPlaneTest, AdminCallsNeedAnAdminKey) {
     req.set_body(R"({"name":"sneaky","scopes":["admin"]})");
     req.set_caller_client("ops");  // a claim, not a credential
     edge::v1::RestReply reply;
-    EXPECT_EQ(admin()->HandleRest(&ctx, req, &reply).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(admin()->HandleRest(&ctx, req, &reply).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
   }
   // An inference key is known but may not administer.
   edge::v1::ClientWithKey app;
@@ -965,8 +975,7 @@ TEST_F(ControlPlaneTest, UnparsableRequestIsRefused) {
   call->Finish(&status, reinterpret_cast<void*>(3));
   ASSERT_TRUE(next(3));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
-  EXPECT_NE(status.error_message().find("unparsable"), std::string::npos)
-      << status.error_message();
+  EXPECT_NE(status.error_message().find("unparsable"), std::string::npos) << status.error_message();
   cq.Shutdown();
   void* tag;
   bool ok;
@@ -1240,7 +1249,8 @@ TEST_F(TlsTest, MutualTlsRefusesClientsWithoutAValidCertificate) {
   EXPECT_FALSE(impostor.nextSnapshot(&r, 2s));
   grpc::Status refused_id = impostor.finish();
   EXPECT_EQ(refused_id.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_NE(refused_id.error_message().find("client certificate"), std::string::npos) << refused_id.error_message();
+  EXPECT_NE(refused_id.error_message().find("client certificate"), std::string::npos)
+      << refused_id.error_message();
 
   TestStream ok(tlsChannel("client"));
   ASSERT_TRUE(ok.hello("client"));

@@ -117,7 +117,7 @@ int usageError(const std::string& msg) {
 
 bool parseArgs(int argc, char** argv, Args* a, std::string* error) {
   static const std::set<std::string> kBool = {"json", "tls", "help"};
-  static const std::set<std::string> kGlobal = {"control-plane", "ca",      "cert",         "key",
+  static const std::set<std::string> kGlobal = {"control-plane", "ca",      "cert",        "key",
                                                 "server-name",   "timeout", "api-key-file"};
   static const std::set<std::string> kCommand = {"description", "scopes",          "rpm",
                                                  "tpm",         "max-concurrent",  "models",

@@ -3,8 +3,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "controlplane/server.h"
 #include "common/config/flag_parser.h"
+#include "controlplane/server.h"
 
 namespace eldric::controlplane {
 
@@ -133,7 +133,8 @@ bool parseCommandLine(int argc, char** argv, Options* out, std::string* error) {
   }
   if (out->tls_cert.empty() && !out->allow_plaintext && !loopbackListen(out->listen)) {
     *error = "--listen " + out->listen +
-             " without --tls-cert would serve snapshots (TLS keys, key hashes) in plaintext beyond this host: "
+             " without --tls-cert would serve snapshots (TLS keys, key hashes) in plaintext beyond "
+             "this host: "
              "give --tls-cert and --tls-key, or --allow-plaintext on a private network";
     return false;
   }

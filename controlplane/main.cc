@@ -7,10 +7,10 @@
 #include <string>
 
 #include "absl/synchronization/mutex.h"
-#include "controlplane/server.h"
 #include "common/core_dumps.h"
 #include "common/fd_table.h"
 #include "common/log.h"
+#include "controlplane/server.h"
 
 int main(int argc, char** argv) {
   eldric::controlplane::Options options;

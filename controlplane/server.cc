@@ -45,16 +45,16 @@
 #include <utility>
 #include <vector>
 
-#include "controlplane/core/admin_rest.h"
+#include "common/config/loader.h"
 #include "common/crypto.h"
 #include "common/hex.h"
+#include "common/log.h"
 #include "common/session_key.h"
+#include "controlplane/core/admin_rest.h"
 #include "controlplane/core/farm_limits.h"
 #include "controlplane/core/plugin_dir.h"
 #include "controlplane/core/snapshot_builder.h"
 #include "controlplane/core/store.h"
-#include "common/log.h"
-#include "common/config/loader.h"
 #include "eldric/edge/v1/admin.grpc.pb.h"
 #include "eldric/edge/v1/discovery.grpc.pb.h"
 
@@ -90,7 +90,6 @@ int64_t steadyMs() {
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
-
 
 bool readPem(const std::string& path, const std::string& what, std::string* out,
              std::string* error) {
@@ -130,8 +129,8 @@ bool syncPlugins(const std::string& dir, Store& store, std::string* error) {
   bool ok = syncPluginDir(dir, store, &warnings, &found, error);
   for (const auto& w : warnings) log::warn(w);
   if (ok) {
-    log::info("plugins directory read",
-              {{"plugins_dir", log::str(dir)}, {"plugins", log::num(static_cast<long long>(found))}});
+    log::info("plugins directory read", {{"plugins_dir", log::str(dir)},
+                                         {"plugins", log::num(static_cast<long long>(found))}});
   }
   return ok;
 }
@@ -220,8 +219,8 @@ using OutboundPtr = std::shared_ptr<const Outbound>;
 OutboundPtr encode(const DiscoveryResponse& msg) {
   auto out = std::make_shared<Outbound>();
   bool own = false;
-  grpc::Status status = grpc::SerializationTraits<DiscoveryResponse>::Serialize(
-      msg, &out->bytes, &own);
+  grpc::Status status =
+      grpc::SerializationTraits<DiscoveryResponse>::Serialize(msg, &out->bytes, &own);
   // Serializing an initialized proto3 message cannot fail but for size
   // (over 2 GB); the buffer is then empty and the data plane NACKs it.
   if (!status.ok()) {
@@ -237,7 +236,7 @@ OutboundPtr encode(const DiscoveryResponse& msg) {
 // The request limits of the served snapshot, as the members enforce them:
 // what the farm's ceilings are shared out of.
 struct FarmLimits {
-  uint64_t tier[3] = {0, 0, 0};  // by FarmCeilings::Tier
+  uint64_t tier[3] = {0, 0, 0};                          // by FarmCeilings::Tier
   std::unordered_map<std::string, uint64_t> client_rpm;  // per-client overrides
   // What a member's usage report is bounded to (see boundReport): the
   // clients the snapshot names, their token limits, the IP table's size.
@@ -268,7 +267,7 @@ struct NodeState {
   bool has_report = false;
   int64_t last_report_unix_ms = 0;
   int64_t last_report_steady_ms = 0;
-  UsageReport report;  // as bounded by boundReport
+  UsageReport report;       // as bounded by boundReport
   bool report_cut = false;  // the last one was
 };
 
@@ -519,12 +518,16 @@ class Stream : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer
         close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, why));
         return;
       }
-      if (certified_ && std::find(cert_names_.begin(), cert_names_.end(), id) == cert_names_.end()) {
+      if (certified_ &&
+          std::find(cert_names_.begin(), cert_names_.end(), id) == cert_names_.end()) {
         std::string names;
         for (const auto& n : cert_names_) names += (names.empty() ? "" : ", ") + n;
-        why = "node.id \"" + id + "\" is not a name of this member's client certificate (its common name or a DNS name: " +
+        why = "node.id \"" + id +
+              "\" is not a name of this member's client certificate (its common name or a DNS "
+              "name: " +
               (names.empty() ? "none" : names) + ")";
-        log::warn("discovery stream refused", {{"peer", log::str(peer_)}, {"node", log::str(id)}, {"error", log::str(why)}});
+        log::warn("discovery stream refused",
+                  {{"peer", log::str(peer_)}, {"node", log::str(id)}, {"error", log::str(why)}});
         close(grpc::Status(grpc::StatusCode::PERMISSION_DENIED, why));
         return;
       }
@@ -639,11 +642,14 @@ class AdminService final : public edge::v1::Admin::Service {
   grpc::Status HandleRest(grpc::ServerContext* ctx, const edge::v1::RestRequest* req,
                           edge::v1::RestReply* reply) override {
     // The caller is who the key says, not what the request claims.
-    return guarded(ctx, "HandleRest", [&](const std::string& caller) { return impl_->handleRest(*req, caller, reply); });
+    return guarded(ctx, "HandleRest", [&](const std::string& caller) {
+      return impl_->handleRest(*req, caller, reply);
+    });
   }
   grpc::Status RegisterClient(grpc::ServerContext* ctx, const edge::v1::RegisterClientRequest* req,
                               edge::v1::ClientWithKey* out) override {
-    return guarded(ctx, "RegisterClient", [&](const std::string&) { return impl_->registerClient(*req, out); });
+    return guarded(ctx, "RegisterClient",
+                   [&](const std::string&) { return impl_->registerClient(*req, out); });
   }
   grpc::Status ListClients(grpc::ServerContext* ctx, const edge::v1::ListClientsRequest*,
                            edge::v1::ClientList* out) override {
@@ -651,35 +657,43 @@ class AdminService final : public edge::v1::Admin::Service {
   }
   grpc::Status GetClient(grpc::ServerContext* ctx, const edge::v1::ClientRef* req,
                          edge::v1::Client* out) override {
-    return guarded(ctx, "GetClient", [&](const std::string&) { return impl_->getClient(req->id(), out); });
+    return guarded(ctx, "GetClient",
+                   [&](const std::string&) { return impl_->getClient(req->id(), out); });
   }
   grpc::Status RevokeClient(grpc::ServerContext* ctx, const edge::v1::ClientRef* req,
                             edge::v1::Client* out) override {
-    return guarded(ctx, "RevokeClient", [&](const std::string&) { return impl_->revokeClient(req->id(), out); });
+    return guarded(ctx, "RevokeClient",
+                   [&](const std::string&) { return impl_->revokeClient(req->id(), out); });
   }
   grpc::Status RotateKey(grpc::ServerContext* ctx, const edge::v1::RotateKeyRequest* req,
                          edge::v1::ClientWithKey* out) override {
-    return guarded(ctx, "RotateKey", [&](const std::string&) { return impl_->rotateKey(*req, out); });
+    return guarded(ctx, "RotateKey",
+                   [&](const std::string&) { return impl_->rotateKey(*req, out); });
   }
   grpc::Status ListPlugins(grpc::ServerContext* ctx, const edge::v1::ListPluginsRequest*,
                            edge::v1::PluginList* out) override {
     return guarded(ctx, "ListPlugins", [&](const std::string&) { return impl_->listPlugins(out); });
   }
-  grpc::Status SetPluginEnabled(grpc::ServerContext* ctx, const edge::v1::SetPluginEnabledRequest* req,
+  grpc::Status SetPluginEnabled(grpc::ServerContext* ctx,
+                                const edge::v1::SetPluginEnabledRequest* req,
                                 edge::v1::Plugin* out) override {
-    return guarded(ctx, "SetPluginEnabled", [&](const std::string&) { return impl_->setPluginEnabled(*req, out); });
+    return guarded(ctx, "SetPluginEnabled",
+                   [&](const std::string&) { return impl_->setPluginEnabled(*req, out); });
   }
   grpc::Status GetValves(grpc::ServerContext* ctx, const edge::v1::PluginRef* req,
                          edge::v1::Valves* out) override {
-    return guarded(ctx, "GetValves", [&](const std::string&) { return impl_->getValves(req->id(), out); });
+    return guarded(ctx, "GetValves",
+                   [&](const std::string&) { return impl_->getValves(req->id(), out); });
   }
   grpc::Status SetValves(grpc::ServerContext* ctx, const edge::v1::SetValvesRequest* req,
                          edge::v1::Valves* out) override {
-    return guarded(ctx, "SetValves", [&](const std::string&) { return impl_->setValves(*req, out); });
+    return guarded(ctx, "SetValves",
+                   [&](const std::string&) { return impl_->setValves(*req, out); });
   }
   grpc::Status GetFarmStatus(grpc::ServerContext* ctx, const edge::v1::FarmStatusRequest*,
                              edge::v1::FarmStatus* out) override {
-    return guarded(ctx, "GetFarmStatus", [&](const std::string&) { return impl_->farmStatus(out); });
+    return guarded(ctx, "GetFarmStatus",
+                   [&](const std::string&) { return impl_->farmStatus(out); });
   }
 
  private:
@@ -1113,12 +1127,14 @@ void ControlPlane::Impl::onLogouts(Stream* s, const DiscoveryRequest& req) {
   size_t added = 0;
   std::string error;
   if (!store_->addLoggedOutSessions(sessions, unixMs() / 1000, &added, &error)) {
-    log::error("session logouts not recorded", {{"node", log::str(s->nodeId())}, {"error", log::str(error)}});
+    log::error("session logouts not recorded",
+               {{"node", log::str(s->nodeId())}, {"error", log::str(error)}});
     return;
   }
   if (added == 0) return;
-  log::info("sessions logged out on a member",
-            {{"node", log::str(s->nodeId())}, {"sessions", log::num(static_cast<long long>(added))}});
+  log::info(
+      "sessions logged out on a member",
+      {{"node", log::str(s->nodeId())}, {"sessions", log::num(static_cast<long long>(added))}});
   // The snapshot is rebuilt by the timer, with the next farm push: many
   // logouts (or a member sending many messages) make one rebuild per push
   // gap, not one per message.
@@ -1280,12 +1296,15 @@ size_t boundReport(const FarmLimits& limits, UsageReport* usage) {
     }
     for (auto& kc : *list) kc.set_count(clamp(kc.count(), limit));
   };
-  auto requestsOf = [&](const std::string& id, uint64_t) { return limits.of(FarmCeilings::kKey, id); };
+  auto requestsOf = [&](const std::string& id, uint64_t) {
+    return limits.of(FarmCeilings::kKey, id);
+  };
   auto tokensOf = [&](const std::string&, uint64_t tpm) { return tpm ? tpm : limits.tokens_tier; };
   auto anyOf = [](const std::string&, uint64_t) { return uint64_t{0}; };
   usage->set_global_requests(clamp(usage->global_requests(), limits.tier[FarmCeilings::kGlobal]));
   if (usage->has_global_request_ceiling()) {
-    usage->set_global_request_ceiling(clamp(usage->global_request_ceiling(), limits.tier[FarmCeilings::kGlobal]));
+    usage->set_global_request_ceiling(
+        clamp(usage->global_request_ceiling(), limits.tier[FarmCeilings::kGlobal]));
   }
   usage->set_global_refused(clamp(usage->global_refused(), 0));
   boundIps(usage->mutable_ip_requests(), limits.tier[FarmCeilings::kIp]);
@@ -1298,21 +1317,24 @@ size_t boundReport(const FarmLimits& limits, UsageReport* usage) {
   boundKeys(usage->mutable_key_in_flight(), anyOf);
   if (usage->upstreams_size() > kMaxReportedUpstreams) {
     cut += usage->upstreams_size() - kMaxReportedUpstreams;
-    usage->mutable_upstreams()->DeleteSubrange(kMaxReportedUpstreams, usage->upstreams_size() - kMaxReportedUpstreams);
+    usage->mutable_upstreams()->DeleteSubrange(kMaxReportedUpstreams,
+                                               usage->upstreams_size() - kMaxReportedUpstreams);
   }
   return cut;
 }
 
 }  // namespace
 
-void ControlPlane::Impl::recordReportLocked(const std::string& id, NodeState& n, const UsageReport& reported) {
+void ControlPlane::Impl::recordReportLocked(const std::string& id, NodeState& n,
+                                            const UsageReport& reported) {
   UsageReport usage = reported;
   if (size_t cut = boundReport(current_limits_, &usage)) {
     // Once per member until it reports within bounds again: a member in
     // this state reports every sync interval.
     if (!n.report_cut) {
       log::warn("a member's usage report goes past the served limits; bounded",
-                {{"node", log::str(id)}, {"entries_or_counts_cut", log::num(static_cast<long long>(cut))}});
+                {{"node", log::str(id)},
+                 {"entries_or_counts_cut", log::num(static_cast<long long>(cut))}});
     }
     n.report_cut = true;
   } else {
@@ -1336,7 +1358,8 @@ void ControlPlane::Impl::recordReportLocked(const std::string& id, NodeState& n,
   if (usage.global_requests()) r.counts[FarmCeilings::kGlobal][""] = usage.global_requests();
   copy(usage.ip_requests(), &r.counts[FarmCeilings::kIp]);
   copy(usage.key_requests(), &r.counts[FarmCeilings::kKey]);
-  if (usage.has_global_request_ceiling()) r.ceilings[FarmCeilings::kGlobal][""] = usage.global_request_ceiling();
+  if (usage.has_global_request_ceiling())
+    r.ceilings[FarmCeilings::kGlobal][""] = usage.global_request_ceiling();
   copy(usage.ip_request_ceilings(), &r.ceilings[FarmCeilings::kIp]);
   copy(usage.key_request_ceilings(), &r.ceilings[FarmCeilings::kKey]);
   if (usage.global_refused()) r.refused[FarmCeilings::kGlobal][""] = usage.global_refused();
@@ -1383,7 +1406,9 @@ void ControlPlane::Impl::pushFarmUsage() {
   }
 
   // The limits the members enforce, from the snapshot they run.
-  auto limit_of = [this](FarmCeilings::Tier tier, const std::string& key) { return current_limits_.of(tier, key); };
+  auto limit_of = [this](FarmCeilings::Tier tier, const std::string& key) {
+    return current_limits_.of(tier, key);
+  };
   uint64_t seq = ++usage_seq_;
   uint32_t member_count = static_cast<uint32_t>(std::max<size_t>(1, members.size()));
   auto ceilings = ceilings_.allocate(members, member_count, seq, limit_of);
@@ -1469,18 +1494,21 @@ std::string ControlPlane::Impl::usageJson(const std::string& client_id) {
          ",\"in_flight\":" + std::to_string(in_flight) + "}";
 }
 
-grpc::Status ControlPlane::Impl::authorizeAdmin(const grpc::ServerContext& ctx, std::string* caller) {
+grpc::Status ControlPlane::Impl::authorizeAdmin(const grpc::ServerContext& ctx,
+                                                std::string* caller) {
   const auto& md = ctx.client_metadata();
   auto it = md.find("authorization");
   std::string_view value;
   if (it != md.end()) value = std::string_view(it->second.data(), it->second.size());
   constexpr std::string_view kBearer = "bearer ";
   if (value.size() <= kBearer.size() ||
-      !std::equal(kBearer.begin(), kBearer.end(), value.begin(),
-                  [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); })) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "admin calls need an admin API key (metadata \"authorization: Bearer <key>\"; "
-                        "eldricctl: --api-key-file or ELDRIC_API_KEY)");
+      !std::equal(kBearer.begin(), kBearer.end(), value.begin(), [](char a, char b) {
+        return a == std::tolower(static_cast<unsigned char>(b));
+      })) {
+    return grpc::Status(
+        grpc::StatusCode::UNAUTHENTICATED,
+        "admin calls need an admin API key (metadata \"authorization: Bearer <key>\"; "
+        "eldricctl: --api-key-file or ELDRIC_API_KEY)");
   }
   std::string_view key = value.substr(kBearer.size());
   unsigned char digest[32];
@@ -1488,7 +1516,8 @@ grpc::Status ControlPlane::Impl::authorizeAdmin(const grpc::ServerContext& ctx, 
   std::string hash(reinterpret_cast<const char*>(digest), sizeof digest);
   std::lock_guard<std::mutex> l(store_mu_);
   auto k = known_keys_.find(hash);
-  if (k == known_keys_.end() || (k->second.expires_at > 0 && k->second.expires_at <= unixMs() / 1000)) {
+  if (k == known_keys_.end() ||
+      (k->second.expires_at > 0 && k->second.expires_at <= unixMs() / 1000)) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid or expired API key");
   }
   if (!k->second.admin) {
@@ -1498,8 +1527,8 @@ grpc::Status ControlPlane::Impl::authorizeAdmin(const grpc::ServerContext& ctx, 
   return grpc::Status::OK;
 }
 
-grpc::Status ControlPlane::Impl::handleRest(const edge::v1::RestRequest& req, const std::string& caller,
-                                            edge::v1::RestReply* reply) {
+grpc::Status ControlPlane::Impl::handleRest(const edge::v1::RestRequest& req,
+                                            const std::string& caller, edge::v1::RestReply* reply) {
   std::lock_guard<std::mutex> l(store_mu_);
   bool changed = false;
   RestReply r =
@@ -1508,8 +1537,8 @@ grpc::Status ControlPlane::Impl::handleRest(const edge::v1::RestRequest& req, co
     // The path names the client or plugin; bodies (keys, valves) are never
     // logged.
     log::info("admin state changed", {{"method", log::str(req.method())},
-                                          {"path", log::str(req.path())},
-                                          {"caller", log::str(caller)}});
+                                      {"path", log::str(req.path())},
+                                      {"caller", log::str(caller)}});
     // Committed; the answer goes out only once the new snapshot is queued
     // on every stream.
     rebuildAfterChangeLocked("admin REST");

@@ -2,9 +2,9 @@
 
 #include <cstdio>
 
+#include "common/config/loader.h"
 #include "common/core_dumps.h"
 #include "common/fd_table.h"
-#include "common/config/loader.h"
 #include "dataplane/server/server.h"
 
 int main(int argc, char** argv) {

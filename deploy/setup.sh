@@ -18,6 +18,8 @@ build_pkgs=(
   # fuzz configs; test/fuzz/run, test/sanitize): clang, its sanitizer
   # runtimes and libFuzzer.
   clang-14 libclang-rt-14-dev libfuzzer-14-dev
+  # test/format-check: every C++ file as .clang-format says.
+  clang-format-14
 )
 # Demo and tests: real clients and tools the end-to-end tests drive.
 test_pkgs=(

@@ -71,8 +71,9 @@ TEST(AssetsTest, PagesAreHtml) {
 }
 
 TEST(AssetsTest, UnknownPathsAreNull) {
-  for (const char* path : {"", "/", "/chat/", "/chat/assets/", "/chat/assets/app.j", "/chat/assets/app.jsx",
-                           "/login/", "/chat/assets/nope.js", "/v1/models", "/Chat"}) {
+  for (const char* path :
+       {"", "/", "/chat/", "/chat/assets/", "/chat/assets/app.j", "/chat/assets/app.jsx", "/login/",
+        "/chat/assets/nope.js", "/v1/models", "/Chat"}) {
     EXPECT_EQ(find(path), nullptr) << path;
   }
 }
@@ -108,7 +109,8 @@ TEST(AssetsTest, PagesLoadHashedImmutableAssetsWithTheSameBytes) {
       EXPECT_TRUE(a->immutable);
       // /chat/assets/app.0123456789ab.js is the same file as /chat/assets/app.js.
       std::smatch m;
-      ASSERT_TRUE(std::regex_match(ref, m, std::regex("(/chat/assets/[a-z]+)\\.[0-9a-f]{12}(\\.[a-z]+)")));
+      ASSERT_TRUE(
+          std::regex_match(ref, m, std::regex("(/chat/assets/[a-z]+)\\.[0-9a-f]{12}(\\.[a-z]+)")));
       const Asset* plain = find(m[1].str() + m[2].str());
       ASSERT_NE(plain, nullptr);
       EXPECT_EQ(plain->body, a->body);
@@ -133,7 +135,8 @@ TEST(AssetsTest, BundleHoldsTheLibrariesAndNoSourceMaps) {
   EXPECT_EQ(app->body.find("sourceMappingURL"), std::string_view::npos);
   const Asset* css = find("/chat/assets/style.css");
   ASSERT_NE(css, nullptr);
-  EXPECT_NE(css->body.find(".hljs-keyword"), std::string_view::npos) << "the highlight theme is bundled";
+  EXPECT_NE(css->body.find(".hljs-keyword"), std::string_view::npos)
+      << "the highlight theme is bundled";
   // The bundles are large and text: they must compress well.
   ASSERT_FALSE(app->gzip_body.empty());
   EXPECT_LT(app->gzip_body.size() * 2, app->body.size());

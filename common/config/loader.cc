@@ -12,10 +12,10 @@
 #include <sstream>
 #include <thread>
 
-#include "common/json.h"
-#include "common/crypto.h"
-#include "common/config/flag_parser.h"
 #include "common/address.h"
+#include "common/config/flag_parser.h"
+#include "common/crypto.h"
+#include "common/json.h"
 #include "rapidjson/document.h"
 
 namespace eldric::config {
@@ -63,8 +63,9 @@ struct Settings {
           max_connections = 50000, max_active_requests = 10000, max_rss_mb = 0;
   // upstream
   int64_t connect_timeout_ms = 2000, health_interval_ms = 5000, health_timeout_ms = 2000,
-          unhealthy_threshold = 2, healthy_threshold = 1, ejection_failures = 3, ejection_time_ms = 10000,
-          max_idle = 64, idle_connection_timeout_ms = 60000, retries = 1, dns_refresh_ms = 5000;
+          unhealthy_threshold = 2, healthy_threshold = 1, ejection_failures = 3,
+          ejection_time_ms = 10000, max_idle = 64, idle_connection_timeout_ms = 60000, retries = 1,
+          dns_refresh_ms = 5000;
   std::string health_path = "/health";
 };
 
@@ -170,146 +171,151 @@ class Walker {
 constexpr int64_t kMaxInt = 1LL << 40;
 
 void walkFile(Walker& w, const Value& root, Settings& s) {
-  w.object(root, "",
-           {
-               {"mode", w.string(&s.mode, {"single", "farm"})},
-               {"https_port", w.integer(&s.https_port, 0, 65535)},
-               {"http_port", w.integer(&s.http_port, 0, 65535)},
-               {"bind_address", w.string(&s.bind)},
-               {"router_urls", w.stringList(&s.routers)},
-               {"controller_url", w.string(&s.controller_url)},
-               {"workers", w.integer(&s.workers, 0, 256)},
-               {"log_level", w.string(&s.log_level, {"debug", "info", "warn", "error"})},
-               {"access_log", w.string(&s.access_log)},
-               {"tls",
-                [&](const Value& v, const std::string& p) {
-                  w.object(v, p,
-                           {{"mode", w.string(&s.tls_mode, {"manual", "acme"})},
-                            {"enabled", w.boolean(&s.tls_enabled)},
-                            {"cert_file", w.string(&s.cert_file)},
-                            {"key_file", w.string(&s.key_file)}});
-                }},
-               {"auth",
-                [&](const Value& v, const std::string& p) {
-                  auto keyMap = [&](bool admin) {
-                    return [&, admin](const Value& keys, const std::string& kp) {
-                      if (!keys.IsObject()) {
-                        w.fail("field \"" + kp + "\" must be an object of key -> client");
-                        return;
-                      }
-                      size_t index = 0;
-                      for (auto it = keys.MemberBegin(); it != keys.MemberEnd() && w.ok(); ++it, ++index) {
-                        Settings::Key k;
-                        k.key.assign(it->name.GetString(), it->name.GetStringLength());
-                        // Name entries by position: the key itself is never echoed.
-                        std::string ep = kp + "[" + std::to_string(index) + "]";
-                        if (k.key.size() < 8) {
-                          w.fail("field \"" + ep + "\": an API key must be at least 8 characters");
-                          return;
-                        }
-                        if (it->value.IsString()) {
-                          k.client.assign(it->value.GetString(), it->value.GetStringLength());
-                        } else if (it->value.IsObject()) {
-                          w.object(it->value, ep,
-                                   {{"client", w.string(&k.client)},
-                                    {"scopes", w.stringList(&k.scopes)},
-                                    {"rpm", w.integer(&k.rpm, 0, kMaxInt)},
-                                    {"tpm", w.integer(&k.tpm, 0, kMaxInt)},
-                                    {"max_concurrent", w.integer(&k.max_concurrent, 0, 1000000)},
-                                    {"allowed_models", w.stringList(&k.allowed_models)}});
-                        } else {
-                          w.fail("field \"" + ep + "\" must be a client name or an object");
-                          return;
-                        }
-                        if (k.client.empty()) {
-                          w.fail("field \"" + ep + "\" needs a client name");
-                          return;
-                        }
-                        for (const auto& sc : k.scopes) {
-                          if (sc != "inference" && sc != "admin" && sc != "worker") {
-                            w.fail("field \"" + ep + ".scopes\": unknown scope \"" + sc +
-                                   "\" (inference, admin, worker)");
-                            return;
-                          }
-                        }
-                        if (admin) k.scopes = {"inference", "admin"};
-                        s.keys.push_back(std::move(k));
-                      }
-                    };
-                  };
-                  w.object(v, p,
-                           {{"require_api_key", w.boolean(&s.require_api_key)},
-                            {"api_keys", keyMap(false)},
-                            {"admin_keys", keyMap(true)},
-                            {"rotation_overlap_seconds", w.integer(&s.rotation_overlap_s, 0, 90 * 86400)},
-                            {"session_ttl_seconds", w.integer(&s.session_ttl_s, 60, 30 * 86400)}});
-                }},
-               {"rate_limits",
-                [&](const Value& v, const std::string& p) {
-                  w.object(v, p,
-                           {{"global_rpm", w.integer(&s.global_rpm, 0, kMaxInt)},
-                            {"per_ip_rpm", w.integer(&s.per_ip_rpm, 0, kMaxInt)},
-                            {"per_key_rpm", w.integer(&s.per_key_rpm, 0, kMaxInt)},
-                            {"window_seconds", w.integer(&s.window_seconds, 1, 3600)},
-                            {"per_key_tpm", w.integer(&s.per_key_tpm, 0, kMaxInt)},
-                            {"max_tokens_per_request", w.integer(&s.max_tokens_per_request, 0, kMaxInt)},
-                            {"per_key_max_concurrent", w.integer(&s.per_key_max_concurrent, 0, 1000000)},
-                            {"trusted_proxies", w.stringList(&s.trusted_proxies)},
-                            {"ipv6_prefix", w.integer(&s.ipv6_prefix, 32, 128)},
-                            {"max_ip_entries", w.integer(&s.max_ip_entries, 100, 100000000)},
-                            {"auth_failures_per_ip", w.integer(&s.auth_failures_per_ip, 0, kMaxInt)}});
-                }},
-               {"data_dir", w.string(&s.data_dir)},
-               {"plugins_dir", w.string(&s.plugins_dir)},
-               {"farm",
-                [&](const Value& v, const std::string& p) {
-                  std::vector<std::string> peers;
-                  w.object(v, p,
-                           {{"peers", w.stringList(&peers)},
-                            {"sync_interval_ms", w.integer(&s.sync_interval_ms, 10, 3600000)},
-                            {"control_plane", w.stringList(&s.farm.control_planes)},
-                            {"control_plane_ca", w.string(&s.farm.ca_file)},
-                            {"control_plane_cert", w.string(&s.farm.cert_file)},
-                            {"control_plane_key", w.string(&s.farm.key_file)},
-                            {"node_id", w.string(&s.farm.node_id)},
-                            {"offline_policy", w.string(&s.farm.offline_policy, {"local_share", "local_only"})}});
-                  s.has_farm_peers = !peers.empty();
-                }},
-               {"limits",
-                [&](const Value& v, const std::string& p) {
-                  w.object(v, p,
-                           {{"max_header_bytes", w.integer(&s.max_header_bytes, 1024, 1 << 20)},
-                            {"max_headers", w.integer(&s.max_headers, 8, 1000)},
-                            {"max_body_bytes", w.integer(&s.max_body_bytes, 1, 1LL << 32)},
-                            {"header_timeout_ms", w.integer(&s.header_timeout_ms, 100, 3600000)},
-                            {"idle_timeout_ms", w.integer(&s.idle_timeout_ms, 100, 86400000)},
-                            {"request_timeout_ms", w.integer(&s.request_timeout_ms, 100, 86400000)},
-                            {"drain_timeout_ms", w.integer(&s.drain_timeout_ms, 0, 3600000)},
-                            {"body_timeout_ms", w.integer(&s.body_timeout_ms, 100, 86400000)},
-                            {"max_connections", w.integer(&s.max_connections, 1, 10000000)},
-                            {"max_active_requests", w.integer(&s.max_active_requests, 1, 10000000)},
-                            {"max_rss_mb", w.integer(&s.max_rss_mb, 0, 1 << 24)},
-                            {"max_connections_per_worker", w.integer(&s.max_connections_per_worker, 0, 10000000)}});
-                }},
-               {"upstream",
-                [&](const Value& v, const std::string& p) {
-                  w.object(v, p,
-                           {{"connect_timeout_ms", w.integer(&s.connect_timeout_ms, 10, 600000)},
-                            {"health_check_path", w.string(&s.health_path)},
-                            {"health_check_interval_ms", w.integer(&s.health_interval_ms, 50, 3600000)},
-                            {"health_check_timeout_ms", w.integer(&s.health_timeout_ms, 10, 600000)},
-                            {"unhealthy_threshold", w.integer(&s.unhealthy_threshold, 1, 100)},
-                            {"healthy_threshold", w.integer(&s.healthy_threshold, 1, 100)},
-                            {"ejection_consecutive_failures", w.integer(&s.ejection_failures, 0, 1000)},
-                            {"ejection_time_ms", w.integer(&s.ejection_time_ms, 100, 3600000)},
-                            {"max_idle_connections", w.integer(&s.max_idle, 0, 100000)},
-                            {"idle_connection_timeout_ms", w.integer(&s.idle_connection_timeout_ms, 100, 3600000)},
-                            {"retries", w.integer(&s.retries, 0, 10)},
-                            {"dns_refresh_ms", w.integer(&s.dns_refresh_ms, 100, 86400000)}});
-                }},
-           });
+  w.object(
+      root, "",
+      {
+          {"mode", w.string(&s.mode, {"single", "farm"})},
+          {"https_port", w.integer(&s.https_port, 0, 65535)},
+          {"http_port", w.integer(&s.http_port, 0, 65535)},
+          {"bind_address", w.string(&s.bind)},
+          {"router_urls", w.stringList(&s.routers)},
+          {"controller_url", w.string(&s.controller_url)},
+          {"workers", w.integer(&s.workers, 0, 256)},
+          {"log_level", w.string(&s.log_level, {"debug", "info", "warn", "error"})},
+          {"access_log", w.string(&s.access_log)},
+          {"tls",
+           [&](const Value& v, const std::string& p) {
+             w.object(v, p,
+                      {{"mode", w.string(&s.tls_mode, {"manual", "acme"})},
+                       {"enabled", w.boolean(&s.tls_enabled)},
+                       {"cert_file", w.string(&s.cert_file)},
+                       {"key_file", w.string(&s.key_file)}});
+           }},
+          {"auth",
+           [&](const Value& v, const std::string& p) {
+             auto keyMap = [&](bool admin) {
+               return [&, admin](const Value& keys, const std::string& kp) {
+                 if (!keys.IsObject()) {
+                   w.fail("field \"" + kp + "\" must be an object of key -> client");
+                   return;
+                 }
+                 size_t index = 0;
+                 for (auto it = keys.MemberBegin(); it != keys.MemberEnd() && w.ok();
+                      ++it, ++index) {
+                   Settings::Key k;
+                   k.key.assign(it->name.GetString(), it->name.GetStringLength());
+                   // Name entries by position: the key itself is never echoed.
+                   std::string ep = kp + "[" + std::to_string(index) + "]";
+                   if (k.key.size() < 8) {
+                     w.fail("field \"" + ep + "\": an API key must be at least 8 characters");
+                     return;
+                   }
+                   if (it->value.IsString()) {
+                     k.client.assign(it->value.GetString(), it->value.GetStringLength());
+                   } else if (it->value.IsObject()) {
+                     w.object(it->value, ep,
+                              {{"client", w.string(&k.client)},
+                               {"scopes", w.stringList(&k.scopes)},
+                               {"rpm", w.integer(&k.rpm, 0, kMaxInt)},
+                               {"tpm", w.integer(&k.tpm, 0, kMaxInt)},
+                               {"max_concurrent", w.integer(&k.max_concurrent, 0, 1000000)},
+                               {"allowed_models", w.stringList(&k.allowed_models)}});
+                   } else {
+                     w.fail("field \"" + ep + "\" must be a client name or an object");
+                     return;
+                   }
+                   if (k.client.empty()) {
+                     w.fail("field \"" + ep + "\" needs a client name");
+                     return;
+                   }
+                   for (const auto& sc : k.scopes) {
+                     if (sc != "inference" && sc != "admin" && sc != "worker") {
+                       w.fail("field \"" + ep + ".scopes\": unknown scope \"" + sc +
+                              "\" (inference, admin, worker)");
+                       return;
+                     }
+                   }
+                   if (admin) k.scopes = {"inference", "admin"};
+                   s.keys.push_back(std::move(k));
+                 }
+               };
+             };
+             w.object(
+                 v, p,
+                 {{"require_api_key", w.boolean(&s.require_api_key)},
+                  {"api_keys", keyMap(false)},
+                  {"admin_keys", keyMap(true)},
+                  {"rotation_overlap_seconds", w.integer(&s.rotation_overlap_s, 0, 90 * 86400)},
+                  {"session_ttl_seconds", w.integer(&s.session_ttl_s, 60, 30 * 86400)}});
+           }},
+          {"rate_limits",
+           [&](const Value& v, const std::string& p) {
+             w.object(v, p,
+                      {{"global_rpm", w.integer(&s.global_rpm, 0, kMaxInt)},
+                       {"per_ip_rpm", w.integer(&s.per_ip_rpm, 0, kMaxInt)},
+                       {"per_key_rpm", w.integer(&s.per_key_rpm, 0, kMaxInt)},
+                       {"window_seconds", w.integer(&s.window_seconds, 1, 3600)},
+                       {"per_key_tpm", w.integer(&s.per_key_tpm, 0, kMaxInt)},
+                       {"max_tokens_per_request", w.integer(&s.max_tokens_per_request, 0, kMaxInt)},
+                       {"per_key_max_concurrent", w.integer(&s.per_key_max_concurrent, 0, 1000000)},
+                       {"trusted_proxies", w.stringList(&s.trusted_proxies)},
+                       {"ipv6_prefix", w.integer(&s.ipv6_prefix, 32, 128)},
+                       {"max_ip_entries", w.integer(&s.max_ip_entries, 100, 100000000)},
+                       {"auth_failures_per_ip", w.integer(&s.auth_failures_per_ip, 0, kMaxInt)}});
+           }},
+          {"data_dir", w.string(&s.data_dir)},
+          {"plugins_dir", w.string(&s.plugins_dir)},
+          {"farm",
+           [&](const Value& v, const std::string& p) {
+             std::vector<std::string> peers;
+             w.object(v, p,
+                      {{"peers", w.stringList(&peers)},
+                       {"sync_interval_ms", w.integer(&s.sync_interval_ms, 10, 3600000)},
+                       {"control_plane", w.stringList(&s.farm.control_planes)},
+                       {"control_plane_ca", w.string(&s.farm.ca_file)},
+                       {"control_plane_cert", w.string(&s.farm.cert_file)},
+                       {"control_plane_key", w.string(&s.farm.key_file)},
+                       {"node_id", w.string(&s.farm.node_id)},
+                       {"offline_policy",
+                        w.string(&s.farm.offline_policy, {"local_share", "local_only"})}});
+             s.has_farm_peers = !peers.empty();
+           }},
+          {"limits",
+           [&](const Value& v, const std::string& p) {
+             w.object(v, p,
+                      {{"max_header_bytes", w.integer(&s.max_header_bytes, 1024, 1 << 20)},
+                       {"max_headers", w.integer(&s.max_headers, 8, 1000)},
+                       {"max_body_bytes", w.integer(&s.max_body_bytes, 1, 1LL << 32)},
+                       {"header_timeout_ms", w.integer(&s.header_timeout_ms, 100, 3600000)},
+                       {"idle_timeout_ms", w.integer(&s.idle_timeout_ms, 100, 86400000)},
+                       {"request_timeout_ms", w.integer(&s.request_timeout_ms, 100, 86400000)},
+                       {"drain_timeout_ms", w.integer(&s.drain_timeout_ms, 0, 3600000)},
+                       {"body_timeout_ms", w.integer(&s.body_timeout_ms, 100, 86400000)},
+                       {"max_connections", w.integer(&s.max_connections, 1, 10000000)},
+                       {"max_active_requests", w.integer(&s.max_active_requests, 1, 10000000)},
+                       {"max_rss_mb", w.integer(&s.max_rss_mb, 0, 1 << 24)},
+                       {"max_connections_per_worker",
+                        w.integer(&s.max_connections_per_worker, 0, 10000000)}});
+           }},
+          {"upstream",
+           [&](const Value& v, const std::string& p) {
+             w.object(v, p,
+                      {{"connect_timeout_ms", w.integer(&s.connect_timeout_ms, 10, 600000)},
+                       {"health_check_path", w.string(&s.health_path)},
+                       {"health_check_interval_ms", w.integer(&s.health_interval_ms, 50, 3600000)},
+                       {"health_check_timeout_ms", w.integer(&s.health_timeout_ms, 10, 600000)},
+                       {"unhealthy_threshold", w.integer(&s.unhealthy_threshold, 1, 100)},
+                       {"healthy_threshold", w.integer(&s.healthy_threshold, 1, 100)},
+                       {"ejection_consecutive_failures", w.integer(&s.ejection_failures, 0, 1000)},
+                       {"ejection_time_ms", w.integer(&s.ejection_time_ms, 100, 3600000)},
+                       {"max_idle_connections", w.integer(&s.max_idle, 0, 100000)},
+                       {"idle_connection_timeout_ms",
+                        w.integer(&s.idle_connection_timeout_ms, 100, 3600000)},
+                       {"retries", w.integer(&s.retries, 0, 10)},
+                       {"dns_refresh_ms", w.integer(&s.dns_refresh_ms, 100, 86400000)}});
+           }},
+      });
 }
-
 
 bool parsePort(const std::string& flag, const std::string& v, int64_t* out, std::string* error) {
   char* end = nullptr;
@@ -327,10 +333,12 @@ struct ParsedUrl {
   uint16_t port = 80;
 };
 
-bool parseHttpUrl(const std::string& url, const std::string& what, ParsedUrl* out, std::string* error) {
+bool parseHttpUrl(const std::string& url, const std::string& what, ParsedUrl* out,
+                  std::string* error) {
   const std::string scheme = "http://";
   if (url.compare(0, scheme.size(), scheme) != 0) {
-    *error = what + " \"" + url + "\" must start with http:// (the cluster network is plaintext; TLS ends at the Edge)";
+    *error = what + " \"" + url +
+             "\" must start with http:// (the cluster network is plaintext; TLS ends at the Edge)";
     return false;
   }
   std::string rest = url.substr(scheme.size());
@@ -395,7 +403,8 @@ google::protobuf::Duration duration(int64_t ms) {
 
 bool applyFlags(const CommandLine& cli, Settings& s, std::string* error) {
   if (!cli.port.empty() && !parsePort("--port", cli.port, &s.https_port, error)) return false;
-  if (!cli.http_port.empty() && !parsePort("--http-port", cli.http_port, &s.http_port, error)) return false;
+  if (!cli.http_port.empty() && !parsePort("--http-port", cli.http_port, &s.http_port, error))
+    return false;
   if (!cli.bind.empty()) s.bind = cli.bind;
   if (!cli.routers.empty()) s.routers = splitList(cli.routers);
   if (!cli.cert.empty()) s.cert_file = cli.cert;
@@ -442,16 +451,18 @@ bool applyFlags(const CommandLine& cli, Settings& s, std::string* error) {
   return true;
 }
 
-bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out, std::string* error) {
+bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out,
+                   std::string* error) {
   // What this build cannot do yet is refused or named, never silently
   // ignored: an operator who asked for API keys must not get an open door.
   if (s.mode == "farm") {
     // The seed's --peers named the other Edges; members now find each other
     // through the control plane, so peers alone cannot make a farm.
     if (s.farm.control_planes.empty()) {
-      *error = std::string("mode \"farm\" needs --control-plane host:port (farm.control_plane): ") +
-               "members share keys and limits through eldric-controlplane" +
-               (s.has_farm_peers ? "; --peers / farm.peers no longer connects Edges to each other" : "");
+      *error =
+          std::string("mode \"farm\" needs --control-plane host:port (farm.control_plane): ") +
+          "members share keys and limits through eldric-controlplane" +
+          (s.has_farm_peers ? "; --peers / farm.peers no longer connects Edges to each other" : "");
       return false;
     }
     for (const auto& cp : s.farm.control_planes) {
@@ -462,7 +473,8 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
       }
     }
     if (s.has_farm_peers) {
-      out->warnings.push_back("farm.peers / --peers is ignored: members find each other through the control plane");
+      out->warnings.push_back(
+          "farm.peers / --peers is ignored: members find each other through the control plane");
     }
     if (s.farm.cert_file.empty() != s.farm.key_file.empty()) {
       *error = "control plane mTLS needs both control_plane_cert and control_plane_key";
@@ -475,12 +487,15 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     out->warnings.push_back("farm settings have no effect in mode \"single\" (use --mode farm)");
   }
   if (s.tls_enabled && s.tls_mode == "acme") {
-    *error = "tls.mode \"acme\" is not available in this build yet; use \"manual\" with cert_file and key_file";
+    *error =
+        "tls.mode \"acme\" is not available in this build yet; use \"manual\" with cert_file and "
+        "key_file";
     return false;
   }
   // In a farm the routers come with the control plane's snapshot.
   if (s.routers.empty() && s.mode != "farm") {
-    *error = "no routers: give --routers http://host:8881[,...] or \"router_urls\" in the config file";
+    *error =
+        "no routers: give --routers http://host:8881[,...] or \"router_urls\" in the config file";
     return false;
   }
 
@@ -492,7 +507,8 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   out->plugins_dir = s.plugins_dir;
   if (s.mode == "farm" && !s.plugins_dir.empty()) {
     out->warnings.push_back(
-        "plugins_dir is read by the control plane in a farm (its config's plugins_dir); this member ignores it");
+        "plugins_dir is read by the control plane in a farm (its config's plugins_dir); this "
+        "member ignores it");
   }
   *snap.mutable_farm()->mutable_sync_interval() = duration(s.sync_interval_ms);
 
@@ -514,8 +530,9 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     ak->set_client_id("cfg_" + k.client);
     ak->set_client_name(k.client);
     for (const auto& sc : k.scopes) {
-      ak->add_scopes(sc == "admin" ? edge::v1::SCOPE_ADMIN
-                                   : sc == "worker" ? edge::v1::SCOPE_WORKER : edge::v1::SCOPE_INFERENCE);
+      ak->add_scopes(sc == "admin"    ? edge::v1::SCOPE_ADMIN
+                     : sc == "worker" ? edge::v1::SCOPE_WORKER
+                                      : edge::v1::SCOPE_INFERENCE);
     }
     ak->set_requests_per_minute(static_cast<uint32_t>(k.rpm));
     ak->set_tokens_per_minute(static_cast<uint32_t>(k.tpm));
@@ -529,7 +546,8 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   rl->set_per_key_requests(static_cast<uint32_t>(std::min<int64_t>(s.per_key_rpm, UINT32_MAX)));
   *rl->mutable_window() = duration(s.window_seconds * 1000);
   rl->set_per_key_tokens(static_cast<uint32_t>(std::min<int64_t>(s.per_key_tpm, UINT32_MAX)));
-  rl->set_max_tokens_per_request(static_cast<uint32_t>(std::min<int64_t>(s.max_tokens_per_request, UINT32_MAX)));
+  rl->set_max_tokens_per_request(
+      static_cast<uint32_t>(std::min<int64_t>(s.max_tokens_per_request, UINT32_MAX)));
   rl->set_per_key_max_concurrent(static_cast<uint32_t>(s.per_key_max_concurrent));
   for (const auto& t : s.trusted_proxies) {
     if (!validCidr(t)) {
@@ -540,7 +558,8 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   }
   rl->set_ipv6_prefix(static_cast<uint32_t>(s.ipv6_prefix));
   rl->set_max_ip_entries(static_cast<uint32_t>(s.max_ip_entries));
-  rl->set_auth_failures_per_ip(static_cast<uint32_t>(std::min<int64_t>(s.auth_failures_per_ip, UINT32_MAX)));
+  rl->set_auth_failures_per_ip(
+      static_cast<uint32_t>(std::min<int64_t>(s.auth_failures_per_ip, UINT32_MAX)));
 
   if (s.bind.empty()) {
     *error = "bind_address is empty";
@@ -596,8 +615,8 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   limits->set_max_active_requests(static_cast<uint32_t>(s.max_active_requests));
   limits->set_max_rss_bytes(static_cast<uint64_t>(s.max_rss_mb) << 20);
 
-  auto addCluster = [&](const std::string& name, const std::vector<std::string>& urls, const char* what,
-                        bool health) -> bool {
+  auto addCluster = [&](const std::string& name, const std::vector<std::string>& urls,
+                        const char* what, bool health) -> bool {
     auto* c = snap.add_clusters();
     c->set_name(name);
     std::set<std::string> seen;
@@ -632,11 +651,13 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     return true;
   };
   if (!addCluster("routers", s.routers, "router URL", true)) return false;
-  if (!s.controller_url.empty() && !addCluster("controller", {s.controller_url}, "controller_url", false)) {
+  if (!s.controller_url.empty() &&
+      !addCluster("controller", {s.controller_url}, "controller_url", false)) {
     return false;
   }
 
-  auto route = [&](const char* name, const char* path, bool exact, std::initializer_list<const char*> methods) {
+  auto route = [&](const char* name, const char* path, bool exact,
+                   std::initializer_list<const char*> methods) {
     auto* r = snap.add_routes();
     r->set_name(name);
     if (exact) {
@@ -685,10 +706,13 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   // sends the browser to /login when keys are required); the session
   // endpoint is answered by the auth filter.
   for (const char* p : {"/", "/chat", "/login"}) {
-    route(p[1] ? p + 1 : "root", p, true, {"GET", "HEAD"})->set_builtin(edge::v1::BUILTIN_HANDLER_WEBCHAT);
+    route(p[1] ? p + 1 : "root", p, true, {"GET", "HEAD"})
+        ->set_builtin(edge::v1::BUILTIN_HANDLER_WEBCHAT);
   }
-  route("chat_assets", "/chat/assets/", false, {"GET", "HEAD"})->set_builtin(edge::v1::BUILTIN_HANDLER_WEBCHAT);
-  route("session", "/api/v1/session", true, {"GET", "POST", "DELETE"})->set_builtin(edge::v1::BUILTIN_HANDLER_SESSION);
+  route("chat_assets", "/chat/assets/", false, {"GET", "HEAD"})
+      ->set_builtin(edge::v1::BUILTIN_HANDLER_WEBCHAT);
+  route("session", "/api/v1/session", true, {"GET", "POST", "DELETE"})
+      ->set_builtin(edge::v1::BUILTIN_HANDLER_SESSION);
   auto* chat = route("chat_completions", "/v1/chat/completions", true, {"POST"});
   chat->set_cluster("routers");
   inference(chat, true);
@@ -737,7 +761,8 @@ std::vector<std::string> splitList(const std::string& s) {
   return out;
 }
 
-bool readFile(const std::string& path, const std::string& what, std::string* out, std::string* error) {
+bool readFile(const std::string& path, const std::string& what, std::string* out,
+              std::string* error) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     *error = what + " " + path + ": " + strerror(errno);
@@ -753,11 +778,13 @@ bool readFile(const std::string& path, const std::string& what, std::string* out
   return true;
 }
 
-bool readKeyFile(const std::string& path, const std::string& what, std::string* key, std::string* error) {
+bool readKeyFile(const std::string& path, const std::string& what, std::string* key,
+                 std::string* error) {
   std::string text;
   if (!readFile(path, what, &text, error)) return false;
   text = text.substr(0, text.find('\n'));
-  while (!text.empty() && (text.back() == '\r' || text.back() == ' ' || text.back() == '\t')) text.pop_back();
+  while (!text.empty() && (text.back() == '\r' || text.back() == ' ' || text.back() == '\t'))
+    text.pop_back();
   if (text.empty()) {
     *error = what + ": " + path + " holds no key";
     return false;
@@ -875,7 +902,8 @@ bool loadFromText(const std::string& text, const std::string& source, const Comm
     std::string jerr;
     size_t off = 0;
     if (!json::parse(doc, text, &jerr, relaxed, &off)) {
-      size_t line = 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + std::min(off, text.size()), '\n'));
+      size_t line = 1 + static_cast<size_t>(std::count(
+                            text.begin(), text.begin() + std::min(off, text.size()), '\n'));
       *error = source + ": " + jerr + (off ? " (line " + std::to_string(line) + ")" : "");
       return false;
     }

@@ -18,18 +18,21 @@ struct CommandLine {
   std::string log_level;  // empty: from file, else info
   // Raw flag values; empty / unset when not given.
   std::string port, http_port, bind, routers, cert, key, workers, mode, peers, api_key, access_log,
-      control_plane, data_dir, control_plane_ca, control_plane_cert, control_plane_key, node_id, plugins_dir;
+      control_plane, data_dir, control_plane_ca, control_plane_cert, control_plane_key, node_id,
+      plugins_dir;
   bool no_tls = false;
 };
 
 // Reads a whole file. On failure `*error` names `what` and the path
 // ("tls.cert_file /etc/ssl/x.pem: No such file or directory").
-bool readFile(const std::string& path, const std::string& what, std::string* out, std::string* error);
+bool readFile(const std::string& path, const std::string& what, std::string* out,
+              std::string* error);
 
 // An API key kept off the command line (which every local user can read in
 // /proc): the first line of `path`, trailing blanks removed. `what` names
 // the flag in errors.
-bool readKeyFile(const std::string& path, const std::string& what, std::string* key, std::string* error);
+bool readKeyFile(const std::string& path, const std::string& what, std::string* key,
+                 std::string* error);
 
 // A comma-separated list ("a, b,c"): items trimmed of spaces and tabs,
 // empty ones dropped. Flags and eldricctl options use it.
@@ -44,7 +47,7 @@ const char* usage();
 // options, not part of the Snapshot (the snapshot comes from there).
 struct FarmOptions {
   bool enabled = false;
-  std::vector<std::string> control_planes;  // "host:port", tried in order
+  std::vector<std::string> control_planes;   // "host:port", tried in order
   std::string ca_file, cert_file, key_file;  // TLS / mTLS to the control plane
   std::string node_id;
   uint64_t sync_interval_ms = 5000;

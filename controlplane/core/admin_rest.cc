@@ -64,8 +64,8 @@ void timeOrNull(Writer& w, int64_t t) {
   }
 }
 
-void writeClient(Writer& w, const ClientRecord& c, const AdminContext& ctx, const std::string* api_key,
-                 const int64_t* overlap) {
+void writeClient(Writer& w, const ClientRecord& c, const AdminContext& ctx,
+                 const std::string* api_key, const int64_t* overlap) {
   w.StartObject();
   w.Key("id");
   w.String(c.id.c_str());
@@ -136,8 +136,8 @@ void writeClient(Writer& w, const ClientRecord& c, const AdminContext& ctx, cons
   w.EndObject();
 }
 
-std::string clientJson(const ClientRecord& c, const AdminContext& ctx, const std::string* api_key = nullptr,
-                       const int64_t* overlap = nullptr) {
+std::string clientJson(const ClientRecord& c, const AdminContext& ctx,
+                       const std::string* api_key = nullptr, const int64_t* overlap = nullptr) {
   rapidjson::StringBuffer sb;
   Writer w(sb);
   writeClient(w, c, ctx, api_key, overlap);
@@ -174,7 +174,9 @@ std::vector<ClientRecord> configClients(const AdminContext& ctx, const std::stri
   return out;
 }
 
-bool isConfigClient(const AdminContext& ctx, const std::string& id) { return !configClients(ctx, id).empty(); }
+bool isConfigClient(const AdminContext& ctx, const std::string& id) {
+  return !configClients(ctx, id).empty();
+}
 
 bool readUint(const rapidjson::Value& doc, const char* name, uint32_t* out, std::string* err) {
   if (!doc.HasMember(name)) return true;
@@ -187,21 +189,25 @@ bool readUint(const rapidjson::Value& doc, const char* name, uint32_t* out, std:
 }
 
 RestReply registerClient(const AdminContext& ctx, const rapidjson::Document& doc, bool* changed) {
-  if (!doc.HasMember("name") || !doc["name"].IsString()) return error(400, "missing \"name\" (a string)", "missing_name");
+  if (!doc.HasMember("name") || !doc["name"].IsString())
+    return error(400, "missing \"name\" (a string)", "missing_name");
   std::string name = doc["name"].GetString();
   std::string description;
   if (doc.HasMember("description")) {
-    if (!doc["description"].IsString()) return error(400, "\"description\" must be a string", "invalid_field");
+    if (!doc["description"].IsString())
+      return error(400, "\"description\" must be a string", "invalid_field");
     description = doc["description"].GetString();
   }
   Scopes scopes = static_cast<Scopes>(Scope::Inference);
   if (doc.HasMember("scopes")) {
-    if (!doc["scopes"].IsArray()) return error(400, "\"scopes\" must be an array of strings", "invalid_field");
+    if (!doc["scopes"].IsArray())
+      return error(400, "\"scopes\" must be an array of strings", "invalid_field");
     scopes = 0;
     for (const auto& v : doc["scopes"].GetArray()) {
       Scopes one = 0;
       if (!v.IsString() || !parseScopes(v.GetString(), &one)) {
-        return error(400, "unknown scope in \"scopes\" (inference, admin, worker)", "invalid_scope");
+        return error(400, "unknown scope in \"scopes\" (inference, admin, worker)",
+                     "invalid_scope");
       }
       scopes |= one;
     }
@@ -213,7 +219,8 @@ RestReply registerClient(const AdminContext& ctx, const rapidjson::Document& doc
     return error(400, err, "invalid_field");
   }
   if (doc.HasMember("allowed_models")) {
-    if (!doc["allowed_models"].IsArray()) return error(400, "\"allowed_models\" must be an array", "invalid_field");
+    if (!doc["allowed_models"].IsArray())
+      return error(400, "\"allowed_models\" must be an array", "invalid_field");
     for (const auto& v : doc["allowed_models"].GetArray()) {
       if (!v.IsString()) return error(400, "\"allowed_models\" must hold strings", "invalid_field");
       limits.allowed_models.push_back(v.GetString());
@@ -224,14 +231,17 @@ RestReply registerClient(const AdminContext& ctx, const rapidjson::Document& doc
     if (!doc["expires_in_seconds"].IsUint64() || doc["expires_in_seconds"].GetUint64() == 0) {
       return error(400, "\"expires_in_seconds\" must be a positive integer", "invalid_field");
     }
-    expires_at = static_cast<int64_t>(time(nullptr)) + static_cast<int64_t>(doc["expires_in_seconds"].GetUint64());
+    expires_at = static_cast<int64_t>(time(nullptr)) +
+                 static_cast<int64_t>(doc["expires_in_seconds"].GetUint64());
   }
   if (isConfigClient(ctx, name)) {
-    return error(400, "a client named \"" + name + "\" already exists (in the config file)", "duplicate_name");
+    return error(400, "a client named \"" + name + "\" already exists (in the config file)",
+                 "duplicate_name");
   }
   IssuedKey issued;
   bool conflict = false;
-  if (!ctx.store->registerClient(name, description, scopes, limits, expires_at, &issued, &err, &conflict)) {
+  if (!ctx.store->registerClient(name, description, scopes, limits, expires_at, &issued, &err,
+                                 &conflict)) {
     return error(400, err, conflict ? "duplicate_name" : "invalid_client");
   }
   *changed = true;
@@ -240,11 +250,12 @@ RestReply registerClient(const AdminContext& ctx, const rapidjson::Document& doc
 
 }  // namespace
 
-RestReply handleClientsRest(const AdminContext& ctx, const std::string& method, const std::string& path,
-                            const std::string& body, bool* changed) {
+RestReply handleClientsRest(const AdminContext& ctx, const std::string& method,
+                            const std::string& path, const std::string& body, bool* changed) {
   *changed = false;
   std::string rest;
-  if (!subPath(path, "/api/v1/clients", &rest)) return error(404, "no route for " + path, "not_found");
+  if (!subPath(path, "/api/v1/clients", &rest))
+    return error(404, "no route for " + path, "not_found");
   rapidjson::Document doc;
   auto parseBody = [&](bool required) -> bool {
     if (body.empty() && !required) {
@@ -255,7 +266,9 @@ RestReply handleClientsRest(const AdminContext& ctx, const std::string& method, 
   };
 
   if (rest.empty()) {
-    if (method != "GET") return error(405, "use GET to list clients or POST /api/v1/clients/register", "method_not_allowed");
+    if (method != "GET")
+      return error(405, "use GET to list clients or POST /api/v1/clients/register",
+                   "method_not_allowed");
     return listReply([&](Writer& w) {
       for (const auto& c : configClients(ctx)) writeClient(w, c, ctx, nullptr, nullptr);
       for (const auto& c : ctx.store->listClients()) writeClient(w, c, ctx, nullptr, nullptr);
@@ -277,7 +290,8 @@ RestReply handleClientsRest(const AdminContext& ctx, const std::string& method, 
     return error(404, "no client \"" + id + "\"", "client_not_found");
   }
   if (from_config) {
-    return error(400, "client \"" + id + "\" is defined in the config file; change it there", "config_client");
+    return error(400, "client \"" + id + "\" is defined in the config file; change it there",
+                 "config_client");
   }
   std::string err;
   if (action.empty() && method == "DELETE") {
@@ -360,11 +374,12 @@ RestReply storeFailure(const std::string& err, int client_status, const char* cl
 
 }  // namespace
 
-RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method, const std::string& path,
-                            const std::string& body, bool* changed) {
+RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method,
+                            const std::string& path, const std::string& body, bool* changed) {
   *changed = false;
   std::string rest;
-  if (!subPath(path, "/api/v1/plugins", &rest)) return error(404, "no route for " + path, "not_found");
+  if (!subPath(path, "/api/v1/plugins", &rest))
+    return error(404, "no route for " + path, "not_found");
 
   if (rest.empty()) {
     if (method != "GET") return error(405, "use GET to list plugins", "method_not_allowed");
@@ -376,7 +391,8 @@ RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method, 
   std::string id, action;
   splitIdAction(rest, &id, &action);
   if (!action.empty() && action != "enable" && action != "disable" && action != "valves") {
-    return error(404, "no route for " + path + " (plugins have enable, disable and valves)", "not_found");
+    return error(404, "no route for " + path + " (plugins have enable, disable and valves)",
+                 "not_found");
   }
   std::optional<PluginRecord> plugin = ctx.store->getPlugin(id);
   if (!plugin) return pluginNotFound(id);
@@ -388,7 +404,8 @@ RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method, 
   std::string err;
   bool not_found = false;
   if (action == "enable" || action == "disable") {
-    if (method != "POST") return error(405, "use POST to " + action + " a plugin", "method_not_allowed");
+    if (method != "POST")
+      return error(405, "use POST to " + action + " a plugin", "method_not_allowed");
     bool enable = action == "enable";
     PluginRecord out;
     if (!ctx.store->setPluginEnabled(id, enable, &out, &err, &not_found)) {
@@ -399,7 +416,8 @@ RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method, 
   }
   // valves: the plugin's settings, a JSON object, answered as that object.
   if (method == "GET") return RestReply{200, plugin->valves_json, ""};
-  if (method != "PUT") return error(405, "use GET or PUT on a plugin's valves", "method_not_allowed");
+  if (method != "PUT")
+    return error(405, "use GET or PUT on a plugin's valves", "method_not_allowed");
   rapidjson::Document doc;
   std::string jerr;
   // The parse error and where, never the text: valves may hold secrets.
@@ -416,9 +434,11 @@ RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method, 
 // ---------------------------------------------------------------------------
 // The farm.
 
-RestReply handleFarmRest(const AdminContext& ctx, const std::string& method, const std::string& path) {
+RestReply handleFarmRest(const AdminContext& ctx, const std::string& method,
+                         const std::string& path) {
   std::string rest;
-  if (!subPath(path, "/api/v1/farm", &rest) || !rest.empty()) return error(404, "no route for " + path, "not_found");
+  if (!subPath(path, "/api/v1/farm", &rest) || !rest.empty())
+    return error(404, "no route for " + path, "not_found");
   if (method != "GET") return error(405, "use GET on /api/v1/farm", "method_not_allowed");
   edge::v1::FarmStatus status;
   if (ctx.farm_status) ctx.farm_status(&status);
@@ -439,7 +459,8 @@ RestReply handleFarmRest(const AdminContext& ctx, const std::string& method, con
   w.String(single ? "single" : "farm");
   if (single) {
     w.Key("message");
-    w.String("a standalone Edge: no control plane, no other members; this instance is the only one");
+    w.String(
+        "a standalone Edge: no control plane, no other members; this instance is the only one");
   }
   w.Key("current_version");
   stringOrNull(status.current_version());
@@ -494,12 +515,14 @@ RestReply handleFarmRest(const AdminContext& ctx, const std::string& method, con
   return RestReply{200, std::string(sb.GetString(), sb.GetSize()), ""};
 }
 
-RestReply handleAdminRest(const AdminContext& ctx, const std::string& method, const std::string& path,
-                          const std::string& body, bool* changed) {
+RestReply handleAdminRest(const AdminContext& ctx, const std::string& method,
+                          const std::string& path, const std::string& body, bool* changed) {
   *changed = false;
   std::string rest;
-  if (subPath(path, "/api/v1/clients", &rest)) return handleClientsRest(ctx, method, path, body, changed);
-  if (subPath(path, "/api/v1/plugins", &rest)) return handlePluginsRest(ctx, method, path, body, changed);
+  if (subPath(path, "/api/v1/clients", &rest))
+    return handleClientsRest(ctx, method, path, body, changed);
+  if (subPath(path, "/api/v1/plugins", &rest))
+    return handlePluginsRest(ctx, method, path, body, changed);
   if (subPath(path, "/api/v1/farm", &rest)) return handleFarmRest(ctx, method, path);
   return error(404, "no route for " + path, "not_found");
 }

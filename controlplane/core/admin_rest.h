@@ -40,21 +40,22 @@ struct AdminContext {
 // Handles METHOD PATH (path without query) with BODY. Sets `*changed` when
 // the store changed (the caller rebuilds and pushes the snapshot, then
 // answers). Logs registrations by name and key prefix only.
-RestReply handleClientsRest(const AdminContext& ctx, const std::string& method, const std::string& path,
-                            const std::string& body, bool* changed);
+RestReply handleClientsRest(const AdminContext& ctx, const std::string& method,
+                            const std::string& path, const std::string& body, bool* changed);
 
 // /api/v1/plugins, /api/v1/plugins/{id}, .../{id}/enable, .../{id}/disable,
 // .../{id}/valves. Plugins are plain state here (the data plane does not
 // run them yet). Valves may hold secrets: nothing here logs them, and an
 // error about a valves body names the JSON error and its offset only.
-RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method, const std::string& path,
-                            const std::string& body, bool* changed);
+RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method,
+                            const std::string& path, const std::string& body, bool* changed);
 
 // GET /api/v1/farm.
-RestReply handleFarmRest(const AdminContext& ctx, const std::string& method, const std::string& path);
+RestReply handleFarmRest(const AdminContext& ctx, const std::string& method,
+                         const std::string& path);
 
 // Every admin route above, by path; anything else under /api/v1 is a 404.
-RestReply handleAdminRest(const AdminContext& ctx, const std::string& method, const std::string& path,
-                          const std::string& body, bool* changed);
+RestReply handleAdminRest(const AdminContext& ctx, const std::string& method,
+                          const std::string& path, const std::string& body, bool* changed);
 
 }  // namespace eldric::controlplane

@@ -1,5 +1,7 @@
 // The plugins directory scan and the plugins / farm REST semantics over a
 // real Store (the e2e suites test them through both binaries).
+#include "controlplane/core/admin_rest.h"
+
 #include <stdlib.h>
 #include <sys/stat.h>
 
@@ -7,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "controlplane/core/admin_rest.h"
 #include "controlplane/core/plugin_dir.h"
 #include "gtest/gtest.h"
 
@@ -23,7 +24,8 @@ std::string freshDir() {
   return std::string(buf.data());
 }
 
-void put(const std::string& dir, const std::string& id, const std::string& file, const std::string& text) {
+void put(const std::string& dir, const std::string& id, const std::string& file,
+         const std::string& text) {
   mkdir((dir + "/" + id).c_str(), 0700);
   std::ofstream(dir + "/" + id + "/" + file) << text;
 }
@@ -52,7 +54,8 @@ class PluginsTest : public ::testing::Test {
 };
 
 TEST_F(PluginsTest, ScanReadsManifestsAndSkipsBadOnesWithoutQuotingValves) {
-  put(plugins_, "pii", "manifest.json", R"({"name":"PII","type":"filter","version":"1","entry":"main.py"})");
+  put(plugins_, "pii", "manifest.json",
+      R"({"name":"PII","type":"filter","version":"1","entry":"main.py"})");
   put(plugins_, "pii", "valves.json", R"({"token":"s3cret-valve"})");
   put(plugins_, "bad-valves", "manifest.json", R"({"type":"tool"})");
   put(plugins_, "bad-valves", "valves.json", R"({"token":"s3cret-valve", )");
@@ -154,12 +157,13 @@ TEST_F(PluginsTest, FarmView) {
   };
   RestReply r = call("GET", "/api/v1/farm");
   ASSERT_EQ(r.status, 200);
-  EXPECT_EQ(r.body,
-            R"({"object":"farm","mode":"farm","current_version":"cp-2-abc","members":[{"node_id":"edge1",)"
-            R"("listen_addresses":["10.0.0.1:443"],"build_version":null,"connected":true,)"
-            R"("acked_version":"cp-1-xyz","in_sync":false,"nacked_version":"cp-2-abc",)"
-            R"("nack_error":"bad certificate","last_report_unix_ms":1234,"connected_since_unix_ms":null,)"
-            R"("upstreams":[]}]})");
+  EXPECT_EQ(
+      r.body,
+      R"({"object":"farm","mode":"farm","current_version":"cp-2-abc","members":[{"node_id":"edge1",)"
+      R"("listen_addresses":["10.0.0.1:443"],"build_version":null,"connected":true,)"
+      R"("acked_version":"cp-1-xyz","in_sync":false,"nacked_version":"cp-2-abc",)"
+      R"("nack_error":"bad certificate","last_report_unix_ms":1234,"connected_since_unix_ms":null,)"
+      R"("upstreams":[]}]})");
   EXPECT_EQ(call("POST", "/api/v1/farm").status, 405);
   EXPECT_EQ(call("GET", "/api/v1/farm/x").status, 404);
 }

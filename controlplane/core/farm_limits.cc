@@ -26,8 +26,9 @@ std::vector<uint64_t> allocateCeilings(uint64_t limit, const std::vector<MemberL
     remainders[i] = {static_cast<uint64_t>(share % weights), i};
     given += target[i];
   }
-  std::sort(remainders.begin(), remainders.end(),
-            [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+  std::sort(remainders.begin(), remainders.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
   for (size_t k = 0; given < limit && k < n; ++k, ++given) target[remainders[k].second]++;
 
   // Lower at once; raise only out of the headroom under the bounds, in
@@ -47,7 +48,8 @@ std::vector<uint64_t> allocateCeilings(uint64_t limit, const std::vector<MemberL
       continue;
     }
     uint64_t want = target[i] - bound;
-    uint64_t give = wanted <= free ? want : static_cast<uint64_t>(static_cast<u128>(free) * want / wanted);
+    uint64_t give =
+        wanted <= free ? want : static_cast<uint64_t>(static_cast<u128>(free) * want / wanted);
     out[i] = bound + give;
   }
   return out;
@@ -55,7 +57,8 @@ std::vector<uint64_t> allocateCeilings(uint64_t limit, const std::vector<MemberL
 
 namespace {
 
-uint64_t valueOr(const std::unordered_map<std::string, uint64_t>& m, const std::string& key, uint64_t dflt) {
+uint64_t valueOr(const std::unordered_map<std::string, uint64_t>& m, const std::string& key,
+                 uint64_t dflt) {
   auto it = m.find(key);
   return it == m.end() ? dflt : it->second;
 }
@@ -72,22 +75,25 @@ void FarmCeilings::forget(const std::string& member) { members_.erase(member); }
 
 bool FarmCeilings::known(const std::string& member) const { return members_.count(member) != 0; }
 
-uint64_t FarmCeilings::bound(const std::string& member, Tier tier, const std::string& key, uint64_t limit) const {
+uint64_t FarmCeilings::bound(const std::string& member, Tier tier, const std::string& key,
+                             uint64_t limit) const {
   auto it = members_.find(member);
   if (it == members_.end()) return limit;  // not heard from: it may enforce the whole limit
   const Member& m = it->second;
   uint64_t count = valueOr(m.report.counts[tier], key, 0);
   if (m.report.offline) return std::max(limit, count);  // its offline policy: up to the limit
-  uint64_t b = std::max(count, valueOr(m.report.ceilings[tier], key, defaultCeiling(limit, m.report.members)));
+  uint64_t b = std::max(
+      count, valueOr(m.report.ceilings[tier], key, defaultCeiling(limit, m.report.members)));
   for (const Sent& s : m.sent) {
-    b = std::max(b, valueOr(s.ceilings.ceilings[tier], key, defaultCeiling(limit, s.ceilings.members)));
+    b = std::max(
+        b, valueOr(s.ceilings.ceilings[tier], key, defaultCeiling(limit, s.ceilings.members)));
   }
   return std::min(b, std::max(limit, count));
 }
 
-std::map<std::string, FarmCeilings::Ceilings> FarmCeilings::allocate(const std::vector<std::string>& members,
-                                                                      uint32_t member_count, uint64_t seq,
-                                                                      const LimitFn& limit_of) {
+std::map<std::string, FarmCeilings::Ceilings> FarmCeilings::allocate(
+    const std::vector<std::string>& members, uint32_t member_count, uint64_t seq,
+    const LimitFn& limit_of) {
   std::map<std::string, Ceilings> out;
   for (const auto& id : members) out[id].members = member_count;
 
@@ -151,9 +157,9 @@ std::map<std::string, FarmCeilings::Ceilings> FarmCeilings::allocate(const std::
       for (size_t t = 0; t < kTiers; ++t) {
         auto fold = [&](const std::string& key) {
           uint64_t limit = limit_of(static_cast<Tier>(t), key);
-          folded.ceilings[t][key] =
-              std::max(valueOr(a.ceilings.ceilings[t], key, defaultCeiling(limit, a.ceilings.members)),
-                       valueOr(b.ceilings.ceilings[t], key, defaultCeiling(limit, b.ceilings.members)));
+          folded.ceilings[t][key] = std::max(
+              valueOr(a.ceilings.ceilings[t], key, defaultCeiling(limit, a.ceilings.members)),
+              valueOr(b.ceilings.ceilings[t], key, defaultCeiling(limit, b.ceilings.members)));
         };
         for (const auto& kv : a.ceilings.ceilings[t]) fold(kv.first);
         for (const auto& kv : b.ceilings.ceilings[t]) fold(kv.first);

@@ -94,11 +94,13 @@ class FarmCeilings {
   // The next ceilings for each of `members` (the members taking part: those
   // with a recent report or a stream), recorded as sent under `seq`.
   // `member_count` is the members count the pushes carry.
-  std::map<std::string, Ceilings> allocate(const std::vector<std::string>& members, uint32_t member_count,
-                                           uint64_t seq, const LimitFn& limit_of);
+  std::map<std::string, Ceilings> allocate(const std::vector<std::string>& members,
+                                           uint32_t member_count, uint64_t seq,
+                                           const LimitFn& limit_of);
 
   // What a member can hold at most now for a tier's key.
-  uint64_t bound(const std::string& member, Tier tier, const std::string& key, uint64_t limit) const;
+  uint64_t bound(const std::string& member, Tier tier, const std::string& key,
+                 uint64_t limit) const;
   // Whether the control plane has heard from a member since it (re)connected.
   bool known(const std::string& member) const;
 

@@ -8,7 +8,6 @@
 namespace eldric::controlplane {
 namespace {
 
-
 TEST(AllocateCeilings, EqualLoadsSplitEqually) {
   auto c = allocateCeilings(150, {{10, 10, 50}, {10, 10, 50}, {10, 10, 50}});
   EXPECT_EQ(c, (std::vector<uint64_t>{50, 50, 50}));
@@ -33,7 +32,7 @@ TEST(AllocateCeilings, ALateComerWithDemandTakesCapacityBackFromAHolder) {
   // window slides), and B is raised as that headroom appears.
   auto c = allocateCeilings(100, {{100, 100, 100}, {0, 100, 0}});
   EXPECT_LE(c[0], 51u);
-  EXPECT_EQ(c[1], 0u);  // no headroom yet
+  EXPECT_EQ(c[1], 0u);                                     // no headroom yet
   c = allocateCeilings(100, {{50, 50, 50}, {0, 100, 0}});  // A's window slid
   EXPECT_GE(c[1], 40u);
   EXPECT_LE(std::max<uint64_t>(c[0], 50) + c[1], 100u);
@@ -101,8 +100,8 @@ struct SimResult {
 };
 
 // demand(i, step): the probability member i wants a request at `step`.
-SimResult simulate(uint64_t limit, size_t n, const std::function<double(size_t, int)>& demand, int steps,
-                   uint64_t seed, int window, int report_delay = 9, int push_delay = 7) {
+SimResult simulate(uint64_t limit, size_t n, const std::function<double(size_t, int)>& demand,
+                   int steps, uint64_t seed, int window, int report_delay = 9, int push_delay = 7) {
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> u(0, 1);
   FarmCeilings cp;
@@ -113,7 +112,9 @@ SimResult simulate(uint64_t limit, size_t n, const std::function<double(size_t, 
     ms[i].members = static_cast<uint32_t>(n);  // learned before (persisted)
   }
   std::vector<std::tuple<uint64_t, std::string, FarmCeilings::Report>> reports;
-  auto limit_of = [limit](FarmCeilings::Tier t, const std::string&) { return t == FarmCeilings::kKey ? limit : 0; };
+  auto limit_of = [limit](FarmCeilings::Tier t, const std::string&) {
+    return t == FarmCeilings::kKey ? limit : 0;
+  };
   uint64_t seq = 0;
   SimResult r;
   for (int step = 0; step < steps; ++step) {
@@ -186,7 +187,8 @@ SimResult simulate(uint64_t limit, size_t n, const std::function<double(size_t, 
 
 TEST(FarmCeilings, ThreeBusyMembersNeverPassTheLimitAndReachIt) {
   for (uint64_t seed = 1; seed <= 30; ++seed) {
-    auto r = simulate(150, 3, [](size_t, int) { return 0.5; }, 3000, seed, 100000);
+    auto r = simulate(
+        150, 3, [](size_t, int) { return 0.5; }, 3000, seed, 100000);
     ASSERT_LE(r.max_total, 150u) << "seed " << seed;
     EXPECT_GE(r.admitted[0] + r.admitted[1] + r.admitted[2], 145u) << "seed " << seed;
   }
@@ -197,11 +199,15 @@ TEST(FarmCeilings, WindowsThatEmptyAtOnceAndShiftingLoadNeverPassTheLimit) {
   // three get busy (the review's case), with windows sliding throughout.
   for (uint64_t seed = 1; seed <= 60; ++seed) {
     auto r = simulate(
-        150, 3, [](size_t i, int step) { return step < 400 ? (i == 0 ? 1.0 : 0.0) : 0.6; }, 3000, seed, 300);
+        150, 3, [](size_t i, int step) { return step < 400 ? (i == 0 ? 1.0 : 0.0) : 0.6; }, 3000,
+        seed, 300);
     ASSERT_LE(r.max_total, 150u) << "seed " << seed;
   }
   for (uint64_t seed = 1; seed <= 30; ++seed) {
-    auto r = simulate(100, 4, [](size_t i, int) { return i == 0 ? 0.9 : i == 1 ? 0.3 : 0.05; }, 4000, seed, 200);
+    auto r = simulate(
+        100, 4, [](size_t i, int) { return i == 0   ? 0.9
+                                           : i == 1 ? 0.3
+                                                    : 0.05; }, 4000, seed, 200);
     ASSERT_LE(r.max_total, 100u) << "seed " << seed;
   }
   // Bursts right when every window has emptied: member 0 filled the limit,
@@ -222,7 +228,8 @@ TEST(FarmCeilings, WindowsThatEmptyAtOnceAndShiftingLoadNeverPassTheLimit) {
 
 TEST(FarmCeilings, ALoneBusyMemberGetsNearlyTheWholeLimit) {
   for (uint64_t seed = 1; seed <= 10; ++seed) {
-    auto r = simulate(300, 3, [](size_t i, int) { return i == 0 ? 1.0 : 0.0; }, 1500, seed, 100000);
+    auto r = simulate(
+        300, 3, [](size_t i, int) { return i == 0 ? 1.0 : 0.0; }, 1500, seed, 100000);
     EXPECT_GE(r.admitted[0], 285u) << "seed " << seed;
   }
 }
@@ -232,7 +239,8 @@ TEST(FarmCeilings, ALateComerIsServedWhileAnotherHoldsTheLimit) {
   // B must get a fair part of what the windows free.
   for (uint64_t seed = 1; seed <= 5; ++seed) {
     auto r = simulate(
-        100, 2, [](size_t i, int step) { return i == 0 || step >= 1000 ? 0.8 : 0.0; }, 3000, seed, 200);
+        100, 2, [](size_t i, int step) { return i == 0 || step >= 1000 ? 0.8 : 0.0; }, 3000, seed,
+        200);
     ASSERT_LE(r.max_total, 100u);
     EXPECT_GE(r.admitted[1], 200u) << "seed " << seed << " (A admitted " << r.admitted[0] << ")";
   }
@@ -241,7 +249,8 @@ TEST(FarmCeilings, ALateComerIsServedWhileAnotherHoldsTheLimit) {
 TEST(FarmCeilings, ASmallLimitIsNotRefusedForever) {
   // limit 2 < 3 members: the defaults are 0, refusals make the control
   // plane share the 2 out.
-  auto r = simulate(2, 3, [](size_t, int) { return 0.3; }, 2000, 3, 100000);
+  auto r = simulate(
+      2, 3, [](size_t, int) { return 0.3; }, 2000, 3, 100000);
   EXPECT_EQ(r.admitted[0] + r.admitted[1] + r.admitted[2], 2u);
 }
 

@@ -35,11 +35,12 @@ int readSmallFile(const std::string& path, std::string* out) {
 }  // namespace
 
 bool isPluginType(const std::string& type) {
-  return type == "tool" || type == "filter" || type == "pipe" || type == "action" || type == "widget";
+  return type == "tool" || type == "filter" || type == "pipe" || type == "action" ||
+         type == "widget";
 }
 
-bool scanPluginDir(const std::string& dir, std::vector<PluginRecord>* out, std::vector<std::string>* warnings,
-                   std::string* error) {
+bool scanPluginDir(const std::string& dir, std::vector<PluginRecord>* out,
+                   std::vector<std::string>* warnings, std::string* error) {
   DIR* d = opendir(dir.c_str());
   if (!d) {
     *error = "plugins_dir " + dir + ": " + strerror(errno);
@@ -69,7 +70,8 @@ bool scanPluginDir(const std::string& dir, std::vector<PluginRecord>* out, std::
     std::string jerr;
     bool parsed = json::parse(m, text, &jerr);
     if (!parsed || !m.IsObject()) {
-      warnings->push_back("plugin skipped: " + manifest_path + ": " + (!parsed ? jerr : "not a JSON object"));
+      warnings->push_back("plugin skipped: " + manifest_path + ": " +
+                          (!parsed ? jerr : "not a JSON object"));
       continue;
     }
     auto str = [&m](const char* key, std::string* v) {
@@ -108,7 +110,8 @@ bool scanPluginDir(const std::string& dir, std::vector<PluginRecord>* out, std::
       std::string jerr;
       bool parsed = json::parse(v, valves, &jerr);
       if (!parsed || !v.IsObject()) {
-        warnings->push_back("plugin skipped: " + valves_path + ": " + (!parsed ? jerr : "not a JSON object"));
+        warnings->push_back("plugin skipped: " + valves_path + ": " +
+                            (!parsed ? jerr : "not a JSON object"));
         continue;
       }
       p.valves_json = std::move(valves);
@@ -121,8 +124,8 @@ bool scanPluginDir(const std::string& dir, std::vector<PluginRecord>* out, std::
   return true;
 }
 
-bool syncPluginDir(const std::string& dir, Store& store, std::vector<std::string>* warnings, size_t* found,
-                   std::string* error) {
+bool syncPluginDir(const std::string& dir, Store& store, std::vector<std::string>* warnings,
+                   size_t* found, std::string* error) {
   std::vector<PluginRecord> plugins;
   if (!scanPluginDir(dir, &plugins, warnings, error)) return false;
   *found = 0;

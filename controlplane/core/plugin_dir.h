@@ -27,12 +27,12 @@ bool isPluginType(const std::string& type);
 // Reads every subdirectory of `dir` that holds a manifest.json. A plugin
 // that cannot be read (bad manifest, bad valves.json) is skipped with a
 // warning; false with `*error` set only when `dir` itself cannot be read.
-bool scanPluginDir(const std::string& dir, std::vector<PluginRecord>* out, std::vector<std::string>* warnings,
-                   std::string* error);
+bool scanPluginDir(const std::string& dir, std::vector<PluginRecord>* out,
+                   std::vector<std::string>* warnings, std::string* error);
 
 // scanPluginDir + Store::upsertPlugin for each. `*found` counts the
 // plugins now in the store from this directory.
-bool syncPluginDir(const std::string& dir, Store& store, std::vector<std::string>* warnings, size_t* found,
-                   std::string* error);
+bool syncPluginDir(const std::string& dir, Store& store, std::vector<std::string>* warnings,
+                   size_t* found, std::string* error);
 
 }  // namespace eldric::controlplane

@@ -29,8 +29,8 @@
 #include <utility>
 #include <vector>
 
-#include "common/json.h"
 #include "common/crypto_internal.h"
+#include "common/json.h"
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
@@ -873,8 +873,8 @@ class SqliteStore : public Store {
     return true;
   }
 
-  bool addLoggedOutSessions(const std::vector<LoggedOutSession>& sessions, int64_t now_s, size_t* added,
-                            std::string* error) override {
+  bool addLoggedOutSessions(const std::vector<LoggedOutSession>& sessions, int64_t now_s,
+                            size_t* added, std::string* error) override {
     std::string scratch;
     if (error == nullptr) error = &scratch;
     size_t count = 0;
@@ -898,7 +898,9 @@ class SqliteStore : public Store {
       if (rc == SQLITE_ROW) continue;
       if (rc != SQLITE_DONE) return dbError(error);
       if (kept >= kMaxLoggedOutSessions) {
-        Stmt soonest(db_, "SELECT token_sha256_hex, expires_at FROM logged_out_sessions ORDER BY expires_at LIMIT 1");
+        Stmt soonest(db_,
+                     "SELECT token_sha256_hex, expires_at FROM logged_out_sessions ORDER BY "
+                     "expires_at LIMIT 1");
         if (soonest.step() != SQLITE_ROW) return dbError(error);
         if (s.expires_at <= soonest.int64(1)) continue;
         Stmt evict(db_, "DELETE FROM logged_out_sessions WHERE token_sha256_hex = ?1");
@@ -906,7 +908,8 @@ class SqliteStore : public Store {
         if (evict.step() != SQLITE_DONE) return dbError(error);
         --kept;
       }
-      Stmt ins(db_, "INSERT INTO logged_out_sessions (token_sha256_hex, expires_at) VALUES (?1, ?2)");
+      Stmt ins(db_,
+               "INSERT INTO logged_out_sessions (token_sha256_hex, expires_at) VALUES (?1, ?2)");
       ins.bind(1, s.token_sha256_hex).bind(2, s.expires_at);
       if (ins.step() != SQLITE_DONE) return dbError(error);
       ++kept;
@@ -918,7 +921,8 @@ class SqliteStore : public Store {
     return true;
   }
 
-  bool listLoggedOutSessions(int64_t now_s, std::vector<LoggedOutSession>* out, std::string* error) override {
+  bool listLoggedOutSessions(int64_t now_s, std::vector<LoggedOutSession>* out,
+                             std::string* error) override {
     out->clear();
     Stmt q(db_,
            "SELECT token_sha256_hex, expires_at FROM logged_out_sessions WHERE expires_at > ?1 "
@@ -1004,7 +1008,10 @@ class SqliteStore : public Store {
     Stmt ins(db_,
              "INSERT INTO keys (sha256_hex, client_id, prefix, source, created_at) "
              "VALUES (?1, ?2, ?3, 'api', ?4)");
-    ins.bind(1, crypto::sha256Hex(*key)).bind(2, client_id).bind(3, crypto::keyPrefix(*key)).bind(4, now);
+    ins.bind(1, crypto::sha256Hex(*key))
+        .bind(2, client_id)
+        .bind(3, crypto::keyPrefix(*key))
+        .bind(4, now);
     if (ins.step() != SQLITE_DONE) {
       key->clear();
       return dbError(error);

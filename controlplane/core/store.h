@@ -146,5 +146,4 @@ class Store {
   virtual uint64_t version() = 0;
 };
 
-
 }  // namespace eldric::controlplane

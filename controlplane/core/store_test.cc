@@ -67,14 +67,16 @@ bool isBase62(char c) {
 
 TEST(CryptoTest, Sha256StandardVectors) {
   // FIPS 180-4 examples (NIST CSRC "SHA256.pdf", "SHA2_Additional.pdf").
-  EXPECT_EQ(crypto::sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(crypto::sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(crypto::sha256Hex(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(crypto::sha256Hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(crypto::sha256Hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-  EXPECT_EQ(
-      crypto::sha256Hex("abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnop"
+  EXPECT_EQ(crypto::sha256Hex(
+                "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnop"
                 "qklmnopqrlmnopqrsmnopqrstnopqrstu"),
-      "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
+            "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
   EXPECT_EQ(crypto::sha256Hex(std::string(1000000, 'a')),
             "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
@@ -719,7 +721,8 @@ TEST(StoreTest, MigratesASchemaOneDatabase) {
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open((dir + "/edge.db").c_str(), &db), SQLITE_OK);
     ASSERT_EQ(sqlite3_exec(db,
-                           "DROP TABLE plugins; DROP TABLE logged_out_sessions; UPDATE meta SET value = 1 WHERE key = "
+                           "DROP TABLE plugins; DROP TABLE logged_out_sessions; UPDATE meta SET "
+                           "value = 1 WHERE key = "
                            "'schema_version';",
                            nullptr, nullptr, nullptr),
               SQLITE_OK);
@@ -771,8 +774,8 @@ TEST(StoreTest, LoggedOutSessionsAreKeptUntilTheyExpire) {
   ASSERT_TRUE(store->addLoggedOutSessions(
       {{hexDigest('a'), now + 100},
        {hexDigest('b'), now + 50},
-       {hexDigest('a'), now + 100},                          // again: kept once
-       {hexDigest('c'), now},                                 // already expired
+       {hexDigest('a'), now + 100},                             // again: kept once
+       {hexDigest('c'), now},                                   // already expired
        {hexDigest('d'), now + kMaxSessionLifetimeSeconds + 1},  // longer than any session
        {"not-hex", now + 100},
        {std::string(64, 'G'), now + 100}},

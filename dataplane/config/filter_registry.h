@@ -32,8 +32,8 @@ struct FilterFactoryContext {
 
 // Makes the factory, once per compiled config (per route for a terminal
 // handler). False with `*error` set refuses the whole config.
-using FilterFactoryMaker =
-    std::function<bool(const FilterFactoryContext& context, http::FilterFactory* out, std::string* error)>;
+using FilterFactoryMaker = std::function<bool(const FilterFactoryContext& context,
+                                              http::FilterFactory* out, std::string* error)>;
 
 class FilterRegistry {
  public:
@@ -51,14 +51,14 @@ class FilterRegistry {
 inline constexpr std::string_view kHttpFilters[] = {"ratelimit.ip", "auth", "ratelimit", "usage"};
 
 // Terminal handlers, by what a route's action names.
-inline constexpr std::string_view kRouterFilter = "router";            // a cluster
-inline constexpr std::string_view kAdminApiFilter = "admin_api";       // BUILTIN_HANDLER_ADMIN
-inline constexpr std::string_view kWebchatFilter = "webchat";          // BUILTIN_HANDLER_WEBCHAT
-inline constexpr std::string_view kUsageApiFilter = "usage_api";       // BUILTIN_HANDLER_USAGE
+inline constexpr std::string_view kRouterFilter = "router";       // a cluster
+inline constexpr std::string_view kAdminApiFilter = "admin_api";  // BUILTIN_HANDLER_ADMIN
+inline constexpr std::string_view kWebchatFilter = "webchat";     // BUILTIN_HANDLER_WEBCHAT
+inline constexpr std::string_view kUsageApiFilter = "usage_api";  // BUILTIN_HANDLER_USAGE
 // BUILTIN_HANDLER_SESSION: the auth filter answers /api/v1/session itself
 // (filters/auth/auth_filter.h, kSessionHandler) before this is reached.
 inline constexpr std::string_view kSessionFilter = "session";
-inline constexpr std::string_view kBuiltinFilter = "builtin";          // every other built-in
+inline constexpr std::string_view kBuiltinFilter = "builtin";  // every other built-in
 
 // The terminal handler's entry for `route`.
 std::string_view terminalFilterName(const CompiledRoute& route);

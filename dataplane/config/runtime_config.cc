@@ -69,7 +69,8 @@ bool buildFilterChains(const FilterRegistry& filters, RuntimeConfig& cfg, std::s
     route.handler = name;
     const FilterFactoryMaker* maker = filters.find(name);
     if (!maker) {
-      *error = "route \"" + route.name + "\": no handler named \"" + std::string(name) + "\" is registered";
+      *error = "route \"" + route.name + "\": no handler named \"" + std::string(name) +
+               "\" is registered";
       return false;
     }
     http::FilterFactory terminal;
@@ -83,7 +84,8 @@ bool buildFilterChains(const FilterRegistry& filters, RuntimeConfig& cfg, std::s
 }  // namespace
 
 RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::HostRegistry& hosts,
-                               std::string* error, const Resolver& resolve, const FilterRegistry* filters) {
+                               std::string* error, const Resolver& resolve,
+                               const FilterRegistry* filters) {
   // The rate limiter keeps a counter per second of its window, allocated
   // when the config is applied (filters/ratelimit/sliding_window.cc): a
   // window of 4e9 seconds from a control plane asked for 32 GB and took
@@ -99,9 +101,11 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
   cfg->snapshot = snapshot;
 
   const auto& limits = snapshot.limits();
-  if (limits.max_request_header_bytes()) cfg->codec_limits.max_header_bytes = limits.max_request_header_bytes();
+  if (limits.max_request_header_bytes())
+    cfg->codec_limits.max_header_bytes = limits.max_request_header_bytes();
   if (limits.max_request_headers()) cfg->codec_limits.max_headers = limits.max_request_headers();
-  if (limits.max_request_body_bytes()) cfg->codec_limits.max_body_bytes = limits.max_request_body_bytes();
+  if (limits.max_request_body_bytes())
+    cfg->codec_limits.max_body_bytes = limits.max_request_body_bytes();
   cfg->header_timeout_ms = ms(limits.header_timeout(), cfg->header_timeout_ms);
   cfg->idle_timeout_ms = ms(limits.idle_timeout(), cfg->idle_timeout_ms);
   cfg->request_timeout_ms = ms(limits.request_timeout(), cfg->request_timeout_ms);
@@ -147,10 +151,13 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
     }
     if (c.has_outlier_detection()) {
       info->outlier_consecutive_failures = c.outlier_detection().consecutive_failures();
-      info->outlier_ejection_ms = ms(c.outlier_detection().ejection_time(), info->outlier_ejection_ms);
+      info->outlier_ejection_ms =
+          ms(c.outlier_detection().ejection_time(), info->outlier_ejection_ms);
     }
-    if (c.max_idle_connections_per_endpoint()) info->max_idle_per_host = c.max_idle_connections_per_endpoint();
-    info->idle_connection_timeout_ms = ms(c.idle_connection_timeout(), info->idle_connection_timeout_ms);
+    if (c.max_idle_connections_per_endpoint())
+      info->max_idle_per_host = c.max_idle_connections_per_endpoint();
+    info->idle_connection_timeout_ms =
+        ms(c.idle_connection_timeout(), info->idle_connection_timeout_ms);
     info->max_retries = c.max_retries();
     info->dns_refresh_ms = ms(c.dns_refresh_interval(), info->dns_refresh_ms);
     for (const auto& e : c.endpoints()) {

@@ -48,12 +48,14 @@ struct RuntimeConfig : http::RouteConfig {
   const std::string& version() const { return snapshot.version(); }
   const CompiledListener* listener(std::string_view name) const;
   const upstream::ClusterInfo* cluster(std::string_view name) const;
-  const CompiledRoute* match(std::string_view path, std::string_view method, bool* wrong_method) const override;
+  const CompiledRoute* match(std::string_view path, std::string_view method,
+                             bool* wrong_method) const override;
 };
 using RuntimeConfigSharedPtr = std::shared_ptr<const RuntimeConfig>;
 
 // An endpoint's host (an IP literal or a name) and port to an address.
-using Resolver = std::function<bool(const std::string& host, uint16_t port, upstream::AddressList* out, std::string* error)>;
+using Resolver = std::function<bool(const std::string& host, uint16_t port,
+                                    upstream::AddressList* out, std::string* error)>;
 
 // Compiles a snapshot. Returns null with `*error` set (naming the field or
 // the source file) when the snapshot cannot be applied; the caller keeps

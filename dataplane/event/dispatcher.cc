@@ -22,7 +22,8 @@ Dispatcher::Dispatcher() {
 Dispatcher::~Dispatcher() {
   clearDeferred();
   for (uv_timer_t* h : free_timers_) {
-    uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    uv_close(reinterpret_cast<uv_handle_t*>(h),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
   }
   free_timers_.clear();
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
@@ -122,7 +123,8 @@ void Dispatcher::returnTimerHandle(uv_timer_t* h) {
     free_timers_.push_back(h);
     return;
   }
-  uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  uv_close(reinterpret_cast<uv_handle_t*>(h),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
 }
 
 std::unique_ptr<Timer> Dispatcher::createTimer(std::function<void()> cb) {

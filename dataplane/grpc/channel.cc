@@ -7,8 +7,8 @@
 #include <unordered_map>
 
 #include "common/address.h"
-#include "dataplane/common/buffer.h"
 #include "common/log.h"
+#include "dataplane/common/buffer.h"
 #include "dataplane/grpc/client_tls.h"
 #include "dataplane/grpc/framing.h"
 #include "dataplane/network/connection.h"
@@ -1088,7 +1088,8 @@ std::unique_ptr<Stream> Channel::startStream(const std::string& path, StreamCall
 
 void Channel::unary(
     const std::string& path, std::string request, uint64_t timeout_ms,
-    std::function<void(int grpc_status, std::string message, std::string response)> done, Metadata metadata) {
+    std::function<void(int grpc_status, std::string message, std::string response)> done,
+    Metadata metadata) {
   auto u = std::make_unique<detail::UnaryCall>(*this, std::move(done));
   detail::UnaryCall* raw = u.get();
   auto call = std::make_shared<Call>(path, raw, options_.max_receive_message_bytes);

@@ -43,7 +43,9 @@ ActiveStream::~ActiveStream() {
 Dispatcher& ActiveStream::dispatcher() { return cm_.context().dispatcher(); }
 network::Connection& ActiveStream::connection() { return *cm_.connection_; }
 std::string_view ActiveStream::scheme() { return cm_.tls() ? "https" : "http"; }
-std::string_view ActiveStream::routeName() const { return route_ ? std::string_view(route_->name) : "none"; }
+std::string_view ActiveStream::routeName() const {
+  return route_ ? std::string_view(route_->name) : "none";
+}
 
 void ActiveStream::decodeHeaders(RequestHeadersPtr headers, bool end_stream) {
   request_ = std::move(headers);
@@ -86,12 +88,14 @@ void ActiveStream::decodeHeaders(RequestHeadersPtr headers, bool end_stream) {
     }
     // Drop a port from Host ("example.com:80"); keep IPv6 brackets.
     size_t colon = host.rfind(':');
-    if (colon != std::string::npos && host.find(']', colon) == std::string::npos) host.resize(colon);
+    if (colon != std::string::npos && host.find(']', colon) == std::string::npos)
+      host.resize(colon);
     if (host.empty()) host = "localhost";
     std::string location = "https://" + host;
     if (listener.redirect_port != 443) location += ":" + std::to_string(listener.redirect_port);
     location += request_->path;
-    ErrorReply reply{308, "this server requires HTTPS: " + location, "invalid_request_error", "https_required"};
+    ErrorReply reply{308, "this server requires HTTPS: " + location, "invalid_request_error",
+                     "https_required"};
     sendLocalReply(reply, [&location](ResponseHeaders& h) { h.headers.add("location", location); });
     return;
   }
@@ -99,14 +103,15 @@ void ActiveStream::decodeHeaders(RequestHeadersPtr headers, bool end_stream) {
   bool wrong_method = false;
   route_ = config_->match(request_->pathOnly(), request_->method, &wrong_method);
   if (!route_) {
-    sendLocalReply(ErrorReply{404, "no route for " + std::string(request_->pathOnly()), "invalid_request_error",
-                              "not_found"});
+    sendLocalReply(ErrorReply{404, "no route for " + std::string(request_->pathOnly()),
+                              "invalid_request_error", "not_found"});
     return;
   }
   if (wrong_method) {
     std::string allow = route_->allowedMethods();
-    sendLocalReply(ErrorReply{405, "method " + request_->method + " is not allowed on " + route_->path +
-                                       " (allowed: " + allow + ")",
+    sendLocalReply(ErrorReply{405,
+                              "method " + request_->method + " is not allowed on " + route_->path +
+                                  " (allowed: " + allow + ")",
                               "invalid_request_error", "method_not_allowed"},
                    [&allow](ResponseHeaders& h) { h.headers.add("allow", allow); });
     return;
@@ -116,14 +121,16 @@ void ActiveStream::decodeHeaders(RequestHeadersPtr headers, bool end_stream) {
     // prompt 503 is kinder than a slow timeout. Health and metrics still
     // answer, so the load balancer can see why.
     if (const char* why = cm_.context().overloaded()) {
-      sendLocalReply(ErrorReply{503, std::string("the Edge is overloaded (") + why + "); retry shortly",
-                                "server_error", "overloaded"},
-                     [](ResponseHeaders& h) { h.headers.add("retry-after", "1"); });
+      sendLocalReply(
+          ErrorReply{503, std::string("the Edge is overloaded (") + why + "); retry shortly",
+                     "server_error", "overloaded"},
+          [](ResponseHeaders& h) { h.headers.add("retry-after", "1"); });
       return;
     }
   }
   if (route_->filter_chain.empty()) {
-    sendLocalReply(ErrorReply{500, "route " + route_->name + " has no handler", "server_error", "no_handler"});
+    sendLocalReply(
+        ErrorReply{500, "route " + route_->name + " has no handler", "server_error", "no_handler"});
     return;
   }
   for (const auto& factory : route_->filter_chain) factory(*this);
@@ -258,8 +265,8 @@ void ActiveStream::sendLocalReply(const ErrorReply& reply,
   auto headers = std::make_unique<ResponseHeaders>();
   headers->status = reply.status;
   headers->headers.add("content-type", "application/json");
-  std::string body = errorBody(reply.message, reply.type.empty() ? defaultErrorType(reply.status) : reply.type,
-                               reply.code);
+  std::string body = errorBody(
+      reply.message, reply.type.empty() ? defaultErrorType(reply.status) : reply.type, reply.code);
   headers->headers.add("content-length", std::to_string(body.size()));
   if (extra) extra(*headers);
   Buffer data;
@@ -283,7 +290,8 @@ void ActiveStream::encodeHeaders(ResponseHeadersPtr headers, bool end_stream) {
 
 void ActiveStream::iterateEncodeHeaders(size_t from) {
   for (size_t i = from; i < encoders_.size(); ++i) {
-    FilterHeadersStatus st = encoders_[i]->encodeHeaders(*response_, encode_end_seen_ && encode_buffered_.empty());
+    FilterHeadersStatus st =
+        encoders_[i]->encodeHeaders(*response_, encode_end_seen_ && encode_buffered_.empty());
     if (destroyed_) return;
     if (st == FilterHeadersStatus::StopIteration) {
       encode_stopped_at_ = i;
@@ -406,8 +414,9 @@ void ActiveStream::addDownstreamWatermarkCallbacks(DownstreamWatermarkCallbacks&
 }
 
 void ActiveStream::removeDownstreamWatermarkCallbacks(DownstreamWatermarkCallbacks& cb) {
-  watermark_callbacks_.erase(std::remove(watermark_callbacks_.begin(), watermark_callbacks_.end(), &cb),
-                             watermark_callbacks_.end());
+  watermark_callbacks_.erase(
+      std::remove(watermark_callbacks_.begin(), watermark_callbacks_.end(), &cb),
+      watermark_callbacks_.end());
 }
 
 void ActiveStream::onAboveWriteBufferHighWatermark() {
@@ -450,11 +459,13 @@ void ActiveStream::destroyFilters() {
 // ---------------------------------------------------------------------------
 // ConnectionManager
 
-ConnectionManager::ConnectionManager(ConnectionManagerContext& context, network::Connection* connection,
-                                     const ListenerInfo& listener, bool tls)
+ConnectionManager::ConnectionManager(ConnectionManagerContext& context,
+                                     network::Connection* connection, const ListenerInfo& listener,
+                                     bool tls)
     : context_(context), connection_(connection), listener_(listener), tls_(tls) {
   connection_->setCallbacks(this);
-  codec_ = std::make_unique<Http1ServerCodec>(*connection_, *this, context_.currentConfig()->codec_limits);
+  codec_ = std::make_unique<Http1ServerCodec>(*connection_, *this,
+                                              context_.currentConfig()->codec_limits);
   auto& st = context_.stats();
   st.downstream_cx_total.inc();
   st.downstream_cx_active.inc();
@@ -490,7 +501,8 @@ void ConnectionManager::processInput() {
 void ConnectionManager::armTimers() {
   if (closed_) return;
   const auto& cfg = *context_.currentConfig();
-  if (codec_->readingHeaders() || codec_->discardingBody() || (tls_ && !connection_->tlsHandshakeDone())) {
+  if (codec_->readingHeaders() || codec_->discardingBody() ||
+      (tls_ && !connection_->tlsHandshakeDone())) {
     if (timer_kind_ != TimerKind::Header) {
       timer_kind_ = TimerKind::Header;
       timer_->enable(cfg.header_timeout_ms);
@@ -520,10 +532,11 @@ void ConnectionManager::onTimer() {
       codec_->setCloseAfterResponse();
       auto* encoder = dynamic_cast<ResponseEncoder*>(codec_.get());
       stream_ = std::make_unique<ActiveStream>(*this, *encoder);
-      stream_->onCodecError(CodecError{408, "request headers not received within " +
-                                                std::to_string(context_.currentConfig()->header_timeout_ms) +
-                                                " ms",
-                                       "header_timeout"});
+      stream_->onCodecError(
+          CodecError{408,
+                     "request headers not received within " +
+                         std::to_string(context_.currentConfig()->header_timeout_ms) + " ms",
+                     "header_timeout"});
       if (!closed_) closeConnection(network::CloseType::FlushWrite);
       return;
     }
@@ -533,7 +546,8 @@ void ConnectionManager::onTimer() {
     codec_->setCloseAfterResponse();
     stream_->onCodecError(CodecError{408,
                                      "request body not received within " +
-                                         std::to_string(context_.currentConfig()->body_timeout_ms) + " ms",
+                                         std::to_string(context_.currentConfig()->body_timeout_ms) +
+                                         " ms",
                                      "body_timeout"});
     if (!closed_) closeConnection(network::CloseType::FlushWrite);
     return;
@@ -617,7 +631,8 @@ void ConnectionManager::resumeInput() {
   if (!input_.empty()) {
     // Parse the next pipelined request from a fresh stack, not from inside
     // the response path that just finished.
-    if (!resume_timer_) resume_timer_ = context_.dispatcher().createTimer([this] { processInput(); });
+    if (!resume_timer_)
+      resume_timer_ = context_.dispatcher().createTimer([this] { processInput(); });
     resume_timer_->enable(0);
   }
 }
@@ -665,7 +680,8 @@ bool ConnectionManager::onRemoteHalfClose() {
   // FIN mid-body, or once the answer has begun (a reader that stops a
   // stream closes its socket, and the upstream must stop generating at
   // once rather than at the next failed write).
-  if (closed_ || !stream_ || !stream_->requestComplete() || stream_->responseStarted()) return false;
+  if (closed_ || !stream_ || !stream_->requestComplete() || stream_->responseStarted())
+    return false;
   codec_->setCloseAfterResponse();
   return true;
 }

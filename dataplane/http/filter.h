@@ -54,8 +54,8 @@ enum class FilterDataStatus {
 struct ClientIdentity {
   std::string client_id;
   std::string client_name;
-  std::string key_prefix;  // never the key itself
-  uint32_t scopes = 0;     // bit (1 << edge::v1::Scope)
+  std::string key_prefix;            // never the key itself
+  uint32_t scopes = 0;               // bit (1 << edge::v1::Scope)
   uint32_t requests_per_window = 0;  // 0: tier default
   uint32_t tokens_per_window = 0;
   uint32_t max_concurrent = 0;
@@ -111,11 +111,11 @@ struct StreamInfo {
   uint64_t request_body_bytes = 0;
   uint64_t response_body_bytes = 0;
   std::string request_id;
-  std::string upstream_host;  // "http://router1:8881"
-  std::string error_code;     // why the stream ended badly, if it did
-  std::string client_name;    // set by the auth filter
+  std::string upstream_host;                       // "http://router1:8881"
+  std::string error_code;                          // why the stream ended badly, if it did
+  std::string client_name;                         // set by the auth filter
   std::shared_ptr<const ClientIdentity> identity;  // null: anonymous
-  std::string client_ip;      // as the rate limiter saw it
+  std::string client_ip;                           // as the rate limiter saw it
   uint32_t attempts = 0;
   uint64_t prompt_tokens = 0;
   uint64_t completion_tokens = 0;

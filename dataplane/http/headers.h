@@ -67,7 +67,7 @@ class HeaderMap {
 
 struct RequestHeaders {
   std::string method;
-  std::string path;  // the request-target as sent ("/v1/models?x=1")
+  std::string path;       // the request-target as sent ("/v1/models?x=1")
   int version_minor = 1;  // HTTP/1.x
   HeaderMap headers;
   // Framing, as the codec decoded it.

@@ -70,7 +70,8 @@ int Http1ClientCodec::onHeaderField(llhttp_t* p, const char* at, size_t len) {
   // A name that is not a token (a space before the colon, a control byte)
   // is refused, not passed on to the client.
   for (size_t i = 0; i < len; ++i) {
-    if (!isTokenChar(static_cast<unsigned char>(at[i]))) return c->refuse("invalid character in a header name");
+    if (!isTokenChar(static_cast<unsigned char>(at[i])))
+      return c->refuse("invalid character in a header name");
   }
   if (!c->headers_) {
     // A chunked body's trailers: the headers went to the router with the
@@ -113,8 +114,9 @@ int Http1ClientCodec::onHeadersComplete(llhttp_t* p) {
   if (p->status_code >= 100 && p->status_code < 200) return 0;
   c->headers_done_ = true;
   c->keep_alive_ = llhttp_should_keep_alive(p) != 0;
-  bool no_body = c->request_is_head_ || p->status_code == 204 || p->status_code == 304 ||
-                 ((p->flags & F_CONTENT_LENGTH) && p->content_length == 0 && !(p->flags & F_CHUNKED));
+  bool no_body =
+      c->request_is_head_ || p->status_code == 204 || p->status_code == 304 ||
+      ((p->flags & F_CONTENT_LENGTH) && p->content_length == 0 && !(p->flags & F_CHUNKED));
   if (no_body) {
     c->complete_ = true;
   }
@@ -135,7 +137,7 @@ int Http1ClientCodec::onBody(llhttp_t* p, const char* at, size_t len) {
 
 int Http1ClientCodec::onMessageComplete(llhttp_t* p) {
   auto* c = self(p);
-  if (!c->headers_done_) return 0;  // end of a 1xx
+  if (!c->headers_done_) return 0;      // end of a 1xx
   if (c->complete_) return HPE_PAUSED;  // already reported with the headers
   c->complete_ = true;
   c->keep_alive_ = c->keep_alive_ && llhttp_should_keep_alive(p) != 0;
@@ -184,7 +186,8 @@ bool Http1ClientCodec::onEof() {
 }
 
 void Http1ClientCodec::encodeRequestHead(const RequestHeaders& headers, Buffer& out) {
-  serializeHead({headers.method, " ", headers.path, " HTTP/1.1\r\n"}, headers.headers, {"\r\n"}, out);
+  serializeHead({headers.method, " ", headers.path, " HTTP/1.1\r\n"}, headers.headers, {"\r\n"},
+                out);
 }
 
 }  // namespace eldric::http

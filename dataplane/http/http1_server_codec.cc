@@ -1,7 +1,7 @@
 #include "dataplane/http/http1_server_codec.h"
 
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -81,9 +81,10 @@ int Http1ServerCodec::onMessageBegin(llhttp_t* p) {
 int Http1ServerCodec::onUrl(llhttp_t* p, const char* at, size_t len) {
   auto* c = self(p);
   if (!c->countHeaderBytes(len)) {
-    return c->fail(431, "request line and headers exceed " + std::to_string(c->limits_.max_header_bytes) +
-                            " bytes",
-                   "header_too_large");
+    return c->fail(
+        431,
+        "request line and headers exceed " + std::to_string(c->limits_.max_header_bytes) + " bytes",
+        "header_too_large");
   }
   c->request_->path.append(at, len);
   return 0;
@@ -94,7 +95,8 @@ void Http1ServerCodec::finishHeader() {
   // for the next header. A name with an underscore is dropped (nginx's
   // default): servers behind that map '_' and '-' to the same variable
   // would take "x_forwarded_for" for the X-Forwarded-For the Edge sets.
-  if (!field_.empty() && field_.find('_') == std::string::npos) request_->headers.add(field_, value_);
+  if (!field_.empty() && field_.find('_') == std::string::npos)
+    request_->headers.add(field_, value_);
   field_.clear();
   value_.clear();
   in_value_ = false;
@@ -106,7 +108,9 @@ int Http1ServerCodec::onTrailer(const char* at, size_t len, bool name) {
   // the header byte and count limits, which cover head and trailers
   // together) and dropped. Nothing downstream of the Edge needs them.
   if (!countHeaderBytes(len)) {
-    return fail(431, "request headers and trailers exceed " + std::to_string(limits_.max_header_bytes) + " bytes",
+    return fail(431,
+                "request headers and trailers exceed " + std::to_string(limits_.max_header_bytes) +
+                    " bytes",
                 "header_too_large");
   }
   if (!name) {
@@ -116,8 +120,9 @@ int Http1ServerCodec::onTrailer(const char* at, size_t len, bool name) {
   if (!in_trailer_name_) {
     in_trailer_name_ = true;
     if (++header_count_ > limits_.max_headers) {
-      return fail(431, "more than " + std::to_string(limits_.max_headers) + " request headers and trailers",
-                  "too_many_headers");
+      return fail(
+          431, "more than " + std::to_string(limits_.max_headers) + " request headers and trailers",
+          "too_many_headers");
     }
   }
   for (size_t i = 0; i < len; ++i) {
@@ -133,8 +138,9 @@ int Http1ServerCodec::onHeaderField(llhttp_t* p, const char* at, size_t len) {
   if (!c->request_) return c->onTrailer(at, len, true);
   if (c->in_value_) c->finishHeader();
   if (!c->countHeaderBytes(len)) {
-    return c->fail(431, "request headers exceed " + std::to_string(c->limits_.max_header_bytes) + " bytes",
-                   "header_too_large");
+    return c->fail(
+        431, "request headers exceed " + std::to_string(c->limits_.max_header_bytes) + " bytes",
+        "header_too_large");
   }
   if (c->field_.empty() && c->request_->headers.size() >= c->limits_.max_headers) {
     return c->fail(431, "more than " + std::to_string(c->limits_.max_headers) + " request headers",
@@ -154,8 +160,9 @@ int Http1ServerCodec::onHeaderValue(llhttp_t* p, const char* at, size_t len) {
   if (!c->request_) return c->onTrailer(at, len, false);
   c->in_value_ = true;
   if (!c->countHeaderBytes(len)) {
-    return c->fail(431, "request headers exceed " + std::to_string(c->limits_.max_header_bytes) + " bytes",
-                   "header_too_large");
+    return c->fail(
+        431, "request headers exceed " + std::to_string(c->limits_.max_header_bytes) + " bytes",
+        "header_too_large");
   }
   c->value_.append(at, len);
   return 0;
@@ -180,15 +187,17 @@ int Http1ServerCodec::onHeadersComplete(llhttp_t* p) {
   if (r.version_minor >= 1) {
     size_t hosts = r.headers.count("host");
     if (hosts != 1) {
-      return c->fail(400, hosts == 0 ? "missing Host header" : "more than one Host header", "bad_host");
+      return c->fail(400, hosts == 0 ? "missing Host header" : "more than one Host header",
+                     "bad_host");
     }
   }
   if (r.path.empty() || (r.path[0] != '/' && r.method != "OPTIONS")) {
     return c->fail(400, "request target must be an absolute path", "bad_request_target");
   }
   if (r.content_length && *r.content_length > c->limits_.max_body_bytes) {
-    return c->fail(413, "request body of " + std::to_string(*r.content_length) + " bytes exceeds the limit of " +
-                            std::to_string(c->limits_.max_body_bytes),
+    return c->fail(413,
+                   "request body of " + std::to_string(*r.content_length) +
+                       " bytes exceeds the limit of " + std::to_string(c->limits_.max_body_bytes),
                    "body_too_large");
   }
   if (std::optional<std::string_view> expect = r.headers.get("expect")) {
@@ -221,8 +230,10 @@ int Http1ServerCodec::onBody(llhttp_t* p, const char* at, size_t len) {
   auto* c = self(p);
   c->body_bytes_ += len;
   if (c->body_bytes_ > c->limits_.max_body_bytes) {
-    return c->fail(413, "request body exceeds the limit of " + std::to_string(c->limits_.max_body_bytes) + " bytes",
-                   "body_too_large");
+    return c->fail(
+        413,
+        "request body exceeds the limit of " + std::to_string(c->limits_.max_body_bytes) + " bytes",
+        "body_too_large");
   }
   if (!c->decoder_) return 0;
   Buffer data;
@@ -347,7 +358,8 @@ void Http1ServerCodec::encodeHeaders(const ResponseHeaders& headers, bool end_st
     keep_alive = false;
   } else if (state_ == State::Body) {
     bool discardable = request_length_known_ && (!request_expect_continue_ || sent_100_) &&
-                       request_content_length_ - std::min(body_bytes_, request_content_length_) <= kMaxDiscardBytes;
+                       request_content_length_ - std::min(body_bytes_, request_content_length_) <=
+                           kMaxDiscardBytes;
     if (discardable && keep_alive) {
       discard_after_response_ = true;
     } else {
@@ -389,11 +401,12 @@ void Http1ServerCodec::encodeHeaders(const ResponseHeaders& headers, bool end_st
   sl += text.size();
   std::string_view length0 = end_stream && !cl && !no_body ? "content-length: 0\r\n" : "";
   std::string_view chunked = response_chunked_ ? "transfer-encoding: chunked\r\n" : "";
-  std::string_view connection =
-      !keep_alive ? "connection: close\r\n" : request_http10_ ? "connection: keep-alive\r\n" : "";
+  std::string_view connection = !keep_alive       ? "connection: close\r\n"
+                                : request_http10_ ? "connection: keep-alive\r\n"
+                                                  : "";
   Buffer buf;
-  serializeHead({std::string_view(status_line, sl), "\r\n"}, headers.headers, {length0, chunked, connection, "\r\n"},
-                buf);
+  serializeHead({std::string_view(status_line, sl), "\r\n"}, headers.headers,
+                {length0, chunked, connection, "\r\n"}, buf);
   connection_.write(buf);
   if (end_stream) completeResponse();
 }

@@ -8,8 +8,8 @@ namespace eldric::http {
 namespace {
 
 bool unreserved(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-         c == '_' || c == '~';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_' || c == '~';
 }
 
 // A byte that may stand in a target as it is: visible ASCII but '\' and '#'.
@@ -40,7 +40,8 @@ PathResult normalizePath(std::string_view target, std::string* out, const char**
       return PathResult::Invalid;
     }
     if (c == '%') simple = false;
-    if (c == '/' && i + 1 < path.size() && (path[i + 1] == '/' || path[i + 1] == '.')) simple = false;
+    if (c == '/' && i + 1 < path.size() && (path[i + 1] == '/' || path[i + 1] == '.'))
+      simple = false;
   }
   if (simple) return PathResult::Unchanged;
 
@@ -134,7 +135,8 @@ bool validHost(std::string_view host) {
     }
     if (name.empty()) return false;
     for (char c : name) {
-      bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
+      bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '-' || c == '.';
       if (!ok) return false;
     }
   }

@@ -12,7 +12,7 @@
 namespace eldric::http {
 
 enum class PathResult {
-  Unchanged,  // already normal: nothing to copy
+  Unchanged,   // already normal: nothing to copy
   Normalized,  // *out holds the normal form (with the query, if any)
   Invalid,     // refuse with 400; *reason says why
 };

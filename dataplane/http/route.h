@@ -60,7 +60,8 @@ class RouteConfig : public ConnectionSettings {
   virtual ~RouteConfig() = default;
   // The first route whose path matches. Sets `*wrong_method` when the
   // path matched a route that does not allow `method`.
-  virtual const Route* match(std::string_view path, std::string_view method, bool* wrong_method) const = 0;
+  virtual const Route* match(std::string_view path, std::string_view method,
+                             bool* wrong_method) const = 0;
 };
 using RouteConfigSharedPtr = std::shared_ptr<const RouteConfig>;
 

@@ -62,8 +62,7 @@ Connection* Connection::connect(Dispatcher& dispatcher, const sockaddr* addr, ui
                                 const std::string& server_name) {
   auto* c = new Connection(dispatcher, options);
   c->connecting_ = true;
-  memcpy(&c->peer_, addr,
-         addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
+  memcpy(&c->peer_, addr, addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
   bool tls_ok = true;
   if (client_tls) {
     tls_ok = c->startClientTls(client_tls, server_name);
@@ -149,8 +148,7 @@ void Connection::onConnect(uv_connect_t* req, int status) {
 
 void Connection::startReading() {
   if (read_disable_count_ == 0 && !socket_closed_ && !remote_closed_) {
-    uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), &Connection::onAlloc,
-                  &Connection::onRead);
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), &Connection::onAlloc, &Connection::onRead);
   }
 }
 
@@ -180,7 +178,8 @@ void Connection::handleRead(ssize_t nread) {
       closeSocket(false);
       return;
     }
-    if (nread == UV_EOF && callbacks_ && (!ssl_ || handshake_done_) && callbacks_->onRemoteHalfClose()) {
+    if (nread == UV_EOF && callbacks_ && (!ssl_ || handshake_done_) &&
+        callbacks_->onRemoteHalfClose()) {
       // Half-closed: nothing more to read, the answer still to write.
       remote_closed_ = true;
       uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
@@ -487,7 +486,7 @@ void Connection::close(CloseType type) {
     return;
   }
   if (ssl_ && handshake_done_) {
-    encryptPending();  // what was written before close() goes first
+    encryptPending();    // what was written before close() goes first
     SSL_shutdown(ssl_);  // queues close_notify into write_buffer_
     ERR_clear_error();
   }
@@ -506,7 +505,8 @@ void Connection::close(CloseType type) {
 void Connection::raise(ConnectionEvent e) {
   if (callbacks_) {
     ConnectionCallbacks* cb = callbacks_;
-    if (e == ConnectionEvent::RemoteClose || e == ConnectionEvent::ConnectFailed) callbacks_ = nullptr;
+    if (e == ConnectionEvent::RemoteClose || e == ConnectionEvent::ConnectFailed)
+      callbacks_ = nullptr;
     cb->onEvent(e);
   }
 }

@@ -146,7 +146,7 @@ class Connection : public Flushable {
   bool client_tls_ = false;  // TLS as the client (connect() with a context)
   std::string tls_error_;
   bool connecting_ = false;
-  bool closing_ = false;      // close() called; flushing or closed
+  bool closing_ = false;  // close() called; flushing or closed
   bool socket_closed_ = false;
   bool remote_closed_ = false;
   bool above_high_ = false;
@@ -155,9 +155,9 @@ class Connection : public Flushable {
   // The slab libuv reads into; kept while it still has room.
   SlabRef read_slab_;
   uint32_t read_offset_ = 0;
-  Buffer tls_in_;   // ciphertext not yet consumed by BoringSSL
-  Buffer read_buffer_;  // plaintext not yet taken by the callbacks
-  Buffer write_buffer_;  // bytes for the wire (ciphertext under TLS)
+  Buffer tls_in_;         // ciphertext not yet consumed by BoringSSL
+  Buffer read_buffer_;    // plaintext not yet taken by the callbacks
+  Buffer write_buffer_;   // bytes for the wire (ciphertext under TLS)
   Buffer pending_plain_;  // TLS: plaintext written this iteration, not yet encrypted
   bool flush_scheduled_ = false;
   struct WriteReq;

@@ -18,12 +18,14 @@ http::FilterFactory makeFactory(upstream::ClusterInfoSharedPtr cluster, uint64_t
   };
 }
 
-RouterFilter::RouterFilter(RouterContext& context, const upstream::ClusterInfo& cluster, uint64_t timeout_ms)
+RouterFilter::RouterFilter(RouterContext& context, const upstream::ClusterInfo& cluster,
+                           uint64_t timeout_ms)
     : context_(context), cluster_(&cluster), timeout_ms_(timeout_ms), codec_(*this) {}
 
 RouterFilter::~RouterFilter() { onDestroy(); }
 
-http::FilterHeadersStatus RouterFilter::decodeHeaders(http::RequestHeaders& headers, bool end_stream) {
+http::FilterHeadersStatus RouterFilter::decodeHeaders(http::RequestHeaders& headers,
+                                                      bool end_stream) {
   request_is_head_ = headers.method == "HEAD";
   if (end_stream) {
     start();
@@ -51,7 +53,8 @@ void RouterFilter::start() {
   // Credentials meant for the Edge never leave it (every instance, not the
   // first), and what a client says about its own address is not passed on
   // as if the Edge had said it: X-Forwarded-For below is the Edge's word.
-  req.headers.removeAll({"authorization", "proxy-authorization", "x-api-key", "cookie", "forwarded", "x-real-ip"});
+  req.headers.removeAll(
+      {"authorization", "proxy-authorization", "x-api-key", "cookie", "forwarded", "x-real-ip"});
   std::optional<std::string_view> host = req.headers.get("host");
   if (host) req.headers.set("x-forwarded-host", *host);
   req.headers.set("x-forwarded-for", callbacks_->connection().peerIp());
@@ -74,8 +77,8 @@ void RouterFilter::attempt(upstream::HostSharedPtr host) {
     uint64_t now = callbacks_->dispatcher().nowMs();
     upstream::Host* chosen = upstream::chooseHost(*cluster_, now, failed_host_);
     if (!chosen) {
-      callbacks_->sendLocalReply(http::ErrorReply{503, "no upstream is configured for this route", "server_error",
-                                                  "no_upstream"});
+      callbacks_->sendLocalReply(http::ErrorReply{503, "no upstream is configured for this route",
+                                                  "server_error", "no_upstream"});
       return;
     }
     for (const auto& h : cluster_->hosts) {
@@ -98,8 +101,9 @@ void RouterFilter::attempt(upstream::HostSharedPtr host) {
     context_.stats->upstream_cx_total.inc();
     address_index_ = host_->addressIndex();
     ++addresses_tried_;
-    upstream_ = network::Connection::connect(callbacks_->dispatcher(), host_->address(address_index_),
-                                             cluster_->connect_timeout_ms, network::ConnectionOptions());
+    upstream_ =
+        network::Connection::connect(callbacks_->dispatcher(), host_->address(address_index_),
+                                     cluster_->connect_timeout_ms, network::ConnectionOptions());
   }
   upstream_->setCallbacks(this);
   codec_.beginResponse(request_is_head_);
@@ -124,20 +128,23 @@ void RouterFilter::onEvent(network::ConnectionEvent event) {
     case network::ConnectionEvent::ConnectFailed:
       upstream_ = nullptr;
       context_.stats->upstream_cx_connect_fail.inc();
-      onAttemptFailed(true, "upstream_unavailable", "could not connect to upstream " + host_->url());
+      onAttemptFailed(true, "upstream_unavailable",
+                      "could not connect to upstream " + host_->url());
       return;
     case network::ConnectionEvent::RemoteClose: {
       upstream_ = nullptr;
       if (done_) return;
       if (!codec_.responseStarted()) {
-        onAttemptFailed(false, "upstream_closed", "upstream " + host_->url() + " closed the connection before responding");
+        onAttemptFailed(false, "upstream_closed",
+                        "upstream " + host_->url() + " closed the connection before responding");
         return;
       }
       if (codec_.onEof()) return;  // a close-delimited body ended
       if (!response_started_) {
         // Gone in the middle of its headers: nothing reached the client
         // yet, so it gets a 502 rather than a bare close.
-        onResponseError("upstream " + host_->url() + " closed the connection in the middle of its response headers");
+        onResponseError("upstream " + host_->url() +
+                        " closed the connection in the middle of its response headers");
         return;
       }
       onUpstreamBrokeMidResponse("upstream closed the connection mid-response");
@@ -148,7 +155,8 @@ void RouterFilter::onEvent(network::ConnectionEvent event) {
   }
 }
 
-void RouterFilter::onAttemptFailed(bool connect_failure, const char* code, const std::string& message) {
+void RouterFilter::onAttemptFailed(bool connect_failure, const char* code,
+                                   const std::string& message) {
   if (done_) return;
   upstream::Host* h = host_.get();
   bool was_reused = reused_connection_;
@@ -159,7 +167,8 @@ void RouterFilter::onAttemptFailed(bool connect_failure, const char* code, const
   // A host name with several addresses (localhost: ::1 and 127.0.0.1)
   // whose router listens on some only: its next address, on the same
   // attempt. Not the host's failure, and not a retry: nothing was sent.
-  if (connect_failure && h->tryNextAddress(address_index_) && addresses_tried_ < h->addresses().size()) {
+  if (connect_failure && h->tryNextAddress(address_index_) &&
+      addresses_tried_ < h->addresses().size()) {
     upstream::HostSharedPtr same = host_;
     releaseHost();
     --attempts_;
@@ -189,7 +198,8 @@ void RouterFilter::onAttemptFailed(bool connect_failure, const char* code, const
     return;
   }
   done_ = true;
-  callbacks_->sendLocalReply(http::ErrorReply{connect_failure ? 503 : 502, message, "server_error", code});
+  callbacks_->sendLocalReply(
+      http::ErrorReply{connect_failure ? 503 : 502, message, "server_error", code});
 }
 
 void RouterFilter::onData(Buffer& data) { codec_.dispatch(data); }
@@ -198,7 +208,8 @@ void RouterFilter::onResponseHeaders(http::ResponseHeadersPtr headers, bool end_
   if (done_) return;
   uint64_t now = callbacks_->dispatcher().nowMs();
   if (headers->status >= 500) {
-    host_->recordFailure(now, cluster_->outlier_consecutive_failures, cluster_->outlier_ejection_ms);
+    host_->recordFailure(now, cluster_->outlier_consecutive_failures,
+                         cluster_->outlier_ejection_ms);
   } else {
     host_->recordSuccess();
   }
@@ -241,7 +252,8 @@ void RouterFilter::onResponseError(const std::string& reason) {
       upstream_ = nullptr;
     }
     releaseHost();
-    callbacks_->sendLocalReply(http::ErrorReply{502, reason, "server_error", "bad_upstream_response"});
+    callbacks_->sendLocalReply(
+        http::ErrorReply{502, reason, "server_error", "bad_upstream_response"});
     return;
   }
   onUpstreamBrokeMidResponse(reason);
@@ -261,7 +273,8 @@ void RouterFilter::onUpstreamBrokeMidResponse(const std::string& message) {
     // End the client's stream cleanly: an error event it can parse, the
     // final chunk, then close.
     Buffer event;
-    event.add(http::sseErrorEvent(message + "; the response is incomplete", "server_error", "upstream_reset"));
+    event.add(http::sseErrorEvent(message + "; the response is incomplete", "server_error",
+                                  "upstream_reset"));
     callbacks_->closeConnectionAfterResponse();
     callbacks_->encodeData(event, true);
     return;
@@ -279,8 +292,8 @@ void RouterFilter::onTimeout() {
       upstream_ = nullptr;
     }
     releaseHost();
-    callbacks_->sendLocalReply(
-        http::ErrorReply{504, "upstream did not respond in time", "server_error", "upstream_timeout"});
+    callbacks_->sendLocalReply(http::ErrorReply{504, "upstream did not respond in time",
+                                                "server_error", "upstream_timeout"});
     return;
   }
   onUpstreamBrokeMidResponse("request timeout reached");
@@ -292,8 +305,8 @@ void RouterFilter::finishUpstream(bool reusable) {
     network::Connection* conn = upstream_;
     upstream_ = nullptr;
     if (reusable && conn->readEnabled()) {
-      context_.pool(cluster_->index).release(host_, conn, cluster_->max_idle_per_host,
-                                             cluster_->idle_connection_timeout_ms);
+      context_.pool(cluster_->index)
+          .release(host_, conn, cluster_->max_idle_per_host, cluster_->idle_connection_timeout_ms);
     } else {
       conn->close(network::CloseType::NoFlush);
     }

@@ -86,8 +86,8 @@ class RouterFilter : public http::StreamDecoderFilter,
   bool upstream_read_disabled_ = false;
   uint32_t attempts_ = 0;
   uint32_t stale_retries_ = 0;
-  uint32_t address_index_ = 0;     // of host_, for a connection opened here
-  size_t addresses_tried_ = 0;     // of host_ by this request
+  uint32_t address_index_ = 0;  // of host_, for a connection opened here
+  size_t addresses_tried_ = 0;  // of host_ by this request
   TimerPtr timeout_;
 };
 

@@ -36,27 +36,30 @@ void AdminApiFilter::dispatch(std::string body) {
   const auto& req = callbacks_->requestHeaders();
   std::shared_ptr<bool> alive = alive_;
   http::DecoderFilterCallbacks* cb = callbacks_;
-  const std::string* credential = callbacks_->streamInfo().filter_state.get(filters::auth::kAdminCredential);
-  backend_.handle(req.method, std::string(req.pathOnly()), std::move(body), callbacks_->streamInfo().client_name,
-                  credential ? *credential : std::string(), callbacks_->dispatcher(),
-                  [alive, cb](AdminBackend::Reply reply) {
-                    // The client may have gone while the store worked.
-                    if (!*alive) return;
-                    if (reply.status >= 400) {
-                      cb->sendLocalReply(http::ErrorReply{reply.status, reply.body,
-                                                          http::defaultErrorType(reply.status), reply.error_code});
-                      return;
-                    }
-                    sendJson(*cb, reply.status, std::move(reply.body));
-                  });
+  const std::string* credential =
+      callbacks_->streamInfo().filter_state.get(filters::auth::kAdminCredential);
+  backend_.handle(
+      req.method, std::string(req.pathOnly()), std::move(body),
+      callbacks_->streamInfo().client_name, credential ? *credential : std::string(),
+      callbacks_->dispatcher(), [alive, cb](AdminBackend::Reply reply) {
+        // The client may have gone while the store worked.
+        if (!*alive) return;
+        if (reply.status >= 400) {
+          cb->sendLocalReply(http::ErrorReply{
+              reply.status, reply.body, http::defaultErrorType(reply.status), reply.error_code});
+          return;
+        }
+        sendJson(*cb, reply.status, std::move(reply.body));
+      });
 }
 
 http::FilterHeadersStatus UsageApiFilter::decodeHeaders(http::RequestHeaders&, bool) {
   const auto& id = callbacks_->streamInfo().identity;
   if (!id) {
-    callbacks_->sendLocalReply(http::ErrorReply{401, "usage is reported for an API key: send one",
-                                                "authentication_error", "missing_api_key"},
-                               [](http::ResponseHeaders& h) { h.headers.add("www-authenticate", "Bearer"); });
+    callbacks_->sendLocalReply(
+        http::ErrorReply{401, "usage is reported for an API key: send one", "authentication_error",
+                         "missing_api_key"},
+        [](http::ResponseHeaders& h) { h.headers.add("www-authenticate", "Bearer"); });
     return http::FilterHeadersStatus::StopIteration;
   }
   const auto& rl = config_.snapshot.rate_limits();
@@ -73,12 +76,14 @@ http::FilterHeadersStatus UsageApiFilter::decodeHeaders(http::RequestHeaders&, b
   out += ",\"key_prefix\":";
   log::appendJsonString(out, id->key_prefix);
   out += ",\"window_seconds\":" + std::to_string(state_->windowSeconds());
-  auto tier = [&](const char* name, uint64_t limit, uint64_t u, filters::ratelimit::SlidingWindow& w) {
+  auto tier = [&](const char* name, uint64_t limit, uint64_t u,
+                  filters::ratelimit::SlidingWindow& w) {
     out += ",\"";
     out += name;
     out += "\":{\"limit\":" + (limit ? std::to_string(limit) : std::string("null"));
     out += ",\"used\":" + std::to_string(u);
-    out += ",\"remaining\":" + (limit ? std::to_string(u >= limit ? 0 : limit - u) : std::string("null"));
+    out += ",\"remaining\":" +
+           (limit ? std::to_string(u >= limit ? 0 : limit - u) : std::string("null"));
     out += ",\"reset_seconds\":" + std::to_string(w.secondsUntilEmpty(now)) + "}";
   };
   tier("requests", rpm, used, entry->requests);

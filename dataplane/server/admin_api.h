@@ -41,7 +41,8 @@ class AdminBackend {
 // request goes to the AdminBackend off the worker thread.
 class AdminApiFilter : public http::StreamDecoderFilter {
  public:
-  explicit AdminApiFilter(AdminBackend& backend) : backend_(backend), alive_(std::make_shared<bool>(true)) {}
+  explicit AdminApiFilter(AdminBackend& backend)
+      : backend_(backend), alive_(std::make_shared<bool>(true)) {}
   void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& cb) override { callbacks_ = &cb; }
   http::FilterHeadersStatus decodeHeaders(http::RequestHeaders& headers, bool end_stream) override;
   http::FilterDataStatus decodeData(Buffer& data, bool end_stream) override;

@@ -36,7 +36,8 @@ void appendHost(std::string& out, const upstream::Host& h, uint64_t now_ms) {
   out += ",\"addresses\":[";
   for (size_t i = 0; i < h.addresses().size(); ++i) {
     if (i) out += ",";
-    log::appendJsonString(out, network::formatAddress(reinterpret_cast<const sockaddr*>(&h.addresses()[i])));
+    log::appendJsonString(
+        out, network::formatAddress(reinterpret_cast<const sockaddr*>(&h.addresses()[i])));
   }
   out += "],\"healthy\":";
   out += h.available(now_ms) ? "true" : "false";
@@ -97,7 +98,8 @@ void BuiltinFilter::respond() {
       reply(200, "text/plain; version=0.0.4; charset=utf-8", metricsText());
       return;
     default:
-      callbacks_->sendLocalReply(http::ErrorReply{500, "unknown built-in handler", "server_error", "internal"});
+      callbacks_->sendLocalReply(
+          http::ErrorReply{500, "unknown built-in handler", "server_error", "internal"});
   }
 }
 
@@ -116,7 +118,8 @@ std::string BuiltinFilter::healthJson(int* status) {
   }
   list += "]";
   bool draining = state_.draining.load();
-  const char* overall = healthy == total && total > 0 ? "ok" : (healthy > 0 ? "degraded" : "unavailable");
+  const char* overall =
+      healthy == total && total > 0 ? "ok" : (healthy > 0 ? "degraded" : "unavailable");
   if (draining) overall = "draining";
   *status = (healthy > 0 && !draining) ? 200 : 503;
   std::string out = "{\"status\":\"";
@@ -154,7 +157,9 @@ std::string BuiltinFilter::healthJson(int* status) {
     out += ",\"farm_members\":" + std::to_string(f.members);
     out += ",\"offline_policy\":";
     log::appendJsonString(out, f.offline_policy);
-    out += f.connected ? "}" : ",\"note\":\"control plane unreachable: serving with the last good snapshot\"}";
+    out += f.connected
+               ? "}"
+               : ",\"note\":\"control plane unreachable: serving with the last good snapshot\"}";
   }
   out += "}";
   return out;
@@ -192,7 +197,8 @@ std::string BuiltinFilter::metricsText() {
   char line[2048];
 
   // Requests by route and status.
-  out += "# HELP eldric_edge_http_requests_total HTTP requests answered, by route and status code.\n";
+  out +=
+      "# HELP eldric_edge_http_requests_total HTTP requests answered, by route and status code.\n";
   out += "# TYPE eldric_edge_http_requests_total counter\n";
   std::vector<uint64_t> sums(stats::kMaxStatus - stats::kMinStatus + 1);
   for (size_t r = 0; r < routes.size(); ++r) {
@@ -203,20 +209,23 @@ std::string BuiltinFilter::metricsText() {
     });
     for (size_t s = 0; s < sums.size(); ++s) {
       if (!sums[s]) continue;
-      snprintf(line, sizeof line, "eldric_edge_http_requests_total{route=\"%s\",code=\"%zu\"} %" PRIu64 "\n",
+      snprintf(line, sizeof line,
+               "eldric_edge_http_requests_total{route=\"%s\",code=\"%zu\"} %" PRIu64 "\n",
                routes[r].c_str(), s + stats::kMinStatus, sums[s]);
       out += line;
     }
   }
 
-  out += "# HELP eldric_edge_http_request_duration_seconds Time from request start to response end.\n";
+  out +=
+      "# HELP eldric_edge_http_request_duration_seconds Time from request start to response end.\n";
   out += "# TYPE eldric_edge_http_request_duration_seconds histogram\n";
   for (size_t r = 0; r < routes.size(); ++r) {
     if (routes[r].empty()) continue;
     uint64_t buckets[stats::kLatencyBucketCount + 1] = {0};
     uint64_t sum_us = 0, count = 0;
     reg.forEachWorker([&](stats::WorkerStats& w) {
-      for (size_t b = 0; b <= stats::kLatencyBucketCount; ++b) buckets[b] += w.latency[r].buckets[b].value();
+      for (size_t b = 0; b <= stats::kLatencyBucketCount; ++b)
+        buckets[b] += w.latency[r].buckets[b].value();
       sum_us += w.latency[r].sum_us.value();
       count += w.latency[r].count.value();
     });
@@ -225,13 +234,15 @@ std::string BuiltinFilter::metricsText() {
     for (size_t b = 0; b < stats::kLatencyBucketCount; ++b) {
       cumulative += buckets[b];
       snprintf(line, sizeof line,
-               "eldric_edge_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %" PRIu64 "\n",
+               "eldric_edge_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %" PRIu64
+               "\n",
                routes[r].c_str(), stats::kLatencyBuckets[b], cumulative);
       out += line;
     }
     cumulative += buckets[stats::kLatencyBucketCount];
     snprintf(line, sizeof line,
-             "eldric_edge_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %" PRIu64 "\n"
+             "eldric_edge_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %" PRIu64
+             "\n"
              "eldric_edge_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
              "eldric_edge_http_request_duration_seconds_count{route=\"%s\"} %" PRIu64 "\n",
              routes[r].c_str(), cumulative, routes[r].c_str(), static_cast<double>(sum_us) / 1e6,
@@ -239,38 +250,61 @@ std::string BuiltinFilter::metricsText() {
     out += line;
   }
 
-  auto counter = [&](const char* name, const char* help, const char* type, stats::Counter stats::WorkerStats::*field) {
+  auto counter = [&](const char* name, const char* help, const char* type,
+                     stats::Counter stats::WorkerStats::*field) {
     uint64_t v = 0;
     reg.forEachWorker([&](stats::WorkerStats& w) { v += (w.*field).value(); });
-    snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, v);
+    snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name,
+             type, name, v);
     out += line;
   };
   using W = stats::WorkerStats;
-  counter("eldric_edge_downstream_connections_total", "Client connections accepted.", "counter", &W::downstream_cx_total);
-  counter("eldric_edge_downstream_connections_active", "Client connections open now.", "gauge", &W::downstream_cx_active);
-  counter("eldric_edge_downstream_connections_rejected_total", "Client connections refused over the per-worker limit.", "counter", &W::downstream_cx_rejected);
-  counter("eldric_edge_downstream_received_bytes_total", "Bytes received from clients (on the wire).", "counter", &W::downstream_bytes_rx);
-  counter("eldric_edge_downstream_sent_bytes_total", "Bytes sent to clients (on the wire).", "counter", &W::downstream_bytes_tx);
-  counter("eldric_edge_tls_handshakes_total", "TLS handshakes completed.", "counter", &W::tls_handshakes);
-  counter("eldric_edge_tls_handshake_errors_total", "TLS handshakes that failed.", "counter", &W::tls_handshake_errors);
-  counter("eldric_edge_http_codec_errors_total", "Malformed requests refused by the HTTP codec.", "counter", &W::codec_errors);
-  counter("eldric_edge_http_header_timeouts_total", "Connections closed for not sending headers in time.", "counter", &W::header_timeouts);
-  counter("eldric_edge_http_body_timeouts_total", "Requests answered 408 for not sending their body in time.", "counter", &W::body_timeouts);
-  counter("eldric_edge_downstream_requests_reset_total", "Requests whose client went away before the response ended.", "counter", &W::downstream_rq_reset);
-  counter("eldric_edge_upstream_requests_total", "Requests sent to upstreams (attempts).", "counter", &W::upstream_rq_total);
-  counter("eldric_edge_upstream_retries_total", "Attempts retried on another upstream.", "counter", &W::upstream_rq_retry);
-  counter("eldric_edge_upstream_connections_total", "Upstream connections opened.", "counter", &W::upstream_cx_total);
-  counter("eldric_edge_upstream_connect_failures_total", "Upstream connects that failed or timed out.", "counter", &W::upstream_cx_connect_fail);
-  counter("eldric_edge_upstream_timeouts_total", "Requests that hit the request timeout.", "counter", &W::upstream_rq_timeout);
-  counter("eldric_edge_upstream_resets_total", "Upstream responses cut off mid-way.", "counter", &W::upstream_rq_reset);
+  counter("eldric_edge_downstream_connections_total", "Client connections accepted.", "counter",
+          &W::downstream_cx_total);
+  counter("eldric_edge_downstream_connections_active", "Client connections open now.", "gauge",
+          &W::downstream_cx_active);
+  counter("eldric_edge_downstream_connections_rejected_total",
+          "Client connections refused over the per-worker limit.", "counter",
+          &W::downstream_cx_rejected);
+  counter("eldric_edge_downstream_received_bytes_total",
+          "Bytes received from clients (on the wire).", "counter", &W::downstream_bytes_rx);
+  counter("eldric_edge_downstream_sent_bytes_total", "Bytes sent to clients (on the wire).",
+          "counter", &W::downstream_bytes_tx);
+  counter("eldric_edge_tls_handshakes_total", "TLS handshakes completed.", "counter",
+          &W::tls_handshakes);
+  counter("eldric_edge_tls_handshake_errors_total", "TLS handshakes that failed.", "counter",
+          &W::tls_handshake_errors);
+  counter("eldric_edge_http_codec_errors_total", "Malformed requests refused by the HTTP codec.",
+          "counter", &W::codec_errors);
+  counter("eldric_edge_http_header_timeouts_total",
+          "Connections closed for not sending headers in time.", "counter", &W::header_timeouts);
+  counter("eldric_edge_http_body_timeouts_total",
+          "Requests answered 408 for not sending their body in time.", "counter",
+          &W::body_timeouts);
+  counter("eldric_edge_downstream_requests_reset_total",
+          "Requests whose client went away before the response ended.", "counter",
+          &W::downstream_rq_reset);
+  counter("eldric_edge_upstream_requests_total", "Requests sent to upstreams (attempts).",
+          "counter", &W::upstream_rq_total);
+  counter("eldric_edge_upstream_retries_total", "Attempts retried on another upstream.", "counter",
+          &W::upstream_rq_retry);
+  counter("eldric_edge_upstream_connections_total", "Upstream connections opened.", "counter",
+          &W::upstream_cx_total);
+  counter("eldric_edge_upstream_connect_failures_total",
+          "Upstream connects that failed or timed out.", "counter", &W::upstream_cx_connect_fail);
+  counter("eldric_edge_upstream_timeouts_total", "Requests that hit the request timeout.",
+          "counter", &W::upstream_rq_timeout);
+  counter("eldric_edge_upstream_resets_total", "Upstream responses cut off mid-way.", "counter",
+          &W::upstream_rq_reset);
 
   uint64_t now = callbacks_->dispatcher().nowMs();
   out += "# HELP eldric_edge_upstream_healthy Whether an upstream takes traffic (1) or not (0).\n";
   out += "# TYPE eldric_edge_upstream_healthy gauge\n";
   for (const auto& c : cfg.clusters) {
     for (const auto& h : c->hosts) {
-      snprintf(line, sizeof line, "eldric_edge_upstream_healthy{cluster=\"%s\",upstream=\"%s\"} %d\n",
-               c->name.c_str(), h->url().c_str(), h->available(now) ? 1 : 0);
+      snprintf(line, sizeof line,
+               "eldric_edge_upstream_healthy{cluster=\"%s\",upstream=\"%s\"} %d\n", c->name.c_str(),
+               h->url().c_str(), h->available(now) ? 1 : 0);
       out += line;
     }
   }
@@ -278,71 +312,91 @@ std::string BuiltinFilter::metricsText() {
   out += "# TYPE eldric_edge_upstream_in_flight gauge\n";
   for (const auto& c : cfg.clusters) {
     for (const auto& h : c->hosts) {
-      snprintf(line, sizeof line, "eldric_edge_upstream_in_flight{cluster=\"%s\",upstream=\"%s\"} %" PRId64 "\n",
+      snprintf(line, sizeof line,
+               "eldric_edge_upstream_in_flight{cluster=\"%s\",upstream=\"%s\"} %" PRId64 "\n",
                c->name.c_str(), h->url().c_str(), h->in_flight.load(std::memory_order_relaxed));
       out += line;
     }
   }
-  out += "# HELP eldric_edge_upstream_health_check_latency_seconds Latency of the last health check.\n";
+  out +=
+      "# HELP eldric_edge_upstream_health_check_latency_seconds Latency of the last health "
+      "check.\n";
   out += "# TYPE eldric_edge_upstream_health_check_latency_seconds gauge\n";
   for (const auto& c : cfg.clusters) {
     for (const auto& h : c->hosts) {
       snprintf(line, sizeof line,
-               "eldric_edge_upstream_health_check_latency_seconds{cluster=\"%s\",upstream=\"%s\"} %.6f\n",
+               "eldric_edge_upstream_health_check_latency_seconds{cluster=\"%s\",upstream=\"%s\"} "
+               "%.6f\n",
                c->name.c_str(), h->url().c_str(), static_cast<double>(h->lastLatencyUs()) / 1e6);
       out += line;
     }
   }
   // The overload manager: its state and what it refused.
-  snprintf(line, sizeof line,
-           "# HELP eldric_edge_overload_active Whether an overload action is in force, by resource.\n"
-           "# TYPE eldric_edge_overload_active gauge\n"
-           "eldric_edge_overload_active{resource=\"memory\"} %d\n"
-           "eldric_edge_overload_active{resource=\"requests\"} %d\n"
-           "# HELP eldric_edge_active_requests Requests in progress, all workers.\n"
-           "# TYPE eldric_edge_active_requests gauge\n"
-           "eldric_edge_active_requests %lld\n"
-           "# HELP eldric_edge_resident_memory_bytes Resident memory as the overload manager last read it.\n"
-           "# TYPE eldric_edge_resident_memory_bytes gauge\n"
-           "eldric_edge_resident_memory_bytes %" PRIu64 "\n"
-           "# HELP eldric_edge_overload_refused_total Router requests answered 503 while overloaded.\n"
-           "# TYPE eldric_edge_overload_refused_total counter\n"
-           "eldric_edge_overload_refused_total %" PRIu64 "\n"
-           "# HELP eldric_edge_overload_idle_closed_total Idle keep-alive connections closed while overloaded.\n"
-           "# TYPE eldric_edge_overload_idle_closed_total counter\n"
-           "eldric_edge_overload_idle_closed_total %" PRIu64 "\n",
-           state_.memory_pressure.load() ? 1 : 0,
-           state_.active_requests.load() > static_cast<int64_t>(config_.max_active_requests) ? 1 : 0,
-           static_cast<long long>(state_.active_requests.load()), state_.rss_bytes.load(),
-           state_.overload_refused.load(), state_.overload_shed_idle.load());
+  snprintf(
+      line, sizeof line,
+      "# HELP eldric_edge_overload_active Whether an overload action is in force, by resource.\n"
+      "# TYPE eldric_edge_overload_active gauge\n"
+      "eldric_edge_overload_active{resource=\"memory\"} %d\n"
+      "eldric_edge_overload_active{resource=\"requests\"} %d\n"
+      "# HELP eldric_edge_active_requests Requests in progress, all workers.\n"
+      "# TYPE eldric_edge_active_requests gauge\n"
+      "eldric_edge_active_requests %lld\n"
+      "# HELP eldric_edge_resident_memory_bytes Resident memory as the overload manager last read "
+      "it.\n"
+      "# TYPE eldric_edge_resident_memory_bytes gauge\n"
+      "eldric_edge_resident_memory_bytes %" PRIu64
+      "\n"
+      "# HELP eldric_edge_overload_refused_total Router requests answered 503 while overloaded.\n"
+      "# TYPE eldric_edge_overload_refused_total counter\n"
+      "eldric_edge_overload_refused_total %" PRIu64
+      "\n"
+      "# HELP eldric_edge_overload_idle_closed_total Idle keep-alive connections closed while "
+      "overloaded.\n"
+      "# TYPE eldric_edge_overload_idle_closed_total counter\n"
+      "eldric_edge_overload_idle_closed_total %" PRIu64 "\n",
+      state_.memory_pressure.load() ? 1 : 0,
+      state_.active_requests.load() > static_cast<int64_t>(config_.max_active_requests) ? 1 : 0,
+      static_cast<long long>(state_.active_requests.load()), state_.rss_bytes.load(),
+      state_.overload_refused.load(), state_.overload_shed_idle.load());
   out += line;
   // Who was refused, and why: bounded labels (reasons, tiers, client
   // names from the registry), never a key or an IP.
   auto& as = filters::auth::stats();
   snprintf(line, sizeof line,
-           "# HELP eldric_edge_auth_failures_total Requests refused by API key authentication, by reason.\n"
+           "# HELP eldric_edge_auth_failures_total Requests refused by API key authentication, by "
+           "reason.\n"
            "# TYPE eldric_edge_auth_failures_total counter\n"
-           "eldric_edge_auth_failures_total{reason=\"missing\"} %" PRIu64 "\n"
-           "eldric_edge_auth_failures_total{reason=\"invalid\"} %" PRIu64 "\n"
-           "eldric_edge_auth_failures_total{reason=\"expired\"} %" PRIu64 "\n"
-           "eldric_edge_auth_failures_total{reason=\"forbidden\"} %" PRIu64 "\n"
+           "eldric_edge_auth_failures_total{reason=\"missing\"} %" PRIu64
+           "\n"
+           "eldric_edge_auth_failures_total{reason=\"invalid\"} %" PRIu64
+           "\n"
+           "eldric_edge_auth_failures_total{reason=\"expired\"} %" PRIu64
+           "\n"
+           "eldric_edge_auth_failures_total{reason=\"forbidden\"} %" PRIu64
+           "\n"
            "eldric_edge_auth_failures_total{reason=\"throttled\"} %" PRIu64 "\n",
-           as.missing.load(), as.invalid.load(), as.expired.load(), as.forbidden.load(), as.throttled.load());
+           as.missing.load(), as.invalid.load(), as.expired.load(), as.forbidden.load(),
+           as.throttled.load());
   out += line;
   if (auto rl = state_.rateLimitState()) {
     snprintf(line, sizeof line,
              "# HELP eldric_edge_rate_limited_total Requests refused with 429, by tier.\n"
              "# TYPE eldric_edge_rate_limited_total counter\n"
-             "eldric_edge_rate_limited_total{tier=\"global\"} %" PRIu64 "\n"
-             "eldric_edge_rate_limited_total{tier=\"ip\"} %" PRIu64 "\n"
-             "eldric_edge_rate_limited_total{tier=\"key\"} %" PRIu64 "\n"
-             "eldric_edge_rate_limited_total{tier=\"tokens\"} %" PRIu64 "\n"
-             "eldric_edge_rate_limited_total{tier=\"concurrency\"} %" PRIu64 "\n"
+             "eldric_edge_rate_limited_total{tier=\"global\"} %" PRIu64
+             "\n"
+             "eldric_edge_rate_limited_total{tier=\"ip\"} %" PRIu64
+             "\n"
+             "eldric_edge_rate_limited_total{tier=\"key\"} %" PRIu64
+             "\n"
+             "eldric_edge_rate_limited_total{tier=\"tokens\"} %" PRIu64
+             "\n"
+             "eldric_edge_rate_limited_total{tier=\"concurrency\"} %" PRIu64
+             "\n"
              "# HELP eldric_edge_streams_cut_total Streams ended at the per-request token cap.\n"
              "# TYPE eldric_edge_streams_cut_total counter\n"
              "eldric_edge_streams_cut_total %" PRIu64 "\n",
-             rl->refused_global.load(), rl->refused_ip.load(), rl->refused_key.load(), rl->refused_tokens.load(),
-             rl->refused_concurrency.load(), rl->streams_cut.load());
+             rl->refused_global.load(), rl->refused_ip.load(), rl->refused_key.load(),
+             rl->refused_tokens.load(), rl->refused_concurrency.load(), rl->streams_cut.load());
     out += line;
   }
   {
@@ -353,8 +407,8 @@ std::string BuiltinFilter::metricsText() {
     // admin key only (Prometheus can send one: `authorization` in its
     // scrape config); everything else here is aggregate.
     const auto& id = callbacks_->streamInfo().identity;
-    bool per_client = !config_.snapshot.auth().require_api_key() ||
-                      (id && id->hasScope(edge::v1::SCOPE_ADMIN));
+    bool per_client =
+        !config_.snapshot.auth().require_api_key() || (id && id->hasScope(edge::v1::SCOPE_ADMIN));
     std::lock_guard<std::mutex> lock(us.mutex);
     for (const auto& [client, n] : us.tokens_by_client) {
       if (!per_client) break;
@@ -363,7 +417,8 @@ std::string BuiltinFilter::metricsText() {
         if (c == '"' || c == '\\' || c == '\n') continue;  // names are [A-Za-z0-9._-] already
         name.push_back(c);
       }
-      snprintf(line, sizeof line, "eldric_edge_tokens_total{client=\"%s\"} %" PRIu64 "\n", name.c_str(), n);
+      snprintf(line, sizeof line, "eldric_edge_tokens_total{client=\"%s\"} %" PRIu64 "\n",
+               name.c_str(), n);
       out += line;
     }
   }
@@ -378,22 +433,26 @@ std::string BuiltinFilter::metricsText() {
              "# HELP eldric_edge_farm_members Farm members reporting usage, this one included.\n"
              "# TYPE eldric_edge_farm_members gauge\n"
              "eldric_edge_farm_members %u\n"
-             "# HELP eldric_edge_farm_offline Whether the offline rate-limit policy is in force, by policy.\n"
+             "# HELP eldric_edge_farm_offline Whether the offline rate-limit policy is in force, "
+             "by policy.\n"
              "# TYPE eldric_edge_farm_offline gauge\n"
              "eldric_edge_farm_offline{policy=\"%s\"} %d\n"
              "# HELP eldric_edge_snapshots_total Snapshots from the control plane, by result.\n"
              "# TYPE eldric_edge_snapshots_total counter\n"
-             "eldric_edge_snapshots_total{result=\"applied\"} %" PRIu64 "\n"
+             "eldric_edge_snapshots_total{result=\"applied\"} %" PRIu64
+             "\n"
              "eldric_edge_snapshots_total{result=\"rejected\"} %" PRIu64 "\n",
-             f.connected ? 1 : 0, f.members, f.offline_policy.c_str(), offline ? 1 : 0, f.snapshots_applied,
-             f.snapshots_rejected);
+             f.connected ? 1 : 0, f.members, f.offline_policy.c_str(), offline ? 1 : 0,
+             f.snapshots_applied, f.snapshots_rejected);
     out += line;
   }
   snprintf(line, sizeof line,
            "# HELP eldric_edge_config_reloads_total Config reloads (SIGHUP) by result.\n"
            "# TYPE eldric_edge_config_reloads_total counter\n"
-           "eldric_edge_config_reloads_total{result=\"ok\"} %" PRIu64 "\n"
-           "eldric_edge_config_reloads_total{result=\"error\"} %" PRIu64 "\n"
+           "eldric_edge_config_reloads_total{result=\"ok\"} %" PRIu64
+           "\n"
+           "eldric_edge_config_reloads_total{result=\"error\"} %" PRIu64
+           "\n"
            "# HELP eldric_edge_start_time_seconds Process start, Unix time.\n"
            "# TYPE eldric_edge_start_time_seconds gauge\n"
            "eldric_edge_start_time_seconds %" PRIu64 "\n",

@@ -14,7 +14,8 @@ struct ServerState;
 class BuiltinFilter : public http::StreamDecoderFilter {
  public:
   // `config` is the one the filter's stream holds.
-  BuiltinFilter(ServerState& state, const config::RuntimeConfig& config, edge::v1::BuiltinHandler handler)
+  BuiltinFilter(ServerState& state, const config::RuntimeConfig& config,
+                edge::v1::BuiltinHandler handler)
       : state_(state), config_(config), handler_(handler) {}
   void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& cb) override { callbacks_ = &cb; }
   http::FilterHeadersStatus decodeHeaders(http::RequestHeaders& headers, bool end_stream) override;

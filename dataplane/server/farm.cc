@@ -8,9 +8,9 @@
 #include <cstdlib>
 #include <unordered_map>
 
+#include "common/config/loader.h"
 #include "common/log.h"
 #include "dataplane/common/random.h"
-#include "common/config/loader.h"
 #include "eldric/edge/v1/admin.pb.h"
 
 namespace eldric::server {
@@ -79,7 +79,8 @@ FarmClient::FarmClient(Dispatcher& main, const config::FarmOptions& options, std
   view_.offline_policy = options_.offline_policy;
 }
 
-void FarmClient::setIdentity(std::string node_id, const std::vector<std::string>& listen_addresses) {
+void FarmClient::setIdentity(std::string node_id,
+                             const std::vector<std::string>& listen_addresses) {
   node_.set_id(std::move(node_id));
   node_.clear_listen_addresses();
   for (const auto& a : listen_addresses) node_.add_listen_addresses(a);
@@ -109,7 +110,8 @@ void FarmClient::setMembersFile(std::string path) {
   members_file_ = std::move(path);
   std::string text;
   std::string error;
-  if (access(members_file_.c_str(), R_OK) == 0 && config::readFile(members_file_, "farm members file", &text, &error)) {
+  if (access(members_file_.c_str(), R_OK) == 0 &&
+      config::readFile(members_file_, "farm members file", &text, &error)) {
     unsigned long n = strtoul(text.c_str(), nullptr, 10);
     if (n >= 1 && n <= 1000000) usage_members_ = static_cast<uint32_t>(n);
   }
@@ -125,7 +127,8 @@ void FarmClient::start() {
   // The farm's counts go stale when the control plane is out of reach for
   // a few intervals: then the offline policy applies. Until the first farm
   // usage arrives there are none: it applies from the start.
-  offline_timer_ = main_.createTimer([this] { setOffline(true, "control plane unreachable: farm counts are stale"); });
+  offline_timer_ = main_.createTimer(
+      [this] { setOffline(true, "control plane unreachable: farm counts are stale"); });
   // Quietly: this is every start, not a fault.
   if (state_) state_->farm_offline.store(true);
   log::info("farm rate limits: the offline policy applies until the first farm usage",
@@ -175,7 +178,8 @@ void FarmClient::onMessage(std::string message) {
     applied_version_ = resp.version_info();
     // The farm's sync interval is the control plane's to set.
     const auto& si = resp.snapshot().farm().sync_interval();
-    uint64_t ms = static_cast<uint64_t>(si.seconds()) * 1000 + static_cast<uint64_t>(si.nanos()) / 1000000;
+    uint64_t ms =
+        static_cast<uint64_t>(si.seconds()) * 1000 + static_cast<uint64_t>(si.nanos()) / 1000000;
     if (ms > 0 && ms != options_.sync_interval_ms) {
       options_.sync_interval_ms = ms;
       report_timer_->enable(ms);
@@ -228,8 +232,12 @@ void FarmClient::applyFarmUsage(const edge::v1::FarmUsage& usage) {
   uint64_t now = filters::ratelimit::nowSeconds();
   state_->remote_global.store(usage.global_requests(), std::memory_order_relaxed);
   // Absolute counts: set what was reported, zero what no longer is.
-  auto requests = [](filters::ratelimit::Entry& e, int64_t v) { e.remote_requests.store(v < 0 ? 0 : v); };
-  auto tokens = [](filters::ratelimit::Entry& e, int64_t v) { e.remote_tokens.store(v < 0 ? 0 : v); };
+  auto requests = [](filters::ratelimit::Entry& e, int64_t v) {
+    e.remote_requests.store(v < 0 ? 0 : v);
+  };
+  auto tokens = [](filters::ratelimit::Entry& e, int64_t v) {
+    e.remote_tokens.store(v < 0 ? 0 : v);
+  };
   applyKeyed(state_->ips, now, usage.ip_requests(), &remote_ips_, requests);
   applyKeyed(state_->keys, now, usage.key_requests(), &remote_keys_, requests);
   applyKeyed(state_->keys, now, usage.key_tokens(), &remote_token_keys_, tokens);
@@ -242,10 +250,13 @@ void FarmClient::applyCeilings(const edge::v1::FarmUsage& usage) {
   uint64_t now = filters::ratelimit::nowSeconds();
   // Ceilings before the member count: a key going back to its default is
   // read with the count the control plane's bound already covers.
-  auto ceiling = [](filters::ratelimit::Entry& e, int64_t v) { e.ceiling.store(v, std::memory_order_release); };
-  state_->global_ceiling.store(
-      usage.has_global_request_ceiling() ? static_cast<int64_t>(usage.global_request_ceiling()) : -1,
-      std::memory_order_release);
+  auto ceiling = [](filters::ratelimit::Entry& e, int64_t v) {
+    e.ceiling.store(v, std::memory_order_release);
+  };
+  state_->global_ceiling.store(usage.has_global_request_ceiling()
+                                   ? static_cast<int64_t>(usage.global_request_ceiling())
+                                   : -1,
+                               std::memory_order_release);
   applyKeyed(state_->ips, now, usage.ip_request_ceilings(), &ceiling_ips_, ceiling);
   applyKeyed(state_->keys, now, usage.key_request_ceilings(), &ceiling_keys_, ceiling);
   uint32_t members = std::max<uint32_t>(1, usage.members());
@@ -276,25 +287,29 @@ void FarmClient::setOffline(bool offline, const char* why) {
   bool was = state_->farm_offline.exchange(offline);
   if (was == offline) return;
   if (offline) {
-    log::warn("farm rate limits: applying the offline policy", {{"why", log::str(why)},
-                                                                 {"policy", log::str(options_.offline_policy)},
-                                                                 {"members", log::num(usage_members_)}});
+    log::warn("farm rate limits: applying the offline policy",
+              {{"why", log::str(why)},
+               {"policy", log::str(options_.offline_policy)},
+               {"members", log::num(usage_members_)}});
     // Stale remote counts would block forever or admit too much; the
     // policy takes over from them (and from the ceilings, see
     // State::effectiveLimit).
     state_->remote_global.store(0);
-    state_->ips.forEach([](const std::string&, filters::ratelimit::Entry& e) { e.remote_requests.store(0); });
+    state_->ips.forEach(
+        [](const std::string&, filters::ratelimit::Entry& e) { e.remote_requests.store(0); });
     state_->keys.forEach([](const std::string&, filters::ratelimit::Entry& e) {
       e.remote_requests.store(0);
       e.remote_tokens.store(0);
     });
   } else {
-    log::info("farm rate limits: the control plane's ceilings apply", {{"members", log::num(usage_members_)}});
+    log::info("farm rate limits: the control plane's ceilings apply",
+              {{"members", log::num(usage_members_)}});
   }
 }
 
-void FarmClient::handleRest(const std::string& method, const std::string& path, const std::string& body,
-                            const std::string& caller, const std::string& credential,
+void FarmClient::handleRest(const std::string& method, const std::string& path,
+                            const std::string& body, const std::string& caller,
+                            const std::string& credential,
                             std::function<void(int, std::string, std::string)> done) {
   edge::v1::RestRequest req;
   req.set_method(method);
@@ -304,39 +319,40 @@ void FarmClient::handleRest(const std::string& method, const std::string& path, 
   // The control plane checks the admin's own key again: a member's
   // certificate may subscribe, not administer.
   grpc::Channel::Metadata metadata{{"authorization", "Bearer " + credential}};
-  channel_->unary(kRestPath, req.SerializeAsString(), 10000,
-                  [this, done](int status, std::string message, std::string response) {
-                    if (status == grpc::kUnauthenticated || status == grpc::kPermissionDenied) {
-                      done(status == grpc::kUnauthenticated ? 401 : 403,
-                           "the control plane refused this key for admin calls: " + message,
-                           status == grpc::kUnauthenticated ? "invalid_api_key" : "insufficient_scope");
-                      return;
-                    }
-                    if (status != 0) {
-                      done(503, "the control plane is unreachable (" + message + "); admin changes need it",
-                           "control_plane_unavailable");
-                      return;
-                    }
-                    edge::v1::RestReply reply;
-                    if (!reply.ParseFromString(response)) {
-                      done(502, "bad reply from the control plane", "bad_control_plane_reply");
-                      return;
-                    }
-                    auto answer = [done, reply] {
-                      done(static_cast<int>(reply.status()), reply.body(), reply.error_code());
-                    };
-                    uint64_t needed = storeVersion(reply.snapshot_version());
-                    if (needed == 0 || storeVersion(applied_version_) >= needed) {
-                      answer();
-                      return;
-                    }
-                    // Read your own writes: a key registered through this
-                    // member works on it once the answer arrives.
-                    waiting_.push_back({needed, main_.nowMs() + kWaitForSnapshotMs, std::move(answer)});
-                    if (!waiting_timer_) waiting_timer_ = main_.createTimer([this] { releaseWaiting(false); });
-                    waiting_timer_->enable(kWaitForSnapshotMs);
-                  },
-                  std::move(metadata));
+  channel_->unary(
+      kRestPath, req.SerializeAsString(), 10000,
+      [this, done](int status, std::string message, std::string response) {
+        if (status == grpc::kUnauthenticated || status == grpc::kPermissionDenied) {
+          done(status == grpc::kUnauthenticated ? 401 : 403,
+               "the control plane refused this key for admin calls: " + message,
+               status == grpc::kUnauthenticated ? "invalid_api_key" : "insufficient_scope");
+          return;
+        }
+        if (status != 0) {
+          done(503, "the control plane is unreachable (" + message + "); admin changes need it",
+               "control_plane_unavailable");
+          return;
+        }
+        edge::v1::RestReply reply;
+        if (!reply.ParseFromString(response)) {
+          done(502, "bad reply from the control plane", "bad_control_plane_reply");
+          return;
+        }
+        auto answer = [done, reply] {
+          done(static_cast<int>(reply.status()), reply.body(), reply.error_code());
+        };
+        uint64_t needed = storeVersion(reply.snapshot_version());
+        if (needed == 0 || storeVersion(applied_version_) >= needed) {
+          answer();
+          return;
+        }
+        // Read your own writes: a key registered through this
+        // member works on it once the answer arrives.
+        waiting_.push_back({needed, main_.nowMs() + kWaitForSnapshotMs, std::move(answer)});
+        if (!waiting_timer_) waiting_timer_ = main_.createTimer([this] { releaseWaiting(false); });
+        waiting_timer_->enable(kWaitForSnapshotMs);
+      },
+      std::move(metadata));
 }
 
 void FarmClient::releaseWaiting(bool all) {
@@ -348,9 +364,11 @@ void FarmClient::releaseWaiting(bool all) {
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     if (all || it->store_version <= applied || it->deadline_ms <= now) {
       if (!all && it->store_version > applied) {
-        log::warn("an admin change is answered before this member runs it (no snapshot holding it arrived in time)",
-                  {{"needed_version", log::num(static_cast<long long>(it->store_version))},
-                   {"applied", log::str(applied_version_)}});
+        log::warn(
+            "an admin change is answered before this member runs it (no snapshot holding it "
+            "arrived in time)",
+            {{"needed_version", log::num(static_cast<long long>(it->store_version))},
+             {"applied", log::str(applied_version_)}});
       }
       ready.push_back(std::move(it->answer));
       it = waiting_.erase(it);

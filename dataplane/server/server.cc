@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -11,19 +12,18 @@
 #include <cstring>
 #include <fstream>
 #include <set>
-#include <sys/stat.h>
 
+#include "absl/container/flat_hash_set.h"
 #include "common/address.h"
 #include "common/hex.h"
-#include "common/session_key.h"
 #include "common/log.h"
-#include "dataplane/network/connection.h"
+#include "common/session_key.h"
 #include "controlplane/core/admin_rest.h"
 #include "controlplane/core/plugin_dir.h"
 #include "controlplane/core/snapshot_builder.h"
+#include "dataplane/network/connection.h"
 #include "dataplane/server/builtin.h"
 #include "dataplane/server/webchat_handler.h"
-#include "absl/container/flat_hash_set.h"
 #include "filters/auth/auth_filter.h"
 #include "filters/auth/session.h"
 #include "filters/ratelimit/ratelimit_filter.h"
@@ -42,13 +42,16 @@ struct Worker::ListenerHandle {
 };
 
 Worker::Worker(Server& server, uint32_t index, config::RuntimeConfigSharedPtr config)
-    : server_(server), index_(index), config_(std::move(config)), stats_(std::make_unique<stats::WorkerStats>()) {
+    : server_(server),
+      index_(index),
+      config_(std::move(config)),
+      stats_(std::make_unique<stats::WorkerStats>()) {
   stats::Registry::get().addWorker(stats_.get());
   router_context_.pools = &pools_;
   router_context_.stats = stats_.get();
   // Not owned by the slot: the router context lives as long as the worker.
   worker_locals_.set(router::kRouterContextKey, std::shared_ptr<router::RouterContext>(
-                                                     std::shared_ptr<void>(), &router_context_));
+                                                    std::shared_ptr<void>(), &router_context_));
   access_log_fd_ = server.accessLogFd();
 }
 
@@ -69,7 +72,8 @@ void Worker::start(const std::vector<std::pair<int, std::string>>& listen_fds) {
     uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), 1024, &Worker::onConnection);
     listeners_.push_back(std::move(l));
   }
-  for (size_t i = 0; i < 4; ++i) pools_.push_back(std::make_unique<upstream::ConnPool>(dispatcher_));
+  for (size_t i = 0; i < 4; ++i)
+    pools_.push_back(std::make_unique<upstream::ConnPool>(dispatcher_));
   access_log_timer_ = dispatcher_.createTimer([this] {
     flushAccessLog();
     access_log_timer_->enable(200);
@@ -87,7 +91,8 @@ void Worker::setConfig(config::RuntimeConfigSharedPtr config, std::function<void
     config_ = config;
     // New clusters get pools; old pools stay (indexes are stable).
     for (const auto& c : config->clusters) {
-      while (pools_.size() <= c->index) pools_.push_back(std::make_unique<upstream::ConnPool>(dispatcher_));
+      while (pools_.size() <= c->index)
+        pools_.push_back(std::make_unique<upstream::ConnPool>(dispatcher_));
     }
     for (auto& pool : pools_) pool->dropRetired();
     if (applied) applied();
@@ -109,7 +114,8 @@ const char* Worker::overloaded() {
   const char* why = nullptr;
   if (st.memory_pressure.load(std::memory_order_relaxed)) {
     why = "memory";
-  } else if (st.active_requests.load(std::memory_order_relaxed) > static_cast<int64_t>(config_->max_active_requests)) {
+  } else if (st.active_requests.load(std::memory_order_relaxed) >
+             static_cast<int64_t>(config_->max_active_requests)) {
     // The stream asking is counted already: more than the limit, not as many.
     why = "requests in progress";
   }
@@ -121,9 +127,9 @@ void Worker::accept(ListenerHandle* l) {
   const config::CompiledListener* lc = config_->listener(l->name);
   if (!lc) return;
   int error = 0;
-  network::Connection* conn =
-      network::Connection::accept(dispatcher_, reinterpret_cast<uv_stream_t*>(&l->tcp),
-                                  lc->tls ? lc->tls->get() : nullptr, network::ConnectionOptions(), &error);
+  network::Connection* conn = network::Connection::accept(
+      dispatcher_, reinterpret_cast<uv_stream_t*>(&l->tcp), lc->tls ? lc->tls->get() : nullptr,
+      network::ConnectionOptions(), &error);
   if (!conn) return;
   if (server_.state().memory_pressure.load(std::memory_order_relaxed)) {
     // Over the memory limit: no new connections until back under.
@@ -131,7 +137,8 @@ void Worker::accept(ListenerHandle* l) {
     conn->close(network::CloseType::NoFlush);
     return;
   }
-  if (config_->max_connections_per_worker && connections_.size() >= config_->max_connections_per_worker) {
+  if (config_->max_connections_per_worker &&
+      connections_.size() >= config_->max_connections_per_worker) {
     stats_->downstream_cx_rejected.inc();
     conn->close(network::CloseType::NoFlush);
     return;
@@ -166,7 +173,8 @@ void Worker::logAccess(const http::RequestHeaders* request, const http::StreamIn
   struct tm tm;
   gmtime_r(&ts.tv_sec, &tm);
   snprintf(buf, sizeof buf, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"type\":\"access\"",
-           tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+           tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+           ts.tv_nsec / 1000000);
   out += buf;
   out += ",\"request_id\":";
   log::appendJsonString(out, info.request_id);
@@ -208,7 +216,8 @@ void Worker::flushAccessLog() {
   // One write per batch; the fd is O_APPEND (or stdout), shared by workers.
   size_t off = 0;
   while (off < access_log_buffer_.size()) {
-    ssize_t n = ::write(access_log_fd_, access_log_buffer_.data() + off, access_log_buffer_.size() - off);
+    ssize_t n =
+        ::write(access_log_fd_, access_log_buffer_.data() + off, access_log_buffer_.size() - off);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       stats_->access_log_dropped.inc();
@@ -236,7 +245,8 @@ void Worker::shedIdle() {
   dispatcher_.post([this] {
     std::vector<http::ConnectionManager*> all(connections_.begin(), connections_.end());
     for (auto* cm : all) {
-      if (cm->closeIfIdle()) server_.state().overload_shed_idle.fetch_add(1, std::memory_order_relaxed);
+      if (cm->closeIfIdle())
+        server_.state().overload_shed_idle.fetch_add(1, std::memory_order_relaxed);
     }
   });
 }
@@ -335,7 +345,8 @@ bool portFree(const sockaddr_storage& addr, std::string* error) {
   socklen_t len = addr.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
   bool ok = ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) == 0;
   if (!ok) {
-    *error = "cannot listen on " + network::formatAddress(reinterpret_cast<const sockaddr*>(&addr)) + ": " +
+    *error = "cannot listen on " +
+             network::formatAddress(reinterpret_cast<const sockaddr*>(&addr)) + ": " +
              strerror(errno) + " (is another eldric-edge running?)";
   }
   close(fd);
@@ -361,7 +372,8 @@ int bindSocket(const std::string& address, uint32_t port, std::string* error, bo
   setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   socklen_t len = addr.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
-    *error = "cannot listen on " + network::formatAddress(reinterpret_cast<sockaddr*>(&addr)) + ": " + strerror(errno);
+    *error = "cannot listen on " + network::formatAddress(reinterpret_cast<sockaddr*>(&addr)) +
+             ": " + strerror(errno);
     close(fd);
     return -1;
   }
@@ -395,8 +407,10 @@ bool Server::bindListeners(const config::RuntimeConfig& cfg, size_t workers, std
       if (port == 0) port = boundPort(fd);
       worker_fds_[w].emplace_back(fd, l.name);
     }
-    log::info("listening", {{"listener", log::str(l.name)}, {"address", log::str(l.address)},
-                            {"port", log::num(port)}, {"tls", l.tls ? "true" : "false"},
+    log::info("listening", {{"listener", log::str(l.name)},
+                            {"address", log::str(l.address)},
+                            {"port", log::num(port)},
+                            {"tls", l.tls ? "true" : "false"},
                             {"role", log::str(l.redirect_to_https ? "redirect" : "serve")}});
     bound_listeners_.push_back({l.name, l.address, port});
   }
@@ -432,7 +446,8 @@ bool Server::applyFarmSnapshot(const edge::v1::Snapshot& pushed, std::string* er
     auto* l = snapshot.add_listeners();
     *l = local;
     for (const auto& remote : pushed.listeners()) {
-      if (remote.name() == local.name() && remote.has_tls() && local.has_tls()) *l->mutable_tls() = remote.tls();
+      if (remote.name() == local.name() && remote.has_tls() && local.has_tls())
+        *l->mutable_tls() = remote.tls();
     }
   }
   snapshot.set_data_dir(local_snapshot_.data_dir());
@@ -448,15 +463,17 @@ bool Server::applyFarmSnapshot(const edge::v1::Snapshot& pushed, std::string* er
     std::string tmp = farm_snapshot_path_ + ".tmp";
     int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     std::string bytes = snapshot.SerializeAsString();
-    if (fd >= 0 && write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()) && fsync(fd) == 0) {
+    if (fd >= 0 && write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()) &&
+        fsync(fd) == 0) {
       close(fd);
       rename(tmp.c_str(), farm_snapshot_path_.c_str());
     } else if (fd >= 0) {
       close(fd);
     }
   }
-  log::info("snapshot applied from the control plane", {{"version", log::str(snapshot.version())},
-                                                         {"api_keys", log::num(snapshot.auth().api_keys_size())}});
+  log::info("snapshot applied from the control plane",
+            {{"version", log::str(snapshot.version())},
+             {"api_keys", log::num(snapshot.auth().api_keys_size())}});
   return true;
 }
 
@@ -466,7 +483,9 @@ std::vector<filters::auth::LoggedOutSession> Server::unlistedLogouts(size_t max)
   // absl's own string_view (this absl does not alias std::string_view).
   absl::flat_hash_set<absl::string_view> listed;
   for (const auto& l : cfg->snapshot.auth().logged_out_sessions()) listed.insert(l.token_sha256());
-  auto known = [&listed](std::string_view d) { return listed.contains(absl::string_view(d.data(), d.size())); };
+  auto known = [&listed](std::string_view d) {
+    return listed.contains(absl::string_view(d.data(), d.size()));
+  };
   return filters::auth::localLogouts(static_cast<int64_t>(time(nullptr)), max, known);
 }
 
@@ -481,12 +500,14 @@ void Server::fillLogouts(edge::v1::DiscoveryRequest* req) {
 void Server::persistLogouts(bool list_now) {
   if (!store_ || farm_) return;
   std::vector<controlplane::LoggedOutSession> rows;
-  for (const auto& l : unlistedLogouts(kLogoutsPerSweep)) rows.push_back({hexEncode(l.digest), l.expires_at});
+  for (const auto& l : unlistedLogouts(kLogoutsPerSweep))
+    rows.push_back({hexEncode(l.digest), l.expires_at});
   if (rows.empty()) return;
   size_t added = 0;
   std::string error;
   if (!store_->addLoggedOutSessions(rows, static_cast<int64_t>(time(nullptr)), &added, &error)) {
-    log::error("session logouts not stored; they hold until a restart", {{"error", log::str(error)}});
+    log::error("session logouts not stored; they hold until a restart",
+               {{"error", log::str(error)}});
   } else if (added) {
     log::debug("session logouts stored", {{"sessions", log::num(static_cast<long long>(added))}});
     // The running config then lists them (build() reads the store), so the
@@ -508,25 +529,29 @@ void Server::fillUsage(edge::v1::UsageReport* report) {
   // offline policy they are not what is enforced: it says so instead.
   bool offline = state->farm_offline.load();
   report->set_offline(offline);
-  if (int64_t c = state->global_ceiling.load(); c >= 0 && !offline) report->set_global_request_ceiling(c);
+  if (int64_t c = state->global_ceiling.load(); c >= 0 && !offline)
+    report->set_global_request_ceiling(c);
   report->set_global_refused(state->global_refused.exchange(0));
-  auto add = [](google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>* to, const std::string& key,
-                uint64_t n) {
+  auto add = [](google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>* to,
+                const std::string& key, uint64_t n) {
     auto* kc = to->Add();
     kc->set_key(key);
     kc->set_count(n);
   };
   state->ips.forEach([&](const std::string& ip, filters::ratelimit::Entry& e) {
     if (uint64_t n = e.requests.count(now)) add(report->mutable_ip_requests(), ip, n);
-    if (int64_t c = e.ceiling.load(); c >= 0 && !offline) add(report->mutable_ip_request_ceilings(), ip, c);
+    if (int64_t c = e.ceiling.load(); c >= 0 && !offline)
+      add(report->mutable_ip_request_ceilings(), ip, c);
     if (uint64_t r = e.refused.exchange(0)) add(report->mutable_ip_refused(), ip, r);
   });
   state->keys.forEach([&](const std::string& id, filters::ratelimit::Entry& e) {
     if (uint64_t n = e.requests.count(now)) add(report->mutable_key_requests(), id, n);
-    if (int64_t c = e.ceiling.load(); c >= 0 && !offline) add(report->mutable_key_request_ceilings(), id, c);
+    if (int64_t c = e.ceiling.load(); c >= 0 && !offline)
+      add(report->mutable_key_request_ceilings(), id, c);
     if (uint64_t r = e.refused.exchange(0)) add(report->mutable_key_refused(), id, r);
     if (uint64_t t = e.tokens.count(now)) add(report->mutable_key_tokens(), id, t);
-    if (int64_t f = e.in_flight.load(); f > 0) add(report->mutable_key_in_flight(), id, static_cast<uint64_t>(f));
+    if (int64_t f = e.in_flight.load(); f > 0)
+      add(report->mutable_key_in_flight(), id, static_cast<uint64_t>(f));
   });
   addUpstreamViews(*config(), main_.nowMs(), report->mutable_upstreams());
 }
@@ -555,7 +580,9 @@ config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std
   uint32_t window = static_cast<uint32_t>(snap.rate_limits().window().seconds());
   auto rl = filters::ratelimit::compileConfig(snap.rate_limits());
   if (!state || state->windowSeconds() != window || state->maxIpEntries() != rl->max_ip_entries) {
-    if (state) log::warn("rate limit window or table size changed; counters start afresh", {{"window_seconds", log::num(window)}});
+    if (state)
+      log::warn("rate limit window or table size changed; counters start afresh",
+                {{"window_seconds", log::num(window)}});
     state = std::make_shared<filters::ratelimit::State>(window, rl->max_ip_entries);
   }
   compiling_limits_ = rl;
@@ -580,23 +607,24 @@ void Server::registerFilters() {
   // Each maker reads its settings from the snapshot being compiled; the
   // rate limits compiled from it, and the counters they use, are the ones
   // build() settled on just before (main thread only).
-  filters_.add("ratelimit.ip", [this](const config::FilterFactoryContext& ctx, http::FilterFactory* out,
-                                              std::string*) {
+  filters_.add("ratelimit.ip", [this](const config::FilterFactoryContext& ctx,
+                                      http::FilterFactory* out, std::string*) {
     *out = filters::ratelimit::makeIpFactory(compiling_limits_, compiling_state_);
     return true;
   });
   filters_.add("auth", [this](const config::FilterFactoryContext& ctx, http::FilterFactory* out,
-                                      std::string*) {
-    *out = filters::auth::makeFactory(ctx.config.snapshot.auth(), compiling_limits_, compiling_state_);
+                              std::string*) {
+    *out =
+        filters::auth::makeFactory(ctx.config.snapshot.auth(), compiling_limits_, compiling_state_);
     return true;
   });
-  filters_.add("ratelimit", [this](const config::FilterFactoryContext& ctx, http::FilterFactory* out,
-                                           std::string*) {
+  filters_.add("ratelimit", [this](const config::FilterFactoryContext& ctx,
+                                   http::FilterFactory* out, std::string*) {
     *out = filters::ratelimit::makeFactory(compiling_limits_, compiling_state_);
     return true;
   });
   filters_.add("usage", [this](const config::FilterFactoryContext& ctx, http::FilterFactory* out,
-                                       std::string*) {
+                               std::string*) {
     *out = filters::usage::makeFactory(compiling_limits_, compiling_state_);
     return true;
   });
@@ -604,7 +632,8 @@ void Server::registerFilters() {
   filters_.add(std::string(config::kRouterFilter),
                [](const config::FilterFactoryContext& ctx, http::FilterFactory* out, std::string*) {
                  const config::CompiledRoute& r = *ctx.route;
-                 *out = router::makeFactory(r.cluster, r.timeout_ms ? r.timeout_ms : ctx.config.request_timeout_ms);
+                 *out = router::makeFactory(
+                     r.cluster, r.timeout_ms ? r.timeout_ms : ctx.config.request_timeout_ms);
                  return true;
                });
   filters_.add(std::string(config::kAdminApiFilter),
@@ -622,25 +651,26 @@ void Server::registerFilters() {
                  };
                  return true;
                });
-  filters_.add(std::string(config::kUsageApiFilter),
-               [this](const config::FilterFactoryContext& ctx, http::FilterFactory* out, std::string*) {
-                 const config::RuntimeConfig* cfg = &ctx.config;
-                 auto state = compiling_state_;
-                 *out = [cfg, state](http::FilterChainBuilder& chain) {
-                   chain.addDecoderFilter(std::make_unique<UsageApiFilter>(*cfg, state));
-                 };
-                 return true;
-               });
+  filters_.add(
+      std::string(config::kUsageApiFilter),
+      [this](const config::FilterFactoryContext& ctx, http::FilterFactory* out, std::string*) {
+        const config::RuntimeConfig* cfg = &ctx.config;
+        auto state = compiling_state_;
+        *out = [cfg, state](http::FilterChainBuilder& chain) {
+          chain.addDecoderFilter(std::make_unique<UsageApiFilter>(*cfg, state));
+        };
+        return true;
+      });
   for (std::string_view name : {config::kBuiltinFilter, config::kSessionFilter}) {
-  filters_.add(std::string(name),
-               [this](const config::FilterFactoryContext& ctx, http::FilterFactory* out, std::string*) {
-                 const config::RuntimeConfig* cfg = &ctx.config;
-                 edge::v1::BuiltinHandler handler = ctx.route->builtin;
-                 *out = [this, cfg, handler](http::FilterChainBuilder& chain) {
-                   chain.addDecoderFilter(std::make_unique<BuiltinFilter>(state_, *cfg, handler));
-                 };
-                 return true;
-               });
+    filters_.add(std::string(name), [this](const config::FilterFactoryContext& ctx,
+                                           http::FilterFactory* out, std::string*) {
+      const config::RuntimeConfig* cfg = &ctx.config;
+      edge::v1::BuiltinHandler handler = ctx.route->builtin;
+      *out = [this, cfg, handler](http::FilterChainBuilder& chain) {
+        chain.addDecoderFilter(std::make_unique<BuiltinFilter>(state_, *cfg, handler));
+      };
+      return true;
+    });
   }
 }
 
@@ -656,10 +686,12 @@ void Server::checkMemory() {
   if (over == was) return;
   state_.memory_pressure.store(over, std::memory_order_relaxed);
   if (over) {
-    log::warn("overloaded: resident memory over limits.max_rss_mb; refusing new connections and router requests, "
-              "closing idle connections",
-              {{"rss_mb", log::num(static_cast<long long>(rss >> 20))},
-               {"limit_mb", log::num(static_cast<long long>(limit >> 20))}});
+    log::warn(
+        "overloaded: resident memory over limits.max_rss_mb; refusing new connections and router "
+        "requests, "
+        "closing idle connections",
+        {{"rss_mb", log::num(static_cast<long long>(rss >> 20))},
+         {"limit_mb", log::num(static_cast<long long>(limit >> 20))}});
     for (auto& w : workers_) w->shedIdle();
   } else {
     log::info("overload over: resident memory back under limits.max_rss_mb",
@@ -701,7 +733,8 @@ bool Server::prepareFarm(const std::string& data_dir, std::string* error) {
       *last.mutable_access_log() = base_snapshot_.access_log();
       last.set_worker_threads(base_snapshot_.worker_threads());
       base_snapshot_ = last;
-      log::info("farm: starting from the last snapshot the control plane sent", {{"version", log::str(last.version())}});
+      log::info("farm: starting from the last snapshot the control plane sent",
+                {{"version", log::str(last.version())}});
     }
   }
   std::string node_id = farm_options_.node_id;
@@ -712,11 +745,14 @@ bool Server::prepareFarm(const std::string& data_dir, std::string* error) {
   if (node_id.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof host - 1);
-    node_id = std::string(host) + ":" + (addresses.empty() ? "0" : addresses[0].substr(addresses[0].rfind(':') + 1));
+    node_id = std::string(host) + ":" +
+              (addresses.empty() ? "0" : addresses[0].substr(addresses[0].rfind(':') + 1));
   }
   farm_ = std::make_unique<FarmClient>(
       main_, farm_options_, node_id, addresses,
-      [this](const edge::v1::Snapshot& snap, std::string* err) { return applyFarmSnapshot(snap, err); },
+      [this](const edge::v1::Snapshot& snap, std::string* err) {
+        return applyFarmSnapshot(snap, err);
+      },
       [this](edge::v1::DiscoveryRequest* req) {
         fillUsage(req->mutable_usage());
         fillLogouts(req);
@@ -726,7 +762,8 @@ bool Server::prepareFarm(const std::string& data_dir, std::string* error) {
 
 void Server::reload() {
   if (farm_) {
-    log::info("SIGHUP: in a farm the configuration comes from the control plane; nothing to re-read");
+    log::info(
+        "SIGHUP: in a farm the configuration comes from the control plane; nothing to re-read");
     return;
   }
   if (cli_.config_file.empty()) {
@@ -754,7 +791,8 @@ void Server::reload() {
   for (const auto& l : next->listeners) {
     if (l.tls) fp = l.tls->fingerprint();
   }
-  log::info("config reloaded", {{"version", log::str(next->version())}, {"certificate_sha256", log::str(fp)}});
+  log::info("config reloaded",
+            {{"version", log::str(next->version())}, {"certificate_sha256", log::str(fp)}});
 }
 
 void Server::startDrain() {
@@ -809,8 +847,8 @@ int Server::run() {
   }
   if (!store_ && !farm_) {
     log::error("store error", {{"error", log::str(error)}});
-    fprintf(stderr, "eldric-edge: data_dir %s: %s (set --data-dir or \"data_dir\")\n", data_dir.c_str(),
-            error.c_str());
+    fprintf(stderr, "eldric-edge: data_dir %s: %s (set --data-dir or \"data_dir\")\n",
+            data_dir.c_str(), error.c_str());
     return 2;
   }
   plugins_dir_ = loaded.plugins_dir;
@@ -835,9 +873,11 @@ int Server::run() {
   if (access_log_path_ == "-") {
     access_log_fd_ = 1;
   } else if (!access_log_path_.empty()) {
-    access_log_fd_ = open(access_log_path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    access_log_fd_ =
+        open(access_log_path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (access_log_fd_ < 0) {
-      fprintf(stderr, "eldric-edge: access_log %s: %s\n", access_log_path_.c_str(), strerror(errno));
+      fprintf(stderr, "eldric-edge: access_log %s: %s\n", access_log_path_.c_str(),
+              strerror(errno));
       return 2;
     }
   }
@@ -875,9 +915,12 @@ int Server::run() {
     uv_signal_init(main_.loop(), sig);
     sig->data = this;
   }
-  uv_signal_start(sighup, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->reload(); }, SIGHUP);
-  uv_signal_start(sigterm, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->startDrain(); }, SIGTERM);
-  uv_signal_start(sigint, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->startDrain(); }, SIGINT);
+  uv_signal_start(
+      sighup, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->reload(); }, SIGHUP);
+  uv_signal_start(
+      sigterm, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->startDrain(); }, SIGTERM);
+  uv_signal_start(
+      sigint, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->startDrain(); }, SIGINT);
   signal(SIGPIPE, SIG_IGN);
 
   for (uint32_t i = 0; i < n; ++i) workers_[i]->start(worker_fds_[i]);
@@ -886,7 +929,9 @@ int Server::run() {
     if (auto st = state_.rateLimitState()) {
       uint64_t now = filters::ratelimit::nowSeconds();
       size_t removed = st->ips.sweep(now) + st->keys.sweep(now) + st->auth_failures.sweep(now);
-      if (removed) log::debug("rate-limit entries swept", {{"removed", log::num(static_cast<long long>(removed))}});
+      if (removed)
+        log::debug("rate-limit entries swept",
+                   {{"removed", log::num(static_cast<long long>(removed))}});
     }
     // A restart must not bring logged-out sessions back.
     persistLogouts(true);
@@ -900,7 +945,8 @@ int Server::run() {
   if (farm_) {
     farm_->setIdentity(nodeId(*cfg), listenAddresses(*cfg));
     farm_->setRateLimitState(state_.rateLimitState());
-    farm_->setMembersFile(farm_snapshot_path_.substr(0, farm_snapshot_path_.rfind('/')) + "/farm-members");
+    farm_->setMembersFile(farm_snapshot_path_.substr(0, farm_snapshot_path_.rfind('/')) +
+                          "/farm-members");
     state_.farm_view = [this] { return farm_->view(); };
     farm_->start();
   }
@@ -908,10 +954,15 @@ int Server::run() {
   for (const auto& l : cfg->listeners) {
     ports += ",\"" + l.name + "_port\":" + std::to_string(l.port);
   }
-  log::info("ready", {{"workers", log::num(n)}, {"version", log::str(cfg->version())},
-                      {"api_keys", log::num(cfg->snapshot.auth().api_keys_size())},
-                      {"require_api_key", cfg->snapshot.auth().require_api_key() ? "true" : "false"},
-                      {"routers", log::num(cfg->cluster("routers") ? static_cast<long long>(cfg->cluster("routers")->hosts.size()) : 0)}});
+  log::info(
+      "ready",
+      {{"workers", log::num(n)},
+       {"version", log::str(cfg->version())},
+       {"api_keys", log::num(cfg->snapshot.auth().api_keys_size())},
+       {"require_api_key", cfg->snapshot.auth().require_api_key() ? "true" : "false"},
+       {"routers", log::num(cfg->cluster("routers")
+                                ? static_cast<long long>(cfg->cluster("routers")->hosts.size())
+                                : 0)}});
   // A machine-readable line with the bound ports (tests use port 0).
   std::string ready = "{\"event\":\"ready\"" + ports + "}\n";
   if (write(2, ready.data(), ready.size()) < 0) {
@@ -925,7 +976,8 @@ int Server::run() {
   persistLogouts(false);
   health_.reset();
   for (uv_signal_t* sig : {sighup, sigterm, sigint}) {
-    uv_close(reinterpret_cast<uv_handle_t*>(sig), [](uv_handle_t* h) { delete reinterpret_cast<uv_signal_t*>(h); });
+    uv_close(reinterpret_cast<uv_handle_t*>(sig),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_signal_t*>(h); });
   }
   log::info("exit");
   return 0;
@@ -939,17 +991,19 @@ int Server::run() {
 
 namespace eldric::server {
 
-void Server::handle(const std::string& method, const std::string& path, std::string body, const std::string& caller,
-                    const std::string& credential, Dispatcher& worker, std::function<void(Reply)> done) {
+void Server::handle(const std::string& method, const std::string& path, std::string body,
+                    const std::string& caller, const std::string& credential, Dispatcher& worker,
+                    std::function<void(Reply)> done) {
   // The credential is copied only where it is passed on (a farm member).
-  main_.post([this, method, path, body = std::move(body), caller, credential = farm_ ? credential : std::string(),
-              &worker, done] {
+  main_.post([this, method, path, body = std::move(body), caller,
+              credential = farm_ ? credential : std::string(), &worker, done] {
     if (farm_) {
       // A farm's state lives in the control plane: carry the call there.
-      farm_->handleRest(method, path, body, caller, credential, [&worker, done](int status, std::string b, std::string code) {
-        Reply reply{status, std::move(b), std::move(code)};
-        worker.post([done, reply] { done(reply); });
-      });
+      farm_->handleRest(method, path, body, caller, credential,
+                        [&worker, done](int status, std::string b, std::string code) {
+                          Reply reply{status, std::move(b), std::move(code)};
+                          worker.post([done, reply] { done(reply); });
+                        });
       return;
     }
     bool changed = false;
@@ -962,7 +1016,8 @@ void Server::handle(const std::string& method, const std::string& path, std::str
     // The change is committed; answer only once every worker enforces it.
     std::string error;
     if (!rebuild(&error, respond)) {
-      log::error("rebuilding the snapshot after an admin change failed", {{"error", log::str(error)}});
+      log::error("rebuilding the snapshot after an admin change failed",
+                 {{"error", log::str(error)}});
       respond();
     }
   });
@@ -991,15 +1046,18 @@ void Server::refreshDns() {
     std::string error;
     dns_rebuild_pending_ = !rebuild(&error);
     if (dns_rebuild_pending_) {
-      log::error("rebuilding the snapshot after an upstream address change failed; retried at the next refresh",
-                 {{"error", log::str(error)}});
+      log::error(
+          "rebuilding the snapshot after an upstream address change failed; retried at the next "
+          "refresh",
+          {{"error", log::str(error)}});
     }
   });
   dns_timer_->enable(interval);
 }
 
-AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::string& path, const std::string& body,
-                                         const std::string& caller, bool* changed) {
+AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::string& path,
+                                         const std::string& body, const std::string& caller,
+                                         bool* changed) {
   controlplane::AdminContext ctx;
   ctx.store = store_.get();
   ctx.config_auth = &base_snapshot_.auth();
@@ -1030,8 +1088,9 @@ AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::s
   controlplane::RestReply r = controlplane::handleAdminRest(ctx, method, path, body, changed);
   // The path names the client or plugin; bodies (keys, valves) are never logged.
   if (*changed) {
-    log::info("admin state changed",
-              {{"method", log::str(method)}, {"path", log::str(path)}, {"caller", log::str(caller)}});
+    log::info(
+        "admin state changed",
+        {{"method", log::str(method)}, {"path", log::str(path)}, {"caller", log::str(caller)}});
   }
   return Reply{r.status, std::move(r.body), std::move(r.error_code)};
 }
@@ -1041,7 +1100,9 @@ bool Server::syncPlugins(const std::string& dir, std::string* error) {
   size_t found = 0;
   bool ok = controlplane::syncPluginDir(dir, *store_, &warnings, &found, error);
   for (const auto& w : warnings) log::warn(w);
-  if (ok) log::info("plugins directory read", {{"plugins_dir", log::str(dir)}, {"plugins", log::num(static_cast<long long>(found))}});
+  if (ok)
+    log::info("plugins directory read", {{"plugins_dir", log::str(dir)},
+                                         {"plugins", log::num(static_cast<long long>(found))}});
   return ok;
 }
 
@@ -1058,7 +1119,8 @@ std::string Server::nodeId(const config::RuntimeConfig& cfg) const {
   if (!farm_options_.node_id.empty()) return farm_options_.node_id;
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
-  return std::string(host) + ":" + (cfg.listeners.empty() ? "0" : std::to_string(cfg.listeners[0].port));
+  return std::string(host) + ":" +
+         (cfg.listeners.empty() ? "0" : std::to_string(cfg.listeners[0].port));
 }
 
 }  // namespace eldric::server

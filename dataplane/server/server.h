@@ -12,16 +12,16 @@
 #include <vector>
 
 #include "common/config/loader.h"
+#include "controlplane/core/store.h"
 #include "dataplane/config/runtime_config.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/http/conn_manager.h"
 #include "dataplane/router/router.h"
+#include "dataplane/server/admin_api.h"
+#include "dataplane/server/farm.h"
 #include "dataplane/stats/stats.h"
 #include "dataplane/upstream/conn_pool.h"
 #include "dataplane/upstream/health_checker.h"
-#include "dataplane/server/admin_api.h"
-#include "dataplane/server/farm.h"
-#include "controlplane/core/store.h"
 #include "filters/auth/session.h"
 #include "filters/ratelimit/limiter.h"
 #include "filters/ratelimit/ratelimit_filter.h"
@@ -51,7 +51,9 @@ struct ServerState {
   std::function<FarmView()> farm_view;
   // Read with std::atomic_load: a reload that changes the window swaps it.
   filters::ratelimit::StateSharedPtr rate_limit_state;
-  filters::ratelimit::StateSharedPtr rateLimitState() const { return std::atomic_load(&rate_limit_state); }
+  filters::ratelimit::StateSharedPtr rateLimitState() const {
+    return std::atomic_load(&rate_limit_state);
+  }
 };
 
 class Worker : public http::ConnectionManagerContext {
@@ -123,8 +125,9 @@ class Server : public AdminBackend {
   AdminBackend& admin() { return *this; }
 
   // AdminBackend (standalone: the embedded store, on the main loop).
-  void handle(const std::string& method, const std::string& path, std::string body, const std::string& caller,
-              const std::string& credential, Dispatcher& worker, std::function<void(Reply)> done) override;
+  void handle(const std::string& method, const std::string& path, std::string body,
+              const std::string& caller, const std::string& credential, Dispatcher& worker,
+              std::function<void(Reply)> done) override;
 
  private:
   // Binds each listener once per worker (SO_REUSEPORT) and records the
@@ -202,8 +205,8 @@ class Server : public AdminBackend {
   std::string access_log_path_;
   std::unique_ptr<controlplane::Store> store_;
   edge::v1::Snapshot base_snapshot_;  // from the file and flags
-  std::string plugins_dir_;          // standalone: scanned at start and SIGHUP
-  std::string session_key_;  // signs web chat session cookies
+  std::string plugins_dir_;           // standalone: scanned at start and SIGHUP
+  std::string session_key_;           // signs web chat session cookies
   config::FarmOptions farm_options_;
   edge::v1::Snapshot local_snapshot_;  // as this process was started
   std::unique_ptr<FarmClient> farm_;

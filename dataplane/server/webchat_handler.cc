@@ -10,7 +10,8 @@ namespace eldric::server {
 namespace {
 
 constexpr const char* kCsp =
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src "
+    "'self'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 void securityHeaders(http::ResponseHeaders& h) {
@@ -53,14 +54,15 @@ http::FilterHeadersStatus WebchatFilter::decodeHeaders(http::RequestHeaders& req
     redirect("/chat");
     return http::FilterHeadersStatus::StopIteration;
   }
-  if (path == "/chat" && config_.snapshot.auth().require_api_key() && !callbacks_->streamInfo().identity) {
+  if (path == "/chat" && config_.snapshot.auth().require_api_key() &&
+      !callbacks_->streamInfo().identity) {
     redirect("/login");
     return http::FilterHeadersStatus::StopIteration;
   }
   const webchat::Asset* asset = webchat::find(path);
   if (!asset) {
-    callbacks_->sendLocalReply(http::ErrorReply{404, "no such file: " + std::string(path), "invalid_request_error",
-                                                "not_found"});
+    callbacks_->sendLocalReply(http::ErrorReply{404, "no such file: " + std::string(path),
+                                                "invalid_request_error", "not_found"});
     return http::FilterHeadersStatus::StopIteration;
   }
   auto h = std::make_unique<http::ResponseHeaders>();
@@ -68,7 +70,8 @@ http::FilterHeadersStatus WebchatFilter::decodeHeaders(http::RequestHeaders& req
   h->headers.add("etag", asset->etag);
   // Pages always revalidate (they name the current assets); content-hashed
   // assets never change, so they may be kept for a year.
-  h->headers.add("cache-control", asset->immutable ? "public, max-age=31536000, immutable" : "no-cache");
+  h->headers.add("cache-control",
+                 asset->immutable ? "public, max-age=31536000, immutable" : "no-cache");
   h->headers.add("vary", "accept-encoding");
   securityHeaders(*h);
   std::optional<std::string_view> inm = req.headers.get("if-none-match");

@@ -15,8 +15,12 @@ namespace eldric::stats {
 
 class Counter {
  public:
-  void inc(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
-  void dec(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) - n, std::memory_order_relaxed); }
+  void inc(uint64_t n = 1) {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  void dec(uint64_t n = 1) {
+    v_.store(v_.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
+  }
   uint64_t value() const { return v_.load(std::memory_order_relaxed); }
 
  private:
@@ -57,7 +61,7 @@ struct WorkerStats {
   Counter upstream_cx_total;
   Counter upstream_cx_connect_fail;
   Counter upstream_rq_timeout;
-  Counter upstream_rq_reset;  // upstream died mid-response
+  Counter upstream_rq_reset;    // upstream died mid-response
   Counter downstream_rq_reset;  // client went away mid-response
   Counter access_log_dropped;
 };

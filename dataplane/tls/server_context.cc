@@ -80,10 +80,12 @@ std::shared_ptr<ServerContext> ServerContext::create(const edge::v1::TlsContext&
     return nullptr;
   }
   for (;;) {
-    std::unique_ptr<X509, X509Deleter> extra(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+    std::unique_ptr<X509, X509Deleter> extra(
+        PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
     if (!extra) break;
     if (!SSL_CTX_add1_chain_cert(ctx, extra.get())) {
-      *error = "tls: chain certificate in " + cert.certificate_source() + " rejected: " + lastError();
+      *error =
+          "tls: chain certificate in " + cert.certificate_source() + " rejected: " + lastError();
       return nullptr;
     }
   }
@@ -105,8 +107,8 @@ std::shared_ptr<ServerContext> ServerContext::create(const edge::v1::TlsContext&
   }
   if (!SSL_CTX_use_PrivateKey(ctx, key.get()) || !SSL_CTX_check_private_key(ctx)) {
     ERR_clear_error();
-    *error = "tls: private key in " + cert.private_key_source() + " does not match certificate in " +
-             cert.certificate_source();
+    *error = "tls: private key in " + cert.private_key_source() +
+             " does not match certificate in " + cert.certificate_source();
     return nullptr;
   }
 

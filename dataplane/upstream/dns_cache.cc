@@ -30,7 +30,9 @@ void copyAddress(const sockaddr* from, sockaddr_storage* to) {
   setPort(to, 0);
 }
 
-bool sameAddress(const sockaddr_storage& a, const sockaddr_storage& b) { return memcmp(&a, &b, sizeof a) == 0; }
+bool sameAddress(const sockaddr_storage& a, const sockaddr_storage& b) {
+  return memcmp(&a, &b, sizeof a) == 0;
+}
 
 // Every stream address of an answer, port 0, in order, repeats left out
 // (getaddrinfo lists an address once per protocol unless hinted, and
@@ -135,7 +137,8 @@ DnsCache::~DnsCache() {
   for (Query* q : queries_) uv_cancel(reinterpret_cast<uv_req_t*>(&q->req));
 }
 
-bool DnsCache::lookup(const std::string& host, uint16_t port, AddressList* out, std::string* error) {
+bool DnsCache::lookup(const std::string& host, uint16_t port, AddressList* out,
+                      std::string* error) {
   sockaddr_storage literal;
   if (network::parseIpAddress(host, port, &literal)) {
     *out = {literal};
@@ -153,7 +156,8 @@ bool DnsCache::lookup(const std::string& host, uint16_t port, AddressList* out, 
   return true;
 }
 
-void DnsCache::refresh(const std::vector<std::string>& names, std::function<void(std::vector<Change>)> changed) {
+void DnsCache::refresh(const std::vector<std::string>& names,
+                       std::function<void(std::vector<Change>)> changed) {
   if (round_) return;
   std::unordered_set<std::string> wanted(names.begin(), names.end());
   for (auto it = entries_.begin(); it != entries_.end();) {
@@ -180,7 +184,8 @@ void DnsCache::refresh(const std::vector<std::string>& names, std::function<void
           std::unique_ptr<Query> q(static_cast<Query*>(req->data));
           if (DnsCache* cache = q->round->cache) {
             cache->queries_.erase(q.get());
-            cache->record(q->host, status == 0 && !res ? UV_EAI_NONAME : status, status == 0 ? res : nullptr);
+            cache->record(q->host, status == 0 && !res ? UV_EAI_NONAME : status,
+                          status == 0 ? res : nullptr);
             cache->finishOne(q->round);
           }
           if (res) uv_freeaddrinfo(res);
@@ -211,7 +216,8 @@ void DnsCache::record(const std::string& host, int status, const addrinfo* answe
   if (!answer) {
     if (!e.failing) {
       log::warn("upstream host name lookup failed; keeping its last addresses",
-                {{"host", log::str(host)}, {"address", log::str(formatIps(e.addrs))},
+                {{"host", log::str(host)},
+                 {"address", log::str(formatIps(e.addrs))},
                  {"error", log::str(uv_strerror(status))}});
     }
     e.failing = true;

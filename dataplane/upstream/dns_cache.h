@@ -63,14 +63,15 @@ class DnsCache {
   // Resolves `names` again (names no longer listed are forgotten) and calls
   // `changed` on this loop once they all answered, if any address changed.
   // Does nothing while the previous refresh is still out.
-  void refresh(const std::vector<std::string>& names, std::function<void(std::vector<Change>)> changed);
+  void refresh(const std::vector<std::string>& names,
+               std::function<void(std::vector<Change>)> changed);
   bool refreshing() const { return round_ != nullptr; }
   size_t size() const { return entries_.size(); }
 
  private:
   struct Entry {
     AddressList addrs;     // port 0
-    bool failing = false;   // the last refresh failed (logged once)
+    bool failing = false;  // the last refresh failed (logged once)
   };
   struct Round;
   struct Query;

@@ -6,7 +6,8 @@
 
 namespace eldric::upstream {
 
-struct HealthChecker::Check : public network::ConnectionCallbacks, public http::ClientCodecCallbacks {
+struct HealthChecker::Check : public network::ConnectionCallbacks,
+                              public http::ClientCodecCallbacks {
   Dispatcher& dispatcher;
   HostSharedPtr host;
   ClusterInfoSharedPtr cluster;
@@ -17,8 +18,8 @@ struct HealthChecker::Check : public network::ConnectionCallbacks, public http::
   uint64_t started_ns = 0;
   int status = 0;
   bool finished = true;
-  uint32_t address_index = 0;   // the address of the connection in hand
-  size_t addresses_tried = 0;   // in this check
+  uint32_t address_index = 0;  // the address of the connection in hand
+  size_t addresses_tried = 0;  // in this check
 
   Check(Dispatcher& d, HostSharedPtr h, ClusterInfoSharedPtr c)
       : dispatcher(d), host(std::move(h)), cluster(std::move(c)) {
@@ -45,8 +46,8 @@ struct HealthChecker::Check : public network::ConnectionCallbacks, public http::
     status = 0;
     ++addresses_tried;
     address_index = host->addressIndex();
-    conn = network::Connection::connect(dispatcher, host->address(address_index), cluster->health_timeout_ms,
-                                        network::ConnectionOptions());
+    conn = network::Connection::connect(dispatcher, host->address(address_index),
+                                        cluster->health_timeout_ms, network::ConnectionOptions());
     conn->setCallbacks(this);
     codec.beginResponse(false);
     Buffer req;
@@ -77,7 +78,8 @@ struct HealthChecker::Check : public network::ConnectionCallbacks, public http::
       host->checkSuccesses = 0;
       if (was && ++host->checkFailures >= cluster->unhealthy_threshold) {
         host->setHealthy(false);
-        log::warn("upstream unhealthy", {{"upstream", log::str(host->url())}, {"reason", log::str(detail)}});
+        log::warn("upstream unhealthy",
+                  {{"upstream", log::str(host->url())}, {"reason", log::str(detail)}});
       }
     }
     interval->enable(cluster->health_interval_ms);
@@ -87,7 +89,8 @@ struct HealthChecker::Check : public network::ConnectionCallbacks, public http::
   void onEvent(network::ConnectionEvent e) override {
     if (e == network::ConnectionEvent::ConnectFailed) {
       conn = nullptr;
-      if (!finished && host->tryNextAddress(address_index) && addresses_tried < host->addresses().size()) {
+      if (!finished && host->tryNextAddress(address_index) &&
+          addresses_tried < host->addresses().size()) {
         probe();
         return;
       }

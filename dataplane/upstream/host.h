@@ -65,7 +65,7 @@ class Host {
   uint64_t lastCheckMs() const { return last_check_ms_.load(std::memory_order_relaxed); }
   uint64_t lastLatencyUs() const { return last_latency_us_.load(std::memory_order_relaxed); }
   std::string lastCheckDetail() const;
-  uint32_t checkFailures = 0;   // health checker's own counters (its thread)
+  uint32_t checkFailures = 0;  // health checker's own counters (its thread)
   uint32_t checkSuccesses = 0;
 
   // Replaced (its URL now resolves elsewhere) or no longer configured:
@@ -122,7 +122,8 @@ class HostRegistry {
   // Returns the existing host for `url` if its addresses are unchanged,
   // else a new one (the old one is retired by the next retainOnly()), whose
   // first address is the old one's address in use if it still has it.
-  HostSharedPtr get(const std::string& url, const std::string& host, uint16_t port, const AddressList& addrs);
+  HostSharedPtr get(const std::string& url, const std::string& host, uint16_t port,
+                    const AddressList& addrs);
   // At the end of a compile that succeeded: the hosts it replaced, and those
   // whose URL it did not name, are retired; the latter are forgotten. (A
   // compile that fails retires nothing: the running config keeps its hosts.)

@@ -50,10 +50,12 @@ std::shared_ptr<const http::ClientIdentity> AuthConfig::lookup(std::string_view 
   *expired = false;
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const uint8_t*>(key.data()), key.size(), digest);
-  return lookupHash(std::string_view(reinterpret_cast<const char*>(digest), sizeof digest), now_s, expired);
+  return lookupHash(std::string_view(reinterpret_cast<const char*>(digest), sizeof digest), now_s,
+                    expired);
 }
 
-std::shared_ptr<const http::ClientIdentity> AuthConfig::lookupHash(std::string_view hash, int64_t now_s,
+std::shared_ptr<const http::ClientIdentity> AuthConfig::lookupHash(std::string_view hash,
+                                                                   int64_t now_s,
                                                                    bool* expired) const {
   *expired = false;
   if (hash.size() != SHA256_DIGEST_LENGTH) return nullptr;
@@ -62,7 +64,8 @@ std::shared_ptr<const http::ClientIdentity> AuthConfig::lookupHash(std::string_v
   auto it = keys_.find(absl::string_view(hash.data(), hash.size()));
   // The map finds the candidate by hash; the comparison that decides is
   // constant-time over the whole digest.
-  if (it == keys_.end() || CRYPTO_memcmp(it->second.sha256.data(), digest, SHA256_DIGEST_LENGTH) != 0) {
+  if (it == keys_.end() ||
+      CRYPTO_memcmp(it->second.sha256.data(), digest, SHA256_DIGEST_LENGTH) != 0) {
     return nullptr;
   }
   const auto& id = it->second.identity;
@@ -94,7 +97,8 @@ ratelimit::Entry* AuthFilter::failureEntry(const http::RequestHeaders& headers) 
   if (failures_) return failures_;
   auto& info = callbacks_->streamInfo();
   if (info.client_ip.empty()) {
-    info.client_ip = ratelimit::clientIp(callbacks_->connection().peerIp(), headers, limits_->trusted_proxies);
+    info.client_ip =
+        ratelimit::clientIp(callbacks_->connection().peerIp(), headers, limits_->trusted_proxies);
   }
   static constexpr http::FilterStateKey<ratelimit::Entry> kFailures{"auth.failures"};
   failures_ = &ratelimit::streamCounters(info, kFailures, state_->auth_failures,
@@ -120,13 +124,15 @@ void AuthFilter::failedAttempt() {
 }
 
 void AuthFilter::refuse(int status, const char* message, const char* code) {
-  callbacks_->sendLocalReply(http::ErrorReply{status, message, http::defaultErrorType(status), code},
-                             [status](http::ResponseHeaders& h) {
-                               if (status == 401) h.headers.add("www-authenticate", "Bearer");
-                             });
+  callbacks_->sendLocalReply(
+      http::ErrorReply{status, message, http::defaultErrorType(status), code},
+      [status](http::ResponseHeaders& h) {
+        if (status == 401) h.headers.add("www-authenticate", "Bearer");
+      });
 }
 
-void AuthFilter::reply(int status, std::string body, std::vector<std::pair<std::string, std::string>> extra) {
+void AuthFilter::reply(int status, std::string body,
+                       std::vector<std::pair<std::string, std::string>> extra) {
   auto h = std::make_unique<http::ResponseHeaders>();
   h->status = status;
   h->headers.add("content-type", "application/json");
@@ -139,7 +145,8 @@ void AuthFilter::reply(int status, std::string body, std::vector<std::pair<std::
   callbacks_->encodeData(data, true);
 }
 
-bool AuthFilter::sessionAuth(http::RequestHeaders& headers, std::string_view token, int scope, bool* authenticated) {
+bool AuthFilter::sessionAuth(http::RequestHeaders& headers, std::string_view token, int scope,
+                             bool* authenticated) {
   *authenticated = false;
   std::string hash;
   int64_t expires = 0;
@@ -148,7 +155,8 @@ bool AuthFilter::sessionAuth(http::RequestHeaders& headers, std::string_view tok
   // anonymous (and meets the 401 below if it needs a key).
   std::string digest;
   if (!verifySession(token, config_->sessionKeys(), now, &hash, &expires, &digest)) return true;
-  if (sessionRevoked(digest) || config_->loggedOut(digest)) return true;  // here, or on another member
+  if (sessionRevoked(digest) || config_->loggedOut(digest))
+    return true;  // here, or on another member
   session_expires_ = expires;
   session_digest_ = std::move(digest);
   bool expired = false;
@@ -177,7 +185,8 @@ bool AuthFilter::sessionAuth(http::RequestHeaders& headers, std::string_view tok
     }
     if (!same) {
       stats().forbidden.fetch_add(1, std::memory_order_relaxed);
-      refuse(403, "cross-site request refused: the session cookie is only for this site's own pages",
+      refuse(403,
+             "cross-site request refused: the session cookie is only for this site's own pages",
              "cross_site_request");
       return false;
     }
@@ -189,7 +198,8 @@ bool AuthFilter::sessionAuth(http::RequestHeaders& headers, std::string_view tok
   return true;
 }
 
-http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& headers, bool end_stream) {
+http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& headers,
+                                                    bool end_stream) {
   const http::Route* route = callbacks_->route();
   int scope = route ? route->required_scope : 0;
   session_route_ = route && route->handler == kSessionHandler;
@@ -215,7 +225,8 @@ http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& header
     auto& info = callbacks_->streamInfo();
     info.client_name = id->client_name;
     info.identity = std::move(id);
-    if (scope == edge::v1::SCOPE_ADMIN) info.filter_state.set(kAdminCredential, std::make_shared<std::string>(key));
+    if (scope == edge::v1::SCOPE_ADMIN)
+      info.filter_state.set(kAdminCredential, std::make_shared<std::string>(key));
     // The key has done its job; do not forward it to the cluster.
     headers.headers.remove("authorization");
     headers.headers.remove("x-api-key");
@@ -245,7 +256,8 @@ http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& header
                    (scope != 0 && config_->requireKey());
   if (needs_key) {
     st.missing.fetch_add(1, std::memory_order_relaxed);
-    refuse(401, "missing API key: send Authorization: Bearer sk-... or X-API-Key", "missing_api_key");
+    refuse(401, "missing API key: send Authorization: Bearer sk-... or X-API-Key",
+           "missing_api_key");
     return http::FilterHeadersStatus::StopIteration;
   }
   return http::FilterHeadersStatus::Continue;
@@ -263,7 +275,8 @@ bool AuthFilter::clientUsesHttps(const http::RequestHeaders& req) {
   if (callbacks_->scheme() == "https") return true;
   // TLS ended at a trusted proxy in front: its word for the scheme.
   if (!limits_ || limits_->trusted_proxies.empty()) return false;
-  if (!ratelimit::isTrustedProxy(callbacks_->connection().peerIp(), limits_->trusted_proxies)) return false;
+  if (!ratelimit::isTrustedProxy(callbacks_->connection().peerIp(), limits_->trusted_proxies))
+    return false;
   std::optional<std::string_view> proto = req.headers.get("x-forwarded-proto");
   return proto && http::equalsIgnoreCase(*proto, "https");
 }
@@ -275,7 +288,8 @@ void AuthFilter::handleSession(const std::string& body) {
   std::string_view cookie_name = secure ? kSecureSessionCookie : kSessionCookie;
   std::string require = config_->requireKey() ? "true" : "false";
   if (req.method == "GET") {
-    std::string out = "{\"authenticated\":" + std::string(id ? "true" : "false") + ",\"auth_required\":" + require;
+    std::string out = "{\"authenticated\":" + std::string(id ? "true" : "false") +
+                      ",\"auth_required\":" + require;
     if (id) {
       out += ",\"client\":";
       log::appendJsonString(out, id->client_name);
@@ -292,7 +306,8 @@ void AuthFilter::handleSession(const std::string& body) {
     if (!session_digest_.empty() && session_expires_) {
       revokeSession(session_digest_, session_expires_, static_cast<int64_t>(time(nullptr)));
     }
-    reply(200, "{\"authenticated\":false,\"auth_required\":" + require + "}", {{"set-cookie", clear}});
+    reply(200, "{\"authenticated\":false,\"auth_required\":" + require + "}",
+          {{"set-cookie", clear}});
     return;
   }
   if (req.method != "POST") {
@@ -310,7 +325,8 @@ void AuthFilter::handleSession(const std::string& body) {
   }
   if (std::optional<std::string_view> origin = req.headers.get("origin")) {
     std::optional<std::string_view> host = req.headers.get("host");
-    std::string self = std::string(secure ? "https" : "http") + "://" + std::string(host.value_or(""));
+    std::string self =
+        std::string(secure ? "https" : "http") + "://" + std::string(host.value_or(""));
     if (!host || *origin != self) {
       stats().forbidden.fetch_add(1, std::memory_order_relaxed);
       refuse(403, "cross-site login refused: Origin is not this site", "cross_site_request");
@@ -340,10 +356,12 @@ void AuthFilter::handleSession(const std::string& body) {
   SHA256(reinterpret_cast<const uint8_t*>(key.data()), key.size(), digest);
   int64_t expires = now + config_->sessionTtlSeconds();
   if (who->expires_at != 0 && who->expires_at < expires) expires = who->expires_at;
-  std::string token = signSession(config_->sessionKeys()[0],
-                                  std::string(reinterpret_cast<const char*>(digest), sizeof digest), expires);
-  std::string cookie = std::string(cookie_name) + "=" + token + "; Path=/; Max-Age=" +
-                       std::to_string(expires - now) + "; HttpOnly; SameSite=Strict" + (secure ? "; Secure" : "");
+  std::string token =
+      signSession(config_->sessionKeys()[0],
+                  std::string(reinterpret_cast<const char*>(digest), sizeof digest), expires);
+  std::string cookie = std::string(cookie_name) + "=" + token +
+                       "; Path=/; Max-Age=" + std::to_string(expires - now) +
+                       "; HttpOnly; SameSite=Strict" + (secure ? "; Secure" : "");
   callbacks_->streamInfo().client_name = who->client_name;
   std::string out = "{\"authenticated\":true,\"client\":";
   log::appendJsonString(out, who->client_name);
@@ -351,7 +369,8 @@ void AuthFilter::handleSession(const std::string& body) {
   reply(200, out, {{"set-cookie", cookie}});
 }
 
-http::FilterFactory makeFactory(const edge::v1::Auth& auth, ratelimit::RateLimitConfigSharedPtr limits,
+http::FilterFactory makeFactory(const edge::v1::Auth& auth,
+                                ratelimit::RateLimitConfigSharedPtr limits,
                                 ratelimit::StateSharedPtr state) {
   auto config = std::make_shared<const AuthConfig>(auth);
   return [config, limits, state](http::FilterChainBuilder& builder) {

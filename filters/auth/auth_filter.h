@@ -13,7 +13,6 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-
 #include "dataplane/http/filter.h"
 #include "eldric/edge/v1/snapshot.pb.h"
 #include "filters/ratelimit/ratelimit_filter.h"
@@ -90,15 +89,17 @@ class AuthFilter : public http::StreamDecoderFilter {
   void failedAttempt();
   ratelimit::Entry* failureEntry(const http::RequestHeaders& headers);
   // Authenticates by the session cookie; false if the request must stop.
-  bool sessionAuth(http::RequestHeaders& headers, std::string_view token, int scope, bool* authenticated);
+  bool sessionAuth(http::RequestHeaders& headers, std::string_view token, int scope,
+                   bool* authenticated);
   void handleSession(const std::string& body);
-  void reply(int status, std::string body, std::vector<std::pair<std::string, std::string>> headers);
+  void reply(int status, std::string body,
+             std::vector<std::pair<std::string, std::string>> headers);
   // The scheme the client used: TLS here, or X-Forwarded-Proto: https
   // from a trusted proxy.
   bool clientUsesHttps(const http::RequestHeaders& req);
   bool session_route_ = false;
-  int64_t session_expires_ = 0;     // once verified
-  std::string session_digest_;      // once verified: what a logout revokes
+  int64_t session_expires_ = 0;  // once verified
+  std::string session_digest_;   // once verified: what a logout revokes
   AuthConfigSharedPtr config_;
   ratelimit::RateLimitConfigSharedPtr limits_;
   ratelimit::StateSharedPtr state_;
@@ -110,7 +111,8 @@ class AuthFilter : public http::StreamDecoderFilter {
 // filter answers itself: login with a key, logout.
 inline constexpr std::string_view kSessionHandler = "session";
 
-http::FilterFactory makeFactory(const edge::v1::Auth& auth, ratelimit::RateLimitConfigSharedPtr limits,
+http::FilterFactory makeFactory(const edge::v1::Auth& auth,
+                                ratelimit::RateLimitConfigSharedPtr limits,
                                 ratelimit::StateSharedPtr state);
 
 }  // namespace eldric::filters::auth

@@ -1,14 +1,13 @@
 #include "filters/auth/session.h"
 
-#include <mutex>
-#include <unordered_map>
-
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 
 namespace eldric::filters::auth {
 namespace {
@@ -61,8 +60,8 @@ bool unb64url(std::string_view in, std::string* out) {
 std::string mac(const std::string& key, const std::string& payload) {
   unsigned char out[SHA256_DIGEST_LENGTH];
   unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), key.size(), reinterpret_cast<const uint8_t*>(payload.data()), payload.size(), out,
-       &len);
+  HMAC(EVP_sha256(), key.data(), key.size(), reinterpret_cast<const uint8_t*>(payload.data()),
+       payload.size(), out, &len);
   return std::string(reinterpret_cast<const char*>(out), len);
 }
 
@@ -74,22 +73,26 @@ std::string mac(const std::string& key, const std::string& payload) {
 // tokens, without the id, still verify until they expire.
 constexpr size_t kSessionIdBytes = 16;
 
-std::string signSession(const std::string& signing_key, const std::string& key_sha256, int64_t expires_at) {
+std::string signSession(const std::string& signing_key, const std::string& key_sha256,
+                        int64_t expires_at) {
   std::string payload = "v2";
   payload += key_sha256;
-  for (int i = 7; i >= 0; --i) payload.push_back(static_cast<char>((static_cast<uint64_t>(expires_at) >> (i * 8)) & 0xff));
+  for (int i = 7; i >= 0; --i)
+    payload.push_back(static_cast<char>((static_cast<uint64_t>(expires_at) >> (i * 8)) & 0xff));
   uint8_t id[kSessionIdBytes];
   RAND_bytes(id, sizeof id);
   payload.append(reinterpret_cast<const char*>(id), sizeof id);
   return b64url(payload) + "." + b64url(mac(signing_key, payload));
 }
 
-bool verifySession(std::string_view token, const std::vector<std::string>& signing_keys, int64_t now_s,
-                   std::string* key_sha256, int64_t* expires_at, std::string* session_digest) {
+bool verifySession(std::string_view token, const std::vector<std::string>& signing_keys,
+                   int64_t now_s, std::string* key_sha256, int64_t* expires_at,
+                   std::string* session_digest) {
   size_t dot = token.find('.');
   if (dot == std::string_view::npos || token.size() > 512) return false;
   std::string payload, sig;
-  if (!unb64url(token.substr(0, dot), &payload) || !unb64url(token.substr(dot + 1), &sig)) return false;
+  if (!unb64url(token.substr(0, dot), &payload) || !unb64url(token.substr(dot + 1), &sig))
+    return false;
   bool v1 = payload.size() == 2 + 32 + 8 && payload.compare(0, 2, "v1") == 0;
   bool v2 = payload.size() == 2 + 32 + 8 + kSessionIdBytes && payload.compare(0, 2, "v2") == 0;
   if ((!v1 && !v2) || sig.size() != SHA256_DIGEST_LENGTH) return false;
@@ -147,8 +150,8 @@ bool sessionRevoked(std::string_view digest) {
   return r.until.count(std::string(digest)) != 0;
 }
 
-std::vector<LoggedOutSession> localLogouts(int64_t now_s, size_t max,
-                                           const std::function<bool(std::string_view digest)>& known) {
+std::vector<LoggedOutSession> localLogouts(
+    int64_t now_s, size_t max, const std::function<bool(std::string_view digest)>& known) {
   std::vector<LoggedOutSession> out;
   Revoked& r = revoked();
   std::lock_guard<std::mutex> lock(r.mutex);
@@ -165,7 +168,8 @@ std::string_view cookieValue(std::string_view header, std::string_view name) {
     size_t semi = header.find(';');
     std::string_view item = header.substr(0, semi);
     while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    if (item.size() > name.size() && item.substr(0, name.size()) == name && item[name.size()] == '=') {
+    if (item.size() > name.size() && item.substr(0, name.size()) == name &&
+        item[name.size()] == '=') {
       return item.substr(name.size() + 1);
     }
     if (semi == std::string_view::npos) break;

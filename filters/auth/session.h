@@ -36,17 +36,19 @@ struct LoggedOutSession {
 };
 // Up to `max` logouts made here that have not expired at `now_s` and that
 // `known` (the farm's list) does not hold.
-std::vector<LoggedOutSession> localLogouts(int64_t now_s, size_t max,
-                                           const std::function<bool(std::string_view digest)>& known);
+std::vector<LoggedOutSession> localLogouts(
+    int64_t now_s, size_t max, const std::function<bool(std::string_view digest)>& known);
 
 // `key_sha256` is the raw 32-byte digest.
-std::string signSession(const std::string& signing_key, const std::string& key_sha256, int64_t expires_at);
+std::string signSession(const std::string& signing_key, const std::string& key_sha256,
+                        int64_t expires_at);
 // Checks the encoding (canonical base64url only), the signature against
 // every accepted key and the expiry. On success fills `key_sha256`,
 // `expires_at` and, if given, `session_digest`: the raw SHA-256 of the
 // signed payload, the session's identity however the token is spelled.
-bool verifySession(std::string_view token, const std::vector<std::string>& signing_keys, int64_t now_s,
-                   std::string* key_sha256, int64_t* expires_at, std::string* session_digest = nullptr);
+bool verifySession(std::string_view token, const std::vector<std::string>& signing_keys,
+                   int64_t now_s, std::string* key_sha256, int64_t* expires_at,
+                   std::string* session_digest = nullptr);
 // The value of cookie `name` in a Cookie header, or empty.
 std::string_view cookieValue(std::string_view cookie_header, std::string_view name);
 

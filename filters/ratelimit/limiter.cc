@@ -4,7 +4,6 @@
 #include <time.h>
 
 #include <cstring>
-
 #include <functional>
 #include <vector>
 

@@ -10,10 +10,10 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <functional>
 #include <unordered_map>
 
 #include "filters/ratelimit/sliding_window.h"
@@ -45,7 +45,8 @@ class KeyedTable {
  public:
   // `max_entries` 0: unbounded (keys, whose number the config bounds).
   explicit KeyedTable(uint32_t window_s, size_t max_entries = 0)
-      : window_s_(window_s), max_per_shard_(max_entries ? (max_entries + kShards - 1) / kShards : 0) {}
+      : window_s_(window_s),
+        max_per_shard_(max_entries ? (max_entries + kShards - 1) / kShards : 0) {}
   // The entry for `key`; once the table is full, a new key gets the one
   // shared overflow entry instead (counted together, memory bounded).
   EntrySharedPtr get(const std::string& key, uint64_t now_s);

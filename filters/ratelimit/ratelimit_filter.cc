@@ -53,9 +53,11 @@ RateLimitConfigSharedPtr compileConfig(const edge::v1::RateLimits& limits) {
   c->per_key_tokens = limits.per_key_tokens();
   c->max_tokens_per_request = limits.max_tokens_per_request();
   c->per_key_max_concurrent = limits.per_key_max_concurrent();
-  c->window_s = limits.window().seconds() > 0 ? static_cast<uint32_t>(limits.window().seconds()) : 60;
+  c->window_s =
+      limits.window().seconds() > 0 ? static_cast<uint32_t>(limits.window().seconds()) : 60;
   if (limits.has_ipv6_prefix()) c->ipv6_prefix = std::min<uint32_t>(limits.ipv6_prefix(), 128);
-  if (limits.has_max_ip_entries() && limits.max_ip_entries()) c->max_ip_entries = limits.max_ip_entries();
+  if (limits.has_max_ip_entries() && limits.max_ip_entries())
+    c->max_ip_entries = limits.max_ip_entries();
   if (limits.has_auth_failures_per_ip()) c->auth_failures_per_ip = limits.auth_failures_per_ip();
   for (const auto& t : limits.trusted_proxies()) {
     Cidr cidr;
@@ -103,8 +105,8 @@ std::string clientIp(const std::string& peer, const http::RequestHeaders& header
   return peer;
 }
 
-Entry& streamCounters(http::StreamInfo& info, const http::FilterStateKey<Entry>& slot, KeyedTable& table,
-                      const std::string& key, uint64_t now_s) {
+Entry& streamCounters(http::StreamInfo& info, const http::FilterStateKey<Entry>& slot,
+                      KeyedTable& table, const std::string& key, uint64_t now_s) {
   if (Entry* kept = info.filter_state.get(slot)) return *kept;
   EntrySharedPtr e = table.get(key, now_s);
   Entry& ref = *e;
@@ -112,11 +114,11 @@ Entry& streamCounters(http::StreamInfo& info, const http::FilterStateKey<Entry>&
   return ref;
 }
 
-void sendRefusal(http::DecoderFilterCallbacks& decoder, const char* tier, uint64_t limit, uint32_t retry_after,
-                 const std::string& what) {
+void sendRefusal(http::DecoderFilterCallbacks& decoder, const char* tier, uint64_t limit,
+                 uint32_t retry_after, const std::string& what) {
   uint32_t ra = retry_after < 1 ? 1 : retry_after;
-  std::string message = "rate limit exceeded: " + what + " (" + tier + " tier, limit " + std::to_string(limit) +
-                        "); retry after " + std::to_string(ra) + "s";
+  std::string message = "rate limit exceeded: " + what + " (" + tier + " tier, limit " +
+                        std::to_string(limit) + "); retry after " + std::to_string(ra) + "s";
   std::string code = std::string(tier) + "_rate_limit_exceeded";
   std::string tier_name = tier;
   decoder.sendLocalReply(http::ErrorReply{429, message, "rate_limit_error", code},
@@ -140,7 +142,8 @@ http::FilterHeadersStatus IpLimitFilter::decodeHeaders(http::RequestHeaders& hea
   if (!e.requests.tryAdmit(now, limit)) {
     st.refused_ip.fetch_add(1, std::memory_order_relaxed);
     e.refused.fetch_add(1, std::memory_order_relaxed);
-    sendRefusal(*decoder_, "ip", cfg.per_ip, e.requests.secondsUntilAvailable(now, std::max<uint64_t>(limit, 1)),
+    sendRefusal(*decoder_, "ip", cfg.per_ip,
+                e.requests.secondsUntilAvailable(now, std::max<uint64_t>(limit, 1)),
                 "too many requests from this address");
     return http::FilterHeadersStatus::StopIteration;
   }
@@ -155,7 +158,8 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
   State& st = *state_;
   uint64_t now = nowSeconds();
   auto& info = decoder_->streamInfo();
-  if (info.client_ip.empty()) info.client_ip = clientIp(decoder_->connection().peerIp(), headers, cfg.trusted_proxies);
+  if (info.client_ip.empty())
+    info.client_ip = clientIp(decoder_->connection().peerIp(), headers, cfg.trusted_proxies);
   const http::ClientIdentity* id = info.identity.get();
   uint32_t window = st.windowSeconds();
   header_limit_ = 0;
@@ -194,7 +198,8 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
         e.in_flight.fetch_sub(1, std::memory_order_acq_rel);
         st.refused_concurrency.fetch_add(1, std::memory_order_relaxed);
         refuse("concurrency", max_conc, 1,
-               "client \"" + id->client_name + "\" already has " + std::to_string(max_conc) + " requests in flight");
+               "client \"" + id->client_name + "\" already has " + std::to_string(max_conc) +
+                   " requests in flight");
         return http::FilterHeadersStatus::StopIteration;
       }
       holds_concurrency_ = true;
@@ -204,7 +209,8 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
     if (key_limit && !e.requests.tryAdmit(now, key_local)) {
       st.refused_key.fetch_add(1, std::memory_order_relaxed);
       e.refused.fetch_add(1, std::memory_order_relaxed);
-      refuse("key", key_limit, e.requests.secondsUntilAvailable(now, std::max<uint64_t>(key_local, 1)),
+      refuse("key", key_limit,
+             e.requests.secondsUntilAvailable(now, std::max<uint64_t>(key_local, 1)),
              "client \"" + id->client_name + "\" is over its request limit");
       return http::FilterHeadersStatus::StopIteration;
     }
@@ -213,19 +219,25 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
   // (IpLimitFilter); here it only takes part in the headers.
   Entry* ip_entry = nullptr;
   if (cfg.per_ip && !info.client_ip.empty()) {
-    ip_entry = &streamCounters(info, kIpCounters, st.ips, ipKey(info.client_ip, cfg.ipv6_prefix), now);
+    ip_entry =
+        &streamCounters(info, kIpCounters, st.ips, ipKey(info.client_ip, cfg.ipv6_prefix), now);
   }
-  uint64_t global_local = st.effectiveLimit(cfg.global, st.global_ceiling.load(std::memory_order_relaxed));
+  uint64_t global_local =
+      st.effectiveLimit(cfg.global, st.global_ceiling.load(std::memory_order_relaxed));
   if (cfg.global && !st.global.tryAdmit(now, global_local)) {
     if (key_limit) key_entry_->requests.refund(now);
     st.refused_global.fetch_add(1, std::memory_order_relaxed);
     st.global_refused.fetch_add(1, std::memory_order_relaxed);
-    refuse("global", cfg.global, st.global.secondsUntilAvailable(now, std::max<uint64_t>(global_local, 1)),
+    refuse("global", cfg.global,
+           st.global.secondsUntilAvailable(now, std::max<uint64_t>(global_local, 1)),
            "the gateway is at its global request limit");
     return http::FilterHeadersStatus::StopIteration;
   }
-  if (key_limit) note(key_limit, key_entry_->requests, key_entry_->remote_requests.load(std::memory_order_relaxed));
-  if (ip_entry) note(cfg.per_ip, ip_entry->requests, ip_entry->remote_requests.load(std::memory_order_relaxed));
+  if (key_limit)
+    note(key_limit, key_entry_->requests,
+         key_entry_->remote_requests.load(std::memory_order_relaxed));
+  if (ip_entry)
+    note(cfg.per_ip, ip_entry->requests, ip_entry->remote_requests.load(std::memory_order_relaxed));
   if (cfg.global) note(cfg.global, st.global, st.remote_global.load(std::memory_order_relaxed));
   return http::FilterHeadersStatus::Continue;
 }

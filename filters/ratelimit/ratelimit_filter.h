@@ -60,12 +60,12 @@ inline constexpr http::FilterStateKey<Entry> kIpCounters{"ratelimit.ip"};
 inline constexpr http::FilterStateKey<Entry> kKeyCounters{"ratelimit.key"};
 // The counters under `slot` for this stream: kept ones, or `table`'s for
 // `key` (then kept).
-Entry& streamCounters(http::StreamInfo& info, const http::FilterStateKey<Entry>& slot, KeyedTable& table,
-                      const std::string& key, uint64_t now_s);
+Entry& streamCounters(http::StreamInfo& info, const http::FilterStateKey<Entry>& slot,
+                      KeyedTable& table, const std::string& key, uint64_t now_s);
 
 // Sends the 429 for `tier` (shared by both filters).
-void sendRefusal(http::DecoderFilterCallbacks& decoder, const char* tier, uint64_t limit, uint32_t retry_after,
-                 const std::string& what);
+void sendRefusal(http::DecoderFilterCallbacks& decoder, const char* tier, uint64_t limit,
+                 uint32_t retry_after, const std::string& what);
 
 class RateLimitFilter : public http::StreamDecoderFilter, public http::StreamEncoderFilter {
  public:
@@ -74,10 +74,14 @@ class RateLimitFilter : public http::StreamDecoderFilter, public http::StreamEnc
 
   void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& cb) override { decoder_ = &cb; }
   http::FilterHeadersStatus decodeHeaders(http::RequestHeaders& headers, bool end_stream) override;
-  http::FilterDataStatus decodeData(Buffer&, bool) override { return http::FilterDataStatus::Continue; }
+  http::FilterDataStatus decodeData(Buffer&, bool) override {
+    return http::FilterDataStatus::Continue;
+  }
   void setEncoderFilterCallbacks(http::EncoderFilterCallbacks&) override {}
   http::FilterHeadersStatus encodeHeaders(http::ResponseHeaders& headers, bool end_stream) override;
-  http::FilterDataStatus encodeData(Buffer&, bool) override { return http::FilterDataStatus::Continue; }
+  http::FilterDataStatus encodeData(Buffer&, bool) override {
+    return http::FilterDataStatus::Continue;
+  }
   void onDestroy() override;
 
  private:
@@ -105,7 +109,9 @@ class IpLimitFilter : public http::StreamDecoderFilter {
       : config_(std::move(config)), state_(std::move(state)) {}
   void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& cb) override { decoder_ = &cb; }
   http::FilterHeadersStatus decodeHeaders(http::RequestHeaders& headers, bool end_stream) override;
-  http::FilterDataStatus decodeData(Buffer&, bool) override { return http::FilterDataStatus::Continue; }
+  http::FilterDataStatus decodeData(Buffer&, bool) override {
+    return http::FilterDataStatus::Continue;
+  }
   void onDestroy() override {}
 
  private:

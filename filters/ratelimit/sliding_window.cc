@@ -15,7 +15,8 @@ void SlidingWindow::expire(uint64_t now_s) {
   // does the sweep. Others may briefly see a total that still includes
   // expired buckets: that refuses, never over-admits.
   uint64_t last = expired_at_.load(std::memory_order_relaxed);
-  if (last >= now_s || !expired_at_.compare_exchange_strong(last, now_s, std::memory_order_acq_rel)) return;
+  if (last >= now_s || !expired_at_.compare_exchange_strong(last, now_s, std::memory_order_acq_rel))
+    return;
   for (uint32_t i = 0; i < window_; ++i) {
     uint64_t v = buckets_[i].load(std::memory_order_acquire);
     while (countOf(v) > 0 && secondOf(v) + window_ <= now_s) {
@@ -42,7 +43,8 @@ void SlidingWindow::addToBucket(uint64_t now_s, uint64_t n) {
       // The slot holds a second that left the window (same slot, at least
       // `window_` seconds ago): expire its count as we take the slot.
       if (b.compare_exchange_weak(v, pack(now_s, n), std::memory_order_acq_rel)) {
-        if (countOf(v) > 0) total_.fetch_sub(static_cast<int64_t>(countOf(v)), std::memory_order_acq_rel);
+        if (countOf(v) > 0)
+          total_.fetch_sub(static_cast<int64_t>(countOf(v)), std::memory_order_acq_rel);
         return;
       }
     }

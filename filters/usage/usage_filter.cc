@@ -54,12 +54,14 @@ UsageStats& stats() {
   return *s;
 }
 
-http::FilterHeadersStatus UsageFilter::decodeHeaders(http::RequestHeaders& headers, bool end_stream) {
+http::FilterHeadersStatus UsageFilter::decodeHeaders(http::RequestHeaders& headers,
+                                                     bool end_stream) {
   const http::Route* route = decoder_->route();
   // Every proxied inference route: chat and completions, and also
   // embeddings, /v1/responses and the /v1/ catch-all (a trailing slash
   // lands there), so that no path reaches a model unchecked or uncounted.
-  active_ = route && (route->count_tokens || (route->to_upstream && route->required_scope == edge::v1::SCOPE_INFERENCE));
+  active_ = route && (route->count_tokens ||
+                      (route->to_upstream && route->required_scope == edge::v1::SCOPE_INFERENCE));
   // A request with no body on another route (GET /v1/models) names no
   // model and uses no tokens: nothing to check or count.
   if (active_ && end_stream && !route->count_tokens) active_ = false;
@@ -69,8 +71,8 @@ http::FilterHeadersStatus UsageFilter::decodeHeaders(http::RequestHeaders& heade
   json_body_ = !ct || ct->find("json") != std::string_view::npos;
   http::StreamInfo& info = decoder_->streamInfo();
   if (const auto& id = info.identity) {
-    key_entry_ = &ratelimit::streamCounters(info, ratelimit::kKeyCounters, state_->keys, id->client_id,
-                                            ratelimit::nowSeconds());
+    key_entry_ = &ratelimit::streamCounters(info, ratelimit::kKeyCounters, state_->keys,
+                                            id->client_id, ratelimit::nowSeconds());
   }
   return http::FilterHeadersStatus::Continue;
 }
@@ -87,14 +89,16 @@ bool UsageFilter::inspectRequest(Buffer& body) {
   bool check_model = who && !who->allowed_models.empty();
   // A key held to a token budget: its body must be one the Edge can read,
   // or the upstream could be asked for what the Edge never saw.
-  bool limited = config_->max_tokens_per_request || config_->per_key_tokens || (who && who->tokens_per_window);
+  bool limited =
+      config_->max_tokens_per_request || config_->per_key_tokens || (who && who->tokens_per_window);
   if (body.empty()) return true;
   if (!json_body_) {
     if (!check_model) return true;
     // A multipart upload (audio) names its model where the Edge does not
     // look: with an allow-list, only JSON bodies pass.
-    decoder_->sendLocalReply(http::ErrorReply{400, "this API key is limited to some models: send a JSON body",
-                                              "invalid_request_error", "unsupported_content_type"});
+    decoder_->sendLocalReply(
+        http::ErrorReply{400, "this API key is limited to some models: send a JSON body",
+                         "invalid_request_error", "unsupported_content_type"});
     return false;
   }
   // Looked at in place (a request body is almost always one slice), not
@@ -111,9 +115,11 @@ bool UsageFilter::inspectRequest(Buffer& body) {
     // Refused rather than passed on unchecked: what the Edge cannot read,
     // an upstream might (a duplicate "model", nesting past the limit).
     stats().bodies_refused.fetch_add(1, std::memory_order_relaxed);
-    decoder_->sendLocalReply(http::ErrorReply{
-        400, "request body is not a JSON object the Edge can check: " + (jerr.empty() ? "not an object" : jerr),
-        "invalid_request_error", "invalid_json"});
+    decoder_->sendLocalReply(
+        http::ErrorReply{400,
+                         "request body is not a JSON object the Edge can check: " +
+                             (jerr.empty() ? "not an object" : jerr),
+                         "invalid_request_error", "invalid_json"});
     return false;
   }
   if (check_model) {
@@ -123,8 +129,9 @@ bool UsageFilter::inspectRequest(Buffer& body) {
     bool allowed = false;
     for (const auto& m : id->allowed_models) allowed |= m == model;
     if (!allowed) {
-      decoder_->sendLocalReply(http::ErrorReply{403, "model \"" + model + "\" is not allowed for this API key",
-                                                "permission_error", "model_not_allowed"});
+      decoder_->sendLocalReply(
+          http::ErrorReply{403, "model \"" + model + "\" is not allowed for this API key",
+                           "permission_error", "model_not_allowed"});
       return false;
     }
   }
@@ -136,7 +143,8 @@ bool UsageFilter::inspectRequest(Buffer& body) {
     doc.AddMember("stream_options", rapidjson::Value(rapidjson::kObjectType), alloc);
   }
   auto& opts = doc["stream_options"];
-  bool asked = opts.HasMember("include_usage") && opts["include_usage"].IsBool() && opts["include_usage"].GetBool();
+  bool asked = opts.HasMember("include_usage") && opts["include_usage"].IsBool() &&
+               opts["include_usage"].GetBool();
   if (asked) return true;
   // Ask the upstream for usage; the client never sees the extra event.
   if (opts.HasMember("include_usage")) opts.RemoveMember("include_usage");
@@ -151,7 +159,8 @@ bool UsageFilter::inspectRequest(Buffer& body) {
   return true;
 }
 
-http::FilterHeadersStatus UsageFilter::encodeHeaders(http::ResponseHeaders& headers, bool end_stream) {
+http::FilterHeadersStatus UsageFilter::encodeHeaders(http::ResponseHeaders& headers,
+                                                     bool end_stream) {
   if (!active_ || end_stream) return http::FilterHeadersStatus::Continue;
   std::optional<std::string_view> ct = headers.headers.get("content-type");
   sse_ = ct && ct->compare(0, 17, "text/event-stream") == 0;
@@ -176,20 +185,25 @@ bool UsageFilter::onEvent(std::string_view event) {
   if (data.compare(0, 6, "[DONE]") == 0) return true;
   if (findIn(data, "\"usage\"") != std::string_view::npos) {
     rapidjson::Document doc;
-    if (json::parse(doc, data, nullptr) && doc.IsObject() && doc.HasMember("usage") && doc["usage"].IsObject()) {
+    if (json::parse(doc, data, nullptr) && doc.IsObject() && doc.HasMember("usage") &&
+        doc["usage"].IsObject()) {
       const auto& u = doc["usage"];
-      uint64_t total = u.HasMember("total_tokens") && u["total_tokens"].IsUint64() ? u["total_tokens"].GetUint64() : 0;
+      uint64_t total = u.HasMember("total_tokens") && u["total_tokens"].IsUint64()
+                           ? u["total_tokens"].GetUint64()
+                           : 0;
       if (total) {
         reported_total_ = total;
         // The report is the truth: top up what the estimate missed.
         if (total > counted_) countTokens(total - counted_);
         auto& info = decoder_->streamInfo();
-        if (u.HasMember("prompt_tokens") && u["prompt_tokens"].IsUint64()) info.prompt_tokens = u["prompt_tokens"].GetUint64();
+        if (u.HasMember("prompt_tokens") && u["prompt_tokens"].IsUint64())
+          info.prompt_tokens = u["prompt_tokens"].GetUint64();
         if (u.HasMember("completion_tokens") && u["completion_tokens"].IsUint64()) {
           info.completion_tokens = u["completion_tokens"].GetUint64();
         }
       }
-      bool no_choices = !doc.HasMember("choices") || (doc["choices"].IsArray() && doc["choices"].Empty());
+      bool no_choices =
+          !doc.HasMember("choices") || (doc["choices"].IsArray() && doc["choices"].Empty());
       if (injected_usage_ && no_choices) return false;  // the client did not ask for it
       return true;
     }
@@ -210,7 +224,8 @@ void UsageFilter::cutStream(Buffer& out) {
   state_->streams_cut.fetch_add(1, std::memory_order_relaxed);
   decoder_->streamInfo().error_code = "token_cap";
   out.add(http::sseErrorEvent("the response reached the per-request cap of " +
-                                  std::to_string(config_->max_tokens_per_request) + " tokens and was ended",
+                                  std::to_string(config_->max_tokens_per_request) +
+                                  " tokens and was ended",
                               "rate_limit_error", "max_tokens_per_request_exceeded"));
   out.add("data: [DONE]\n\n");
 }
@@ -246,7 +261,8 @@ http::FilterDataStatus UsageFilter::encodeData(Buffer& data, bool end_stream) {
     for (size_t i = 0; i < data.sliceCount(); ++i) carry_.append(data.slice(i).view());
     input = carry_;
     size_t probe_sep = 0;
-    if (carry_.size() > kMaxEventBytes && findEventEnd(input, 0, &probe_sep) == std::string_view::npos) {
+    if (carry_.size() > kMaxEventBytes &&
+        findEventEnd(input, 0, &probe_sep) == std::string_view::npos) {
       // One event past the limit and still no end: stop inspecting this
       // stream (the bytes pass on as they are) rather than hold an
       // unbounded event here.
@@ -366,7 +382,8 @@ size_t findLastUsageKey(const std::string& s) {
     const void* q = memrchr(s.data(), '"', end);
     if (!q) break;
     size_t at = static_cast<size_t>(static_cast<const char*>(q) - s.data());
-    if (s.size() - at >= kKey.size() && memcmp(s.data() + at, kKey.data(), kKey.size()) == 0) return at;
+    if (s.size() - at >= kKey.size() && memcmp(s.data() + at, kKey.data(), kKey.size()) == 0)
+      return at;
     end = at;
   }
   return std::string::npos;
@@ -393,8 +410,8 @@ void UsageFilter::countJsonUsage() {
   // consolidate its fastbins on every response.
   char stack_buf[512];
   rapidjson::MemoryPoolAllocator<> stack_alloc(stack_buf, sizeof stack_buf);
-  rapidjson::GenericReader<rapidjson::UTF8<>, rapidjson::UTF8<>, rapidjson::MemoryPoolAllocator<>> reader(
-      &stack_alloc, 256);
+  rapidjson::GenericReader<rapidjson::UTF8<>, rapidjson::UTF8<>, rapidjson::MemoryPoolAllocator<>>
+      reader(&stack_alloc, 256);
   rapidjson::MemoryStream ms(json_tail_.data() + open, end - open + 1);
   UsageTotalHandler h;
   // Whole-object validity as before: a parse error counts nothing.
@@ -414,7 +431,8 @@ void UsageFilter::onDestroy() {
   }
 }
 
-http::FilterFactory makeFactory(ratelimit::RateLimitConfigSharedPtr config, ratelimit::StateSharedPtr state) {
+http::FilterFactory makeFactory(ratelimit::RateLimitConfigSharedPtr config,
+                                ratelimit::StateSharedPtr state) {
   return [config, state](http::FilterChainBuilder& builder) {
     auto f = std::make_shared<UsageFilter>(config, state);
     builder.addStreamFilter(f, f);

@@ -69,14 +69,15 @@ class UsageFilter : public http::StreamDecoderFilter, public http::StreamEncoder
   bool json_ = false;
   bool cut_ = false;
   bool finished_ = false;
-  std::string carry_;  // a partial SSE event between chunks
+  std::string carry_;      // a partial SSE event between chunks
   std::string json_tail_;  // the last bytes of a JSON response
-  uint64_t counted_ = 0;  // tokens already added to the key's window
+  uint64_t counted_ = 0;   // tokens already added to the key's window
   uint64_t reported_total_ = 0;
   uint64_t completion_estimate_ = 0;
   ratelimit::Entry* key_entry_ = nullptr;  // in the stream's filter state
 };
 
-http::FilterFactory makeFactory(ratelimit::RateLimitConfigSharedPtr config, ratelimit::StateSharedPtr state);
+http::FilterFactory makeFactory(ratelimit::RateLimitConfigSharedPtr config,
+                                ratelimit::StateSharedPtr state);
 
 }  // namespace eldric::filters::usage

@@ -18,8 +18,8 @@
 //     between the arrivals of reads that delivered SSE events; token events
 //     that arrived in one TLS record (plaintext: in one HTTP chunk) count as
 //     merged (also reported: in one HTTP chunk, i.e. re-chunked by the
-//     proxy; in one socket read); token numbers skipped (the fake router numbers them "tok0 ", "tok1 ", ...)
-//     as lost. The fake router sends one event per chunk, 20 ms apart.
+//     proxy; in one socket read); token numbers skipped (the fake router numbers them "tok0 ",
+//     "tok1 ", ...) as lost. The fake router sends one event per chunk, 20 ms apart.
 //
 // Both modes report the client's own CPU time, to show how much of the
 // machine the client took.
@@ -70,9 +70,9 @@ struct Options {
   std::string body;
   int concurrency = 16;  // handshake: workers
   double duration = 10, warmup = 0;
-  int streams = 100;  // sse
-  int tokens = 0;     // sse: expected per stream (0: not checked)
-  double ramp = 1;    // sse: seconds over which the requests are sent
+  int streams = 100;     // sse
+  int tokens = 0;        // sse: expected per stream (0: not checked)
+  double ramp = 1;       // sse: seconds over which the requests are sent
   bool uniform = false;  // sse: each send at a random moment of the ramp
   uint64_t seed = 1;
   int connect_parallel = 32;
@@ -108,25 +108,39 @@ Loopback targets only. TLS: the certificate is not verified; ALPN http/1.1.
 Exit code: 0 if nothing failed, 1 otherwise, 2 on bad usage.
 )";
 
-[[noreturn]] void Usage(const std::string& err) { loadgen::ExitWithUsage("benchclient", kUsage, err); }
+[[noreturn]] void Usage(const std::string& err) {
+  loadgen::ExitWithUsage("benchclient", kUsage, err);
+}
 
 Options ParseFlags(int argc, char** argv) {
   Options o;
   loadgen::FlagReader f(argc, argv, Usage);
   while (f.Next()) {
     const std::string& a = f.name();
-    if (a == "--help" || a == "-h") Usage("");
-    else if (a == "--mode") o.mode = f.Value();
-    else if (a == "--url") o.url = f.Value();
-    else if (a == "--method" || a == "-X") o.method = f.Value();
-    else if (a == "--header" || a == "-H") o.headers.push_back(f.Value());
-    else if (a == "--body") o.body = f.Value();
-    else if (a == "--concurrency" || a == "-c") o.concurrency = int(f.Num());
-    else if (a == "--duration") o.duration = f.Num();
-    else if (a == "--warmup") o.warmup = f.Num();
-    else if (a == "--streams") o.streams = int(f.Num());
-    else if (a == "--tokens") o.tokens = int(f.Num());
-    else if (a == "--ramp") o.ramp = f.Num();
+    if (a == "--help" || a == "-h")
+      Usage("");
+    else if (a == "--mode")
+      o.mode = f.Value();
+    else if (a == "--url")
+      o.url = f.Value();
+    else if (a == "--method" || a == "-X")
+      o.method = f.Value();
+    else if (a == "--header" || a == "-H")
+      o.headers.push_back(f.Value());
+    else if (a == "--body")
+      o.body = f.Value();
+    else if (a == "--concurrency" || a == "-c")
+      o.concurrency = int(f.Num());
+    else if (a == "--duration")
+      o.duration = f.Num();
+    else if (a == "--warmup")
+      o.warmup = f.Num();
+    else if (a == "--streams")
+      o.streams = int(f.Num());
+    else if (a == "--tokens")
+      o.tokens = int(f.Num());
+    else if (a == "--ramp")
+      o.ramp = f.Num();
     else if (a == "--arrivals") {
       std::string v = f.Value();
       if (v != "even" && v != "uniform") Usage("--arrivals is even or uniform");
@@ -135,12 +149,16 @@ Options ParseFlags(int argc, char** argv) {
       double v = f.Num();
       if (!(v >= 0) || v > 1e15) Usage("--seed must be a whole number >= 0");
       o.seed = uint64_t(v);
-    }
-    else if (a == "--connect-parallel") o.connect_parallel = int(f.Num());
-    else if (a == "--timeout") o.timeout = f.Num();
-    else if (a == "--quiet") o.quiet = true;
-    else if (a.rfind("-", 0) != 0 && o.url.empty()) o.url = a;
-    else Usage("unknown flag " + a);
+    } else if (a == "--connect-parallel")
+      o.connect_parallel = int(f.Num());
+    else if (a == "--timeout")
+      o.timeout = f.Num();
+    else if (a == "--quiet")
+      o.quiet = true;
+    else if (a.rfind("-", 0) != 0 && o.url.empty())
+      o.url = a;
+    else
+      Usage("unknown flag " + a);
   }
   if (o.mode != "handshake" && o.mode != "sse") Usage("--mode is handshake or sse");
   if (o.url.empty()) Usage("--url is required");
@@ -535,22 +553,25 @@ int Client::RunHandshakes() {
   // Per connection over the whole run (warm-up included: it opened them too).
   double cpu_us = (CpuSeconds() - cpu0) * 1e6 / double(std::max<uint64_t>(1, opened_));
   uint64_t errors = non2xx_ + err_connect_ + err_tls_ + err_http_;
-  printf("{\"mode\":\"handshake\",\"url\":\"%s\",\"concurrency\":%d,\"duration_s\":%.3f,"
-         "\"conn_per_s\":%.1f,\"completed\":%llu,\"completed_with_warmup\":%llu,\"ok\":%llu,\"non2xx\":%llu,"
-         "\"connect_errors\":%llu,\"tls_errors\":%llu,\"http_errors\":%llu,\"errors\":%llu,"
-         "\"resumed\":%llu,\"not_tls13\":%llu,\"group\":\"%s\",\"cipher\":\"%s\","
-         "\"client_cpu_us_per_conn\":%.1f,\"handshake_us\":%s,\"connection_us\":%s}\n",
-         loadgen::JsonEscape(o_.url).c_str(), o_.concurrency, o_.duration, rate,
-         (unsigned long long)done_, (unsigned long long)all_done_, (unsigned long long)ok_, (unsigned long long)non2xx_,
-         (unsigned long long)err_connect_, (unsigned long long)err_tls_,
-         (unsigned long long)err_http_, (unsigned long long)errors, (unsigned long long)resumed_,
-         (unsigned long long)not13_, group_.c_str(), cipher_.c_str(), cpu_us,
-         loadgen::DistJson(hs_, true).c_str(), loadgen::DistJson(total_, true).c_str());
+  printf(
+      "{\"mode\":\"handshake\",\"url\":\"%s\",\"concurrency\":%d,\"duration_s\":%.3f,"
+      "\"conn_per_s\":%.1f,\"completed\":%llu,\"completed_with_warmup\":%llu,\"ok\":%llu,"
+      "\"non2xx\":%llu,"
+      "\"connect_errors\":%llu,\"tls_errors\":%llu,\"http_errors\":%llu,\"errors\":%llu,"
+      "\"resumed\":%llu,\"not_tls13\":%llu,\"group\":\"%s\",\"cipher\":\"%s\","
+      "\"client_cpu_us_per_conn\":%.1f,\"handshake_us\":%s,\"connection_us\":%s}\n",
+      loadgen::JsonEscape(o_.url).c_str(), o_.concurrency, o_.duration, rate,
+      (unsigned long long)done_, (unsigned long long)all_done_, (unsigned long long)ok_,
+      (unsigned long long)non2xx_, (unsigned long long)err_connect_, (unsigned long long)err_tls_,
+      (unsigned long long)err_http_, (unsigned long long)errors, (unsigned long long)resumed_,
+      (unsigned long long)not13_, group_.c_str(), cipher_.c_str(), cpu_us,
+      loadgen::DistJson(hs_, true).c_str(), loadgen::DistJson(total_, true).c_str());
   fflush(stdout);
   if (!o_.quiet)
     fprintf(stderr,
             "benchclient: %s handshake x%d for %.1f s: %.1f conn/s, %llu ok, %llu errors; %s %s%s; "
-            "handshake us p50 %.1f p99 %.1f; connection us p50 %.1f p99 %.1f; client CPU %.1f us/conn\n",
+            "handshake us p50 %.1f p99 %.1f; connection us p50 %.1f p99 %.1f; client CPU %.1f "
+            "us/conn\n",
             o_.url.c_str(), o_.concurrency, o_.duration, rate, (unsigned long long)ok_,
             (unsigned long long)errors, group_.c_str(), cipher_.c_str(),
             resumed_ ? " (some RESUMED)" : "", hs_.Percentile(50) / 1e3, hs_.Percentile(99) / 1e3,
@@ -599,7 +620,8 @@ int Client::RunSse() {
   // Send order: due times ascending.
   std::vector<Conn*> order;
   for (auto& c : conns_) order.push_back(c.get());
-  std::stable_sort(order.begin(), order.end(), [](const Conn* a, const Conn* b) { return a->due < b->due; });
+  std::stable_sort(order.begin(), order.end(),
+                   [](const Conn* a, const Conn* b) { return a->due < b->due; });
   uint64_t last_due = order.back()->due;
   uint64_t deadline = last_due + uint64_t(o_.timeout * 1e9);
   size_t to_send = 0;
@@ -629,26 +651,24 @@ int Client::RunSse() {
       Close(*c);
     }
   uint64_t errors = streams_failed_ + unfinished;
-  printf("{\"mode\":\"sse\",\"url\":\"%s\",\"streams\":%d,\"tokens\":%d,\"ramp_s\":%.3f,"
-         "\"arrivals\":\"%s\","
-         "\"setup_s\":%.3f,\"ok\":%llu,\"errors\":%llu,\"setup_errors\":%llu,\"non200\":%llu,"
-         "\"incomplete\":%llu,\"unfinished\":%llu,\"events\":%llu,\"token_events\":%llu,"
-         "\"lost\":%llu,\"out_of_order\":%llu,\"merged\":%llu,\"merged_per_read\":%llu,"
-         "\"merged_per_chunk\":%llu,\"client_cpu_s\":%.3f,\"kernel_arrival_times\":%s,"
-         "\"read_after_arrival_us\":%s,"
-         "\"ttfb_us\":%s,\"first_event_us\":%s,\"gaps_us\":%s,\"send_lag_us\":%s}\n",
-         loadgen::JsonEscape(o_.url).c_str(), o_.streams, o_.tokens, o_.ramp,
-         o_.uniform ? "uniform" : "even", setup_s,
-         (unsigned long long)streams_ok_, (unsigned long long)errors,
-         (unsigned long long)setup_failed, (unsigned long long)non200_,
-         (unsigned long long)incomplete_, (unsigned long long)unfinished,
-         (unsigned long long)events_, (unsigned long long)tokens_, (unsigned long long)lost_,
-         (unsigned long long)misordered_, (unsigned long long)merged_,
-         (unsigned long long)batched_, (unsigned long long)rechunked_, CpuSeconds(),
-         stamped_ ? "true" : "false", loadgen::DistJson(wake_late_, false).c_str(),
-         loadgen::DistJson(ttfb_, true).c_str(),
-         loadgen::DistJson(ttfe_, true).c_str(), loadgen::DistJson(gaps_, true).c_str(),
-         loadgen::DistJson(lag_, false).c_str());
+  printf(
+      "{\"mode\":\"sse\",\"url\":\"%s\",\"streams\":%d,\"tokens\":%d,\"ramp_s\":%.3f,"
+      "\"arrivals\":\"%s\","
+      "\"setup_s\":%.3f,\"ok\":%llu,\"errors\":%llu,\"setup_errors\":%llu,\"non200\":%llu,"
+      "\"incomplete\":%llu,\"unfinished\":%llu,\"events\":%llu,\"token_events\":%llu,"
+      "\"lost\":%llu,\"out_of_order\":%llu,\"merged\":%llu,\"merged_per_read\":%llu,"
+      "\"merged_per_chunk\":%llu,\"client_cpu_s\":%.3f,\"kernel_arrival_times\":%s,"
+      "\"read_after_arrival_us\":%s,"
+      "\"ttfb_us\":%s,\"first_event_us\":%s,\"gaps_us\":%s,\"send_lag_us\":%s}\n",
+      loadgen::JsonEscape(o_.url).c_str(), o_.streams, o_.tokens, o_.ramp,
+      o_.uniform ? "uniform" : "even", setup_s, (unsigned long long)streams_ok_,
+      (unsigned long long)errors, (unsigned long long)setup_failed, (unsigned long long)non200_,
+      (unsigned long long)incomplete_, (unsigned long long)unfinished, (unsigned long long)events_,
+      (unsigned long long)tokens_, (unsigned long long)lost_, (unsigned long long)misordered_,
+      (unsigned long long)merged_, (unsigned long long)batched_, (unsigned long long)rechunked_,
+      CpuSeconds(), stamped_ ? "true" : "false", loadgen::DistJson(wake_late_, false).c_str(),
+      loadgen::DistJson(ttfb_, true).c_str(), loadgen::DistJson(ttfe_, true).c_str(),
+      loadgen::DistJson(gaps_, true).c_str(), loadgen::DistJson(lag_, false).c_str());
   fflush(stdout);
   if (!o_.quiet)
     fprintf(stderr,

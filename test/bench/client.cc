@@ -259,8 +259,7 @@ int HandshakeStep(SSL* ssl, bool* want_write) {
   return -1;
 }
 
-ssize_t ReadSome(int fd, SSL* ssl, const TlsInput& in, char* buf, size_t cap,
-                 uint64_t* arrival) {
+ssize_t ReadSome(int fd, SSL* ssl, const TlsInput& in, char* buf, size_t cap, uint64_t* arrival) {
   if (!ssl) {
     ssize_t n = arrival ? RecvStamped(fd, buf, cap, arrival) : recv(fd, buf, cap, 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return kIoWantRead;

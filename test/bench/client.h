@@ -30,10 +30,10 @@ class FlagReader {
  public:
   using UsageFn = void (*)(const std::string& err);
   FlagReader(int argc, char** argv, UsageFn usage) : argc_(argc), argv_(argv), usage_(usage) {}
-  bool Next();                                     // false past the last argument
+  bool Next();                                       // false past the last argument
   const std::string& name() const { return name_; }  // the flag (without =value)
-  std::string Value();                             // its value: inline or the next argument
-  double Num();                                    // the value as a finite number >= 0
+  std::string Value();                               // its value: inline or the next argument
+  double Num();                                      // the value as a finite number >= 0
   [[noreturn]] void Fail(const std::string& err) const;
 
  private:

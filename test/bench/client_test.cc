@@ -124,7 +124,8 @@ TEST(ResponseParser, HeadHasNoBodyAndGarbageFails) {
 [[noreturn]] void Throw(const std::string& err) { throw std::runtime_error(err); }
 
 TEST(FlagReader, InlineSeparateAndPositional) {
-  const char* argv[] = {"x", "--rate=5", "--url", "http://a/", "pos", "-c", "3", "--rate", "-1", nullptr};
+  const char* argv[] = {"x",  "--rate=5", "--url",  "http://a/", "pos",
+                        "-c", "3",        "--rate", "-1",        nullptr};
   FlagReader f(9, const_cast<char**>(argv), Throw);
   ASSERT_TRUE(f.Next());
   EXPECT_EQ(f.name(), "--rate");

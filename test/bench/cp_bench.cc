@@ -21,32 +21,31 @@
 // Prints progress on stderr and one JSON object on stdout. Every wait is
 // bounded (--timeout-s); loopback only (the target is the caller's).
 
+#include <google/protobuf/arena.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <csignal>
-#include <cstdarg>
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <fstream>
-#include <iterator>
 #include <functional>
 #include <future>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <google/protobuf/arena.h>
-#include <google/protobuf/io/coded_stream.h>
-#include <google/protobuf/wire_format_lite.h>
 
 #include "common/log.h"
 #include "dataplane/event/dispatcher.h"
@@ -67,11 +66,11 @@ struct Options {
   int pid = 0;  // the control plane's, for VmRSS; 0: no memory figures
   int streams = 100;
   int revocations = 10;
-  int batch = 100;        // streams opened per step of the ramp
-  int settle_ms = 2000;   // before each RSS reading
-  int gap_ms = 200;       // between revocation rounds
-  int timeout_s = 60;     // bound on every wait
-  int clients = 0;        // registered before measuring: the snapshot's size
+  int batch = 100;           // streams opened per step of the ramp
+  int settle_ms = 2000;      // before each RSS reading
+  int gap_ms = 200;          // between revocation rounds
+  int timeout_s = 60;        // bound on every wait
+  int clients = 0;           // registered before measuring: the snapshot's size
   bool full_decode = false;  // parse every snapshot whole (see SimNode::onMessage)
   int report_ms = 0;         // send a usage report this often; 0: never
   std::string name_prefix = "cp-bench";
@@ -111,18 +110,30 @@ bool parseArgs(int argc, char** argv, Options* o) {
       }
       return static_cast<int>(n);
     };
-    if (a == "--target") o->target = value("--target");
-    else if (a == "--pid") o->pid = number("--pid", 0);
-    else if (a == "--streams") o->streams = number("--streams", 1);
-    else if (a == "--revocations") o->revocations = number("--revocations", 1);
-    else if (a == "--batch") o->batch = number("--batch", 1);
-    else if (a == "--settle-ms") o->settle_ms = number("--settle-ms", 0);
-    else if (a == "--gap-ms") o->gap_ms = number("--gap-ms", 0);
-    else if (a == "--timeout-s") o->timeout_s = number("--timeout-s", 1);
-    else if (a == "--clients") o->clients = number("--clients", 0);
-    else if (a == "--full-decode") o->full_decode = true;
-    else if (a == "--report-ms") o->report_ms = number("--report-ms", 0);
-    else if (a == "--name-prefix") o->name_prefix = value("--name-prefix");
+    if (a == "--target")
+      o->target = value("--target");
+    else if (a == "--pid")
+      o->pid = number("--pid", 0);
+    else if (a == "--streams")
+      o->streams = number("--streams", 1);
+    else if (a == "--revocations")
+      o->revocations = number("--revocations", 1);
+    else if (a == "--batch")
+      o->batch = number("--batch", 1);
+    else if (a == "--settle-ms")
+      o->settle_ms = number("--settle-ms", 0);
+    else if (a == "--gap-ms")
+      o->gap_ms = number("--gap-ms", 0);
+    else if (a == "--timeout-s")
+      o->timeout_s = number("--timeout-s", 1);
+    else if (a == "--clients")
+      o->clients = number("--clients", 0);
+    else if (a == "--full-decode")
+      o->full_decode = true;
+    else if (a == "--report-ms")
+      o->report_ms = number("--report-ms", 0);
+    else if (a == "--name-prefix")
+      o->name_prefix = value("--name-prefix");
     else if (a == "--help" || a == "-h") {
       std::fputs(kUsage, stdout);
       std::exit(0);
@@ -218,8 +229,8 @@ struct Received {
 // (snapshot = 3, snapshot.auth = 20, auth.api_keys = 2, client_name = 4)
 // straight from the wire, skipping everything else. False if malformed.
 bool scanResponse(const std::string& bytes, const std::string& name, Received* out) {
-  using google::protobuf::io::CodedInputStream;
   using google::protobuf::internal::WireFormatLite;
+  using google::protobuf::io::CodedInputStream;
   CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
                       static_cast<int>(bytes.size()));
   in.SetTotalBytesLimit(static_cast<int>(bytes.size()));
@@ -454,16 +465,15 @@ Bench::Call Bench::admin(const char* path, const std::string& request) {
   admin_loop_->dispatcher().post([&] {
     out.issued_ns = nowNs();
     const char* key = std::getenv("ELDRIC_API_KEY");
-    admin_channel_->unary(
-        path, request, 10000,
-        [&](int status, std::string msg, std::string resp) {
-          out.returned_ns = nowNs();
-          out.status = status;
-          out.message = std::move(msg);
-          out.response = std::move(resp);
-          done.set_value();
-        },
-        {{"authorization", std::string("Bearer ") + (key ? key : "")}});
+    admin_channel_->unary(path, request, 10000,
+                          [&](int status, std::string msg, std::string resp) {
+                            out.returned_ns = nowNs();
+                            out.status = status;
+                            out.message = std::move(msg);
+                            out.response = std::move(resp);
+                            done.set_value();
+                          },
+                          {{"authorization", std::string("Bearer ") + (key ? key : "")}});
   });
   // The unary call's own deadline (10 s) bounds this.
   done.get_future().wait();
@@ -551,10 +561,11 @@ bool Bench::round(int r, std::vector<int64_t>* from_return, std::vector<int64_t>
   call_ns->push_back(c.returned_ns - c.issued_ns);
   from_return->insert(from_return->end(), ret.begin(), ret.end());
   from_issue->insert(from_issue->end(), iss.begin(), iss.end());
-  progress("round %d: admin call %.1f ms; key gone on all %d streams: p50 %.1f ms, p99 %.1f ms, "
-           "max %.1f ms after the call returned",
-           r + 1, static_cast<double>(c.returned_ns - c.issued_ns) / 1e6, n,
-           percentileMs(ret, 50), percentileMs(ret, 99), percentileMs(ret, 100));
+  progress(
+      "round %d: admin call %.1f ms; key gone on all %d streams: p50 %.1f ms, p99 %.1f ms, "
+      "max %.1f ms after the call returned",
+      r + 1, static_cast<double>(c.returned_ns - c.issued_ns) / 1e6, n, percentileMs(ret, 50),
+      percentileMs(ret, 99), percentileMs(ret, 100));
   return true;
 }
 
@@ -566,8 +577,7 @@ int Bench::run() {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
-      rl.rlim_cur < static_cast<rlim_t>(o_.streams) + 64) {
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < static_cast<rlim_t>(o_.streams) + 64) {
     progress("descriptor limit %llu is too low for %d streams (raise ulimit -n)",
              static_cast<unsigned long long>(rl.rlim_cur), o_.streams);
     return 1;
@@ -617,9 +627,10 @@ int Bench::run() {
     std::this_thread::sleep_for(std::chrono::milliseconds(o_.settle_ms));
     rssN = o_.pid ? rssBytes(o_.pid) : -1;
     if (rss0 > 0 && rssN > 0) {
-      progress("control plane VmRSS: %.1f MiB with no stream, %.1f MiB with %d: %.0f bytes per stream",
-               rss0 / 1048576.0, rssN / 1048576.0, o_.streams,
-               static_cast<double>(rssN - rss0) / o_.streams);
+      progress(
+          "control plane VmRSS: %.1f MiB with no stream, %.1f MiB with %d: %.0f bytes per stream",
+          rss0 / 1048576.0, rssN / 1048576.0, o_.streams,
+          static_cast<double>(rssN - rss0) / o_.streams);
     }
     cp_cpu0 = o_.pid ? cpuSeconds(o_.pid) : -1;
     self_cpu0 = cpuSeconds(getpid());
@@ -648,33 +659,29 @@ int Bench::run() {
     std::snprintf(b, sizeof b, "%.2f", v);
     return std::string(b);
   };
-  std::string json = "{\"ok\":" + std::string(ok ? "true" : "false") +
-                     ",\"streams\":" + std::to_string(o_.streams) +
-                     ",\"revocations\":" + std::to_string(o_.revocations) +
-                     ",\"resident_clients\":" + std::to_string(o_.clients) +
-                     ",\"full_decode\":" + (o_.full_decode ? "true" : "false") +
-                     ",\"report_ms\":" + std::to_string(o_.report_ms) +
-                     ",\"snapshot_bytes\":" + std::to_string(snapshot_bytes_.load()) +
-                     ",\"samples\":" + std::to_string(from_return.size()) +
-                     ",\"open_s\":" + fmt(open_s) +
-                     ",\"rss_idle_bytes\":" + std::to_string(rss0) +
-                     ",\"rss_streams_bytes\":" + std::to_string(rssN) +
-                     ",\"rss_after_bytes\":" + std::to_string(rss_after) +
-                     ",\"bytes_per_stream\":" +
-                     (rss0 > 0 && rssN > 0 ? fmt(static_cast<double>(rssN - rss0) / o_.streams)
-                                           : "null") +
-                     ",\"propagation_ms\":{\"p50\":" + fmt(percentileMs(from_return, 50)) +
-                     ",\"p99\":" + fmt(percentileMs(from_return, 99)) +
-                     ",\"max\":" + fmt(percentileMs(from_return, 100)) + "}" +
-                     ",\"propagation_from_issue_ms\":{\"p50\":" +
-                     fmt(percentileMs(from_issue, 50)) +
-                     ",\"p99\":" + fmt(percentileMs(from_issue, 99)) +
-                     ",\"max\":" + fmt(percentileMs(from_issue, 100)) + "}" +
-                     ",\"revoke_call_ms\":{\"p50\":" + fmt(percentileMs(call_ns, 50)) +
-                     ",\"max\":" + fmt(percentileMs(call_ns, 100)) + "}" +
-                     ",\"registration_p99_worst_ms\":" + fmt(register_p99_worst) +
-                     ",\"rounds_cpu_s\":{\"controlplane\":" + fmt(cp_cpu) +
-                     ",\"clients\":" + fmt(self_cpu) + "}";
+  std::string json =
+      "{\"ok\":" + std::string(ok ? "true" : "false") +
+      ",\"streams\":" + std::to_string(o_.streams) +
+      ",\"revocations\":" + std::to_string(o_.revocations) +
+      ",\"resident_clients\":" + std::to_string(o_.clients) +
+      ",\"full_decode\":" + (o_.full_decode ? "true" : "false") +
+      ",\"report_ms\":" + std::to_string(o_.report_ms) +
+      ",\"snapshot_bytes\":" + std::to_string(snapshot_bytes_.load()) +
+      ",\"samples\":" + std::to_string(from_return.size()) + ",\"open_s\":" + fmt(open_s) +
+      ",\"rss_idle_bytes\":" + std::to_string(rss0) +
+      ",\"rss_streams_bytes\":" + std::to_string(rssN) +
+      ",\"rss_after_bytes\":" + std::to_string(rss_after) + ",\"bytes_per_stream\":" +
+      (rss0 > 0 && rssN > 0 ? fmt(static_cast<double>(rssN - rss0) / o_.streams) : "null") +
+      ",\"propagation_ms\":{\"p50\":" + fmt(percentileMs(from_return, 50)) +
+      ",\"p99\":" + fmt(percentileMs(from_return, 99)) +
+      ",\"max\":" + fmt(percentileMs(from_return, 100)) + "}" +
+      ",\"propagation_from_issue_ms\":{\"p50\":" + fmt(percentileMs(from_issue, 50)) +
+      ",\"p99\":" + fmt(percentileMs(from_issue, 99)) +
+      ",\"max\":" + fmt(percentileMs(from_issue, 100)) + "}" +
+      ",\"revoke_call_ms\":{\"p50\":" + fmt(percentileMs(call_ns, 50)) +
+      ",\"max\":" + fmt(percentileMs(call_ns, 100)) + "}" +
+      ",\"registration_p99_worst_ms\":" + fmt(register_p99_worst) +
+      ",\"rounds_cpu_s\":{\"controlplane\":" + fmt(cp_cpu) + ",\"clients\":" + fmt(self_cpu) + "}";
   {
     std::lock_guard<std::mutex> l(errors_mu_);
     std::string err;

@@ -358,7 +358,7 @@ void Runner::Completed(Conn& c, uint64_t now) {
     s_.last_complete = now;
   }
   if (!c.parser.keep_alive()) {  // the server said Connection: close
-    c.state = State::kDown;  // no longer busy, not idle
+    c.state = State::kDown;      // no longer busy, not idle
     Close(c, now, Why::kDone);
     return;
   }

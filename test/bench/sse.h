@@ -28,9 +28,9 @@ class SseScanner {
 
   uint64_t events() const { return events_; }
   uint64_t tokens() const { return tokens_; }
-  uint64_t lost() const { return lost_; }            // token numbers skipped or never sent
+  uint64_t lost() const { return lost_; }                // token numbers skipped or never sent
   uint64_t out_of_order() const { return misordered_; }  // a number at or below one seen
-  bool done() const { return done_; }                // saw "data: [DONE]"
+  bool done() const { return done_; }                    // saw "data: [DONE]"
 
   // The token number in one event's text ("tok" + digits in a data line),
   // or -1 if the event carries none.

@@ -9,12 +9,14 @@ namespace {
 
 // An event as the fake router writes it.
 std::string Tok(int i) {
-  return "data: {\"id\":\"chatcmpl-fake-0-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tok" +
+  return "data: "
+         "{\"id\":\"chatcmpl-fake-0-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tok" +
          std::to_string(i) + " \"},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
 }
 const std::string kRole =
     "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
-const std::string kFinish = "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+const std::string kFinish =
+    "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
 const std::string kDone = "data: [DONE]\n\n";
 
 SseScanner::Counts Feed(SseScanner& s, const std::string& b) { return s.Feed(b.data(), b.size()); }

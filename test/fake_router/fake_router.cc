@@ -275,9 +275,9 @@ struct Worker {
   uv_poll_t pace_poll;
   std::set<std::pair<uint64_t, Conn*>> paced;  // (due ns, stream)
   std::vector<std::pair<uint64_t, Conn*>> pace_due;
-  uint64_t pace_armed_ns = 0;                  // 0: disarmed
-  std::string scratch;  // Response bodies are built here.
-  std::string event;    // One SSE event.
+  uint64_t pace_armed_ns = 0;  // 0: disarmed
+  std::string scratch;         // Response bodies are built here.
+  std::string event;           // One SSE event.
   char read_buf[kReadBufferSize];
   // RapidJSON parses into these fixed buffers; Clear() after each request.
   char json_value_buf[32 * 1024];

@@ -15,7 +15,8 @@ namespace eldric::fuzz {
 // the rest as the payload.
 class InputReader {
  public:
-  InputReader(const uint8_t* data, size_t size) : p_(reinterpret_cast<const char*>(data)), n_(size) {}
+  InputReader(const uint8_t* data, size_t size)
+      : p_(reinterpret_cast<const char*>(data)), n_(size) {}
   uint8_t byte() {
     if (n_ == 0) return 0;
     --n_;
@@ -38,7 +39,8 @@ class InputReader {
 // Cuts `payload` into pieces: the first byte of the input says how many
 // cut points (0-15), each following byte where (as a length, 1-256). The
 // input's structure, not its content, decides where a stream breaks.
-inline std::vector<std::string_view> splitStream(InputReader& in, std::string_view* payload_out = nullptr) {
+inline std::vector<std::string_view> splitStream(InputReader& in,
+                                                 std::string_view* payload_out = nullptr) {
   size_t cuts = in.byte() % 16;
   std::vector<size_t> lengths;
   for (size_t i = 0; i < cuts; ++i) lengths.push_back(size_t{in.byte()} + 1);

@@ -6,8 +6,8 @@
 // Input: [max size choice][cut count][cut lengths...][stream]
 
 #include <cstdint>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -67,17 +67,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<std::string> got;
   Deframer::Result result = Deframer::Result::Ok;
   for (std::string_view piece : pieces) {
-    result = d.feed(reinterpret_cast<const uint8_t*>(piece.data()), piece.size(), [&](std::string&& m) {
-      got.push_back(std::move(m));
-      return true;
-    });
+    result =
+        d.feed(reinterpret_cast<const uint8_t*>(piece.data()), piece.size(), [&](std::string&& m) {
+          got.push_back(std::move(m));
+          return true;
+        });
     if (result != Deframer::Result::Ok) break;
   }
   if (result != want.result || got != want.messages ||
       (result == Deframer::Result::Ok && d.midMessage() != want.mid_message)) {
-    fprintf(stderr, "deframer: result %d (want %d), %zu messages (want %zu), mid-message %d (want %d)\n",
-            static_cast<int>(result), static_cast<int>(want.result), got.size(), want.messages.size(),
-            d.midMessage(), want.mid_message);
+    fprintf(stderr,
+            "deframer: result %d (want %d), %zu messages (want %zu), mid-message %d (want %d)\n",
+            static_cast<int>(result), static_cast<int>(want.result), got.size(),
+            want.messages.size(), d.midMessage(), want.mid_message);
     abort();
   }
   // The prefix frames what it says.

@@ -62,7 +62,8 @@ struct Loopback {
   static void onAccept(uv_stream_t* s, int status) {
     auto* self = static_cast<Loopback*>(s->data);
     int error = 0;
-    self->conn = network::Connection::accept(self->dispatcher, s, nullptr, network::ConnectionOptions{}, &error);
+    self->conn = network::Connection::accept(self->dispatcher, s, nullptr,
+                                             network::ConnectionOptions{}, &error);
     if (!self->conn) abort();
     self->conn->setCallbacks(&self->callbacks);
   }
@@ -124,7 +125,8 @@ class Manager : public http::ServerCodecCallbacks, public http::RequestDecoder {
     if (!headers) abort();  // the codec hands over a request, never null
     method_ = headers->method;
     // Touch what a filter would read.
-    for (const auto& name : {"host", "content-type", "authorization", "cookie"}) (void)headers->headers.get(name);
+    for (const auto& name : {"host", "content-type", "authorization", "cookie"})
+      (void)headers->headers.get(name);
     (void)headers->pathOnly();
     request_done_ = end_stream;
     // Modes 1 and 5 answer at once, from inside the codec's callback (an

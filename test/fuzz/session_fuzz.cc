@@ -41,7 +41,8 @@ class FakeStream : public http::DecoderFilterCallbacks {
   void resetStream(std::string_view) override {}
   void closeConnectionAfterResponse() override {}
   void continueDecoding() override {}
-  void sendLocalReply(const http::ErrorReply& r, const std::function<void(http::ResponseHeaders&)>& extra) override {
+  void sendLocalReply(const http::ErrorReply& r,
+                      const std::function<void(http::ResponseHeaders&)>& extra) override {
     http::ResponseHeaders h;
     if (extra) extra(h);
     status_ = r.status;
@@ -129,8 +130,8 @@ static int fuzzOne(const uint8_t* data, size_t size) {
       std::string token = filters::auth::signSession(key, hash, expires);
       std::string got_hash;
       int64_t got_expires = 0;
-      if (!filters::auth::verifySession(token, {"other", key}, now, &got_hash, &got_expires) || got_hash != hash ||
-          got_expires != expires) {
+      if (!filters::auth::verifySession(token, {"other", key}, now, &got_hash, &got_expires) ||
+          got_hash != hash || got_expires != expires) {
         abort();
       }
       break;
@@ -138,7 +139,8 @@ static int fuzzOne(const uint8_t* data, size_t size) {
     default: {  // a token on its own
       std::string got_hash;
       int64_t got_expires = 0;
-      if (filters::auth::verifySession(bytes, config->sessionKeys(), now, &got_hash, &got_expires) &&
+      if (filters::auth::verifySession(bytes, config->sessionKeys(), now, &got_hash,
+                                       &got_expires) &&
           (got_hash.size() != 32 || got_expires <= now)) {
         abort();
       }

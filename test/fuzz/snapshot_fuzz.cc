@@ -28,7 +28,8 @@ class CountingBuilder : public http::FilterChainBuilder {
  public:
   void addDecoderFilter(http::StreamDecoderFilterPtr) override { ++n; }
   void addEncoderFilter(http::StreamEncoderFilterPtr) override { ++n; }
-  void addStreamFilter(std::shared_ptr<http::StreamDecoderFilter>, std::shared_ptr<http::StreamEncoderFilter>) override {
+  void addStreamFilter(std::shared_ptr<http::StreamDecoderFilter>,
+                       std::shared_ptr<http::StreamEncoderFilter>) override {
     ++n;
   }
   size_t n = 0;
@@ -36,9 +37,11 @@ class CountingBuilder : public http::FilterChainBuilder {
 
 // Never asks DNS: a literal as is, any name as ::1 then 127.0.0.1 (two
 // addresses, as a stock Debian's localhost).
-bool fakeResolve(const std::string& host, uint16_t port, upstream::AddressList* out, std::string* error) {
+bool fakeResolve(const std::string& host, uint16_t port, upstream::AddressList* out,
+                 std::string* error) {
   std::string bare = host;
-  if (bare.size() > 2 && bare.front() == '[' && bare.back() == ']') bare = bare.substr(1, bare.size() - 2);
+  if (bare.size() > 2 && bare.front() == '[' && bare.back() == ']')
+    bare = bare.substr(1, bare.size() - 2);
   sockaddr_storage a, b;
   if (network::parseIpAddress(bare, port, &a)) {
     *out = {a};

@@ -9,10 +9,10 @@
 #if __has_feature(thread_sanitizer)
 extern "C" const char* __tsan_default_suppressions() {
   return ELDRIC_TSAN_UNINSTRUMENTED_GRPC_LIBRARIES
-         "race:libgrpc.so\n"
-         "race:libgrpc++.so\n"
-         "race:libgpr.so\n"
-         "race:libabsl_\n";
+      "race:libgrpc.so\n"
+      "race:libgrpc++.so\n"
+      "race:libgpr.so\n"
+      "race:libabsl_\n";
 }
 #endif
 #endif

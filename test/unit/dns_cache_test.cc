@@ -36,8 +36,9 @@ TEST(DnsCacheTest, ANameIsCachedPerNameWithEachCallersPort) {
   // with the caller's port.
   for (size_t i = 0; i < b.size(); ++i) {
     EXPECT_EQ(a[i].ss_family, b[i].ss_family);
-    uint16_t port = b[i].ss_family == AF_INET ? ntohs(reinterpret_cast<sockaddr_in*>(&b[i])->sin_port)
-                                              : ntohs(reinterpret_cast<sockaddr_in6*>(&b[i])->sin6_port);
+    uint16_t port = b[i].ss_family == AF_INET
+                        ? ntohs(reinterpret_cast<sockaddr_in*>(&b[i])->sin_port)
+                        : ntohs(reinterpret_cast<sockaddr_in6*>(&b[i])->sin6_port);
     EXPECT_EQ(port, 9000);
   }
 }

@@ -1,5 +1,7 @@
 // Its own test binary: the table can only grow, so the test needs a
 // process that has not grown it yet.
+#include "common/fd_table.h"
+
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -8,7 +10,6 @@
 #include <fstream>
 #include <string>
 
-#include "common/fd_table.h"
 #include "gtest/gtest.h"
 
 namespace eldric {
@@ -73,9 +74,7 @@ TEST(FdTableTest, RaiseSetsTheSoftLimitToTheHardOne) {
   EXPECT_EQ(now, rl.rlim_cur == RLIM_INFINITY ? SIZE_MAX : static_cast<size_t>(rl.rlim_cur));
 }
 
-TEST(FdTableTest, NothingToDoUnderTheInitialTable) {
-  EXPECT_EQ(presizeDescriptorTable(64), 0u);
-}
+TEST(FdTableTest, NothingToDoUnderTheInitialTable) { EXPECT_EQ(presizeDescriptorTable(64), 0u); }
 
 }  // namespace
 }  // namespace eldric

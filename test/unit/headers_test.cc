@@ -22,8 +22,8 @@ TEST(HeadersTest, RemoveHopByHopIncludingConnectionNamed) {
 
 TEST(HeadersTest, RemoveHopByHopEveryNameAndNothingElse) {
   HeaderMap h;
-  for (const char* n : {"te", "trailer", "upgrade", "keep-alive", "proxy-connection", "transfer-encoding",
-                        "proxy-authenticate", "proxy-authorization"}) {
+  for (const char* n : {"te", "trailer", "upgrade", "keep-alive", "proxy-connection",
+                        "transfer-encoding", "proxy-authenticate", "proxy-authorization"}) {
     h.add(n, "x");
   }
   // Same lengths as hop-by-hop names, but end-to-end.
@@ -51,7 +51,8 @@ TEST(HeadersTest, SerializeHeadCopiesEveryPieceInOrder) {
   h.add("x-empty", "");
   Buffer out;
   out.add("before|");
-  serializeHead({"GET", " ", "/v1/models", " HTTP/1.1\r\n"}, h, {"", "connection: close\r\n", "\r\n"}, out);
+  serializeHead({"GET", " ", "/v1/models", " HTTP/1.1\r\n"}, h,
+                {"", "connection: close\r\n", "\r\n"}, out);
   EXPECT_EQ(out.toString(),
             "before|GET /v1/models HTTP/1.1\r\ncontent-type: application/json\r\nx-empty: \r\n"
             "connection: close\r\n\r\n");
@@ -77,7 +78,8 @@ TEST(HeadersTest, ArenaViewsStayValidAcrossGrowthRemovalAndMoves) {
   std::string_view key = *h.get("authorization");
   // Enough headers and bytes to need several chunks (the first is 1 KB),
   // and one value larger than any chunk so far.
-  for (int i = 0; i < 200; ++i) h.add("x-h" + std::to_string(i), std::string(40, static_cast<char>('a' + i % 26)));
+  for (int i = 0; i < 200; ++i)
+    h.add("x-h" + std::to_string(i), std::string(40, static_cast<char>('a' + i % 26)));
   h.add("x-huge", std::string(10000, 'z'));
   h.remove("authorization");
   EXPECT_EQ(key, "Bearer sk-0123456789abcdef");  // removed entries' bytes live as long as the map
@@ -123,8 +125,9 @@ TEST(ErrorsTest, OpenAiShapeAndEscaping) {
   EXPECT_EQ(errorBody("bad \"x\"", "invalid_request_error", "bad_request"),
             "{\"error\":{\"message\":\"bad \\\"x\\\"\",\"type\":\"invalid_request_error\","
             "\"param\":null,\"code\":\"bad_request\"}}");
-  EXPECT_EQ(errorBody("m", "server_error", ""),
-            "{\"error\":{\"message\":\"m\",\"type\":\"server_error\",\"param\":null,\"code\":null}}");
+  EXPECT_EQ(
+      errorBody("m", "server_error", ""),
+      "{\"error\":{\"message\":\"m\",\"type\":\"server_error\",\"param\":null,\"code\":null}}");
   EXPECT_EQ(std::string(defaultErrorType(429)), "rate_limit_error");
 }
 

@@ -1,7 +1,6 @@
 #include "dataplane/upstream/host.h"
 
 #include <gtest/gtest.h>
-
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -97,8 +96,9 @@ TEST(HealthCheckTest, AHostWhoseFirstAddressRefusesIsHealthyOnItsSecond) {
   OkServer server(1);
   int closed_fd;
   uint16_t closed = refusingPort(&closed_fd);
-  auto host = std::make_shared<Host>("http://localhost:1", "localhost", 1,
-                                     AddressList{ip("127.0.0.1", closed), ip("127.0.0.1", server.port())});
+  auto host =
+      std::make_shared<Host>("http://localhost:1", "localhost", 1,
+                             AddressList{ip("127.0.0.1", closed), ip("127.0.0.1", server.port())});
   auto cluster = std::make_shared<ClusterInfo>();
   cluster->health_path = "/health";
   cluster->unhealthy_threshold = 1;

@@ -25,7 +25,8 @@ TEST(IpKeyTest, Ipv6IsItsPrefix) {
 
 TEST(KeyedTableTest, StopsGrowingAtItsLimit) {
   KeyedTable table(60, 640);  // 10 per shard
-  for (int i = 0; i < 100000; ++i) table.get("10.0." + std::to_string(i / 256) + "." + std::to_string(i % 256), 1);
+  for (int i = 0; i < 100000; ++i)
+    table.get("10.0." + std::to_string(i / 256) + "." + std::to_string(i % 256), 1);
   EXPECT_LE(table.size(), 640u);
   EXPECT_GT(table.overflowed(), 99000u);
   // Overflowing keys share one entry: their counts add up.

@@ -71,7 +71,9 @@ TEST(LoaderTest, FlagOverridesFile) {
   cli.http_port = "9090";
   LoadResult r;
   std::string error;
-  ASSERT_TRUE(loadFromText(R"({"http_port": 80, "router_urls":["http://a:1"]})", "f", cli, &r, &error)) << error;
+  ASSERT_TRUE(
+      loadFromText(R"({"http_port": 80, "router_urls":["http://a:1"]})", "f", cli, &r, &error))
+      << error;
   EXPECT_EQ(r.snapshot.listeners(0).address().port(), 9090u);
 }
 
@@ -120,10 +122,12 @@ TEST(LoaderTest, ApiKeysExistOnlyAsHashes) {
 }
 
 TEST(LoaderTest, BadKeyEntriesAreNamedWithoutTheKey) {
-  std::string e = loadError(R"({"router_urls":["http://a:1"],"auth":{"api_keys":{"sk-short":""}}})");
+  std::string e =
+      loadError(R"({"router_urls":["http://a:1"],"auth":{"api_keys":{"sk-short":""}}})");
   EXPECT_NE(e.find("auth.api_keys[0]"), std::string::npos) << e;
   EXPECT_EQ(e.find("sk-short"), std::string::npos) << e;
-  e = loadError(R"({"router_urls":["http://a:1"],"auth":{"api_keys":{"sk-long-enough":{"client":"x","scopes":["root"]}}}})");
+  e = loadError(
+      R"({"router_urls":["http://a:1"],"auth":{"api_keys":{"sk-long-enough":{"client":"x","scopes":["root"]}}}})");
   EXPECT_NE(e.find("unknown scope"), std::string::npos) << e;
 }
 
@@ -138,9 +142,11 @@ TEST(LoaderTest, SeedRateLimitDefaults) {
   EXPECT_EQ(rl.per_ip_requests(), 100u);
   EXPECT_EQ(rl.per_key_requests(), 1000u);
   EXPECT_EQ(rl.window().seconds(), 60);
-  EXPECT_NE(loadError(R"({"router_urls":["http://a:1"],"rate_limits":{"trusted_proxies":["10.0.0.0/99"]}})")
-                .find("trusted_proxies"),
-            std::string::npos);
+  EXPECT_NE(
+      loadError(
+          R"({"router_urls":["http://a:1"],"rate_limits":{"trusted_proxies":["10.0.0.0/99"]}})")
+          .find("trusted_proxies"),
+      std::string::npos);
 }
 
 TEST(LoaderTest, RoutesCompileAndMatch) {
@@ -192,22 +198,25 @@ TEST(LoaderTest, CompileRefusesARateLimitWindowBeyondAnHour) {
 TEST(LoaderTest, DnsRefreshIsAnUpstreamSettingWithBounds) {
   LoadResult r;
   std::string error;
-  ASSERT_TRUE(loadFromText(R"({"router_urls": ["http://localhost:8881"], "upstream": {"dns_refresh_ms": 250}})",
-                           "edge.json", noTls(), &r, &error))
+  ASSERT_TRUE(loadFromText(
+      R"({"router_urls": ["http://localhost:8881"], "upstream": {"dns_refresh_ms": 250}})",
+      "edge.json", noTls(), &r, &error))
       << error;
   EXPECT_EQ(r.snapshot.clusters(0).dns_refresh_interval().nanos(), 250000000);
   // Names go through the resolver compile is given.
   upstream::HostRegistry hosts;
   std::vector<std::string> asked;
-  auto cfg = compile(r.snapshot, hosts, &error,
-                     [&](const std::string& host, uint16_t port, upstream::AddressList* out, std::string* why) {
-                       asked.push_back(host);
-                       return upstream::resolveNow("10.9.8.7", port, out, why);
-                     });
+  auto cfg = compile(
+      r.snapshot, hosts, &error,
+      [&](const std::string& host, uint16_t port, upstream::AddressList* out, std::string* why) {
+        asked.push_back(host);
+        return upstream::resolveNow("10.9.8.7", port, out, why);
+      });
   ASSERT_TRUE(cfg) << error;
   EXPECT_EQ(cfg->cluster("routers")->dns_refresh_ms, 250u);
   EXPECT_EQ(asked, std::vector<std::string>{"localhost"});
-  EXPECT_NE(loadError(R"({"upstream": {"dns_refresh_ms": 10}})").find("upstream.dns_refresh_ms"), std::string::npos);
+  EXPECT_NE(loadError(R"({"upstream": {"dns_refresh_ms": 10}})").find("upstream.dns_refresh_ms"),
+            std::string::npos);
 }
 
 }  // namespace
@@ -226,7 +235,8 @@ TEST(LoaderTest, FarmModeNeedsAControlPlaneAndSaysWhatPeersBecame) {
   cli.control_plane = "127.0.0.1:8870,cp2:8870";
   LoadResult r;
   std::string error;
-  ASSERT_TRUE(loadFromText("", "flags", cli, &r, &error)) << error;  // routers come from the control plane
+  ASSERT_TRUE(loadFromText("", "flags", cli, &r, &error))
+      << error;  // routers come from the control plane
   EXPECT_TRUE(r.farm.enabled);
   ASSERT_EQ(r.farm.control_planes.size(), 2u);
   EXPECT_EQ(r.farm.offline_policy, "local_share");

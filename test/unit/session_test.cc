@@ -36,7 +36,8 @@ TEST(SessionTest, OnlyTheCanonicalSpellingVerifies) {
   // A dangling character (six bits that make no byte) after either part.
   size_t dot = token.find('.');
   EXPECT_FALSE(verifySession(token + "A", {kKey}, kNow, &hash, &exp));
-  EXPECT_FALSE(verifySession(token.substr(0, dot) + "A" + token.substr(dot), {kKey}, kNow, &hash, &exp));
+  EXPECT_FALSE(
+      verifySession(token.substr(0, dot) + "A" + token.substr(dot), {kKey}, kNow, &hash, &exp));
   // The same bytes with the unused low bits of the last character set:
   // the signature (32 bytes) ends in a character with two unused bits.
   std::string other = token;
@@ -69,10 +70,13 @@ TEST(SessionTest, ALogoutIsKnownByItsDigestAndListedUntilItExpires) {
   auto none = [](std::string_view) { return false; };
   auto mine = [&digest](std::string_view d) { return d == digest; };
   bool listed = false;
-  for (const auto& l : localLogouts(kNow, 1000, none)) listed |= l.digest == digest && l.expires_at == kNow + 600;
+  for (const auto& l : localLogouts(kNow, 1000, none))
+    listed |= l.digest == digest && l.expires_at == kNow + 600;
   EXPECT_TRUE(listed);
-  for (const auto& l : localLogouts(kNow, 1000, mine)) EXPECT_NE(l.digest, digest);  // the farm has it
-  for (const auto& l : localLogouts(kNow + 600, 1000, none)) EXPECT_NE(l.digest, digest);  // expired
+  for (const auto& l : localLogouts(kNow, 1000, mine))
+    EXPECT_NE(l.digest, digest);  // the farm has it
+  for (const auto& l : localLogouts(kNow + 600, 1000, none))
+    EXPECT_NE(l.digest, digest);  // expired
 }
 
 }  // namespace

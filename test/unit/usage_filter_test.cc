@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/http/route.h"
 #include "dataplane/event/dispatcher.h"
+#include "dataplane/http/route.h"
 
 namespace eldric::filters::usage {
 namespace {
@@ -29,7 +29,8 @@ class FakeStream : public http::DecoderFilterCallbacks, public http::EncoderFilt
   void resetStream(std::string_view) override {}
   void closeConnectionAfterResponse() override {}
   void continueDecoding() override {}
-  void sendLocalReply(const http::ErrorReply&, const std::function<void(http::ResponseHeaders&)>&) override {}
+  void sendLocalReply(const http::ErrorReply&,
+                      const std::function<void(http::ResponseHeaders&)>&) override {}
   void encodeHeaders(http::ResponseHeadersPtr, bool) override {}
   void encodeData(Buffer&, bool) override {}
   void continue100() override {}
@@ -63,9 +64,10 @@ struct Harness {
     http::RequestHeaders req;
     filter->decodeHeaders(req, false);
     Buffer body;
-    body.add(client_asked_usage
-                 ? R"({"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]})"
-                 : R"({"model":"m","stream":true,"messages":[]})");
+    body.add(
+        client_asked_usage
+            ? R"({"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]})"
+            : R"({"model":"m","stream":true,"messages":[]})");
     filter->decodeData(body, true);
     http::ResponseHeaders rh;
     rh.headers.add("content-type", "text/event-stream");
@@ -86,7 +88,8 @@ struct Harness {
 std::string delta(const std::string& text) {
   return R"(data: {"choices":[{"index":0,"delta":{"content":")" + text + R"("}}]})";
 }
-const char* kUsage = R"(data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}})";
+const char* kUsage =
+    R"(data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}})";
 
 TEST(UsageFilterTest, WholeEventsInOneSlicePassUntouchedAndAreCounted) {
   Harness h;
@@ -105,7 +108,8 @@ TEST(UsageFilterTest, WholeEventsInOneSlicePassUntouchedAndAreCounted) {
 }
 
 TEST(UsageFilterTest, EventsSplitAtEveryByteComeOutWhole) {
-  std::string stream = delta("one") + "\n\n" + delta("two") + "\r\n\r\n" + kUsage + "\n\n" + "data: [DONE]\n\n";
+  std::string stream =
+      delta("one") + "\n\n" + delta("two") + "\r\n\r\n" + kUsage + "\n\n" + "data: [DONE]\n\n";
   for (size_t cut = 0; cut <= stream.size(); ++cut) {
     Harness h;
     std::string out = h.send(stream.substr(0, cut));
@@ -141,12 +145,15 @@ TEST(UsageFilterTest, InjectedUsageEventIsRemovedWhereverItFalls) {
 
 TEST(UsageFilterTest, TokenCapEndsTheStreamWithAnErrorEvent) {
   Harness h(2);
-  std::string events = delta("a") + "\n\n" + delta("b") + "\n\n" + delta("c") + "\n\n" + delta("d") + "\n\n";
+  std::string events =
+      delta("a") + "\n\n" + delta("b") + "\n\n" + delta("c") + "\n\n" + delta("d") + "\n\n";
   EXPECT_EQ(h.send(events), "");
   EXPECT_EQ(h.last_status, http::FilterDataStatus::StopIterationNoBuffer);
   EXPECT_TRUE(h.stream.injected_end);
   // The three events up to and including the one past the cap, then the error and [DONE].
-  EXPECT_EQ(h.stream.injected.rfind(delta("a") + "\n\n" + delta("b") + "\n\n" + delta("c") + "\n\n", 0), 0u);
+  EXPECT_EQ(
+      h.stream.injected.rfind(delta("a") + "\n\n" + delta("b") + "\n\n" + delta("c") + "\n\n", 0),
+      0u);
   EXPECT_NE(h.stream.injected.find("max_tokens_per_request_exceeded"), std::string::npos);
   EXPECT_EQ(h.stream.injected.find(delta("d")), std::string::npos);
   EXPECT_NE(h.stream.injected.find("data: [DONE]\n\n"), std::string::npos);

@@ -71,7 +71,8 @@ std::string contentType(const std::string& name) {
 
 bool isText(const std::string& name) {
   std::string ext = extension(name);
-  return ext == "html" || ext == "js" || ext == "css" || ext == "svg" || ext == "json" || ext == "txt";
+  return ext == "html" || ext == "js" || ext == "css" || ext == "svg" || ext == "json" ||
+         ext == "txt";
 }
 
 // Drops "//# sourceMappingURL=..." and "/*# sourceMappingURL=... */" lines:
@@ -85,8 +86,9 @@ std::string stripSourceMaps(const std::string& text) {
     size_t next = end == std::string::npos ? text.size() : end + 1;
     std::string line = text.substr(pos, next - pos);
     size_t first = line.find_first_not_of(" \t");
-    bool map = first != std::string::npos && (line.compare(first, 21, "//# sourceMappingURL=") == 0 ||
-                                              line.compare(first, 21, "/*# sourceMappingURL=") == 0);
+    bool map =
+        first != std::string::npos && (line.compare(first, 21, "//# sourceMappingURL=") == 0 ||
+                                       line.compare(first, 21, "/*# sourceMappingURL=") == 0);
     if (!map) out += line;
     pos = next;
   }
@@ -97,7 +99,8 @@ std::string gzip(const std::string& data) {
   z_stream zs;
   std::memset(&zs, 0, sizeof(zs));
   // 15 + 16: a gzip wrapper (with a zero mtime, so the output is stable).
-  if (deflateInit2(&zs, 9, Z_DEFLATED, 15 + 16, 9, Z_DEFAULT_STRATEGY) != Z_OK) die("deflateInit2 failed");
+  if (deflateInit2(&zs, 9, Z_DEFLATED, 15 + 16, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+    die("deflateInit2 failed");
   std::string out(deflateBound(&zs, data.size()) + 32, '\0');
   zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
   zs.avail_in = static_cast<uInt>(data.size());
@@ -215,17 +218,20 @@ int main(int argc, char** argv) {
       bool page = a[2] == 'p';
       std::string spec = a.substr(page ? 7 : 8);
       size_t colon = spec.find(':');
-      if (colon == std::string::npos || colon == 0 || colon + 1 == spec.size()) die("bad argument " + a);
+      if (colon == std::string::npos || colon == 0 || colon + 1 == spec.size())
+        die("bad argument " + a);
       Input in{page, spec.substr(0, colon), {}};
       std::string files = spec.substr(colon + 1);
       size_t pos = 0;
       for (;;) {
         size_t comma = files.find(',', pos);
-        in.files.push_back(files.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
+        in.files.push_back(
+            files.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
         if (comma == std::string::npos) break;
         pos = comma + 1;
       }
-      if (page && (in.name.empty() || in.name[0] != '/')) die("a page path must start with /: " + a);
+      if (page && (in.name.empty() || in.name[0] != '/'))
+        die("a page path must start with /: " + a);
       if (!page && in.name.find('/') != std::string::npos) die("an asset name has no /: " + a);
       if (page && in.files.size() != 1) die("a page is one file: " + a);
       inputs.push_back(std::move(in));
@@ -247,7 +253,8 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < in.files.size(); i++) {
       std::string part = readFile(in.files[i]);
       if (text) part = stripSourceMaps(part);
-      if (i > 0 && js) body += ";\n";  // a file that forgot its last semicolon cannot merge into the next
+      if (i > 0 && js)
+        body += ";\n";  // a file that forgot its last semicolon cannot merge into the next
       body += part;
       if (text && !body.empty() && body.back() != '\n') body += '\n';
     }
@@ -267,15 +274,16 @@ int main(int argc, char** argv) {
     }
     std::string plain = "/chat/assets/" + in.name;
     size_t dot = in.name.rfind('.');
-    std::string hashed = "/chat/assets/" +
-                         (dot == std::string::npos ? in.name + "." + hash.substr(0, 12)
-                                                   : in.name.substr(0, dot) + "." + hash.substr(0, 12) +
-                                                         in.name.substr(dot));
+    std::string hashed =
+        "/chat/assets/" + (dot == std::string::npos ? in.name + "." + hash.substr(0, 12)
+                                                    : in.name.substr(0, dot) + "." +
+                                                          hash.substr(0, 12) + in.name.substr(dot));
     entries.push_back({plain, type, data, etag, false});
     entries.push_back({hashed, type, data, etag, true});
     renames.emplace_back(plain, hashed);
   }
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.path < b.path; });
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry& a, const Entry& b) { return a.path < b.path; });
   for (size_t i = 1; i < entries.size(); i++) {
     if (entries[i].path == entries[i - 1].path) die("two assets at " + entries[i].path);
   }
@@ -297,15 +305,17 @@ int main(int argc, char** argv) {
   os << "// Sorted by path, for find().\nconstexpr Asset kAssets[] = {\n";
   for (const Entry& e : entries) {
     const Body& b = bodies[e.data];
-    os << "    {" << cppString(e.path) << ", " << cppString(e.type) << ", std::string_view(kBody" << e.data
-       << ", " << b.raw.size() << "), std::string_view(kGzip" << e.data << ", " << b.gz.size() << "), "
-       << cppString(e.etag) << ", " << (e.immutable ? "true" : "false") << "},\n";
+    os << "    {" << cppString(e.path) << ", " << cppString(e.type) << ", std::string_view(kBody"
+       << e.data << ", " << b.raw.size() << "), std::string_view(kGzip" << e.data << ", "
+       << b.gz.size() << "), " << cppString(e.etag) << ", " << (e.immutable ? "true" : "false")
+       << "},\n";
   }
   os << "};\n\n}  // namespace\n\n"
      << "const Asset* find(std::string_view path) {\n"
      << "  const Asset* end = std::end(kAssets);\n"
      << "  const Asset* it = std::lower_bound(std::begin(kAssets), end, path,\n"
-     << "                                     [](const Asset& a, std::string_view p) { return a.path < p; });\n"
+     << "                                     [](const Asset& a, std::string_view p) { return "
+        "a.path < p; });\n"
      << "  return it != end && it->path == path ? it : nullptr;\n"
      << "}\n\n}  // namespace eldric::webchat\n";
 
