@@ -160,10 +160,7 @@ void RouterFilter::onAttemptFailed(bool connect_failure, const char* code,
   if (done_) return;
   upstream::Host* h = host_.get();
   bool was_reused = reused_connection_;
-  if (upstream_) {
-    upstream_->close(network::CloseType::NoFlush);
-    upstream_ = nullptr;
-  }
+  closeUpstream();
   // A host name with several addresses (localhost: ::1 and 127.0.0.1)
   // whose router listens on some only: its next address, on the same
   // attempt. Not the host's failure, and not a retry: nothing was sent.
@@ -178,10 +175,7 @@ void RouterFilter::onAttemptFailed(bool connect_failure, const char* code,
   // A stale keep-alive connection closed by the upstream while idle is
   // not the host's fault; try a fresh connection (bounded).
   bool stale = !connect_failure && was_reused && stale_retries_ < 2;
-  if (!stale) {
-    h->recordFailure(callbacks_->dispatcher().nowMs(), cluster_->outlier_consecutive_failures,
-                     cluster_->outlier_ejection_ms);
-  }
+  if (!stale) recordHostFailure(*h);
   releaseHost();
   if (stale) {
     ++stale_retries_;
@@ -197,9 +191,7 @@ void RouterFilter::onAttemptFailed(bool connect_failure, const char* code,
     attempt();
     return;
   }
-  done_ = true;
-  callbacks_->sendLocalReply(
-      http::ErrorReply{connect_failure ? 503 : 502, message, "server_error", code});
+  failBeforeResponse(http::ErrorReply{connect_failure ? 503 : 502, message, "server_error", code});
 }
 
 void RouterFilter::onData(Buffer& data) { codec_.dispatch(data); }
@@ -208,8 +200,7 @@ void RouterFilter::onResponseHeaders(http::ResponseHeadersPtr headers, bool end_
   if (done_) return;
   uint64_t now = callbacks_->dispatcher().nowMs();
   if (headers->status >= 500) {
-    host_->recordFailure(now, cluster_->outlier_consecutive_failures,
-                         cluster_->outlier_ejection_ms);
+    recordHostFailure(*host_, now);
   } else {
     host_->recordSuccess();
   }
@@ -243,17 +234,9 @@ void RouterFilter::onResponseData(Buffer& data, bool end_stream) {
 
 void RouterFilter::onResponseError(const std::string& reason) {
   if (done_) return;
-  host_->recordFailure(callbacks_->dispatcher().nowMs(), cluster_->outlier_consecutive_failures,
-                       cluster_->outlier_ejection_ms);
+  recordHostFailure(*host_);
   if (!response_started_) {
-    done_ = true;
-    if (upstream_) {
-      upstream_->close(network::CloseType::NoFlush);
-      upstream_ = nullptr;
-    }
-    releaseHost();
-    callbacks_->sendLocalReply(
-        http::ErrorReply{502, reason, "server_error", "bad_upstream_response"});
+    failBeforeResponse(http::ErrorReply{502, reason, "server_error", "bad_upstream_response"});
     return;
   }
   onUpstreamBrokeMidResponse(reason);
@@ -263,10 +246,7 @@ void RouterFilter::onUpstreamBrokeMidResponse(const std::string& message) {
   if (done_) return;
   done_ = true;
   context_.stats->upstream_rq_reset.inc();
-  if (upstream_) {
-    upstream_->close(network::CloseType::NoFlush);
-    upstream_ = nullptr;
-  }
+  closeUpstream();
   releaseHost();
   callbacks_->streamInfo().error_code = "upstream_reset";
   if (response_sse_) {
@@ -286,17 +266,30 @@ void RouterFilter::onTimeout() {
   if (done_) return;
   context_.stats->upstream_rq_timeout.inc();
   if (!response_started_) {
-    done_ = true;
-    if (upstream_) {
-      upstream_->close(network::CloseType::NoFlush);
-      upstream_ = nullptr;
-    }
-    releaseHost();
-    callbacks_->sendLocalReply(http::ErrorReply{504, "upstream did not respond in time",
-                                                "server_error", "upstream_timeout"});
+    failBeforeResponse(http::ErrorReply{504, "upstream did not respond in time", "server_error",
+                                        "upstream_timeout"});
     return;
   }
   onUpstreamBrokeMidResponse("request timeout reached");
+}
+
+void RouterFilter::closeUpstream() {
+  if (upstream_) {
+    upstream_->close(network::CloseType::NoFlush);
+    upstream_ = nullptr;
+  }
+}
+
+void RouterFilter::failBeforeResponse(const http::ErrorReply& reply) {
+  done_ = true;
+  closeUpstream();
+  releaseHost();
+  callbacks_->sendLocalReply(reply);
+}
+
+void RouterFilter::recordHostFailure(upstream::Host& host, uint64_t now_ms) {
+  if (!now_ms) now_ms = callbacks_->dispatcher().nowMs();
+  host.recordFailure(now_ms, cluster_->outlier_consecutive_failures, cluster_->outlier_ejection_ms);
 }
 
 void RouterFilter::finishUpstream(bool reusable) {
@@ -334,12 +327,9 @@ void RouterFilter::onDestroy() {
   if (timeout_) {
     timeout_->disable();
   }
-  if (upstream_) {
-    // The client went away (or the stream was reset): close the upstream
-    // connection at once so the cluster stops generating.
-    upstream_->close(network::CloseType::NoFlush);
-    upstream_ = nullptr;
-  }
+  // The client went away (or the stream was reset): close the upstream
+  // connection at once so the cluster stops generating.
+  closeUpstream();
   releaseHost();
   done_ = true;
 }

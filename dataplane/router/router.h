@@ -65,6 +65,13 @@ class RouterFilter : public http::StreamDecoderFilter,
   void onAttemptFailed(bool connect_failure, const char* code, const std::string& message);
   void onUpstreamBrokeMidResponse(const std::string& message);
   void onTimeout();
+  // Closes the upstream connection, if any, without returning it to a pool.
+  void closeUpstream();
+  // Ends the attempt and answers the client with `reply` (nothing of the
+  // upstream's answer was sent yet).
+  void failBeforeResponse(const http::ErrorReply& reply);
+  // Counts a failure of `host` for outlier ejection (now_ms 0: now).
+  void recordHostFailure(upstream::Host& host, uint64_t now_ms = 0);
   void finishUpstream(bool reusable);
   void releaseHost();
 
