@@ -122,19 +122,6 @@ grpc::Status storeError(const std::string& error) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error);
 }
 
-// The config's plugins directory into the store (see core/plugin_dir.h).
-bool syncPlugins(const std::string& dir, Store& store, std::string* error) {
-  std::vector<std::string> warnings;
-  size_t found = 0;
-  bool ok = syncPluginDir(dir, store, &warnings, &found, error);
-  for (const auto& w : warnings) log::warn(w);
-  if (ok) {
-    log::info("plugins directory read", {{"plugins_dir", log::str(dir)},
-                                         {"plugins", log::num(static_cast<long long>(found))}});
-  }
-  return ok;
-}
-
 void toProto(const ClientRecord& c, edge::v1::Client* out) {
   out->set_id(c.id);
   out->set_name(c.name);
@@ -754,7 +741,8 @@ bool ControlPlane::Impl::start(std::string* error) {
 
   std::unique_ptr<Store> store = Store::open(options_.data_dir, error);
   if (!store) return false;
-  if (!loaded.plugins_dir.empty() && !syncPlugins(loaded.plugins_dir, *store, error)) return false;
+  if (!loaded.plugins_dir.empty() && !syncPluginDirLogged(loaded.plugins_dir, *store, error))
+    return false;
   std::string session_key;
   if (!loadSessionKey(options_.data_dir, &session_key, error)) return false;
 
@@ -868,7 +856,7 @@ bool ControlPlane::Impl::reload(std::string* error) {
   std::lock_guard<std::mutex> l(store_mu_);
   if (!loaded.plugins_dir.empty()) {
     std::string plugins_error;
-    if (!syncPlugins(loaded.plugins_dir, *store_, &plugins_error)) {
+    if (!syncPluginDirLogged(loaded.plugins_dir, *store_, &plugins_error)) {
       // The plugins' state is kept as it was; the rest of the config applies.
       log::error("plugins directory not re-read", {{"error", log::str(plugins_error)}});
     }

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common/json.h"
+#include "common/log.h"
 #include "rapidjson/document.h"
 
 namespace eldric::controlplane {
@@ -143,6 +144,18 @@ bool syncPluginDir(const std::string& dir, Store& store, std::vector<std::string
     ++*found;
   }
   return true;
+}
+
+bool syncPluginDirLogged(const std::string& dir, Store& store, std::string* error) {
+  std::vector<std::string> warnings;
+  size_t found = 0;
+  bool ok = syncPluginDir(dir, store, &warnings, &found, error);
+  for (const auto& w : warnings) log::warn(w);
+  if (ok) {
+    log::info("plugins directory read", {{"plugins_dir", log::str(dir)},
+                                         {"plugins", log::num(static_cast<long long>(found))}});
+  }
+  return ok;
 }
 
 }  // namespace eldric::controlplane

@@ -35,4 +35,8 @@ bool scanPluginDir(const std::string& dir, std::vector<PluginRecord>* out,
 bool syncPluginDir(const std::string& dir, Store& store, std::vector<std::string>* warnings,
                    size_t* found, std::string* error);
 
+// syncPluginDir for a daemon: each warning and the count go to the log
+// (both daemons read their plugins directory this way).
+bool syncPluginDirLogged(const std::string& dir, Store& store, std::string* error);
+
 }  // namespace eldric::controlplane

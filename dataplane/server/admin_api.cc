@@ -2,22 +2,11 @@
 
 #include "common/log.h"
 #include "dataplane/config/runtime_config.h"
+#include "dataplane/http/reply.h"
 #include "filters/auth/auth_filter.h"
 #include "filters/ratelimit/ratelimit_filter.h"
 
 namespace eldric::server {
-
-void sendJson(http::DecoderFilterCallbacks& cb, int status, std::string body) {
-  auto headers = std::make_unique<http::ResponseHeaders>();
-  headers->status = status;
-  headers->headers.add("content-type", "application/json");
-  headers->headers.add("cache-control", "no-store");
-  headers->headers.add("content-length", std::to_string(body.size()));
-  Buffer data;
-  data.add(body);
-  cb.encodeHeaders(std::move(headers), false);
-  cb.encodeData(data, true);
-}
 
 http::FilterHeadersStatus AdminApiFilter::decodeHeaders(http::RequestHeaders&, bool end_stream) {
   if (!end_stream) return http::FilterHeadersStatus::Continue;  // the body comes to decodeData
@@ -49,7 +38,7 @@ void AdminApiFilter::dispatch(std::string body) {
               reply.status, reply.body, http::defaultErrorType(reply.status), reply.error_code});
           return;
         }
-        sendJson(*cb, reply.status, std::move(reply.body));
+        http::sendJsonReply(*cb, reply.status, std::move(reply.body));
       });
 }
 
@@ -90,7 +79,7 @@ http::FilterHeadersStatus UsageApiFilter::decodeHeaders(http::RequestHeaders&, b
   tier("tokens", tpm, tokens, entry->tokens);
   out += ",\"concurrency\":{\"limit\":" + (conc ? std::to_string(conc) : std::string("null")) +
          ",\"in_flight\":" + std::to_string(entry->in_flight.load()) + "}}";
-  sendJson(*callbacks_, 200, std::move(out));
+  http::sendJsonReply(*callbacks_, 200, std::move(out));
   return http::FilterHeadersStatus::StopIteration;
 }
 

@@ -74,7 +74,4 @@ class UsageApiFilter : public http::StreamDecoderFilter {
   http::DecoderFilterCallbacks* callbacks_ = nullptr;
 };
 
-// Sends a JSON reply through a terminal filter's callbacks.
-void sendJson(http::DecoderFilterCallbacks& cb, int status, std::string body);
-
 }  // namespace eldric::server

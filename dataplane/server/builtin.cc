@@ -9,6 +9,7 @@
 #include "common/address.h"
 #include "common/log.h"
 #include "dataplane/config/runtime_config.h"
+#include "dataplane/http/reply.h"
 #include "dataplane/server/server.h"
 #include "dataplane/stats/stats.h"
 #include "filters/auth/auth_filter.h"
@@ -72,15 +73,7 @@ http::FilterDataStatus BuiltinFilter::decodeData(Buffer& data, bool end_stream) 
 }
 
 void BuiltinFilter::reply(int status, const char* content_type, std::string body) {
-  auto headers = std::make_unique<http::ResponseHeaders>();
-  headers->status = status;
-  headers->headers.add("content-type", content_type);
-  headers->headers.add("cache-control", "no-store");
-  headers->headers.add("content-length", std::to_string(body.size()));
-  Buffer data;
-  data.add(body);
-  callbacks_->encodeHeaders(std::move(headers), false);
-  callbacks_->encodeData(data, true);
+  http::sendReply(*callbacks_, status, content_type, std::move(body));
 }
 
 void BuiltinFilter::respond() {

@@ -778,7 +778,8 @@ void Server::reload() {
     log::error("reload failed; keeping the running config", {{"error", log::str(error)}});
     return;
   }
-  if (!loaded.plugins_dir.empty() && !syncPlugins(loaded.plugins_dir, &error)) {
+  if (!loaded.plugins_dir.empty() &&
+      !controlplane::syncPluginDirLogged(loaded.plugins_dir, *store_, &error)) {
     // The plugins' state is kept as it was; the rest of the config applies.
     log::error("plugins directory not re-read", {{"error", log::str(error)}});
   }
@@ -852,7 +853,8 @@ int Server::run() {
     return 2;
   }
   plugins_dir_ = loaded.plugins_dir;
-  if (store_ && !plugins_dir_.empty() && !syncPlugins(plugins_dir_, &error)) {
+  if (store_ && !plugins_dir_.empty() &&
+      !controlplane::syncPluginDirLogged(plugins_dir_, *store_, &error)) {
     log::error("plugins error", {{"error", log::str(error)}});
     fprintf(stderr, "eldric-edge: %s\n", error.c_str());
     return 2;
@@ -1093,17 +1095,6 @@ AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::s
         {{"method", log::str(method)}, {"path", log::str(path)}, {"caller", log::str(caller)}});
   }
   return Reply{r.status, std::move(r.body), std::move(r.error_code)};
-}
-
-bool Server::syncPlugins(const std::string& dir, std::string* error) {
-  std::vector<std::string> warnings;
-  size_t found = 0;
-  bool ok = controlplane::syncPluginDir(dir, *store_, &warnings, &found, error);
-  for (const auto& w : warnings) log::warn(w);
-  if (ok)
-    log::info("plugins directory read", {{"plugins_dir", log::str(dir)},
-                                         {"plugins", log::num(static_cast<long long>(found))}});
-  return ok;
 }
 
 std::vector<std::string> Server::listenAddresses(const config::RuntimeConfig& cfg) const {

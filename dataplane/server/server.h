@@ -164,9 +164,6 @@ class Server : public AdminBackend {
   void refreshDns();
   Reply executeAdmin(const std::string& method, const std::string& path, const std::string& body,
                      const std::string& caller, bool* changed);
-  // The plugins directory into the store (standalone). False only when the
-  // directory cannot be read or the store fails.
-  bool syncPlugins(const std::string& dir, std::string* error);
   // "address:port" of each bound listener, and this instance's node id
   // (--node-id, else hostname:first port).
   std::vector<std::string> listenAddresses(const config::RuntimeConfig& cfg) const;

@@ -7,6 +7,7 @@
 #include "absl/strings/string_view.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "dataplane/http/reply.h"
 #include "dataplane/http/route.h"
 #include "dataplane/network/connection.h"
 #include "filters/auth/session.h"
@@ -133,16 +134,7 @@ void AuthFilter::refuse(int status, const char* message, const char* code) {
 
 void AuthFilter::reply(int status, std::string body,
                        std::vector<std::pair<std::string, std::string>> extra) {
-  auto h = std::make_unique<http::ResponseHeaders>();
-  h->status = status;
-  h->headers.add("content-type", "application/json");
-  h->headers.add("cache-control", "no-store");
-  h->headers.add("content-length", std::to_string(body.size()));
-  for (auto& [k, v] : extra) h->headers.add(k, v);
-  Buffer data;
-  data.add(body);
-  callbacks_->encodeHeaders(std::move(h), false);
-  callbacks_->encodeData(data, true);
+  http::sendJsonReply(*callbacks_, status, std::move(body), extra);
 }
 
 bool AuthFilter::sessionAuth(http::RequestHeaders& headers, std::string_view token, int scope,
