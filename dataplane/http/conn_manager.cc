@@ -29,7 +29,10 @@ bool validRequestId(std::string_view id) {
 // ActiveStream
 
 ActiveStream::ActiveStream(ConnectionManager& cm, ResponseEncoder& encoder)
-    : cm_(cm), context_(cm.context()), encoder_(encoder), config_(cm.context().currentConfig()) {
+    : cm_(cm),
+      context_(cm.context()),
+      encoder_(encoder),
+      config_(cm.context().holdCurrentConfig()) {
   info_.start_ns = Dispatcher::monotonicNs();
   context_.countActiveRequest(1);
 }
@@ -465,7 +468,7 @@ ConnectionManager::ConnectionManager(ConnectionManagerContext& context,
     : context_(context), connection_(connection), listener_(listener), tls_(tls) {
   connection_->setCallbacks(this);
   codec_ = std::make_unique<Http1ServerCodec>(*connection_, *this,
-                                              context_.currentConfig()->codec_limits);
+                                              context_.currentConfig().codec_limits);
   auto& st = context_.stats();
   st.downstream_cx_total.inc();
   st.downstream_cx_active.inc();
@@ -473,7 +476,7 @@ ConnectionManager::ConnectionManager(ConnectionManagerContext& context,
   // The header timeout also covers the TLS handshake and the wait for the
   // first request: a connection that sends nothing is closed.
   timer_kind_ = TimerKind::Header;
-  timer_->enable(context_.currentConfig()->header_timeout_ms);
+  timer_->enable(context_.currentConfig().header_timeout_ms);
 }
 
 ConnectionManager::~ConnectionManager() = default;
@@ -500,7 +503,7 @@ void ConnectionManager::processInput() {
 
 void ConnectionManager::armTimers() {
   if (closed_) return;
-  const auto& cfg = *context_.currentConfig();
+  const auto& cfg = context_.currentConfig();
   if (codec_->readingHeaders() || codec_->discardingBody() ||
       (tls_ && !connection_->tlsHandshakeDone())) {
     if (timer_kind_ != TimerKind::Header) {
@@ -535,7 +538,7 @@ void ConnectionManager::onTimer() {
       stream_->onCodecError(
           CodecError{408,
                      "request headers not received within " +
-                         std::to_string(context_.currentConfig()->header_timeout_ms) + " ms",
+                         std::to_string(context_.currentConfig().header_timeout_ms) + " ms",
                      "header_timeout"});
       if (!closed_) closeConnection(network::CloseType::FlushWrite);
       return;
@@ -546,7 +549,7 @@ void ConnectionManager::onTimer() {
     codec_->setCloseAfterResponse();
     stream_->onCodecError(CodecError{408,
                                      "request body not received within " +
-                                         std::to_string(context_.currentConfig()->body_timeout_ms) +
+                                         std::to_string(context_.currentConfig().body_timeout_ms) +
                                          " ms",
                                      "body_timeout"});
     if (!closed_) closeConnection(network::CloseType::FlushWrite);

@@ -24,8 +24,11 @@ class ConnectionManagerContext {
  public:
   virtual ~ConnectionManagerContext() = default;
   virtual Dispatcher& dispatcher() = 0;
-  // The worker's current config; a new stream takes a reference.
-  virtual RouteConfigSharedPtr currentConfig() = 0;
+  // The worker's current config, read in place (the connection's limits
+  // and timers; no reference count taken on every read).
+  virtual const RouteConfig& currentConfig() = 0;
+  // The same, held: a new stream keeps the config it started with.
+  virtual RouteConfigSharedPtr holdCurrentConfig() = 0;
   virtual stats::WorkerStats& stats() = 0;
   // The worker's objects that filter factories look up (see
   // FilterChainBuilder::workerLocals).

@@ -72,7 +72,8 @@ class Worker : public http::ConnectionManagerContext {
 
   // http::ConnectionManagerContext
   Dispatcher& dispatcher() override { return dispatcher_; }
-  http::RouteConfigSharedPtr currentConfig() override { return config_; }
+  const http::RouteConfig& currentConfig() override { return *config_; }
+  http::RouteConfigSharedPtr holdCurrentConfig() override { return config_; }
   stats::WorkerStats& stats() override { return *stats_; }
   const http::FilterState& workerLocals() override { return worker_locals_; }
   void logAccess(const http::RequestHeaders* request, const http::StreamInfo& info,
