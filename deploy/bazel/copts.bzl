@@ -1,0 +1,7 @@
+"""The warnings every C++ target of the project is compiled with."""
+
+COPTS = [
+    "-Wall",
+    "-Wextra",
+    "-Wno-unused-parameter",
+]
