@@ -44,7 +44,7 @@ ActiveStream::~ActiveStream() {
 }
 
 Dispatcher& ActiveStream::dispatcher() { return cm_.context().dispatcher(); }
-network::Connection& ActiveStream::connection() { return *cm_.connection_; }
+const std::string& ActiveStream::peerIp() { return cm_.connection_->peerIp(); }
 std::string_view ActiveStream::scheme() { return cm_.tls() ? "https" : "http"; }
 std::string_view ActiveStream::routeName() const {
   return route_ ? std::string_view(route_->name) : "none";

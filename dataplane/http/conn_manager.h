@@ -64,7 +64,7 @@ class ActiveStream : public RequestDecoder,
   const Route* route() override { return route_; }
   const RequestHeaders& requestHeaders() override { return *request_; }
   StreamInfo& streamInfo() override { return info_; }
-  network::Connection& connection() override;
+  const std::string& peerIp() override;
   std::string_view scheme() override;
   void resetStream(std::string_view reason) override;
   void closeConnectionAfterResponse() override;

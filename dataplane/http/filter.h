@@ -18,10 +18,6 @@
 #include "dataplane/http/errors.h"
 #include "dataplane/http/headers.h"
 
-namespace eldric::network {
-class Connection;
-}
-
 namespace eldric::http {
 
 struct Route;
@@ -139,7 +135,9 @@ class StreamFilterCallbacks {
   virtual const Route* route() = 0;
   virtual const RequestHeaders& requestHeaders() = 0;
   virtual StreamInfo& streamInfo() = 0;
-  virtual network::Connection& connection() = 0;
+  // The client's IP as text ("203.0.113.9", "::1"): the TCP peer, which
+  // may be a trusted proxy (see ratelimit::clientIp).
+  virtual const std::string& peerIp() = 0;
   // "https" or "http", as the client connected.
   virtual std::string_view scheme() = 0;
   // Ends the stream: the client sees a reset (HTTP/1: the connection

@@ -57,7 +57,7 @@ void RouterFilter::start() {
       {"authorization", "proxy-authorization", "x-api-key", "cookie", "forwarded", "x-real-ip"});
   std::optional<std::string_view> host = req.headers.get("host");
   if (host) req.headers.set("x-forwarded-host", *host);
-  req.headers.set("x-forwarded-for", callbacks_->connection().peerIp());
+  req.headers.set("x-forwarded-for", callbacks_->peerIp());
   req.headers.set("x-forwarded-proto", callbacks_->scheme());
   if (!request_body_.empty() || req.content_length || req.chunked) {
     req.headers.set("content-length", std::to_string(request_body_.length()));

@@ -9,7 +9,6 @@
 #include "common/log.h"
 #include "dataplane/http/reply.h"
 #include "dataplane/http/route.h"
-#include "dataplane/network/connection.h"
 #include "filters/auth/session.h"
 #include "rapidjson/document.h"
 
@@ -98,8 +97,7 @@ ratelimit::Entry* AuthFilter::failureEntry(const http::RequestHeaders& headers) 
   if (failures_) return failures_;
   auto& info = callbacks_->streamInfo();
   if (info.client_ip.empty()) {
-    info.client_ip =
-        ratelimit::clientIp(callbacks_->connection().peerIp(), headers, limits_->trusted_proxies);
+    info.client_ip = ratelimit::clientIp(callbacks_->peerIp(), headers, limits_->trusted_proxies);
   }
   static constexpr http::FilterStateKey<ratelimit::Entry> kFailures{"auth.failures"};
   failures_ = &ratelimit::streamCounters(info, kFailures, state_->auth_failures,
@@ -267,8 +265,7 @@ bool AuthFilter::clientUsesHttps(const http::RequestHeaders& req) {
   if (callbacks_->scheme() == "https") return true;
   // TLS ended at a trusted proxy in front: its word for the scheme.
   if (!limits_ || limits_->trusted_proxies.empty()) return false;
-  if (!ratelimit::isTrustedProxy(callbacks_->connection().peerIp(), limits_->trusted_proxies))
-    return false;
+  if (!ratelimit::isTrustedProxy(callbacks_->peerIp(), limits_->trusted_proxies)) return false;
   std::optional<std::string_view> proto = req.headers.get("x-forwarded-proto");
   return proto && http::equalsIgnoreCase(*proto, "https");
 }

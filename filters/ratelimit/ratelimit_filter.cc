@@ -5,8 +5,8 @@
 #include <charconv>
 #include <cstring>
 
+#include "common/address.h"
 #include "dataplane/http/route.h"
-#include "dataplane/network/connection.h"
 
 namespace eldric::filters::ratelimit {
 
@@ -133,7 +133,7 @@ http::FilterHeadersStatus IpLimitFilter::decodeHeaders(http::RequestHeaders& hea
   if (!route || !route->rate_limited) return http::FilterHeadersStatus::Continue;
   const RateLimitConfig& cfg = *config_;
   auto& info = decoder_->streamInfo();
-  info.client_ip = clientIp(decoder_->connection().peerIp(), headers, cfg.trusted_proxies);
+  info.client_ip = clientIp(decoder_->peerIp(), headers, cfg.trusted_proxies);
   if (!cfg.per_ip) return http::FilterHeadersStatus::Continue;
   State& st = *state_;
   uint64_t now = nowSeconds();
@@ -159,7 +159,7 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
   uint64_t now = nowSeconds();
   auto& info = decoder_->streamInfo();
   if (info.client_ip.empty())
-    info.client_ip = clientIp(decoder_->connection().peerIp(), headers, cfg.trusted_proxies);
+    info.client_ip = clientIp(decoder_->peerIp(), headers, cfg.trusted_proxies);
   const http::ClientIdentity* id = info.identity.get();
   uint32_t window = st.windowSeconds();
   header_limit_ = 0;

@@ -36,7 +36,8 @@ class FakeStream : public http::DecoderFilterCallbacks {
   const http::Route* route() override { return &route_; }
   const http::RequestHeaders& requestHeaders() override { return request_; }
   http::StreamInfo& streamInfo() override { return info_; }
-  network::Connection& connection() override { abort(); }
+  const std::string& peerIp() override { return peer_ip_; }
+  std::string peer_ip_ = "127.0.0.1";
   std::string_view scheme() override { return "https"; }
   void resetStream(std::string_view) override {}
   void closeConnectionAfterResponse() override {}

@@ -24,7 +24,7 @@ class FakeStream : public http::DecoderFilterCallbacks, public http::EncoderFilt
   const http::Route* route() override { return &route_; }
   const http::RequestHeaders& requestHeaders() override { return request_; }
   http::StreamInfo& streamInfo() override { return info_; }
-  network::Connection& connection() override { std::abort(); }
+  const std::string& peerIp() override { return peer_ip_; }
   std::string_view scheme() override { return "https"; }
   void resetStream(std::string_view) override {}
   void closeConnectionAfterResponse() override {}
@@ -52,6 +52,7 @@ class FakeStream : public http::DecoderFilterCallbacks, public http::EncoderFilt
   Dispatcher dispatcher_;
   http::Route route_;
   http::RequestHeaders request_;
+  std::string peer_ip_ = "127.0.0.1";
 };
 
 struct Harness {
