@@ -4,11 +4,6 @@
 
 namespace eldric::router {
 
-upstream::ConnPool& RouterContext::pool(uint32_t cluster_index) {
-  while (pools->size() <= cluster_index) pools->push_back(nullptr);
-  return *(*pools)[cluster_index];
-}
-
 http::FilterFactory makeFactory(upstream::ClusterInfoSharedPtr cluster, uint64_t timeout_ms) {
   // The factory holds the cluster; a filter may point at it because its
   // stream holds the config that holds the factory.
@@ -20,13 +15,13 @@ http::FilterFactory makeFactory(upstream::ClusterInfoSharedPtr cluster, uint64_t
 
 RouterFilter::RouterFilter(RouterContext& context, const upstream::ClusterInfo& cluster,
                            uint64_t timeout_ms)
-    : context_(context), cluster_(&cluster), timeout_ms_(timeout_ms), codec_(*this) {}
+    : context_(context), cluster_(&cluster), timeout_ms_(timeout_ms) {}
 
 RouterFilter::~RouterFilter() { onDestroy(); }
 
 http::FilterHeadersStatus RouterFilter::decodeHeaders(http::RequestHeaders& headers,
                                                       bool end_stream) {
-  request_is_head_ = headers.method == "HEAD";
+  request_ = &headers;  // owned by the stream, which outlives this filter
   if (end_stream) {
     start();
     return http::FilterHeadersStatus::StopIteration;
@@ -45,7 +40,7 @@ http::FilterDataStatus RouterFilter::decodeData(Buffer& data, bool end_stream) {
 }
 
 void RouterFilter::start() {
-  http::RequestHeaders& req = const_cast<http::RequestHeaders&>(callbacks_->requestHeaders());
+  http::RequestHeaders& req = *request_;
   // What goes upstream: hop-by-hop headers removed, the forwarding facts
   // added. The Edge is the perimeter, so a client's own X-Forwarded-* are
   // replaced, not trusted.
@@ -62,7 +57,6 @@ void RouterFilter::start() {
   if (!request_body_.empty() || req.content_length || req.chunked) {
     req.headers.set("content-length", std::to_string(request_body_.length()));
   }
-  http::Http1ClientCodec::encodeRequestHead(req, request_head_);
 
   timeout_ = callbacks_->dispatcher().createTimer([this] { onTimeout(); });
   timeout_->enable(timeout_ms_);
@@ -70,21 +64,16 @@ void RouterFilter::start() {
   attempt();
 }
 
-void RouterFilter::attempt(upstream::HostSharedPtr host) {
-  if (host) {
-    host_ = std::move(host);
-  } else {
-    uint64_t now = callbacks_->dispatcher().nowMs();
-    upstream::Host* chosen = upstream::chooseHost(*cluster_, now, failed_host_);
-    if (!chosen) {
-      callbacks_->sendLocalReply(http::ErrorReply{503, "no upstream is configured for this route",
-                                                  "server_error", "no_upstream"});
-      return;
-    }
-    for (const auto& h : cluster_->hosts) {
-      if (h.get() == chosen) host_ = h;
-    }
-    addresses_tried_ = 0;
+void RouterFilter::attempt() {
+  uint64_t now = callbacks_->dispatcher().nowMs();
+  upstream::Host* chosen = upstream::chooseHost(*cluster_, now, failed_host_);
+  if (!chosen) {
+    callbacks_->sendLocalReply(http::ErrorReply{503, "no upstream is configured for this route",
+                                                "server_error", "no_upstream"});
+    return;
+  }
+  for (const auto& h : cluster_->hosts) {
+    if (h.get() == chosen) host_ = h;
   }
   ++attempts_;
   auto& info = callbacks_->streamInfo();
@@ -94,24 +83,20 @@ void RouterFilter::attempt(upstream::HostSharedPtr host) {
   host_->requests_total.fetch_add(1, std::memory_order_relaxed);
   context_.stats->upstream_rq_total.inc();
 
-  upstream::ConnPool& pool = context_.pool(cluster_->index);
-  upstream_ = pool.acquire(host_);
-  reused_connection_ = upstream_ != nullptr;
-  if (!upstream_) {
-    context_.stats->upstream_cx_total.inc();
-    address_index_ = host_->addressIndex();
-    ++addresses_tried_;
-    upstream_ =
-        network::Connection::connect(callbacks_->dispatcher(), host_->address(address_index_),
-                                     cluster_->connect_timeout_ms, network::ConnectionOptions());
+  if (upstream_) {
+    // The failed attempt's exchange may still be on the stack (this runs
+    // from its failure callback): it goes with the next loop turn.
+    upstream_->reset();
+    callbacks_->dispatcher().deferredDelete(std::move(upstream_));
   }
-  upstream_->setCallbacks(this);
-  codec_.beginResponse(request_is_head_);
-  Buffer out;
-  // The head and body are shared by reference with every attempt.
-  request_head_.copyRefsTo(out, request_head_.length());
-  request_body_.copyRefsTo(out, request_body_.length());
-  upstream_->write(out);
+  upstream_ = context_.upstreams->newRequest(*cluster_, host_, *this);
+  bool has_body = !request_body_.empty();
+  upstream_->encodeHeaders(*request_, !has_body);
+  if (has_body) {
+    Buffer body;
+    request_body_.copyRefsTo(body, request_body_.length());
+    upstream_->encodeData(body, true);
+  }
 }
 
 void RouterFilter::releaseHost() {
@@ -121,36 +106,26 @@ void RouterFilter::releaseHost() {
   }
 }
 
-void RouterFilter::onEvent(network::ConnectionEvent event) {
-  switch (event) {
-    case network::ConnectionEvent::Connected:
+void RouterFilter::onUpstreamFailure(upstream::UpstreamFailure failure,
+                                     const std::string& message) {
+  if (done_) return;
+  switch (failure) {
+    case upstream::UpstreamFailure::ConnectFailed:
+      onAttemptFailed(true, "upstream_unavailable", message);
       return;
-    case network::ConnectionEvent::ConnectFailed:
-      upstream_ = nullptr;
-      context_.stats->upstream_cx_connect_fail.inc();
-      onAttemptFailed(true, "upstream_unavailable",
-                      "could not connect to upstream " + host_->url());
+    case upstream::UpstreamFailure::ClosedBeforeResponse:
+      onAttemptFailed(false, "upstream_closed", message);
       return;
-    case network::ConnectionEvent::RemoteClose: {
-      upstream_ = nullptr;
-      if (done_) return;
-      if (!codec_.responseStarted()) {
-        onAttemptFailed(false, "upstream_closed",
-                        "upstream " + host_->url() + " closed the connection before responding");
-        return;
-      }
-      if (codec_.onEof()) return;  // a close-delimited body ended
+    case upstream::UpstreamFailure::BadResponse:
+      recordHostFailure(*host_);
       if (!response_started_) {
-        // Gone in the middle of its headers: nothing reached the client
-        // yet, so it gets a 502 rather than a bare close.
-        onResponseError("upstream " + host_->url() +
-                        " closed the connection in the middle of its response headers");
+        failBeforeResponse(http::ErrorReply{502, message, "server_error", "bad_upstream_response"});
         return;
       }
-      onUpstreamBrokeMidResponse("upstream closed the connection mid-response");
+      onUpstreamBrokeMidResponse(message);
       return;
-    }
-    case network::ConnectionEvent::LocalClose:
+    case upstream::UpstreamFailure::Reset:
+      onUpstreamBrokeMidResponse(message);
       return;
   }
 }
@@ -159,19 +134,8 @@ void RouterFilter::onAttemptFailed(bool connect_failure, const char* code,
                                    const std::string& message) {
   if (done_) return;
   upstream::Host* h = host_.get();
-  bool was_reused = reused_connection_;
+  bool was_reused = upstream_ && upstream_->reusedConnection();
   closeUpstream();
-  // A host name with several addresses (localhost: ::1 and 127.0.0.1)
-  // whose router listens on some only: its next address, on the same
-  // attempt. Not the host's failure, and not a retry: nothing was sent.
-  if (connect_failure && h->tryNextAddress(address_index_) &&
-      addresses_tried_ < h->addresses().size()) {
-    upstream::HostSharedPtr same = host_;
-    releaseHost();
-    --attempts_;
-    attempt(std::move(same));
-    return;
-  }
   // A stale keep-alive connection closed by the upstream while idle is
   // not the host's fault; try a fresh connection (bounded).
   bool stale = !connect_failure && was_reused && stale_retries_ < 2;
@@ -194,9 +158,7 @@ void RouterFilter::onAttemptFailed(bool connect_failure, const char* code,
   failBeforeResponse(http::ErrorReply{connect_failure ? 503 : 502, message, "server_error", code});
 }
 
-void RouterFilter::onData(Buffer& data) { codec_.dispatch(data); }
-
-void RouterFilter::onResponseHeaders(http::ResponseHeadersPtr headers, bool end_stream) {
+void RouterFilter::onUpstreamHeaders(http::ResponseHeadersPtr headers, bool end_stream) {
   if (done_) return;
   uint64_t now = callbacks_->dispatcher().nowMs();
   if (headers->status >= 500) {
@@ -210,36 +172,17 @@ void RouterFilter::onResponseHeaders(http::ResponseHeadersPtr headers, bool end_
   }
   callbacks_->streamInfo().upstream_headers_ns = Dispatcher::monotonicNs();
   response_started_ = true;
-  if (end_stream) {
-    // Hand the connection back before the response completes downstream:
-    // completing it destroys this filter, whose onDestroy would otherwise
-    // close a perfectly reusable connection.
-    done_ = true;
-    finishUpstream(codec_.keepAlive());
-  }
+  if (end_stream) finishAttempt();
   callbacks_->encodeHeaders(std::move(headers), end_stream);
 }
 
-void RouterFilter::onResponseData(Buffer& data, bool end_stream) {
+void RouterFilter::onUpstreamData(Buffer& data, bool end_stream) {
   if (done_) {
     data.clear();
     return;
   }
-  if (end_stream) {
-    done_ = true;
-    finishUpstream(codec_.keepAlive());  // before completing: see onResponseHeaders
-  }
+  if (end_stream) finishAttempt();
   callbacks_->encodeData(data, end_stream);
-}
-
-void RouterFilter::onResponseError(const std::string& reason) {
-  if (done_) return;
-  recordHostFailure(*host_);
-  if (!response_started_) {
-    failBeforeResponse(http::ErrorReply{502, reason, "server_error", "bad_upstream_response"});
-    return;
-  }
-  onUpstreamBrokeMidResponse(reason);
 }
 
 void RouterFilter::onUpstreamBrokeMidResponse(const std::string& message) {
@@ -274,10 +217,7 @@ void RouterFilter::onTimeout() {
 }
 
 void RouterFilter::closeUpstream() {
-  if (upstream_) {
-    upstream_->close(network::CloseType::NoFlush);
-    upstream_ = nullptr;
-  }
+  if (upstream_) upstream_->reset();
 }
 
 void RouterFilter::failBeforeResponse(const http::ErrorReply& reply) {
@@ -292,35 +232,20 @@ void RouterFilter::recordHostFailure(upstream::Host& host, uint64_t now_ms) {
   host.recordFailure(now_ms, cluster_->outlier_consecutive_failures, cluster_->outlier_ejection_ms);
 }
 
-void RouterFilter::finishUpstream(bool reusable) {
+void RouterFilter::finishAttempt() {
+  done_ = true;
   if (timeout_) timeout_->disable();
-  if (upstream_) {
-    network::Connection* conn = upstream_;
-    upstream_ = nullptr;
-    if (reusable && conn->readEnabled()) {
-      context_.pool(cluster_->index)
-          .release(host_, conn, cluster_->max_idle_per_host, cluster_->idle_connection_timeout_ms);
-    } else {
-      conn->close(network::CloseType::NoFlush);
-    }
-  }
   releaseHost();
 }
 
 void RouterFilter::onAboveWriteBufferHighWatermark() {
   // The client reads slower than the upstream writes: stop reading the
   // upstream so that nothing piles up here (TCP pushes back to it).
-  if (upstream_ && !upstream_read_disabled_) {
-    upstream_read_disabled_ = true;
-    upstream_->readDisable(true);
-  }
+  if (upstream_) upstream_->readDisable(true);
 }
 
 void RouterFilter::onBelowWriteBufferLowWatermark() {
-  if (upstream_ && upstream_read_disabled_) {
-    upstream_read_disabled_ = false;
-    upstream_->readDisable(false);
-  }
+  if (upstream_) upstream_->readDisable(false);
 }
 
 void RouterFilter::onDestroy() {

@@ -47,7 +47,8 @@ Worker::Worker(Server& server, uint32_t index, config::RuntimeConfigSharedPtr co
       config_(std::move(config)),
       stats_(std::make_unique<stats::WorkerStats>()) {
   stats::Registry::get().addWorker(stats_.get());
-  router_context_.pools = &pools_;
+  http1_upstreams_ = std::make_unique<upstream::Http1UpstreamFactory>(dispatcher_, *stats_);
+  router_context_.upstreams = http1_upstreams_.get();
   router_context_.stats = stats_.get();
   // Not owned by the slot: the router context lives as long as the worker.
   worker_locals_.set(router::kRouterContextKey, std::shared_ptr<router::RouterContext>(
@@ -72,8 +73,7 @@ void Worker::start(const std::vector<std::pair<int, std::string>>& listen_fds) {
     uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), 1024, &Worker::onConnection);
     listeners_.push_back(std::move(l));
   }
-  for (size_t i = 0; i < 4; ++i)
-    pools_.push_back(std::make_unique<upstream::ConnPool>(dispatcher_));
+  http1_upstreams_->onClusters(config_->clusters);
   access_log_timer_ = dispatcher_.createTimer([this] {
     flushAccessLog();
     access_log_timer_->enable(200);
@@ -89,12 +89,7 @@ void Worker::join() {
 void Worker::setConfig(config::RuntimeConfigSharedPtr config, std::function<void()> applied) {
   dispatcher_.post([this, config, applied] {
     config_ = config;
-    // New clusters get pools; old pools stay (indexes are stable).
-    for (const auto& c : config->clusters) {
-      while (pools_.size() <= c->index)
-        pools_.push_back(std::make_unique<upstream::ConnPool>(dispatcher_));
-    }
-    for (auto& pool : pools_) pool->dropRetired();
+    http1_upstreams_->onClusters(config->clusters);
     if (applied) applied();
   });
 }
@@ -267,7 +262,7 @@ void Worker::stop() {
     // stream's filters and buffers are freed when the loop is torn down.
     std::vector<http::ConnectionManager*> all(connections_.begin(), connections_.end());
     for (auto* cm : all) cm->closeNow();
-    pools_.clear();
+    http1_upstreams_->clear();
     dispatcher_.exit();
   });
 }

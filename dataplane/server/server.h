@@ -20,8 +20,8 @@
 #include "dataplane/server/admin_api.h"
 #include "dataplane/server/farm.h"
 #include "dataplane/stats/stats.h"
-#include "dataplane/upstream/conn_pool.h"
 #include "dataplane/upstream/health_checker.h"
+#include "dataplane/upstream/http1_upstream.h"
 #include "filters/auth/session.h"
 #include "filters/ratelimit/limiter.h"
 #include "filters/ratelimit/ratelimit_filter.h"
@@ -97,7 +97,7 @@ class Worker : public http::ConnectionManagerContext {
   std::unique_ptr<stats::WorkerStats> stats_;
   std::vector<std::unique_ptr<ListenerHandle>> listeners_;
   std::list<http::ConnectionManager*> connections_;
-  std::vector<std::unique_ptr<upstream::ConnPool>> pools_;
+  std::unique_ptr<upstream::Http1UpstreamFactory> http1_upstreams_;
   router::RouterContext router_context_;
   http::FilterState worker_locals_;  // the router context, for its factory
   bool draining_ = false;
