@@ -704,7 +704,7 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   }
   // The embedded web chat: pages and assets are public (the page itself
   // sends the browser to /login when keys are required); the session
-  // endpoint is answered by the auth filter.
+  // endpoint (filters/auth/session_filter.h) logs a browser in and out.
   for (const char* p : {"/", "/chat", "/login"}) {
     route(p[1] ? p + 1 : "root", p, true, {"GET", "HEAD"})
         ->set_builtin(edge::v1::BUILTIN_HANDLER_WEBCHAT);

@@ -55,10 +55,8 @@ inline constexpr std::string_view kRouterFilter = "router";       // a cluster
 inline constexpr std::string_view kAdminApiFilter = "admin_api";  // BUILTIN_HANDLER_ADMIN
 inline constexpr std::string_view kWebchatFilter = "webchat";     // BUILTIN_HANDLER_WEBCHAT
 inline constexpr std::string_view kUsageApiFilter = "usage_api";  // BUILTIN_HANDLER_USAGE
-// BUILTIN_HANDLER_SESSION: the auth filter answers /api/v1/session itself
-// (filters/auth/auth_filter.h, kSessionHandler) before this is reached.
-inline constexpr std::string_view kSessionFilter = "session";
-inline constexpr std::string_view kBuiltinFilter = "builtin";  // every other built-in
+inline constexpr std::string_view kSessionFilter = "session";     // BUILTIN_HANDLER_SESSION
+inline constexpr std::string_view kBuiltinFilter = "builtin";     // every other built-in
 
 // The terminal handler's entry for `route`.
 std::string_view terminalFilterName(const CompiledRoute& route);

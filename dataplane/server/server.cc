@@ -26,6 +26,7 @@
 #include "dataplane/server/webchat_handler.h"
 #include "filters/auth/auth_filter.h"
 #include "filters/auth/session.h"
+#include "filters/auth/session_filter.h"
 #include "filters/ratelimit/ratelimit_filter.h"
 #include "filters/usage/usage_filter.h"
 #include "rapidjson/document.h"
@@ -345,6 +346,7 @@ config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std
                 {{"window_seconds", log::num(window)}});
     state = std::make_shared<filters::ratelimit::State>(window, rl->max_ip_entries);
   }
+  compiling_auth_ = std::make_shared<const filters::auth::AuthConfig>(snap.auth());
   compiling_limits_ = rl;
   compiling_state_ = state;
   auto cfg = config::compile(
@@ -353,6 +355,7 @@ config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std
         return dns_.lookup(host, port, out, why);
       },
       &filters_);
+  compiling_auth_ = nullptr;
   compiling_limits_ = nullptr;
   compiling_state_ = nullptr;
   if (!cfg) return nullptr;
@@ -372,12 +375,11 @@ void Server::registerFilters() {
     *out = filters::ratelimit::makeIpFactory(compiling_limits_, compiling_state_);
     return true;
   });
-  filters_.add("auth", [this](const config::FilterFactoryContext& ctx, http::FilterFactory* out,
-                              std::string*) {
-    *out =
-        filters::auth::makeFactory(ctx.config.snapshot.auth(), compiling_limits_, compiling_state_);
-    return true;
-  });
+  filters_.add(
+      "auth", [this](const config::FilterFactoryContext&, http::FilterFactory* out, std::string*) {
+        *out = filters::auth::makeFactory(compiling_auth_, compiling_limits_, compiling_state_);
+        return true;
+      });
   filters_.add("ratelimit", [this](const config::FilterFactoryContext& ctx,
                                    http::FilterFactory* out, std::string*) {
     *out = filters::ratelimit::makeFactory(compiling_limits_, compiling_state_);
@@ -421,17 +423,20 @@ void Server::registerFilters() {
         };
         return true;
       });
-  for (std::string_view name : {config::kBuiltinFilter, config::kSessionFilter}) {
-    filters_.add(std::string(name), [this](const config::FilterFactoryContext& ctx,
-                                           http::FilterFactory* out, std::string*) {
-      const config::RuntimeConfig* cfg = &ctx.config;
-      edge::v1::BuiltinHandler handler = ctx.route->builtin;
-      *out = [this, cfg, handler](http::FilterChainBuilder& chain) {
-        chain.addDecoderFilter(std::make_unique<BuiltinFilter>(state_, *cfg, handler));
-      };
-      return true;
-    });
-  }
+  filters_.add(std::string(config::kSessionFilter), [this](const config::FilterFactoryContext&,
+                                                           http::FilterFactory* out, std::string*) {
+    *out = filters::auth::makeSessionFactory(compiling_auth_, compiling_limits_, compiling_state_);
+    return true;
+  });
+  filters_.add(std::string(config::kBuiltinFilter), [this](const config::FilterFactoryContext& ctx,
+                                                           http::FilterFactory* out, std::string*) {
+    const config::RuntimeConfig* cfg = &ctx.config;
+    edge::v1::BuiltinHandler handler = ctx.route->builtin;
+    *out = [this, cfg, handler](http::FilterChainBuilder& chain) {
+      chain.addDecoderFilter(std::make_unique<BuiltinFilter>(state_, *cfg, handler));
+    };
+    return true;
+  });
 }
 
 void Server::checkMemory() {

@@ -17,6 +17,7 @@
 #include "dataplane/server/farm.h"
 #include "dataplane/server/worker.h"
 #include "dataplane/upstream/health_checker.h"
+#include "filters/auth/auth_filter.h"
 #include "filters/auth/session.h"
 #include "filters/ratelimit/limiter.h"
 #include "filters/ratelimit/ratelimit_filter.h"
@@ -99,7 +100,9 @@ class Server : public AdminBackend {
   };
   std::vector<BoundListener> bound_listeners_;
   config::FilterRegistry filters_;
-  // While build() compiles: the rate limits and counters the filters get.
+  // While build() compiles: the keys, rate limits and counters the
+  // filters get (one copy of each per config, shared by its filters).
+  filters::auth::AuthConfigSharedPtr compiling_auth_;
   filters::ratelimit::RateLimitConfigSharedPtr compiling_limits_;
   filters::ratelimit::StateSharedPtr compiling_state_;
   std::unique_ptr<upstream::HealthChecker> health_;

@@ -5,12 +5,8 @@
 #include <time.h>
 
 #include "absl/strings/string_view.h"
-#include "common/json.h"
-#include "common/log.h"
-#include "dataplane/http/reply.h"
 #include "dataplane/http/route.h"
 #include "filters/auth/session.h"
-#include "rapidjson/document.h"
 
 namespace eldric::filters::auth {
 
@@ -90,49 +86,12 @@ std::string_view presentedKey(const http::RequestHeaders& headers) {
   return {};
 }
 
-// The stream's entry in the failed-attempts table for its client's IP (or
-// IPv6 prefix), looked up once.
-ratelimit::Entry* AuthFilter::failureEntry(const http::RequestHeaders& headers) {
-  if (!limits_ || !state_ || limits_->auth_failures_per_ip == 0) return nullptr;
-  if (failures_) return failures_;
-  auto& info = callbacks_->streamInfo();
-  if (info.client_ip.empty()) {
-    info.client_ip = ratelimit::clientIp(callbacks_->peerIp(), headers, limits_->trusted_proxies);
-  }
-  static constexpr http::FilterStateKey<ratelimit::Entry> kFailures{"auth.failures"};
-  failures_ = &ratelimit::streamCounters(info, kFailures, state_->auth_failures,
-                                         ratelimit::ipKey(info.client_ip, limits_->ipv6_prefix),
-                                         ratelimit::nowSeconds());
-  return failures_;
-}
-
-bool AuthFilter::attemptAllowed(const http::RequestHeaders& headers) {
-  ratelimit::Entry* e = failureEntry(headers);
-  if (!e) return true;
-  uint64_t now = ratelimit::nowSeconds();
-  uint64_t limit = limits_->auth_failures_per_ip;
-  if (e->requests.count(now) < limit) return true;
-  stats().throttled.fetch_add(1, std::memory_order_relaxed);
-  ratelimit::sendRefusal(*callbacks_, "auth", limit, e->requests.secondsUntilAvailable(now, limit),
-                         "too many failed API key attempts from this address");
-  return false;
-}
-
-void AuthFilter::failedAttempt() {
-  if (failures_) failures_->requests.add(ratelimit::nowSeconds(), 1);
-}
-
-void AuthFilter::refuse(int status, const char* message, const char* code) {
-  callbacks_->sendLocalReply(
-      http::ErrorReply{status, message, http::defaultErrorType(status), code},
-      [status](http::ResponseHeaders& h) {
-        if (status == 401) h.headers.add("www-authenticate", "Bearer");
-      });
-}
-
-void AuthFilter::reply(int status, std::string body,
-                       std::vector<std::pair<std::string, std::string>> extra) {
-  http::sendJsonReply(*callbacks_, status, std::move(body), extra);
+void refuse(http::DecoderFilterCallbacks& callbacks, int status, const char* message,
+            const char* code) {
+  callbacks.sendLocalReply(http::ErrorReply{status, message, http::defaultErrorType(status), code},
+                           [status](http::ResponseHeaders& h) {
+                             if (status == 401) h.headers.add("www-authenticate", "Bearer");
+                           });
 }
 
 bool AuthFilter::sessionAuth(http::RequestHeaders& headers, std::string_view token, int scope,
@@ -147,8 +106,9 @@ bool AuthFilter::sessionAuth(http::RequestHeaders& headers, std::string_view tok
   if (!verifySession(token, config_->sessionKeys(), now, &hash, &expires, &digest)) return true;
   if (sessionRevoked(digest) || config_->loggedOut(digest))
     return true;  // here, or on another member
-  session_expires_ = expires;
-  session_digest_ = std::move(digest);
+  callbacks_->streamInfo().filter_state.set(
+      kVerifiedSession,
+      std::make_shared<VerifiedSession>(VerifiedSession{std::move(digest), expires}));
   bool expired = false;
   auto id = config_->lookupHash(hash, now, &expired);
   if (!id) return true;  // the key was revoked or expired: so is the session
@@ -175,7 +135,7 @@ bool AuthFilter::sessionAuth(http::RequestHeaders& headers, std::string_view tok
     }
     if (!same) {
       stats().forbidden.fetch_add(1, std::memory_order_relaxed);
-      refuse(403,
+      refuse(*callbacks_, 403,
              "cross-site request refused: the session cookie is only for this site's own pages",
              "cross_site_request");
       return false;
@@ -188,27 +148,25 @@ bool AuthFilter::sessionAuth(http::RequestHeaders& headers, std::string_view tok
   return true;
 }
 
-http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& headers,
-                                                    bool end_stream) {
+http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& headers, bool) {
   const http::Route* route = callbacks_->route();
   int scope = route ? route->required_scope : 0;
-  session_route_ = route && route->handler == kSessionHandler;
   std::string_view key = presentedKey(headers);
   auto& st = stats();
   if (!key.empty()) {
-    if (!attemptAllowed(headers)) return http::FilterHeadersStatus::StopIteration;
+    if (!attempts_.allowed(*callbacks_, headers)) return http::FilterHeadersStatus::StopIteration;
     bool expired = false;
     auto id = config_->lookup(key, static_cast<int64_t>(time(nullptr)), &expired);
     // Never echo the key: not in the message, not in a log.
     if (!id) {
       (expired ? st.expired : st.invalid).fetch_add(1, std::memory_order_relaxed);
-      failedAttempt();
-      refuse(401, "invalid API key", "invalid_api_key");
+      attempts_.failed();
+      refuse(*callbacks_, 401, "invalid API key", "invalid_api_key");
       return http::FilterHeadersStatus::StopIteration;
     }
     if (scope != 0 && !id->hasScope(scope)) {
       st.forbidden.fetch_add(1, std::memory_order_relaxed);
-      refuse(403, "this API key may not use this endpoint", "insufficient_scope");
+      refuse(*callbacks_, 403, "this API key may not use this endpoint", "insufficient_scope");
       return http::FilterHeadersStatus::StopIteration;
     }
     st.ok.fetch_add(1, std::memory_order_relaxed);
@@ -230,138 +188,27 @@ http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& header
     const auto& id = callbacks_->streamInfo().identity;
     if (authenticated && scope != 0 && !id->hasScope(scope)) {
       st.forbidden.fetch_add(1, std::memory_order_relaxed);
-      refuse(403, "this API key may not use this endpoint", "insufficient_scope");
+      refuse(*callbacks_, 403, "this API key may not use this endpoint", "insufficient_scope");
       return http::FilterHeadersStatus::StopIteration;
     }
     // The cluster has no use for the Edge's cookie.
     if (!token.empty()) headers.headers.remove("cookie");
-  }
-  if (session_route_) {
-    if (!end_stream) return http::FilterHeadersStatus::Continue;
-    handleSession("");
-    return http::FilterHeadersStatus::StopIteration;
   }
   if (callbacks_->streamInfo().identity) return http::FilterHeadersStatus::Continue;
   bool needs_key = scope == edge::v1::SCOPE_ADMIN || scope == edge::v1::SCOPE_WORKER ||
                    (scope != 0 && config_->requireKey());
   if (needs_key) {
     st.missing.fetch_add(1, std::memory_order_relaxed);
-    refuse(401, "missing API key: send Authorization: Bearer sk-... or X-API-Key",
+    refuse(*callbacks_, 401, "missing API key: send Authorization: Bearer sk-... or X-API-Key",
            "missing_api_key");
     return http::FilterHeadersStatus::StopIteration;
   }
   return http::FilterHeadersStatus::Continue;
 }
 
-http::FilterDataStatus AuthFilter::decodeData(Buffer& data, bool end_stream) {
-  if (!session_route_) return http::FilterDataStatus::Continue;
-  if (!end_stream) return http::FilterDataStatus::StopIterationAndBuffer;
-  handleSession(data.toString());
-  data.clear();
-  return http::FilterDataStatus::StopIterationNoBuffer;
-}
-
-bool AuthFilter::clientUsesHttps(const http::RequestHeaders& req) {
-  if (callbacks_->scheme() == "https") return true;
-  // TLS ended at a trusted proxy in front: its word for the scheme.
-  if (!limits_ || limits_->trusted_proxies.empty()) return false;
-  if (!ratelimit::isTrustedProxy(callbacks_->peerIp(), limits_->trusted_proxies)) return false;
-  std::optional<std::string_view> proto = req.headers.get("x-forwarded-proto");
-  return proto && http::equalsIgnoreCase(*proto, "https");
-}
-
-void AuthFilter::handleSession(const std::string& body) {
-  const auto& req = callbacks_->requestHeaders();
-  const auto& id = callbacks_->streamInfo().identity;
-  bool secure = clientUsesHttps(req);
-  std::string_view cookie_name = secure ? kSecureSessionCookie : kSessionCookie;
-  std::string require = config_->requireKey() ? "true" : "false";
-  if (req.method == "GET") {
-    std::string out = "{\"authenticated\":" + std::string(id ? "true" : "false") +
-                      ",\"auth_required\":" + require;
-    if (id) {
-      out += ",\"client\":";
-      log::appendJsonString(out, id->client_name);
-    }
-    out += "}";
-    reply(200, out, {});
-    return;
-  }
-  std::string clear = std::string(cookie_name) + "=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict" +
-                      (secure ? "; Secure" : "");
-  if (req.method == "DELETE") {
-    // Logged out on the server too: the cookie's token is refused from now
-    // on, even if a copy of it outlives the browser's.
-    if (!session_digest_.empty() && session_expires_) {
-      revokeSession(session_digest_, session_expires_, static_cast<int64_t>(time(nullptr)));
-    }
-    reply(200, "{\"authenticated\":false,\"auth_required\":" + require + "}",
-          {{"set-cookie", clear}});
-    return;
-  }
-  if (req.method != "POST") {
-    refuse(405, "use GET, POST or DELETE on /api/v1/session", "method_not_allowed");
-    return;
-  }
-  // Login CSRF: a page elsewhere must not log the browser in with the
-  // attacker's key. A cross-site form cannot send a JSON content type
-  // without a CORS preflight (which is never granted), and a browser's
-  // Origin must be this site.
-  std::optional<std::string_view> ct = req.headers.get("content-type");
-  if (!ct || ct->find("application/json") == std::string_view::npos) {
-    refuse(415, "send the key as JSON: Content-Type: application/json", "unsupported_media_type");
-    return;
-  }
-  if (std::optional<std::string_view> origin = req.headers.get("origin")) {
-    std::optional<std::string_view> host = req.headers.get("host");
-    std::string self =
-        std::string(secure ? "https" : "http") + "://" + std::string(host.value_or(""));
-    if (!host || *origin != self) {
-      stats().forbidden.fetch_add(1, std::memory_order_relaxed);
-      refuse(403, "cross-site login refused: Origin is not this site", "cross_site_request");
-      return;
-    }
-  }
-  rapidjson::Document doc;
-  if (!json::parse(doc, body, nullptr) || !doc.IsObject() || !doc.HasMember("api_key") ||
-      !doc["api_key"].IsString()) {
-    refuse(400, "send {\"api_key\": \"sk-...\"}", "invalid_json");
-    return;
-  }
-  if (!attemptAllowed(callbacks_->requestHeaders())) return;
-  std::string key(doc["api_key"].GetString(), doc["api_key"].GetStringLength());
-  int64_t now = static_cast<int64_t>(time(nullptr));
-  bool expired = false;
-  auto who = config_->lookup(key, now, &expired);
-  if (!who || config_->sessionKeys().empty()) {
-    stats().invalid.fetch_add(1, std::memory_order_relaxed);
-    if (!who) failedAttempt();
-    callbacks_->sendLocalReply(
-        http::ErrorReply{401, "invalid API key", "authentication_error", "invalid_api_key"},
-        [clear](http::ResponseHeaders& h) { h.headers.add("set-cookie", clear); });
-    return;
-  }
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const uint8_t*>(key.data()), key.size(), digest);
-  int64_t expires = now + config_->sessionTtlSeconds();
-  if (who->expires_at != 0 && who->expires_at < expires) expires = who->expires_at;
-  std::string token =
-      signSession(config_->sessionKeys()[0],
-                  std::string(reinterpret_cast<const char*>(digest), sizeof digest), expires);
-  std::string cookie = std::string(cookie_name) + "=" + token +
-                       "; Path=/; Max-Age=" + std::to_string(expires - now) +
-                       "; HttpOnly; SameSite=Strict" + (secure ? "; Secure" : "");
-  callbacks_->streamInfo().client_name = who->client_name;
-  std::string out = "{\"authenticated\":true,\"client\":";
-  log::appendJsonString(out, who->client_name);
-  out += ",\"expires_at\":" + std::to_string(expires) + "}";
-  reply(200, out, {{"set-cookie", cookie}});
-}
-
-http::FilterFactory makeFactory(const edge::v1::Auth& auth,
+http::FilterFactory makeFactory(AuthConfigSharedPtr config,
                                 ratelimit::RateLimitConfigSharedPtr limits,
                                 ratelimit::StateSharedPtr state) {
-  auto config = std::make_shared<const AuthConfig>(auth);
   return [config, limits, state](http::FilterChainBuilder& builder) {
     builder.addDecoderFilter(std::make_unique<AuthFilter>(config, limits, state));
   };

@@ -15,6 +15,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "dataplane/http/filter.h"
 #include "eldric/edge/v1/snapshot.pb.h"
+#include "filters/auth/key_attempts.h"
 #include "filters/ratelimit/ratelimit_filter.h"
 
 namespace eldric::filters::auth {
@@ -70,48 +71,41 @@ std::string_view presentedKey(const http::RequestHeaders& headers);
 // the auth filter.
 inline constexpr http::FilterStateKey<std::string> kAdminCredential{"auth.admin_credential"};
 
-// Also answers /api/v1/session (log in with a key, who am I, log out): the
-// session is the auth filter's own business.
+// A session cookie that verified (signature, expiry, not logged out): what
+// a logout at /api/v1/session revokes (SessionFilter).
+struct VerifiedSession {
+  std::string digest;  // raw SHA-256 of the token's payload
+  int64_t expires_at = 0;
+};
+inline constexpr http::FilterStateKey<VerifiedSession> kVerifiedSession{"auth.session"};
+
+// An OpenAI-shaped refusal (401s carry WWW-Authenticate: Bearer).
+void refuse(http::DecoderFilterCallbacks& callbacks, int status, const char* message,
+            const char* code);
+
+// Who is calling, by an API key or a web chat session cookie; refuses what
+// the route's scope does not allow. Answers nothing itself on success.
 class AuthFilter : public http::StreamDecoderFilter {
  public:
   AuthFilter(AuthConfigSharedPtr config, ratelimit::RateLimitConfigSharedPtr limits,
              ratelimit::StateSharedPtr state)
-      : config_(std::move(config)), limits_(std::move(limits)), state_(std::move(state)) {}
+      : config_(std::move(config)), attempts_(std::move(limits), std::move(state)) {}
   void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& cb) override { callbacks_ = &cb; }
   http::FilterHeadersStatus decodeHeaders(http::RequestHeaders& headers, bool end_stream) override;
-  http::FilterDataStatus decodeData(Buffer& data, bool end_stream) override;
+  http::FilterDataStatus decodeData(Buffer&, bool) override {
+    return http::FilterDataStatus::Continue;
+  }
 
  private:
-  void refuse(int status, const char* message, const char* code);
-  // Key guessing: false (and a 429 sent) when this client's IP is past its
-  // failed attempts for the window; failedAttempt() counts one.
-  bool attemptAllowed(const http::RequestHeaders& headers);
-  void failedAttempt();
-  ratelimit::Entry* failureEntry(const http::RequestHeaders& headers);
   // Authenticates by the session cookie; false if the request must stop.
   bool sessionAuth(http::RequestHeaders& headers, std::string_view token, int scope,
                    bool* authenticated);
-  void handleSession(const std::string& body);
-  void reply(int status, std::string body,
-             std::vector<std::pair<std::string, std::string>> headers);
-  // The scheme the client used: TLS here, or X-Forwarded-Proto: https
-  // from a trusted proxy.
-  bool clientUsesHttps(const http::RequestHeaders& req);
-  bool session_route_ = false;
-  int64_t session_expires_ = 0;  // once verified
-  std::string session_digest_;   // once verified: what a logout revokes
   AuthConfigSharedPtr config_;
-  ratelimit::RateLimitConfigSharedPtr limits_;
-  ratelimit::StateSharedPtr state_;
-  ratelimit::Entry* failures_ = nullptr;
+  KeyAttempts attempts_;
   http::DecoderFilterCallbacks* callbacks_ = nullptr;
 };
 
-// The handler name (http::Route::handler) of /api/v1/session, which this
-// filter answers itself: login with a key, logout.
-inline constexpr std::string_view kSessionHandler = "session";
-
-http::FilterFactory makeFactory(const edge::v1::Auth& auth,
+http::FilterFactory makeFactory(AuthConfigSharedPtr config,
                                 ratelimit::RateLimitConfigSharedPtr limits,
                                 ratelimit::StateSharedPtr state);
 

@@ -1,6 +1,7 @@
 // Web chat sessions on untrusted bytes: the Cookie header and the token in
 // it (cookieValue, verifySession), the auth filter's cookie path, and the
-// body of POST /api/v1/session (a JSON document) through the auth filter.
+// body of POST /api/v1/session (a JSON document) through the auth filter
+// and the session endpoint behind it.
 // A token this code signs must verify to what it was signed with.
 //
 // Input: [mode][bytes]
@@ -19,6 +20,7 @@
 #include "dataplane/http/route.h"
 #include "filters/auth/auth_filter.h"
 #include "filters/auth/session.h"
+#include "filters/auth/session_filter.h"
 #include "test/fuzz/fuzz_util.h"
 
 namespace eldric::fuzz {
@@ -29,7 +31,6 @@ constexpr char kKey[] = "sk-fuzz-0123456789";
 class FakeStream : public http::DecoderFilterCallbacks {
  public:
   explicit FakeStream(bool session_route) {
-    if (session_route) route_.handler = filters::auth::kSessionHandler;
     route_.required_scope = session_route ? 0 : edge::v1::SCOPE_INFERENCE;
   }
   Dispatcher& dispatcher() override { abort(); }
@@ -110,16 +111,19 @@ static int fuzzOne(const uint8_t* data, size_t size) {
     case 1: {  // POST /api/v1/session with this body
       if (fuzz::skipKnownCrashes() && fuzz::jsonNesting(bytes) > 200) return 0;
       fuzz::FakeStream stream(true);
-      filters::auth::AuthFilter filter(config, nullptr, nullptr);
-      filter.setDecoderFilterCallbacks(stream);
+      filters::auth::AuthFilter auth(config, nullptr, nullptr);
+      filters::auth::SessionFilter session(config, nullptr, nullptr);
+      auth.setDecoderFilterCallbacks(stream);
+      session.setDecoderFilterCallbacks(stream);
       stream.request_.method = (mode & 4) ? "GET" : "POST";
       stream.request_.path = "/api/v1/session";
       stream.request_.headers.add("host", "edge.test");
       stream.request_.headers.add("content-type", "application/json");
-      if (filter.decodeHeaders(stream.request_, false) == http::FilterHeadersStatus::Continue) {
+      if (auth.decodeHeaders(stream.request_, false) == http::FilterHeadersStatus::Continue) {
+        session.decodeHeaders(stream.request_, false);
         Buffer body;
         body.add(bytes);
-        filter.decodeData(body, true);
+        session.decodeData(body, true);
       }
       break;
     }

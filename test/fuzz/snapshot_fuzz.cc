@@ -16,6 +16,7 @@
 #include "common/config/loader.h"
 #include "dataplane/config/runtime_config.h"
 #include "filters/auth/auth_filter.h"
+#include "filters/auth/session_filter.h"
 #include "filters/ratelimit/limiter.h"
 #include "filters/ratelimit/ratelimit_filter.h"
 #include "filters/usage/usage_filter.h"
@@ -100,11 +101,13 @@ static int fuzzOne(const uint8_t* data, size_t size) {
   uint32_t window = static_cast<uint32_t>(snap.rate_limits().window().seconds());
   auto rl = filters::ratelimit::compileConfig(snap.rate_limits());
   auto state = std::make_shared<filters::ratelimit::State>(window, rl->max_ip_entries);
+  auto auth = std::make_shared<const filters::auth::AuthConfig>(snap.auth());
   std::vector<http::FilterFactory> factories = {
       filters::ratelimit::makeIpFactory(rl, state),
-      filters::auth::makeFactory(snap.auth(), rl, state),
+      filters::auth::makeFactory(auth, rl, state),
       filters::ratelimit::makeFactory(rl, state),
       filters::usage::makeFactory(rl, state),
+      filters::auth::makeSessionFactory(auth, rl, state),
   };
   fuzz::CountingBuilder builder;
   for (const auto& f : factories) f(builder);
