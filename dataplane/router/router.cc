@@ -90,6 +90,9 @@ void RouterFilter::attempt() {
     callbacks_->dispatcher().deferredDelete(std::move(upstream_));
   }
   upstream_ = context_.upstreams->newRequest(*cluster_, host_, *this);
+  // The client was already behind when the router registered (or fell
+  // behind during an earlier attempt): this exchange starts paused too.
+  if (downstream_above_high_) upstream_->readDisable(true);
   bool has_body = !request_body_.empty();
   upstream_->encodeHeaders(*request_, !has_body);
   if (has_body) {
@@ -241,10 +244,12 @@ void RouterFilter::finishAttempt() {
 void RouterFilter::onAboveWriteBufferHighWatermark() {
   // The client reads slower than the upstream writes: stop reading the
   // upstream so that nothing piles up here (TCP pushes back to it).
+  downstream_above_high_ = true;
   if (upstream_) upstream_->readDisable(true);
 }
 
 void RouterFilter::onBelowWriteBufferLowWatermark() {
+  downstream_above_high_ = false;
   if (upstream_) upstream_->readDisable(false);
 }
 

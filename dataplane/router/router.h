@@ -84,6 +84,8 @@ class RouterFilter : public http::StreamDecoderFilter,
   upstream::Host* failed_host_ = nullptr;
   bool response_started_ = false;  // headers passed to the client side
   bool response_sse_ = false;
+  // The client's connection is above its write high watermark.
+  bool downstream_above_high_ = false;
   bool done_ = false;
   uint32_t attempts_ = 0;
   uint32_t stale_retries_ = 0;
