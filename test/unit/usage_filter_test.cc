@@ -10,60 +10,21 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/event/dispatcher.h"
 #include "dataplane/http/route.h"
+#include "test/unit/fake_stream.h"
 
 namespace eldric::filters::usage {
 namespace {
 
-// Just enough of a stream for the filter: route, stream info, injection.
-class FakeStream : public http::DecoderFilterCallbacks, public http::EncoderFilterCallbacks {
- public:
-  FakeStream() { route_.count_tokens = true; }
-  Dispatcher& dispatcher() override { return dispatcher_; }
-  const http::Route* route() override { return &route_; }
-  const http::RequestHeaders& requestHeaders() override { return request_; }
-  http::StreamInfo& streamInfo() override { return info_; }
-  const std::string& peerIp() override { return peer_ip_; }
-  std::string_view scheme() override { return "https"; }
-  void resetStream(std::string_view) override {}
-  void closeConnectionAfterResponse() override {}
-  void continueDecoding() override {}
-  void sendLocalReply(const http::ErrorReply&,
-                      const std::function<void(http::ResponseHeaders&)>&) override {}
-  void encodeHeaders(http::ResponseHeadersPtr, bool) override {}
-  void encodeData(Buffer&, bool) override {}
-  void continue100() override {}
-  void readDisableDownstream(bool) override {}
-  void addDownstreamWatermarkCallbacks(http::DownstreamWatermarkCallbacks&) override {}
-  void removeDownstreamWatermarkCallbacks(http::DownstreamWatermarkCallbacks&) override {}
-  void continueEncoding() override {}
-  void injectEncodedData(Buffer& data, bool end_stream) override {
-    injected += data.toString();
-    data.clear();
-    injected_end = end_stream;
-  }
-
-  std::string injected;
-  bool injected_end = false;
-  http::StreamInfo info_;
-
- private:
-  Dispatcher dispatcher_;
-  http::Route route_;
-  http::RequestHeaders request_;
-  std::string peer_ip_ = "127.0.0.1";
-};
-
 struct Harness {
   explicit Harness(uint64_t cap = 0, bool client_asked_usage = true) {
+    stream.matched_route.count_tokens = true;
     auto cfg = std::make_shared<ratelimit::RateLimitConfig>();
     cfg->max_tokens_per_request = cap;
     filter = std::make_unique<UsageFilter>(cfg, std::make_shared<ratelimit::State>(60));
     filter->setDecoderFilterCallbacks(stream);
     filter->setEncoderFilterCallbacks(stream);
-    http::RequestHeaders req;
-    filter->decodeHeaders(req, false);
+    filter->decodeHeaders(stream.request, false);
     Buffer body;
     body.add(
         client_asked_usage
@@ -81,7 +42,7 @@ struct Harness {
     last_status = filter->encodeData(b, end);
     return b.toString();
   }
-  FakeStream stream;
+  test::FakeStream stream;
   std::unique_ptr<UsageFilter> filter;
   http::FilterDataStatus last_status = http::FilterDataStatus::Continue;
 };
@@ -104,8 +65,8 @@ TEST(UsageFilterTest, WholeEventsInOneSlicePassUntouchedAndAreCounted) {
   EXPECT_EQ(b.toString(), chunk);
   std::string usage = std::string(kUsage) + "\n\n";
   EXPECT_EQ(h.send(usage + "data: [DONE]\n\n", true), usage + "data: [DONE]\n\n");
-  EXPECT_EQ(h.stream.info_.prompt_tokens, 3u);
-  EXPECT_EQ(h.stream.info_.completion_tokens, 4u);
+  EXPECT_EQ(h.stream.info.prompt_tokens, 3u);
+  EXPECT_EQ(h.stream.info.completion_tokens, 4u);
 }
 
 TEST(UsageFilterTest, EventsSplitAtEveryByteComeOutWhole) {
@@ -116,7 +77,7 @@ TEST(UsageFilterTest, EventsSplitAtEveryByteComeOutWhole) {
     std::string out = h.send(stream.substr(0, cut));
     out += h.send(stream.substr(cut), true);
     ASSERT_EQ(out, stream) << "cut at " << cut;
-    ASSERT_EQ(h.stream.info_.completion_tokens, 4u) << "cut at " << cut;
+    ASSERT_EQ(h.stream.info.completion_tokens, 4u) << "cut at " << cut;
   }
 }
 
@@ -140,7 +101,7 @@ TEST(UsageFilterTest, InjectedUsageEventIsRemovedWhereverItFalls) {
     std::string out = h.send(stream.substr(0, cut));
     out += h.send(stream.substr(cut), true);
     ASSERT_EQ(out, before + after) << "cut at " << cut;
-    ASSERT_EQ(h.stream.info_.prompt_tokens, 3u) << "cut at " << cut;
+    ASSERT_EQ(h.stream.info.prompt_tokens, 3u) << "cut at " << cut;
   }
 }
 
@@ -150,7 +111,7 @@ TEST(UsageFilterTest, TokenCapEndsTheStreamWithAnErrorEvent) {
       delta("a") + "\n\n" + delta("b") + "\n\n" + delta("c") + "\n\n" + delta("d") + "\n\n";
   EXPECT_EQ(h.send(events), "");
   EXPECT_EQ(h.last_status, http::FilterDataStatus::StopIterationNoBuffer);
-  EXPECT_TRUE(h.stream.injected_end);
+  EXPECT_TRUE(h.stream.response_complete);
   // The three events up to and including the one past the cap, then the error and [DONE].
   EXPECT_EQ(
       h.stream.injected.rfind(delta("a") + "\n\n" + delta("b") + "\n\n" + delta("c") + "\n\n", 0),
