@@ -11,6 +11,7 @@
 #include <openssl/sha.h>
 #include <time.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -124,14 +125,25 @@ class AuthFilterTest : public ::testing::Test {
     s->request.path = "/api/v1/session";
     return s;
   }
-  // POST /api/v1/session with a JSON body.
-  std::unique_ptr<FakeStream> login(std::string_view key, std::string_view scheme = "http") {
+  // POST /api/v1/session with `body`; `prepare` may add headers first.
+  std::unique_ptr<FakeStream> postSession(
+      std::string_view content_type, std::string_view body,
+      const std::function<void(FakeStream&)>& prepare = nullptr) {
     auto s = sessionStream("POST");
-    s->client_scheme = std::string(scheme);
-    s->request.headers.add("content-type", "application/json");
+    s->request.headers.add("content-type", content_type);
+    if (prepare) prepare(*s);
     s->decodeHeaders(false);
-    s->decodeData(R"({"api_key":")" + std::string(key) + R"("})", true);
+    s->decodeData(body, true);
     return s;
+  }
+  // Logs in with `key` (a JSON body, as the web chat sends it).
+  std::unique_ptr<FakeStream> login(std::string_view key, std::string_view scheme = "http",
+                                    const std::function<void(FakeStream&)>& prepare = nullptr) {
+    return postSession("application/json", R"({"api_key":")" + std::string(key) + R"("})",
+                       [&](FakeStream& s) {
+                         s.client_scheme = std::string(scheme);
+                         if (prepare) prepare(s);
+                       });
   }
   // A session token, as a login would set it.
   std::string sessionToken(std::string_view key = kInferenceKey) {
@@ -620,12 +632,10 @@ TEST_F(AuthFilterTest, LoginOverHttpsUsesTheHostPrefixedSecureCookie) {
 
 TEST_F(AuthFilterTest, LoginBehindATrustedTlsProxyUsesTheSecureCookie) {
   auto viaProxy = [&](const char* peer) {
-    auto s = sessionStream("POST");
-    s->peer_ip = peer;
-    s->request.headers.add("x-forwarded-proto", "https");
-    s->request.headers.add("content-type", "application/json");
-    s->decodeHeaders(false);
-    s->decodeData(R"({"api_key":")" + std::string(kInferenceKey) + R"("})", true);
+    auto s = login(kInferenceKey, "http", [peer](FakeStream& s) {
+      s.peer_ip = peer;
+      s.request.headers.add("x-forwarded-proto", "https");
+    });
     return s->responseHeader("set-cookie").value_or("");
   };
   EXPECT_EQ(viaProxy("10.9.9.9").rfind("__Host-eldric_session=", 0), 0u);
@@ -682,36 +692,22 @@ TEST_F(AuthFilterTest, LoginWithoutSigningKeysIsRefused) {
 }
 
 TEST_F(AuthFilterTest, LoginRefusesWhatACrossSiteFormCouldSend) {
-  auto form = sessionStream("POST");
-  form->request.headers.add("content-type", "application/x-www-form-urlencoded");
-  form->decodeHeaders(false);
-  form->decodeData("api_key=sk-x", true);
+  auto form = postSession("application/x-www-form-urlencoded", "api_key=sk-x");
   expectRefused(*form, 415, "invalid_request_error", "unsupported_media_type");
-
-  auto elsewhere = sessionStream("POST");
-  elsewhere->request.headers.add("content-type", "application/json");
-  elsewhere->request.headers.add("origin", "http://evil.test");
-  elsewhere->decodeHeaders(false);
-  elsewhere->decodeData(R"({"api_key":")" + std::string(kInferenceKey) + R"("})", true);
+  auto from = [](const char* origin) {
+    return [origin](FakeStream& s) { s.request.headers.add("origin", origin); };
+  };
+  auto elsewhere = login(kInferenceKey, "http", from("http://evil.test"));
   expectRefused(*elsewhere, 403, "permission_error", "cross_site_request");
-
-  auto same = sessionStream("POST");
-  same->request.headers.add("content-type", "application/json");
-  same->request.headers.add("origin", "http://edge.test");
-  same->decodeHeaders(false);
-  same->decodeData(R"({"api_key":")" + std::string(kInferenceKey) + R"("})", true);
-  EXPECT_EQ(same->responseStatus(), 200);
+  EXPECT_EQ(login(kInferenceKey, "http", from("http://edge.test"))->responseStatus(), 200);
 }
 
 TEST_F(AuthFilterTest, LoginBodyMustBeAJsonObjectWithAStringKey) {
   for (const char* body : {"", "not json", "[]", R"({"key":"sk-x"})", R"({"api_key":7})",
                            R"({"api_key":"a","api_key":"b"})"}) {
     SCOPED_TRACE(body);
-    auto s = sessionStream("POST");
-    s->request.headers.add("content-type", "application/json");
-    s->decodeHeaders(false);
-    s->decodeData(body, true);
-    expectRefused(*s, 400, "invalid_request_error", "invalid_json");
+    expectRefused(*postSession("application/json", body), 400, "invalid_request_error",
+                  "invalid_json");
   }
 }
 

@@ -39,6 +39,9 @@ std::shared_ptr<const http::ClientIdentity> client(const std::string& name, uint
   return id;
 }
 
+// A 429 from `tier` (below).
+void expect429(const FakeStream& s, const std::string& tier, int max_retry = 60);
+
 class RateLimitFilterTest : public ::testing::Test {
  protected:
   // A stream on a rate-limited route with both rate-limit filters, as the
@@ -71,6 +74,15 @@ class RateLimitFilterTest : public ::testing::Test {
     s->destroyFilters();
     return s->responseStatus();
   }
+  // A key allowed one request per window sends two: the second, refused.
+  std::unique_ptr<FakeStream> secondOfOnePerWindow() {
+    setConfig([](RateLimitConfig& c) { c.per_key = 1; });
+    auto a = client("alice");
+    EXPECT_EQ(send(a), 200);
+    auto s = open(a);
+    expect429(*s, "key");
+    return s;
+  }
   void setConfig(const std::function<void(RateLimitConfig&)>& edit) {
     auto c = std::make_shared<RateLimitConfig>(*config);
     edit(*c);
@@ -82,7 +94,7 @@ class RateLimitFilterTest : public ::testing::Test {
 };
 
 // A 429 from `tier`, OpenAI-shaped, with Retry-After in 1..max_retry.
-void expect429(const FakeStream& s, const std::string& tier, int max_retry = 60) {
+void expect429(const FakeStream& s, const std::string& tier, int max_retry) {
   EXPECT_EQ(s.responseStatus(), 429);
   auto error = s.responseError();
   ASSERT_TRUE(error) << s.response_body;
@@ -278,11 +290,7 @@ TEST_F(RateLimitFilterTest, RemainingCountsDownToTheRefusal) {
 }
 
 TEST_F(RateLimitFilterTest, RetryAfterSaysWhenTheWindowAdmitsAgain) {
-  setConfig([](RateLimitConfig& c) { c.per_key = 1; });
-  auto a = client("alice");
-  EXPECT_EQ(send(a), 200);
-  auto s = open(a);
-  expect429(*s, "key");
+  auto s = secondOfOnePerWindow();
   // Everything was admitted within the last second or two of a 60 s window.
   EXPECT_GE(std::stoi(s->responseHeader("retry-after").value_or("0")), 58);
 }
@@ -437,11 +445,7 @@ TEST_F(RateLimitFilterTest, OtherMembersCountsShowInRemaining) {
 // every response on a rate-limited route carries the x-ratelimit-*
 // headers, but a 429 carries only Retry-After and x-ratelimit-tier.
 TEST_F(RateLimitFilterTest, DISABLED_RefusalCarriesTheRateLimitHeadersToo) {
-  setConfig([](RateLimitConfig& c) { c.per_key = 1; });
-  auto a = client("alice");
-  EXPECT_EQ(send(a), 200);
-  auto s = open(a);
-  expect429(*s, "key");
+  auto s = secondOfOnePerWindow();
   EXPECT_EQ(s->responseHeader("x-ratelimit-limit-requests"), "1");
   EXPECT_EQ(s->responseHeader("x-ratelimit-remaining-requests"), "0");
 }
