@@ -175,9 +175,16 @@ http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& header
     info.identity = std::move(id);
     if (scope == edge::v1::SCOPE_ADMIN)
       info.filter_state.set(kAdminCredential, std::make_shared<std::string>(key));
-    // The key has done its job; do not forward it to the cluster.
+    // The key has done its job; do not forward it to the cluster, nor a
+    // session cookie that came along (the router drops every cookie too).
     headers.headers.remove("authorization");
     headers.headers.remove("x-api-key");
+    if (std::optional<std::string_view> cookie = headers.headers.get("cookie")) {
+      if (!cookieValue(*cookie, kSecureSessionCookie).empty() ||
+          !cookieValue(*cookie, kSessionCookie).empty()) {
+        headers.headers.remove("cookie");
+      }
+    }
   } else if (std::optional<std::string_view> cookie = headers.headers.get("cookie")) {
     std::string_view token = cookieValue(*cookie, kSecureSessionCookie);
     if (token.empty()) token = cookieValue(*cookie, kSessionCookie);

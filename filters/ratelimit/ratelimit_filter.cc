@@ -121,10 +121,20 @@ void sendRefusal(http::DecoderFilterCallbacks& decoder, const char* tier, uint64
                         std::to_string(limit) + "); retry after " + std::to_string(ra) + "s";
   std::string code = std::string(tier) + "_rate_limit_exceeded";
   std::string tier_name = tier;
+  // The refusal carries the same x-ratelimit-* headers as an admitted
+  // answer, for the tier that refused: nothing left until the reset. The
+  // concurrency tier and failed key attempts have no window to report.
+  std::string_view unit = tier_name == "tokens" ? "tokens" : "requests";
+  bool windowed = tier_name != "concurrency" && tier_name != "auth";
   decoder.sendLocalReply(http::ErrorReply{429, message, "rate_limit_error", code},
-                         [ra, tier_name](http::ResponseHeaders& h) {
+                         [ra, limit, unit, windowed, tier_name](http::ResponseHeaders& h) {
                            h.headers.add("retry-after", std::to_string(ra));
                            h.headers.add("x-ratelimit-tier", tier_name);
+                           if (!windowed) return;
+                           std::string suffix(unit);
+                           h.headers.add("x-ratelimit-limit-" + suffix, std::to_string(limit));
+                           h.headers.add("x-ratelimit-remaining-" + suffix, "0");
+                           h.headers.add("x-ratelimit-reset-" + suffix, std::to_string(ra) + "s");
                          });
 }
 

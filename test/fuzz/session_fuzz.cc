@@ -22,47 +22,12 @@
 #include "filters/auth/session.h"
 #include "filters/auth/session_filter.h"
 #include "test/fuzz/fuzz_util.h"
+#include "test/unit/fake_stream.h"
 
 namespace eldric::fuzz {
 namespace {
 
 constexpr char kKey[] = "sk-fuzz-0123456789";
-
-class FakeStream : public http::DecoderFilterCallbacks {
- public:
-  explicit FakeStream(bool session_route) {
-    route_.required_scope = session_route ? 0 : edge::v1::SCOPE_INFERENCE;
-  }
-  Dispatcher& dispatcher() override { abort(); }
-  const http::Route* route() override { return &route_; }
-  const http::RequestHeaders& requestHeaders() override { return request_; }
-  http::StreamInfo& streamInfo() override { return info_; }
-  const std::string& peerIp() override { return peer_ip_; }
-  std::string peer_ip_ = "127.0.0.1";
-  std::string_view scheme() override { return "https"; }
-  void resetStream(std::string_view) override {}
-  void closeConnectionAfterResponse() override {}
-  void continueDecoding() override {}
-  void sendLocalReply(const http::ErrorReply& r,
-                      const std::function<void(http::ResponseHeaders&)>& extra) override {
-    http::ResponseHeaders h;
-    if (extra) extra(h);
-    status_ = r.status;
-  }
-  void encodeHeaders(http::ResponseHeadersPtr h, bool) override { status_ = h->status; }
-  void encodeData(Buffer& b, bool) override { b.clear(); }
-  void continue100() override {}
-  void readDisableDownstream(bool) override {}
-  void addDownstreamWatermarkCallbacks(http::DownstreamWatermarkCallbacks&) override {}
-  void removeDownstreamWatermarkCallbacks(http::DownstreamWatermarkCallbacks&) override {}
-
-  http::RequestHeaders request_;
-  http::StreamInfo info_;
-  int status_ = 0;
-
- private:
-  http::Route route_;
-};
 
 std::shared_ptr<const filters::auth::AuthConfig> authConfig() {
   static auto config = [] {
@@ -82,6 +47,20 @@ std::shared_ptr<const filters::auth::AuthConfig> authConfig() {
   return config;
 }
 
+// The auth filter on a stream: an inference route, or the session endpoint
+// (the auth filter, then the session handler).
+void setUp(test::FakeStream& stream, bool session_route) {
+  stream.matched_route.required_scope = session_route ? 0 : edge::v1::SCOPE_INFERENCE;
+  stream.client_scheme = "https";
+  stream.request.headers.add("host", "edge.test");
+  stream.addDecoderFilter(
+      std::make_unique<filters::auth::AuthFilter>(authConfig(), nullptr, nullptr));
+  if (session_route) {
+    stream.addDecoderFilter(
+        std::make_unique<filters::auth::SessionFilter>(authConfig(), nullptr, nullptr));
+  }
+}
+
 }  // namespace
 }  // namespace eldric::fuzz
 
@@ -97,34 +76,24 @@ static int fuzzOne(const uint8_t* data, size_t size) {
     case 0: {  // a Cookie header, through the filter as a request brings it
       std::string_view token = filters::auth::cookieValue(bytes, filters::auth::kSessionCookie);
       if (token.size() > bytes.size()) abort();
-      fuzz::FakeStream stream(false);
-      filters::auth::AuthFilter filter(config, nullptr, nullptr);
-      filter.setDecoderFilterCallbacks(stream);
-      stream.request_.method = "GET";
-      stream.request_.path = "/v1/models";
-      stream.request_.headers.add("host", "edge.test");
-      stream.request_.headers.add("cookie", bytes);
-      if (mode & 4) stream.request_.headers.add("origin", "https://edge.test");
-      filter.decodeHeaders(stream.request_, true);
+      test::FakeStream stream;
+      fuzz::setUp(stream, false);
+      stream.request.method = "GET";
+      stream.request.path = "/v1/models";
+      stream.request.headers.add("cookie", bytes);
+      if (mode & 4) stream.request.headers.add("origin", "https://edge.test");
+      stream.decodeHeaders(true);
       break;
     }
     case 1: {  // POST /api/v1/session with this body
       if (fuzz::skipKnownCrashes() && fuzz::jsonNesting(bytes) > 200) return 0;
-      fuzz::FakeStream stream(true);
-      filters::auth::AuthFilter auth(config, nullptr, nullptr);
-      filters::auth::SessionFilter session(config, nullptr, nullptr);
-      auth.setDecoderFilterCallbacks(stream);
-      session.setDecoderFilterCallbacks(stream);
-      stream.request_.method = (mode & 4) ? "GET" : "POST";
-      stream.request_.path = "/api/v1/session";
-      stream.request_.headers.add("host", "edge.test");
-      stream.request_.headers.add("content-type", "application/json");
-      if (auth.decodeHeaders(stream.request_, false) == http::FilterHeadersStatus::Continue) {
-        session.decodeHeaders(stream.request_, false);
-        Buffer body;
-        body.add(bytes);
-        session.decodeData(body, true);
-      }
+      test::FakeStream stream;
+      fuzz::setUp(stream, true);
+      stream.request.method = (mode & 4) ? "GET" : "POST";
+      stream.request.path = "/api/v1/session";
+      stream.request.headers.add("content-type", "application/json");
+      stream.decodeHeaders(false);
+      stream.decodeData(bytes, true);
       break;
     }
     case 2: {  // what is signed verifies, to the same key hash and expiry

@@ -15,54 +15,10 @@
 #include <memory>
 #include <string>
 
-#include "dataplane/event/dispatcher.h"
 #include "dataplane/http/route.h"
 #include "filters/usage/usage_filter.h"
 #include "test/fuzz/fuzz_util.h"
-
-namespace eldric::fuzz {
-namespace {
-
-class FakeStream : public http::DecoderFilterCallbacks, public http::EncoderFilterCallbacks {
- public:
-  FakeStream() { route_.count_tokens = true; }
-  Dispatcher& dispatcher() override { abort(); }
-  const http::Route* route() override { return &route_; }
-  const http::RequestHeaders& requestHeaders() override { return request_; }
-  http::StreamInfo& streamInfo() override { return info_; }
-  const std::string& peerIp() override { return peer_ip_; }
-  std::string peer_ip_ = "127.0.0.1";
-  std::string_view scheme() override { return "https"; }
-  void resetStream(std::string_view) override {}
-  void closeConnectionAfterResponse() override {}
-  void continueDecoding() override {}
-  void sendLocalReply(const http::ErrorReply& r,
-                      const std::function<void(http::ResponseHeaders&)>&) override {
-    replied_ = r.status;
-  }
-  void encodeHeaders(http::ResponseHeadersPtr, bool) override {}
-  void encodeData(Buffer&, bool) override {}
-  void continue100() override {}
-  void readDisableDownstream(bool) override {}
-  void addDownstreamWatermarkCallbacks(http::DownstreamWatermarkCallbacks&) override {}
-  void removeDownstreamWatermarkCallbacks(http::DownstreamWatermarkCallbacks&) override {}
-  void continueEncoding() override {}
-  void injectEncodedData(Buffer& data, bool end_stream) override {
-    injected_ += data.toString();
-    data.clear();
-  }
-
-  http::StreamInfo info_;
-  std::string injected_;
-  int replied_ = 0;
-
- private:
-  http::Route route_;
-  http::RequestHeaders request_;
-};
-
-}  // namespace
-}  // namespace eldric::fuzz
+#include "test/unit/fake_stream.h"
 
 static int fuzzOne(const uint8_t* data, size_t size) {
   using namespace eldric;
@@ -80,20 +36,20 @@ static int fuzzOne(const uint8_t* data, size_t size) {
   auto cfg = std::make_shared<filters::ratelimit::RateLimitConfig>();
   cfg->max_tokens_per_request = (flags & 4) ? cap : 0;
   static auto state = std::make_shared<filters::ratelimit::State>(60);
-  fuzz::FakeStream stream;
+  test::FakeStream stream;
+  stream.matched_route.count_tokens = true;
   if (flags & 8) {
     auto id = std::make_shared<http::ClientIdentity>();
     id->client_id = "c1";
     id->client_name = "fuzz";
     id->allowed_models = {"m", "gpt-4o"};
-    stream.info_.identity = id;
-    stream.info_.client_name = "fuzz";
+    stream.info.identity = id;
+    stream.info.client_name = "fuzz";
   }
   filters::usage::UsageFilter filter(cfg, state);
   filter.setDecoderFilterCallbacks(stream);
   filter.setEncoderFilterCallbacks(stream);
-  http::RequestHeaders req;
-  filter.decodeHeaders(req, false);
+  filter.decodeHeaders(stream.request, false);
 
   int mode = flags & 3;
   // The request body: the filter buffers until the end, then looks.
@@ -105,7 +61,7 @@ static int fuzzOne(const uint8_t* data, size_t size) {
                           : R"({"model":"m","stream":true})");
   }
   filter.decodeData(body, true);
-  if (stream.replied_) {
+  if (!stream.local_replies.empty()) {
     filter.onDestroy();
     return 0;
   }
