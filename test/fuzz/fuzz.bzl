@@ -3,8 +3,10 @@
 Under `--config=fuzz` (clang-14, ASan + UBSan, --define=eldric_fuzz=1) it
 links libFuzzer's main; otherwise a small driver (standalone_main.cc) that
 runs the harness once over each file or folder named on its command line,
-so that the corpus can be replayed by any build, gcc's included. Tagged
-"manual": `bazel build //...` and `bazel test //...` leave it out; see
+so that the corpus can be replayed by any build, gcc's included. Not
+tagged "manual": `bazel build //...` builds every harness, so a change
+that breaks one fails the ordinary build (it once went unnoticed for
+weeks). They are binaries, not tests: `bazel test //...` runs none; see
 test/fuzz/run.
 """
 
@@ -22,6 +24,6 @@ def eldric_fuzz_target(name, srcs, deps = [], **kwargs):
             "//test/fuzz:fuzzing": ["-fsanitize=fuzzer"],
             "//conditions:default": [],
         }),
-        tags = ["manual", "fuzz"],
+        tags = ["fuzz"],
         **kwargs
     )
