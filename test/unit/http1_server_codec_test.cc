@@ -619,6 +619,35 @@ TEST_F(Http1ServerCodecTest, EarlyAnswerAfter100ContinueKeepsTheConnection) {
   EXPECT_EQ(manager_.requests.size(), 2u);
 }
 
+TEST_F(Http1ServerCodecTest, BareLfIsRefusedAfterADiscardedBody) {
+  feed("POST / HTTP/1.1\r\nHost: edge\r\nContent-Length: 4\r\n\r\nab");
+  respond(401);
+  ASSERT_TRUE(codec_->discardingBody());
+  // The end of the body and, in the same read, a request with a bare LF.
+  feed("cdGET / HTTP/1.1\nHost: edge\r\n\r\n");
+  resume();
+  EXPECT_EQ(manager_.requests.size(), 1u);
+  EXPECT_EQ(errorCode(), "bad_line_ending");
+}
+
+TEST_F(Http1ServerCodecTest, DiscardedBodyThenNextRequestWaitsForInputPaused) {
+  // A 401 from inside decodeHeaders that the client does not take at once
+  // (the manager's write buffer is above its watermark); the rest of the
+  // body and the next request came in the same read.
+  manager_.on_headers = [this] {
+    respond(401);
+    manager_.paused = true;
+  };
+  feed("POST / HTTP/1.1\r\nHost: edge\r\nContent-Length: 4\r\n\r\nabcd" + std::string(kGet));
+  EXPECT_EQ(manager_.requests.size(), 1u);
+  EXPECT_EQ(input_.length(), kGet.size());
+  EXPECT_FALSE(codec_->discardingBody());
+  manager_.paused = false;
+  resume();
+  EXPECT_EQ(manager_.requests.size(), 2u);
+  EXPECT_TRUE(input_.empty());
+}
+
 TEST_F(Http1ServerCodecTest, DiscardedBodyInLaterReadsThenNextRequestWaitsForInputPaused) {
   feed("POST / HTTP/1.1\r\nHost: edge\r\nContent-Length: 4\r\n\r\nab");
   respond(401);
