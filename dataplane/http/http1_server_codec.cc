@@ -246,11 +246,13 @@ int Http1ServerCodec::onBody(llhttp_t* p, const char* at, size_t len) {
 int Http1ServerCodec::onMessageComplete(llhttp_t* p) {
   auto* c = self(p);
   if (c->discarding_) {
-    // The rest of an answered request's body is gone: next request.
+    // The rest of an answered request's body is gone: next request, but
+    // from dispatch(), as after any request: it re-arms the bare-LF scanner
+    // and asks inputPaused() first.
     c->discarding_ = false;
     c->discard_after_response_ = false;
     c->state_ = State::Idle;
-    return 0;
+    return HPE_PAUSED;
   }
   if (c->request_has_body_ && c->decoder_) {
     Buffer empty;

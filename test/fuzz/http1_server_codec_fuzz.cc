@@ -9,11 +9,6 @@
 //
 // Input: [cut count][cut lengths...][answer modes: 8 bytes][stream]
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-#include <uv.h>
-
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -23,64 +18,16 @@
 #include "dataplane/common/buffer.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/http/http1_server_codec.h"
-#include "dataplane/network/connection.h"
 #include "test/fuzz/fuzz_util.h"
+#include "test/support/loopback.h"
 
 namespace eldric::fuzz {
 namespace {
 
-class NullConnectionCallbacks : public network::ConnectionCallbacks {
- public:
-  void onData(Buffer& data) override { data.clear(); }
-  void onEvent(network::ConnectionEvent) override {}
-};
-
-// One accepted loopback connection for the whole run; its peer's socket
-// is read dry after every input.
-struct Loopback {
-  Dispatcher dispatcher;
-  uv_tcp_t server;
-  int peer = -1;
-  network::Connection* conn = nullptr;
-  NullConnectionCallbacks callbacks;
-
-  Loopback() {
-    uv_tcp_init(dispatcher.loop(), &server);
-    server.data = this;
-    sockaddr_in addr{};
-    uv_ip4_addr("127.0.0.1", 0, &addr);
-    if (uv_tcp_bind(&server, reinterpret_cast<sockaddr*>(&addr), 0) != 0) abort();
-    if (uv_listen(reinterpret_cast<uv_stream_t*>(&server), 4, &Loopback::onAccept) != 0) abort();
-    int len = sizeof addr;
-    uv_tcp_getsockname(&server, reinterpret_cast<sockaddr*>(&addr), &len);
-    peer = socket(AF_INET, SOCK_STREAM, 0);
-    if (peer < 0 || connect(peer, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) abort();
-    for (int i = 0; i < 1000 && !conn; ++i) uv_run(dispatcher.loop(), UV_RUN_ONCE);
-    if (!conn) abort();
-  }
-
-  static void onAccept(uv_stream_t* s, int status) {
-    auto* self = static_cast<Loopback*>(s->data);
-    int error = 0;
-    self->conn = network::Connection::accept(self->dispatcher, s, nullptr,
-                                             network::ConnectionOptions{}, &error);
-    if (!self->conn) abort();
-    self->conn->setCallbacks(&self->callbacks);
-  }
-
-  // Pushes what the codec wrote to the socket and reads it away.
-  void drain() {
-    char buf[64 * 1024];
-    for (int round = 0; round < 64; ++round) {
-      uv_run(dispatcher.loop(), UV_RUN_NOWAIT);
-      ssize_t n = recv(peer, buf, sizeof buf, MSG_DONTWAIT);
-      if (n <= 0 && conn->bufferedWriteBytes() == 0) break;
-    }
-  }
-};
-
-Loopback& loopback() {
-  static Loopback* l = new Loopback();
+// One accepted loopback connection for the whole run; what the codec
+// writes is read away after every input.
+test::Loopback& loopback() {
+  static test::Loopback* l = new test::Loopback();
   return *l;
 }
 
@@ -238,7 +185,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<std::string_view> pieces = fuzz::splitStream(in, &payload);
   if (fuzz::skipKnownCrashes() && fuzz::llhttpSeesTrailers(payload, true)) return 0;
 
-  fuzz::Loopback& lb = fuzz::loopback();
+  test::Loopback& lb = fuzz::loopback();
   http::CodecLimits limits;
   if (limits_choice & 1) {
     // Small limits, so that the 431 and 413 paths are reached.
@@ -248,7 +195,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   fuzz::Manager manager(modes);
   {
-    http::Http1ServerCodec codec(*lb.conn, manager, limits);
+    http::Http1ServerCodec codec(lb.connection(), manager, limits);
     manager.attach(&codec);
     Buffer input;
     for (std::string_view piece : pieces) {
@@ -265,6 +212,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
   }
-  lb.drain();
+  (void)lb.takeWritten();
   return 0;
 }
