@@ -1,7 +1,7 @@
 // eldric-controlplane. See server.h and README.md.
 //
 // Threads and locks:
-// - The discovery stream uses gRPC's callback API: a Stream reactor per
+// - The discovery stream uses gRPC's callback API: a DiscoveryStream reactor per
 //   data plane, no thread per stream. Its reactions (OnReadDone,
 //   OnWriteDone, OnDone) run on gRPC's threads.
 // - The Admin service is a synchronous service: its handlers block on the
@@ -10,8 +10,8 @@
 // - One timer thread pushes farm usage (every sync interval, and soon
 //   after reports arrive) and drops keys that reach their expiry.
 //
-// Lock order: store_mu_ -> streams_mu_ -> Stream::mu_. StartWrite and
-// Finish are never called with streams_mu_ or a Stream::mu_ held, because
+// Lock order: store_mu_ -> streams_mu_ -> DiscoveryStream::mu_. StartWrite and
+// Finish are never called with streams_mu_ or a DiscoveryStream::mu_ held, because
 // gRPC may run the completion (OnWriteDone, even OnDone) inline on the
 // calling thread.
 
@@ -55,6 +55,8 @@
 #include "controlplane/core/plugin_dir.h"
 #include "controlplane/core/snapshot_builder.h"
 #include "controlplane/core/store.h"
+#include "controlplane/discovery_stream.h"
+#include "controlplane/farm_usage.h"
 #include "eldric/edge/v1/admin.grpc.pb.h"
 #include "eldric/edge/v1/discovery.grpc.pb.h"
 
@@ -71,13 +73,9 @@ constexpr int64_t kDefaultSyncIntervalMs = 5000;
 constexpr int64_t kFreshIntervals = 3;
 // Disconnected members stay in the farm status this long.
 constexpr int64_t kForgetDisconnectedMs = 3600 * 1000;
-constexpr size_t kMaxNodeIdLen = 256;
 constexpr size_t kMaxNackErrorLen = 4096;
 // DiscoveryRequest.logged_out_sessions taken from one message.
 constexpr size_t kMaxLogoutsPerMessage = 64;
-// Snapshots sent on a stream whose nonces are remembered, so that a NACK
-// can name the version it rejected.
-constexpr size_t kRememberedNonces = 8;
 
 int64_t unixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -187,64 +185,12 @@ std::vector<edge::v1::Client> configClients(const edge::v1::Auth& auth,
   return out;
 }
 
-class Stream;
-
-// A DiscoveryResponse as it goes on the wire, serialized once and shared:
-// the stream is a raw (ByteBuffer) method, and a ByteBuffer copy only
-// takes references to the same slices. A snapshot pushed to N streams is
-// then encoded once, not N times while the admin call that changed it
-// waits, and N streams hold references to one copy of its bytes, not a
-// copy each.
-struct Outbound {
-  grpc::ByteBuffer bytes;
-  bool snapshot = false;
-  std::string version;  // of the snapshot
-  std::string nonce;
-};
-using OutboundPtr = std::shared_ptr<const Outbound>;
-
-OutboundPtr encode(const DiscoveryResponse& msg) {
-  auto out = std::make_shared<Outbound>();
-  bool own = false;
-  grpc::Status status =
-      grpc::SerializationTraits<DiscoveryResponse>::Serialize(msg, &out->bytes, &own);
-  // Serializing an initialized proto3 message cannot fail but for size
-  // (over 2 GB); the buffer is then empty and the data plane NACKs it.
-  if (!status.ok()) {
-    log::error("cannot serialize a discovery response",
-               {{"error", log::str(status.error_message())}});
-  }
-  out->snapshot = msg.has_snapshot();
-  out->version = msg.version_info();
-  out->nonce = msg.nonce();
-  return out;
-}
-
-// The request limits of the served snapshot, as the members enforce them:
-// what the farm's ceilings are shared out of.
-struct FarmLimits {
-  uint64_t tier[3] = {0, 0, 0};                          // by FarmCeilings::Tier
-  std::unordered_map<std::string, uint64_t> client_rpm;  // per-client overrides
-  // What a member's usage report is bounded to (see boundReport): the
-  // clients the snapshot names, their token limits, the IP table's size.
-  std::unordered_map<std::string, uint64_t> client_tpm;  // every client; 0: the tier default
-  uint64_t tokens_tier = 0;
-  size_t max_ip_entries = 100000;  // rate_limits.max_ip_entries' default
-  uint64_t of(FarmCeilings::Tier t, const std::string& key) const {
-    if (t == FarmCeilings::kKey) {
-      auto it = client_rpm.find(key);
-      if (it != client_rpm.end()) return it->second;
-    }
-    return tier[t];
-  }
-};
-
 // What the control plane knows about one data plane (by node id).
 struct NodeState {
   edge::v1::Node node;
   // The stream it is connected on now; null when disconnected. A node that
   // reconnects before its old stream ended is tracked on the newer one.
-  Stream* stream = nullptr;
+  DiscoveryStream* stream = nullptr;
   std::string peer;
   int64_t connected_since_unix_ms = 0;
   int64_t disconnected_steady_ms = 0;
@@ -260,7 +206,7 @@ struct NodeState {
 
 }  // namespace
 
-class ControlPlane::Impl {
+class ControlPlane::Impl : public DiscoveryStreamHandler {
  public:
   explicit Impl(Options options) : options_(std::move(options)) {}
   ~Impl() { shutdown(); }
@@ -274,13 +220,13 @@ class ControlPlane::Impl {
     return current_ ? current_->version : "";
   }
 
-  // Stream callbacks.
-  void onHello(Stream* s, const DiscoveryRequest& req);
-  void onRequest(Stream* s, const DiscoveryRequest& req);
-  void onDone(Stream* s);
+  // DiscoveryStream callbacks.
+  void onHello(DiscoveryStream* s, const DiscoveryRequest& req) override;
+  void onRequest(DiscoveryStream* s, const DiscoveryRequest& req) override;
+  void onDone(DiscoveryStream* s) override;
   // Sessions a member logged out: kept in the store and listed in the
   // snapshot, so that every member refuses them.
-  void onLogouts(Stream* s, const DiscoveryRequest& req);
+  void onLogouts(DiscoveryStream* s, const DiscoveryRequest& req);
 
   // Admin. Every Admin RPC first passes authorizeAdmin: the call's
   // `authorization: Bearer <key>` metadata must name an admin key this
@@ -352,7 +298,7 @@ class ControlPlane::Impl {
   std::mutex streams_mu_;
   OutboundPtr current_;
   FarmLimits current_limits_;
-  std::map<Stream*, std::shared_ptr<Stream>> streams_;
+  std::map<DiscoveryStream*, std::shared_ptr<DiscoveryStream>> streams_;
   std::map<std::string, NodeState> nodes_;
   // Farm-wide request limits shared out as per-member ceilings.
   FarmCeilings ceilings_;
@@ -373,255 +319,6 @@ class ControlPlane::Impl {
 };
 
 namespace {
-
-// One data plane's stream. Reads are sequential (one StartRead at a time,
-// re-armed in OnReadDone). Writes are queued and go out one at a time; a
-// queued snapshot or farm-usage message that has not started yet is
-// replaced by a newer one of the same kind, so a slow data plane costs at
-// most one pending message of each kind, never a growing queue.
-//
-// A raw method: requests arrive as bytes and are parsed here, responses
-// leave as the shared bytes of an Outbound.
-class Stream : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
- public:
-  Stream(ControlPlane::Impl* impl, grpc::CallbackServerContext* ctx)
-      : impl_(impl), peer_(ctx->peer()) {
-    // With client certificates (--client-ca) a member is who its
-    // certificate says: its node id must be the certificate's common name
-    // or one of its DNS names, so that no member can report as another or
-    // take over its stream.
-    std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
-    if (auth && auth->IsPeerAuthenticated()) {
-      certified_ = true;
-      for (const char* property : {GRPC_X509_CN_PROPERTY_NAME, GRPC_PEER_DNS_PROPERTY_NAME}) {
-        for (const grpc::string_ref& v : auth->FindPropertyValues(property)) {
-          cert_names_.emplace_back(v.data(), v.size());
-        }
-      }
-    }
-  }
-
-  // self_ is set on the thread that made the reactor and taken in OnDone on
-  // another; gRPC orders the two, under locks TSan cannot see (libgrpc is
-  // not instrumented), so mu_ says it too.
-  void begin(std::shared_ptr<Stream> self) {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      self_ = std::move(self);
-    }
-    StartRead(&req_bytes_);
-  }
-  std::shared_ptr<Stream> self() const {
-    std::lock_guard<std::mutex> l(mu_);
-    return self_;
-  }
-  const std::string& nodeId() const { return node_id_; }
-  const std::string& peer() const { return peer_; }
-
-  // Queues `msg`. True when the caller should kick() (after releasing its
-  // locks). Called with the control plane's streams_mu_ held.
-  bool push(OutboundPtr msg) {
-    std::lock_guard<std::mutex> l(mu_);
-    if (closing_) return false;
-    bool snapshot = msg->snapshot;
-    queue_.erase(std::remove_if(queue_.begin(), queue_.end(),
-                                [&](const OutboundPtr& q) { return q->snapshot == snapshot; }),
-                 queue_.end());
-    queue_.push_back(std::move(msg));
-    return !writing_;
-  }
-  // A message for this stream alone (farm usage): encoded here.
-  bool push(std::shared_ptr<const DiscoveryResponse> msg) { return push(encode(*msg)); }
-
-  // Starts the next write if none is in flight. Call with no lock held.
-  void kick() {
-    std::unique_lock<std::mutex> l(mu_);
-    if (writing_ || closing_ || queue_.empty()) return;
-    const grpc::ByteBuffer* msg = takeNextLocked();
-    l.unlock();
-    StartWrite(msg);
-  }
-
-  // Ends the stream with `status` once the write in flight (if any) is done.
-  void close(grpc::Status status) {
-    std::unique_lock<std::mutex> l(mu_);
-    if (finished_ || finish_pending_) return;
-    closing_ = true;
-    queue_.clear();
-    if (writing_) {
-      finish_pending_ = true;
-      final_status_ = std::move(status);
-      return;
-    }
-    finished_ = true;
-    l.unlock();
-    Finish(std::move(status));
-  }
-
-  bool isClosing() {
-    std::lock_guard<std::mutex> l(mu_);
-    return closing_;
-  }
-
-  // The version of the snapshot sent with `nonce`, or "" if unknown.
-  std::string versionForNonce(const std::string& nonce) {
-    std::lock_guard<std::mutex> l(mu_);
-    for (const auto& [n, v] : sent_) {
-      if (n == nonce) return v;
-    }
-    return "";
-  }
-
-  void OnReadDone(bool ok) override {
-    if (!ok) {
-      // The data plane closed its side, went away, or the server is
-      // stopping.
-      close(grpc::Status::OK);
-      return;
-    }
-    if (!grpc::SerializationTraits<DiscoveryRequest>::Deserialize(&req_bytes_, &req_).ok()) {
-      log::warn("discovery stream refused",
-                {{"peer", log::str(peer_)}, {"error", "\"unparsable DiscoveryRequest\""}});
-      close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "unparsable DiscoveryRequest"));
-      return;
-    }
-    if (node_id_.empty()) {
-      const std::string& id = req_.node().id();
-      std::string why;
-      if (id.empty()) {
-        why = "the first message on a stream must carry node.id";
-      } else if (id.size() > kMaxNodeIdLen) {
-        why = "node.id must be at most 256 characters";
-      } else {
-        for (char c : id) {
-          if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-            why = "node.id must not contain control characters";
-          }
-        }
-      }
-      if (!why.empty()) {
-        log::warn("discovery stream refused",
-                  {{"peer", log::str(peer_)}, {"error", log::str(why)}});
-        close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, why));
-        return;
-      }
-      if (certified_ &&
-          std::find(cert_names_.begin(), cert_names_.end(), id) == cert_names_.end()) {
-        std::string names;
-        for (const auto& n : cert_names_) names += (names.empty() ? "" : ", ") + n;
-        why = "node.id \"" + id +
-              "\" is not a name of this member's client certificate (its common name or a DNS "
-              "name: " +
-              (names.empty() ? "none" : names) + ")";
-        log::warn("discovery stream refused",
-                  {{"peer", log::str(peer_)}, {"node", log::str(id)}, {"error", log::str(why)}});
-        close(grpc::Status(grpc::StatusCode::PERMISSION_DENIED, why));
-        return;
-      }
-      node_id_ = id;
-      impl_->onHello(this, req_);
-    } else {
-      impl_->onRequest(this, req_);
-    }
-    req_.Clear();
-    if (isClosing()) {
-      // Being closed (shutdown, or a failed write): read no more. close()
-      // is idempotent and keeps the first status.
-      close(grpc::Status::OK);
-      return;
-    }
-    StartRead(&req_bytes_);
-  }
-
-  void OnWriteDone(bool ok) override {
-    std::unique_lock<std::mutex> l(mu_);
-    in_flight_.reset();
-    writing_ = false;
-    if (finish_pending_) {
-      finish_pending_ = false;
-      finished_ = true;
-      grpc::Status status = std::move(final_status_);
-      l.unlock();
-      Finish(std::move(status));
-      return;
-    }
-    if (!ok) {
-      // The stream is broken; the pending read fails too and finishes it.
-      closing_ = true;
-      queue_.clear();
-      return;
-    }
-    if (closing_ || queue_.empty()) return;
-    const grpc::ByteBuffer* msg = takeNextLocked();
-    l.unlock();
-    StartWrite(msg);
-  }
-
-  void OnDone() override {
-    // The last reaction: after it gRPC no longer touches this object. It
-    // is freed when the last holder (the control plane's map, a pusher's
-    // copy, or `self`) lets go.
-    std::shared_ptr<Stream> self;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      self = std::move(self_);
-      closing_ = true;
-      finished_ = true;
-      queue_.clear();
-    }
-    impl_->onDone(this);
-  }
-
- private:
-  const grpc::ByteBuffer* takeNextLocked() {
-    writing_ = true;
-    in_flight_ = std::move(queue_.front());
-    queue_.pop_front();
-    if (in_flight_->snapshot) {
-      sent_.emplace_back(in_flight_->nonce, in_flight_->version);
-      if (sent_.size() > kRememberedNonces) sent_.pop_front();
-    }
-    return &in_flight_->bytes;
-  }
-
-  ControlPlane::Impl* impl_;
-  std::string peer_;
-  std::shared_ptr<Stream> self_;
-  // Touched by reactions only, which gRPC runs one at a time for reads.
-  grpc::ByteBuffer req_bytes_;
-  DiscoveryRequest req_;
-  std::string node_id_;
-  bool certified_ = false;               // the peer showed a client certificate we verified
-  std::vector<std::string> cert_names_;  // its CN and DNS names
-
-  mutable std::mutex mu_;
-  std::deque<OutboundPtr> queue_;
-  // Kept alive until OnWriteDone, as StartWrite requires.
-  OutboundPtr in_flight_;
-  bool writing_ = false;
-  bool closing_ = false;  // no more writes
-  bool finish_pending_ = false;
-  bool finished_ = false;
-  grpc::Status final_status_;
-  std::deque<std::pair<std::string, std::string>> sent_;  // nonce, version
-};
-
-class DiscoveryService final
-    : public edge::v1::SnapshotDiscovery::WithRawCallbackMethod_StreamSnapshots<
-          edge::v1::SnapshotDiscovery::Service> {
- public:
-  explicit DiscoveryService(ControlPlane::Impl* impl) : impl_(impl) {}
-  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StreamSnapshots(
-      grpc::CallbackServerContext* ctx) override {
-    auto s = std::make_shared<Stream>(impl_, ctx);
-    Stream* raw = s.get();
-    raw->begin(std::move(s));
-    return raw;
-  }
-
- private:
-  ControlPlane::Impl* impl_;
-};
 
 class AdminService final : public edge::v1::Admin::Service {
  public:
@@ -882,7 +579,7 @@ void ControlPlane::Impl::shutdown() {
   if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
   // Tell every data plane to go elsewhere (or retry) rather than letting
   // the streams hang until the deadline below cancels them.
-  std::vector<std::shared_ptr<Stream>> all;
+  std::vector<std::shared_ptr<DiscoveryStream>> all;
   {
     std::lock_guard<std::mutex> l(streams_mu_);
     for (auto& [raw, s] : streams_) all.push_back(s);
@@ -999,7 +696,7 @@ void ControlPlane::Impl::rebuildAfterChangeLocked(const char* reason) {
 }
 
 void ControlPlane::Impl::publish(OutboundPtr msg, FarmLimits limits) {
-  std::vector<std::shared_ptr<Stream>> to_kick;
+  std::vector<std::shared_ptr<DiscoveryStream>> to_kick;
   {
     std::lock_guard<std::mutex> l(streams_mu_);
     current_ = msg;
@@ -1014,7 +711,7 @@ void ControlPlane::Impl::publish(OutboundPtr msg, FarmLimits limits) {
 // ---------------------------------------------------------------------------
 // The stream.
 
-void ControlPlane::Impl::onHello(Stream* s, const DiscoveryRequest& req) {
+void ControlPlane::Impl::onHello(DiscoveryStream* s, const DiscoveryRequest& req) {
   bool kick = false;
   bool replaced = false;
   {
@@ -1048,7 +745,7 @@ void ControlPlane::Impl::onHello(Stream* s, const DiscoveryRequest& req) {
   if (kick) s->kick();
 }
 
-void ControlPlane::Impl::onRequest(Stream* s, const DiscoveryRequest& req) {
+void ControlPlane::Impl::onRequest(DiscoveryStream* s, const DiscoveryRequest& req) {
   enum { kNone, kAck, kNack } kind = kNone;
   std::string rejected;
   if (!req.response_nonce().empty()) {
@@ -1103,7 +800,7 @@ void ControlPlane::Impl::onRequest(Stream* s, const DiscoveryRequest& req) {
   }
 }
 
-void ControlPlane::Impl::onLogouts(Stream* s, const DiscoveryRequest& req) {
+void ControlPlane::Impl::onLogouts(DiscoveryStream* s, const DiscoveryRequest& req) {
   if (req.logged_out_sessions_size() == 0) return;
   std::vector<LoggedOutSession> sessions;
   for (const auto& l : req.logged_out_sessions()) {
@@ -1129,7 +826,7 @@ void ControlPlane::Impl::onLogouts(Stream* s, const DiscoveryRequest& req) {
   logouts_pending_ = true;
 }
 
-void ControlPlane::Impl::onDone(Stream* s) {
+void ControlPlane::Impl::onDone(DiscoveryStream* s) {
   bool was_current = false;
   {
     std::lock_guard<std::mutex> l(streams_mu_);
@@ -1203,116 +900,6 @@ void ControlPlane::Impl::timerLoop() {
   }
 }
 
-namespace {
-
-struct Totals {
-  uint64_t global = 0;
-  std::map<std::string, uint64_t> ip, req, tok;
-};
-
-void addCounts(const google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>& counts,
-               std::map<std::string, uint64_t>* into) {
-  for (const auto& kc : counts) (*into)[kc.key()] += kc.count();
-}
-
-// Writes `total` minus `own` (own's entries are part of total).
-void writeDifference(const std::map<std::string, uint64_t>& total,
-                     const google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>* own,
-                     google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>* out) {
-  std::unordered_map<std::string, uint64_t> mine;
-  if (own) {
-    for (const auto& kc : *own) mine[kc.key()] += kc.count();
-  }
-  for (const auto& [key, count] : total) {
-    uint64_t c = count;
-    if (!mine.empty()) {
-      auto it = mine.find(key);
-      if (it != mine.end()) c -= std::min(c, it->second);
-    }
-    if (c == 0) continue;
-    auto* kc = out->Add();
-    kc->set_key(key);
-    kc->set_count(c);
-  }
-}
-
-}  // namespace
-
-namespace {
-
-// A count no member can reach in one window whatever the limits (one
-// request per microsecond for an hour): bounds what a tier that is off
-// adds up.
-constexpr uint64_t kImplausibleCount = 3600ull * 1000 * 1000;
-constexpr int kMaxReportedUpstreams = 1024;
-
-// `usage` bounded to what the member can plausibly have admitted under the
-// served limits: counts no higher than the tier's limit (a member enforces
-// at most the whole limit), only clients the snapshot names, no more IP
-// entries than the members' own tables hold. A member that reports more
-// (a bug, or a member that is not what it claims) cannot inflate the
-// farm's counts past the limits, starve a client farm-wide beyond one
-// window's worth, or grow the control plane's memory. Returns how many
-// entries or counts it cut.
-size_t boundReport(const FarmLimits& limits, UsageReport* usage) {
-  size_t cut = 0;
-  auto clamp = [&](uint64_t count, uint64_t limit) {
-    uint64_t most = limit ? limit : kImplausibleCount;
-    if (count <= most) return count;
-    ++cut;
-    return most;
-  };
-  using List = google::protobuf::RepeatedPtrField<edge::v1::KeyedCount>;
-  auto boundKeys = [&](List* list, auto limitOf) {
-    List kept;
-    for (auto& kc : *list) {
-      auto known = limits.client_tpm.find(kc.key());
-      if (known == limits.client_tpm.end()) {
-        ++cut;
-        continue;
-      }
-      kc.set_count(clamp(kc.count(), limitOf(kc.key(), known->second)));
-      *kept.Add() = std::move(kc);
-    }
-    list->Swap(&kept);
-  };
-  auto boundIps = [&](List* list, uint64_t limit) {
-    if (static_cast<size_t>(list->size()) > limits.max_ip_entries) {
-      cut += list->size() - limits.max_ip_entries;
-      list->DeleteSubrange(static_cast<int>(limits.max_ip_entries),
-                           list->size() - static_cast<int>(limits.max_ip_entries));
-    }
-    for (auto& kc : *list) kc.set_count(clamp(kc.count(), limit));
-  };
-  auto requestsOf = [&](const std::string& id, uint64_t) {
-    return limits.of(FarmCeilings::kKey, id);
-  };
-  auto tokensOf = [&](const std::string&, uint64_t tpm) { return tpm ? tpm : limits.tokens_tier; };
-  auto anyOf = [](const std::string&, uint64_t) { return uint64_t{0}; };
-  usage->set_global_requests(clamp(usage->global_requests(), limits.tier[FarmCeilings::kGlobal]));
-  if (usage->has_global_request_ceiling()) {
-    usage->set_global_request_ceiling(
-        clamp(usage->global_request_ceiling(), limits.tier[FarmCeilings::kGlobal]));
-  }
-  usage->set_global_refused(clamp(usage->global_refused(), 0));
-  boundIps(usage->mutable_ip_requests(), limits.tier[FarmCeilings::kIp]);
-  boundIps(usage->mutable_ip_request_ceilings(), limits.tier[FarmCeilings::kIp]);
-  boundIps(usage->mutable_ip_refused(), 0);
-  boundKeys(usage->mutable_key_requests(), requestsOf);
-  boundKeys(usage->mutable_key_request_ceilings(), requestsOf);
-  boundKeys(usage->mutable_key_refused(), anyOf);
-  boundKeys(usage->mutable_key_tokens(), tokensOf);
-  boundKeys(usage->mutable_key_in_flight(), anyOf);
-  if (usage->upstreams_size() > kMaxReportedUpstreams) {
-    cut += usage->upstreams_size() - kMaxReportedUpstreams;
-    usage->mutable_upstreams()->DeleteSubrange(kMaxReportedUpstreams,
-                                               usage->upstreams_size() - kMaxReportedUpstreams);
-  }
-  return cut;
-}
-
-}  // namespace
-
 void ControlPlane::Impl::recordReportLocked(const std::string& id, NodeState& n,
                                             const UsageReport& reported) {
   UsageReport usage = reported;
@@ -1357,7 +944,7 @@ void ControlPlane::Impl::recordReportLocked(const std::string& id, NodeState& n,
 }
 
 void ControlPlane::Impl::pushFarmUsage() {
-  std::vector<std::shared_ptr<Stream>> to_kick;
+  std::vector<std::shared_ptr<DiscoveryStream>> to_kick;
   std::unique_lock<std::mutex> l(streams_mu_);
   int64_t now_steady = steadyMs();
   int64_t now_unix = unixMs();

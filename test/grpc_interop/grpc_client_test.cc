@@ -158,9 +158,11 @@ struct Recorder : StreamCallbacks {
     closed = true;
     status = s;
     message = std::move(m);
+    if (on_close) on_close();
   }
   std::vector<EchoResponse> responses;
   std::function<void(const EchoResponse&)> on_message;
+  std::function<void()> on_close;
   bool closed = false;
   int status = -1;
   std::string message;
@@ -538,6 +540,56 @@ TEST_F(GrpcClientTest, ServerKilledMidStreamThenReconnect) {
   EXPECT_EQ(up.status, 0) << up.message;
   EXPECT_EQ(ch.stats().connects, 2u);
   EXPECT_TRUE(ch.connected());
+}
+
+// The connection is lost with several calls open and the first of them to
+// end destroys the Channel: the others end silently (no onClose, no
+// `done`), and their handles are inert.
+TEST_F(GrpcClientTest, ChannelDestroyedWhileALostConnectionEndsItsCalls) {
+  server.start({});
+  auto ch = std::make_unique<Channel>(loop.dispatcher, plainOptions(server));
+  Recorder rec1, rec2;
+  auto s1 = ch->startStream(kBidi, rec1);
+  auto s2 = ch->startStream(kBidi, rec2);
+  s1->send(echoRequest("one"));
+  s2->send(echoRequest("two"));
+  ASSERT_TRUE(
+      loop.runUntil([&] { return rec1.responses.size() == 1 && rec2.responses.size() == 1; }));
+  UnaryResult pending;
+  EchoRequest slow;
+  slow.set_sleep_ms(5000);
+  ch->unary(kUnary, slow.SerializeAsString(), 10000, [&](int s, std::string m, std::string r) {
+    capture (&pending)(s, std::move(m), std::move(r));
+    ch.reset();
+  });
+  loop.runFor(50);
+  // Whichever call ends first (the order is the session's) destroys the
+  // Channel.
+  int ended = 0;
+  rec1.on_close = [&] {
+    ++ended;
+    ch.reset();
+  };
+  rec2.on_close = rec1.on_close;
+  server.kill();
+  ASSERT_TRUE(loop.runUntil([&] { return !ch; }, 3000));
+  loop.runFor(100);
+  EXPECT_EQ(ended + pending.calls, 1);
+  for (Recorder* r : {&rec1, &rec2}) {
+    if (r->closed) {
+      EXPECT_EQ(r->status, kUnavailable) << r->message;
+    }
+  }
+  if (pending.done) {
+    EXPECT_EQ(pending.status, kUnavailable) << pending.message;
+  }
+  // The calls left open were silenced: sending on them is ignored.
+  for (Stream* s : {s1.get(), s2.get()}) {
+    s->send(echoRequest("after"));
+    EXPECT_EQ(s->queuedBytes(), 0u);
+  }
+  s1.reset();
+  s2.reset();
 }
 
 TEST_F(GrpcClientTest, TargetsAreTriedInOrder) {
