@@ -39,6 +39,9 @@ ActiveStream::ActiveStream(ConnectionManager& cm, ResponseEncoder& encoder)
 
 ActiveStream::~ActiveStream() {
   destroyFilters();
+  // Before this stream's request and info go: a filter's destructor may
+  // still look at them.
+  releaseFilters();
   // The worker outlives its streams; the manager may not (deferred deletes).
   context_.countActiveRequest(-1);
 }
@@ -52,7 +55,7 @@ std::string_view ActiveStream::routeName() const {
 
 void ActiveStream::decodeHeaders(RequestHeadersPtr headers, bool end_stream) {
   request_ = std::move(headers);
-  request_complete_ = end_stream;
+  setRequestComplete(end_stream);
   info_.request_headers_done_ns = Dispatcher::monotonicNs();
   std::optional<std::string_view> rid = request_->headers.get("x-request-id");
   if (rid && validRequestId(*rid)) {
@@ -137,146 +140,10 @@ void ActiveStream::decodeHeaders(RequestHeadersPtr headers, bool end_stream) {
     return;
   }
   for (const auto& factory : route_->filter_chain) factory(*this);
-  iterateDecodeHeaders(0);
+  runDecodeHeaders(end_stream);
 }
 
-void ActiveStream::addDecoderFilter(StreamDecoderFilterPtr filter) {
-  filter->setDecoderFilterCallbacks(*this);
-  decoders_.push_back(filter.get());
-  owned_decoders_.push_back(std::move(filter));
-}
-
-void ActiveStream::addEncoderFilter(StreamEncoderFilterPtr filter) {
-  filter->setEncoderFilterCallbacks(*this);
-  // Encoders run in reverse order of addition (the last added is nearest
-  // to the upstream, as in Envoy).
-  encoders_.insert(encoders_.begin(), filter.get());
-  owned_encoders_.push_back(std::move(filter));
-}
-
-void ActiveStream::addStreamFilter(std::shared_ptr<StreamDecoderFilter> decoder,
-                                   std::shared_ptr<StreamEncoderFilter> encoder) {
-  decoder->setDecoderFilterCallbacks(*this);
-  encoder->setEncoderFilterCallbacks(*this);
-  decoders_.push_back(decoder.get());
-  encoders_.insert(encoders_.begin(), encoder.get());
-  owned_shared_.push_back(std::move(decoder));
-  owned_shared_.push_back(std::move(encoder));
-}
-
-void ActiveStream::iterateDecodeHeaders(size_t from) {
-  for (size_t i = from; i < decoders_.size(); ++i) {
-    bool end = request_complete_ && decode_buffered_.empty();
-    FilterHeadersStatus st = decoders_[i]->decodeHeaders(*request_, end);
-    if (decode_done_ || destroyed_) return;
-    if (st == FilterHeadersStatus::StopIteration) {
-      decode_stopped_at_ = i;
-      decode_stopped_in_headers_ = true;
-      return;
-    }
-  }
-}
-
-void ActiveStream::decodeData(Buffer& data, bool end_stream) {
-  info_.request_body_bytes += data.length();
-  request_complete_ = end_stream;
-  if (decode_done_ || destroyed_) {
-    data.clear();
-    return;
-  }
-  if (decode_stopped_at_ != kNone && decode_stopped_in_headers_) {
-    // The stopped filter has not seen the headers through; filters before
-    // it get the data now, the rest waits for continueDecoding().
-    iterateDecodeData(0, data, end_stream);
-    return;
-  }
-  iterateDecodeData(0, data, end_stream);
-}
-
-void ActiveStream::iterateDecodeData(size_t from, Buffer& data, bool end_stream) {
-  for (size_t i = from; i < decoders_.size(); ++i) {
-    if (i == decode_stopped_at_) {
-      decode_buffered_.move(data);
-      if (decode_buffering_ && end_stream) {
-        // The buffering filter gets its whole body now.
-        decode_stopped_at_ = kNone;
-        decode_buffering_ = false;
-        FilterDataStatus st = decoders_[i]->decodeData(decode_buffered_, true);
-        if (decode_done_ || destroyed_) return;
-        if (st == FilterDataStatus::Continue) {
-          Buffer body;
-          body.move(decode_buffered_);
-          iterateDecodeData(i + 1, body, true);
-        } else {
-          decode_stopped_at_ = i;  // resumes with continueDecoding()
-        }
-      }
-      return;
-    }
-    FilterDataStatus st = decoders_[i]->decodeData(data, end_stream);
-    if (decode_done_ || destroyed_) return;
-    if (st == FilterDataStatus::Continue) continue;
-    if (st == FilterDataStatus::StopIterationAndBuffer) {
-      decode_buffered_.move(data);
-      decode_stopped_at_ = i;
-      decode_stopped_in_headers_ = false;
-      decode_buffering_ = !end_stream;
-      return;
-    }
-    // StopIterationNoBuffer: the filter took the data.
-    if (end_stream) {
-      decode_stopped_at_ = i;
-      decode_stopped_in_headers_ = false;
-      decode_buffering_ = false;
-    }
-    return;
-  }
-}
-
-void ActiveStream::continueDecoding() {
-  if (decode_stopped_at_ == kNone || decode_done_ || destroyed_) return;
-  size_t i = decode_stopped_at_;
-  bool in_headers = decode_stopped_in_headers_;
-  decode_stopped_at_ = kNone;
-  decode_stopped_in_headers_ = false;
-  decode_buffering_ = false;
-  if (in_headers) {
-    iterateDecodeHeaders(i + 1);
-    if (decode_done_ || destroyed_ || decode_stopped_at_ != kNone) return;
-    if (!decode_buffered_.empty()) {
-      Buffer body;
-      body.move(decode_buffered_);
-      iterateDecodeData(i, body, request_complete_);
-    }
-    return;
-  }
-  Buffer body;
-  body.move(decode_buffered_);
-  iterateDecodeData(i + 1, body, request_complete_);
-}
-
-void ActiveStream::sendLocalReply(const ErrorReply& reply,
-                                  const std::function<void(ResponseHeaders&)>& extra) {
-  if (destroyed_) return;
-  if (encoder_.headersSent()) {
-    resetStream(reply.code);
-    return;
-  }
-  decode_done_ = true;
-  local_reply_ = true;
-  info_.error_code = reply.code;
-  auto headers = std::make_unique<ResponseHeaders>();
-  headers->status = reply.status;
-  headers->headers.add("content-type", "application/json");
-  std::string body = errorBody(
-      reply.message, reply.type.empty() ? defaultErrorType(reply.status) : reply.type, reply.code);
-  headers->headers.add("content-length", std::to_string(body.size()));
-  if (extra) extra(*headers);
-  Buffer data;
-  data.add(body);
-  encodeHeaders(std::move(headers), false);
-  if (!destroyed_) encodeData(data, true);
-}
+void ActiveStream::decodeData(Buffer& data, bool end_stream) { runDecodeData(data, end_stream); }
 
 void ActiveStream::onCodecError(const CodecError& error) {
   ErrorReply reply{error.status, error.message, defaultErrorType(error.status), error.code};
@@ -284,179 +151,28 @@ void ActiveStream::onCodecError(const CodecError& error) {
   sendLocalReply(reply);
 }
 
-void ActiveStream::encodeHeaders(ResponseHeadersPtr headers, bool end_stream) {
-  if (destroyed_ || response_headers_encoded_) return;
-  response_ = std::move(headers);
-  encode_end_seen_ = end_stream;
-  iterateEncodeHeaders(0);
+void ActiveStream::writeHeaders(ResponseHeaders& headers, bool end_stream) {
+  encoder_.encodeHeaders(headers, end_stream);
 }
 
-void ActiveStream::iterateEncodeHeaders(size_t from) {
-  for (size_t i = from; i < encoders_.size(); ++i) {
-    FilterHeadersStatus st =
-        encoders_[i]->encodeHeaders(*response_, encode_end_seen_ && encode_buffered_.empty());
-    if (destroyed_) return;
-    if (st == FilterHeadersStatus::StopIteration) {
-      encode_stopped_at_ = i;
-      encode_stopped_in_headers_ = true;
-      return;
-    }
-  }
-  response_headers_encoded_ = true;
-  writeHeadersToCodec(encode_end_seen_ && encode_buffered_.empty());
-  if (!destroyed_ && !encode_buffered_.empty()) {
-    Buffer body;
-    body.move(encode_buffered_);
-    writeDataToCodec(body, encode_end_seen_);
-  }
-}
-
-void ActiveStream::encodeData(Buffer& data, bool end_stream) {
-  if (destroyed_ || response_complete_) {
-    data.clear();
-    return;
-  }
-  encode_end_seen_ = end_stream;
-  if (encode_stopped_at_ != kNone && encode_stopped_in_headers_) {
-    encode_buffered_.move(data);
-    return;
-  }
-  iterateEncodeData(0, data, end_stream);
-}
-
-void ActiveStream::iterateEncodeData(size_t from, Buffer& data, bool end_stream) {
-  for (size_t i = from; i < encoders_.size(); ++i) {
-    if (i == encode_stopped_at_) {
-      encode_buffered_.move(data);
-      if (encode_buffering_ && end_stream) {
-        encode_stopped_at_ = kNone;
-        encode_buffering_ = false;
-        FilterDataStatus st = encoders_[i]->encodeData(encode_buffered_, true);
-        if (destroyed_) return;
-        if (st == FilterDataStatus::Continue) {
-          Buffer body;
-          body.move(encode_buffered_);
-          iterateEncodeData(i + 1, body, true);
-        } else {
-          encode_stopped_at_ = i;
-        }
-      }
-      return;
-    }
-    FilterDataStatus st = encoders_[i]->encodeData(data, end_stream);
-    if (destroyed_) return;
-    if (st == FilterDataStatus::Continue) continue;
-    if (st == FilterDataStatus::StopIterationAndBuffer) {
-      encode_buffered_.move(data);
-      encode_stopped_at_ = i;
-      encode_stopped_in_headers_ = false;
-      encode_buffering_ = !end_stream;
-      return;
-    }
-    if (end_stream) encode_stopped_at_ = i;
-    return;
-  }
-  writeDataToCodec(data, end_stream);
-}
-
-void ActiveStream::continueEncoding() {
-  if (encode_stopped_at_ == kNone || destroyed_) return;
-  size_t i = encode_stopped_at_;
-  bool in_headers = encode_stopped_in_headers_;
-  encode_stopped_at_ = kNone;
-  encode_stopped_in_headers_ = false;
-  encode_buffering_ = false;
-  if (in_headers) {
-    iterateEncodeHeaders(i + 1);
-    return;
-  }
-  Buffer body;
-  body.move(encode_buffered_);
-  iterateEncodeData(i + 1, body, encode_end_seen_);
-}
-
-void ActiveStream::injectEncodedData(Buffer& data, bool end_stream) {
-  if (destroyed_) return;
-  writeDataToCodec(data, end_stream);
-}
-
-void ActiveStream::writeHeadersToCodec(bool end_stream) {
-  info_.status = response_->status;
-  info_.first_byte_sent_ns = Dispatcher::monotonicNs();
-  if (!info_.request_id.empty() && !response_->headers.get("x-request-id")) {
-    response_->headers.add("x-request-id", info_.request_id);
-  }
-  if (end_stream) response_complete_ = true;
-  encoder_.encodeHeaders(*response_, end_stream);
-}
-
-void ActiveStream::writeDataToCodec(Buffer& data, bool end_stream) {
-  if (response_complete_) {
-    data.clear();
-    return;
-  }
-  info_.response_body_bytes += data.length();
-  if (end_stream) response_complete_ = true;
+void ActiveStream::writeData(Buffer& data, bool end_stream) {
   encoder_.encodeData(data, end_stream);
 }
 
-void ActiveStream::continue100() {
-  if (request_ && request_->expect_continue && !request_complete_) encoder_.encode100Continue();
-}
+// The codec closes the connection; the manager finishes the stream.
+void ActiveStream::abortResponse() { encoder_.abort(); }
 
-void ActiveStream::readDisableDownstream(bool disable) {
-  if (destroyed_ || disable == read_disabled_) return;
-  read_disabled_ = disable;
-  cm_.connection_->readDisable(disable);
-}
+void ActiveStream::send100Continue() { encoder_.encode100Continue(); }
 
-void ActiveStream::addDownstreamWatermarkCallbacks(DownstreamWatermarkCallbacks& cb) {
-  watermark_callbacks_.push_back(&cb);
-  // A client already behind: tell the newcomer at once.
-  if (cm_.connection_->aboveHighWatermark()) cb.onAboveWriteBufferHighWatermark();
-}
+void ActiveStream::readDisableConnection(bool disable) { cm_.connection_->readDisable(disable); }
 
-void ActiveStream::removeDownstreamWatermarkCallbacks(DownstreamWatermarkCallbacks& cb) {
-  watermark_callbacks_.erase(
-      std::remove(watermark_callbacks_.begin(), watermark_callbacks_.end(), &cb),
-      watermark_callbacks_.end());
-}
-
-void ActiveStream::onAboveWriteBufferHighWatermark() {
-  for (auto* cb : watermark_callbacks_) cb->onAboveWriteBufferHighWatermark();
-}
-
-void ActiveStream::onBelowWriteBufferLowWatermark() {
-  for (auto* cb : watermark_callbacks_) cb->onBelowWriteBufferLowWatermark();
-}
+bool ActiveStream::connectionAboveHighWatermark() { return cm_.connection_->aboveHighWatermark(); }
 
 void ActiveStream::closeConnectionAfterResponse() { cm_.codec_->setCloseAfterResponse(); }
 
-void ActiveStream::resetStream(std::string_view reason) {
-  if (destroyed_) return;
-  if (info_.error_code.empty()) info_.error_code = std::string(reason);
-  decode_done_ = true;
-  destroyFilters();
-  // The codec closes the connection; the manager finishes the stream.
-  encoder_.abort();
-}
-
 void ActiveStream::onConnectionClosed() {
-  if (!response_complete_ && info_.error_code.empty()) info_.error_code = "client_disconnected";
+  if (!responseComplete() && info_.error_code.empty()) info_.error_code = "client_disconnected";
   destroyFilters();
-}
-
-void ActiveStream::destroyFilters() {
-  if (destroyed_) return;
-  destroyed_ = true;
-  watermark_callbacks_.clear();
-  if (read_disabled_) {
-    read_disabled_ = false;
-    // The connection may already be closed; readDisable ignores that.
-    cm_.connection_->readDisable(false);
-  }
-  for (StreamDecoderFilter* f : decoders_) f->onDestroy();
-  for (StreamEncoderFilter* f : encoders_) f->onDestroy();
 }
 
 // ---------------------------------------------------------------------------

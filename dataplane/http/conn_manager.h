@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/inlined_vector.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/http/codec.h"
 #include "dataplane/http/filter.h"
+#include "dataplane/http/filter_manager.h"
 #include "dataplane/http/route.h"
 #include "dataplane/network/connection.h"
 #include "dataplane/stats/stats.h"
@@ -46,11 +46,9 @@ class ConnectionManagerContext {
 
 class ConnectionManager;
 
-class ActiveStream : public RequestDecoder,
-                     public DecoderFilterCallbacks,
-                     public EncoderFilterCallbacks,
-                     public FilterChainBuilder,
-                     public DeferredDeletable {
+// One request on the connection: matches the route, builds its filter
+// chain (the FilterManager runs it) and hands the response to the codec.
+class ActiveStream : public FilterManager, public RequestDecoder, public DeferredDeletable {
  public:
   ActiveStream(ConnectionManager& cm, ResponseEncoder& encoder);
   ~ActiveStream() override;
@@ -66,53 +64,29 @@ class ActiveStream : public RequestDecoder,
   StreamInfo& streamInfo() override { return info_; }
   const std::string& peerIp() override;
   std::string_view scheme() override;
-  void resetStream(std::string_view reason) override;
   void closeConnectionAfterResponse() override;
-
-  // DecoderFilterCallbacks
-  void continueDecoding() override;
-  void sendLocalReply(const ErrorReply& reply,
-                      const std::function<void(ResponseHeaders&)>& extra = nullptr) override;
-  void encodeHeaders(ResponseHeadersPtr headers, bool end_stream) override;
-  void encodeData(Buffer& data, bool end_stream) override;
-  void continue100() override;
-  void readDisableDownstream(bool disable) override;
-  void addDownstreamWatermarkCallbacks(DownstreamWatermarkCallbacks& cb) override;
-  void removeDownstreamWatermarkCallbacks(DownstreamWatermarkCallbacks& cb) override;
-
-  // EncoderFilterCallbacks
-  void continueEncoding() override;
-  void injectEncodedData(Buffer& data, bool end_stream) override;
 
   // FilterChainBuilder
   const FilterState& workerLocals() override { return context_.workerLocals(); }
-  void addDecoderFilter(StreamDecoderFilterPtr filter) override;
-  void addEncoderFilter(StreamEncoderFilterPtr filter) override;
-  void addStreamFilter(std::shared_ptr<StreamDecoderFilter> decoder,
-                       std::shared_ptr<StreamEncoderFilter> encoder) override;
 
-  void onAboveWriteBufferHighWatermark();
-  void onBelowWriteBufferLowWatermark();
   // The client went away or the connection is being torn down.
   void onConnectionClosed();
   // Local reply for a request the codec refused mid-stream.
   void onCodecError(const CodecError& error);
-  bool responseComplete() const { return response_complete_; }
   bool responseStarted() const { return encoder_.headersSent(); }
-  bool requestComplete() const { return request_complete_; }
   const StreamInfo& info() const { return info_; }
   const RequestHeaders* request() const { return request_.get(); }
   std::string_view routeName() const;
 
  private:
-  void iterateDecodeHeaders(size_t from);
-  void iterateDecodeData(size_t from, Buffer& data, bool end_stream);
-  void iterateEncodeHeaders(size_t from);
-  void iterateEncodeData(size_t from, Buffer& data, bool end_stream);
-  void writeHeadersToCodec(bool end_stream);
-  void writeDataToCodec(Buffer& data, bool end_stream);
-  void destroyFilters();
-  void finish();
+  // FilterManager
+  RequestHeaders& requestForFilters() override { return *request_; }
+  void writeHeaders(ResponseHeaders& headers, bool end_stream) override;
+  void writeData(Buffer& data, bool end_stream) override;
+  void abortResponse() override;
+  void send100Continue() override;
+  void readDisableConnection(bool disable) override;
+  bool connectionAboveHighWatermark() override;
 
   ConnectionManager& cm_;
   ConnectionManagerContext& context_;
@@ -120,41 +94,7 @@ class ActiveStream : public RequestDecoder,
   RouteConfigSharedPtr config_;
   const Route* route_ = nullptr;
   RequestHeadersPtr request_;
-  ResponseHeadersPtr response_;
   StreamInfo info_;
-
-  // Inline: a chain is a handful of filters, allocated per stream. The
-  // chains are plain pointers; ownership is kept apart so that a filter
-  // added as a unique_ptr costs one allocation, not a shared_ptr control
-  // block more (the filters are owned until the stream is deleted).
-  absl::InlinedVector<StreamDecoderFilter*, 6> decoders_;
-  absl::InlinedVector<StreamEncoderFilter*, 6> encoders_;  // in encode order
-  absl::InlinedVector<StreamDecoderFilterPtr, 4> owned_decoders_;
-  absl::InlinedVector<StreamEncoderFilterPtr, 2> owned_encoders_;
-  absl::InlinedVector<std::shared_ptr<void>, 2> owned_shared_;  // filters added to both chains
-
-  // Decode iteration.
-  static constexpr size_t kNone = static_cast<size_t>(-1);
-  size_t decode_stopped_at_ = kNone;
-  bool decode_stopped_in_headers_ = false;
-  bool decode_buffering_ = false;  // the stopped filter asked to buffer
-  Buffer decode_buffered_;
-  bool request_complete_ = false;
-  bool decode_done_ = false;  // local reply sent or stream over
-
-  // Encode iteration.
-  size_t encode_stopped_at_ = kNone;
-  bool encode_stopped_in_headers_ = false;
-  bool encode_buffering_ = false;
-  Buffer encode_buffered_;
-  bool encode_end_seen_ = false;
-  bool response_headers_encoded_ = false;  // passed all encoder filters
-  bool response_complete_ = false;
-  bool local_reply_ = false;
-
-  absl::InlinedVector<DownstreamWatermarkCallbacks*, 2> watermark_callbacks_;
-  bool destroyed_ = false;
-  bool read_disabled_ = false;
 };
 
 class ConnectionManager : public network::ConnectionCallbacks,

@@ -11,11 +11,10 @@
 // replies) and every call a filter made (continueDecoding, resets,
 // readDisable, watermark registrations).
 //
-// Iteration follows ActiveStream: StopIteration in headers holds the rest
-// of the chain (and buffers body data) until continueDecoding();
-// StopIterationAndBuffer collects the body and calls the filter again with
-// all of it at the end; a local reply ends decoding and runs the error
-// through the encoder filters; a reset destroys the filters.
+// Iteration is the connection manager's own: the fake is a
+// http::FilterManager (dataplane/http/filter_manager.h), as ActiveStream
+// is, and only records what would have gone to the codec and the
+// connection.
 
 #include <functional>
 #include <memory>
@@ -26,13 +25,12 @@
 
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/http/filter.h"
+#include "dataplane/http/filter_manager.h"
 #include "dataplane/http/route.h"
 
 namespace eldric::test {
 
-class FakeStream : public http::DecoderFilterCallbacks,
-                   public http::EncoderFilterCallbacks,
-                   public http::FilterChainBuilder {
+class FakeStream : public http::FilterManager {
  public:
   FakeStream();
   ~FakeStream() override;
@@ -78,7 +76,6 @@ class FakeStream : public http::DecoderFilterCallbacks,
   // release when filters are destroyed), and the current state.
   std::vector<bool> read_disable_calls;
   bool read_disabled = false;
-  std::vector<http::DownstreamWatermarkCallbacks*> watermark_callbacks;
 
   // What made it past the last decoder filter (where the terminal handler
   // would be): the headers, the body, and whether the request ended there.
@@ -102,9 +99,6 @@ class FakeStream : public http::DecoderFilterCallbacks,
   // The response from a terminal handler, through the encoder filters.
   void respond(int status, std::string_view body = {},
                std::vector<std::pair<std::string, std::string>> headers = {});
-  // The stream is over: onDestroy() on every filter, once.
-  void destroyFilters();
-  bool filtersDestroyed() const { return destroyed_; }
   // The client's connection went above / below its write watermarks.
   void raiseHighWatermark();
   void lowerBelowLowWatermark();
@@ -125,8 +119,6 @@ class FakeStream : public http::DecoderFilterCallbacks,
     std::string message, type, code;
   };
   std::optional<OpenAiError> responseError() const;
-  size_t decoderFilterCount() const { return decoders_.size(); }
-  size_t encoderFilterCount() const { return encoders_.size(); }
 
   // StreamFilterCallbacks
   Dispatcher& dispatcher() override;
@@ -138,16 +130,11 @@ class FakeStream : public http::DecoderFilterCallbacks,
   void resetStream(std::string_view reason) override;
   void closeConnectionAfterResponse() override { close_connection_after_response = true; }
 
-  // DecoderFilterCallbacks
+  // DecoderFilterCallbacks: recorded, then as the manager does.
   void continueDecoding() override;
   void sendLocalReply(const http::ErrorReply& reply,
                       const std::function<void(http::ResponseHeaders&)>& extra = nullptr) override;
-  void encodeHeaders(http::ResponseHeadersPtr headers, bool end_stream) override;
-  void encodeData(Buffer& data, bool end_stream) override;
   void continue100() override { ++continue100_calls; }
-  void readDisableDownstream(bool disable) override;
-  void addDownstreamWatermarkCallbacks(http::DownstreamWatermarkCallbacks& cb) override;
-  void removeDownstreamWatermarkCallbacks(http::DownstreamWatermarkCallbacks& cb) override;
 
   // EncoderFilterCallbacks
   void continueEncoding() override;
@@ -155,42 +142,20 @@ class FakeStream : public http::DecoderFilterCallbacks,
 
   // FilterChainBuilder
   const http::FilterState& workerLocals() override { return worker_locals; }
-  void addDecoderFilter(http::StreamDecoderFilterPtr filter) override;
-  void addEncoderFilter(http::StreamEncoderFilterPtr filter) override;
-  void addStreamFilter(std::shared_ptr<http::StreamDecoderFilter> decoder,
-                       std::shared_ptr<http::StreamEncoderFilter> encoder) override;
 
  private:
-  void iterateDecodeHeaders(size_t from);
-  void iterateDecodeData(size_t from, Buffer& data, bool end_stream);
-  void iterateEncodeHeaders(size_t from);
-  void iterateEncodeData(size_t from, Buffer& data, bool end_stream);
-  void writeHeaders(bool end_stream);
-  void writeData(Buffer& data, bool end_stream);
-  void connectionReadDisable(bool disable);
+  // http::FilterManager: where the stream meets the codec and connection.
+  http::RequestHeaders& requestForFilters() override { return request; }
+  void writeHeaders(http::ResponseHeaders& headers, bool end_stream) override;
+  void writeData(Buffer& data, bool end_stream) override;
+  void abortResponse() override {}
+  void send100Continue() override {}
+  void readDisableConnection(bool disable) override;
+  bool connectionAboveHighWatermark() override { return above_high_watermark; }
+  void onDecodeHeadersPassedChain(bool end_stream) override;
+  void onDecodeDataPassedChain(Buffer& data, bool end_stream) override;
 
   std::unique_ptr<Dispatcher> dispatcher_;  // made on first use
-  std::vector<http::StreamDecoderFilter*> decoders_;
-  std::vector<http::StreamEncoderFilter*> encoders_;  // in encode order
-  std::vector<std::shared_ptr<void>> owned_;
-
-  static constexpr size_t kNone = static_cast<size_t>(-1);
-  size_t decode_stopped_at_ = kNone;
-  bool decode_stopped_in_headers_ = false;
-  bool decode_buffering_ = false;
-  Buffer decode_buffered_;
-  bool request_complete_ = false;
-  bool decode_done_ = false;
-
-  size_t encode_stopped_at_ = kNone;
-  bool encode_stopped_in_headers_ = false;
-  bool encode_buffering_ = false;
-  Buffer encode_buffered_;
-  bool encode_end_seen_ = false;
-  bool response_headers_encoded_ = false;
-  http::ResponseHeadersPtr response_;  // on its way through the encoders
-
-  bool destroyed_ = false;
 };
 
 }  // namespace eldric::test

@@ -270,7 +270,7 @@ TEST(FakeStreamTest, WatermarkCallbacksAreToldAndForgotten) {
   EXPECT_EQ(a.below, 0);
   EXPECT_EQ(b.below, 1);
   s.destroyFilters();
-  EXPECT_TRUE(s.watermark_callbacks.empty());
+  EXPECT_TRUE(s.watermarkCallbacks().empty());
 }
 
 TEST(FakeStreamTest, FactoriesSeeTheWorkerLocalsAndAddFilters) {
