@@ -254,6 +254,9 @@ http::FilterHeadersStatus RateLimitFilter::decodeHeaders(http::RequestHeaders& h
 
 http::FilterHeadersStatus RateLimitFilter::encodeHeaders(http::ResponseHeaders& headers, bool) {
   if (!applied_) return http::FilterHeadersStatus::Continue;
+  // Our own refusal (sendRefusal) carries the refusing tier's headers.
+  if (headers.status == 429 && headers.headers.get("x-ratelimit-tier"))
+    return http::FilterHeadersStatus::Continue;
   // Formatted on the stack; the header map copies values into its arena.
   char buf[24];
   auto num = [&buf](uint64_t v, const char* unit = "") {

@@ -332,6 +332,10 @@ TEST_F(RateLimitFilterTest, TokenTierRefusesAKeyThatUsedItsTokens) {
   expect429(*s, "tokens");
   EXPECT_NE(s->responseError()->message.find("client \"alice\" used 110 tokens in 60s"),
             std::string::npos);
+  // The refusal's own count headers, once each (not the admitted set too).
+  EXPECT_EQ(s->response_headers->headers.count("x-ratelimit-remaining-tokens"), 1u);
+  EXPECT_EQ(s->responseHeader("x-ratelimit-remaining-tokens"), "0");
+  EXPECT_EQ(s->response_headers->headers.count("x-ratelimit-remaining-requests"), 0u);
   EXPECT_EQ(state->refused_tokens.load(), 1u);
   // Another key is not affected; nor is a key with its own larger budget.
   EXPECT_EQ(send(client("bob")), 200);
