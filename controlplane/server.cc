@@ -50,6 +50,7 @@
 #include "common/hex.h"
 #include "common/log.h"
 #include "common/session_key.h"
+#include "controlplane/clock.h"
 #include "controlplane/core/admin_rest.h"
 #include "controlplane/core/farm_limits.h"
 #include "controlplane/core/plugin_dir.h"
@@ -76,18 +77,6 @@ constexpr int64_t kForgetDisconnectedMs = 3600 * 1000;
 constexpr size_t kMaxNackErrorLen = 4096;
 // DiscoveryRequest.logged_out_sessions taken from one message.
 constexpr size_t kMaxLogoutsPerMessage = 64;
-
-int64_t unixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-int64_t steadyMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 bool readPem(const std::string& path, const std::string& what, std::string* out,
              std::string* error) {
