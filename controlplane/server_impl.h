@@ -30,6 +30,8 @@ namespace eldric::controlplane {
 
 // The sync interval when neither --sync-interval-ms nor the file sets one.
 constexpr int64_t kDefaultSyncIntervalMs = 5000;
+// A report older than this many sync intervals no longer counts.
+constexpr int64_t kFreshIntervals = 3;
 
 // What the control plane knows about one data plane (by node id).
 struct NodeState {
