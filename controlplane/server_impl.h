@@ -21,6 +21,7 @@
 #include "controlplane/core/farm_limits.h"
 #include "controlplane/core/store.h"
 #include "controlplane/discovery_stream.h"
+#include "controlplane/farm_members.h"
 #include "controlplane/farm_usage.h"
 #include "controlplane/server.h"
 #include "eldric/edge/v1/admin.grpc.pb.h"
@@ -32,25 +33,6 @@ namespace eldric::controlplane {
 constexpr int64_t kDefaultSyncIntervalMs = 5000;
 // A report older than this many sync intervals no longer counts.
 constexpr int64_t kFreshIntervals = 3;
-
-// What the control plane knows about one data plane (by node id).
-struct NodeState {
-  edge::v1::Node node;
-  // The stream it is connected on now; null when disconnected. A node that
-  // reconnects before its old stream ended is tracked on the newer one.
-  DiscoveryStream* stream = nullptr;
-  std::string peer;
-  int64_t connected_since_unix_ms = 0;
-  int64_t disconnected_steady_ms = 0;
-  std::string acked_version;
-  std::string nacked_version;
-  std::string nack_error;
-  bool has_report = false;
-  int64_t last_report_unix_ms = 0;
-  int64_t last_report_steady_ms = 0;
-  edge::v1::UsageReport report;  // as bounded by boundReport
-  bool report_cut = false;       // the last one was
-};
 
 class ControlPlane::Impl : public DiscoveryStreamHandler {
  public:
