@@ -1,7 +1,11 @@
 #pragma once
 
 // ControlPlane::Impl, declared for the files that implement it (private
-// to this directory; see server.cc for the threads and the lock order).
+// to this directory; see server.cc for the threads and the lock order):
+//   server.cc           start, reload, shutdown; the farm-usage timer
+//   snapshot_source.cc  building, versioning and publishing the snapshot
+//   farm_members.cc     the stream callbacks, usage reports, the farm-usage push
+//   admin_service.cc    the Admin service's handlers
 
 #include <grpcpp/grpcpp.h>
 
