@@ -18,29 +18,20 @@
 
 #include "controlplane/server.h"
 
-#include <fcntl.h>
 #include <grpc/grpc_security_constants.h>
 #include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <sys/random.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <condition_variable>
-#include <cstring>
-#include <deque>
-#include <fstream>
-#include <map>
 #include <mutex>
-#include <sstream>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -50,14 +41,10 @@
 #include "common/session_key.h"
 #include "controlplane/admin_service.h"
 #include "controlplane/clock.h"
-#include "controlplane/core/admin_rest.h"
-#include "controlplane/core/farm_limits.h"
 #include "controlplane/core/plugin_dir.h"
 #include "controlplane/core/store.h"
 #include "controlplane/discovery_stream.h"
-#include "controlplane/farm_usage.h"
 #include "controlplane/server_impl.h"
-#include "eldric/edge/v1/admin.grpc.pb.h"
 #include "eldric/edge/v1/discovery.grpc.pb.h"
 
 namespace eldric::controlplane {
