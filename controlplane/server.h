@@ -55,7 +55,7 @@ class ControlPlane {
   // The version served now.
   std::string currentVersion() const;
 
-  class Impl;  // internal (server.cc)
+  class Impl;  // internal (server_impl.h)
 
  private:
   std::unique_ptr<Impl> impl_;
