@@ -21,6 +21,7 @@
 namespace eldric::http {
 
 struct Route;
+class StreamEncoderFilter;
 
 enum class FilterHeadersStatus {
   // Pass the headers to the next filter.
@@ -30,6 +31,17 @@ enum class FilterHeadersStatus {
   // the meantime is buffered by the manager and delivered after the
   // headers once iteration resumes.
   StopIteration,
+  // Do not pass them on, and keep the body buffered until it is complete:
+  // the filter's decodeData()/encodeData() is then called once with the
+  // whole body and end_stream=true (a plugin that rewrites the request
+  // needs all of it before anything goes further; Envoy's
+  // StopAllIterationAndBuffer). From there as for StopIterationAndBuffer:
+  // return Continue (the headers, then the body, go on), or
+  // StopIterationNoBuffer and resume later with continueDecoding() /
+  // continueEncoding(); until then the filter may rewrite the buffer it
+  // was given and the headers (a new content-length). Without a body
+  // (end_stream in the headers) it is StopIteration.
+  StopAllIterationAndBuffer,
 };
 
 enum class FilterDataStatus {
@@ -169,8 +181,15 @@ class DecoderFilterCallbacks : public StreamFilterCallbacks {
 class EncoderFilterCallbacks : public StreamFilterCallbacks {
  public:
   virtual void continueEncoding() = 0;
-  // Adds bytes after the current chunk (an SSE event a filter injects).
+  // Adds bytes after the current chunk (an SSE event a filter injects),
+  // straight to the client.
   virtual void injectEncodedData(Buffer& data, bool end_stream) = 0;
+  // Passes `data` to the encoder filters after `from` (Envoy's
+  // injectEncodedDataToFilterChain): how a filter that took a chunk
+  // (StopIterationNoBuffer) to transform it asynchronously sends the
+  // result on, in order, without the manager buffering the stream.
+  virtual void injectEncodedDataToFilterChain(const StreamEncoderFilter& from, Buffer& data,
+                                              bool end_stream) = 0;
 };
 
 class StreamDecoderFilter {

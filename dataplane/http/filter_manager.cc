@@ -45,11 +45,17 @@ void FilterManager::iterateDecodeHeaders(size_t from) {
     bool end = request_complete_ && decode_buffered_.empty();
     FilterHeadersStatus st = decoders_[i]->decodeHeaders(request, end);
     if (decode_done_ || destroyed_) return;
-    if (st == FilterHeadersStatus::StopIteration) {
-      decode_stopped_at_ = i;
-      decode_stopped_in_headers_ = true;
-      return;
+    if (st == FilterHeadersStatus::Continue) continue;
+    decode_stopped_at_ = i;
+    decode_stopped_in_headers_ = true;
+    decode_body_seen_ = false;
+    if (st == FilterHeadersStatus::StopAllIterationAndBuffer && !end) {
+      decode_buffering_ = true;
+      // The body may be complete already (it arrived while an earlier
+      // filter held the headers).
+      if (request_complete_) decodeBufferedBody(i);
     }
+    return;
   }
   onDecodeHeadersPassedChain(request_complete_ && decode_buffered_.empty());
 }
@@ -70,20 +76,7 @@ void FilterManager::iterateDecodeData(size_t from, Buffer& data, bool end_stream
   for (size_t i = from; i < decoders_.size(); ++i) {
     if (i == decode_stopped_at_) {
       decode_buffered_.move(data);
-      if (decode_buffering_ && end_stream) {
-        // The buffering filter gets its whole body now.
-        decode_stopped_at_ = kNone;
-        decode_buffering_ = false;
-        FilterDataStatus st = decoders_[i]->decodeData(decode_buffered_, true);
-        if (decode_done_ || destroyed_) return;
-        if (st == FilterDataStatus::Continue) {
-          Buffer body;
-          body.move(decode_buffered_);
-          iterateDecodeData(i + 1, body, true);
-        } else {
-          decode_stopped_at_ = i;  // resumes with continueDecoding()
-        }
-      }
+      if (decode_buffering_ && end_stream) decodeBufferedBody(i);
       return;
     }
     FilterDataStatus st = decoders_[i]->decodeData(data, end_stream);
@@ -107,14 +100,46 @@ void FilterManager::iterateDecodeData(size_t from, Buffer& data, bool end_stream
   onDecodeDataPassedChain(data, end_stream);
 }
 
-void FilterManager::continueDecoding() {
-  if (decode_stopped_at_ == kNone || decode_done_ || destroyed_) return;
-  size_t i = decode_stopped_at_;
+void FilterManager::decodeBufferedBody(size_t i) {
   bool in_headers = decode_stopped_in_headers_;
   decode_stopped_at_ = kNone;
   decode_stopped_in_headers_ = false;
   decode_buffering_ = false;
-  if (in_headers) {
+  FilterDataStatus st = decoders_[i]->decodeData(decode_buffered_, true);
+  if (decode_done_ || destroyed_) return;
+  if (st == FilterDataStatus::Continue) {
+    resumeDecodingAfter(i, in_headers);
+    return;
+  }
+  // Resumes with continueDecoding(); the body stays here meanwhile.
+  decode_stopped_at_ = i;
+  decode_stopped_in_headers_ = in_headers;
+  decode_body_seen_ = true;
+}
+
+void FilterManager::resumeDecodingAfter(size_t i, bool headers_too) {
+  if (headers_too) {
+    // The body is still buffered, so the headers do not say end_stream.
+    iterateDecodeHeaders(i + 1);
+    if (decode_done_ || destroyed_ || decode_stopped_at_ != kNone) return;
+    // A body rewritten to nothing: the headers carried the end already.
+    if (decode_buffered_.empty() && request_complete_) return;
+  }
+  Buffer body;
+  body.move(decode_buffered_);
+  iterateDecodeData(i + 1, body, request_complete_);
+}
+
+void FilterManager::continueDecoding() {
+  if (decode_stopped_at_ == kNone || decode_done_ || destroyed_) return;
+  size_t i = decode_stopped_at_;
+  bool in_headers = decode_stopped_in_headers_;
+  bool body_seen = decode_body_seen_;
+  decode_stopped_at_ = kNone;
+  decode_stopped_in_headers_ = false;
+  decode_buffering_ = false;
+  decode_body_seen_ = false;
+  if (in_headers && !body_seen) {
     iterateDecodeHeaders(i + 1);
     if (decode_done_ || destroyed_ || decode_stopped_at_ != kNone) return;
     // Body that arrived while stopped: the filter that stopped has not
@@ -126,9 +151,7 @@ void FilterManager::continueDecoding() {
     }
     return;
   }
-  Buffer body;
-  body.move(decode_buffered_);
-  iterateDecodeData(i + 1, body, request_complete_);
+  resumeDecodingAfter(i, in_headers);
 }
 
 void FilterManager::sendLocalReply(const ErrorReply& reply,
@@ -166,22 +189,21 @@ void FilterManager::encodeHeaders(ResponseHeadersPtr headers, bool end_stream) {
 
 void FilterManager::iterateEncodeHeaders(size_t from) {
   for (size_t i = from; i < encoders_.size(); ++i) {
-    FilterHeadersStatus st =
-        encoders_[i]->encodeHeaders(*response_, encode_end_seen_ && encode_buffered_.empty());
+    bool end = encode_end_seen_ && encode_buffered_.empty();
+    FilterHeadersStatus st = encoders_[i]->encodeHeaders(*response_, end);
     if (destroyed_) return;
-    if (st == FilterHeadersStatus::StopIteration) {
-      encode_stopped_at_ = i;
-      encode_stopped_in_headers_ = true;
-      return;
+    if (st == FilterHeadersStatus::Continue) continue;
+    encode_stopped_at_ = i;
+    encode_stopped_in_headers_ = true;
+    encode_body_seen_ = false;
+    if (st == FilterHeadersStatus::StopAllIterationAndBuffer && !end) {
+      encode_buffering_ = true;
+      if (encode_end_seen_) encodeBufferedBody(i);
     }
+    return;
   }
   response_headers_encoded_ = true;
   writeHeadersOut(encode_end_seen_ && encode_buffered_.empty());
-  if (!destroyed_ && !encode_buffered_.empty()) {
-    Buffer body;
-    body.move(encode_buffered_);
-    writeDataOut(body, encode_end_seen_);
-  }
 }
 
 void FilterManager::encodeData(Buffer& data, bool end_stream) {
@@ -192,6 +214,7 @@ void FilterManager::encodeData(Buffer& data, bool end_stream) {
   encode_end_seen_ = end_stream;
   if (encode_stopped_at_ != kNone && encode_stopped_in_headers_) {
     encode_buffered_.move(data);
+    if (encode_buffering_ && end_stream) encodeBufferedBody(encode_stopped_at_);
     return;
   }
   iterateEncodeData(0, data, end_stream);
@@ -201,19 +224,7 @@ void FilterManager::iterateEncodeData(size_t from, Buffer& data, bool end_stream
   for (size_t i = from; i < encoders_.size(); ++i) {
     if (i == encode_stopped_at_) {
       encode_buffered_.move(data);
-      if (encode_buffering_ && end_stream) {
-        encode_stopped_at_ = kNone;
-        encode_buffering_ = false;
-        FilterDataStatus st = encoders_[i]->encodeData(encode_buffered_, true);
-        if (destroyed_) return;
-        if (st == FilterDataStatus::Continue) {
-          Buffer body;
-          body.move(encode_buffered_);
-          iterateEncodeData(i + 1, body, true);
-        } else {
-          encode_stopped_at_ = i;
-        }
-      }
+      if (encode_buffering_ && end_stream) encodeBufferedBody(i);
       return;
     }
     FilterDataStatus st = encoders_[i]->encodeData(data, end_stream);
@@ -232,25 +243,69 @@ void FilterManager::iterateEncodeData(size_t from, Buffer& data, bool end_stream
   writeDataOut(data, end_stream);
 }
 
-void FilterManager::continueEncoding() {
-  if (encode_stopped_at_ == kNone || destroyed_) return;
-  size_t i = encode_stopped_at_;
+void FilterManager::encodeBufferedBody(size_t i) {
   bool in_headers = encode_stopped_in_headers_;
   encode_stopped_at_ = kNone;
   encode_stopped_in_headers_ = false;
   encode_buffering_ = false;
-  if (in_headers) {
-    iterateEncodeHeaders(i + 1);
+  FilterDataStatus st = encoders_[i]->encodeData(encode_buffered_, true);
+  if (destroyed_) return;
+  if (st == FilterDataStatus::Continue) {
+    resumeEncodingAfter(i, in_headers);
     return;
+  }
+  encode_stopped_at_ = i;
+  encode_stopped_in_headers_ = in_headers;
+  encode_body_seen_ = true;
+}
+
+void FilterManager::resumeEncodingAfter(size_t i, bool headers_too) {
+  if (headers_too) {
+    iterateEncodeHeaders(i + 1);
+    if (destroyed_ || encode_stopped_at_ != kNone) return;
+    if (encode_buffered_.empty() && encode_end_seen_) return;
   }
   Buffer body;
   body.move(encode_buffered_);
   iterateEncodeData(i + 1, body, encode_end_seen_);
 }
 
+void FilterManager::continueEncoding() {
+  if (encode_stopped_at_ == kNone || destroyed_) return;
+  size_t i = encode_stopped_at_;
+  bool in_headers = encode_stopped_in_headers_;
+  bool body_seen = encode_body_seen_;
+  encode_stopped_at_ = kNone;
+  encode_stopped_in_headers_ = false;
+  encode_buffering_ = false;
+  encode_body_seen_ = false;
+  if (in_headers && !body_seen) {
+    iterateEncodeHeaders(i + 1);
+    if (destroyed_ || encode_stopped_at_ != kNone) return;
+    // Body that arrived while the headers were held: the filter that held
+    // them has not seen it yet.
+    if (!encode_buffered_.empty()) {
+      Buffer body;
+      body.move(encode_buffered_);
+      iterateEncodeData(i, body, encode_end_seen_);
+    }
+    return;
+  }
+  resumeEncodingAfter(i, in_headers);
+}
+
 void FilterManager::injectEncodedData(Buffer& data, bool end_stream) {
   if (destroyed_) return;
   writeDataOut(data, end_stream);
+}
+
+void FilterManager::injectEncodedDataToFilterChain(const StreamEncoderFilter& from, Buffer& data,
+                                                   bool end_stream) {
+  if (destroyed_) return;
+  auto it = std::find(encoders_.begin(), encoders_.end(), &from);
+  size_t next = it == encoders_.end() ? encoders_.size() : static_cast<size_t>(it - encoders_.begin()) + 1;
+  if (end_stream) encode_end_seen_ = true;
+  iterateEncodeData(next, data, end_stream);
 }
 
 void FilterManager::writeHeadersOut(bool end_stream) {

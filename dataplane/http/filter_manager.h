@@ -74,6 +74,8 @@ class FilterManager : public DecoderFilterCallbacks,
   // EncoderFilterCallbacks
   void continueEncoding() override;
   void injectEncodedData(Buffer& data, bool end_stream) override;
+  void injectEncodedDataToFilterChain(const StreamEncoderFilter& from, Buffer& data,
+                                      bool end_stream) override;
 
   // FilterChainBuilder
   void addDecoderFilter(StreamDecoderFilterPtr filter) override;
@@ -104,8 +106,15 @@ class FilterManager : public DecoderFilterCallbacks,
  private:
   void iterateDecodeHeaders(size_t from);
   void iterateDecodeData(size_t from, Buffer& data, bool end_stream);
+  // Filter `i` asked for the whole body and it is complete: hands it over.
+  void decodeBufferedBody(size_t i);
+  // Filter `i` is done with headers (if it stopped them) and the whole
+  // buffered body: both go on to the filters after it.
+  void resumeDecodingAfter(size_t i, bool headers_too);
   void iterateEncodeHeaders(size_t from);
   void iterateEncodeData(size_t from, Buffer& data, bool end_stream);
+  void encodeBufferedBody(size_t i);
+  void resumeEncodingAfter(size_t i, bool headers_too);
   void writeHeadersOut(bool end_stream);
   void writeDataOut(Buffer& data, bool end_stream);
 
@@ -124,6 +133,9 @@ class FilterManager : public DecoderFilterCallbacks,
   size_t decode_stopped_at_ = kNone;
   bool decode_stopped_in_headers_ = false;
   bool decode_buffering_ = false;  // the stopped filter asked to buffer
+  // The stopped filter stopped the headers and has seen the whole body
+  // (StopAllIterationAndBuffer): it resumes both.
+  bool decode_body_seen_ = false;
   Buffer decode_buffered_;
   bool request_complete_ = false;
   bool decode_done_ = false;  // local reply sent or stream over
@@ -133,6 +145,7 @@ class FilterManager : public DecoderFilterCallbacks,
   size_t encode_stopped_at_ = kNone;
   bool encode_stopped_in_headers_ = false;
   bool encode_buffering_ = false;
+  bool encode_body_seen_ = false;
   Buffer encode_buffered_;
   bool encode_end_seen_ = false;
   bool response_headers_encoded_ = false;  // passed all encoder filters

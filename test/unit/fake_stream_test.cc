@@ -30,6 +30,7 @@ class Recorder : public http::StreamDecoderFilter, public http::StreamEncoderFil
   }
   FilterDataStatus decodeData(Buffer& data, bool end) override {
     journal_->push_back(name_ + ".dd(" + data.toString() + ")" + (end ? "!" : ""));
+    held_body = &data;
     return decode_data;
   }
   FilterHeadersStatus encodeHeaders(http::ResponseHeaders& h, bool end) override {
@@ -39,6 +40,7 @@ class Recorder : public http::StreamDecoderFilter, public http::StreamEncoderFil
   }
   FilterDataStatus encodeData(Buffer& data, bool end) override {
     journal_->push_back(name_ + ".ed(" + data.toString() + ")" + (end ? "!" : ""));
+    held_body = &data;
     return encode_data;
   }
   void onDestroy() override { journal_->push_back(name_ + ".destroy"); }
@@ -49,6 +51,9 @@ class Recorder : public http::StreamDecoderFilter, public http::StreamEncoderFil
   FilterDataStatus encode_data = FilterDataStatus::Continue;
   http::DecoderFilterCallbacks* decoder = nullptr;
   http::EncoderFilterCallbacks* encoder = nullptr;
+  // The buffer last given to decodeData/encodeData: the manager's, when
+  // the filter holds a whole body.
+  Buffer* held_body = nullptr;
 
  private:
   std::string name_;
@@ -215,9 +220,102 @@ TEST(FakeStreamTest, EncoderStopInHeadersBuffersTheBodyUntilContinue) {
   EXPECT_EQ(c.stream.responseStatus(), 201);
   EXPECT_EQ(c.stream.response_body, "made");
   EXPECT_TRUE(c.stream.response_complete);
-  // f0 never saw the body: the manager writes the buffered body to the
-  // codec once the headers pass (ActiveStream::iterateEncodeHeaders).
-  EXPECT_EQ(c.journal, (Journal{"f0.dh!", "f1.dh!", "f1.eh", "f0.eh"}));
+  // The body that waited behind the held headers goes through the filter
+  // that held them and every one after it.
+  EXPECT_EQ(c.journal,
+            (Journal{"f0.dh!", "f1.dh!", "f1.eh", "f0.eh", "f1.ed(made)!", "f0.ed(made)!"}));
+}
+
+TEST(FakeStreamTest, StopAllAndBufferHandsTheWholeRequestBodyToTheFilterThatHeldTheHeaders) {
+  Chain c(3);
+  c.filters[1]->decode_headers = FilterHeadersStatus::StopAllIterationAndBuffer;
+  c.filters[1]->decode_data = FilterDataStatus::StopIterationNoBuffer;
+  c.stream.decodeHeaders(false);
+  c.stream.decodeData("a", false);
+  c.stream.decodeData("b", true);
+  // f1 gets the body once, whole; nothing reaches f2 yet.
+  EXPECT_EQ(c.journal, (Journal{"f0.dh", "f1.dh", "f0.dd(a)", "f0.dd(b)!", "f1.dd(ab)!"}));
+  EXPECT_FALSE(c.stream.headers_passed_chain);
+
+  // What a plugin does: rewrites the held body, then resumes. The headers
+  // go on without end_stream, then the rewritten body, once.
+  c.journal.clear();
+  c.filters[1]->held_body->clear();
+  c.filters[1]->held_body->add("rewritten");
+  c.filters[1]->decoder->continueDecoding();
+  EXPECT_EQ(c.journal, (Journal{"f2.dh", "f2.dd(rewritten)!"}));
+  EXPECT_EQ(c.stream.body_passed_chain, "rewritten");
+  EXPECT_TRUE(c.stream.end_stream_passed_chain);
+}
+
+TEST(FakeStreamTest, StopAllAndBufferReturningContinueLetsHeadersAndBodyGoOn) {
+  Chain c(2);
+  c.filters[0]->decode_headers = FilterHeadersStatus::StopAllIterationAndBuffer;
+  c.stream.decodeHeaders(false);
+  c.stream.decodeData("xy", true);
+  EXPECT_EQ(c.journal, (Journal{"f0.dh", "f0.dd(xy)!", "f1.dh", "f1.dd(xy)!"}));
+  EXPECT_EQ(c.stream.body_passed_chain, "xy");
+}
+
+TEST(FakeStreamTest, StopAllAndBufferAfterAnEarlierStopGetsTheBodyThatAlreadyArrived) {
+  Chain c(3);
+  c.filters[0]->decode_headers = FilterHeadersStatus::StopIteration;
+  c.filters[1]->decode_headers = FilterHeadersStatus::StopAllIterationAndBuffer;
+  c.stream.decodeHeaders(false);
+  c.stream.decodeData("whole", true);
+  c.filters[0]->decoder->continueDecoding();
+  EXPECT_EQ(c.journal, (Journal{"f0.dh", "f1.dh", "f1.dd(whole)!", "f2.dh", "f2.dd(whole)!"}));
+}
+
+TEST(FakeStreamTest, StopAllAndBufferWithoutABodyIsAPlainStop) {
+  Chain c(2);
+  c.filters[0]->decode_headers = FilterHeadersStatus::StopAllIterationAndBuffer;
+  c.stream.decodeHeaders(true);
+  EXPECT_EQ(c.journal, (Journal{"f0.dh!"}));
+  c.filters[0]->decoder->continueDecoding();
+  EXPECT_EQ(c.journal, (Journal{"f0.dh!", "f1.dh!"}));
+  EXPECT_TRUE(c.stream.end_stream_passed_chain);
+}
+
+TEST(FakeStreamTest, EncoderStopAllAndBufferRewritesTheWholeResponseBeforeItsHeadersGo) {
+  Chain c(2);
+  c.filters[1]->encode_headers = FilterHeadersStatus::StopAllIterationAndBuffer;
+  c.filters[1]->encode_data = FilterDataStatus::StopIterationNoBuffer;
+  c.stream.decodeHeaders(true);
+  auto headers = std::make_unique<http::ResponseHeaders>();
+  headers->status = 200;
+  c.stream.encodeHeaders(std::move(headers), false);
+  Buffer part;
+  part.add("ab");
+  c.stream.encodeData(part, false);
+  part.add("cd");
+  c.stream.encodeData(part, true);
+  EXPECT_EQ(c.stream.responseStatus(), 0);
+  c.filters[1]->held_body->clear();
+  c.filters[1]->held_body->add("new");
+  c.filters[1]->encoder->continueEncoding();
+  EXPECT_EQ(c.stream.responseStatus(), 200);
+  EXPECT_EQ(c.stream.response_body, "new");
+  EXPECT_TRUE(c.stream.response_complete);
+  EXPECT_EQ(c.journal, (Journal{"f0.dh!", "f1.dh!", "f1.eh", "f1.ed(abcd)!", "f0.eh",
+                                "f0.ed(new)!"}));
+}
+
+TEST(FakeStreamTest, DataInjectedIntoTheChainGoesThroughTheEncodersAfterTheInjector) {
+  Chain c(3);
+  c.filters[2]->encode_data = FilterDataStatus::StopIterationNoBuffer;
+  c.stream.decodeHeaders(true);
+  c.stream.encodeHeaders(std::make_unique<http::ResponseHeaders>(), false);
+  Buffer chunk;
+  chunk.add("one");
+  c.stream.encodeData(chunk, false);
+  Buffer later;
+  later.add("ONE");
+  c.filters[2]->encoder->injectEncodedDataToFilterChain(*c.filters[2], later, true);
+  EXPECT_EQ(c.stream.response_body, "ONE");
+  EXPECT_TRUE(c.stream.response_complete);
+  EXPECT_EQ(c.journal, (Journal{"f0.dh!", "f1.dh!", "f2.dh!", "f2.eh", "f1.eh", "f0.eh",
+                                "f2.ed(one)", "f1.ed(ONE)!", "f0.ed(ONE)!"}));
 }
 
 TEST(FakeStreamTest, InjectedDataSkipsTheEncodersAndGoesToTheClient) {
