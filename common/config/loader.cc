@@ -50,6 +50,11 @@ struct Settings {
   int64_t ipv6_prefix = 64, max_ip_entries = 100000, auth_failures_per_ip = 20;
   std::string data_dir = "/var/lib/eldric-edge";
   std::string plugins_dir;
+  // "plugins": how this host runs them.
+  std::string plugins_python;
+  bool plugins_require_sandbox = false;
+  int64_t plugins_max_message_kb = 0;
+  std::string plugins_runtime_dir;
   bool has_farm_peers = false;
   FarmOptions farm;
   int64_t sync_interval_ms = 5000;
@@ -265,6 +270,14 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
            }},
           {"data_dir", w.string(&s.data_dir)},
           {"plugins_dir", w.string(&s.plugins_dir)},
+          {"plugins",
+           [&](const Value& v, const std::string& p) {
+             w.object(v, p,
+                      {{"python", w.string(&s.plugins_python)},
+                       {"require_sandbox", w.boolean(&s.plugins_require_sandbox)},
+                       {"max_message_kb", w.integer(&s.plugins_max_message_kb, 64, 1 << 20)},
+                       {"runtime_dir", w.string(&s.plugins_runtime_dir)}});
+           }},
           {"farm",
            [&](const Value& v, const std::string& p) {
              std::vector<std::string> peers;
@@ -505,6 +518,11 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   snap.mutable_access_log()->set_path(s.access_log);
   snap.set_data_dir(s.data_dir);
   out->plugins_dir = s.plugins_dir;
+  auto* plugins = snap.mutable_plugins();
+  plugins->set_python(s.plugins_python);
+  plugins->set_require_sandbox(s.plugins_require_sandbox);
+  plugins->set_max_message_bytes(static_cast<uint64_t>(s.plugins_max_message_kb) * 1024);
+  plugins->set_runtime_dir(s.plugins_runtime_dir);
   if (s.mode == "farm" && !s.plugins_dir.empty()) {
     out->warnings.push_back(
         "plugins_dir is read by the control plane in a farm (its config's plugins_dir); this "

@@ -333,7 +333,7 @@ RestReply handleClientsRest(const AdminContext& ctx, const std::string& method,
 
 namespace {
 
-void writePlugin(Writer& w, const PluginRecord& p) {
+void writePlugin(Writer& w, const PluginRecord& p, const std::string& runtime = {}) {
   w.StartObject();
   w.Key("id");
   w.String(p.id.c_str());
@@ -349,15 +349,24 @@ void writePlugin(Writer& w, const PluginRecord& p) {
   w.Int64(p.created_at);
   w.Key("updated_at");
   w.Int64(p.updated_at);
+  // What the running plugin says (status, restarts, pipe models).
+  if (!runtime.empty()) {
+    w.Key("runtime");
+    w.RawValue(runtime.data(), runtime.size(), rapidjson::kObjectType);
+  }
   // Valves are not listed: they may hold secrets and have their own
   // endpoint.
   w.EndObject();
 }
 
-std::string pluginJson(const PluginRecord& p) {
+std::string pluginRuntime(const AdminContext& ctx, const std::string& id, bool detailed) {
+  return ctx.plugin_runtime ? ctx.plugin_runtime(id, detailed) : std::string();
+}
+
+std::string pluginJson(const PluginRecord& p, const std::string& runtime = {}) {
   rapidjson::StringBuffer sb;
   Writer w(sb);
-  writePlugin(w, p);
+  writePlugin(w, p, runtime);
   return std::string(sb.GetString(), sb.GetSize());
 }
 
@@ -384,7 +393,7 @@ RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method,
   if (rest.empty()) {
     if (method != "GET") return error(405, "use GET to list plugins", "method_not_allowed");
     return listReply([&](Writer& w) {
-      for (const auto& p : ctx.store->listPlugins()) writePlugin(w, p);
+      for (const auto& p : ctx.store->listPlugins()) writePlugin(w, p, pluginRuntime(ctx, p.id, false));
     });
   }
   // /{id} and /{id}/{action}
@@ -399,7 +408,7 @@ RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method,
 
   if (action.empty()) {
     if (method != "GET") return error(405, "use GET on a plugin", "method_not_allowed");
-    return RestReply{200, pluginJson(*plugin), ""};
+    return RestReply{200, pluginJson(*plugin, pluginRuntime(ctx, id, true)), ""};
   }
   std::string err;
   bool not_found = false;
@@ -423,6 +432,10 @@ RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method,
   // The parse error and where, never the text: valves may hold secrets.
   if (!json::parse(doc, body, &jerr)) return error(400, "request body is " + jerr, "invalid_json");
   if (!doc.IsObject()) return error(400, "valves must be a JSON object", "invalid_valves");
+  std::string field;
+  if (ctx.check_valves && !ctx.check_valves(id, body, &err, &field)) {
+    return error(400, err, "invalid_valves");
+  }
   PluginRecord out;
   if (!ctx.store->setPluginValves(id, body, &out, &err, &not_found)) {
     return not_found ? pluginNotFound(id) : storeFailure(err, 400, "invalid_valves");

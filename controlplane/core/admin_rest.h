@@ -35,6 +35,15 @@ struct AdminContext {
   // its "connected" and report times are null).
   std::string mode = "single";
   std::function<void(edge::v1::FarmStatus* out)> farm_status;
+  // Optional, where plugins run (the standalone Edge): a plugin's runtime
+  // status as a JSON object, shown as "runtime" ("" if it does not run
+  // here); `detailed` adds its valves schema and description.
+  std::function<std::string(const std::string& id, bool detailed)> plugin_runtime;
+  // Optional: checks valves against the running plugin's schema before
+  // they are stored; false with `*error` and the `*field` at fault.
+  std::function<bool(const std::string& id, const std::string& valves_json, std::string* error,
+                     std::string* field)>
+      check_valves;
 };
 
 // Handles METHOD PATH (path without query) with BODY. Sets `*changed` when

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/crypto.h"
+#include "common/hex.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "rapidjson/document.h"
@@ -156,6 +158,212 @@ bool syncPluginDirLogged(const std::string& dir, Store& store, std::string* erro
                                          {"plugins", log::num(static_cast<long long>(found))}});
   }
   return ok;
+}
+
+}  // namespace eldric::controlplane
+
+namespace eldric::controlplane {
+namespace {
+
+// What the data plane accepts as a file's path (see filters/plugins).
+bool plainName(const std::string& name) {
+  if (name.empty() || name[0] == '.' || name.size() > 128) return false;
+  for (char c : name) {
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) return false;
+  }
+  return true;
+}
+
+struct CodeWalk {
+  std::vector<std::pair<std::string, std::string>> files;  // relative path, content
+  size_t bytes = 0;
+  std::string error;
+};
+
+bool walk(const std::string& root, const std::string& rel, int depth, CodeWalk* w) {
+  std::string path = rel.empty() ? root : root + "/" + rel;
+  DIR* d = opendir(path.c_str());
+  if (!d) {
+    w->error = path + ": " + strerror(errno);
+    return false;
+  }
+  std::vector<std::string> names;
+  while (dirent* e = readdir(d)) names.emplace_back(e->d_name);
+  closedir(d);
+  std::sort(names.begin(), names.end());
+  for (const auto& name : names) {
+    if (name == "." || name == ".." || name[0] == '.' || name == "__pycache__") continue;
+    if (rel.empty() && name == "valves.json") continue;  // settings come from the store
+    std::string child_rel = rel.empty() ? name : rel + "/" + name;
+    std::string child = root + "/" + child_rel;
+    struct stat st;
+    if (lstat(child.c_str(), &st) != 0) continue;
+    if (S_ISLNK(st.st_mode)) continue;  // never followed out of the folder
+    if (!plainName(name)) {
+      w->error = child + ": a name other than letters, digits, '.', '_' and '-'";
+      return false;
+    }
+    if (S_ISDIR(st.st_mode)) {
+      if (depth >= 8) {
+        w->error = child + ": nested too deep";
+        return false;
+      }
+      if (!walk(root, child_rel, depth + 1, w)) return false;
+      continue;
+    }
+    if (!S_ISREG(st.st_mode)) continue;
+    if (static_cast<size_t>(st.st_size) > kMaxPluginFileBytes) {
+      w->error = child + ": larger than " + std::to_string(kMaxPluginFileBytes) + " bytes";
+      return false;
+    }
+    if (w->files.size() >= kMaxPluginFiles) {
+      w->error = root + ": more than " + std::to_string(kMaxPluginFiles) + " files";
+      return false;
+    }
+    std::ifstream in(child, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    if (!in && !in.eof()) {
+      w->error = child + ": cannot be read";
+      return false;
+    }
+    std::string content = ss.str();
+    w->bytes += content.size();
+    if (w->bytes > kMaxPluginCodeBytes) {
+      w->error = root + ": more than " + std::to_string(kMaxPluginCodeBytes) + " bytes of code";
+      return false;
+    }
+    w->files.emplace_back(child_rel, std::move(content));
+  }
+  return true;
+}
+
+uint64_t uintMember(const rapidjson::Value& obj, const char* key, uint64_t max, std::string* bad) {
+  auto it = obj.FindMember(key);
+  if (it == obj.MemberEnd()) return 0;
+  if (!it->value.IsUint64() || it->value.GetUint64() > max) {
+    *bad = std::string("\"") + key + "\" must be a whole number up to " + std::to_string(max);
+    return 0;
+  }
+  return it->value.GetUint64();
+}
+
+void setMs(google::protobuf::Duration* d, uint64_t ms) {
+  if (!ms) return;
+  d->set_seconds(static_cast<int64_t>(ms / 1000));
+  d->set_nanos(static_cast<int32_t>((ms % 1000) * 1000000));
+}
+
+// The manifest's runtime settings into `p`. Empty on success, else why.
+std::string readManifest(const rapidjson::Value& m, edge::v1::RunnablePlugin* p) {
+  std::string bad;
+  auto on_error = m.FindMember("on_error");
+  if (on_error != m.MemberEnd()) {
+    std::string v = on_error->value.IsString() ? on_error->value.GetString() : "";
+    if (v == "fail_open") {
+      p->set_on_error(edge::v1::PLUGIN_ERROR_POLICY_FAIL_OPEN);
+    } else if (v == "fail_closed") {
+      p->set_on_error(edge::v1::PLUGIN_ERROR_POLICY_FAIL_CLOSED);
+    } else {
+      return "\"on_error\" must be \"fail_open\" or \"fail_closed\"";
+    }
+  }
+  p->set_processes(static_cast<uint32_t>(uintMember(m, "processes", 16, &bad)));
+  auto network = m.FindMember("network");
+  if (network != m.MemberEnd()) {
+    if (!network->value.IsBool()) return "\"network\" must be true or false";
+    p->set_network(network->value.GetBool());
+  }
+  auto models = m.FindMember("models");
+  if (models != m.MemberEnd()) {
+    if (!models->value.IsArray()) return "\"models\" must be a list of model ids";
+    for (const auto& v : models->value.GetArray()) {
+      if (!v.IsString()) return "\"models\" must be a list of model ids";
+      p->add_models(v.GetString(), v.GetStringLength());
+    }
+  }
+  auto timeouts = m.FindMember("timeouts");
+  if (timeouts != m.MemberEnd()) {
+    if (!timeouts->value.IsObject()) return "\"timeouts\" must be an object";
+    const auto& t = timeouts->value;
+    constexpr uint64_t kDay = 86400000;
+    setMs(p->mutable_inlet_timeout(), uintMember(t, "inlet_ms", kDay, &bad));
+    setMs(p->mutable_outlet_timeout(), uintMember(t, "outlet_ms", kDay, &bad));
+    setMs(p->mutable_stream_timeout(), uintMember(t, "stream_ms", kDay, &bad));
+    setMs(p->mutable_pipe_timeout(), uintMember(t, "pipe_ms", kDay, &bad));
+  }
+  auto limits = m.FindMember("limits");
+  if (limits != m.MemberEnd()) {
+    if (!limits->value.IsObject()) return "\"limits\" must be an object";
+    const auto& l = limits->value;
+    auto* out = p->mutable_limits();
+    out->set_memory_bytes(uintMember(l, "memory_mb", 1u << 20, &bad) << 20);
+    out->set_cpu_seconds(static_cast<uint32_t>(uintMember(l, "cpu_seconds", 1u << 30, &bad)));
+    out->set_open_files(static_cast<uint32_t>(uintMember(l, "open_files", 1u << 20, &bad)));
+    out->set_processes(static_cast<uint32_t>(uintMember(l, "processes", 1u << 20, &bad)));
+  }
+  return bad;
+}
+
+}  // namespace
+
+void addRunnablePlugins(const std::string& dir, const std::vector<PluginRecord>& plugins,
+                        edge::v1::Plugins* out, std::vector<std::string>* warnings) {
+  for (const auto& rec : plugins) {
+    if (!rec.enabled || (rec.type != "filter" && rec.type != "pipe")) continue;
+    const std::string pdir = dir + "/" + rec.id;
+    std::string text;
+    int rc = readSmallFile(pdir + "/manifest.json", &text);
+    if (rc != 0) {
+      // Enabled in the store but not installed here (removed, or another
+      // member's folder): nothing to run.
+      if (rc != ENOENT) warnings->push_back("plugin not run: " + pdir + "/manifest.json: " + strerror(rc));
+      continue;
+    }
+    rapidjson::Document m;
+    std::string jerr;
+    if (!json::parse(m, text, &jerr) || !m.IsObject()) {
+      warnings->push_back("plugin not run: " + pdir + "/manifest.json: " +
+                          (jerr.empty() ? "not a JSON object" : jerr));
+      continue;
+    }
+    edge::v1::RunnablePlugin p;
+    p.set_id(rec.id);
+    p.set_name(rec.name.empty() ? rec.id : rec.name);
+    p.set_type(rec.type);
+    p.set_valves_json(rec.valves_json);
+    std::string bad = readManifest(m, &p);
+    if (!bad.empty()) {
+      warnings->push_back("plugin not run: " + pdir + "/manifest.json: " + bad);
+      continue;
+    }
+    CodeWalk w;
+    if (!walk(pdir, "", 0, &w)) {
+      warnings->push_back("plugin not run: " + w.error);
+      continue;
+    }
+    std::string index;
+    bool has_main = false;
+    for (auto& [path, content] : w.files) {
+      if (path == "main.py") has_main = true;
+      auto* f = p.add_files();
+      f->set_path(path);
+      unsigned char digest[32];
+      crypto::sha256(content.data(), content.size(), digest);
+      f->set_sha256(digest, 32);
+      index += path;
+      index.push_back('\0');
+      index += hexEncode(std::string_view(reinterpret_cast<const char*>(digest), 32));
+      index.push_back('\n');
+      f->set_content(std::move(content));
+    }
+    if (!has_main) {
+      warnings->push_back("plugin not run: " + pdir + ": no main.py");
+      continue;
+    }
+    p.set_code_sha256(crypto::sha256Hex(index));
+    *out->add_plugins() = std::move(p);
+  }
 }
 
 }  // namespace eldric::controlplane

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "controlplane/core/store.h"
+#include "eldric/edge/v1/snapshot.pb.h"
 
 namespace eldric::controlplane {
 
@@ -38,5 +39,25 @@ bool syncPluginDir(const std::string& dir, Store& store, std::vector<std::string
 // syncPluginDir for a daemon: each warning and the count go to the log
 // (both daemons read their plugins directory this way).
 bool syncPluginDirLogged(const std::string& dir, Store& store, std::string* error);
+
+// The enabled plugins the data plane runs (types filter and pipe) from
+// `plugins` (the store's records) whose folders are in `dir`, appended to
+// `out` with their code (every regular file of the folder but
+// valves.json, dot-files and __pycache__; at most kMaxPluginFiles files,
+// kMaxPluginFileBytes each, kMaxPluginCodeBytes in all) and the runtime
+// settings of their manifest:
+//   "on_error": "fail_open" | "fail_closed" (default),
+//   "processes": 1-16 per worker,
+//   "timeouts": {"inlet_ms", "outlet_ms", "stream_ms", "pipe_ms"},
+//   "network": true (otherwise none in the sandbox),
+//   "models": ["model id", ...],
+//   "limits": {"memory_mb", "cpu_seconds", "open_files", "processes"}.
+// A plugin whose folder or manifest cannot be used is left out, with a
+// warning that names the file and the reason (never a valve).
+inline constexpr size_t kMaxPluginFiles = 256;
+inline constexpr size_t kMaxPluginFileBytes = 1u << 20;
+inline constexpr size_t kMaxPluginCodeBytes = 8u << 20;
+void addRunnablePlugins(const std::string& dir, const std::vector<PluginRecord>& plugins,
+                        edge::v1::Plugins* out, std::vector<std::string>* warnings);
 
 }  // namespace eldric::controlplane

@@ -28,6 +28,9 @@ struct CompiledRoute;
 struct FilterFactoryContext {
   const RuntimeConfig& config;
   const CompiledRoute* route = nullptr;  // null for kHttpFilters entries
+  // The config's worker_settings, for an entry that leaves something for
+  // the workers (kHttpFilters entries only; null for handlers).
+  http::FilterState* worker_settings = nullptr;
 };
 
 // Makes the factory, once per compiled config (per route for a terminal
@@ -48,7 +51,14 @@ class FilterRegistry {
 // The filters every route runs, in request order, before its terminal
 // handler: the per-IP limit (before any work), who is calling, whether they
 // may, and what they use.
-inline constexpr std::string_view kHttpFilters[] = {"ratelimit.ip", "auth", "ratelimit", "usage"};
+// Plugins see who is calling, before the usage filter: what their inlets
+// make of a request is what the key's model list and token counts apply
+// to (a pipe checks the model list itself), and on the way back the usage
+// filter counts what the upstream sent before their stream hooks rewrite
+// it. (They must also come first for the manager: they hold a request's
+// headers until its body is complete, and the usage filter buffers bodies.)
+inline constexpr std::string_view kHttpFilters[] = {"ratelimit.ip", "auth", "ratelimit", "plugins",
+                                                    "usage"};
 
 // Terminal handlers, by what a route's action names.
 inline constexpr std::string_view kRouterFilter = "router";       // a cluster

@@ -61,7 +61,9 @@ bool buildFilterChains(const FilterRegistry& filters, RuntimeConfig& cfg, std::s
       return false;
     }
     http::FilterFactory factory;
-    if (!(*maker)(FilterFactoryContext{cfg, nullptr}, &factory, error)) return false;
+    if (!(*maker)(FilterFactoryContext{cfg, nullptr, &cfg.worker_settings}, &factory, error)) {
+      return false;
+    }
     shared.push_back(std::move(factory));
   }
   for (auto& route : cfg.routes) {

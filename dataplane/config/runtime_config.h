@@ -44,6 +44,11 @@ struct RuntimeConfig : http::RouteConfig {
   uint32_t max_connections = 50000;
   uint32_t max_active_requests = 10000;
   uint64_t max_rss_bytes = 0;  // 0: off
+  // What filter entries compiled for the workers rather than for each
+  // stream (the plugins each worker runs), under keys their owners
+  // define; a worker reads them when it switches to this config. Filled
+  // while compiling, through FilterFactoryContext::worker_settings.
+  http::FilterState worker_settings;
 
   const std::string& version() const { return snapshot.version(); }
   const CompiledListener* listener(std::string_view name) const;

@@ -38,4 +38,9 @@ std::string sseErrorEvent(std::string_view message, std::string_view type, std::
   return "event: error\ndata: " + errorBody(message, type, code) + "\n\n";
 }
 
+ErrorReply modelNotAllowed(std::string_view model) {
+  return ErrorReply{403, "model \"" + std::string(model) + "\" is not allowed for this API key",
+                    "permission_error", "model_not_allowed"};
+}
+
 }  // namespace eldric::http

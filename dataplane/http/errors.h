@@ -23,6 +23,9 @@ const char* defaultErrorType(int status);
 std::string errorBody(std::string_view message, std::string_view type, std::string_view code);
 // An SSE event that carries the same error object, for streams that break
 // after their headers went out.
+// 403: a key limited to some models asked for another.
+ErrorReply modelNotAllowed(std::string_view model);
+
 std::string sseErrorEvent(std::string_view message, std::string_view type, std::string_view code);
 
 }  // namespace eldric::http

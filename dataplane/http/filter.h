@@ -40,7 +40,9 @@ enum class FilterHeadersStatus {
   // StopIterationNoBuffer and resume later with continueDecoding() /
   // continueEncoding(); until then the filter may rewrite the buffer it
   // was given and the headers (a new content-length). Without a body
-  // (end_stream in the headers) it is StopIteration.
+  // (end_stream in the headers) it is StopIteration. The manager keeps one
+  // stop at a time, so no filter before this one may stop the body
+  // meanwhile: such a filter (one that reads whole bodies) goes after it.
   StopAllIterationAndBuffer,
 };
 
@@ -70,6 +72,13 @@ struct ClientIdentity {
   std::vector<std::string> allowed_models;  // empty: all
   int64_t expires_at = 0;
   bool hasScope(int scope) const { return (scopes >> scope) & 1u; }
+  bool allowsModel(std::string_view model) const {
+    if (allowed_models.empty()) return true;
+    for (const auto& m : allowed_models) {
+      if (m == model) return true;
+    }
+    return false;
+  }
 };
 
 // A typed slot in a stream's FilterState. The filter that owns the slot

@@ -135,6 +135,8 @@ std::string BuiltinFilter::healthJson(int* status) {
   out += ",\"routers_healthy\":" + std::to_string(healthy);
   out += ",\"routers_total\":" + std::to_string(total);
   out += ",\"routers\":" + list;
+  // A plugin in trouble shows here; it does not make the Edge unhealthy.
+  if (state_.plugins_health) out += ",\"plugins\":" + state_.plugins_health();
   if (state_.farm_view) {
     // Losing the control plane does not make the Edge unhealthy: it serves
     // on with the last good snapshot. Said here, not in the status code.
@@ -352,6 +354,7 @@ std::string BuiltinFilter::metricsText() {
       static_cast<long long>(state_.active_requests.load()), state_.rss_bytes.load(),
       state_.overload_refused.load(), state_.overload_shed_idle.load());
   out += line;
+  if (state_.plugins_metrics) state_.plugins_metrics(out);
   // Who was refused, and why: bounded labels (reasons, tiers, client
   // names from the registry), never a key or an IP.
   auto& as = filters::auth::stats();

@@ -27,6 +27,9 @@
 #include "filters/auth/auth_filter.h"
 #include "filters/auth/session.h"
 #include "filters/auth/session_filter.h"
+#include "filters/plugins/host_script.h"
+#include "filters/plugins/plugin_filter.h"
+#include "filters/plugins/valves.h"
 #include "filters/ratelimit/ratelimit_filter.h"
 #include "filters/usage/usage_filter.h"
 #include "rapidjson/document.h"
@@ -36,7 +39,12 @@ namespace eldric::server {
 // ---------------------------------------------------------------------------
 // Server
 
-Server::Server(config::CommandLine cli) : cli_(std::move(cli)) { registerFilters(); }
+Server::Server(config::CommandLine cli)
+    : cli_(std::move(cli)), plugin_runtime_(filters::plugins::kHostScript) {
+  registerFilters();
+  state_.plugins_health = [this] { return plugin_runtime_.healthJson(); };
+  state_.plugins_metrics = [this](std::string& out) { plugin_runtime_.appendMetrics(out); };
+}
 
 config::RuntimeConfigSharedPtr Server::config() const {
   std::lock_guard<std::mutex> lock(config_mutex_);
@@ -214,6 +222,14 @@ bool Server::applyFarmSnapshot(const edge::v1::Snapshot& pushed, std::string* er
   snapshot.set_data_dir(local_snapshot_.data_dir());
   *snapshot.mutable_access_log() = local_snapshot_.access_log();
   snapshot.set_worker_threads(local_snapshot_.worker_threads());
+  // The farm says which plugins run; this host says how (its interpreter,
+  // where their code goes, whether a sandbox is required).
+  const auto& local_plugins = local_snapshot_.plugins();
+  auto* plugins = snapshot.mutable_plugins();
+  plugins->set_python(local_plugins.python());
+  plugins->set_require_sandbox(local_plugins.require_sandbox());
+  plugins->set_max_message_bytes(local_plugins.max_message_bytes());
+  plugins->set_runtime_dir(local_plugins.runtime_dir());
   auto next = build(snapshot, error);
   if (!next) return false;
   base_snapshot_ = snapshot;
@@ -333,6 +349,12 @@ config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std
     } else {
       log::error("stored session logouts not read", {{"error", log::str(why)}});
     }
+    if (!plugins_dir_.empty()) {
+      std::vector<std::string> warnings;
+      controlplane::addRunnablePlugins(plugins_dir_, store_->listPlugins(), snap.mutable_plugins(),
+                                       &warnings);
+      for (const auto& w : warnings) log::warn(w);
+    }
   }
   // The rate limiter's counters outlive configs; a new window or table
   // size starts them afresh. Swapped before compiling: the filters made
@@ -388,6 +410,16 @@ void Server::registerFilters() {
   filters_.add("usage", [this](const config::FilterFactoryContext& ctx, http::FilterFactory* out,
                                std::string*) {
     *out = filters::usage::makeFactory(compiling_limits_, compiling_state_);
+    return true;
+  });
+  // The plugins the config enables: their code written out and their
+  // processes described for the workers, which start them on switching.
+  filters_.add("plugins", [this](const config::FilterFactoryContext& ctx, http::FilterFactory* out,
+                                 std::string* error) {
+    std::shared_ptr<filters::plugins::PluginsConfig> plugins;
+    if (!plugin_runtime_.compile(ctx.config.snapshot.plugins(), &plugins, error)) return false;
+    ctx.worker_settings->set(filters::plugins::kPluginsConfigKey, std::move(plugins));
+    *out = filters::plugins::makeFactory();
     return true;
   });
   // Terminal handlers.
@@ -537,18 +569,27 @@ void Server::reload() {
   config::LoadResult loaded;
   std::string error;
   config::RuntimeConfigSharedPtr next;
-  if (config::load(cli_, &loaded, &error)) next = build(loaded.snapshot, &error);
-  if (!next) {
+  if (!config::load(cli_, &loaded, &error)) {
     state_.reloads_failed.fetch_add(1);
     log::error("reload failed; keeping the running config", {{"error", log::str(error)}});
     return;
   }
+  // Plugins first: the config built below runs their code as it now is.
+  std::string plugins_error;
   if (!loaded.plugins_dir.empty() &&
-      !controlplane::syncPluginDirLogged(loaded.plugins_dir, *store_, &error)) {
+      !controlplane::syncPluginDirLogged(loaded.plugins_dir, *store_, &plugins_error)) {
     // The plugins' state is kept as it was; the rest of the config applies.
-    log::error("plugins directory not re-read", {{"error", log::str(error)}});
+    log::error("plugins directory not re-read", {{"error", log::str(plugins_error)}});
   }
+  std::string previous_plugins_dir = plugins_dir_;
   plugins_dir_ = loaded.plugins_dir;
+  next = build(loaded.snapshot, &error);
+  if (!next) {
+    plugins_dir_ = previous_plugins_dir;
+    state_.reloads_failed.fetch_add(1);
+    log::error("reload failed; keeping the running config", {{"error", log::str(error)}});
+    return;
+  }
   for (const auto& w : loaded.warnings) log::warn(w);
   base_snapshot_ = loaded.snapshot;
   applyConfig(next);
@@ -851,6 +892,13 @@ AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::s
     m->set_build_version("eldric-edge 0.1.0");
     m->set_acked_version(cfg->version());
     addUpstreamViews(*cfg, main_.nowMs(), m->mutable_upstreams());
+  };
+  ctx.plugin_runtime = [this](const std::string& id, bool detailed) {
+    return plugin_runtime_.statusJson(id, detailed);
+  };
+  ctx.check_valves = [this](const std::string& id, const std::string& valves, std::string* error,
+                            std::string* field) {
+    return filters::plugins::validateValves(plugin_runtime_.valvesSchema(id), valves, error, field);
   };
   controlplane::RestReply r = controlplane::handleAdminRest(ctx, method, path, body, changed);
   // The path names the client or plugin; bodies (keys, valves) are never logged.

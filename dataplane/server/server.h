@@ -19,6 +19,7 @@
 #include "dataplane/upstream/health_checker.h"
 #include "filters/auth/auth_filter.h"
 #include "filters/auth/session.h"
+#include "filters/plugins/runtime.h"
 #include "filters/ratelimit/limiter.h"
 #include "filters/ratelimit/ratelimit_filter.h"
 
@@ -116,6 +117,8 @@ class Server : public AdminBackend {
   bool dns_rebuild_pending_ = false;  // an address changed; its rebuild failed
   int access_log_fd_ = -1;
   std::string access_log_path_;
+  // Writes plugins' code, probes the sandbox, keeps their status.
+  filters::plugins::Runtime plugin_runtime_;
   std::unique_ptr<controlplane::Store> store_;
   edge::v1::Snapshot base_snapshot_;  // from the file and flags
   std::string plugins_dir_;           // standalone: scanned at start and SIGHUP

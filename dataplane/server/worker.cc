@@ -30,7 +30,24 @@ Worker::Worker(Server& server, uint32_t index, config::RuntimeConfigSharedPtr co
   // Not owned by the slot: the router context lives as long as the worker.
   worker_locals_.set(router::kRouterContextKey, std::shared_ptr<router::RouterContext>(
                                                     std::shared_ptr<void>(), &router_context_));
+  plugin_host_ = std::make_unique<filters::plugins::PluginHost>(dispatcher_);
+  worker_locals_.set(filters::plugins::kPluginHostKey,
+                     std::shared_ptr<filters::plugins::PluginHost>(std::shared_ptr<void>(),
+                                                                   plugin_host_.get()));
   access_log_fd_ = server.accessLogFd();
+}
+
+void Worker::applyPlugins(const config::RuntimeConfigSharedPtr& config) {
+  filters::plugins::PluginsConfig* plugins =
+      config->worker_settings.get(filters::plugins::kPluginsConfigKey);
+  if (!plugins) {
+    if (!plugin_host_->empty()) {
+      plugin_host_->apply(std::make_shared<const filters::plugins::PluginsConfig>());
+    }
+    return;
+  }
+  // The config holds its plugins: the host keeps the config alive.
+  plugin_host_->apply(filters::plugins::PluginsConfigSharedPtr(config, plugins));
 }
 
 Worker::~Worker() {
@@ -51,6 +68,8 @@ void Worker::start(const std::vector<std::pair<int, std::string>>& listen_fds) {
     listeners_.push_back(std::move(l));
   }
   http1_upstreams_->onClusters(config_->clusters);
+  // On the worker's own loop: its plugin processes belong to it.
+  dispatcher_.post([this, config = config_] { applyPlugins(config); });
   access_log_timer_ = dispatcher_.createTimer([this] {
     flushAccessLog();
     access_log_timer_->enable(200);
@@ -67,6 +86,7 @@ void Worker::setConfig(config::RuntimeConfigSharedPtr config, std::function<void
   dispatcher_.post([this, config, applied] {
     config_ = config;
     http1_upstreams_->onClusters(config->clusters);
+    applyPlugins(config);
     if (applied) applied();
   });
 }

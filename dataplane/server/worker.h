@@ -19,6 +19,7 @@
 #include "dataplane/server/farm.h"
 #include "dataplane/stats/stats.h"
 #include "dataplane/upstream/http1_upstream.h"
+#include "filters/plugins/runtime.h"
 #include "filters/ratelimit/ratelimit_filter.h"
 
 namespace eldric::server {
@@ -44,6 +45,10 @@ struct ServerState {
   std::atomic<uint64_t> overload_shed_idle{0};
   // Farm mode only: the control plane as this member sees it.
   std::function<FarmView()> farm_view;
+  // The plugins' state for /health ({"id": "running", ...}) and their
+  // series for /metrics. Thread-safe.
+  std::function<std::string()> plugins_health;
+  std::function<void(std::string& out)> plugins_metrics;
   // Read with std::atomic_load: a reload that changes the window swaps it.
   filters::ratelimit::StateSharedPtr rate_limit_state;
   filters::ratelimit::StateSharedPtr rateLimitState() const {
@@ -83,6 +88,8 @@ class Worker : public http::ConnectionManagerContext {
   void accept(ListenerHandle* l);
   void flushAccessLog();
   void maybeFinishDrain();
+  // Starts and stops this worker's plugin processes as `config` says.
+  void applyPlugins(const config::RuntimeConfigSharedPtr& config);
 
   Server& server_;
   uint32_t index_;
@@ -94,7 +101,8 @@ class Worker : public http::ConnectionManagerContext {
   std::list<http::ConnectionManager*> connections_;
   std::unique_ptr<upstream::Http1UpstreamFactory> http1_upstreams_;
   router::RouterContext router_context_;
-  http::FilterState worker_locals_;  // the router context, for its factory
+  std::unique_ptr<filters::plugins::PluginHost> plugin_host_;
+  http::FilterState worker_locals_;  // the router context and plugin host, for their factories
   bool draining_ = false;
   // Set when this worker told the server it drained: it tells it once, though
   // maybeFinishDrain() runs again on every close (and from drain() itself,

@@ -126,12 +126,8 @@ bool UsageFilter::inspectRequest(Buffer& body) {
     const auto& id = who;
     std::string model;
     if (doc.HasMember("model") && doc["model"].IsString()) model = doc["model"].GetString();
-    bool allowed = false;
-    for (const auto& m : id->allowed_models) allowed |= m == model;
-    if (!allowed) {
-      decoder_->sendLocalReply(
-          http::ErrorReply{403, "model \"" + model + "\" is not allowed for this API key",
-                           "permission_error", "model_not_allowed"});
+    if (!id->allowsModel(model)) {
+      decoder_->sendLocalReply(http::modelNotAllowed(model));
       return false;
     }
   }

@@ -1,0 +1,830 @@
+#include "filters/plugins/plugin_filter.h"
+
+#include <ctime>
+
+#include "common/json.h"
+#include "common/log.h"
+#include "dataplane/http/errors.h"
+#include "dataplane/http/route.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
+
+namespace eldric::filters::plugins {
+
+namespace {
+
+// A pipe's non-streamed text, and a streamed answer assembled for the
+// outlets, are cut here.
+constexpr size_t kMaxAssembled = 16u << 20;
+// An SSE event longer than this is passed on untouched (not filtered).
+constexpr size_t kMaxEventBytes = 1u << 20;
+
+constexpr int kNoSuchMethod = -32601;
+constexpr int kPluginRaised = -32000;
+
+std::string serialize(const rapidjson::Value& v) {
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  v.Accept(w);
+  return std::string(sb.GetString(), sb.GetSize());
+}
+
+std::string jsonString(std::string_view s) {
+  std::string out;
+  log::appendJsonString(out, s);
+  return out;
+}
+
+// "data: {...}" on one line: the JSON, else empty.
+std::string_view sseJson(std::string_view event) {
+  while (!event.empty() && (event.back() == '\n' || event.back() == '\r')) event.remove_suffix(1);
+  if (event.substr(0, 5) != "data:") return {};
+  std::string_view v = event.substr(5);
+  if (!v.empty() && v[0] == ' ') v.remove_prefix(1);
+  if (v.empty() || v[0] != '{' || v.find('\n') != std::string_view::npos) return {};
+  return v;
+}
+
+const char* scopeName(int bit) {
+  switch (bit) {
+    case 1:
+      return "inference";
+    case 2:
+      return "admin";
+    case 3:
+      return "worker";
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace
+
+PluginFilter::~PluginFilter() { onDestroy(); }
+
+void PluginFilter::onDestroy() {
+  if (calling_) {
+    PluginProcess* p = calling_;
+    calling_ = nullptr;
+    if (call_spec_) call_spec_->status->in_flight.fetch_sub(1, std::memory_order_relaxed);
+    p->cancel(call_id_);
+  }
+  phase_ = Phase::Idle;
+}
+
+Instance* PluginFilter::instance(const std::string& id) const { return host_->find(id); }
+
+std::string PluginFilter::userJson() const {
+  const auto& identity = decoder_->streamInfo().identity;
+  std::string out = "{\"id\":";
+  if (!identity) {
+    out += R"("anonymous","name":"anonymous","role":"user","scopes":[]})";
+    return out;
+  }
+  out += jsonString(identity->client_id);
+  out += ",\"name\":";
+  out += jsonString(identity->client_name);
+  out += ",\"role\":";
+  out += identity->hasScope(2) ? "\"admin\"" : "\"user\"";
+  out += ",\"scopes\":[";
+  bool first = true;
+  for (int bit = 1; bit <= 3; ++bit) {
+    if (!identity->hasScope(bit)) continue;
+    if (!first) out += ',';
+    first = false;
+    out += '"';
+    out += scopeName(bit);
+    out += '"';
+  }
+  out += "]}";
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Calls
+
+void PluginFilter::callPlugin(const PluginSpecSharedPtr& spec, Hook hook, const char* method,
+                              const std::string& params, uint64_t timeout_ms) {
+  call_spec_ = spec;
+  call_hook_ = hook;
+  call_started_ns_ = Dispatcher::monotonicNs();
+  Instance* inst = instance(spec->id);
+  PluginProcess* p = inst ? inst->pick() : nullptr;
+  if (!p) {
+    onFailure(CallFailure::NotRunning, "is not running");
+    return;
+  }
+  spec->status->in_flight.fetch_add(1, std::memory_order_relaxed);
+  calling_ = p;
+  uint64_t gen = ++call_gen_;
+  uint64_t id = p->call(method, params, timeout_ms, this);
+  if (calling_ == p && call_gen_ == gen) call_id_ = id;
+}
+
+void PluginFilter::endCall(Outcome outcome) {
+  if (!call_spec_) return;
+  PluginStatus& st = *call_spec_->status;
+  if (calling_) {
+    st.in_flight.fetch_sub(1, std::memory_order_relaxed);
+    calling_ = nullptr;
+    ++call_gen_;
+  }
+  st.count(call_hook_, outcome);
+  st.observe(call_hook_, (Dispatcher::monotonicNs() - call_started_ns_) / 1000);
+}
+
+bool PluginFilter::applyPolicy(const PluginSpec& spec, CallFailure failure, const std::string& why) {
+  if (spec.fail_open) return true;
+  bool broke = failure == CallFailure::Crashed || failure == CallFailure::BadMessage;
+  int status = broke ? 502 : 503;
+  std::string code = broke ? "plugin_failed" : "plugin_unavailable";
+  std::string message = "plugin " + spec.id + " " + why;
+  switch (phase_) {
+    case Phase::Inlet:
+      decoder_->sendLocalReply(http::ErrorReply{status, message, "server_error", code});
+      break;
+    case Phase::Stream:
+      failStream(status, code, message);
+      break;
+    case Phase::Outlet: {
+      // The answer is still held: it becomes the refusal.
+      response_->status = status;
+      response_->headers.set("content-type", "application/json");
+      response_json_ = http::errorBody(message, "server_error", code);
+      response_changed_ = true;
+      break;
+    }
+    default:
+      break;
+  }
+  return false;
+}
+
+void PluginFilter::onFailure(CallFailure failure, const std::string& why) {
+  PluginSpecSharedPtr spec = call_spec_;
+  endCall(failure == CallFailure::Timeout ? Outcome::Timeout : Outcome::Failed);
+  if (!spec) return;
+  std::string what = why;
+  if (failure == CallFailure::Timeout) what = "did not answer in time";
+  if (what.rfind("the plugin ", 0) == 0) what = what.substr(11);
+  switch (phase_) {
+    case Phase::Inlet:
+      if (applyPolicy(*spec, failure, what)) {
+        ++step_;
+        runInlets();
+      }
+      return;
+    case Phase::Pipe: {
+      bool broke = failure == CallFailure::Crashed || failure == CallFailure::BadMessage;
+      pipeFailed(broke ? 502 : 503, broke ? "plugin_failed" : "plugin_unavailable",
+                 "plugin " + spec->id + " " + what);
+      return;
+    }
+    case Phase::Stream:
+      if (applyPolicy(*spec, failure, what)) {
+        ++step_;
+        runStreamHooks();
+      }
+      return;
+    case Phase::Outlet:
+      if (applyPolicy(*spec, failure, what)) {
+        ++step_;
+      } else {
+        step_ = chain_.size();
+      }
+      runOutlets();
+      return;
+    case Phase::Idle:
+      return;
+  }
+}
+
+void PluginFilter::onReply(RpcMessage& reply) {
+  PluginSpecSharedPtr spec = call_spec_;
+  bool no_hook = !reply.ok && reply.error_code == kNoSuchMethod;
+  bool raised = !reply.ok && reply.error_code == kPluginRaised;
+  endCall(reply.ok || no_hook ? Outcome::Ok : raised ? Outcome::Refused : Outcome::Failed);
+  std::string message = reply.error_message.empty()
+                            ? (reply.error_type.empty() ? "refused the request" : reply.error_type)
+                            : reply.error_message;
+  switch (phase_) {
+    case Phase::Inlet: {
+      if (raised) {
+        // The plugin refused the request: its words, to the client.
+        decoder_->sendLocalReply(
+            http::ErrorReply{400, message, "invalid_request_error", "plugin_refused"});
+        return;
+      }
+      if (!reply.ok && !no_hook) {
+        if (!applyPolicy(*spec, CallFailure::BadMessage, "failed: " + message)) return;
+      } else if (reply.ok) {
+        auto body = reply.result->IsObject() ? reply.result->FindMember("body")
+                                             : reply.result->MemberEnd();
+        if (reply.result->IsObject() && body != reply.result->MemberEnd()) {
+          if (body->value.IsObject()) {
+            body_json_ = serialize(body->value);
+            body_changed_ = true;
+          } else if (!body->value.IsNull()) {
+            if (!applyPolicy(*spec, CallFailure::BadMessage, "returned a body that is not an object"))
+              return;
+          }
+        }
+      }
+      ++step_;
+      runInlets();
+      return;
+    }
+    case Phase::Pipe:
+      if (!reply.ok) {
+        pipeFailed(502, raised ? "plugin_error" : "plugin_failed",
+                   "plugin " + spec->id + ": " + message);
+        return;
+      }
+      pipeFinished(reply.result);
+      return;
+    case Phase::Stream: {
+      if (reply.ok && reply.result->IsObject()) {
+        auto ev = reply.result->FindMember("event");
+        if (ev != reply.result->MemberEnd()) {
+          if (ev->value.IsNull()) {
+            current_event_.clear();  // dropped
+            streamEventDone({});
+            return;
+          }
+          if (ev->value.IsObject()) current_event_ = serialize(ev->value);
+        }
+      } else if (!reply.ok && !no_hook) {
+        if (!applyPolicy(*spec, CallFailure::BadMessage, "failed: " + message)) return;
+      }
+      ++step_;
+      runStreamHooks();
+      return;
+    }
+    case Phase::Outlet: {
+      if (reply.ok && reply.result->IsObject()) {
+        auto body = reply.result->FindMember("body");
+        if (body != reply.result->MemberEnd() && body->value.IsObject()) {
+          response_json_ = serialize(body->value);
+          response_changed_ = true;
+        }
+        ++step_;
+      } else if (!reply.ok && !no_hook) {
+        if (applyPolicy(*spec, CallFailure::BadMessage, "failed: " + message)) {
+          ++step_;
+        } else {
+          step_ = chain_.size();
+        }
+      } else {
+        ++step_;
+      }
+      runOutlets();
+      return;
+    }
+    case Phase::Idle:
+      return;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The request
+
+http::FilterHeadersStatus PluginFilter::decodeHeaders(http::RequestHeaders& headers,
+                                                      bool end_stream) {
+  const http::Route* route = decoder_->route();
+  if (!route) return http::FilterHeadersStatus::Continue;
+  if (route->name == "models") {
+    models_route_ = true;
+    return http::FilterHeadersStatus::Continue;
+  }
+  if (!route->count_tokens || end_stream) return http::FilterHeadersStatus::Continue;
+  chat_route_ = route->name == "chat_completions";
+  request_ = &headers;
+  active_ = true;
+  return http::FilterHeadersStatus::StopAllIterationAndBuffer;
+}
+
+http::FilterDataStatus PluginFilter::decodeData(Buffer& data, bool end_stream) {
+  if (!active_ || !end_stream || phase_ != Phase::Idle) return http::FilterDataStatus::Continue;
+  body_json_ = data.toString();
+  rapidjson::Document doc;
+  std::string why;
+  if (!json::parse(doc, body_json_, &why) || !doc.IsObject()) {
+    // Not ours to judge: the upstream answers it as it would.
+    active_ = false;
+    return http::FilterDataStatus::Continue;
+  }
+  auto model = doc.FindMember("model");
+  if (model != doc.MemberEnd() && model->value.IsString()) {
+    model_.assign(model->value.GetString(), model->value.GetStringLength());
+  }
+  bool inlets = false;
+  for (Instance* inst : host_->filtersFor(model_)) {
+    chain_.push_back(inst->specShared());
+    inlets = inlets || inst->hasInlet();
+  }
+  const PipeModel* pipe = nullptr;
+  bool is_pipe = chat_route_ && host_->pipeFor(model_, &pipe) != nullptr;
+  if (!inlets && !is_pipe) return http::FilterDataStatus::Continue;
+  held_body_ = &data;
+  user_json_ = userJson();
+  in_decode_data_ = true;
+  finished_inside_ = false;
+  step_ = 0;
+  runInlets();
+  in_decode_data_ = false;
+  if (finished_inside_) return http::FilterDataStatus::Continue;
+  return http::FilterDataStatus::StopIterationNoBuffer;
+}
+
+void PluginFilter::runInlets() {
+  phase_ = Phase::Inlet;
+  while (step_ < chain_.size()) {
+    const PluginSpecSharedPtr& spec = chain_[step_];
+    Instance* inst = instance(spec->id);
+    if (!inst || !inst->hasInlet()) {
+      ++step_;
+      continue;
+    }
+    std::string params = "{\"body\":" + body_json_ + ",\"user\":" + user_json_ + "}";
+    callPlugin(spec, Hook::Inlet, "inlet", params, spec->inlet_ms);
+    return;
+  }
+  inletsDone();
+}
+
+void PluginFilter::inletsDone() {
+  phase_ = Phase::Idle;
+  if (body_changed_) {
+    rapidjson::Document doc;
+    std::string why;
+    if (json::parse(doc, body_json_, &why) && doc.IsObject()) {
+      auto model = doc.FindMember("model");
+      model_ = model != doc.MemberEnd() && model->value.IsString()
+                   ? std::string(model->value.GetString(), model->value.GetStringLength())
+                   : std::string();
+    }
+  }
+  const PipeModel* pipe = nullptr;
+  Instance* inst = chat_route_ ? host_->pipeFor(model_, &pipe) : nullptr;
+  if (inst) {
+    // The pipe answers here, before the usage filter would check the
+    // model: a key limited to some models is held to them here too.
+    const auto& who = decoder_->streamInfo().identity;
+    if (who && !who->allowsModel(model_)) {
+      decoder_->sendLocalReply(http::modelNotAllowed(model_));
+      return;
+    }
+    startPipe(*pipe, *inst);
+    return;
+  }
+  if (body_changed_) {
+    held_body_->clear();
+    held_body_->add(body_json_);
+    request_->headers.set("content-length", std::to_string(body_json_.size()));
+    request_->content_length = body_json_.size();
+  }
+  if (in_decode_data_) {
+    finished_inside_ = true;
+  } else {
+    decoder_->continueDecoding();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// A pipe answers
+
+void PluginFilter::startPipe(const PipeModel& pipe, Instance& instance) {
+  answering_ = true;
+  pipe_model_ = pipe.model;
+  rapidjson::Document doc;
+  std::string why;
+  if (json::parse(doc, body_json_, &why) && doc.IsObject()) {
+    auto s = doc.FindMember("stream");
+    pipe_stream_ = s != doc.MemberEnd() && s->value.IsBool() && s->value.GetBool();
+  }
+  completion_id_ = "chatcmpl-" + decoder_->streamInfo().request_id;
+  phase_ = Phase::Pipe;
+  std::string params = "{\"pipe_id\":" + jsonString(pipe.pipe_id) + ",\"body\":" + body_json_ +
+                       ",\"user\":" + user_json_ + "}";
+  callPlugin(instance.specShared(), Hook::Pipe, "pipe", params, instance.spec().pipe_ms);
+}
+
+void PluginFilter::sendPipeHead() {
+  if (pipe_head_sent_) return;
+  pipe_head_sent_ = true;
+  auto headers = std::make_unique<http::ResponseHeaders>();
+  headers->status = 200;
+  headers->headers.add("content-type", "text/event-stream");
+  headers->headers.add("cache-control", "no-cache");
+  decoder_->encodeHeaders(std::move(headers), false);
+}
+
+void PluginFilter::onChunk(const rapidjson::Value& params) {
+  if (phase_ != Phase::Pipe) return;
+  auto text = params.FindMember("text");
+  if (text != params.MemberEnd() && text->value.IsString()) {
+    pipeText(std::string_view(text->value.GetString(), text->value.GetStringLength()));
+    return;
+  }
+  auto event = params.FindMember("event");
+  if (event != params.MemberEnd() && event->value.IsObject()) pipeEvent(event->value);
+}
+
+void PluginFilter::pipeText(std::string_view text) {
+  if (text.empty()) return;
+  if (!pipe_stream_) {
+    if (pipe_text_.size() + text.size() > kMaxAssembled) return;
+    pipe_text_.append(text);
+    return;
+  }
+  sendPipeHead();
+  std::string chunk = "data: {\"id\":" + jsonString(completion_id_) +
+                      ",\"object\":\"chat.completion.chunk\",\"created\":" +
+                      std::to_string(time(nullptr)) + ",\"model\":" + jsonString(pipe_model_) +
+                      ",\"choices\":[{\"index\":0,\"delta\":{\"content\":" + jsonString(text) +
+                      "},\"finish_reason\":null}]}\n\n";
+  Buffer out;
+  out.add(chunk);
+  decoder_->encodeData(out, false);
+}
+
+void PluginFilter::pipeEvent(const rapidjson::Value& event) {
+  if (!pipe_stream_) {
+    // Its text joins the answer.
+    auto choices = event.FindMember("choices");
+    if (choices == event.MemberEnd() || !choices->value.IsArray() || choices->value.Empty()) return;
+    const auto& c = choices->value[0];
+    for (const char* k : {"delta", "message"}) {
+      auto m = c.FindMember(k);
+      if (m == c.MemberEnd() || !m->value.IsObject()) continue;
+      auto content = m->value.FindMember("content");
+      if (content != m->value.MemberEnd() && content->value.IsString()) {
+        pipeText(std::string_view(content->value.GetString(), content->value.GetStringLength()));
+      }
+    }
+    return;
+  }
+  sendPipeHead();
+  Buffer out;
+  out.add("data: " + serialize(event) + "\n\n");
+  decoder_->encodeData(out, false);
+}
+
+void PluginFilter::pipeFinished(const rapidjson::Value* result) {
+  phase_ = Phase::Idle;
+  if (result && result->IsObject()) {
+    auto content = result->FindMember("content");
+    if (content != result->MemberEnd() && content->value.IsString()) {
+      pipeText(std::string_view(content->value.GetString(), content->value.GetStringLength()));
+    }
+    auto completion = result->FindMember("completion");
+    if (completion != result->MemberEnd() && completion->value.IsObject()) {
+      if (!pipe_stream_) {
+        std::string body = serialize(completion->value);
+        auto headers = std::make_unique<http::ResponseHeaders>();
+        headers->status = 200;
+        headers->headers.add("content-type", "application/json");
+        headers->headers.add("content-length", std::to_string(body.size()));
+        decoder_->encodeHeaders(std::move(headers), false);
+        Buffer out;
+        out.add(body);
+        decoder_->encodeData(out, true);
+        return;
+      }
+      pipeEvent(completion->value);  // streamed: sent as one event
+    }
+  }
+  if (pipe_stream_) {
+    sendPipeHead();
+    std::string tail = "data: {\"id\":" + jsonString(completion_id_) +
+                       ",\"object\":\"chat.completion.chunk\",\"created\":" +
+                       std::to_string(time(nullptr)) + ",\"model\":" + jsonString(pipe_model_) +
+                       ",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+                       "data: [DONE]\n\n";
+    Buffer out;
+    out.add(tail);
+    decoder_->encodeData(out, true);
+    return;
+  }
+  std::string body = "{\"id\":" + jsonString(completion_id_) +
+                     ",\"object\":\"chat.completion\",\"created\":" +
+                     std::to_string(time(nullptr)) + ",\"model\":" + jsonString(pipe_model_) +
+                     ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":" +
+                     jsonString(pipe_text_) +
+                     "},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":0,"
+                     "\"completion_tokens\":0,\"total_tokens\":0}}";
+  auto headers = std::make_unique<http::ResponseHeaders>();
+  headers->status = 200;
+  headers->headers.add("content-type", "application/json");
+  headers->headers.add("content-length", std::to_string(body.size()));
+  decoder_->encodeHeaders(std::move(headers), false);
+  Buffer out;
+  out.add(body);
+  decoder_->encodeData(out, true);
+}
+
+void PluginFilter::pipeFailed(int status, const std::string& code, const std::string& message) {
+  phase_ = Phase::Idle;
+  if (pipe_head_sent_) {
+    Buffer out;
+    out.add(http::sseErrorEvent(message, "server_error", code));
+    out.add("data: [DONE]\n\n");
+    decoder_->encodeData(out, true);
+    return;
+  }
+  decoder_->sendLocalReply(http::ErrorReply{status, message, "server_error", code});
+}
+
+// ---------------------------------------------------------------------------
+// The answer
+
+http::FilterHeadersStatus PluginFilter::encodeHeaders(http::ResponseHeaders& headers,
+                                                      bool end_stream) {
+  if (answering_ || end_stream) return http::FilterHeadersStatus::Continue;
+  if (models_route_) {
+    if (headers.status != 200 || host_->pipeModels().empty())
+      return http::FilterHeadersStatus::Continue;
+    response_ = &headers;
+    return http::FilterHeadersStatus::StopAllIterationAndBuffer;
+  }
+  if (!active_ || chain_.empty()) return http::FilterHeadersStatus::Continue;
+  for (const auto& spec : chain_) {
+    Instance* inst = instance(spec->id);
+    if (!inst) continue;
+    stream_hooks_ = stream_hooks_ || inst->hasStream();
+    outlet_hooks_ = outlet_hooks_ || inst->hasOutlet();
+  }
+  auto ct = headers.headers.get("content-type");
+  sse_ = ct && ct->substr(0, 17) == "text/event-stream";
+  if (sse_) {
+    if (stream_hooks_) headers.headers.remove("content-length");
+    assembling_ = outlet_hooks_;
+    return http::FilterHeadersStatus::Continue;
+  }
+  bool json = ct && ct->find("json") != std::string_view::npos;
+  if (outlet_hooks_ && json && headers.status == 200) {
+    response_ = &headers;
+    return http::FilterHeadersStatus::StopAllIterationAndBuffer;
+  }
+  return http::FilterHeadersStatus::Continue;
+}
+
+http::FilterDataStatus PluginFilter::encodeData(Buffer& data, bool end_stream) {
+  if (answering_) return http::FilterDataStatus::Continue;
+  if (models_route_) {
+    if (response_ && end_stream) mergePipeModels(data);
+    return http::FilterDataStatus::Continue;
+  }
+  if (!active_) return http::FilterDataStatus::Continue;
+  if (stream_failed_) {
+    data.clear();
+    return http::FilterDataStatus::StopIterationNoBuffer;
+  }
+  if (response_ && !sse_) {
+    if (!end_stream) return http::FilterDataStatus::Continue;  // not reached: whole body
+    held_response_ = &data;
+    response_json_ = data.toString();
+    rapidjson::Document check;
+    std::string why;
+    if (!json::parse(check, response_json_, &why)) return http::FilterDataStatus::Continue;
+    step_ = 0;
+    in_encode_data_ = true;
+    finished_inside_ = false;
+    runOutlets();
+    in_encode_data_ = false;
+    return finished_inside_ ? http::FilterDataStatus::Continue
+                            : http::FilterDataStatus::StopIterationNoBuffer;
+  }
+  if (!sse_) return http::FilterDataStatus::Continue;
+  if (!stream_hooks_) {
+    if (assembling_) {
+      // Read along for the outlets; the bytes pass untouched.
+      Buffer copy;
+      data.copyRefsTo(copy, data.length());
+      queueSseBytes(copy);
+      for (const auto& ev : events_) {
+        std::string_view j = sseJson(ev);
+        if (j.empty()) continue;
+        rapidjson::Document d;
+        std::string why;
+        if (json::parse(d, j, &why)) assemble(d);
+      }
+      events_.clear();
+      if (end_stream) fireStreamOutlets();
+    }
+    return http::FilterDataStatus::Continue;
+  }
+  queueSseBytes(data);
+  data.clear();
+  if (end_stream) upstream_ended_ = true;
+  if (!stream_busy_) runStream();
+  return http::FilterDataStatus::StopIterationNoBuffer;
+}
+
+void PluginFilter::mergePipeModels(Buffer& body) {
+  rapidjson::Document doc;
+  std::string why;
+  if (!json::parse(doc, body.toString(), &why) || !doc.IsObject()) return;
+  auto data = doc.FindMember("data");
+  if (data == doc.MemberEnd() || !data->value.IsArray()) return;
+  auto& a = doc.GetAllocator();
+  for (const auto& [pipe, inst] : host_->pipeModels()) {
+    rapidjson::Value m(rapidjson::kObjectType);
+    m.AddMember("id", rapidjson::Value(pipe->model.c_str(), a), a);
+    m.AddMember("object", "model", a);
+    m.AddMember("created", 0, a);
+    m.AddMember("owned_by", rapidjson::Value(inst->spec().id.c_str(), a), a);
+    m.AddMember("name", rapidjson::Value(inst->spec().name.c_str(), a), a);
+    data->value.PushBack(m, a);
+  }
+  std::string out = serialize(doc);
+  body.clear();
+  body.add(out);
+  response_->headers.set("content-length", std::to_string(out.size()));
+}
+
+void PluginFilter::queueSseBytes(Buffer& data) {
+  sse_carry_ += data.toString();
+  size_t start = 0;
+  while (true) {
+    size_t end = sse_carry_.find("\n\n", start);
+    size_t crlf = sse_carry_.find("\r\n\r\n", start);
+    size_t len = 2;
+    if (crlf != std::string::npos && (end == std::string::npos || crlf < end)) {
+      end = crlf;
+      len = 4;
+    }
+    if (end == std::string::npos) break;
+    events_.push_back(sse_carry_.substr(start, end + len - start));
+    start = end + len;
+  }
+  sse_carry_.erase(0, start);
+  if (sse_carry_.size() > kMaxEventBytes) {
+    // One event too large to hold: passed on as it is.
+    events_.push_back(std::move(sse_carry_));
+    sse_carry_.clear();
+  }
+}
+
+void PluginFilter::runStream() {
+  if (in_run_stream_) return;
+  in_run_stream_ = true;
+  while (!stream_busy_ && !stream_failed_ && event_index_ < events_.size()) {
+    const std::string& ev = events_[event_index_];
+    std::string_view j = ev.size() <= kMaxEventBytes ? sseJson(ev) : std::string_view();
+    if (j.empty()) {
+      stream_out_.add(ev);
+      ++event_index_;
+      continue;
+    }
+    current_event_.assign(j);
+    stream_busy_ = true;
+    step_ = 0;
+    runStreamHooks();
+  }
+  if (!stream_busy_ && !stream_failed_ && event_index_ >= events_.size()) {
+    events_.clear();
+    event_index_ = 0;
+    bool end = upstream_ended_;
+    if (end) {
+      stream_out_.add(sse_carry_);
+      sse_carry_.clear();
+    }
+    flushStreamOutput(end);
+    if (end) fireStreamOutlets();
+  }
+  in_run_stream_ = false;
+}
+
+void PluginFilter::runStreamHooks() {
+  phase_ = Phase::Stream;
+  while (step_ < chain_.size()) {
+    const PluginSpecSharedPtr& spec = chain_[step_];
+    Instance* inst = instance(spec->id);
+    if (!inst || !inst->hasStream()) {
+      ++step_;
+      continue;
+    }
+    callPlugin(spec, Hook::Stream, "stream", "{\"event\":" + current_event_ + "}", spec->stream_ms);
+    return;
+  }
+  streamEventDone(current_event_);
+}
+
+void PluginFilter::streamEventDone(std::string event_json) {
+  phase_ = Phase::Idle;
+  if (!event_json.empty()) {
+    stream_out_.add("data: " + event_json + "\n\n");
+    if (assembling_) {
+      rapidjson::Document d;
+      std::string why;
+      if (json::parse(d, event_json, &why)) assemble(d);
+    }
+  }
+  ++event_index_;
+  stream_busy_ = false;
+  // Each event goes on as soon as it is done.
+  if (!in_run_stream_) {
+    flushStreamOutput(false);
+    runStream();
+  }
+}
+
+void PluginFilter::flushStreamOutput(bool end) {
+  if (end_sent_ || (stream_out_.empty() && !end)) return;
+  if (end) end_sent_ = true;
+  encoder_->injectEncodedDataToFilterChain(*this, stream_out_, end);
+}
+
+void PluginFilter::failStream(int status, const std::string& code, const std::string& message) {
+  (void)status;
+  stream_failed_ = true;
+  phase_ = Phase::Idle;
+  stream_out_.add(http::sseErrorEvent(message, "server_error", code));
+  stream_out_.add("data: [DONE]\n\n");
+  flushStreamOutput(true);
+}
+
+void PluginFilter::assemble(const rapidjson::Value& event) {
+  if (!event.IsObject()) return;
+  auto choices = event.FindMember("choices");
+  if (choices == event.MemberEnd() || !choices->value.IsArray() || choices->value.Empty()) return;
+  const auto& c = choices->value[0];
+  if (!c.IsObject()) return;
+  auto delta = c.FindMember("delta");
+  if (delta == c.MemberEnd() || !delta->value.IsObject()) return;
+  auto content = delta->value.FindMember("content");
+  if (content == delta->value.MemberEnd() || !content->value.IsString()) return;
+  if (assembled_.size() + content->value.GetStringLength() > kMaxAssembled) return;
+  assembled_.append(content->value.GetString(), content->value.GetStringLength());
+}
+
+void PluginFilter::fireStreamOutlets() {
+  if (!assembling_) return;
+  assembling_ = false;
+  // The request's messages and the assistant's answer, as Open WebUI's
+  // outlet gets them; nobody waits for the result.
+  rapidjson::Document req;
+  std::string why;
+  std::string messages = "[]";
+  if (json::parse(req, body_json_, &why) && req.IsObject()) {
+    auto m = req.FindMember("messages");
+    if (m != req.MemberEnd() && m->value.IsArray()) messages = serialize(m->value);
+  }
+  std::string assistant = "{\"role\":\"assistant\",\"content\":" + jsonString(assembled_) + "}";
+  if (messages == "[]") {
+    messages = "[" + assistant + "]";
+  } else {
+    messages.insert(messages.size() - 1, "," + assistant);
+  }
+  std::string params = "{\"body\":{\"model\":" + jsonString(model_) + ",\"messages\":" + messages +
+                       "},\"user\":" + user_json_ + "}";
+  for (const auto& spec : chain_) {
+    Instance* inst = instance(spec->id);
+    if (!inst || !inst->hasOutlet()) continue;
+    PluginProcess* p = inst->pick();
+    if (p) p->call("outlet", params, spec->outlet_ms, nullptr);
+  }
+}
+
+void PluginFilter::runOutlets() {
+  phase_ = Phase::Outlet;
+  while (step_ < chain_.size()) {
+    const PluginSpecSharedPtr& spec = chain_[step_];
+    Instance* inst = instance(spec->id);
+    if (!inst || !inst->hasOutlet()) {
+      ++step_;
+      continue;
+    }
+    std::string params = "{\"body\":" + response_json_ + ",\"user\":" + user_json_ + "}";
+    callPlugin(spec, Hook::Outlet, "outlet", params, spec->outlet_ms);
+    return;
+  }
+  outletsDone();
+}
+
+void PluginFilter::outletsDone() {
+  phase_ = Phase::Idle;
+  if (response_changed_) {
+    held_response_->clear();
+    held_response_->add(response_json_);
+    response_->headers.set("content-length", std::to_string(response_json_.size()));
+  }
+  if (in_encode_data_) {
+    finished_inside_ = true;
+  } else {
+    encoder_->continueEncoding();
+  }
+}
+
+http::FilterFactory makeFactory() {
+  return [](http::FilterChainBuilder& chain) {
+    PluginHost* host = chain.workerLocals().get(kPluginHostKey);
+    // No plugins: no filter, no cost.
+    if (!host || host->empty()) return;
+    auto f = std::make_shared<PluginFilter>(host);
+    chain.addStreamFilter(f, f);
+  };
+}
+
+}  // namespace eldric::filters::plugins
