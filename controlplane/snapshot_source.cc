@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "controlplane/clock.h"
 #include "controlplane/core/farm_limits.h"
+#include "controlplane/core/plugin_dir.h"
 #include "controlplane/core/snapshot_builder.h"
 #include "controlplane/core/store.h"
 #include "controlplane/discovery_stream.h"
@@ -67,6 +68,12 @@ bool ControlPlane::Impl::rebuildLocked(const char* reason, std::string* error) {
   if (!store_->listLoggedOutSessions(now_s, &logged_out, error)) return false;
   addLoggedOutSessions(logged_out, snap.mutable_auth());
   snap.mutable_auth()->add_session_signing_keys(session_key_);
+  // The enabled plugins with their code: every member runs the same.
+  if (!base_.plugins_dir.empty()) {
+    std::vector<std::string> warnings;
+    addRunnablePlugins(base_.plugins_dir, store_->listPlugins(), snap.mutable_plugins(), &warnings);
+    for (const auto& w : warnings) log::warn(w);
+  }
   // Members report (and expect the farm's counts) at the interval this
   // control plane pushes at, whatever set it.
   int64_t interval_ms = sync_interval_ms_.load();

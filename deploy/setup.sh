@@ -23,7 +23,10 @@ build_pkgs=(
 )
 # Demo and tests: real clients and tools the end-to-end tests drive.
 test_pkgs=(
-  curl openssl ca-certificates python3 procps psmisc iproute2 prometheus
+  # The plugin runtime: Debian's interpreter and pydantic (what plugins'
+  # Valves are written with) and bubblewrap, the sandbox plugins run in.
+  python3 python3-pydantic bubblewrap
+  curl openssl ca-certificates procps psmisc iproute2 prometheus
   # systemd-analyze verifies the units; dpkg-deb and dpkg-shlibdeps build
   # the package (deploy/package/build-deb.sh).
   systemd dpkg-dev

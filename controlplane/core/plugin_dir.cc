@@ -309,6 +309,7 @@ std::string readManifest(const rapidjson::Value& m, edge::v1::RunnablePlugin* p)
 
 void addRunnablePlugins(const std::string& dir, const std::vector<PluginRecord>& plugins,
                         edge::v1::Plugins* out, std::vector<std::string>* warnings) {
+  size_t total = 0;
   for (const auto& rec : plugins) {
     if (!rec.enabled || (rec.type != "filter" && rec.type != "pipe")) continue;
     const std::string pdir = dir + "/" + rec.id;
@@ -342,6 +343,12 @@ void addRunnablePlugins(const std::string& dir, const std::vector<PluginRecord>&
       warnings->push_back("plugin not run: " + w.error);
       continue;
     }
+    if (total + w.bytes > kMaxAllPluginsCodeBytes) {
+      warnings->push_back("plugin not run: " + pdir + ": the plugins' code passes " +
+                          std::to_string(kMaxAllPluginsCodeBytes) + " bytes in all");
+      continue;
+    }
+    total += w.bytes;
     std::string index;
     bool has_main = false;
     for (auto& [path, content] : w.files) {

@@ -57,6 +57,8 @@ bool syncPluginDirLogged(const std::string& dir, Store& store, std::string* erro
 inline constexpr size_t kMaxPluginFiles = 256;
 inline constexpr size_t kMaxPluginFileBytes = 1u << 20;
 inline constexpr size_t kMaxPluginCodeBytes = 8u << 20;
+// All plugins' code together (a snapshot crosses the farm in one message).
+inline constexpr size_t kMaxAllPluginsCodeBytes = 32u << 20;
 void addRunnablePlugins(const std::string& dir, const std::vector<PluginRecord>& plugins,
                         edge::v1::Plugins* out, std::vector<std::string>* warnings);
 

@@ -799,6 +799,21 @@ int Server::run() {
 
 namespace eldric::server {
 
+namespace {
+
+// /api/v1/plugins/{id}[/{action}]: the id and action.
+bool pluginPath(const std::string& path, std::string* id, std::string* action) {
+  static constexpr std::string_view kPrefix = "/api/v1/plugins/";
+  if (path.compare(0, kPrefix.size(), kPrefix) != 0) return false;
+  std::string rest = path.substr(kPrefix.size());
+  size_t slash = rest.find('/');
+  *id = rest.substr(0, slash);
+  *action = slash == std::string::npos ? std::string() : rest.substr(slash + 1);
+  return !id->empty();
+}
+
+}  // namespace
+
 void Server::handle(const std::string& method, const std::string& path, std::string body,
                     const std::string& caller, const std::string& credential, Dispatcher& worker,
                     std::function<void(Reply)> done) {
@@ -807,11 +822,32 @@ void Server::handle(const std::string& method, const std::string& path, std::str
               credential = farm_ ? credential : std::string(), &worker, done] {
     if (farm_) {
       // A farm's state lives in the control plane: carry the call there.
-      farm_->handleRest(method, path, body, caller, credential,
-                        [&worker, done](int status, std::string b, std::string code) {
-                          Reply reply{status, std::move(b), std::move(code)};
-                          worker.post([done, reply] { done(reply); });
-                        });
+      // What only this member knows is its own: a plugin's runtime status
+      // is added to the control plane's answer, and valves the plugin
+      // running here would refuse are refused before they are stored.
+      std::string plugin_id, action;
+      bool plugin_path = pluginPath(path, &plugin_id, &action);
+      if (plugin_path && action == "valves" && method == "PUT") {
+        std::string why, field;
+        if (!filters::plugins::validateValves(plugin_runtime_.valvesSchema(plugin_id), body, &why,
+                                              &field)) {
+          Reply reply{400, why, "invalid_valves"};
+          worker.post([done, reply] { done(reply); });
+          return;
+        }
+      }
+      bool add_runtime = plugin_path && action.empty() && method == "GET";
+      farm_->handleRest(
+          method, path, body, caller, credential,
+          [this, &worker, done, add_runtime, plugin_id](int status, std::string b,
+                                                        std::string code) {
+            if (add_runtime && status == 200 && b.size() > 2 && b.back() == '}') {
+              std::string runtime = plugin_runtime_.statusJson(plugin_id, true);
+              if (!runtime.empty()) b.insert(b.size() - 1, ",\"runtime\":" + runtime);
+            }
+            Reply reply{status, std::move(b), std::move(code)};
+            worker.post([done, reply] { done(reply); });
+          });
       return;
     }
     bool changed = false;

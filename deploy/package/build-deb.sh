@@ -130,6 +130,7 @@ Architecture: $arch
 Maintainer: Eldric Edge authors <edge@eldric.invalid>
 Installed-Size: $size
 Depends: $shlibs, adduser, openssl
+Recommends: python3, python3-pydantic, bubblewrap
 Section: net
 Priority: optional
 Homepage: https://eldric.invalid/edge

@@ -58,6 +58,18 @@ const char* scopeName(int bit) {
   }
 }
 
+// A response whose content-length says it may be held whole.
+bool boundedLength(const http::ResponseHeaders& headers) {
+  auto cl = headers.headers.get("content-length");
+  if (!cl || cl->empty() || cl->size() > 12) return false;
+  uint64_t n = 0;
+  for (char c : *cl) {
+    if (c < '0' || c > '9') return false;
+    n = n * 10 + static_cast<uint64_t>(c - '0');
+  }
+  return n <= kMaxAssembled;
+}
+
 }  // namespace
 
 PluginFilter::~PluginFilter() { onDestroy(); }
@@ -305,14 +317,16 @@ http::FilterHeadersStatus PluginFilter::decodeHeaders(http::RequestHeaders& head
 
 http::FilterDataStatus PluginFilter::decodeData(Buffer& data, bool end_stream) {
   if (!active_ || !end_stream || phase_ != Phase::Idle) return http::FilterDataStatus::Continue;
-  body_json_ = data.toString();
   rapidjson::Document doc;
   std::string why;
-  if (!json::parse(doc, body_json_, &why) || !doc.IsObject()) {
+  if (!json::parse(doc, data.toString(), &why) || !doc.IsObject()) {
     // Not ours to judge: the upstream answers it as it would.
     active_ = false;
     return http::FilterDataStatus::Continue;
   }
+  // Re-serialized, never passed as the client sent it: one compact line
+  // (a pretty-printed body would break the protocol's framing).
+  body_json_ = serialize(doc);
   auto model = doc.FindMember("model");
   if (model != doc.MemberEnd() && model->value.IsString()) {
     model_.assign(model->value.GetString(), model->value.GetStringLength());
@@ -542,7 +556,7 @@ http::FilterHeadersStatus PluginFilter::encodeHeaders(http::ResponseHeaders& hea
                                                       bool end_stream) {
   if (answering_ || end_stream) return http::FilterHeadersStatus::Continue;
   if (models_route_) {
-    if (headers.status != 200 || host_->pipeModels().empty())
+    if (headers.status != 200 || host_->pipeModels().empty() || !boundedLength(headers))
       return http::FilterHeadersStatus::Continue;
     response_ = &headers;
     return http::FilterHeadersStatus::StopAllIterationAndBuffer;
@@ -562,7 +576,9 @@ http::FilterHeadersStatus PluginFilter::encodeHeaders(http::ResponseHeaders& hea
     return http::FilterHeadersStatus::Continue;
   }
   bool json = ct && ct->find("json") != std::string_view::npos;
-  if (outlet_hooks_ && json && headers.status == 200) {
+  // Only an answer of a known, bounded length is held for the outlets (an
+  // upstream's body of any size is never buffered whole).
+  if (outlet_hooks_ && json && headers.status == 200 && boundedLength(headers)) {
     response_ = &headers;
     return http::FilterHeadersStatus::StopAllIterationAndBuffer;
   }
@@ -583,10 +599,12 @@ http::FilterDataStatus PluginFilter::encodeData(Buffer& data, bool end_stream) {
   if (response_ && !sse_) {
     if (!end_stream) return http::FilterDataStatus::Continue;  // not reached: whole body
     held_response_ = &data;
-    response_json_ = data.toString();
-    rapidjson::Document check;
+    rapidjson::Document doc;
     std::string why;
-    if (!json::parse(check, response_json_, &why)) return http::FilterDataStatus::Continue;
+    if (!json::parse(doc, data.toString(), &why) || !doc.IsObject()) {
+      return http::FilterDataStatus::Continue;
+    }
+    response_json_ = serialize(doc);
     step_ = 0;
     in_encode_data_ = true;
     finished_inside_ = false;
@@ -677,7 +695,16 @@ void PluginFilter::runStream() {
       ++event_index_;
       continue;
     }
-    current_event_.assign(j);
+    // The upstream's words: parsed and written out again before they go
+    // into a protocol line (raw text could smuggle JSON-RPC members).
+    rapidjson::Document ev_doc;
+    std::string why;
+    if (!json::parse(ev_doc, j, &why) || !ev_doc.IsObject()) {
+      stream_out_.add(ev);
+      ++event_index_;
+      continue;
+    }
+    current_event_ = serialize(ev_doc);
     stream_busy_ = true;
     step_ = 0;
     runStreamHooks();

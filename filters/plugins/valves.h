@@ -15,8 +15,9 @@
 
 namespace eldric::filters::plugins {
 
-// True if `valves_json` (a JSON object) fits `schema_json`. An empty or
-// "{}" schema accepts any object. Otherwise false with `*error` (words
+// True if `valves_json` fits `schema_json`, or is not a JSON object (not
+// this check's to refuse: the admin API says what is wrong with it). An
+// empty or "{}" schema accepts any object. Otherwise false with `*error` (words
 // for the client: the field and what was expected, never the value) and
 // `*field`.
 bool validateValves(std::string_view schema_json, std::string_view valves_json, std::string* error,

@@ -115,10 +115,30 @@ describe('farm: control plane and three data planes', { timeout: 120000 }, () =>
 
     const v = await adminCall(edges[2], '/api/v1/plugins/content-filter/valves');
     assert.deepEqual(v.json(), { api_token: VALVE_SECRET, threshold: 0.5 });
+    // Enabled through member 1, it runs on member 3: the code came in the
+    // snapshot, and so do the valves.
+    const stamped = async (edge, want) => {
+      const deadline = Date.now() + 15000;
+      let last;
+      while (Date.now() < deadline) {
+        const r = await adminCall(edge, '/v1/chat/completions', {
+          method: 'POST', json: { model: 'fake-model', messages: [{ role: 'user', content: 'hi' }] },
+        });
+        const seen = String((await router.lastRequest())?.body ?? '');
+        last = `${r.status} ${r.body.slice(0, 200)} / router saw ${seen.slice(0, 200)}`;
+        if (r.status === 200 && seen.includes(`"eldric_threshold":${want}`)) return;
+        await sleep(200);
+      }
+      assert.fail(`the plugin's stamp ${want} never reached the router through ${edge.url}: ${last}`);
+    };
+    await stamped(edges[2], '0.5');
+    const running = await adminCall(edges[2], '/api/v1/plugins/content-filter');
+    assert.equal(running.json().runtime?.status, 'running', running.body);
     const next = { api_token: `${VALVE_SECRET}-2`, threshold: 0.9 };
     const put = await adminCall(edges[1], '/api/v1/plugins/content-filter/valves', { method: 'PUT', json: next });
     assert.equal(put.status, 200, put.body);
     assert.deepEqual((await adminCall(edges[0], '/api/v1/plugins/content-filter/valves')).json(), next);
+    await stamped(edges[2], '0.9');
     const off = await adminCall(edges[2], '/api/v1/plugins/content-filter/disable', { method: 'POST' });
     assert.equal(off.json().enabled, false);
 

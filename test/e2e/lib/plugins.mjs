@@ -12,7 +12,27 @@ export function writePluginsDir(dir, secret) {
   };
   put('content-filter', {
     'manifest.json': JSON.stringify({ name: 'Content filter', version: '1.0.0', type: 'filter', entry: 'main.py' }),
-    'main.py': '# later: the plugin runtime\n',
+    // A real filter (it runs once enabled): it stamps its threshold valve
+    // on each request, so a test can see which code and valves ran.
+    'main.py': [
+      'from pydantic import BaseModel',
+      '',
+      '',
+      'class Filter:',
+      '    class Valves(BaseModel):',
+      '        api_token: str = ""',
+      '        threshold: float = 0.5',
+      '        words: list = []',
+      '        nested: dict = {}',
+      '',
+      '    def __init__(self):',
+      '        self.valves = self.Valves()',
+      '',
+      '    def inlet(self, body, __user__=None):',
+      '        body["eldric_threshold"] = self.valves.threshold',
+      '        return body',
+      '',
+    ].join('\n'),
     'valves.json': JSON.stringify({ api_token: secret, threshold: 0.5 }),
   });
   put('my-tool', {
