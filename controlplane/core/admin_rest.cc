@@ -393,7 +393,8 @@ RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method,
   if (rest.empty()) {
     if (method != "GET") return error(405, "use GET to list plugins", "method_not_allowed");
     return listReply([&](Writer& w) {
-      for (const auto& p : ctx.store->listPlugins()) writePlugin(w, p, pluginRuntime(ctx, p.id, false));
+      for (const auto& p : ctx.store->listPlugins())
+        writePlugin(w, p, pluginRuntime(ctx, p.id, false));
     });
   }
   // /{id} and /{id}/{action}

@@ -318,14 +318,15 @@ void addRunnablePlugins(const std::string& dir, const std::vector<PluginRecord>&
     if (rc != 0) {
       // Enabled in the store but not installed here (removed, or another
       // member's folder): nothing to run.
-      if (rc != ENOENT) warnings->push_back("plugin not run: " + pdir + "/manifest.json: " + strerror(rc));
+      if (rc != ENOENT)
+        warnings->push_back("plugin not run: " + pdir + "/manifest.json: " + strerror(rc));
       continue;
     }
     rapidjson::Document m;
     std::string jerr;
     if (!json::parse(m, text, &jerr) || !m.IsObject()) {
-      warnings->push_back("plugin not run: " + pdir + "/manifest.json: " +
-                          (jerr.empty() ? "not a JSON object" : jerr));
+      warnings->push_back("plugin not run: " + pdir +
+                          "/manifest.json: " + (jerr.empty() ? "not a JSON object" : jerr));
       continue;
     }
     edge::v1::RunnablePlugin p;

@@ -303,7 +303,8 @@ void FilterManager::injectEncodedDataToFilterChain(const StreamEncoderFilter& fr
                                                    bool end_stream) {
   if (destroyed_) return;
   auto it = std::find(encoders_.begin(), encoders_.end(), &from);
-  size_t next = it == encoders_.end() ? encoders_.size() : static_cast<size_t>(it - encoders_.begin()) + 1;
+  size_t next =
+      it == encoders_.end() ? encoders_.size() : static_cast<size_t>(it - encoders_.begin()) + 1;
   if (end_stream) encode_end_seen_ = true;
   iterateEncodeData(next, data, end_stream);
 }

@@ -837,17 +837,16 @@ void Server::handle(const std::string& method, const std::string& path, std::str
         }
       }
       bool add_runtime = plugin_path && action.empty() && method == "GET";
-      farm_->handleRest(
-          method, path, body, caller, credential,
-          [this, &worker, done, add_runtime, plugin_id](int status, std::string b,
-                                                        std::string code) {
-            if (add_runtime && status == 200 && b.size() > 2 && b.back() == '}') {
-              std::string runtime = plugin_runtime_.statusJson(plugin_id, true);
-              if (!runtime.empty()) b.insert(b.size() - 1, ",\"runtime\":" + runtime);
-            }
-            Reply reply{status, std::move(b), std::move(code)};
-            worker.post([done, reply] { done(reply); });
-          });
+      farm_->handleRest(method, path, body, caller, credential,
+                        [this, &worker, done, add_runtime, plugin_id](int status, std::string b,
+                                                                      std::string code) {
+                          if (add_runtime && status == 200 && b.size() > 2 && b.back() == '}') {
+                            std::string runtime = plugin_runtime_.statusJson(plugin_id, true);
+                            if (!runtime.empty()) b.insert(b.size() - 1, ",\"runtime\":" + runtime);
+                          }
+                          Reply reply{status, std::move(b), std::move(code)};
+                          worker.post([done, reply] { done(reply); });
+                        });
       return;
     }
     bool changed = false;

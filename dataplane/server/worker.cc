@@ -31,9 +31,9 @@ Worker::Worker(Server& server, uint32_t index, config::RuntimeConfigSharedPtr co
   worker_locals_.set(router::kRouterContextKey, std::shared_ptr<router::RouterContext>(
                                                     std::shared_ptr<void>(), &router_context_));
   plugin_host_ = std::make_unique<filters::plugins::PluginHost>(dispatcher_);
-  worker_locals_.set(filters::plugins::kPluginHostKey,
-                     std::shared_ptr<filters::plugins::PluginHost>(std::shared_ptr<void>(),
-                                                                   plugin_host_.get()));
+  worker_locals_.set(
+      filters::plugins::kPluginHostKey,
+      std::shared_ptr<filters::plugins::PluginHost>(std::shared_ptr<void>(), plugin_host_.get()));
   access_log_fd_ = server.accessLogFd();
 }
 

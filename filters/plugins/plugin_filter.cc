@@ -145,7 +145,8 @@ void PluginFilter::endCall(Outcome outcome) {
   st.observe(call_hook_, (Dispatcher::monotonicNs() - call_started_ns_) / 1000);
 }
 
-bool PluginFilter::applyPolicy(const PluginSpec& spec, CallFailure failure, const std::string& why) {
+bool PluginFilter::applyPolicy(const PluginSpec& spec, CallFailure failure,
+                               const std::string& why) {
   if (spec.fail_open) return true;
   bool broke = failure == CallFailure::Crashed || failure == CallFailure::BadMessage;
   int status = broke ? 502 : 503;
@@ -230,14 +231,15 @@ void PluginFilter::onReply(RpcMessage& reply) {
       if (!reply.ok && !no_hook) {
         if (!applyPolicy(*spec, CallFailure::BadMessage, "failed: " + message)) return;
       } else if (reply.ok) {
-        auto body = reply.result->IsObject() ? reply.result->FindMember("body")
-                                             : reply.result->MemberEnd();
+        auto body =
+            reply.result->IsObject() ? reply.result->FindMember("body") : reply.result->MemberEnd();
         if (reply.result->IsObject() && body != reply.result->MemberEnd()) {
           if (body->value.IsObject()) {
             body_json_ = serialize(body->value);
             body_changed_ = true;
           } else if (!body->value.IsNull()) {
-            if (!applyPolicy(*spec, CallFailure::BadMessage, "returned a body that is not an object"))
+            if (!applyPolicy(*spec, CallFailure::BadMessage,
+                             "returned a body that is not an object"))
               return;
           }
         }
@@ -452,11 +454,12 @@ void PluginFilter::pipeText(std::string_view text) {
     return;
   }
   sendPipeHead();
-  std::string chunk = "data: {\"id\":" + jsonString(completion_id_) +
-                      ",\"object\":\"chat.completion.chunk\",\"created\":" +
-                      std::to_string(time(nullptr)) + ",\"model\":" + jsonString(pipe_model_) +
-                      ",\"choices\":[{\"index\":0,\"delta\":{\"content\":" + jsonString(text) +
-                      "},\"finish_reason\":null}]}\n\n";
+  std::string chunk =
+      "data: {\"id\":" + jsonString(completion_id_) +
+      ",\"object\":\"chat.completion.chunk\",\"created\":" + std::to_string(time(nullptr)) +
+      ",\"model\":" + jsonString(pipe_model_) +
+      ",\"choices\":[{\"index\":0,\"delta\":{\"content\":" + jsonString(text) +
+      "},\"finish_reason\":null}]}\n\n";
   Buffer out;
   out.add(chunk);
   decoder_->encodeData(out, false);
@@ -510,23 +513,25 @@ void PluginFilter::pipeFinished(const rapidjson::Value* result) {
   }
   if (pipe_stream_) {
     sendPipeHead();
-    std::string tail = "data: {\"id\":" + jsonString(completion_id_) +
-                       ",\"object\":\"chat.completion.chunk\",\"created\":" +
-                       std::to_string(time(nullptr)) + ",\"model\":" + jsonString(pipe_model_) +
-                       ",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
-                       "data: [DONE]\n\n";
+    std::string tail =
+        "data: {\"id\":" + jsonString(completion_id_) +
+        ",\"object\":\"chat.completion.chunk\",\"created\":" + std::to_string(time(nullptr)) +
+        ",\"model\":" + jsonString(pipe_model_) +
+        ",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+        "data: [DONE]\n\n";
     Buffer out;
     out.add(tail);
     decoder_->encodeData(out, true);
     return;
   }
-  std::string body = "{\"id\":" + jsonString(completion_id_) +
-                     ",\"object\":\"chat.completion\",\"created\":" +
-                     std::to_string(time(nullptr)) + ",\"model\":" + jsonString(pipe_model_) +
-                     ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":" +
-                     jsonString(pipe_text_) +
-                     "},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":0,"
-                     "\"completion_tokens\":0,\"total_tokens\":0}}";
+  std::string body =
+      "{\"id\":" + jsonString(completion_id_) +
+      ",\"object\":\"chat.completion\",\"created\":" + std::to_string(time(nullptr)) +
+      ",\"model\":" + jsonString(pipe_model_) +
+      ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":" +
+      jsonString(pipe_text_) +
+      "},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":0,"
+      "\"completion_tokens\":0,\"total_tokens\":0}}";
   auto headers = std::make_unique<http::ResponseHeaders>();
   headers->status = 200;
   headers->headers.add("content-type", "application/json");

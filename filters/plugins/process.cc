@@ -199,9 +199,8 @@ bool PluginProcess::start(const LaunchSpec& spec, std::string configure_params,
 
   configure_id_ = next_id_++;
   Call c;
-  c.timer = dispatcher_.createTimer([this] {
-    kill(CallFailure::Timeout, "the plugin did not load in time");
-  });
+  c.timer = dispatcher_.createTimer(
+      [this] { kill(CallFailure::Timeout, "the plugin did not load in time"); });
   c.timer->enable(configure_timeout_ms);
   calls_.emplace(configure_id_, std::move(c));
   std::string line = R"({"jsonrpc":"2.0","id":)" + std::to_string(configure_id_) +
@@ -224,9 +223,8 @@ void PluginProcess::write(std::string line) {
   auto* w = new WriteReq();
   w->data = std::move(line);
   uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
-  int rc = uv_write(&w->req, stream, &buf, 1, [](uv_write_t* req, int) {
-    delete reinterpret_cast<WriteReq*>(req);
-  });
+  int rc = uv_write(&w->req, stream, &buf, 1,
+                    [](uv_write_t* req, int) { delete reinterpret_cast<WriteReq*>(req); });
   if (rc != 0) delete w;  // the child is gone; its exit fails the calls
 }
 

@@ -28,11 +28,11 @@ namespace eldric::filters::plugins {
 
 // Why a call got no answer from the plugin.
 enum class CallFailure {
-  NotRunning,   // the plugin is not running (crashed, starting too long, disabled)
-  Timeout,      // past its deadline
-  Crashed,      // the process died (or was killed) with the call in flight
-  BadMessage,   // the process sent something the protocol does not allow
-  Overloaded,   // the process does not read what it is sent
+  NotRunning,  // the plugin is not running (crashed, starting too long, disabled)
+  Timeout,     // past its deadline
+  Crashed,     // the process died (or was killed) with the call in flight
+  BadMessage,  // the process sent something the protocol does not allow
+  Overloaded,  // the process does not read what it is sent
 };
 const char* failureName(CallFailure f);
 

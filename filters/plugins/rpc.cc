@@ -4,8 +4,7 @@
 
 namespace eldric::filters::plugins {
 
-bool LineSplitter::feed(std::string_view bytes,
-                        const std::function<bool(std::string_view)>& line) {
+bool LineSplitter::feed(std::string_view bytes, const std::function<bool(std::string_view)>& line) {
   if (broken_) return false;
   while (!bytes.empty()) {
     size_t nl = bytes.find('\n');

@@ -36,7 +36,8 @@ constexpr uint64_t kRestartMaxMs = 30000;
 constexpr uint64_t kHealthyRunMs = 30000;
 
 uint64_t durationMs(const google::protobuf::Duration& d, uint64_t fallback) {
-  uint64_t ms = static_cast<uint64_t>(d.seconds()) * 1000 + static_cast<uint64_t>(d.nanos()) / 1000000;
+  uint64_t ms =
+      static_cast<uint64_t>(d.seconds()) * 1000 + static_cast<uint64_t>(d.nanos()) / 1000000;
   return ms ? ms : fallback;
 }
 
@@ -103,7 +104,8 @@ bool safeRelativePath(const std::string& p) {
     std::string_view seg(p.data() + start, end - start);
     if (seg.empty() || seg == "." || seg == ".." || seg[0] == '.') return false;
     for (char c : seg) {
-      if (!(isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) return false;
+      if (!(isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.'))
+        return false;
     }
     start = end + 1;
   }
@@ -268,7 +270,8 @@ bool Runtime::prepareRuntimeDir(const std::string& dir, std::string* error) {
       !ownDirectory(dir + "/data", 0711, error) || !ownDirectory(dir + "/host", 0711, error)) {
     return false;
   }
-  std::string script = dir + "/host/eldric_plugin_host-" + crypto::sha256Hex(host_script_).substr(0, 16) + ".py";
+  std::string script =
+      dir + "/host/eldric_plugin_host-" + crypto::sha256Hex(host_script_).substr(0, 16) + ".py";
   if (!writeFileAtomically(script, host_script_, 0644, error)) return false;
   runtime_dir_ = dir;
   return true;
@@ -292,8 +295,8 @@ bool Runtime::sandboxAvailable(std::string* why) {
         dup2(devnull, 1);
         dup2(devnull, 2);
       }
-      if (run_uid_ >= 0 && (setgroups(0, nullptr) != 0 || setgid(run_gid_) != 0 ||
-                            setuid(run_uid_) != 0)) {
+      if (run_uid_ >= 0 &&
+          (setgroups(0, nullptr) != 0 || setgid(run_gid_) != 0 || setuid(run_uid_) != 0)) {
         _exit(126);
       }
       execl(kBwrap, "bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr",
@@ -345,6 +348,17 @@ bool Runtime::compile(const edge::v1::Plugins& plugins, std::shared_ptr<PluginsC
                        crypto::sha256Hex(host_script_).substr(0, 16) + ".py";
 
   for (const auto& p : plugins.plugins()) {
+    // The id names folders here: whatever sent the snapshot, it must be a
+    // plain name.
+    if (p.id().size() > 64 || !safeRelativePath(p.id()) || p.id().find('/') != std::string::npos) {
+      *error = "a plugin id must be 1-64 letters, digits, '.', '_' or '-' (not starting with '.')";
+      return false;
+    }
+    if (p.type() != "filter" && p.type() != "pipe") {
+      *error = "plugin " + p.id() + ": the data plane runs filters and pipes, not \"" +
+               p.type().substr(0, 32) + "\"";
+      return false;
+    }
     auto spec = std::make_shared<PluginSpec>();
     spec->id = p.id();
     spec->name = p.name().empty() ? p.id() : p.name();
@@ -372,10 +386,16 @@ bool Runtime::compile(const edge::v1::Plugins& plugins, std::shared_ptr<PluginsC
 
     const auto& lim = p.limits();
     std::vector<std::string> host_args = {
-        "--id", p.id(), "--threads", "8",
-        "--rlimit-as", std::to_string(lim.memory_bytes() ? lim.memory_bytes() : kDefaultMemoryBytes),
-        "--rlimit-nofile", std::to_string(lim.open_files() ? lim.open_files() : kDefaultOpenFiles),
-        "--rlimit-nproc", std::to_string(lim.processes() ? lim.processes() : kDefaultProcesses)};
+        "--id",
+        p.id(),
+        "--threads",
+        "8",
+        "--rlimit-as",
+        std::to_string(lim.memory_bytes() ? lim.memory_bytes() : kDefaultMemoryBytes),
+        "--rlimit-nofile",
+        std::to_string(lim.open_files() ? lim.open_files() : kDefaultOpenFiles),
+        "--rlimit-nproc",
+        std::to_string(lim.processes() ? lim.processes() : kDefaultProcesses)};
     if (lim.cpu_seconds()) {
       host_args.push_back("--rlimit-cpu");
       host_args.push_back(std::to_string(lim.cpu_seconds()));
@@ -388,16 +408,33 @@ bool Runtime::compile(const edge::v1::Plugins& plugins, std::shared_ptr<PluginsC
     if (cfg->sandboxed) {
       l.argv = {kBwrap, "--die-with-parent", "--new-session", "--unshare-all"};
       if (spec->network) l.argv.push_back("--share-net");
-      for (const char* a :
-           {"--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin",
-            "/sbin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-            "--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"}) {
+      for (const char* a : {"--ro-bind", "/usr",      "/usr",   "--symlink", "usr/bin", "/bin",
+                            "--symlink", "usr/sbin",  "/sbin",  "--symlink", "usr/lib", "/lib",
+                            "--symlink", "usr/lib64", "/lib64", "--ro-bind", "/etc",    "/etc",
+                            "--proc",    "/proc",     "--dev",  "/dev",      "--tmpfs", "/tmp"}) {
         l.argv.push_back(a);
       }
-      l.argv.insert(l.argv.end(), {"--ro-bind", spec->code_dir, "/plugin", "--ro-bind", script,
-                                   "/run/eldric/host.py", "--bind", spec->data_dir, "/data",
-                                   "--chdir", "/data", "--setenv", "HOME", "/data", "--", python,
-                                   "-I", "-B", "/run/eldric/host.py", "--dir", "/plugin"});
+      l.argv.insert(l.argv.end(), {"--ro-bind",
+                                   spec->code_dir,
+                                   "/plugin",
+                                   "--ro-bind",
+                                   script,
+                                   "/run/eldric/host.py",
+                                   "--bind",
+                                   spec->data_dir,
+                                   "/data",
+                                   "--chdir",
+                                   "/data",
+                                   "--setenv",
+                                   "HOME",
+                                   "/data",
+                                   "--",
+                                   python,
+                                   "-I",
+                                   "-B",
+                                   "/run/eldric/host.py",
+                                   "--dir",
+                                   "/plugin"});
       l.cwd = spec->data_dir;
     } else {
       l.argv = {python, "-I", "-B", script, "--dir", spec->code_dir};
@@ -408,8 +445,9 @@ bool Runtime::compile(const edge::v1::Plugins& plugins, std::shared_ptr<PluginsC
     spec->status = status_.get(p.id());
     cfg->plugins.push_back(std::move(spec));
   }
-  std::sort(cfg->plugins.begin(), cfg->plugins.end(),
-            [](const PluginSpecSharedPtr& a, const PluginSpecSharedPtr& b) { return a->id < b->id; });
+  std::sort(
+      cfg->plugins.begin(), cfg->plugins.end(),
+      [](const PluginSpecSharedPtr& a, const PluginSpecSharedPtr& b) { return a->id < b->id; });
   *out = cfg;
   return true;
 }
@@ -437,7 +475,8 @@ std::string Runtime::statusJson(const std::string& id, bool detailed) {
   out += "]";
   if (detailed) {
     out += ",\"valves_schema\":" + st->valves_schema_json;
-    out += ",\"description\":" + (st->description_json.empty() ? std::string("null") : st->description_json);
+    out += ",\"description\":" +
+           (st->description_json.empty() ? std::string("null") : st->description_json);
   }
   out += "}";
   return out;
@@ -495,7 +534,8 @@ void Runtime::appendMetrics(std::string& out) {
   for (const auto& [id, st] : all) {
     for (int h = 0; h < static_cast<int>(Hook::kCount); ++h) {
       uint64_t cumulative = 0;
-      std::string labels = "plugin=\"" + label(id) + "\",hook=\"" + hookName(static_cast<Hook>(h)) + "\"";
+      std::string labels =
+          "plugin=\"" + label(id) + "\",hook=\"" + hookName(static_cast<Hook>(h)) + "\"";
       std::string lines;
       for (int b = 0; b < PluginStatus::kBuckets; ++b) {
         cumulative += st->latency[h][b].load(std::memory_order_relaxed);
@@ -511,7 +551,8 @@ void Runtime::appendMetrics(std::string& out) {
       if (!cumulative) continue;
       out += lines;
       char sum[64];
-      snprintf(sum, sizeof(sum), "%.6f", st->latency_sum_us[h].load(std::memory_order_relaxed) / 1e6);
+      snprintf(sum, sizeof(sum), "%.6f",
+               st->latency_sum_us[h].load(std::memory_order_relaxed) / 1e6);
       out += "eldric_edge_plugin_call_duration_seconds_sum{" + labels + "} " + sum + "\n";
       out += "eldric_edge_plugin_call_duration_seconds_count{" + labels + "} " +
              std::to_string(cumulative) + "\n";
@@ -540,7 +581,8 @@ void Runtime::appendMetrics(std::string& out) {
 // ---------------------------------------------------------------------------
 // Instance
 
-Instance::Instance(PluginHost& host, PluginSpecSharedPtr spec) : host_(host), spec_(std::move(spec)) {
+Instance::Instance(PluginHost& host, PluginSpecSharedPtr spec)
+    : host_(host), spec_(std::move(spec)) {
   valves_observer_.instance = this;
   // Until a process describes the plugin, a filter is assumed to have
   // every hook: requests wait for it rather than pass unfiltered.
@@ -564,9 +606,8 @@ Instance::~Instance() {
 }
 
 void Instance::startProcess(size_t slot) {
-  auto p = std::make_unique<PluginProcess>(host_.dispatcher(), *this,
-                                           host_.config() ? host_.config()->max_message_bytes
-                                                          : (8u << 20));
+  auto p = std::make_unique<PluginProcess>(
+      host_.dispatcher(), *this, host_.config() ? host_.config()->max_message_bytes : (8u << 20));
   std::string params = "{\"valves\":" + spec_->valves_json + "}";
   std::string error;
   started_ms_[slot] = host_.dispatcher().nowMs();
@@ -625,7 +666,9 @@ void Instance::describe(const rapidjson::Value& d) {
     has_stream_ = flag(filter->value, "stream");
   }
   auto prio = d.FindMember("priority");
-  priority_ = prio != d.MemberEnd() && prio->value.IsNumber() ? static_cast<int64_t>(prio->value.GetDouble()) : 0;
+  priority_ = prio != d.MemberEnd() && prio->value.IsNumber()
+                  ? static_cast<int64_t>(prio->value.GetDouble())
+                  : 0;
   valve_models_.clear();
   auto models = d.FindMember("models");
   if (models != d.MemberEnd() && models->value.IsArray()) {
@@ -646,7 +689,8 @@ void Instance::describe(const rapidjson::Value& d) {
       if (m.pipe_id.empty() || m.pipe_id.size() > 128) continue;
       m.model = lone ? spec_->id : spec_->id + "." + m.pipe_id;
       m.name = p.HasMember("name") && p["name"].IsString()
-                   ? std::string(p["name"].GetString(), std::min<size_t>(p["name"].GetStringLength(), 256))
+                   ? std::string(p["name"].GetString(),
+                                 std::min<size_t>(p["name"].GetStringLength(), 256))
                    : m.pipe_id;
       pipes_.push_back(std::move(m));
       if (pipes_.size() >= 256) break;
@@ -739,8 +783,8 @@ void Instance::onOutput(PluginProcess&, std::string_view line) {
 }
 
 void Instance::update(PluginSpecSharedPtr spec) {
-  bool same_code = spec->code_sha256 == spec_->code_sha256 && spec->launch.argv == spec_->launch.argv &&
-                   spec->processes == spec_->processes;
+  bool same_code = spec->code_sha256 == spec_->code_sha256 &&
+                   spec->launch.argv == spec_->launch.argv && spec->processes == spec_->processes;
   bool same_valves = spec->valves_json == spec_->valves_json;
   spec_ = std::move(spec);
   if (same_code && same_valves) return;

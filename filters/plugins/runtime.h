@@ -37,8 +37,8 @@ struct PluginStatus {
   std::atomic<uint64_t> calls[static_cast<int>(Hook::kCount)][static_cast<int>(Outcome::kCount)]{};
   // Latency histogram of answered calls, by hook: bucket upper bounds in
   // kLatencyBucketsUs, plus one for larger.
-  static constexpr uint64_t kLatencyBucketsUs[] = {100,   250,    500,    1000,   2500,   5000,
-                                                   10000, 25000,  50000,  100000, 250000, 1000000};
+  static constexpr uint64_t kLatencyBucketsUs[] = {100,   250,   500,   1000,   2500,   5000,
+                                                   10000, 25000, 50000, 100000, 250000, 1000000};
   static constexpr int kBuckets = sizeof(kLatencyBucketsUs) / sizeof(uint64_t) + 1;
   std::atomic<uint64_t> latency[static_cast<int>(Hook::kCount)][kBuckets]{};
   std::atomic<uint64_t> latency_sum_us[static_cast<int>(Hook::kCount)]{};

@@ -30,7 +30,10 @@ const rapidjson::Value* resolveRef(const rapidjson::Value& root, const rapidjson
 
 bool typeMatches(std::string_view type, const rapidjson::Value& v) {
   if (type == "string") return v.IsString();
-  if (type == "integer") return v.IsInt64() || v.IsUint64() || (v.IsDouble() && v.GetDouble() == static_cast<double>(static_cast<int64_t>(v.GetDouble())));
+  if (type == "integer")
+    return v.IsInt64() || v.IsUint64() ||
+           (v.IsDouble() &&
+            v.GetDouble() == static_cast<double>(static_cast<int64_t>(v.GetDouble())));
   if (type == "number") return v.IsNumber();
   if (type == "boolean") return v.IsBool();
   if (type == "array") return v.IsArray();

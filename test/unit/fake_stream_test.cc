@@ -297,8 +297,8 @@ TEST(FakeStreamTest, EncoderStopAllAndBufferRewritesTheWholeResponseBeforeItsHea
   EXPECT_EQ(c.stream.responseStatus(), 200);
   EXPECT_EQ(c.stream.response_body, "new");
   EXPECT_TRUE(c.stream.response_complete);
-  EXPECT_EQ(c.journal, (Journal{"f0.dh!", "f1.dh!", "f1.eh", "f1.ed(abcd)!", "f0.eh",
-                                "f0.ed(new)!"}));
+  EXPECT_EQ(c.journal,
+            (Journal{"f0.dh!", "f1.dh!", "f1.eh", "f1.ed(abcd)!", "f0.eh", "f0.ed(new)!"}));
 }
 
 TEST(FakeStreamTest, DataInjectedIntoTheChainGoesThroughTheEncodersAfterTheInjector) {
