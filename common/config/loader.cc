@@ -30,6 +30,9 @@ struct Settings {
   std::string bind = "0.0.0.0";
   std::vector<std::string> routers;
   std::string controller_url;
+  // The worker registration proxy's deadline: a controller that has not
+  // answered by then gets the worker a 504.
+  int64_t controller_timeout_ms = 30000;
   bool tls_enabled = true;
   std::string tls_mode = "manual";
   std::string cert_file, key_file;
@@ -312,20 +315,22 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
            }},
           {"upstream",
            [&](const Value& v, const std::string& p) {
-             w.object(v, p,
-                      {{"connect_timeout_ms", w.integer(&s.connect_timeout_ms, 10, 600000)},
-                       {"health_check_path", w.string(&s.health_path)},
-                       {"health_check_interval_ms", w.integer(&s.health_interval_ms, 50, 3600000)},
-                       {"health_check_timeout_ms", w.integer(&s.health_timeout_ms, 10, 600000)},
-                       {"unhealthy_threshold", w.integer(&s.unhealthy_threshold, 1, 100)},
-                       {"healthy_threshold", w.integer(&s.healthy_threshold, 1, 100)},
-                       {"ejection_consecutive_failures", w.integer(&s.ejection_failures, 0, 1000)},
-                       {"ejection_time_ms", w.integer(&s.ejection_time_ms, 100, 3600000)},
-                       {"max_idle_connections", w.integer(&s.max_idle, 0, 100000)},
-                       {"idle_connection_timeout_ms",
-                        w.integer(&s.idle_connection_timeout_ms, 100, 3600000)},
-                       {"retries", w.integer(&s.retries, 0, 10)},
-                       {"dns_refresh_ms", w.integer(&s.dns_refresh_ms, 100, 86400000)}});
+             w.object(
+                 v, p,
+                 {{"connect_timeout_ms", w.integer(&s.connect_timeout_ms, 10, 600000)},
+                  {"health_check_path", w.string(&s.health_path)},
+                  {"health_check_interval_ms", w.integer(&s.health_interval_ms, 50, 3600000)},
+                  {"health_check_timeout_ms", w.integer(&s.health_timeout_ms, 10, 600000)},
+                  {"unhealthy_threshold", w.integer(&s.unhealthy_threshold, 1, 100)},
+                  {"healthy_threshold", w.integer(&s.healthy_threshold, 1, 100)},
+                  {"ejection_consecutive_failures", w.integer(&s.ejection_failures, 0, 1000)},
+                  {"ejection_time_ms", w.integer(&s.ejection_time_ms, 100, 3600000)},
+                  {"max_idle_connections", w.integer(&s.max_idle, 0, 100000)},
+                  {"idle_connection_timeout_ms",
+                   w.integer(&s.idle_connection_timeout_ms, 100, 3600000)},
+                  {"retries", w.integer(&s.retries, 0, 10)},
+                  {"dns_refresh_ms", w.integer(&s.dns_refresh_ms, 100, 86400000)},
+                  {"controller_timeout_ms", w.integer(&s.controller_timeout_ms, 100, 86400000)}});
            }},
       });
 }
@@ -759,6 +764,7 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
       r->set_cluster("controller");
       r->set_required_scope(edge::v1::SCOPE_WORKER);
       r->set_rate_limited(true);
+      *r->mutable_timeout() = duration(s.controller_timeout_ms);
     }
   }
   out->log_level = s.log_level;

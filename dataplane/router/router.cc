@@ -54,6 +54,21 @@ void RouterFilter::start() {
   if (host) req.headers.set("x-forwarded-host", *host);
   req.headers.set("x-forwarded-for", callbacks_->peerIp());
   req.headers.set("x-forwarded-proto", callbacks_->scheme());
+  // Who is calling, in the Edge's words (never the key): the controller
+  // and the routers may attribute a request to its client. A client's own
+  // x-eldric-client-* headers are never passed on.
+  req.headers.removeAll({"x-eldric-client-id", "x-eldric-client-name", "x-eldric-client-scopes"});
+  if (const auto& who = callbacks_->streamInfo().identity) {
+    req.headers.set("x-eldric-client-id", who->client_id);
+    req.headers.set("x-eldric-client-name", who->client_name);
+    std::string scopes;
+    for (int bit = 1; bit <= 3; ++bit) {
+      if (!who->hasScope(bit)) continue;
+      if (!scopes.empty()) scopes += ',';
+      scopes += bit == 1 ? "inference" : bit == 2 ? "admin" : "worker";
+    }
+    req.headers.set("x-eldric-client-scopes", scopes);
+  }
   if (!request_body_.empty() || req.content_length || req.chunked) {
     req.headers.set("content-length", std::to_string(request_body_.length()));
   }
