@@ -53,6 +53,8 @@ const char* scopeName(int bit) {
       return "admin";
     case 3:
       return "worker";
+    case 4:
+      return "router";
     default:
       return nullptr;
   }
@@ -100,7 +102,7 @@ std::string PluginFilter::userJson() const {
   out += identity->hasScope(2) ? "\"admin\"" : "\"user\"";
   out += ",\"scopes\":[";
   bool first = true;
-  for (int bit = 1; bit <= 3; ++bit) {
+  for (int bit = 1; bit <= 4; ++bit) {
     if (!identity->hasScope(bit)) continue;
     if (!first) out += ',';
     first = false;
@@ -657,7 +659,7 @@ void PluginFilter::mergePipeModels(Buffer& body) {
     m.AddMember("object", "model", a);
     m.AddMember("created", 0, a);
     m.AddMember("owned_by", rapidjson::Value(inst->spec().id.c_str(), a), a);
-    m.AddMember("name", rapidjson::Value(inst->spec().name.c_str(), a), a);
+    m.AddMember("name", rapidjson::Value(pipe->name.c_str(), a), a);
     data->value.PushBack(m, a);
   }
   std::string out = serialize(doc);

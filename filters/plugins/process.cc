@@ -198,6 +198,7 @@ bool PluginProcess::start(const LaunchSpec& spec, std::string configure_params,
                 });
 
   configure_id_ = next_id_++;
+  configure_timeout_ms_ = configure_timeout_ms;
   Call c;
   c.timer = dispatcher_.createTimer(
       [this] { kill(CallFailure::Timeout, "the plugin did not load in time"); });
@@ -243,6 +244,8 @@ uint64_t PluginProcess::call(std::string_view method, std::string_view params_js
     // A call past its deadline: the plugin is stuck (a Python thread cannot
     // be interrupted), so the process is replaced. The caller hears first.
     CallObserver* o = it->second.observer;
+    // This runs inside the timer's callback: the timer goes later.
+    retire(std::move(it->second.timer));
     calls_.erase(it);
     auto alive = alive_;
     if (o) o->onFailure(CallFailure::Timeout, "the plugin did not answer in time");
@@ -314,6 +317,24 @@ bool PluginProcess::onLine(std::string_view line) {
   CallObserver* observer = it->second.observer;
   calls_.erase(it);
   if (msg.id == configure_id_) {
+    if (!msg.ok && msg.error_code == kBadParams && !configured_with_defaults_) {
+      // The plugin loaded but refuses the stored valves (stored before its
+      // schema was known, or the schema changed): it runs on its defaults,
+      // and the operator sees why in its status.
+      configured_with_defaults_ = true;
+      auto alive = alive_;
+      owner_.onValvesRefused(*this, msg.error_message);
+      if (!*alive || state_ == State::Gone) return false;
+      configure_id_ = next_id_++;
+      Call c;
+      c.timer = dispatcher_.createTimer(
+          [this] { kill(CallFailure::Timeout, "the plugin did not load in time"); });
+      c.timer->enable(configure_timeout_ms_);
+      calls_.emplace(configure_id_, std::move(c));
+      write(R"({"jsonrpc":"2.0","id":)" + std::to_string(configure_id_) +
+            R"(,"method":"configure","params":{"valves":{}}})" + "\n");
+      return true;
+    }
     if (!msg.ok) {
       kill(CallFailure::NotRunning, "the plugin could not be loaded: " + msg.error_message);
       return false;
@@ -371,10 +392,19 @@ void PluginProcess::protocolError(const std::string& why) {
   kill(CallFailure::BadMessage, "the plugin broke the protocol: " + why);
 }
 
+void PluginProcess::retire(TimerPtr timer) {
+  if (!timer) return;
+  // A timer may be the one whose callback is running (a deadline that
+  // kills the process): destroyed on the next loop turn, not under it.
+  timer->disable();
+  dispatcher_.post([t = std::shared_ptr<Timer>(std::move(timer))] {});
+}
+
 void PluginProcess::failAll(CallFailure failure, const std::string& why) {
   std::vector<CallObserver*> waiting;
   for (auto& [id, call] : calls_) {
     if (call.observer) waiting.push_back(call.observer);
+    retire(std::move(call.timer));
   }
   calls_.clear();
   queued_.clear();

@@ -68,6 +68,9 @@ class PluginProcess : public DeferredDeletable {
     virtual void onGone(PluginProcess& process, const std::string& why) = 0;
     // One line the plugin printed.
     virtual void onOutput(PluginProcess& process, std::string_view line) = 0;
+    // The plugin refused the stored valves at configure (`why` names the
+    // field, never a value); it is configured again on its defaults.
+    virtual void onValvesRefused(PluginProcess& process, const std::string& why) = 0;
   };
 
   PluginProcess(Dispatcher& dispatcher, Owner& owner, size_t max_message_bytes);
@@ -114,6 +117,7 @@ class PluginProcess : public DeferredDeletable {
   void onOutputBytes(std::string_view bytes);
   void onExit(int64_t status, int signal);
   void failAll(CallFailure failure, const std::string& why);
+  void retire(TimerPtr timer);
   void protocolError(const std::string& why);
 
   Dispatcher& dispatcher_;
@@ -124,6 +128,9 @@ class PluginProcess : public DeferredDeletable {
   int pid_ = 0;
   uint64_t next_id_ = 1;
   uint64_t configure_id_ = 0;
+  uint64_t configure_timeout_ms_ = 0;
+  bool configured_with_defaults_ = false;
+  static constexpr int kBadParams = -32602;
   std::unordered_map<uint64_t, Call> calls_;
   std::vector<std::string> queued_;  // lines waiting for `configure` to finish
   LineSplitter protocol_;

@@ -411,9 +411,14 @@ bool Runtime::compile(const edge::v1::Plugins& plugins, std::shared_ptr<PluginsC
       for (const char* a : {"--ro-bind", "/usr",      "/usr",   "--symlink", "usr/bin", "/bin",
                             "--symlink", "usr/sbin",  "/sbin",  "--symlink", "usr/lib", "/lib",
                             "--symlink", "usr/lib64", "/lib64", "--ro-bind", "/etc",    "/etc",
-                            "--proc",    "/proc",     "--dev",  "/dev",      "--tmpfs", "/tmp"}) {
+                            "--proc",    "/proc",     "--dev",  "/dev"}) {
         l.argv.push_back(a);
       }
+      // The sandbox's /tmp is memory: bounded like the process.
+      l.argv.insert(
+          l.argv.end(),
+          {"--size", std::to_string(lim.memory_bytes() ? lim.memory_bytes() : kDefaultMemoryBytes),
+           "--tmpfs", "/tmp"});
       l.argv.insert(l.argv.end(), {"--ro-bind",
                                    spec->code_dir,
                                    "/plugin",
@@ -780,6 +785,12 @@ void Instance::onGone(PluginProcess& process, const std::string& why) {
 
 void Instance::onOutput(PluginProcess&, std::string_view line) {
   log::info("plugin output", {{"plugin", log::str(spec_->id)}, {"line", log::str(line)}});
+}
+
+void Instance::onValvesRefused(PluginProcess&, const std::string& why) {
+  last_error_ = "stored valves refused, running on the plugin's defaults: " + why;
+  log::warn("plugin refused its stored valves; running on its defaults",
+            {{"plugin", log::str(spec_->id)}, {"reason", log::str(why)}});
 }
 
 void Instance::update(PluginSpecSharedPtr spec) {

@@ -175,6 +175,7 @@ class Instance : public PluginProcess::Owner {
   void onReady(PluginProcess& process, const rapidjson::Value& description) override;
   void onGone(PluginProcess& process, const std::string& why) override;
   void onOutput(PluginProcess& process, std::string_view line) override;
+  void onValvesRefused(PluginProcess& process, const std::string& why) override;
 
  private:
   void startProcess(size_t slot);

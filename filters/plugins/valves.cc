@@ -10,7 +10,9 @@ namespace {
 
 // How many $ref / anyOf levels are followed before a value is accepted
 // as it is.
-constexpr int kMaxSchemaDepth = 4;
+constexpr int kMaxSchemaDepth = 8;
+// Elements of a list (members of an object) checked against their schema.
+constexpr size_t kMaxCheckedElements = 1000;
 
 const rapidjson::Value* resolveRef(const rapidjson::Value& root, const rapidjson::Value& schema) {
   auto ref = schema.FindMember("$ref");
@@ -101,6 +103,43 @@ bool fits(const rapidjson::Value& root, const rapidjson::Value& schema_in,
       }
       if (!ok) {
         *expected = "a value of another type";
+        return false;
+      }
+    }
+  }
+  // Inside lists and objects (List[str], Dict[str, str], nested models).
+  if (v.IsArray()) {
+    auto items = schema->FindMember("items");
+    if (items != schema->MemberEnd() && items->value.IsObject()) {
+      size_t n = 0;
+      for (const auto& e : v.GetArray()) {
+        if (++n > kMaxCheckedElements) break;
+        std::string why;
+        if (!fits(root, items->value, e, depth + 1, &why)) {
+          *expected = "a list whose items are each " + why;
+          return false;
+        }
+      }
+    }
+  } else if (v.IsObject()) {
+    auto props = schema->FindMember("properties");
+    auto extra = schema->FindMember("additionalProperties");
+    size_t n = 0;
+    for (const auto& m : v.GetObject()) {
+      if (++n > kMaxCheckedElements) break;
+      const rapidjson::Value* sub = nullptr;
+      if (props != schema->MemberEnd() && props->value.IsObject()) {
+        auto p = props->value.FindMember(m.name);
+        if (p != props->value.MemberEnd()) sub = &p->value;
+      }
+      if (!sub && extra != schema->MemberEnd() && extra->value.IsObject()) sub = &extra->value;
+      if (!sub) continue;
+      std::string why;
+      if (!fits(root, *sub, m.value, depth + 1, &why)) {
+        *expected =
+            "an object whose \"" +
+            std::string(m.name.GetString(), std::min<size_t>(m.name.GetStringLength(), 64)) +
+            "\" is " + why;
         return false;
       }
     }

@@ -62,7 +62,7 @@ const loadThreads = Math.max(1, Math.min(workers, loadCpus.length));
 const onlyArg = process.argv.find((a) => a.startsWith('--only='));
 const only = onlyArg ? new Set(onlyArg.slice(7).split(',').map(Number)) : null;
 const want = (n) => !only || only.has(n);
-// --base-port=N puts the listeners on N..N+9; by default each is a port the
+// --base-port=N puts the listeners on N..N+13; by default each is a port the
 // kernel reports free, so two runs on one machine do not collide.
 const basePortArg = process.argv.find((a) => a.startsWith('--base-port='));
 const dur = quick ? 2 : 10;
@@ -125,7 +125,17 @@ process.on('exit', (code) => {
 process.on('SIGINT', () => process.exit(130));
 process.on('SIGTERM', () => process.exit(143));
 
-const bin = (p) => path.join(repo, 'bazel-bin', p);
+// ELDRIC_BIN_DIR: another tree with bazel-bin's layout (a frozen copy of the
+// binaries, as test/e2e takes); a tool missing there comes from bazel-bin.
+const binDir = process.env.ELDRIC_BIN_DIR ? path.resolve(process.env.ELDRIC_BIN_DIR) : path.join(repo, 'bazel-bin');
+const bin = (p) => {
+  const f = path.join(binDir, p);
+  return fs.existsSync(f) ? f : path.join(repo, 'bazel-bin', p);
+};
+if (process.env.ELDRIC_BIN_DIR) {
+  log(`binaries from ${binDir} (${['dataplane/eldric-edge', 'test/fake_router/fake-router', 'test/bench/loadgen', 'test/bench/benchclient']
+    .map((p) => `${path.basename(p)}: ${bin(p).startsWith(binDir + path.sep) ? 'there' : 'bazel-bin'}`).join(', ')})`);
+}
 // A system's chat endpoint (every proxy listens with TLS on its port).
 const chatUrl = (s) => `https://127.0.0.1:${s.port}/v1/chat/completions`;
 const cert = path.join(work, 'cert.pem');
@@ -138,7 +148,8 @@ fs.writeFileSync(path.join(work, 'haproxy.pem'), fs.readFileSync(cert, 'utf8') +
 // ports) as the system "edge-b": an A/B of two builds in one run.
 const edgeBArg = process.argv.find((a) => a.startsWith('--edge-b='));
 const edgeB = edgeBArg ? path.resolve(edgeBArg.slice(9)) : null;
-const portNames = ['router', 'sseRouter', 'edge', 'nginx', 'haproxy', 'edgeOff', 'edgeHttp', 'edgeOffHttp', 'edgeB', 'edgeBHttp'];
+const portNames = ['router', 'sseRouter', 'edge', 'nginx', 'haproxy', 'edgeOff', 'edgeHttp', 'edgeOffHttp', 'edgeB', 'edgeBHttp',
+  'edgeInlet', 'edgeInletHttp', 'edgeStream', 'edgeStreamHttp'];
 const ports = {};
 for (const [i, n] of portNames.entries()) {
   ports[n] = basePortArg ? Number(basePortArg.slice(12)) + i : await freePort();
@@ -404,18 +415,35 @@ function benchclient(args, timeoutS) {
     throw new Error(`benchclient ${args.join(' ')} failed (exit ${p.status}): ${p.stderr}`);
   }
 }
-// CPU seconds used so far by a process and its children (nginx's workers).
-function cpuOf(pid) {
-  const pids = [pid, ...execFileSync('sh', ['-c', `pgrep -P ${pid} || true`], { encoding: 'utf8' }).split(/\s+/).filter(Boolean).map(Number)];
-  let ticks = 0;
-  for (const p of pids) {
+// CPU seconds used so far by a process (`self`) and all its descendants
+// (`kids`: nginx's workers; an Edge's plugin processes, which run under
+// bwrap, two levels below it), read from /proc/PID/stat.
+function cpuTree(pid) {
+  const children = new Map();
+  const ticks = new Map();
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
     try {
-      // Fields after the command's closing parenthesis: utime and stime are 14 and 15.
-      const f = fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ').pop().split(' ');
-      ticks += Number(f[11]) + Number(f[12]);
-    } catch {}
+      // Fields after the command's closing parenthesis: ppid is 4, utime and stime are 14 and 15.
+      const f = fs.readFileSync(`/proc/${d}/stat`, 'utf8').split(') ').pop().split(' ');
+      const p = Number(d), parent = Number(f[1]);
+      ticks.set(p, Number(f[11]) + Number(f[12]));
+      if (!children.has(parent)) children.set(parent, []);
+      children.get(parent).push(p);
+    } catch {}  // a process that just exited
   }
-  return ticks / 100;  // USER_HZ
+  let kids = 0;
+  const todo = [...(children.get(pid) ?? [])];
+  while (todo.length) {
+    const p = todo.pop();
+    kids += ticks.get(p) ?? 0;
+    todo.push(...(children.get(p) ?? []));
+  }
+  return { self: (ticks.get(pid) ?? 0) / 100, kids: kids / 100 };  // USER_HZ
+}
+function cpuOf(pid) {
+  const c = cpuTree(pid);
+  return c.self + c.kids;
 }
 if (want(3)) {
   const conc = 16;
@@ -449,6 +477,222 @@ if (want(3)) {
     `; the client's own CPU per connection (µs): ${systems.map((s) => `${s.name} ${fmt(med(s.name, (r) => r.client_cpu_us_per_conn))}`).join(', ')}` +
     `; errors: ${systems.map((s) => `${s.name} ${res[s.name].reduce((a, r) => a + r.errors, 0)}`).join(', ')}. ` +
     `The same with wrk (OpenSSL 3.0 client, one run): ${systems.map((s) => `${s.name} ${fmt(wrkRps[s.name])}`).join(', ')} conn/s.`);
+}
+
+// --- issue 17: the Edge running Python plugins (scenarios 7 and 8) -----------
+// The same Edge binary and configuration as "edge", plus a plugins_dir
+// holding one no-op plugin from test/bench/plugins/ (enabled by its
+// manifest): "edge+inlet" (noop-inlet: Filter.inlet returns the body) for
+// scenario 7, "edge+stream" (noop-stream: Filter.stream returns the event)
+// for scenario 8. Each is started when its scenario begins, once /health
+// says its plugin is "running", and stopped after it. These run before
+// scenario 4, which points "edge" at the paced router.
+const adminKey = 'sk-bench-admin-0123456789';
+const pluginRows = [];
+const pluginNames = ['edge', 'edge+inlet', 'edge+stream'];
+// `target`: issue 17's bound on the plugin system's figure: `value` (the
+// row's figure) and/or `delta` (its figure minus the plain Edge's, the
+// plugin's own share), `max` or `min`. `delta`: per-run differences, paired
+// run by run (the systems alternate within a run).
+function pluginRow(scenario, unit, values, better, spread, label, extra = {}) {
+  pluginRows.push({ scenario, unit, values, better, spread, label, ...extra });
+}
+function pluginMetrics(s) {
+  let out = '';
+  try {
+    out = execFileSync('curl', ['-sk', '--max-time', '5', `https://127.0.0.1:${s.port}/metrics`, '-H', `Authorization: Bearer ${adminKey}`], { encoding: 'utf8' });
+  } catch {}
+  const calls = {};
+  for (const m of out.matchAll(/^eldric_edge_plugin_calls_total\{[^}]*outcome="([^"]+)"[^}]*\} (\d+)/gm)) calls[m[1]] = (calls[m[1]] ?? 0) + Number(m[2]);
+  const num = (re) => Number(re.exec(out)?.[1] ?? 0);
+  const buckets = [];  // [upper bound (s), cumulative count]
+  for (const m of out.matchAll(/^eldric_edge_plugin_call_duration_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\d+)/gm)) {
+    buckets.push([m[1] === '+Inf' ? Infinity : Number(m[1]), Number(m[2])]);
+  }
+  return {
+    calls, buckets, sum: num(/^eldric_edge_plugin_call_duration_seconds_sum\{[^}]*\} ([\d.e+-]+)/m),
+    count: num(/^eldric_edge_plugin_call_duration_seconds_count\{[^}]*\} (\d+)/m),
+    restarts: num(/^eldric_edge_plugin_restarts_total\{[^}]*\} (\d+)/m),
+  };
+}
+// What the plugin did between two pluginMetrics() readings, for a note.
+function pluginCallsNote(a, b) {
+  const outcomes = [...new Set([...Object.keys(a.calls), ...Object.keys(b.calls)])];
+  const n = b.count - a.count;
+  // The histogram's bucket holding the median call.
+  let p50 = 'n/a';
+  for (let i = 0, prev = 0; i < b.buckets.length; prev = b.buckets[i++][0]) {
+    if (b.buckets[i][1] - (a.buckets[i]?.[1] ?? 0) >= n / 2 && n) {
+      p50 = `${fmt(prev * 1e6)}-${Number.isFinite(b.buckets[i][0]) ? fmt(b.buckets[i][0] * 1e6) : '∞'}`;
+      break;
+    }
+  }
+  return `${outcomes.map((o) => `${o} ${(b.calls[o] ?? 0) - (a.calls[o] ?? 0)}`).join(', ') || 'none'}` +
+    `; the Edge's own timing of a call (eldric_edge_plugin_call_duration_seconds) ${n ? fmt(((b.sum - a.sum) / n) * 1e6) : 'n/a'} µs mean, ` +
+    `median in the ${p50} µs bucket` +
+    `; restarts ${b.restarts - a.restarts}`;
+}
+async function startPluginEdge(name, plugin, port, httpPort) {
+  const dir = path.join(work, `plugins-${plugin}`);
+  fs.cpSync(path.join(here, 'plugins', plugin), path.join(dir, plugin), { recursive: true });
+  const file = path.join(work, `edge-${plugin}.json`);
+  fs.writeFileSync(file, JSON.stringify({
+    ...edgeCfg, https_port: port, http_port: httpPort, data_dir: path.join(work, `edge-data-${plugin}`), plugins_dir: dir,
+    // An admin key to read /health's plugin states and /metrics.
+    auth: { ...edgeCfg.auth, admin_keys: { [adminKey]: 'bench-admin' } },
+  }));
+  const t0 = Date.now();
+  const s = { name, port, plugin };
+  s.proc = start(bin('dataplane/eldric-edge'), ['--config', file], { proxy: true });
+  await waitPort(port, true);
+  let state = '';
+  for (let i = 0; i < 300 && state !== 'running'; i++) {
+    try {
+      const h = JSON.parse(execFileSync('curl', ['-sk', '--max-time', '2', `https://127.0.0.1:${port}/health`, '-H', `Authorization: Bearer ${adminKey}`], { encoding: 'utf8' }));
+      state = h.plugins?.[plugin] ?? '';
+    } catch {}
+    if (state !== 'running') await sleep(100);
+  }
+  if (state !== 'running') throw new Error(`${name}: plugin ${plugin} not running after 30 s (state "${state}"); the Edge's log: ${s.proc.errText().slice(-2000)}`);
+  s.startS = (Date.now() - t0) / 1000;
+  log(`${name}: up, plugin ${plugin} running ${s.startS.toFixed(2)} s after the Edge's start`);
+  return s;
+}
+const edgeSys = systems.find((s) => s.name === 'edge');
+// Per-run values of the plain Edge and a plugin system, paired run by run
+// (alternate() runs both in each round): {edge: [...], [name]: [...]}.
+const deltaOf = (res, name, f) => res[name].map((v, i) => f(v) - f(res.edge[i]));
+const minMax = (v) => [Math.min(...v), Math.max(...v)];
+
+// 7. A no-op Python inlet filter: throughput at 64 connections, the Edge's
+// CPU per request (its plugin processes included), added latency one request
+// at a time against the same request straight to the router (as row 2).
+if (want(7)) {
+  const inlet = await startPluginEdge('edge+inlet', 'noop-inlet', ports.edgeInlet, ports.edgeInletHttp);
+  const list = [edgeSys, inlet];
+  const m0 = pluginMetrics(inlet);
+  // Untimed warm-up: the new Edge's upstream connections, the plugin's first calls.
+  for (const s of list) wrk([`-t${loadThreads}`, '-c64', `-d${quick ? 1 : 2}s`, '-s', luaPost, chatUrl(s)]);
+  const cpu = Object.fromEntries(list.map((s) => [s.name, []]));
+  const kidsCpu = Object.fromEntries(list.map((s) => [s.name, []]));
+  let requests = 0;
+  const thr = alternate((s) => {
+    const c0 = cpuTree(s.proc.pid);
+    const r = wrk([`-t${loadThreads}`, '-c64', `-d${dur}s`, '-s', luaPost, chatUrl(s)]);
+    const c1 = cpuTree(s.proc.pid);
+    cpu[s.name].push(((c1.self + c1.kids - c0.self - c0.kids) * 1e6) / r.requests);
+    kidsCpu[s.name].push(((c1.kids - c0.kids) * 1e6) / r.requests);
+    if (s === inlet) requests += r.requests;
+    if (r.non2xx || r.errs) log(`7: ${s.name}: non-2xx ${r.non2xx} ${r.errs}`);
+    return r.rps;
+  }, list);
+  const mThr = pluginMetrics(inlet);
+  const direct = [];
+  for (let r = 0; r < reps; r++) {
+    direct.push(wrk(['-t1', '-c1', `-d${dur}s`, '--latency', '-s', luaPost, `http://127.0.0.1:${ports.router}/v1/chat/completions`]));
+  }
+  const lat = alternate((s) => {
+    const r = wrk(['-t1', '-c1', `-d${dur}s`, '--latency', '-s', luaPost, chatUrl(s)]);
+    if (r.non2xx || r.errs) log(`7: ${s.name}: non-2xx ${r.non2xx} ${r.errs}`);
+    if (s === inlet) requests += r.requests;
+    return r;
+  }, list);
+  const m1 = pluginMetrics(inlet);
+  killGroup(inlet.proc);
+  const med = (res, f = (v) => v) => Object.fromEntries(Object.entries(res).map(([k, v]) => [k, median(v.map(f))]));
+  const spr = (res, f = (v) => v) => Object.fromEntries(Object.entries(res).map(([k, v]) => [k, minMax(v.map(f))]));
+  pluginRow('7. chat completion, TLS keep-alive, 64 conns, no-op inlet filter', 'req/s', med(thr), 'higher', spr(thr), '7. req/s',
+    { target: { value: { min: 5000 } } });
+  pluginRow('7. CPU per request, the Edge and its plugin processes, 64 conns', 'µs', med(cpu), 'lower', spr(cpu), '7. CPU per request',
+    { delta: deltaOf(cpu, 'edge+inlet', (v) => v) });
+  // Added latency: each run's percentile minus the median of the direct runs' (as row 2).
+  for (const [p, label] of [['50', 'p50'], ['99', 'p99']]) {
+    const base = median(direct.map((r) => r.lat[p]));
+    const f = (r) => Math.max(0, r.lat[p] - base) * 1000;
+    pluginRow(`7. added latency ${label}, one request at a time, no-op inlet filter`, 'µs', med(lat, f), 'lower', spr(lat, f),
+      `7. added latency ${label}`, { delta: deltaOf(lat, 'edge+inlet', (r) => r.lat[p] * 1000), target: p === '50' ? { value: { max: 300 } } : null });
+  }
+  notes.push(`Rows 7 (issue 17): edge+inlet is "edge" plus plugins_dir with test/bench/plugins/noop-inlet (async Filter.inlet returning ` +
+    `the body; one Python process, the Edge's one worker), plugin running ${inlet.startS.toFixed(2)} s after the Edge's start; ` +
+    `an untimed warm-up run each, then ${reps} run(s) of ${dur} s each way, order alternating. ` +
+    `Of the CPU per request, the plugin's processes (bwrap, python3): ${fmt(median(kidsCpu['edge+inlet']))} µs ` +
+    `(runs ${minMax(kidsCpu['edge+inlet']).map(fmt).join('-')}); the Edge's own: ${fmt(median(cpu['edge+inlet']) - median(kidsCpu['edge+inlet']))} µs ` +
+    `against ${fmt(median(cpu.edge))} µs without the plugin. One request at a time, direct to the fake router: ` +
+    `p50 ${fmt(median(direct.map((r) => r.lat['50'] * 1000)))} µs, p99 ${fmt(median(direct.map((r) => r.lat['99'] * 1000)))} µs; ` +
+    `edge p50/p99 ${fmt(median(lat.edge.map((r) => r.lat['50'] * 1000)))}/${fmt(median(lat.edge.map((r) => r.lat['99'] * 1000)))} µs, ` +
+    `edge+inlet ${fmt(median(lat['edge+inlet'].map((r) => r.lat['50'] * 1000)))}/${fmt(median(lat['edge+inlet'].map((r) => r.lat['99'] * 1000)))} µs ` +
+    `(req/s one at a time: edge ${fmt(median(lat.edge.map((r) => r.rps)))}, edge+inlet ${fmt(median(lat['edge+inlet'].map((r) => r.rps)))}). ` +
+    `Inlet calls (${requests} timed requests through edge+inlet, the warm-up's besides): at 64 conns ${pluginCallsNote(m0, mThr)}; ` +
+    `one at a time ${pluginCallsNote(mThr, m1)}.`);
+}
+
+// 8. A no-op Python stream filter: the delay it adds to each chunk of a
+// streamed answer. test/bench/sse_delay.mjs times every SSE event against
+// the fake router's schedule (the role event when the request arrives,
+// token k at (k + 1) x D after it): `streams` keep-alive loops, one stream
+// after another, each of N tokens D ms apart. The router is rows 1-3's,
+// paced per request by x-fake-tokens and x-fake-delay-ms (as if started
+// with --tokens N --token-delay-ms D). Added: the proxy's lateness minus
+// the same client's straight to the router in the same run.
+if (want(8)) {
+  const sys = await startPluginEdge('edge+stream', 'noop-stream', ports.edgeStream, ports.edgeStreamHttp);
+  const list = [edgeSys, sys];
+  const tokens = quick ? 20 : 50, delayMs = 20, streams = 4;
+  const sseDelay = (url) => {
+    const args = [path.join(here, 'sse_delay.mjs'), '--url', url, '--duration', String(dur), '--streams', String(streams),
+      '--tokens', String(tokens), '--delay-ms', String(delayMs), '-H', `Authorization: Bearer ${key}`];
+    const p = spawnSync('node', args, { encoding: 'utf8', timeout: (dur + (3 * tokens * delayMs) / 1000 + 60) * 1000 });
+    let r;
+    try {
+      r = JSON.parse(p.stdout.trim().split('\n').pop());
+    } catch {
+      throw new Error(`sse_delay ${url} failed (exit ${p.status}): ${p.stderr}`);
+    }
+    if (r.errors || r.lost) log(`8: ${url}: ${r.errors} errors (${r.error_text}), ${r.lost} tokens lost`);
+    return r;
+  };
+  const directUrl = `http://127.0.0.1:${ports.router}/v1/chat/completions`;
+  const m0 = pluginMetrics(sys);
+  const res = Object.fromEntries(list.map((s) => [s.name, []]));
+  const directRuns = [];
+  for (let r = 0; r < reps; r++) {
+    const direct = sseDelay(directUrl);
+    directRuns.push(direct);
+    for (const s of r % 2 ? [...list].reverse() : list) {
+      const c0 = cpuTree(s.proc.pid);
+      const x = sseDelay(chatUrl(s));
+      const c1 = cpuTree(s.proc.pid);
+      // CPU per event relayed (its request and the warm-up streams included).
+      x.cpu_us = ((c1.self + c1.kids - c0.self - c0.kids) * 1e6) / Math.max(1, x.events_all);
+      x.kids_cpu_us = ((c1.kids - c0.kids) * 1e6) / Math.max(1, x.events_all);
+      x.added = { p50: Math.max(0, x.lateness_us.p50 - direct.lateness_us.p50), p99: Math.max(0, x.lateness_us.p99 - direct.lateness_us.p99) };
+      res[s.name].push(x);
+    }
+  }
+  const m1 = pluginMetrics(sys);
+  killGroup(sys.proc);
+  const med = (f) => Object.fromEntries(list.map((s) => [s.name, median(res[s.name].map(f))]));
+  const spr = (f) => Object.fromEntries(list.map((s) => [s.name, minMax(res[s.name].map(f))]));
+  for (const p of ['p50', 'p99']) {
+    const f = (x) => x.added[p];
+    pluginRow(`8. SSE, ${streams} streams × ${tokens} tokens @${delayMs} ms: added delay per chunk ${p === 'p50' ? 'median' : 'p99'}, no-op stream filter`,
+      'µs', med(f), 'lower', spr(f), `8. added per-chunk delay ${p}`,
+      { delta: deltaOf(res, 'edge+stream', (x) => x.lateness_us[p]), target: p === 'p50' ? { delta: { max: 100 } } : null });
+  }
+  pluginRow('8. CPU per chunk, the Edge and its plugin processes', 'µs', med((x) => x.cpu_us), 'lower', spr((x) => x.cpu_us),
+    '8. CPU per chunk', { delta: deltaOf(res, 'edge+stream', (x) => x.cpu_us) });
+  const line = (name, x) => `${name} ${fmt(x.lateness_us.p50)}/${fmt(x.lateness_us.p99)}/${fmt(x.lateness_us.max)} µs ` +
+    `(first event p50 ${fmt(x.first_event_us.p50)}), ${x.events} events, ${x.streams_ok} streams whole, ${x.lost} lost, ${x.errors} errors`;
+  notes.push(`Rows 8 (issue 17): edge+stream is "edge" plus plugins_dir with test/bench/plugins/noop-stream (async Filter.stream ` +
+    `returning the event), plugin running ${sys.startS.toFixed(2)} s after the Edge's start. test/bench/sse_delay.mjs (Node's https ` +
+    `client: its read times, not kernel stamps): ${streams} keep-alive loops each one stream after another, ${tokens} tokens ${delayMs} ms apart, ` +
+    `an untimed warm-up stream per loop, ${dur} s per run; every event's lateness = arrival - request sent - its place in the router's ` +
+    `schedule. Per run, lateness p50/p99/max: ` + directRuns.map((d, i) => `run ${i + 1}: ${line('direct', d)}; ` +
+      list.map((s) => line(s.name, res[s.name][i])).join('; ')).join('. ') +
+    `. Of the CPU per chunk, the plugin's processes: ${fmt(median(res['edge+stream'].map((x) => x.kids_cpu_us)))} µs ` +
+    `(runs ${minMax(res['edge+stream'].map((x) => x.kids_cpu_us)).map(fmt).join('-')}); the Edge's own: ` +
+    `${fmt(median(res['edge+stream'].map((x) => x.cpu_us - x.kids_cpu_us)))} µs against ${fmt(median(res.edge.map((x) => x.cpu_us)))} µs without. ` +
+    `Stream calls: ${pluginCallsNote(m0, m1)}.`);
 }
 
 // 4. SSE: concurrent streams, added time-to-first-byte and inter-chunk delay,
@@ -658,6 +902,41 @@ if (spreads.length) {
 lines.push(`Edge with auth and three rate-limit tiers on: ${fmt(r1.edge)} req/s; with them off: ${fmt(r1['edge-nofilters'])} req/s ` +
   `(the filters cost ${pctOf(costOf(r1))}% of throughput; target < 5%). Per core of the Edge (its CPU per request): ` +
   `${fmt(r1core.edge)} against ${fmt(r1core['edge-nofilters'])} req/s, the filters cost ${pctOf(costOf(r1core))}%.`);
+// Issue 17's rows (scenarios 7 and 8): the Edge without and with a no-op
+// Python plugin, in a table of their own (their systems are not the others').
+const pluginSys = (r) => Object.keys(r.values).find((n) => n !== 'edge');
+function pluginVerdict(r) {
+  const t = r.target;
+  if (!t) return '';
+  const n = pluginSys(r);
+  const parts = [];
+  for (const [what, v] of [['value', r.values[n]], ['delta', r.delta ? median(r.delta) : NaN]]) {
+    const b = t[what];
+    if (!b) continue;
+    const who = what === 'value' ? n : `${n} − edge`;
+    if (!Number.isFinite(v)) parts.push(`${who}: n/a`);
+    else if (b.max !== undefined) parts.push(`${who} ≤ ${b.max} ${r.unit}: ${v <= b.max ? 'met' : 'not met'}`);
+    else parts.push(`${who} ≥ ${b.min} ${r.unit}: ${v >= b.min ? 'met' : 'not met'}`);
+  }
+  return parts.join('; ');
+}
+if (pluginRows.length) {
+  const shown = pluginNames.filter((n) => pluginRows.some((r) => n in r.values));
+  const others = shown.filter((n) => n !== 'edge');
+  const head = ['scenario (issue 17)', 'unit', ...shown, ...others.map((n) => `${n}/edge`), 'plugin − edge (median of runs)', 'target (issue 17)'];
+  lines.push('', `| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`);
+  for (const r of pluginRows) {
+    lines.push(`| ${[r.scenario, `${r.unit} (${r.better} is better)`, ...shown.map((n) => (n in r.values ? fmt(r.values[n]) : '')),
+      ...others.map((n) => (n in r.values ? ratio(r.values[n], r.values.edge) : '')),
+      r.delta ? fmt(median(r.delta)) : '', pluginVerdict(r)].join(' | ')} |`);
+  }
+  lines.push('');
+  if (reps > 1) {
+    lines.push(`Spread over the ${reps} runs (lowest-highest run): ` + pluginRows.map((r) => `${r.label}: ` +
+      Object.keys(r.values).map((n) => `${n} ${fmt(r.spread[n][0])}-${fmt(r.spread[n][1])}`).join(', ') +
+      (r.delta ? `, ${pluginSys(r)} − edge ${minMax(r.delta).map(fmt).join(' to ')}` : '')).join('; ') + '.', '');
+  }
+}
 for (const n of notes) lines.push('', n);
 const table = lines.join('\n');
 console.log(table);
@@ -684,7 +963,8 @@ if (!quick && !only) {
 }
 cleanup();
 // Quick mode (CI) checks the harness ran every scenario for every system.
-const missing = rows.filter((r) => names.some((n) => !Number.isFinite(r.values[n])));
+const missing = [...rows.filter((r) => names.some((n) => !Number.isFinite(r.values[n]))),
+  ...pluginRows.filter((r) => Object.values(r.values).some((v) => !Number.isFinite(v)))];
 if (missing.length) {
   console.log(`bench: ${missing.length} row(s) without a figure`);
   process.exit(1);

@@ -67,6 +67,20 @@ TEST(PluginValvesTest, AWrongTypeIsNamedWithoutQuotingTheValue) {
   EXPECT_EQ(field, "words");
 }
 
+TEST(PluginValvesTest, ListsAndMapsAreCheckedInside) {
+  // Dict[str, str] and List[int], as pydantic describes them.
+  constexpr const char* kNested = R"({"type":"object","properties":{
+    "replacements":{"type":"object","additionalProperties":{"type":"string"}},
+    "sizes":{"type":"array","items":{"type":"integer"}}}})";
+  std::string error, field;
+  EXPECT_TRUE(check(kNested, R"({"replacements":{"a":"b"},"sizes":[1,2]})"));
+  EXPECT_FALSE(check(kNested, R"({"replacements":{"tok2":["not","a","string"]}})", &error, &field));
+  EXPECT_EQ(field, "replacements");
+  EXPECT_NE(error.find("tok2"), std::string::npos) << error;
+  EXPECT_FALSE(check(kNested, R"({"sizes":[1,"two"]})", nullptr, &field));
+  EXPECT_EQ(field, "sizes");
+}
+
 TEST(PluginValvesTest, EnumsAreCheckedThroughReferences) {
   std::string field;
   EXPECT_FALSE(check(kV1, R"({"api_key":"k","mode":"warp"})", nullptr, &field));

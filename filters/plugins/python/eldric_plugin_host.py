@@ -11,8 +11,9 @@ per line, on fd 3. Whatever the plugin prints goes to fd 2, which the Edge
 logs.
 
 Threads: the asyncio loop runs in the main thread and is the only writer of
-fd 3, so lines never interleave. A reader thread posts each request line
-to the loop. `async def` plugin methods run on the loop; plain methods run
+fd 3, so lines never interleave; it also reads fd 0 (non-blocking) and
+handles each request line itself. `async def` plugin methods run on the
+loop; plain methods run
 in a pool of --threads threads, and so does the iteration of a plain
 generator a pipe returns.
 
@@ -30,7 +31,6 @@ import inspect
 import json
 import os
 import sys
-import threading
 import traceback
 import types
 import typing
@@ -398,19 +398,34 @@ class Host:
             "pipe": self.pipe,
         }
 
-    # Input: a reader thread, lines posted to the loop.
+    # Input: read on the loop itself (non-blocking, add_reader): a request
+    # reaches its handler without a hop from another thread, which costs a
+    # wake-up and a hand-over of the interpreter lock per line.
 
     def start(self, requests):
-        threading.Thread(target=self.read_requests, args=(requests,),
-                         name="requests", daemon=True).start()
+        self.requests = requests
+        self.pending = b""
+        fd = requests.fileno()
+        os.set_blocking(fd, False)
+        self.loop.add_reader(fd, self.read_requests)
 
-    def read_requests(self, requests):
+    def read_requests(self):
+        fd = self.requests.fileno()
         try:
-            for line in requests:
-                if line.strip():
-                    self.loop.call_soon_threadsafe(self.on_line, line)
-        finally:
-            self.loop.call_soon_threadsafe(self.on_eof)
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.loop.remove_reader(fd)
+            self.on_eof()
+            return
+        self.pending += chunk
+        *lines, self.pending = self.pending.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self.on_line(line.decode("utf-8", "replace"))
 
     def on_line(self, line):
         call_id = None
@@ -536,14 +551,17 @@ class Host:
             if self.calls.get(call.id) is call:
                 del self.calls[call.id]
 
-    async def call_plugin(self, fn, kwargs):
-        """fn(**kwargs): on the loop if it is async, else in the pool (a
-        plain method returning an awaitable has that awaited on the loop).
-        What it raises becomes a -32000 error."""
+    async def call_plugin(self, fn, kwargs, inline=False):
+        """fn(**kwargs): on the loop if it is async (or `inline`), else in
+        the pool (a plain method returning an awaitable has that awaited on
+        the loop). What it raises becomes a -32000 error."""
         try:
             if inspect.iscoroutinefunction(fn):
                 return await fn(**kwargs)
-            result = await self.loop.run_in_executor(self.pool, functools.partial(fn, **kwargs))
+            if inline:
+                result = fn(**kwargs)
+            else:
+                result = await self.loop.run_in_executor(self.pool, functools.partial(fn, **kwargs))
             if inspect.isawaitable(result):
                 result = await result
             return result
@@ -669,7 +687,12 @@ class Host:
         fn = self.hook(plugin.filter, hook)
         key = "event" if hook == "stream" else "body"
         subject = object_param(params, key)
-        result = await self.call_plugin(fn, self.kwargs_for(fn, plugin.filter, {key: subject}, params))
+        kwargs = self.kwargs_for(fn, plugin.filter, {key: subject}, params)
+        # A plain stream hook runs per chunk and is meant to be quick: on
+        # the loop, without the hand-over to a pool thread and back (two
+        # wake-ups per chunk). Its deadline (200 ms) bounds what it may hold
+        # the loop for: past it the Edge replaces the process.
+        result = await self.call_plugin(fn, kwargs, inline=hook == "stream")
         if hook == "stream":
             # None drops the event (Open WebUI's stream filters do so).
             return {"event": None if result is None else as_object(result, hook)}
