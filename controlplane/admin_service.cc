@@ -40,6 +40,7 @@ void toProto(const ClientRecord& c, edge::v1::Client* out) {
   if (c.scopes & static_cast<Scopes>(Scope::Inference)) out->add_scopes("inference");
   if (c.scopes & static_cast<Scopes>(Scope::Admin)) out->add_scopes("admin");
   if (c.scopes & static_cast<Scopes>(Scope::Worker)) out->add_scopes("worker");
+  if (c.scopes & static_cast<Scopes>(Scope::Router)) out->add_scopes("router");
   out->set_requests_per_minute(c.limits.rpm);
   out->set_tokens_per_minute(c.limits.tpm);
   out->set_max_concurrent_requests(c.limits.max_concurrent);
@@ -83,6 +84,7 @@ std::vector<edge::v1::Client> configClients(const edge::v1::Auth& auth,
       for (int sc : k.scopes()) {
         c->add_scopes(sc == edge::v1::SCOPE_ADMIN    ? "admin"
                       : sc == edge::v1::SCOPE_WORKER ? "worker"
+                      : sc == edge::v1::SCOPE_ROUTER ? "router"
                                                      : "inference");
       }
       c->set_requests_per_minute(k.requests_per_minute());

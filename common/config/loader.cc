@@ -33,6 +33,10 @@ struct Settings {
   // The worker registration proxy's deadline: a controller that has not
   // answered by then gets the worker a 504.
   int64_t controller_timeout_ms = 30000;
+  // "tunnel": the NAT tunnel's limits (0: the data plane's defaults).
+  int64_t tunnel_poll_timeout_ms = 0, tunnel_queue_depth = 0, tunnel_queue_timeout_ms = 0,
+          tunnel_first_byte_timeout_ms = 0, tunnel_max_answer_kb = 0, tunnel_per_key = 0,
+          tunnel_max_concurrent = 0;
   bool tls_enabled = true;
   std::string tls_mode = "manual";
   std::string cert_file, key_file;
@@ -237,9 +241,9 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                      return;
                    }
                    for (const auto& sc : k.scopes) {
-                     if (sc != "inference" && sc != "admin" && sc != "worker") {
+                     if (sc != "inference" && sc != "admin" && sc != "worker" && sc != "router") {
                        w.fail("field \"" + ep + ".scopes\": unknown scope \"" + sc +
-                              "\" (inference, admin, worker)");
+                              "\" (inference, admin, worker, router)");
                        return;
                      }
                    }
@@ -273,6 +277,18 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
            }},
           {"data_dir", w.string(&s.data_dir)},
           {"plugins_dir", w.string(&s.plugins_dir)},
+          {"tunnel",
+           [&](const Value& v, const std::string& p) {
+             w.object(v, p,
+                      {{"poll_timeout_ms", w.integer(&s.tunnel_poll_timeout_ms, 100, 600000)},
+                       {"queue_depth", w.integer(&s.tunnel_queue_depth, 1, 100000)},
+                       {"queue_timeout_ms", w.integer(&s.tunnel_queue_timeout_ms, 100, 3600000)},
+                       {"first_byte_timeout_ms",
+                        w.integer(&s.tunnel_first_byte_timeout_ms, 100, 3600000)},
+                       {"max_answer_kb", w.integer(&s.tunnel_max_answer_kb, 1, 1 << 24)},
+                       {"tunnels_per_key", w.integer(&s.tunnel_per_key, 1, 100000)},
+                       {"max_concurrent", w.integer(&s.tunnel_max_concurrent, 1, 100000)}});
+           }},
           {"plugins",
            [&](const Value& v, const std::string& p) {
              w.object(v, p,
@@ -523,6 +539,19 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   snap.mutable_access_log()->set_path(s.access_log);
   snap.set_data_dir(s.data_dir);
   out->plugins_dir = s.plugins_dir;
+  auto* tunnel = snap.mutable_tunnel();
+  if (s.tunnel_poll_timeout_ms)
+    *tunnel->mutable_poll_timeout() = duration(s.tunnel_poll_timeout_ms);
+  if (s.tunnel_queue_timeout_ms) {
+    *tunnel->mutable_queue_timeout() = duration(s.tunnel_queue_timeout_ms);
+  }
+  if (s.tunnel_first_byte_timeout_ms) {
+    *tunnel->mutable_first_byte_timeout() = duration(s.tunnel_first_byte_timeout_ms);
+  }
+  tunnel->set_queue_depth(static_cast<uint32_t>(s.tunnel_queue_depth));
+  tunnel->set_max_answer_bytes(static_cast<uint64_t>(s.tunnel_max_answer_kb) * 1024);
+  tunnel->set_tunnels_per_key(static_cast<uint32_t>(s.tunnel_per_key));
+  tunnel->set_max_concurrent(static_cast<uint32_t>(s.tunnel_max_concurrent));
   auto* plugins = snap.mutable_plugins();
   plugins->set_python(s.plugins_python);
   plugins->set_require_sandbox(s.plugins_require_sandbox);
@@ -555,6 +584,7 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     for (const auto& sc : k.scopes) {
       ak->add_scopes(sc == "admin"    ? edge::v1::SCOPE_ADMIN
                      : sc == "worker" ? edge::v1::SCOPE_WORKER
+                     : sc == "router" ? edge::v1::SCOPE_ROUTER
                                       : edge::v1::SCOPE_INFERENCE);
     }
     ak->set_requests_per_minute(static_cast<uint32_t>(k.rpm));
@@ -751,6 +781,10 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   auto* other = route("openai_other", "/v1/", false, {});
   other->set_cluster("routers");
   inference(other, false);
+  // The NAT tunnel: the handler checks each endpoint's scope (worker for
+  // the worker's side, router or admin for forward and the list).
+  route("tunnel", "/api/v1/tunnel/", false, {"GET", "POST"})
+      ->set_builtin(edge::v1::BUILTIN_HANDLER_TUNNEL);
   if (!s.controller_url.empty()) {
     // Remote workers register through the Edge (the seed's proxy table).
     for (const char* p : {"/api/v1/workers/", "/api/v1/data-workers/", "/api/v1/science-workers/",

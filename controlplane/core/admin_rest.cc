@@ -77,7 +77,7 @@ void writeClient(Writer& w, const ClientRecord& c, const AdminContext& ctx,
   w.String(c.source.c_str());
   w.Key("scopes");
   w.StartArray();
-  for (const char* sc : {"inference", "admin", "worker"}) {
+  for (const char* sc : {"inference", "admin", "worker", "router"}) {
     Scopes bit = 0;
     parseScopes(sc, &bit);
     if (c.scopes & bit) w.String(sc);

@@ -20,6 +20,7 @@ void addClientKeys(const std::vector<ClientRecord>& clients, int64_t now_s, edge
         ak->add_scopes(edge::v1::SCOPE_INFERENCE);
       if (c.scopes & static_cast<Scopes>(Scope::Admin)) ak->add_scopes(edge::v1::SCOPE_ADMIN);
       if (c.scopes & static_cast<Scopes>(Scope::Worker)) ak->add_scopes(edge::v1::SCOPE_WORKER);
+      if (c.scopes & static_cast<Scopes>(Scope::Router)) ak->add_scopes(edge::v1::SCOPE_ROUTER);
       ak->set_requests_per_minute(c.limits.rpm);
       ak->set_tokens_per_minute(c.limits.tpm);
       ak->set_max_concurrent_requests(c.limits.max_concurrent);

@@ -21,6 +21,7 @@ std::string scopesToString(Scopes s) {
   add(Scope::Inference, "inference");
   add(Scope::Admin, "admin");
   add(Scope::Worker, "worker");
+  add(Scope::Router, "router");
   return out;
 }
 
@@ -42,6 +43,8 @@ bool parseScopes(const std::string& text, Scopes* out) {
       result |= static_cast<Scopes>(Scope::Admin);
     } else if (token == "worker") {
       result |= static_cast<Scopes>(Scope::Worker);
+    } else if (token == "router") {
+      result |= static_cast<Scopes>(Scope::Router);
     } else {
       return false;
     }

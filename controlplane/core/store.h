@@ -18,11 +18,11 @@
 
 namespace eldric::controlplane {
 
-enum class Scope : uint32_t { Inference = 1, Admin = 2, Worker = 4 };
+enum class Scope : uint32_t { Inference = 1, Admin = 2, Worker = 4, Router = 8 };
 // Bit set of Scope values.
 using Scopes = uint32_t;
 std::string scopesToString(Scopes s);  // "inference,admin"
-// Parses "inference", "admin", "worker" (comma separated). False if unknown.
+// Parses "inference", "admin", "worker", "router" (comma separated). False if unknown.
 bool parseScopes(const std::string& text, Scopes* out);
 
 struct ClientLimits {

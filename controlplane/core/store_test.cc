@@ -292,7 +292,7 @@ TEST(StoreTest, ValidationErrors) {
   EXPECT_NE(attempt("ok", "bad \xff utf-8", kInference, {}, 0).find("description"),
             std::string::npos);
   EXPECT_NE(attempt("ok", "", 0, {}, 0).find("scopes"), std::string::npos);
-  EXPECT_NE(attempt("ok", "", 8, {}, 0).find("scopes"), std::string::npos);
+  EXPECT_NE(attempt("ok", "", 16, {}, 0).find("scopes"), std::string::npos);
   EXPECT_NE(attempt("ok", "", kInference, {}, std::time(nullptr) - 10).find("expires_at"),
             std::string::npos);
   ClientLimits bad_models;

@@ -14,9 +14,9 @@ namespace {
 
 constexpr size_t kMaxNameLen = 64;
 constexpr size_t kMaxModelNameLen = 256;
-constexpr Scopes kAllScopes = static_cast<Scopes>(Scope::Inference) |
-                              static_cast<Scopes>(Scope::Admin) |
-                              static_cast<Scopes>(Scope::Worker);
+constexpr Scopes kAllScopes =
+    static_cast<Scopes>(Scope::Inference) | static_cast<Scopes>(Scope::Admin) |
+    static_cast<Scopes>(Scope::Worker) | static_cast<Scopes>(Scope::Router);
 const char kNameRule[] = "name must be 1-64 characters of letters, digits, '.', '_' or '-'";
 
 }  // namespace
@@ -97,7 +97,7 @@ std::optional<size_t> utf8Length(const std::string& s) {
 
 bool validateScopes(Scopes scopes, std::string* error) {
   if (scopes == 0 || (scopes & ~kAllScopes) != 0) {
-    *error = "scopes must be a non-empty combination of inference, admin and worker";
+    *error = "scopes must be a non-empty combination of inference, admin, worker and router";
     return false;
   }
   return true;

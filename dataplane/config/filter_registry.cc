@@ -32,6 +32,8 @@ std::string_view terminalFilterName(const CompiledRoute& route) {
       return kUsageApiFilter;
     case edge::v1::BUILTIN_HANDLER_SESSION:
       return kSessionFilter;
+    case edge::v1::BUILTIN_HANDLER_TUNNEL:
+      return kTunnelFilter;
     default:
       return kBuiltinFilter;
   }

@@ -66,6 +66,7 @@ inline constexpr std::string_view kAdminApiFilter = "admin_api";  // BUILTIN_HAN
 inline constexpr std::string_view kWebchatFilter = "webchat";     // BUILTIN_HANDLER_WEBCHAT
 inline constexpr std::string_view kUsageApiFilter = "usage_api";  // BUILTIN_HANDLER_USAGE
 inline constexpr std::string_view kSessionFilter = "session";     // BUILTIN_HANDLER_SESSION
+inline constexpr std::string_view kTunnelFilter = "tunnel";       // BUILTIN_HANDLER_TUNNEL
 inline constexpr std::string_view kBuiltinFilter = "builtin";     // every other built-in
 
 // The terminal handler's entry for `route`.

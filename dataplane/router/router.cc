@@ -62,10 +62,10 @@ void RouterFilter::start() {
     req.headers.set("x-eldric-client-id", who->client_id);
     req.headers.set("x-eldric-client-name", who->client_name);
     std::string scopes;
-    for (int bit = 1; bit <= 3; ++bit) {
+    for (int bit = 1; bit <= 4; ++bit) {
       if (!who->hasScope(bit)) continue;
       if (!scopes.empty()) scopes += ',';
-      scopes += bit == 1 ? "inference" : bit == 2 ? "admin" : "worker";
+      scopes += bit == 1 ? "inference" : bit == 2 ? "admin" : bit == 3 ? "worker" : "router";
     }
     req.headers.set("x-eldric-client-scopes", scopes);
   }

@@ -31,6 +31,7 @@
 #include "filters/plugins/plugin_filter.h"
 #include "filters/plugins/valves.h"
 #include "filters/ratelimit/ratelimit_filter.h"
+#include "filters/tunnel/tunnel.h"
 #include "filters/usage/usage_filter.h"
 #include "rapidjson/document.h"
 
@@ -43,7 +44,10 @@ Server::Server(config::CommandLine cli)
     : cli_(std::move(cli)), plugin_runtime_(filters::plugins::kHostScript) {
   registerFilters();
   state_.plugins_health = [this] { return plugin_runtime_.healthJson(); };
-  state_.plugins_metrics = [this](std::string& out) { plugin_runtime_.appendMetrics(out); };
+  state_.plugins_metrics = [this](std::string& out) {
+    plugin_runtime_.appendMetrics(out);
+    appendTunnelMetrics(out);
+  };
 }
 
 config::RuntimeConfigSharedPtr Server::config() const {
@@ -455,6 +459,27 @@ void Server::registerFilters() {
         };
         return true;
       });
+  filters_.add(std::string(config::kTunnelFilter), [this](const config::FilterFactoryContext& ctx,
+                                                          http::FilterFactory* out, std::string*) {
+    const auto& t = ctx.config.snapshot.tunnel();
+    auto ms = [](const google::protobuf::Duration& d, uint64_t fallback) {
+      uint64_t v =
+          static_cast<uint64_t>(d.seconds()) * 1000 + static_cast<uint64_t>(d.nanos()) / 1000000;
+      return v ? v : fallback;
+    };
+    filters::tunnel::TunnelLimits limits;
+    limits.poll_timeout_ms = ms(t.poll_timeout(), limits.poll_timeout_ms);
+    limits.queue_timeout_ms = ms(t.queue_timeout(), limits.queue_timeout_ms);
+    limits.first_byte_timeout_ms = ms(t.first_byte_timeout(), limits.first_byte_timeout_ms);
+    if (t.queue_depth()) limits.queue_depth = t.queue_depth();
+    if (t.max_answer_bytes()) limits.max_answer_bytes = t.max_answer_bytes();
+    if (t.tunnels_per_key()) limits.tunnels_per_key = t.tunnels_per_key();
+    if (t.max_concurrent()) limits.max_concurrent = t.max_concurrent();
+    // The tunnels outlive configs; a new config changes their limits.
+    tunnel_->setLimits(limits);
+    *out = filters::tunnel::makeFactory(tunnel_);
+    return true;
+  });
   filters_.add(std::string(config::kSessionFilter), [this](const config::FilterFactoryContext&,
                                                            http::FilterFactory* out, std::string*) {
     *out = filters::auth::makeSessionFactory(compiling_auth_, compiling_limits_, compiling_state_);
@@ -733,6 +758,12 @@ int Server::run() {
 
   for (uint32_t i = 0; i < n; ++i) workers_[i]->start(worker_fds_[i]);
   // Without this the per-IP table grows with every address ever seen.
+  // Tunnels whose worker stopped polling are closed.
+  tunnel_timer_ = main_.createTimer([this] {
+    tunnel_->reap(Dispatcher::monotonicNs() / 1000000);
+    tunnel_timer_->enable(kTunnelReapMs);
+  });
+  tunnel_timer_->enable(kTunnelReapMs);
   sweep_timer_ = main_.createTimer([this] {
     if (auto st = state_.rateLimitState()) {
       uint64_t now = filters::ratelimit::nowSeconds();
@@ -798,6 +829,43 @@ int Server::run() {
 // live in controlplane/core/admin_rest, shared with the control plane.
 
 namespace eldric::server {
+
+void Server::appendTunnelMetrics(std::string& out) {
+  auto& st = tunnel_->stats();
+  size_t tunnels = 0, parked = 0, queued = 0, in_flight = 0;
+  for (const auto& t : tunnel_->list()) {
+    ++tunnels;
+    parked += t.parked;
+    queued += t.queued;
+    in_flight += t.in_flight;
+  }
+  auto line = [&out](const char* name, const char* help, const char* type, const std::string& v) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
+           name + " " + v + "\n";
+  };
+  line("eldric_edge_tunnels", "NAT tunnels open.", "gauge", std::to_string(tunnels));
+  line("eldric_edge_tunnel_parked_polls", "Worker polls waiting for a request.", "gauge",
+       std::to_string(parked));
+  line("eldric_edge_tunnel_queued", "Forwarded requests waiting for a poll.", "gauge",
+       std::to_string(queued));
+  line("eldric_edge_tunnel_in_flight", "Requests handed to workers, not answered yet.", "gauge",
+       std::to_string(in_flight));
+  out +=
+      "# HELP eldric_edge_tunnel_forwarded_total Requests forwarded through tunnels, by outcome.\n"
+      "# TYPE eldric_edge_tunnel_forwarded_total counter\n";
+  out += "eldric_edge_tunnel_forwarded_total{outcome=\"ok\"} " +
+         std::to_string(st.forwarded_ok.load()) + "\n";
+  out += "eldric_edge_tunnel_forwarded_total{outcome=\"failed\"} " +
+         std::to_string(st.forwarded_failed.load()) + "\n";
+  out += "eldric_edge_tunnel_forwarded_total{outcome=\"queue_full\"} " +
+         std::to_string(st.queue_full.load()) + "\n";
+  out += "eldric_edge_tunnel_forwarded_total{outcome=\"no_poll\"} " +
+         std::to_string(st.no_poll.load()) + "\n";
+  out += "eldric_edge_tunnel_forwarded_total{outcome=\"no_answer\"} " +
+         std::to_string(st.no_answer.load()) + "\n";
+  line("eldric_edge_tunnels_reaped_total", "Tunnels closed because their worker stopped polling.",
+       "counter", std::to_string(st.reaped.load()));
+}
 
 namespace {
 

@@ -22,6 +22,7 @@
 #include "filters/plugins/runtime.h"
 #include "filters/ratelimit/limiter.h"
 #include "filters/ratelimit/ratelimit_filter.h"
+#include "filters/tunnel/tunnel.h"
 
 namespace eldric::server {
 
@@ -119,6 +120,12 @@ class Server : public AdminBackend {
   std::string access_log_path_;
   // Writes plugins' code, probes the sandbox, keeps their status.
   filters::plugins::Runtime plugin_runtime_;
+  // The NAT tunnels (every worker thread's streams meet here).
+  std::shared_ptr<filters::tunnel::TunnelService> tunnel_ =
+      std::make_shared<filters::tunnel::TunnelService>();
+  TimerPtr tunnel_timer_;
+  static constexpr uint64_t kTunnelReapMs = 5000;
+  void appendTunnelMetrics(std::string& out);
   std::unique_ptr<controlplane::Store> store_;
   edge::v1::Snapshot base_snapshot_;  // from the file and flags
   std::string plugins_dir_;           // standalone: scanned at start and SIGHUP

@@ -74,7 +74,7 @@ struct CountingRegistry {
 std::vector<std::string_view> allNames() {
   std::vector<std::string_view> names(std::begin(kHttpFilters), std::end(kHttpFilters));
   for (std::string_view h : {kRouterFilter, kAdminApiFilter, kWebchatFilter, kUsageApiFilter,
-                             kSessionFilter, kBuiltinFilter}) {
+                             kSessionFilter, kTunnelFilter, kBuiltinFilter}) {
     names.push_back(h);
   }
   return names;
@@ -112,7 +112,7 @@ TEST(FilterRegistryTest, EachRouteRunsTheHttpFiltersThenItsHandler) {
   for (std::string_view n : kHttpFilters) EXPECT_EQ(filters.made[std::string(n)], 1) << n;
   int handlers = 0;
   for (std::string_view h : {kRouterFilter, kAdminApiFilter, kWebchatFilter, kUsageApiFilter,
-                             kSessionFilter, kBuiltinFilter}) {
+                             kSessionFilter, kTunnelFilter, kBuiltinFilter}) {
     handlers += filters.made[std::string(h)];
   }
   EXPECT_EQ(handlers, static_cast<int>(cfg->routes.size()));
