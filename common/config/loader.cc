@@ -37,6 +37,8 @@ struct Settings {
   int64_t tunnel_poll_timeout_ms = 0, tunnel_queue_depth = 0, tunnel_queue_timeout_ms = 0,
           tunnel_first_byte_timeout_ms = 0, tunnel_max_answer_kb = 0, tunnel_per_key = 0,
           tunnel_max_concurrent = 0;
+  // How long a worker's streamed answer (one POST body) may take.
+  int64_t tunnel_answer_timeout_ms = 600000;
   bool tls_enabled = true;
   std::string tls_mode = "manual";
   std::string cert_file, key_file;
@@ -279,15 +281,17 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
           {"plugins_dir", w.string(&s.plugins_dir)},
           {"tunnel",
            [&](const Value& v, const std::string& p) {
-             w.object(v, p,
-                      {{"poll_timeout_ms", w.integer(&s.tunnel_poll_timeout_ms, 100, 600000)},
-                       {"queue_depth", w.integer(&s.tunnel_queue_depth, 1, 100000)},
-                       {"queue_timeout_ms", w.integer(&s.tunnel_queue_timeout_ms, 100, 3600000)},
-                       {"first_byte_timeout_ms",
-                        w.integer(&s.tunnel_first_byte_timeout_ms, 100, 3600000)},
-                       {"max_answer_kb", w.integer(&s.tunnel_max_answer_kb, 1, 1 << 24)},
-                       {"tunnels_per_key", w.integer(&s.tunnel_per_key, 1, 100000)},
-                       {"max_concurrent", w.integer(&s.tunnel_max_concurrent, 1, 100000)}});
+             w.object(
+                 v, p,
+                 {{"poll_timeout_ms", w.integer(&s.tunnel_poll_timeout_ms, 100, 600000)},
+                  {"queue_depth", w.integer(&s.tunnel_queue_depth, 1, 100000)},
+                  {"queue_timeout_ms", w.integer(&s.tunnel_queue_timeout_ms, 100, 3600000)},
+                  {"first_byte_timeout_ms",
+                   w.integer(&s.tunnel_first_byte_timeout_ms, 100, 3600000)},
+                  {"max_answer_kb", w.integer(&s.tunnel_max_answer_kb, 1, 1 << 24)},
+                  {"tunnels_per_key", w.integer(&s.tunnel_per_key, 1, 100000)},
+                  {"max_concurrent", w.integer(&s.tunnel_max_concurrent, 1, 100000)},
+                  {"answer_timeout_ms", w.integer(&s.tunnel_answer_timeout_ms, 100, 86400000)}});
            }},
           {"plugins",
            [&](const Value& v, const std::string& p) {
@@ -783,8 +787,10 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   inference(other, false);
   // The NAT tunnel: the handler checks each endpoint's scope (worker for
   // the worker's side, router or admin for forward and the list).
-  route("tunnel", "/api/v1/tunnel/", false, {"GET", "POST"})
-      ->set_builtin(edge::v1::BUILTIN_HANDLER_TUNNEL);
+  auto* tunnel_route = route("tunnel", "/api/v1/tunnel/", false, {"GET", "POST"});
+  tunnel_route->set_builtin(edge::v1::BUILTIN_HANDLER_TUNNEL);
+  // A worker posts a whole streamed answer as one body.
+  *tunnel_route->mutable_body_timeout() = duration(s.tunnel_answer_timeout_ms);
   if (!s.controller_url.empty()) {
     // Remote workers register through the Edge (the seed's proxy table).
     for (const char* p : {"/api/v1/workers/", "/api/v1/data-workers/", "/api/v1/science-workers/",

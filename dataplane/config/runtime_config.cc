@@ -187,6 +187,7 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
     }
     cr.methods.assign(r.methods().begin(), r.methods().end());
     cr.timeout_ms = ms(r.timeout(), 0);
+    cr.body_timeout_ms = ms(r.body_timeout(), 0);
     cr.required_scope = r.required_scope();
     cr.rate_limited = r.rate_limited();
     cr.count_tokens = r.count_tokens();

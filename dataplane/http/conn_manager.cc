@@ -217,6 +217,13 @@ void ConnectionManager::processInput() {
   armTimers();
 }
 
+uint64_t ConnectionManager::bodyTimeoutMs() {
+  // The route may allow its bodies longer (a tunnelled worker's answer).
+  const Route* route = stream_ ? stream_->route() : nullptr;
+  if (route && route->body_timeout_ms) return route->body_timeout_ms;
+  return context_.currentConfig().body_timeout_ms;
+}
+
 void ConnectionManager::armTimers() {
   if (closed_) return;
   const auto& cfg = context_.currentConfig();
@@ -231,7 +238,7 @@ void ConnectionManager::armTimers() {
     // stops sending mid-body is answered 408, not held forever.
     if (timer_kind_ != TimerKind::Body) {
       timer_kind_ = TimerKind::Body;
-      timer_->enable(cfg.body_timeout_ms);
+      timer_->enable(bodyTimeoutMs());
     }
   } else if (codec_->streamActive() || stream_) {
     timer_kind_ = TimerKind::None;
@@ -263,11 +270,9 @@ void ConnectionManager::onTimer() {
   if (timer_kind_ == TimerKind::Body && stream_ && codec_->readingBody()) {
     context_.stats().body_timeouts.inc();
     codec_->setCloseAfterResponse();
-    stream_->onCodecError(CodecError{408,
-                                     "request body not received within " +
-                                         std::to_string(context_.currentConfig().body_timeout_ms) +
-                                         " ms",
-                                     "body_timeout"});
+    stream_->onCodecError(CodecError{
+        408, "request body not received within " + std::to_string(bodyTimeoutMs()) + " ms",
+        "body_timeout"});
     if (!closed_) closeConnection(network::CloseType::FlushWrite);
     return;
   }

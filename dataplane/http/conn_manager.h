@@ -137,6 +137,7 @@ class ConnectionManager : public network::ConnectionCallbacks,
  private:
   friend class ActiveStream;
   void processInput();
+  uint64_t bodyTimeoutMs();
   void armTimers();
   void onTimer();
   void closeConnection(network::CloseType type);

@@ -41,6 +41,8 @@ describe('NAT tunnel on one Edge', () => {
         auth: { api_keys: { [USER_KEY]: 'user1' }, admin_keys: { [ADMIN_KEY]: 'ops' } },
         data_dir: dataDir,
         tunnel: { poll_timeout_ms: 1500, queue_depth: 2, queue_timeout_ms: 800, first_byte_timeout_ms: 1500 },
+        // Other bodies must arrive within 1 s; a worker's answer may take longer.
+        limits: { body_timeout_ms: 1000 },
       })),
     });
     workerKey = await register('gpu-home', ['worker']);
@@ -100,6 +102,30 @@ describe('NAT tunnel on one Edge', () => {
     assert.ok(r.times.at(-1) - r.times[0] >= 250, `chunks arrived as the worker sent them: ${r.times}`);
     // A second answer for the same request is refused.
     assertError(await call(edge, `/api/v1/tunnel/${id}/response/${job.id}`, { key: workerKey, body: 'x' }), 404);
+  });
+
+  it('a worker\'s answer may stream for longer than limits.body_timeout_ms (tunnel.answer_timeout_ms)', T, async () => {
+    const id = await connect(workerKey, 'w-long');
+    const parked = poll(workerKey, id);
+    await sleep(50);
+    const f = forward(id, { stream: true });
+    const job = (await parked).json();
+    const status = await new Promise((resolve, reject) => {
+      const req = http.request({
+        port: edge.httpPort, method: 'POST', path: `/api/v1/tunnel/${id}/response/${job.id}`,
+        headers: { authorization: `Bearer ${workerKey}`, 'content-type': 'text/event-stream', 'transfer-encoding': 'chunked' },
+      }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode)); });
+      req.on('error', reject);
+      let n = 0;
+      const t = setInterval(() => {
+        req.write(`data: {"n":${n}}\n\n`);
+        if (++n === 5) { clearInterval(t); req.end('data: [DONE]\n\n'); }
+      }, 400);
+    });
+    assert.equal(status, 200);
+    const r = await f;
+    assert.equal(r.status, 200);
+    assert.match(r.body, /"n":4[\s\S]*\[DONE\]/);
   });
 
   it('a queued request goes to the next poll; a non-streamed answer keeps the worker\'s status', T, async () => {
