@@ -72,6 +72,16 @@ struct ClientIdentity {
   std::vector<std::string> allowed_models;  // empty: all
   int64_t expires_at = 0;
   bool hasScope(int scope) const { return (scopes >> scope) & 1u; }
+  // The names of its scopes (edge::v1::Scope 1-4), in that order, as the
+  // admin API and the headers sent upstream spell them.
+  std::vector<std::string_view> scopeNames() const {
+    static constexpr std::string_view kNames[] = {"inference", "admin", "worker", "router"};
+    std::vector<std::string_view> out;
+    for (int bit = 1; bit <= 4; ++bit) {
+      if (hasScope(bit)) out.push_back(kNames[bit - 1]);
+    }
+    return out;
+  }
   bool allowsModel(std::string_view model) const {
     if (allowed_models.empty()) return true;
     for (const auto& m : allowed_models) {

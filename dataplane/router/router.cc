@@ -62,10 +62,9 @@ void RouterFilter::start() {
     req.headers.set("x-eldric-client-id", who->client_id);
     req.headers.set("x-eldric-client-name", who->client_name);
     std::string scopes;
-    for (int bit = 1; bit <= 4; ++bit) {
-      if (!who->hasScope(bit)) continue;
+    for (std::string_view name : who->scopeNames()) {
       if (!scopes.empty()) scopes += ',';
-      scopes += bit == 1 ? "inference" : bit == 2 ? "admin" : bit == 3 ? "worker" : "router";
+      scopes += name;
     }
     req.headers.set("x-eldric-client-scopes", scopes);
   }

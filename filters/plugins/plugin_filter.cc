@@ -45,21 +45,6 @@ std::string_view sseJson(std::string_view event) {
   return v;
 }
 
-const char* scopeName(int bit) {
-  switch (bit) {
-    case 1:
-      return "inference";
-    case 2:
-      return "admin";
-    case 3:
-      return "worker";
-    case 4:
-      return "router";
-    default:
-      return nullptr;
-  }
-}
-
 // A response whose content-length says it may be held whole.
 bool boundedLength(const http::ResponseHeaders& headers) {
   auto cl = headers.headers.get("content-length");
@@ -102,13 +87,10 @@ std::string PluginFilter::userJson() const {
   out += identity->hasScope(2) ? "\"admin\"" : "\"user\"";
   out += ",\"scopes\":[";
   bool first = true;
-  for (int bit = 1; bit <= 4; ++bit) {
-    if (!identity->hasScope(bit)) continue;
+  for (std::string_view name : identity->scopeNames()) {
     if (!first) out += ',';
     first = false;
-    out += '"';
-    out += scopeName(bit);
-    out += '"';
+    log::appendJsonString(out, name);
   }
   out += "]}";
   return out;
@@ -354,17 +336,19 @@ http::FilterDataStatus PluginFilter::decodeData(Buffer& data, bool end_stream) {
   return http::FilterDataStatus::StopIterationNoBuffer;
 }
 
+const PluginSpecSharedPtr* PluginFilter::nextWith(bool (Instance::*has)() const) {
+  for (; step_ < chain_.size(); ++step_) {
+    Instance* inst = instance(chain_[step_]->id);
+    if (inst && (inst->*has)()) return &chain_[step_];
+  }
+  return nullptr;
+}
+
 void PluginFilter::runInlets() {
   phase_ = Phase::Inlet;
-  while (step_ < chain_.size()) {
-    const PluginSpecSharedPtr& spec = chain_[step_];
-    Instance* inst = instance(spec->id);
-    if (!inst || !inst->hasInlet()) {
-      ++step_;
-      continue;
-    }
+  if (const PluginSpecSharedPtr* spec = nextWith(&Instance::hasInlet)) {
     std::string params = "{\"body\":" + body_json_ + ",\"user\":" + user_json_ + "}";
-    callPlugin(spec, Hook::Inlet, "inlet", params, spec->inlet_ms);
+    callPlugin(*spec, Hook::Inlet, "inlet", params, (*spec)->inlet_ms);
     return;
   }
   inletsDone();
@@ -732,14 +716,9 @@ void PluginFilter::runStream() {
 
 void PluginFilter::runStreamHooks() {
   phase_ = Phase::Stream;
-  while (step_ < chain_.size()) {
-    const PluginSpecSharedPtr& spec = chain_[step_];
-    Instance* inst = instance(spec->id);
-    if (!inst || !inst->hasStream()) {
-      ++step_;
-      continue;
-    }
-    callPlugin(spec, Hook::Stream, "stream", "{\"event\":" + current_event_ + "}", spec->stream_ms);
+  if (const PluginSpecSharedPtr* spec = nextWith(&Instance::hasStream)) {
+    callPlugin(*spec, Hook::Stream, "stream", "{\"event\":" + current_event_ + "}",
+               (*spec)->stream_ms);
     return;
   }
   streamEventDone(current_event_);
@@ -823,15 +802,9 @@ void PluginFilter::fireStreamOutlets() {
 
 void PluginFilter::runOutlets() {
   phase_ = Phase::Outlet;
-  while (step_ < chain_.size()) {
-    const PluginSpecSharedPtr& spec = chain_[step_];
-    Instance* inst = instance(spec->id);
-    if (!inst || !inst->hasOutlet()) {
-      ++step_;
-      continue;
-    }
+  if (const PluginSpecSharedPtr* spec = nextWith(&Instance::hasOutlet)) {
     std::string params = "{\"body\":" + response_json_ + ",\"user\":" + user_json_ + "}";
-    callPlugin(spec, Hook::Outlet, "outlet", params, spec->outlet_ms);
+    callPlugin(*spec, Hook::Outlet, "outlet", params, (*spec)->outlet_ms);
     return;
   }
   outletsDone();

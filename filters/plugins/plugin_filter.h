@@ -85,6 +85,9 @@ class PluginFilter : public http::StreamDecoderFilter,
   // Returns true if the request goes on.
   bool applyPolicy(const PluginSpec& spec, CallFailure failure, const std::string& why);
   std::string userJson() const;
+  // The filter at or after step_ that has the hook (step_ moves to it), or
+  // null when none is left.
+  const PluginSpecSharedPtr* nextWith(bool (Instance::*has)() const);
   Instance* instance(const std::string& id) const;
 
   PluginHost* host_;
