@@ -34,6 +34,8 @@ std::string newId() {
 // waits for it.
 template <class Fn>
 void toRouter(const TunnelRequestPtr& r, Fn&& fn) {
+  // A router that went away hears nothing: no post to its loop at all.
+  if (r->cancelled.load()) return;
   r->forward_loop->post([sink = r->sink, r, fn = std::forward<Fn>(fn)] {
     if (r->cancelled.load()) return;
     if (auto s = sink.lock()) fn(*s);
