@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <cctype>
+#include <cstdlib>
 #include <cstring>
 
 namespace eldric::network {
@@ -37,6 +39,69 @@ bool parseIpAddress(const std::string& ip, uint16_t port, sockaddr_storage* out)
     return true;
   }
   return false;
+}
+
+bool parseUrl(const std::string& text, Url* out, std::string* error) {
+  Url u;
+  std::string rest;
+  if (text.compare(0, 7, "http://") == 0) {
+    rest = text.substr(7);
+  } else if (text.compare(0, 8, "https://") == 0) {
+    u.https = true;
+    u.port = 443;
+    rest = text.substr(8);
+  } else {
+    *error = "must start with http:// or https://";
+    return false;
+  }
+  if (size_t slash = rest.find('/'); slash != std::string::npos) {
+    u.path = rest.substr(slash);
+    rest.resize(slash);
+  }
+  std::string port;
+  if (!rest.empty() && rest[0] == '[') {
+    size_t close = rest.find(']');
+    if (close == std::string::npos || (close + 1 < rest.size() && rest[close + 1] != ':')) {
+      *error = "has a bad IPv6 address";
+      return false;
+    }
+    u.host = rest.substr(1, close - 1);
+    if (close + 1 < rest.size()) port = rest.substr(close + 2);
+  } else if (size_t colon = rest.rfind(':'); colon != std::string::npos) {
+    u.host = rest.substr(0, colon);
+    port = rest.substr(colon + 1);
+  } else {
+    u.host = rest;
+  }
+  if (u.host.empty()) {
+    *error = "has no host";
+    return false;
+  }
+  for (char c : u.host) {
+    if (static_cast<unsigned char>(c) <= ' ' || c == '@' || c == '?' || c == '#' || c == '[' ||
+        c == ']' || c == '/' || c == 0x7f) {
+      *error = "has a bad host";
+      return false;
+    }
+  }
+  for (char c : u.path) {
+    if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) {
+      *error = "has a bad path";
+      return false;
+    }
+  }
+  if (!port.empty() || (rest.size() && rest.back() == ':')) {
+    char* end = nullptr;
+    long n = port.empty() ? 0 : strtol(port.c_str(), &end, 10);
+    if (port.empty() || *end || n < 1 || n > 65535 ||
+        !isdigit(static_cast<unsigned char>(port[0]))) {
+      *error = "has a bad port";
+      return false;
+    }
+    u.port = static_cast<uint16_t>(n);
+  }
+  *out = std::move(u);
+  return true;
 }
 
 }  // namespace eldric::network

@@ -17,3 +17,20 @@ std::string formatAddress(const sockaddr* addr);
 bool parseIpAddress(const std::string& ip, uint16_t port, sockaddr_storage* out);
 
 }  // namespace eldric::network
+
+namespace eldric::network {
+
+// An http:// or https:// URL, split for a client.
+struct Url {
+  bool https = false;
+  std::string host;  // an IPv6 literal without its brackets
+  uint16_t port = 80;
+  std::string path = "/";  // what follows the authority, "/" when nothing does
+};
+
+// Parses "http[s]://host[:port][/path]" (port 80 or 443 by default).
+// Returns false with `*error` saying what is wrong, worded to follow the
+// URL in a message ("has no host", "has a bad port", ...).
+bool parseUrl(const std::string& text, Url* out, std::string* error);
+
+}  // namespace eldric::network

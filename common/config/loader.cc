@@ -373,49 +373,23 @@ struct ParsedUrl {
 
 bool parseHttpUrl(const std::string& url, const std::string& what, ParsedUrl* out,
                   std::string* error) {
-  const std::string scheme = "http://";
-  if (url.compare(0, scheme.size(), scheme) != 0) {
+  if (url.compare(0, 7, "http://") != 0) {
     *error = what + " \"" + url +
              "\" must start with http:// (the cluster network is plaintext; TLS ends at the Edge)";
     return false;
   }
-  std::string rest = url.substr(scheme.size());
-  size_t slash = rest.find('/');
-  if (slash != std::string::npos) {
-    if (rest.substr(slash) != "/") {
-      *error = what + " \"" + url + "\" must not have a path";
-      return false;
-    }
-    rest.resize(slash);
-  }
-  std::string host = rest;
-  std::string port;
-  if (!rest.empty() && rest[0] == '[') {
-    size_t close = rest.find(']');
-    if (close == std::string::npos) {
-      *error = what + " \"" + url + "\" has a bad IPv6 address";
-      return false;
-    }
-    host = rest.substr(1, close - 1);
-    if (close + 1 < rest.size() && rest[close + 1] == ':') port = rest.substr(close + 2);
-  } else if (size_t colon = rest.rfind(':'); colon != std::string::npos) {
-    host = rest.substr(0, colon);
-    port = rest.substr(colon + 1);
-  }
-  if (host.empty()) {
-    *error = what + " \"" + url + "\" has no host";
+  network::Url u;
+  std::string why;
+  if (!network::parseUrl(url, &u, &why)) {
+    *error = what + " \"" + url + "\" " + why;
     return false;
   }
-  out->host = host;
-  if (!port.empty()) {
-    char* end = nullptr;
-    long n = strtol(port.c_str(), &end, 10);
-    if (*end || n < 1 || n > 65535) {
-      *error = what + " \"" + url + "\" has a bad port";
-      return false;
-    }
-    out->port = static_cast<uint16_t>(n);
+  if (u.path != "/") {
+    *error = what + " \"" + url + "\" must not have a path";
+    return false;
   }
+  out->host = u.host;
+  out->port = u.port;
   return true;
 }
 
