@@ -6,9 +6,9 @@
 
 #include "common/log.h"
 #include "dataplane/grpc/call.h"
-#include "dataplane/grpc/client_tls.h"
 #include "dataplane/grpc/framing.h"
 #include "dataplane/grpc/session.h"
+#include "dataplane/tls/client_context.h"
 
 namespace eldric::grpc {
 
@@ -111,8 +111,8 @@ Channel::Channel(Dispatcher& dispatcher, ChannelOptions options)
       keepalive_ms_(options_.keepalive_ms),
       alive_(std::make_shared<bool>(true)) {
   if (options_.tls) {
-    ssl_ctx_ = makeClientTlsContext(options_.ca_file, options_.cert_file, options_.key_file,
-                                    &config_error_);
+    ssl_ctx_ = tls::makeClientContext(options_.ca_file, options_.cert_file, options_.key_file,
+                                      {"h2"}, &config_error_);
     if (!ssl_ctx_)
       log::error("grpc channel: TLS options rejected", {{"error", log::str(config_error_)}});
   }

@@ -1,19 +1,22 @@
 #pragma once
 
-// The client side of a gRPC channel's TLS: TLS 1.2+, the server verified
-// against a CA file (and its name, per connection), an optional client
-// certificate for mTLS, and ALPN "h2" offered (gRPC servers require it).
+// A client's TLS context: TLS 1.2+, the server verified against a CA file
+// (and its name, per connection), an optional client certificate for mTLS,
+// and the ALPN protocols offered ("h2" for the farm's gRPC, "http/1.1" for
+// the tunnel agent).
 
 #include <string>
+#include <vector>
 
 #include "dataplane/tls/server_context.h"
 
-namespace eldric::grpc {
+namespace eldric::tls {
 
 // Returns null and sets `error` when a file does not load. An empty
 // `ca_file` means the system's bundle (/etc/ssl/certs/ca-certificates.crt):
 // this BoringSSL build has no default trust store.
-tls::SslCtxPtr makeClientTlsContext(const std::string& ca_file, const std::string& cert_file,
-                                    const std::string& key_file, std::string* error);
+SslCtxPtr makeClientContext(const std::string& ca_file, const std::string& cert_file,
+                            const std::string& key_file, const std::vector<std::string>& alpn,
+                            std::string* error);
 
-}  // namespace eldric::grpc
+}  // namespace eldric::tls
