@@ -338,6 +338,7 @@ class TunnelFilter : public http::StreamDecoderFilter {
   Op op_ = Op::None;
   std::string tunnel_id_;
   std::string request_id_;
+  std::string forward_path_;  // from .../forward/{path}, if given
   Buffer body_;
   // Poll
   std::shared_ptr<PollState> poll_;
@@ -457,9 +458,15 @@ http::FilterHeadersStatus TunnelFilter::decodeHeaders(http::RequestHeaders& head
   } else if (parts.size() == 2 && parts[1] == "poll") {
     if (m != "GET") return wrong("GET");
     op_ = Op::Poll;
-  } else if (parts.size() == 2 && parts[1] == "forward") {
+  } else if (parts.size() >= 2 && parts[1] == "forward") {
     if (m != "POST") return wrong("POST");
     op_ = Op::Forward;
+    // .../forward/v1/chat/completions: the worker runs that path, so a
+    // router (or an OpenAI SDK) can use .../forward/v1 as a base URL.
+    if (parts.size() > 2) {
+      size_t at = kPrefix.size() + parts[0].size() + sizeof("/forward") - 1;
+      forward_path_ = std::string(path.substr(at)) + headers.path.substr(path.size());
+    }
   } else if (parts.size() == 2 && parts[1] == "disconnect") {
     if (m != "POST") return wrong("POST");
     op_ = Op::Disconnect;
@@ -673,9 +680,19 @@ void TunnelFilter::startForward(const std::string& body) {
   r->tunnel_id = tunnel_id_;
   r->method = "POST";
   r->path =
-      std::string(request_->headers.get("x-eldric-tunnel-path").value_or("/v1/chat/completions"));
-  if (r->path.empty() || r->path[0] != '/' || r->path.size() > 1024) {
-    refuse(400, "x-eldric-tunnel-path must be a path (\"/v1/chat/completions\")", "invalid_path");
+      !forward_path_.empty()
+          ? forward_path_
+          : std::string(
+                request_->headers.get("x-eldric-tunnel-path").value_or("/v1/chat/completions"));
+  bool ok = !r->path.empty() && r->path[0] == '/' && r->path.size() <= 1024;
+  for (char c : r->path) {
+    ok = ok && static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
+  }
+  if (!ok) {
+    refuse(400,
+           "the worker's path (after /forward, or x-eldric-tunnel-path) must be an origin-form "
+           "path of up to 1024 visible characters (\"/v1/chat/completions\")",
+           "invalid_path");
     return;
   }
   r->content_type = std::string(request_->headers.get("content-type").value_or("application/json"));

@@ -6,7 +6,7 @@
 //
 //   POST /api/v1/tunnel/connect               worker key: opens a tunnel
 //   GET  /api/v1/tunnel/{id}/poll             worker key: parks up to poll_timeout
-//   POST /api/v1/tunnel/{id}/forward          router or admin key: a request for it
+//   POST /api/v1/tunnel/{id}/forward[/path]   router or admin key: a request for it
 //   POST /api/v1/tunnel/{id}/response/{req}   worker key: the answer, streamed
 //   POST /api/v1/tunnel/{id}/disconnect       worker key: closes it
 //   GET  /api/v1/tunnel/workers               router or admin key: every tunnel

@@ -2,8 +2,8 @@
 // long-polls; a router forwards requests to it; the worker posts the
 // answer back, streamed, and the router reads it as it comes. Limits and
 // failures: a foreign key, a full queue, no poll in time, a disconnect
-// with work queued, a replayed answer. (The tunnel agent and farm relay
-// are not built yet.)
+// with work queued, a replayed answer. The tunnel agent (eldric-tunnel)
+// has its own file, tunnel-agent.test.mjs.
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -141,6 +141,20 @@ describe('NAT tunnel on one Edge', () => {
     const r = await f;
     assert.equal(r.status, 429);
     assert.deepEqual(r.json(), { error: 'busy' });
+  });
+
+  it('the path after /forward is the path the worker runs (an OpenAI base URL); a path that is not one is refused', T, async () => {
+    const id = await connect(workerKey, 'w-path');
+    const f = call(edge, `/api/v1/tunnel/${id}/forward/v1/embeddings?dims=8`, { key: routerKey, json: { input: 'x' }, timeoutMs: 10000 });
+    const p = await poll(workerKey, id);
+    assert.equal(p.status, 200, p.body);
+    assert.equal(p.json().path, '/v1/embeddings?dims=8');
+    await call(edge, `/api/v1/tunnel/${id}/response/${p.json().id}`, { key: workerKey, json: { data: [] } });
+    assert.equal((await f).status, 200);
+    assertError(await forward(id, {}, { 'x-eldric-tunnel-path': '/v1/a b' }), 400, 'invalid_path');
+    assertError(await forward(id, {}, { 'x-eldric-tunnel-path': 'v1/chat' }), 400, 'invalid_path');
+    // Not to count against tunnel.tunnels_per_key in the tests below.
+    assert.equal((await call(edge, `/api/v1/tunnel/${id}/disconnect`, { key: workerKey, method: 'POST' })).status, 200);
   });
 
   it('only the key that opened a tunnel may poll, answer or close it; scopes are checked', T, async () => {
