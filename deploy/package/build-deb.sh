@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds eldric-edge_<version>_amd64.deb with dpkg-deb from the Bazel
-# outputs: eldric-edge, eldric-controlplane and eldricctl in /usr/bin, the
+# outputs: eldric-edge, eldric-controlplane, eldricctl and eldric-tunnel in /usr/bin, the
 # systemd units, the example config as /etc/eldric/edge.json (a conffile),
 # the Prometheus alert rules, and maintainer scripts that create the
 # `eldric` system user and a self-signed certificate for a first start.
@@ -9,7 +9,8 @@
 #
 # --bin-dir: the bazel-bin tree to take the binaries from (default: the
 # repo's bazel-bin; they must be built: bazel build //dataplane:eldric-edge
-# //controlplane:eldric-controlplane //controlplane:eldricctl). --out: where
+# //controlplane:eldric-controlplane //controlplane:eldricctl
+# //dataplane/tunnel_agent:eldric-tunnel). --out: where
 # the .deb goes (default: the repo's dist/). Prints the .deb's path last.
 # Depends: is computed with dpkg-shlibdeps from the binaries' libraries.
 set -euo pipefail
@@ -43,10 +44,10 @@ fi
 arch=$(dpkg --print-architecture)
 pkg=eldric-edge
 
-bins=(dataplane/eldric-edge controlplane/eldric-controlplane controlplane/eldricctl)
+bins=(dataplane/eldric-edge controlplane/eldric-controlplane controlplane/eldricctl dataplane/tunnel_agent/eldric-tunnel)
 for b in "${bins[@]}"; do
   if [ ! -x "$bin_dir/$b" ]; then
-    echo "build-deb: $bin_dir/$b is missing: bazel build //dataplane:eldric-edge //controlplane:eldric-controlplane //controlplane:eldricctl" >&2
+    echo "build-deb: $bin_dir/$b is missing: bazel build //dataplane:eldric-edge //controlplane:eldric-controlplane //controlplane:eldricctl //dataplane/tunnel_agent:eldric-tunnel" >&2
     exit 1
   fi
 done
@@ -62,6 +63,7 @@ for b in "${bins[@]}"; do
   strip --strip-unneeded --remove-section=.comment --remove-section=.note "$root/usr/bin/$(basename "$b")"
 done
 install -m 0644 "$repo/deploy/systemd/eldric-edge.service" "$repo/deploy/systemd/eldric-controlplane.service" \
+  "$repo/deploy/systemd/eldric-tunnel.service" \
   "$root/lib/systemd/system/"
 
 # The example config, made to start as it is on a single host: the
@@ -116,7 +118,8 @@ printf '%s (%s) unstable; urgency=medium\n\n  * Built from the repository (deplo
 mkdir -p "$work/shl/debian"
 printf 'Source: %s\n\nPackage: %s\nArchitecture: any\n' "$pkg" "$pkg" >"$work/shl/debian/control"
 shlibs=$(cd "$work/shl" && dpkg-shlibdeps -O -l/usr/lib/x86_64-linux-gnu/android \
-  "$root/usr/bin/eldric-edge" "$root/usr/bin/eldric-controlplane" "$root/usr/bin/eldricctl" 2>"$work/shlibdeps.log" |
+  "$root/usr/bin/eldric-edge" "$root/usr/bin/eldric-controlplane" "$root/usr/bin/eldricctl" \
+  "$root/usr/bin/eldric-tunnel" 2>"$work/shlibdeps.log" |
   sed -n 's/^shlibs:Depends=//p')
 if [ -z "$shlibs" ]; then
   echo "build-deb: dpkg-shlibdeps found no dependencies:" >&2; cat "$work/shlibdeps.log" >&2; exit 1
@@ -138,10 +141,12 @@ Description: TLS front door of an Eldric LLM cluster
  eldric-edge terminates TLS and streams OpenAI-compatible traffic
  (/v1/chat/completions, /v1/models, SSE) to the cluster's routers,
  balancing and health-checking them, with API keys, rate limits and a
- web chat. eldric-controlplane and eldricctl run a farm of Edges.
+ web chat. eldric-controlplane and eldricctl run a farm of Edges;
+ eldric-tunnel serves a model server behind NAT through an Edge.
  .
  Ships systemd units (eldric-edge.service, enabled and started on
- install; eldric-controlplane.service, installed disabled), the example
+ install; eldric-controlplane.service and eldric-tunnel.service,
+ installed disabled), the example
  configuration as /etc/eldric/edge.json and Prometheus alert rules in
  /usr/share/eldric-edge/prometheus/.
 CTRL

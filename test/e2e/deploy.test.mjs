@@ -56,7 +56,7 @@ function unitRoot(dir, units, binaries = {}) {
   fs.copyFileSync('/bin/kill', path.join(dir, 'bin/kill'));
   fs.chmodSync(path.join(dir, 'bin/kill'), 0o755);
   fs.mkdirSync(path.join(dir, 'usr/bin'), { recursive: true });
-  for (const b of ['eldric-edge', 'eldric-controlplane']) {
+  for (const b of ['eldric-edge', 'eldric-controlplane', 'eldric-tunnel']) {
     const dst = path.join(dir, 'usr/bin', b);
     if (binaries[b]) fs.copyFileSync(binaries[b], dst);
     else fs.writeFileSync(dst, '#!/bin/sh\nexit 0\n');
@@ -146,6 +146,25 @@ describe('systemd units', { skip: noAnalyze }, () => {
     assert.ok(parseInt(edge['Service.TimeoutStopSec'][0], 10) > 15);
   });
 
+  it('the tunnel agent\'s unit verifies, keeps its key a credential and is tightly confined', T, async () => {
+    const text = fs.readFileSync(path.join(UNIT_DIR, 'eldric-tunnel.service'), 'utf8');
+    const root = unitRoot(path.join(dir, 'tunnel'), { 'eldric-tunnel.service': text });
+    const v = await verifyUnit(root, 'eldric-tunnel.service');
+    assert.equal(`${v.stdout}${v.stderr}`.trim(), '', 'systemd-analyze verify printed something');
+    const d = directives(text);
+    const one = (k) => (d[`Service.${k}`] ?? []).at(-1);
+    assert.equal(one('DynamicUser'), 'yes');
+    assert.equal(one('LoadCredential'), 'key:/etc/eldric/tunnel.key');
+    assert.match(one('ExecStart'), /^\/usr\/bin\/eldric-tunnel --key-file \$\{CREDENTIALS_DIRECTORY\}\/key /);
+    assert.equal(one('RestartPreventExitStatus'), '2');
+    const sec = await run('systemd-analyze', [
+      'security', '--offline=true', '--no-pager', `--root=${root}`, '/lib/systemd/system/eldric-tunnel.service',
+    ]);
+    const m = /Overall exposure level for eldric-tunnel\.service: ([\d.]+)/.exec(`${sec.stdout}${sec.stderr}`);
+    assert.ok(m, `no exposure level in:\n${sec.stdout}${sec.stderr}`);
+    assert.ok(Number(m[1]) < 2, `exposure ${m[1]}`);
+  });
+
   it('systemd-analyze security rates the Edge unit OK (exposure under 3)', T, async () => {
     const units = { 'eldric-edge.service': fs.readFileSync(path.join(UNIT_DIR, 'eldric-edge.service'), 'utf8') };
     const root = unitRoot(path.join(dir, 'sec'), units);
@@ -232,7 +251,7 @@ describe('Prometheus alert rules', { skip: noPromtool }, () => {
   });
 });
 
-const pkgBins = ['dataplane/eldric-edge', 'controlplane/eldric-controlplane', 'controlplane/eldricctl'];
+const pkgBins = ['dataplane/eldric-edge', 'controlplane/eldric-controlplane', 'controlplane/eldricctl', 'dataplane/tunnel_agent/eldric-tunnel'];
 const noPkg =
   (!commandExists('dpkg-deb') && 'dpkg-deb is not installed') ||
   (!commandExists('dpkg-shlibdeps') && 'dpkg-shlibdeps is not installed (Debian: dpkg-dev)') ||
@@ -297,6 +316,8 @@ describe('Debian package (deploy/package/build-deb.sh)', { skip: noPkg }, () => 
       ['/usr/bin/eldric-edge', '-rwxr-xr-x'],
       ['/usr/bin/eldric-controlplane', '-rwxr-xr-x'],
       ['/usr/bin/eldricctl', '-rwxr-xr-x'],
+      ['/usr/bin/eldric-tunnel', '-rwxr-xr-x'],
+      ['/lib/systemd/system/eldric-tunnel.service', '-rw-r--r--'],
       ['/lib/systemd/system/eldric-edge.service', '-rw-r--r--'],
       ['/lib/systemd/system/eldric-controlplane.service', '-rw-r--r--'],
       ['/etc/eldric/edge.json', '-rw-r-----'],
@@ -324,7 +345,7 @@ describe('Debian package (deploy/package/build-deb.sh)', { skip: noPkg }, () => 
     assert.doesNotMatch(ldd.stdout, /not found/);
     assert.match(ldd.stdout, /libssl\.so\.0 => \/usr\/lib\/x86_64-linux-gnu\/android\/libssl\.so\.0/);
     assert.doesNotMatch(ldd.stdout, /libssl\.so\.3/, 'the Edge must not pull OpenSSL beside BoringSSL');
-    for (const b of ['eldric-edge', 'eldric-controlplane', 'eldricctl']) {
+    for (const b of ['eldric-edge', 'eldric-controlplane', 'eldricctl', 'eldric-tunnel']) {
       const h = await run(path.join(tree, 'usr/bin', b), ['--help'], { timeoutMs: 10000 });
       assert.equal(h.code, 0, `${b} --help: ${h.stderr}`);
       assert.match(h.stdout + h.stderr, /--/);

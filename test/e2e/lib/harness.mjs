@@ -27,6 +27,7 @@ export const BIN_DIR = process.env.ELDRIC_BIN_DIR
   : path.join(REPO_ROOT, 'bazel-bin');
 export const EDGE_BIN = path.join(BIN_DIR, 'dataplane/eldric-edge');
 export const FAKE_ROUTER_BIN = path.join(BIN_DIR, 'test/fake_router/fake-router');
+export const TUNNEL_AGENT_BIN = path.join(BIN_DIR, 'dataplane/tunnel_agent/eldric-tunnel');
 
 // ---------------------------------------------------------------------------
 // Process bookkeeping
@@ -409,7 +410,11 @@ export async function startFakeRouter(opts = {}) {
   if (opts.threads) args.push('--threads', String(opts.threads));
   for (const m of opts.models ?? []) args.push('--model', m);
   args.push(...(opts.args ?? []));
-  const proc = track(spawn(FAKE_ROUTER_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  // opts.wrap: a command the router runs under (["ip", "netns", "exec", ns]).
+  const wrap = opts.wrap ?? [];
+  const proc = track(wrap.length
+    ? spawn(wrap[0], [...wrap.slice(1), FAKE_ROUTER_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(FAKE_ROUTER_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
   const out = new LineCollector(proc.stdout);
   const err = new LineCollector(proc.stderr);
   const ready = await waitReady(
@@ -464,6 +469,42 @@ function writeConfig(config, dir) {
  * with the Edge's path and args appended}. --port 0 and --http-port 0 are
  * added unless the args or the config give the port.
  */
+/**
+ * Starts eldric-tunnel with `args` (the key in `env`, never on the command
+ * line). Unless `waitOpen` is false, resolves once it logged "tunnel open",
+ * with that tunnel's id. `wrap`: a command it runs under.
+ */
+export async function startTunnelAgent({ args = [], env = {}, wrap = [], waitOpen = true, readyTimeoutMs = 10000 } = {}) {
+  checkBinary(TUNNEL_AGENT_BIN);
+  const argv = wrap.length ? [...wrap.slice(1), TUNNEL_AGENT_BIN, ...args] : args;
+  const proc = track(spawn(wrap[0] ?? TUNNEL_AGENT_BIN, argv, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  }));
+  const out = new LineCollector(proc.stdout);
+  const err = new LineCollector(proc.stderr);
+  const opened = (v) => v && v.msg === 'tunnel open';
+  let tunnel = null;
+  if (waitOpen) {
+    const line = await waitReady(proc, err, opened, 'eldric-tunnel', readyTimeoutMs, () => err.text + out.text)
+      .catch(async (e) => {
+        await terminate(proc, 'SIGKILL');
+        throw e;
+      });
+    tunnel = line.tunnel;
+  }
+  return {
+    proc,
+    tunnel,
+    log: () => err.text,
+    /** Resolves with the first log line (parsed) that `pred` accepts. */
+    waitLog: (pred, timeoutMs = 10000) =>
+      withTimeout(err.waitLine(pred), timeoutMs, () => `eldric-tunnel log line; log:\n${err.text}`),
+    stop: () => terminate(proc, 'SIGTERM', 15000),
+    kill: () => terminate(proc, 'SIGKILL', 5000),
+  };
+}
+
 export async function startEdge(opts = {}) {
   checkBinary(EDGE_BIN);
   const args = [...(opts.args ?? [])];
@@ -618,14 +659,14 @@ export function fingerprint(pem) {
  * (paths), certPem, keyPem, fingerprint256}. Also usable as the client's CA.
  * opts: {type: 'ec'|'rsa', cn, name (file prefix)}
  */
-export async function makeCert(dir, { type = 'ec', cn = 'eldric-e2e', name } = {}) {
+export async function makeCert(dir, { type = 'ec', cn = 'eldric-e2e', name, san = 'DNS:localhost,IP:127.0.0.1' } = {}) {
   const base = name ?? `${type}-${cn.replace(/[^a-z0-9]/gi, '_')}`;
   const cert = path.join(dir, `${base}.crt`);
   const key = path.join(dir, `${base}.key`);
   await run('openssl', [
     'req', '-x509', ...keyArgs(type), '-nodes', '-sha256', '-days', '2',
     '-keyout', key, '-out', cert, '-subj', `/CN=${cn}`,
-    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    '-addext', `subjectAltName=${san}`,
   ]);
   const certPem = fs.readFileSync(cert, 'utf8');
   return { cert, key, certPem, keyPem: fs.readFileSync(key, 'utf8'), fingerprint256: fingerprint(certPem) };
