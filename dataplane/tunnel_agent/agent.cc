@@ -56,11 +56,11 @@ std::string basePath(const network::Url& url) {
 
 // One request and its whole (bounded) answer: the tunnel's control calls
 // and the local server's model list.
-class Agent::Fetch : public HttpClient::Handler {
+class Agent::Fetch : public http::Http1Client::Handler {
  public:
   using Done = std::function<void(int status, const std::string& body, const std::string& error)>;
 
-  Fetch(Dispatcher& dispatcher, const Target& target) : client_(dispatcher, target) {}
+  Fetch(Dispatcher& dispatcher, const http::ClientTarget& target) : client_(dispatcher, target) {}
 
   void run(http::RequestHeaders& head, const std::string& body, Done done) {
     done_ = std::move(done);
@@ -100,14 +100,14 @@ class Agent::Fetch : public HttpClient::Handler {
     if (done) done(error.empty() ? status_ : 0, body_, error);
   }
 
-  HttpClient client_;
+  http::Http1Client client_;
   Done done_;
   int status_ = 0;
   std::string body_;
 };
 
 // One request at a time: poll, run it locally, post the answer, poll again.
-class Agent::Slot : public HttpClient::Handler {
+class Agent::Slot : public http::Http1Client::Handler {
  public:
   Slot(Agent& agent, uint32_t index)
       : agent_(agent),
@@ -149,7 +149,7 @@ class Agent::Slot : public HttpClient::Handler {
   enum class State { Idle, Waiting, Polling, Running, Answering };
 
   // The local server's side of the request.
-  class LocalHandler : public HttpClient::Handler {
+  class LocalHandler : public http::Http1Client::Handler {
    public:
     explicit LocalHandler(Slot& slot) : slot_(slot) {}
     void onHeaders(const http::ResponseHeaders& h, bool end) override {
@@ -376,8 +376,8 @@ class Agent::Slot : public HttpClient::Handler {
 
   Agent& agent_;
   uint32_t index_;
-  HttpClient edge_;
-  HttpClient local_;
+  http::Http1Client edge_;
+  http::Http1Client local_;
   LocalHandler local_handler_;
   std::unique_ptr<Timer> retry_;
   State state_ = State::Idle;

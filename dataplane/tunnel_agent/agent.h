@@ -28,8 +28,8 @@
 
 #include "common/address.h"
 #include "dataplane/event/dispatcher.h"
+#include "dataplane/http/http1_client.h"
 #include "dataplane/tls/server_context.h"
-#include "dataplane/tunnel_agent/http_client.h"
 
 namespace eldric::tunnel_agent {
 
@@ -84,8 +84,8 @@ class Agent {
   Dispatcher& dispatcher_;
   AgentOptions options_;
   tls::SslCtxPtr edge_tls_;
-  Target edge_;
-  Target local_;
+  http::ClientTarget edge_;
+  http::ClientTarget local_;
   std::unique_ptr<Fetch> control_;  // connect, disconnect
   std::unique_ptr<Fetch> probe_;    // the local server's /v1/models
   std::unique_ptr<Timer> reopen_;

@@ -1,21 +1,21 @@
-#include "dataplane/tunnel_agent/http_client.h"
+#include "dataplane/http/http1_client.h"
 
 #include <cstdio>
 
-namespace eldric::tunnel_agent {
+namespace eldric::http {
 
-HttpClient::HttpClient(Dispatcher& dispatcher, const Target& target)
+Http1Client::Http1Client(Dispatcher& dispatcher, const ClientTarget& target)
     : dispatcher_(dispatcher), target_(target), codec_(*this) {
   idle_ = dispatcher_.createTimer(
       [this] { fail("no answer for " + std::to_string(idle_timeout_ms_) + " ms"); });
 }
 
-HttpClient::~HttpClient() {
+Http1Client::~Http1Client() {
   handler_ = nullptr;
   closeConnection();
 }
 
-void HttpClient::start(http::RequestHeaders& head, Handler* handler, uint64_t idle_timeout_ms) {
+void Http1Client::start(RequestHeaders& head, Handler* handler, uint64_t idle_timeout_ms) {
   if (conn_ != nullptr && read_disabled_) {
     read_disabled_ = false;
     conn_->readDisable(false);
@@ -41,11 +41,11 @@ void HttpClient::start(http::RequestHeaders& head, Handler* handler, uint64_t id
   head.headers.set("host", target_.authority);
   if (!target_.base_path.empty()) head.path = target_.base_path + head.path;
   Buffer out;
-  http::Http1ClientCodec::encodeRequestHead(head, out);
+  Http1ClientCodec::encodeRequestHead(head, out);
   conn_->write(out);
 }
 
-void HttpClient::armIdle() {
+void Http1Client::armIdle() {
   if (idle_timeout_ms_ > 0 && !read_disabled_) {
     idle_->enable(idle_timeout_ms_);
   } else {
@@ -53,12 +53,12 @@ void HttpClient::armIdle() {
   }
 }
 
-void HttpClient::setIdleTimeout(uint64_t ms) {
+void Http1Client::setIdleTimeout(uint64_t ms) {
   idle_timeout_ms_ = ms;
   if (handler_ != nullptr) armIdle();
 }
 
-void HttpClient::send(Buffer& data) {
+void Http1Client::send(Buffer& data) {
   if (conn_ != nullptr && handler_ != nullptr) {
     conn_->write(data);
   } else {
@@ -66,13 +66,13 @@ void HttpClient::send(Buffer& data) {
   }
 }
 
-void HttpClient::send(std::string_view bytes) {
+void Http1Client::send(std::string_view bytes) {
   Buffer b;
   b.add(bytes);
   send(b);
 }
 
-void HttpClient::readDisable(bool disable) {
+void Http1Client::readDisable(bool disable) {
   if (conn_ == nullptr || read_disabled_ == disable) return;
   read_disabled_ = disable;
   conn_->readDisable(disable);
@@ -80,13 +80,13 @@ void HttpClient::readDisable(bool disable) {
   if (handler_ != nullptr) armIdle();
 }
 
-void HttpClient::abandon() {
+void Http1Client::abandon() {
   handler_ = nullptr;
   idle_->disable();
   closeConnection();
 }
 
-void HttpClient::closeConnection() {
+void Http1Client::closeConnection() {
   if (conn_ == nullptr) return;
   network::Connection* c = conn_;
   conn_ = nullptr;
@@ -94,7 +94,7 @@ void HttpClient::closeConnection() {
   c->close(network::CloseType::NoFlush);
 }
 
-void HttpClient::onData(Buffer& data) {
+void Http1Client::onData(Buffer& data) {
   if (handler_ == nullptr) {
     // Bytes nobody asked for (or after an exchange we gave up on).
     data.clear();
@@ -113,7 +113,7 @@ void HttpClient::onData(Buffer& data) {
   data.clear();
 }
 
-void HttpClient::onEvent(network::ConnectionEvent event) {
+void Http1Client::onEvent(network::ConnectionEvent event) {
   switch (event) {
     case network::ConnectionEvent::Connected:
       return;
@@ -140,11 +140,11 @@ void HttpClient::onEvent(network::ConnectionEvent event) {
   }
 }
 
-void HttpClient::onBelowWriteBufferLowWatermark() {
+void Http1Client::onBelowWriteBufferLowWatermark() {
   if (handler_ != nullptr) handler_->onWritable();
 }
 
-void HttpClient::onResponseHeaders(http::ResponseHeadersPtr headers, bool end_stream) {
+void Http1Client::onResponseHeaders(ResponseHeadersPtr headers, bool end_stream) {
   if (handler_ == nullptr) return;
   if (end_stream) {
     Handler* h = handler_;
@@ -155,7 +155,7 @@ void HttpClient::onResponseHeaders(http::ResponseHeadersPtr headers, bool end_st
   handler_->onHeaders(*headers, false);
 }
 
-void HttpClient::onResponseData(Buffer& data, bool end_stream) {
+void Http1Client::onResponseData(Buffer& data, bool end_stream) {
   if (handler_ == nullptr) {
     data.clear();
     return;
@@ -169,15 +169,15 @@ void HttpClient::onResponseData(Buffer& data, bool end_stream) {
   handler_->onData(data, false);
 }
 
-void HttpClient::onResponseError(const std::string& reason) { fail(reason); }
+void Http1Client::onResponseError(const std::string& reason) { fail(reason); }
 
-void HttpClient::complete() {
+void Http1Client::complete() {
   handler_ = nullptr;
   idle_->disable();
   if (!codec_.keepAlive()) closeConnection();
 }
 
-void HttpClient::fail(const std::string& why) {
+void Http1Client::fail(const std::string& why) {
   Handler* h = handler_;
   handler_ = nullptr;
   stale_failure_ = reused_ && !got_bytes_;
@@ -186,4 +186,4 @@ void HttpClient::fail(const std::string& why) {
   if (h != nullptr) h->onError(why);
 }
 
-}  // namespace eldric::tunnel_agent
+}  // namespace eldric::http

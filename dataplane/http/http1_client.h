@@ -1,9 +1,11 @@
 #pragma once
 
 // One HTTP/1.1 exchange at a time over a kept-alive client connection
-// (plain or TLS), built on the data plane's Connection and client codec.
-// The agent has one per slot and side: the Edge (polls, then the answer
-// posted on the same connection) and the local server.
+// (plain or TLS), on the Connection and the client codec, for the few
+// places that talk to one known server rather than a cluster: the tunnel
+// agent (the Edge and its local model server) and a farm member relaying a
+// tunnel forward to the member that holds the tunnel. (The router's
+// upstreams, with pools, balancing and retries, are upstream/.)
 //
 // Re-entrancy: a Handler may start the next exchange, or abandon this one,
 // from inside any of its callbacks.
@@ -20,10 +22,10 @@
 #include "dataplane/http/http1_client_codec.h"
 #include "dataplane/network/connection.h"
 
-namespace eldric::tunnel_agent {
+namespace eldric::http {
 
-// Where a client connects. Owned by the agent; outlives its clients.
-struct Target {
+// Where a client connects. Owned by its user; outlives its clients.
+struct ClientTarget {
   sockaddr_storage addr{};
   SSL_CTX* tls = nullptr;   // null: plain TCP
   std::string server_name;  // SNI and the name the certificate must match
@@ -32,12 +34,12 @@ struct Target {
   uint64_t connect_timeout_ms = 10000;
 };
 
-class HttpClient : public network::ConnectionCallbacks, public http::ClientCodecCallbacks {
+class Http1Client : public network::ConnectionCallbacks, public ClientCodecCallbacks {
  public:
   class Handler {
    public:
     virtual ~Handler() = default;
-    virtual void onHeaders(const http::ResponseHeaders& headers, bool end) = 0;
+    virtual void onHeaders(const ResponseHeaders& headers, bool end) = 0;
     // Consumes `data`.
     virtual void onData(Buffer& data, bool end) = 0;
     // Connect failed, the connection went away, the response was malformed
@@ -47,15 +49,15 @@ class HttpClient : public network::ConnectionCallbacks, public http::ClientCodec
     virtual void onWritable() {}
   };
 
-  HttpClient(Dispatcher& dispatcher, const Target& target);
-  ~HttpClient() override;
-  HttpClient(const HttpClient&) = delete;
-  HttpClient& operator=(const HttpClient&) = delete;
+  Http1Client(Dispatcher& dispatcher, const ClientTarget& target);
+  ~Http1Client() override;
+  Http1Client(const Http1Client&) = delete;
+  Http1Client& operator=(const Http1Client&) = delete;
 
   // Starts an exchange: writes the head (the target's Host is set, the
   // base path prefixed). `idle_timeout_ms`: no byte from the server for
   // that long fails it (0: no limit). The body, if any, follows with send().
-  void start(http::RequestHeaders& head, Handler* handler, uint64_t idle_timeout_ms);
+  void start(RequestHeaders& head, Handler* handler, uint64_t idle_timeout_ms);
   void send(Buffer& data);
   // Changes the exchange's idle timeout (0: none) from now on.
   void setIdleTimeout(uint64_t ms);
@@ -77,7 +79,7 @@ class HttpClient : public network::ConnectionCallbacks, public http::ClientCodec
   void onData(Buffer& data) override;
   void onEvent(network::ConnectionEvent event) override;
   void onBelowWriteBufferLowWatermark() override;
-  void onResponseHeaders(http::ResponseHeadersPtr headers, bool end_stream) override;
+  void onResponseHeaders(ResponseHeadersPtr headers, bool end_stream) override;
   void onResponseData(Buffer& data, bool end_stream) override;
   void onResponseError(const std::string& reason) override;
   // The exchange ends; the connection is kept if it can carry another.
@@ -87,9 +89,9 @@ class HttpClient : public network::ConnectionCallbacks, public http::ClientCodec
   void armIdle();
 
   Dispatcher& dispatcher_;
-  const Target& target_;
+  const ClientTarget& target_;
   network::Connection* conn_ = nullptr;
-  http::Http1ClientCodec codec_;
+  Http1ClientCodec codec_;
   Handler* handler_ = nullptr;
   std::unique_ptr<Timer> idle_;
   uint64_t idle_timeout_ms_ = 0;
@@ -101,4 +103,4 @@ class HttpClient : public network::ConnectionCallbacks, public http::ClientCodec
   bool begin_pending_ = false;  // start() ran inside the codec: reset it after
 };
 
-}  // namespace eldric::tunnel_agent
+}  // namespace eldric::http
