@@ -676,6 +676,66 @@ TEST_F(ControlPlaneTest, FarmUsageSharesLimitsOutAsCeilings) {
 // A member cannot report more than the served limits let it admit: counts
 // are cut to each tier's limit, clients the snapshot does not name are
 // dropped, and IP entries stop at rate_limits.max_ip_entries.
+TEST_F(ControlPlaneTest, FarmUsageCarriesTheOtherMembersTunnels) {
+  writeFile(options_.config_file, R"({
+    "router_urls": ["http://127.0.0.1:1"],
+    "tls": {"enabled": false},
+    "auth": {"admin_keys": {"sk-admin-key-for-tests": "ops"}}
+  })");
+  start();
+  TestStream a(channel()), b(channel());
+  // A leaves its relay host to the control plane; B names it.
+  auto hello = [](const std::string& id, const std::string& relay) {
+    DiscoveryRequest req;
+    req.mutable_node()->set_id(id);
+    req.mutable_node()->set_build_version("test-1");
+    req.mutable_node()->set_relay_url(relay);
+    return req;
+  };
+  ASSERT_TRUE(a.send(hello("edge-a", "https://:8443")));
+  ASSERT_TRUE(b.send(hello("edge-b", "https://10.9.9.9:443")));
+  DiscoveryResponse r;
+  ASSERT_TRUE(a.nextSnapshot(&r));
+  ASSERT_TRUE(b.nextSnapshot(&r));
+  auto report = [](const std::string& tunnel, const std::string& worker) {
+    DiscoveryRequest req;
+    auto* u = req.mutable_usage();
+    u->set_at_unix_ms(1);
+    u->set_window_seconds(60);
+    auto* t = u->add_tunnels();
+    t->set_tunnel_id(tunnel);
+    t->set_worker_id(worker);
+    t->add_models("m1");
+    t->set_parked_polls(2);
+    return req;
+  };
+  Reporter ra(&a, report("aaaa", "gpu-a"));
+  Reporter rb(&b, report("bbbb", "gpu-b"));
+  auto directory = [](TestStream& s) {
+    DiscoveryResponse u;
+    EXPECT_TRUE(s.next(&u, 5s, [](const DiscoveryResponse& m) {
+      return m.has_farm_usage() && m.farm_usage().tunnels_size() > 0;
+    }));
+    return u.farm_usage();
+  };
+  // Each member gets the other's tunnels, not its own.
+  auto fa = directory(a);
+  ASSERT_EQ(fa.tunnels_size(), 1);
+  EXPECT_EQ(fa.tunnels(0).tunnel_id(), "bbbb");
+  EXPECT_EQ(fa.tunnels(0).worker_id(), "gpu-b");
+  EXPECT_EQ(fa.tunnels(0).member_id(), "edge-b");
+  EXPECT_EQ(fa.tunnels(0).relay_url(), "https://10.9.9.9:443");
+  EXPECT_EQ(fa.tunnels(0).parked_polls(), 2u);
+  auto fb = directory(b);
+  ASSERT_EQ(fb.tunnels_size(), 1);
+  EXPECT_EQ(fb.tunnels(0).tunnel_id(), "aaaa");
+  EXPECT_EQ(fb.tunnels(0).member_id(), "edge-a");
+  // The host A left empty is the address its stream came from.
+  EXPECT_TRUE(fb.tunnels(0).relay_url() == "https://127.0.0.1:8443" ||
+              fb.tunnels(0).relay_url() == "https://[::1]:8443")
+      << fb.tunnels(0).relay_url();
+}
+
 TEST_F(ControlPlaneTest, UsageReportsAreBoundedToTheServedLimits) {
   writeFile(options_.config_file, R"({
     "router_urls": ["http://127.0.0.1:1"],

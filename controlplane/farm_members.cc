@@ -197,6 +197,11 @@ void ControlPlane::Impl::recordReportLocked(const std::string& id, NodeState& n,
   } else {
     n.report_cut = false;
   }
+  // The tunnel directory is bounded too: a member holds at most this many.
+  if (usage.tunnels_size() > kMaxTunnelsPerMember) {
+    usage.mutable_tunnels()->DeleteSubrange(kMaxTunnelsPerMember,
+                                            usage.tunnels_size() - kMaxTunnelsPerMember);
+  }
   n.report = usage;
   n.has_report = true;
   n.last_report_unix_ms = unixMs();
@@ -223,6 +228,46 @@ void ControlPlane::Impl::recordReportLocked(const std::string& id, NodeState& n,
   copy(usage.ip_refused(), &r.refused[FarmCeilings::kIp]);
   copy(usage.key_refused(), &r.refused[FarmCeilings::kKey]);
   ceilings_.onReport(id, std::move(r));
+}
+
+namespace {
+
+// A member's Node.relay_url with an empty host ("https://:443") takes the
+// address its stream comes from (gRPC's peer: "ipv4:10.0.0.5:51234",
+// "ipv6:[fd00::5]:51234").
+std::string relayUrlOf(const NodeState& n) {
+  const std::string& url = n.node.relay_url();
+  size_t at = url.find("://:");
+  if (at == std::string::npos) return url;
+  std::string peer = n.peer;
+  for (const char* scheme : {"ipv4:", "ipv6:"}) {
+    if (peer.rfind(scheme, 0) == 0) peer = peer.substr(5);
+  }
+  size_t colon = peer.rfind(':');
+  if (colon == std::string::npos || colon == 0) return "";
+  std::string host = peer.substr(0, colon);
+  // gRPC escapes some characters in IPv6 peers (%5B for '['): take them
+  // as they come only if they already are an address.
+  if (host.find('%') != std::string::npos) return "";
+  return url.substr(0, at + 3) + host + url.substr(at + 3);
+}
+
+}  // namespace
+
+void ControlPlane::Impl::addTunnelDirectory(const std::string& to,
+                                            const std::function<bool(const NodeState&)>& fresh,
+                                            edge::v1::FarmUsage* fu) {
+  for (const auto& [id, n] : nodes_) {
+    if (id == to || !fresh(n) || n.report.tunnels_size() == 0) continue;
+    std::string url = relayUrlOf(n);
+    if (url.empty()) continue;
+    for (const auto& t : n.report.tunnels()) {
+      auto* v = fu->add_tunnels();
+      *v = t;
+      v->set_member_id(id);
+      v->set_relay_url(url);
+    }
+  }
 }
 
 void ControlPlane::Impl::pushFarmUsage() {
@@ -289,6 +334,7 @@ void ControlPlane::Impl::pushFarmUsage() {
     // Ceilings only for members heard from since they connected (seq 0:
     // the member keeps what it has).
     if (!ceilings_.known(it->first)) {
+      addTunnelDirectory(it->first, fresh, fu);
       if (s->push(std::move(msg))) to_kick.push_back(s);
       continue;
     }
@@ -307,6 +353,7 @@ void ControlPlane::Impl::pushFarmUsage() {
     };
     write(mine[FarmCeilings::kIp], fu->mutable_ip_request_ceilings());
     write(mine[FarmCeilings::kKey], fu->mutable_key_request_ceilings());
+    addTunnelDirectory(it->first, fresh, fu);
     if (s->push(std::move(msg))) to_kick.push_back(s);
   }
   // Kick outside streams_mu_ (see the lock order at the top).

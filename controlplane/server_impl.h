@@ -12,6 +12,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,6 +38,8 @@ namespace eldric::controlplane {
 constexpr int64_t kDefaultSyncIntervalMs = 5000;
 // A report older than this many sync intervals no longer counts.
 constexpr int64_t kFreshIntervals = 3;
+// The most tunnels a member's report may list (UsageReport.tunnels).
+constexpr int kMaxTunnelsPerMember = 4096;
 
 class ControlPlane::Impl : public DiscoveryStreamHandler {
  public:
@@ -99,6 +102,10 @@ class ControlPlane::Impl : public DiscoveryStreamHandler {
   // Requires streams_mu_.
   void recordReportLocked(const std::string& id, NodeState& n, const edge::v1::UsageReport& usage);
   void pushFarmUsage();
+  // Under streams_mu_: the other members' tunnels (fresh reports only),
+  // with their member and relay URL, into the FarmUsage for member `to`.
+  void addTunnelDirectory(const std::string& to, const std::function<bool(const NodeState&)>& fresh,
+                          edge::v1::FarmUsage* fu);
 
   Options options_;
   std::unique_ptr<grpc::Server> server_;

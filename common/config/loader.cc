@@ -312,6 +312,8 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                        {"control_plane_cert", w.string(&s.farm.cert_file)},
                        {"control_plane_key", w.string(&s.farm.key_file)},
                        {"node_id", w.string(&s.farm.node_id)},
+                       {"relay_url", w.string(&s.farm.relay_url)},
+                       {"relay_ca", w.string(&s.farm.relay_ca_file)},
                        {"offline_policy",
                         w.string(&s.farm.offline_policy, {"local_share", "local_only"})}});
              s.has_farm_peers = !peers.empty();
@@ -491,6 +493,16 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     if (s.farm.cert_file.empty() != s.farm.key_file.empty()) {
       *error = "control plane mTLS needs both control_plane_cert and control_plane_key";
       return false;
+    }
+    if (!s.farm.relay_url.empty()) {
+      network::Url u;
+      std::string why;
+      if (!network::parseUrl(s.farm.relay_url, &u, &why) || u.path != "/") {
+        *error = "farm.relay_url \"" + s.farm.relay_url + "\" " +
+                 (why.empty() ? "must not have a path" : why) +
+                 " (how the other members reach this one: https://10.0.0.5:443)";
+        return false;
+      }
     }
     out->farm = s.farm;
     out->farm.enabled = true;

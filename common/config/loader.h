@@ -50,6 +50,13 @@ struct FarmOptions {
   std::vector<std::string> control_planes;   // "host:port", tried in order
   std::string ca_file, cert_file, key_file;  // TLS / mTLS to the control plane
   std::string node_id;
+  // Where the other members reach this one to relay a tunnel forward
+  // ("https://10.0.0.5:443"); empty: this member's main port at the address
+  // the control plane sees it connect from. relay_ca_file: trust for the
+  // other members' certificates when relaying over https (empty: the
+  // control plane's CA file, else the system bundle).
+  std::string relay_url;
+  std::string relay_ca_file;
   uint64_t sync_interval_ms = 5000;
   // With the control plane unreachable: "local_share" enforces each tier
   // at limit / members (last known); "local_only" enforces the whole limit

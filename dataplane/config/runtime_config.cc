@@ -189,6 +189,7 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
     cr.timeout_ms = ms(r.timeout(), 0);
     cr.body_timeout_ms = ms(r.body_timeout(), 0);
     cr.required_scope = r.required_scope();
+    cr.keeps_credential = r.builtin() == edge::v1::BUILTIN_HANDLER_TUNNEL;
     cr.rate_limited = r.rate_limited();
     cr.count_tokens = r.count_tokens();
     if (r.action_case() == edge::v1::Route::kCluster) {

@@ -99,6 +99,13 @@ struct FilterStateKey {
   const char* name;  // for a debugger; the identity is the address
 };
 
+// The key the client authenticated with, kept past the auth filter only on
+// routes whose handler must present it again (Route::keeps_credential):
+// admin REST that a farm member hands to the control plane, a tunnel
+// forward relayed to the member that holds the tunnel. The receiver checks
+// it again. Never logged.
+inline constexpr FilterStateKey<std::string> kClientCredential{"client_credential"};
+
 // What one filter leaves on the stream for a later one (Envoy's
 // FilterState, reduced to what is needed here): the rate limiter's
 // counters for the stream's IP and key, looked up once per stream

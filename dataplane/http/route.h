@@ -31,6 +31,9 @@ struct Route {
   // Answered by an upstream (a router or a tunnel), not by the Edge
   // itself: the overload manager refuses these first.
   bool to_upstream = false;
+  // The handler presents the client's key again (http::kClientCredential):
+  // the tunnel's, which relays a forward to the member holding the tunnel.
+  bool keeps_credential = false;
   // The registry name of the handler that answers (config::kRouterFilter,
   // "webchat", "session", ...).
   std::string_view handler;

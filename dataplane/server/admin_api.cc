@@ -26,7 +26,7 @@ void AdminApiFilter::dispatch(std::string body) {
   std::shared_ptr<bool> alive = alive_;
   http::DecoderFilterCallbacks* cb = callbacks_;
   const std::string* credential =
-      callbacks_->streamInfo().filter_state.get(filters::auth::kAdminCredential);
+      callbacks_->streamInfo().filter_state.get(http::kClientCredential);
   backend_.handle(
       req.method, std::string(req.pathOnly()), std::move(body),
       callbacks_->streamInfo().client_name, credential ? *credential : std::string(),

@@ -86,6 +86,11 @@ void FarmClient::setIdentity(std::string node_id,
   for (const auto& a : listen_addresses) node_.add_listen_addresses(a);
 }
 
+void FarmClient::setTunnelRelay(std::string relay_url, TunnelDirectoryFn on_directory) {
+  node_.set_relay_url(std::move(relay_url));
+  on_directory_ = std::move(on_directory);
+}
+
 FarmClient::~FarmClient() {
   if (stream_) stream_->cancel();
 }
@@ -228,6 +233,7 @@ void FarmClient::sendReport() {
 }
 
 void FarmClient::applyFarmUsage(const edge::v1::FarmUsage& usage) {
+  if (on_directory_) on_directory_(usage.tunnels());
   if (!state_) return;
   uint64_t now = filters::ratelimit::nowSeconds();
   state_->remote_global.store(usage.global_requests(), std::memory_order_relaxed);

@@ -64,6 +64,12 @@ class FarmClient : public grpc::StreamCallbacks {
   void setRateLimitState(filters::ratelimit::StateSharedPtr state);
   // Before start(): where the last known member count is kept.
   void setMembersFile(std::string path);
+  // Before start(): where the other members relay tunnel forwards to this
+  // one (Node.relay_url), and who takes the farm's tunnel directory from
+  // each FarmUsage (called on the main loop).
+  using TunnelDirectoryFn =
+      std::function<void(const google::protobuf::RepeatedPtrField<edge::v1::TunnelView>&)>;
+  void setTunnelRelay(std::string relay_url, TunnelDirectoryFn on_directory);
 
   // grpc::StreamCallbacks
   void onMessage(std::string message) override;
@@ -84,6 +90,7 @@ class FarmClient : public grpc::StreamCallbacks {
   edge::v1::Node node_;
   ApplyFn apply_;
   ReportFn report_;
+  TunnelDirectoryFn on_directory_;
   std::unique_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::Stream> stream_;
   TimerPtr reconnect_timer_;

@@ -24,6 +24,7 @@
 #include "dataplane/network/connection.h"
 #include "dataplane/server/builtin.h"
 #include "dataplane/server/webchat_handler.h"
+#include "dataplane/tls/client_context.h"
 #include "filters/auth/auth_filter.h"
 #include "filters/auth/session.h"
 #include "filters/auth/session_filter.h"
@@ -299,7 +300,71 @@ void Server::persistLogouts(bool list_now) {
   }
 }
 
+void Server::startTunnelRelay(const config::RuntimeConfig& cfg) {
+  // Trust for the other members' certificates (relays over https).
+  std::string ca =
+      !farm_options_.relay_ca_file.empty() ? farm_options_.relay_ca_file : farm_options_.ca_file;
+  std::string error;
+  tls::SslCtxPtr ctx = tls::makeClientContext(ca, "", "", {"http/1.1"}, &error);
+  if (!ctx) {
+    log::warn("tunnel relays over https will fail: no trust for the other members",
+              {{"error", log::str(error)}});
+  }
+  tunnel_->setRelay(nodeId(cfg), std::shared_ptr<SSL_CTX>(ctx.release(), SSL_CTX_free));
+  // Where the others reach this member: as configured, else its TLS port
+  // (the plain port redirects when TLS is on) at the address the control
+  // plane sees it connect from.
+  std::string url = farm_options_.relay_url;
+  if (url.empty() && !cfg.listeners.empty()) {
+    const config::CompiledListener* main = &cfg.listeners[0];
+    for (const auto& l : cfg.listeners) {
+      if (l.tls) {
+        main = &l;
+        break;
+      }
+    }
+    url = std::string(main->tls ? "https" : "http") + "://:" + std::to_string(main->port);
+  }
+  farm_->setTunnelRelay(
+      url,
+      [tunnel = tunnel_](const google::protobuf::RepeatedPtrField<edge::v1::TunnelView>& views) {
+        std::vector<filters::tunnel::RemoteTunnel> remote;
+        remote.reserve(views.size());
+        for (const auto& v : views) {
+          filters::tunnel::RemoteTunnel r;
+          r.info.id = v.tunnel_id();
+          r.info.worker_id = v.worker_id();
+          r.info.client_name = v.client_name();
+          r.info.models.assign(v.models().begin(), v.models().end());
+          r.info.max_concurrent = v.max_concurrent();
+          r.info.connected_unix_ms = static_cast<uint64_t>(v.connected_unix_ms());
+          r.info.last_poll_unix_ms = static_cast<uint64_t>(v.last_poll_unix_ms());
+          r.info.in_flight = v.in_flight();
+          r.info.queued = v.queued();
+          r.info.parked = v.parked_polls();
+          r.member_id = v.member_id();
+          r.relay_url = v.relay_url();
+          remote.push_back(std::move(r));
+        }
+        tunnel->setDirectory(std::move(remote));
+      });
+}
+
 void Server::fillUsage(edge::v1::UsageReport* report) {
+  // The tunnels this member holds: the control plane's directory.
+  for (const auto& t : tunnel_->list()) {
+    auto* v = report->add_tunnels();
+    v->set_tunnel_id(t.id);
+    v->set_worker_id(t.worker_id);
+    v->set_client_name(t.client_name);
+    for (const auto& m : t.models) v->add_models(m);
+    v->set_max_concurrent(t.max_concurrent);
+    v->set_connected_unix_ms(static_cast<int64_t>(t.connected_unix_ms));
+    v->set_last_poll_unix_ms(static_cast<int64_t>(t.last_poll_unix_ms));
+    v->set_in_flight(static_cast<uint32_t>(t.in_flight));
+    v->set_queued(static_cast<uint32_t>(t.queued));
+    v->set_parked_polls(static_cast<uint32_t>(t.parked));
+  }
   auto state = state_.rateLimitState();
   if (!state) return;
   uint64_t now = filters::ratelimit::nowSeconds();
@@ -783,6 +848,7 @@ int Server::run() {
   dns_timer_->enable(dnsNames(*cfg, nullptr));
   if (farm_) {
     farm_->setIdentity(nodeId(*cfg), listenAddresses(*cfg));
+    startTunnelRelay(*cfg);
     farm_->setRateLimitState(state_.rateLimitState());
     farm_->setMembersFile(farm_snapshot_path_.substr(0, farm_snapshot_path_.rfind('/')) +
                           "/farm-members");
@@ -863,6 +929,14 @@ void Server::appendTunnelMetrics(std::string& out) {
          std::to_string(st.no_poll.load()) + "\n";
   out += "eldric_edge_tunnel_forwarded_total{outcome=\"no_answer\"} " +
          std::to_string(st.no_answer.load()) + "\n";
+  out +=
+      "# HELP eldric_edge_tunnel_relays_total Forwards relayed to the farm member that holds "
+      "the tunnel, by outcome.\n"
+      "# TYPE eldric_edge_tunnel_relays_total counter\n";
+  out += "eldric_edge_tunnel_relays_total{outcome=\"started\"} " +
+         std::to_string(st.relayed.load()) + "\n";
+  out += "eldric_edge_tunnel_relays_total{outcome=\"failed\"} " +
+         std::to_string(st.relay_failed.load()) + "\n";
   line("eldric_edge_tunnels_reaped_total", "Tunnels closed because their worker stopped polling.",
        "counter", std::to_string(st.reaped.load()));
 }

@@ -83,6 +83,9 @@ class Server : public AdminBackend {
   // "address:port" of each bound listener, and this instance's node id
   // (--node-id, else hostname:first port).
   std::vector<std::string> listenAddresses(const config::RuntimeConfig& cfg) const;
+  // Farm mode: relays of tunnel forwards to the member that holds the
+  // tunnel, and the tunnel directory from the control plane.
+  void startTunnelRelay(const config::RuntimeConfig& cfg);
   std::string nodeId(const config::RuntimeConfig& cfg) const;
 
   config::CommandLine cli_;

@@ -173,8 +173,8 @@ http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& header
     auto& info = callbacks_->streamInfo();
     info.client_name = id->client_name;
     info.identity = std::move(id);
-    if (scope == edge::v1::SCOPE_ADMIN)
-      info.filter_state.set(kAdminCredential, std::make_shared<std::string>(key));
+    if (scope == edge::v1::SCOPE_ADMIN || (route && route->keeps_credential))
+      info.filter_state.set(http::kClientCredential, std::make_shared<std::string>(key));
     // The key has done its job; do not forward it to the cluster, nor a
     // session cookie that came along (the router drops every cookie too).
     headers.headers.remove("authorization");

@@ -65,11 +65,11 @@ using AuthConfigSharedPtr = std::shared_ptr<const AuthConfig>;
 // The key a request presents, or empty.
 std::string_view presentedKey(const http::RequestHeaders& headers);
 
-// On a route that needs the admin scope, the key that passed: a farm
-// member hands it to the control plane, which checks it again (a member's
-// own certificate may not administer). Nowhere else is a key kept past
-// the auth filter.
-inline constexpr http::FilterStateKey<std::string> kAdminCredential{"auth.admin_credential"};
+// The key that passed is kept as http::kClientCredential on a route that
+// needs the admin scope (a farm member hands it to the control plane,
+// which checks it again: a member's own certificate may not administer)
+// and on one that keeps it (Route::keeps_credential). Nowhere else is a
+// key kept past the auth filter.
 
 // A session cookie that verified (signature, expiry, not logged out): what
 // a logout at /api/v1/session revokes (SessionFilter).

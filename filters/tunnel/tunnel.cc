@@ -1,10 +1,13 @@
 #include "filters/tunnel/tunnel.h"
 
+#include <netdb.h>
 #include <rapidjson/document.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
+#include "common/address.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "dataplane/common/random.h"
@@ -259,6 +262,93 @@ std::vector<TunnelInfo> TunnelService::list() {
   return out;
 }
 
+void TunnelService::setRelay(std::string self_id, std::shared_ptr<SSL_CTX> tls) {
+  std::lock_guard<std::mutex> l(mutex_);
+  self_id_ = std::move(self_id);
+  if (relay_tls_) retired_tls_.push_back(std::move(relay_tls_));
+  relay_tls_ = std::move(tls);
+  targets_.clear();
+}
+
+std::string TunnelService::selfId() const {
+  std::lock_guard<std::mutex> l(mutex_);
+  return self_id_;
+}
+
+void TunnelService::setDirectory(std::vector<RemoteTunnel> remote) {
+  // Look up what is new outside the lock (a host name may take a while).
+  std::map<std::string, std::shared_ptr<const http::ClientTarget>> targets;
+  std::shared_ptr<SSL_CTX> tls;
+  {
+    std::lock_guard<std::mutex> l(mutex_);
+    targets = targets_;
+    tls = relay_tls_;
+  }
+  std::map<std::string, std::shared_ptr<const http::ClientTarget>> keep;
+  for (const auto& r : remote) {
+    if (keep.count(r.relay_url)) continue;
+    if (auto it = targets.find(r.relay_url); it != targets.end()) {
+      keep.emplace(r.relay_url, it->second);
+      continue;
+    }
+    network::Url u;
+    std::string why;
+    auto t = std::make_shared<http::ClientTarget>();
+    if (!network::parseUrl(r.relay_url, &u, &why)) {
+      log::warn("a member's relay URL is not usable",
+                {{"member", log::str(r.member_id)}, {"why", log::str(why)}});
+      continue;
+    }
+    if (!network::parseIpAddress(u.host, u.port, &t->addr)) {
+      addrinfo hints{};
+      hints.ai_socktype = SOCK_STREAM;
+      addrinfo* res = nullptr;
+      if (getaddrinfo(u.host.c_str(), std::to_string(u.port).c_str(), &hints, &res) != 0 ||
+          res == nullptr) {
+        log::warn("a member's relay host does not resolve",
+                  {{"member", log::str(r.member_id)}, {"host", log::str(u.host)}});
+        continue;
+      }
+      memcpy(&t->addr, res->ai_addr, res->ai_addrlen);
+      freeaddrinfo(res);
+    }
+    if (u.https) {
+      t->tls = tls.get();
+      t->server_name = u.host;
+    }
+    bool v6 = u.host.find(':') != std::string::npos;
+    t->authority = (v6 ? "[" + u.host + "]" : u.host) + ":" + std::to_string(u.port);
+    t->connect_timeout_ms = 5000;
+    keep.emplace(r.relay_url, std::move(t));
+  }
+  std::lock_guard<std::mutex> l(mutex_);
+  remote_.clear();
+  for (auto& r : remote) {
+    if (!keep.count(r.relay_url) || tunnels_.count(r.info.id)) continue;
+    std::string id = r.info.id;
+    remote_.emplace(std::move(id), std::move(r));
+  }
+  targets_ = std::move(keep);
+}
+
+std::vector<RemoteTunnel> TunnelService::directory() const {
+  std::lock_guard<std::mutex> l(mutex_);
+  std::vector<RemoteTunnel> out;
+  for (const auto& [id, r] : remote_) out.push_back(r);
+  return out;
+}
+
+std::shared_ptr<const http::ClientTarget> TunnelService::relayTarget(const std::string& tunnel_id,
+                                                                     std::string* member_id) const {
+  std::lock_guard<std::mutex> l(mutex_);
+  auto it = remote_.find(tunnel_id);
+  if (it == remote_.end()) return nullptr;
+  auto t = targets_.find(it->second.relay_url);
+  if (t == targets_.end()) return nullptr;
+  *member_id = it->second.member_id;
+  return t->second;
+}
+
 void TunnelService::reap(uint64_t now_ms) {
   std::lock_guard<std::mutex> l(mutex_);
   for (auto it = tunnels_.begin(); it != tunnels_.end();) {
@@ -302,6 +392,22 @@ struct ForwardState : ForwardSink {
   void onFailure(int status, const std::string& code, const std::string& message) override;
 };
 
+// A forward relayed to the member that holds the tunnel: its answer is
+// passed through as it comes.
+struct RelayState : http::Http1Client::Handler {
+  RelayState(TunnelFilter& f, Dispatcher& d, std::shared_ptr<const http::ClientTarget> t,
+             std::string m)
+      : filter(f), target(std::move(t)), member(std::move(m)), client(d, *target) {}
+  void onHeaders(const http::ResponseHeaders& headers, bool end) override;
+  void onData(Buffer& data, bool end) override;
+  void onError(const std::string& why) override;
+
+  TunnelFilter& filter;
+  std::shared_ptr<const http::ClientTarget> target;  // before client: it refers to it
+  std::string member;
+  http::Http1Client client;
+};
+
 class TunnelFilter : public http::StreamDecoderFilter {
  public:
   explicit TunnelFilter(std::shared_ptr<TunnelService> service) : service_(std::move(service)) {}
@@ -320,6 +426,9 @@ class TunnelFilter : public http::StreamDecoderFilter {
   void head(int status, const std::string& content_type);
   void data(const std::string& bytes, bool end);
   void failed(int status, const std::string& code, const std::string& message);
+  // Relay
+  void relayHead(const http::ResponseHeaders& headers, bool end);
+  void relayData(Buffer& data, bool end);
 
  private:
   enum class Op { None, Connect, Poll, Forward, Response, Disconnect, Workers };
@@ -330,6 +439,9 @@ class TunnelFilter : public http::StreamDecoderFilter {
   std::string keyIdentity() const;
   void connect(const std::string& body);
   void startForward(const std::string& body);
+  // Another member holds the tunnel: the forward goes there. False if the
+  // directory does not name it (or this is already a relayed forward).
+  bool relay(const std::string& body);
   void workers();
 
   std::shared_ptr<TunnelService> service_;
@@ -351,6 +463,7 @@ class TunnelFilter : public http::StreamDecoderFilter {
   bool head_sent_ = false;
   bool sse_ = false;
   bool done_ = false;
+  std::unique_ptr<RelayState> relay_;
   // Response
   TunnelRequestPtr answering_;
   bool answer_ended_ = false;
@@ -705,6 +818,11 @@ void TunnelFilter::startForward(const std::string& body) {
   request_out_ = r;
   std::string error;
   int st = service_->forward(r, &error);
+  if (st == 404 && relay(body)) {
+    request_out_.reset();
+    forward_.reset();
+    return;
+  }
   if (st != 200) {
     request_out_.reset();
     done_ = true;
@@ -725,10 +843,73 @@ void TunnelFilter::startForward(const std::string& body) {
   timer_->enable(service_->limits().queue_timeout_ms);
 }
 
+bool TunnelFilter::relay(const std::string& body) {
+  // One hop: a member that was relayed to answers for itself.
+  if (request_->headers.get("x-eldric-relayed")) return false;
+  std::string member;
+  auto target = service_->relayTarget(tunnel_id_, &member);
+  if (!target) return false;
+  relay_ = std::make_unique<RelayState>(*this, cb_->dispatcher(), std::move(target), member);
+  http::RequestHeaders h;
+  h.method = "POST";
+  h.path = request_->path;
+  // The router's key goes along (kept by the auth filter for this route):
+  // every member knows the farm's keys, and the owner checks it again
+  // (scope, tunnel, limits).
+  if (const std::string* key = cb_->streamInfo().filter_state.get(http::kClientCredential)) {
+    h.headers.add("authorization", "Bearer " + *key);
+  }
+  for (const char* name : {"content-type", "accept", "x-eldric-tunnel-path"}) {
+    if (auto v = request_->headers.get(name)) h.headers.add(name, *v);
+  }
+  h.headers.add("x-eldric-relayed", service_->selfId());
+  h.headers.add("content-length", std::to_string(body.size()));
+  const TunnelLimits limits = service_->limits();
+  // Silence from the owner: it answers once its worker starts to.
+  relay_->client.start(h, relay_.get(),
+                       limits.queue_timeout_ms + limits.first_byte_timeout_ms + 5000);
+  relay_->client.send(body);
+  service_->stats().relayed.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void RelayState::onHeaders(const http::ResponseHeaders& headers, bool end) {
+  filter.relayHead(headers, end);
+}
+void RelayState::onData(Buffer& data, bool end) { filter.relayData(data, end); }
+void RelayState::onError(const std::string& why) {
+  filter.failed(502, "tunnel_relay_failed",
+                "relaying to the member that holds the tunnel (" + member + ") failed: " + why);
+}
+
+void TunnelFilter::relayHead(const http::ResponseHeaders& in, bool end) {
+  if (done_ || head_sent_) return;
+  head_sent_ = true;
+  auto h = std::make_unique<http::ResponseHeaders>();
+  h->status = in.status;
+  std::string ct(in.headers.get("content-type").value_or("application/json"));
+  sse_ = ct.rfind("text/event-stream", 0) == 0;
+  h->headers.add("content-type", ct);
+  for (const char* name : {"cache-control", "retry-after"}) {
+    if (auto v = in.headers.get(name)) h->headers.add(name, *v);
+  }
+  if (end) done_ = true;
+  cb_->encodeHeaders(std::move(h), end);
+}
+
+void TunnelFilter::relayData(Buffer& data, bool end) {
+  if (done_ || !head_sent_) {
+    data.clear();
+    return;
+  }
+  if (end) done_ = true;
+  cb_->encodeData(data, end);
+}
+
 void TunnelFilter::workers() {
   std::string out = "{\"object\":\"list\",\"data\":[";
   bool first = true;
-  for (const auto& t : service_->list()) {
+  auto add = [&](const TunnelInfo& t, const std::string& member) {
     if (!first) out += ',';
     first = false;
     out += "{\"tunnel_id\":";
@@ -748,8 +929,19 @@ void TunnelFilter::workers() {
            (t.last_poll_unix_ms ? std::to_string(t.last_poll_unix_ms) : std::string("null"));
     out += ",\"in_flight\":" + std::to_string(t.in_flight);
     out += ",\"queued\":" + std::to_string(t.queued);
-    out += ",\"parked_polls\":" + std::to_string(t.parked) + "}";
-  }
+    out += ",\"parked_polls\":" + std::to_string(t.parked);
+    // In a farm, the member whose worker polls it (null standalone).
+    out += ",\"member\":";
+    if (member.empty()) {
+      out += "null";
+    } else {
+      log::appendJsonString(out, member);
+    }
+    out += "}";
+  };
+  for (const auto& t : service_->list()) add(t, service_->selfId());
+  // The other members' tunnels, as of their last report.
+  for (const auto& r : service_->directory()) add(r.info, r.member_id);
   out += "]}";
   replyJson(200, out);
 }
@@ -829,6 +1021,7 @@ void TunnelFilter::failed(int status, const std::string& code, const std::string
   done_ = true;
   timer_.reset();
   service_->stats().forwarded_failed.fetch_add(1, std::memory_order_relaxed);
+  if (relay_) service_->stats().relay_failed.fetch_add(1, std::memory_order_relaxed);
   if (!head_sent_) {
     cb_->sendLocalReply(http::ErrorReply{status, message, "", code});
     return;
@@ -844,6 +1037,8 @@ void TunnelFilter::failed(int status, const std::string& code, const std::string
 
 void TunnelFilter::onDestroy() {
   timer_.reset();
+  // A relay still under way: closing it tells the owner the router left.
+  relay_.reset();
   if (poll_) {
     poll_->filter = nullptr;
     if (parked_) service_->unpark(tunnel_id_, poll_serial_);

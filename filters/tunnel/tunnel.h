@@ -29,6 +29,7 @@
 
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/http/filter.h"
+#include "dataplane/http/http1_client.h"
 
 namespace eldric::filters::tunnel {
 
@@ -91,11 +92,18 @@ struct TunnelInfo {
   size_t parked = 0;
 };
 
+// Another farm member's tunnel, from the control plane's directory.
+struct RemoteTunnel {
+  TunnelInfo info;
+  std::string member_id;
+  std::string relay_url;
+};
+
 class TunnelService {
  public:
   struct Stats {
     std::atomic<uint64_t> connects{0}, reaped{0}, forwarded_ok{0}, forwarded_failed{0},
-        queue_full{0}, no_poll{0}, no_answer{0};
+        queue_full{0}, no_poll{0}, no_answer{0}, relayed{0}, relay_failed{0};
   };
 
   explicit TunnelService(TunnelLimits limits = {}) : limits_(limits) {}
@@ -134,6 +142,19 @@ class TunnelService {
   // Tunnels no poll came for in 3 poll timeouts are closed.
   void reap(uint64_t now_ms);
 
+  // Farm mode. This member's id, sent with a relayed forward, and the
+  // trust for members reached over https (null: the system's CAs are not
+  // loaded, so https relays fail).
+  void setRelay(std::string self_id, std::shared_ptr<SSL_CTX> tls);
+  std::string selfId() const;
+  // The other members' tunnels (replaces the last directory). Called on
+  // the main thread: a relay URL with a host name is looked up here, once.
+  void setDirectory(std::vector<RemoteTunnel> remote);
+  std::vector<RemoteTunnel> directory() const;
+  // Where to relay a forward for `tunnel_id`, if another member holds it.
+  std::shared_ptr<const http::ClientTarget> relayTarget(const std::string& tunnel_id,
+                                                        std::string* member_id) const;
+
   Stats& stats() { return stats_; }
 
  private:
@@ -158,6 +179,12 @@ class TunnelService {
 
   mutable std::mutex mutex_;
   TunnelLimits limits_;
+  std::string self_id_;
+  std::shared_ptr<SSL_CTX> relay_tls_;
+  std::vector<std::shared_ptr<SSL_CTX>> retired_tls_;  // a relay under way may use one
+  // tunnel id -> its entry; relay URL -> where it connects
+  std::map<std::string, RemoteTunnel> remote_;
+  std::map<std::string, std::shared_ptr<const http::ClientTarget>> targets_;
   std::map<std::string, std::shared_ptr<Tunnel>> tunnels_;
   uint64_t next_serial_ = 1;
   Stats stats_;

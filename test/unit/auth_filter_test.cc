@@ -318,7 +318,7 @@ TEST_F(AuthFilterTest, ValidKeyLeavesItsIdentityForLaterFilters) {
   EXPECT_EQ(id.allowed_models, std::vector<std::string>{"gpt-4o"});
   EXPECT_EQ(stats().ok.load(), ok + 1);
   // Only an admin route keeps the key (for the control plane).
-  EXPECT_EQ(s->info.filter_state.get(kAdminCredential), nullptr);
+  EXPECT_EQ(s->info.filter_state.get(http::kClientCredential), nullptr);
 }
 
 TEST_F(AuthFilterTest, ValidKeyIsNotForwardedUpstream) {
@@ -370,7 +370,7 @@ TEST_F(AuthFilterTest, ScopeOutsideTheEnumGrantsNothing) {
 TEST_F(AuthFilterTest, AdminRouteKeepsTheKeyForTheControlPlane) {
   auto s = withKey(kAdminKey, edge::v1::SCOPE_ADMIN);
   expectAuthenticatedAs(*s, "admin-client");
-  const std::string* kept = s->info.filter_state.get(kAdminCredential);
+  const std::string* kept = s->info.filter_state.get(http::kClientCredential);
   ASSERT_NE(kept, nullptr);
   EXPECT_EQ(*kept, kAdminKey);
   EXPECT_FALSE(s->request.headers.get("authorization"));
@@ -486,7 +486,7 @@ TEST_F(AuthFilterTest, SessionCookieAuthenticatesAndIsNotForwarded) {
   expectAuthenticatedAs(*s, "inference-client");
   // The whole Cookie header goes, the client's other cookies with it.
   EXPECT_FALSE(s->request.headers.get("cookie"));
-  EXPECT_EQ(s->info.filter_state.get(kAdminCredential), nullptr);
+  EXPECT_EQ(s->info.filter_state.get(http::kClientCredential), nullptr);
 }
 
 TEST_F(AuthFilterTest, SecureCookieNameIsAcceptedToo) {

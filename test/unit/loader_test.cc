@@ -245,5 +245,23 @@ TEST(LoaderTest, FarmModeNeedsAControlPlaneAndSaysWhatPeersBecame) {
   EXPECT_NE(loadError("", cli).find("host:port"), std::string::npos);
 }
 
+TEST(LoaderTest, FarmRelayUrlIsAUrlWithoutAPath) {
+  CommandLine cli = noTls();
+  cli.mode = "farm";
+  cli.control_plane = "127.0.0.1:8870";
+  LoadResult r;
+  std::string error;
+  ASSERT_TRUE(
+      loadFromText(R"({"farm": {"relay_url": "https://10.0.0.5:8443", "relay_ca": "/x.pem"}})",
+                   "edge.json", cli, &r, &error))
+      << error;
+  EXPECT_EQ(r.farm.relay_url, "https://10.0.0.5:8443");
+  EXPECT_EQ(r.farm.relay_ca_file, "/x.pem");
+  for (std::string bad : {"ftp://10.0.0.5", "https://10.0.0.5/api", "https://:443"}) {
+    std::string e = loadError("{\"farm\": {\"relay_url\": \"" + bad + "\"}}", cli);
+    EXPECT_NE(e.find("farm.relay_url"), std::string::npos) << bad << ": " << e;
+  }
+}
+
 }  // namespace
 }  // namespace eldric::config
