@@ -404,7 +404,8 @@ bool ConnectionManager::onRemoteHalfClose() {
   // FIN mid-body, or once the answer has begun (a reader that stops a
   // stream closes its socket, and the upstream must stop generating at
   // once rather than at the next failed write).
-  if (closed_ || !stream_ || !stream_->requestComplete() || stream_->responseStarted())
+  if (closed_ || !stream_ || !stream_->requestComplete() || stream_->responseStarted() ||
+      stream_->info().half_close_ends_stream)
     return false;
   codec_->setCloseAfterResponse();
   return true;

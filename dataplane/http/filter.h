@@ -153,6 +153,11 @@ struct StreamInfo {
   uint32_t attempts = 0;
   uint64_t prompt_tokens = 0;
   uint64_t completion_tokens = 0;
+  // A client that shuts down its sending side is gone, even with its
+  // request whole: set by a handler that holds a request open until
+  // something happens (a tunnel's parked poll), where a FIN is a worker that
+  // died, not a curl that finished sending (ConnectionManager's half-close).
+  bool half_close_ends_stream = false;
   FilterState filter_state;
 };
 

@@ -611,6 +611,9 @@ http::FilterHeadersStatus TunnelFilter::decodeHeaders(http::RequestHeaders& head
       return http::FilterHeadersStatus::StopIteration;
     }
     case Op::Poll: {
+      // A worker that shuts its side while parked died: its poll must not
+      // be handed a request it can never answer.
+      cb_->streamInfo().half_close_ends_stream = true;
       poll_ = std::make_shared<PollState>();
       poll_->filter = this;
       poll_->service = service_.get();

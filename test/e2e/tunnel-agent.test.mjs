@@ -236,6 +236,18 @@ describe('eldric-tunnel: a worker behind NAT served through the Edge', () => {
     assert.ok(done.choices[0].message.content.length > 0);
   });
 
+  it('an agent killed while its polls are parked: they leave at once, not handed requests they cannot answer', T, async () => {
+    await waitFor(async () => (await workers()).find((x) => x.tunnel_id === agent.tunnel)?.parked_polls === 2,
+      { what: 'two parked polls' });
+    const old = agent.tunnel;
+    await agent.kill();
+    // The worker's FIN ends its parked polls (a half-close is not a client
+    // still reading here).
+    await waitFor(async () => (await workers()).find((x) => x.tunnel_id === old)?.parked_polls === 0,
+      { timeoutMs: 2000, what: 'the dead polls gone' });
+    agent = await startAgent();
+  });
+
   it('a local server that is down becomes an OpenAI-shaped 502', T, async () => {
     // A second agent for a local server nobody runs.
     const dead = await startTunnelAgent({
