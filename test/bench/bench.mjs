@@ -149,7 +149,7 @@ fs.writeFileSync(path.join(work, 'haproxy.pem'), fs.readFileSync(cert, 'utf8') +
 const edgeBArg = process.argv.find((a) => a.startsWith('--edge-b='));
 const edgeB = edgeBArg ? path.resolve(edgeBArg.slice(9)) : null;
 const portNames = ['router', 'sseRouter', 'edge', 'nginx', 'haproxy', 'edgeOff', 'edgeHttp', 'edgeOffHttp', 'edgeB', 'edgeBHttp',
-  'edgeInlet', 'edgeInletHttp', 'edgeStream', 'edgeStreamHttp'];
+  'edgeInlet', 'edgeInletHttp', 'edgeStream', 'edgeStreamHttp', 'edgeTunnel', 'edgeTunnelHttp', 'tunnelRouter'];
 const ports = {};
 for (const [i, n] of portNames.entries()) {
   ports[n] = basePortArg ? Number(basePortArg.slice(12)) + i : await freePort();
@@ -695,6 +695,110 @@ if (want(8)) {
     `Stream calls: ${pluginCallsNote(m0, m1)}.`);
 }
 
+// 9. The NAT tunnel (issue 18): an Edge with a tunnel, eldric-tunnel in
+// front of a fake router paced at 20 ms per token (the agent's local model
+// server), and sse_delay.mjs streaming through the tunnel's forward against
+// the same client straight to that router: the first event's lateness is
+// what forward -> parked poll -> agent -> local server -> answer POST ->
+// router adds to the time to first byte. Then N idle parked polls and the
+// Edge's resident memory per poll.
+const tunnelRows = [];
+if (want(9)) {
+  const tcfg = path.join(work, 'edge-tunnel.json');
+  fs.writeFileSync(tcfg, JSON.stringify({
+    ...edgeCfg, https_port: ports.edgeTunnel, http_port: ports.edgeTunnelHttp, data_dir: path.join(work, 'edge-data-tunnel'),
+    auth: { ...edgeCfg.auth, admin_keys: { [adminKey]: 'bench-admin' } },
+    // Room for the idle polls: tunnels of 64 polls each on one key, parked 2 minutes.
+    tunnel: { tunnels_per_key: 1000, poll_timeout_ms: 120000, queue_depth: 1024 },
+    limits: { max_connections: 30000 },
+  }));
+  const tedge = start(bin('dataplane/eldric-edge'), ['--config', tcfg], { proxy: true });
+  await waitPort(ports.edgeTunnel, true);
+  const tokens = quick ? 10 : 20, delayMs = 20;
+  start(bin('test/fake_router/fake-router'), ['--port', String(ports.tunnelRouter), '--threads', String(workers),
+    '--tokens', String(tokens), '--token-delay-ms', String(delayMs)]);
+  await waitPort(ports.tunnelRouter);
+  const register = (name, scope) => JSON.parse(execFileSync('curl', ['-sk', '--max-time', '5', `https://127.0.0.1:${ports.edgeTunnel}/api/v1/clients/register`,
+    '-H', `Authorization: Bearer ${adminKey}`, '-H', 'content-type: application/json',
+    '-d', JSON.stringify({ name, description: 'bench', scopes: [scope] })], { encoding: 'utf8' })).api_key;
+  const workerKey = register('bench-worker', 'worker');
+  const routerKey = register('bench-router', 'router');
+  const agent = start(bin('dataplane/tunnel_agent/eldric-tunnel'), ['--edge', `https://127.0.0.1:${ports.edgeTunnel}`, '--ca-file', cert,
+    '--local', `http://127.0.0.1:${ports.tunnelRouter}`, '--worker-id', 'bench-gpu', '--max-concurrent', '64', '--models', 'm'],
+  { env: { ...process.env, ELDRIC_TUNNEL_KEY: workerKey } });
+  let tunnel = '';
+  for (let i = 0; i < 100 && !tunnel; i++) {
+    tunnel = /"msg":"tunnel open","tunnel":"([0-9a-f]+)"/.exec(agent.errText())?.[1] ?? '';
+    if (!tunnel) await sleep(100);
+  }
+  if (!tunnel) throw new Error(`eldric-tunnel did not open a tunnel: ${agent.errText().slice(-2000)}`);
+  const sseDelay = (url, streams, headers = []) => {
+    const args = [path.join(here, 'sse_delay.mjs'), '--url', url, '--duration', String(dur), '--streams', String(streams),
+      '--tokens', String(tokens), '--delay-ms', String(delayMs), ...headers];
+    const p = spawnSync('node', args, { encoding: 'utf8', timeout: (dur + (3 * tokens * delayMs) / 1000 + 60) * 1000 });
+    try {
+      const r = JSON.parse(p.stdout.trim().split('\n').pop());
+      if (r.errors || r.lost) log(`9: ${url}: ${r.errors} errors (${r.error_text}), ${r.lost} tokens lost`);
+      return r;
+    } catch {
+      throw new Error(`sse_delay ${url} failed (exit ${p.status}): ${p.stderr}`);
+    }
+  };
+  const directUrl = `http://127.0.0.1:${ports.tunnelRouter}/v1/chat/completions`;
+  const viaUrl = `https://127.0.0.1:${ports.edgeTunnel}/api/v1/tunnel/${tunnel}/forward/v1/chat/completions`;
+  for (const streams of [1, 64]) {
+    const res = { direct: [], tunnel: [] };
+    for (let r = 0; r < reps; r++) {
+      for (const which of r % 2 ? ['tunnel', 'direct'] : ['direct', 'tunnel']) {
+        res[which].push(which === 'direct' ? sseDelay(directUrl, streams)
+          : sseDelay(viaUrl, streams, ['-H', `Authorization: Bearer ${routerKey}`]));
+      }
+    }
+    for (const p of ['p50', 'p99']) {
+      const f = (x) => x.first_event_us[p];
+      const added = res.tunnel.map((x, i) => f(x) - f(res.direct[i]));
+      tunnelRows.push({
+        scenario: `9. tunnel: time to first byte ${p}, ${streams} stream${streams > 1 ? 's' : ''} at once`, unit: 'µs',
+        direct: median(res.direct.map(f)), tunnel: median(res.tunnel.map(f)), added: median(added), addedRange: minMax(added),
+        whole: `${res.tunnel.reduce((a, x) => a + x.streams_ok, 0)} streams whole, ${res.tunnel.reduce((a, x) => a + x.lost, 0)} tokens lost, ` +
+          `${res.tunnel.reduce((a, x) => a + x.errors, 0)} errors`,
+      });
+    }
+  }
+  killGroup(agent);
+  // Idle parked polls: the Edge's resident memory per poll.
+  const n = quick ? 300 : 10000;
+  const rss = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${tedge.pid}/status`, 'utf8'))?.[1] ?? NaN);
+  const parkedNow = () => Number(/^eldric_edge_tunnel_parked_polls (\d+)/m.exec(execFileSync('curl', ['-sk', '--max-time', '5',
+    `https://127.0.0.1:${ports.edgeTunnel}/metrics`, '-H', `Authorization: Bearer ${adminKey}`], { encoding: 'utf8' }))?.[1] ?? NaN);
+  // The agent's own polls gone first.
+  for (let i = 0; i < 50 && parkedNow() !== 0; i++) await sleep(100);
+  const before = rss();
+  const client = spawn('node', [path.join(here, 'tunnel_polls.mjs'), '127.0.0.1', String(ports.edgeTunnel), String(n), cert],
+    { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ELDRIC_BENCH_WORKER_KEY: workerKey } });
+  const line = await new Promise((resolve) => client.stdout.once('data', (d) => resolve(String(d))));
+  const sent = Number(/ready (\d+)/.exec(line)?.[1] ?? 0);
+  await sleep(1000);
+  const after = rss();
+  const parked = parkedNow();
+  client.stdin.write('stop\n');
+  await new Promise((r) => client.once('exit', r));
+  if (parked < n) log(`9: only ${parked} of ${n} polls parked (${sent} sent)`);
+  tunnelRows.push({
+    scenario: `9. tunnel: resident memory per idle parked poll, TLS (${parked} parked)`, unit: 'bytes',
+    direct: NaN, tunnel: parked ? ((after - before) * 1024) / parked : NaN, added: NaN, addedRange: null, whole: '',
+  });
+  killGroup(tedge);
+  notes.push(`Rows 9 (issue 18): eldric-tunnel (--max-concurrent 64) in front of a fake router paced at ${tokens} tokens × ${delayMs} ms, ` +
+    `its own Edge (the bench's config plus an admin key and room for the polls); test/bench/sse_delay.mjs streams through ` +
+    `POST /api/v1/tunnel/{id}/forward/v1/chat/completions (TLS, a router key) and straight to the same router (plain HTTP), ` +
+    `${reps} run(s) of ${dur} s each way, order alternating; "added" is each run's tunnel figure minus the same run's direct one. ` +
+    `The forward's path: the Edge hands the request to a parked poll (TLS), the agent calls the local router (a kept-alive ` +
+    `connection), posts the answer chunked back (TLS) and the Edge streams it to the router. The memory row: ${n} polls on ` +
+    `${Math.ceil(n / 64)} tunnels, each poll its own TLS connection (test/bench/tunnel_polls.mjs); it includes the connection ` +
+    `(row 5 gives the Edge's figure per idle TLS connection alone).`);
+}
+
 // 4. SSE: concurrent streams, added time-to-first-byte and inter-chunk delay,
 // driven by test/bench/benchclient: every connection (and TLS handshake) is
 // made before the clock starts, the requests' sends are spread over --ramp,
@@ -937,6 +1041,14 @@ if (pluginRows.length) {
       (r.delta ? `, ${pluginSys(r)} − edge ${minMax(r.delta).map(fmt).join(' to ')}` : '')).join('; ') + '.', '');
   }
 }
+if (tunnelRows.length) {
+  const head = ['scenario (issue 18)', 'unit', 'direct to the router', 'through the tunnel', 'added (median of runs)', 'added, lowest-highest run', 'streams'];
+  lines.push('', `| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`);
+  for (const r of tunnelRows) {
+    lines.push(`| ${[r.scenario, `${r.unit} (lower is better)`, fmt(r.direct), fmt(r.tunnel), fmt(r.added),
+      r.addedRange ? r.addedRange.map(fmt).join(' to ') : '', r.whole].join(' | ')} |`);
+  }
+}
 for (const n of notes) lines.push('', n);
 const table = lines.join('\n');
 console.log(table);
@@ -964,7 +1076,8 @@ if (!quick && !only) {
 cleanup();
 // Quick mode (CI) checks the harness ran every scenario for every system.
 const missing = [...rows.filter((r) => names.some((n) => !Number.isFinite(r.values[n]))),
-  ...pluginRows.filter((r) => Object.values(r.values).some((v) => !Number.isFinite(v)))];
+  ...pluginRows.filter((r) => Object.values(r.values).some((v) => !Number.isFinite(v))),
+  ...tunnelRows.filter((r) => !Number.isFinite(r.tunnel))];
 if (missing.length) {
   console.log(`bench: ${missing.length} row(s) without a figure`);
   process.exit(1);
