@@ -190,6 +190,13 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
     cr.body_timeout_ms = ms(r.body_timeout(), 0);
     cr.required_scope = r.required_scope();
     cr.keeps_credential = r.builtin() == edge::v1::BUILTIN_HANDLER_TUNNEL;
+    if (r.builtin() == edge::v1::BUILTIN_HANDLER_TUNNEL) {
+      // A worker's answer is one POST body, bounded by tunnel.max_answer_kb
+      // (the tunnel filter's limit, whose default this is), not by
+      // limits.max_body_kb.
+      uint64_t answer = snapshot.tunnel().max_answer_bytes();
+      cr.max_body_bytes = answer ? answer : kDefaultTunnelAnswerBytes;
+    }
     cr.rate_limited = r.rate_limited();
     cr.count_tokens = r.count_tokens();
     if (r.action_case() == edge::v1::Route::kCluster) {

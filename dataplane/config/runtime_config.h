@@ -21,6 +21,10 @@
 
 namespace eldric::config {
 
+// tunnel.max_answer_kb's default: the tunnel filter's
+// TunnelLimits::max_answer_bytes (a unit test keeps the two equal).
+inline constexpr uint64_t kDefaultTunnelAnswerBytes = 64u << 20;
+
 struct CompiledRoute : http::Route {
   upstream::ClusterInfoSharedPtr cluster;  // proxy target, or null
   edge::v1::BuiltinHandler builtin = edge::v1::BUILTIN_HANDLER_UNSPECIFIED;

@@ -56,6 +56,12 @@ class ServerCodecCallbacks {
   // taken the last answer): dispatch() stops before parsing it, also when
   // that answer was made synchronously inside the same dispatch().
   virtual bool inputPaused() const { return false; }
+  // The most body `request` may have: `default_limit` (limits.max_body_kb)
+  // unless its route allows more (a tunnelled worker's answer).
+  virtual uint64_t maxBodyBytes(const RequestHeaders& request, uint64_t default_limit) {
+    (void)request;
+    return default_limit;
+  }
 };
 
 struct CodecLimits {

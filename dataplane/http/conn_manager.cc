@@ -217,6 +217,16 @@ void ConnectionManager::processInput() {
   armTimers();
 }
 
+uint64_t ConnectionManager::maxBodyBytes(const RequestHeaders& request, uint64_t default_limit) {
+  // The route as the raw path names it: a path that normalizes to another
+  // route gets the default (the stricter way to be wrong).
+  bool wrong_method = false;
+  const Route* route =
+      context_.currentConfig().match(request.pathOnly(), request.method, &wrong_method);
+  if (route && !wrong_method && route->max_body_bytes > default_limit) return route->max_body_bytes;
+  return default_limit;
+}
+
 uint64_t ConnectionManager::bodyTimeoutMs() {
   // The route may allow its bodies longer (a tunnelled worker's answer).
   const Route* route = stream_ ? stream_->route() : nullptr;

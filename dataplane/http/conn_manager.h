@@ -117,6 +117,7 @@ class ConnectionManager : public network::ConnectionCallbacks,
   void onCodecError(const CodecError& error, ResponseEncoder& encoder) override;
   void onResponseComplete(bool keep_alive) override;
   bool inputPaused() const override { return awaiting_drain_; }
+  uint64_t maxBodyBytes(const RequestHeaders& request, uint64_t default_limit) override;
 
   // SIGTERM: finish the current request, then close.
   void startDrain();

@@ -70,6 +70,7 @@ int Http1ServerCodec::onMessageBegin(llhttp_t* p) {
   c->header_count_ = 0;
   c->in_trailer_name_ = false;
   c->body_bytes_ = 0;
+  c->body_limit_ = c->limits_.max_body_bytes;
   c->state_ = State::Headers;
   // No answer to this request yet: a refusal of it (400, 431) must not
   // be taken for the middle of the previous request's answer.
@@ -194,10 +195,11 @@ int Http1ServerCodec::onHeadersComplete(llhttp_t* p) {
   if (r.path.empty() || (r.path[0] != '/' && r.method != "OPTIONS")) {
     return c->fail(400, "request target must be an absolute path", "bad_request_target");
   }
-  if (r.content_length && *r.content_length > c->limits_.max_body_bytes) {
+  c->body_limit_ = c->callbacks_.maxBodyBytes(r, c->limits_.max_body_bytes);
+  if (r.content_length && *r.content_length > c->body_limit_) {
     return c->fail(413,
                    "request body of " + std::to_string(*r.content_length) +
-                       " bytes exceeds the limit of " + std::to_string(c->limits_.max_body_bytes),
+                       " bytes exceeds the limit of " + std::to_string(c->body_limit_),
                    "body_too_large");
   }
   if (std::optional<std::string_view> expect = r.headers.get("expect")) {
@@ -229,11 +231,10 @@ int Http1ServerCodec::onHeadersComplete(llhttp_t* p) {
 int Http1ServerCodec::onBody(llhttp_t* p, const char* at, size_t len) {
   auto* c = self(p);
   c->body_bytes_ += len;
-  if (c->body_bytes_ > c->limits_.max_body_bytes) {
-    return c->fail(
-        413,
-        "request body exceeds the limit of " + std::to_string(c->limits_.max_body_bytes) + " bytes",
-        "body_too_large");
+  if (c->body_bytes_ > c->body_limit_) {
+    return c->fail(413,
+                   "request body exceeds the limit of " + std::to_string(c->body_limit_) + " bytes",
+                   "body_too_large");
   }
   if (!c->decoder_) return 0;
   Buffer data;

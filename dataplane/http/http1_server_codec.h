@@ -75,6 +75,7 @@ class Http1ServerCodec : public ServerCodec, public ResponseEncoder {
   uint32_t header_count_ = 0;  // head and trailers
   bool in_trailer_name_ = false;
   uint64_t body_bytes_ = 0;
+  uint64_t body_limit_ = 0;  // this request's (maxBodyBytes)
   RequestDecoder* decoder_ = nullptr;
   bool request_has_body_ = false;
   bool request_is_head_ = false;

@@ -25,6 +25,7 @@ struct Route {
   std::vector<std::string> methods;  // empty: any
   uint64_t timeout_ms = 0;           // 0: the config's request timeout
   uint64_t body_timeout_ms = 0;      // 0: the config's body timeout
+  uint64_t max_body_bytes = 0;       // more than limits.max_body_kb allows (0: that)
   int required_scope = 0;            // edge::v1::Scope
   bool rate_limited = false;
   bool count_tokens = false;

@@ -47,6 +47,14 @@ void toRouter(const TunnelRequestPtr& r, Fn&& fn) {
 
 }  // namespace
 
+void TunnelRequest::resumeAnswerIfRoom() {
+  bool room = cancelled.load() || (!router_full.load() && in_transit.load() <= kAnswerLowBytes);
+  if (!room || !answer_paused.exchange(false)) return;
+  answer_loop->post([sink = answer_sink] {
+    if (auto s = sink.lock()) s->onResume();
+  });
+}
+
 // ---------------------------------------------------------------------------
 // TunnelService
 
@@ -189,6 +197,8 @@ int TunnelService::forward(TunnelRequestPtr r, std::string* error) {
 
 void TunnelService::cancel(const TunnelRequestPtr& r) {
   r->cancelled.store(true);
+  // A worker's POST paused for this router must read on to learn it left.
+  r->resumeAnswerIfRoom();
   std::lock_guard<std::mutex> l(mutex_);
   auto it = tunnels_.find(r->tunnel_id);
   if (it == tunnels_.end()) return;
@@ -384,6 +394,11 @@ struct PollState : PollSink {
   void onClosed(const std::string& why) override;
 };
 
+struct AnswerState : AnswerSink {
+  TunnelFilter* filter = nullptr;
+  void onResume() override;
+};
+
 struct ForwardState : ForwardSink {
   TunnelFilter* filter = nullptr;
   void onDelivered() override;
@@ -408,7 +423,7 @@ struct RelayState : http::Http1Client::Handler {
   http::Http1Client client;
 };
 
-class TunnelFilter : public http::StreamDecoderFilter {
+class TunnelFilter : public http::StreamDecoderFilter, public http::DownstreamWatermarkCallbacks {
  public:
   explicit TunnelFilter(std::shared_ptr<TunnelService> service) : service_(std::move(service)) {}
   ~TunnelFilter() override { onDestroy(); }
@@ -426,6 +441,11 @@ class TunnelFilter : public http::StreamDecoderFilter {
   void head(int status, const std::string& content_type);
   void data(const std::string& bytes, bool end);
   void failed(int status, const std::string& code, const std::string& message);
+  // Response: the router has room again.
+  void resumeAnswer();
+  // Forward and relay: the router's connection is full, or has room again.
+  void onAboveWriteBufferHighWatermark() override;
+  void onBelowWriteBufferLowWatermark() override;
   // Relay
   void relayHead(const http::ResponseHeaders& headers, bool end);
   void relayData(Buffer& data, bool end);
@@ -464,8 +484,11 @@ class TunnelFilter : public http::StreamDecoderFilter {
   bool sse_ = false;
   bool done_ = false;
   std::unique_ptr<RelayState> relay_;
+  bool watching_downstream_ = false;  // registered for the router's watermarks
   // Response
   TunnelRequestPtr answering_;
+  std::shared_ptr<AnswerState> answer_state_;
+  bool answer_paused_ = false;  // this stream's reading is disabled for the router
   bool answer_ended_ = false;
 };
 
@@ -658,6 +681,10 @@ http::FilterHeadersStatus TunnelFilter::decodeHeaders(http::RequestHeaders& head
         refuse(410, "the router no longer waits for this answer", "request_cancelled");
         return http::FilterHeadersStatus::StopIteration;
       }
+      answer_state_ = std::make_shared<AnswerState>();
+      answer_state_->filter = this;
+      answering_->answer_loop = &cb_->dispatcher();
+      answering_->answer_sink = answer_state_;
       int status = 200;
       if (auto s = headers.headers.get("x-eldric-status")) {
         int v = 0;
@@ -715,9 +742,21 @@ http::FilterDataStatus TunnelFilter::decodeData(Buffer& data, bool end_stream) {
     }
     std::string bytes = data.toString();
     data.clear();
+    answering_->in_transit.fetch_add(bytes.size());
     toRouter(answering_, [bytes = std::move(bytes), end_stream](ForwardSink& s) {
       s.onData(bytes, end_stream);
     });
+    // The router reads slower than the worker writes: stop reading the
+    // worker until it catches up (the answer is never held whole).
+    TunnelRequest& r = *answering_;
+    if (!end_stream && !answer_paused_ &&
+        (r.in_transit.load() > kAnswerHighBytes || r.router_full.load())) {
+      answer_paused_ = true;
+      r.answer_paused.store(true);
+      cb_->readDisableDownstream(true);
+      // It may have drained meanwhile; whoever clears the flag resumes.
+      r.resumeAnswerIfRoom();
+    }
     if (end_stream) {
       answer_ended_ = true;
       service_->finish(answering_);
@@ -836,6 +875,8 @@ void TunnelFilter::startForward(const std::string& body) {
         });
     return;
   }
+  cb_->addDownstreamWatermarkCallbacks(*this);
+  watching_downstream_ = true;
   // Waiting for a poll to take it: not forever.
   timer_ = cb_->dispatcher().createTimer([this] {
     service_->stats().no_poll.fetch_add(1, std::memory_order_relaxed);
@@ -872,6 +913,8 @@ bool TunnelFilter::relay(const std::string& body) {
   relay_->client.start(h, relay_.get(),
                        limits.queue_timeout_ms + limits.first_byte_timeout_ms + 5000);
   relay_->client.send(body);
+  cb_->addDownstreamWatermarkCallbacks(*this);
+  watching_downstream_ = true;
   service_->stats().relayed.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
@@ -883,6 +926,29 @@ void RelayState::onData(Buffer& data, bool end) { filter.relayData(data, end); }
 void RelayState::onError(const std::string& why) {
   filter.failed(502, "tunnel_relay_failed",
                 "relaying to the member that holds the tunnel (" + member + ") failed: " + why);
+}
+
+void AnswerState::onResume() {
+  if (filter) filter->resumeAnswer();
+}
+
+void TunnelFilter::resumeAnswer() {
+  if (!answer_paused_) return;
+  answer_paused_ = false;
+  cb_->readDisableDownstream(false);
+}
+
+void TunnelFilter::onAboveWriteBufferHighWatermark() {
+  if (relay_) relay_->client.readDisable(true);
+  if (request_out_) request_out_->router_full.store(true);
+}
+
+void TunnelFilter::onBelowWriteBufferLowWatermark() {
+  if (relay_) relay_->client.readDisable(false);
+  if (request_out_) {
+    request_out_->router_full.store(false);
+    request_out_->resumeAnswerIfRoom();
+  }
 }
 
 void TunnelFilter::relayHead(const http::ResponseHeaders& in, bool end) {
@@ -1009,6 +1075,11 @@ void TunnelFilter::head(int status, const std::string& content_type) {
 }
 
 void TunnelFilter::data(const std::string& bytes, bool end) {
+  if (request_out_) {
+    // Written to the router's connection (or dropped): no longer on its way.
+    request_out_->in_transit.fetch_sub(bytes.size());
+    request_out_->resumeAnswerIfRoom();
+  }
   if (done_ || !head_sent_) return;
   Buffer b;
   b.add(bytes);
@@ -1040,8 +1111,16 @@ void TunnelFilter::failed(int status, const std::string& code, const std::string
 
 void TunnelFilter::onDestroy() {
   timer_.reset();
+  if (watching_downstream_) {
+    watching_downstream_ = false;
+    cb_->removeDownstreamWatermarkCallbacks(*this);
+  }
   // A relay still under way: closing it tells the owner the router left.
   relay_.reset();
+  if (answer_state_) {
+    answer_state_->filter = nullptr;
+    answer_state_.reset();
+  }
   if (poll_) {
     poll_->filter = nullptr;
     if (parked_) service_->unpark(tunnel_id_, poll_serial_);

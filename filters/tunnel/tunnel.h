@@ -54,6 +54,19 @@ class ForwardSink {
   virtual void onFailure(int status, const std::string& code, const std::string& message) = 0;
 };
 
+// The worker's side of an answer, called on its POST's loop: the router
+// took enough of what was sent for the worker to go on.
+class AnswerSink {
+ public:
+  virtual ~AnswerSink() = default;
+  virtual void onResume() = 0;
+};
+
+// How much of an answer may be on its way between the worker's POST and
+// the router's connection before the worker's POST stops being read.
+inline constexpr uint64_t kAnswerHighBytes = 1u << 20;
+inline constexpr uint64_t kAnswerLowBytes = 256u << 10;
+
 struct TunnelRequest {
   std::string id;  // 128 random bits
   std::string tunnel_id;
@@ -68,6 +81,18 @@ struct TunnelRequest {
   std::atomic<bool> cancelled{false};
   std::atomic<uint64_t> answer_bytes{0};
   bool answering = false;  // a response POST took it (under the service's mutex)
+  // Flow control of the answer: bytes posted to the router's loop and not
+  // yet written to its connection; whether that connection is above its
+  // high watermark; whether the worker's POST is paused for either.
+  // Whoever clears `answer_paused` (exchange) resumes the POST, on its loop.
+  std::atomic<uint64_t> in_transit{0};
+  std::atomic<bool> router_full{false};
+  std::atomic<bool> answer_paused{false};
+  // Set by the response POST before it may pause (read after answer_paused).
+  Dispatcher* answer_loop = nullptr;
+  std::weak_ptr<AnswerSink> answer_sink;
+  // Resumes the worker's POST if it is paused and the router has room.
+  void resumeAnswerIfRoom();
 };
 using TunnelRequestPtr = std::shared_ptr<TunnelRequest>;
 

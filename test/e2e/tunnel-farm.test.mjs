@@ -6,9 +6,10 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import https from 'node:https';
 import OpenAI from 'openai';
 import {
-  startFakeRouter, startEdge, startTunnelAgent, request, freePort, makeTempDir, removeDir, waitFor,
+  startFakeRouter, startEdge, startTunnelAgent, request, freePort, makeTempDir, removeDir, waitFor, makeCert,
 } from './lib/harness.mjs';
 import { startControlPlane } from './lib/controlplane.mjs';
 
@@ -16,12 +17,15 @@ const T = { timeout: 60000 };
 const SYNC_MS = 200;
 const ADMIN_KEY = 'sk-tunnel-farm-admin-0001';
 
-describe('tunnel across a farm: the worker polls member 1, the router forwards through member 2', { timeout: 120000 }, () => {
-  let local, cp, cpData, agent, workerKey, routerKey;
+// Members over plain HTTP, then over TLS: relays go to the holder's TLS
+// port, its certificate checked against farm.relay_ca.
+for (const tls of [false, true]) describe(`tunnel across a farm${tls ? ' (members over TLS)' : ''}: the worker polls member 1, the router forwards through member 2`, { timeout: 120000 }, () => {
+  let local, cp, cpData, agent, workerKey, routerKey, cert, certDir;
   const edges = [];
 
   const call = (edge, p, { key = ADMIN_KEY, json, method, headers = {} } = {}) => request({
-    port: edge.httpPort, path: p, method: method ?? (json ? 'POST' : 'GET'),
+    port: tls ? edge.httpsPort : edge.httpPort, tls: tls ? { ca: cert.certPem } : undefined,
+    path: p, method: method ?? (json ? 'POST' : 'GET'),
     headers: { authorization: `Bearer ${key}`, ...(json ? { 'content-type': 'application/json' } : {}), ...headers },
     body: json ? JSON.stringify(json) : undefined, timeoutMs: 10000,
   });
@@ -46,10 +50,13 @@ describe('tunnel across a farm: the worker polls member 1, the router forwards t
         farm: { sync_interval_ms: SYNC_MS },
       },
     });
+    certDir = makeTempDir('eldric-tunnel-farm-tls-');
+    if (tls) cert = await makeCert(certDir);
     for (let i = 0; i < 2; i++) {
       edges.push(await startEdge({
-        args: ['--no-tls', '--bind', '127.0.0.1', '--mode', 'farm', '--control-plane', `127.0.0.1:${cpPort}`,
-          '--node-id', `edge${i + 1}`],
+        args: [...(tls ? ['--cert', cert.cert, '--key', cert.key] : ['--no-tls']), '--bind', '127.0.0.1', '--mode', 'farm',
+          '--control-plane', `127.0.0.1:${cpPort}`, '--node-id', `edge${i + 1}`],
+        config: tls ? { farm: { relay_ca: cert.cert } } : undefined,
       }));
     }
     for (const e of edges) {
@@ -61,8 +68,8 @@ describe('tunnel across a farm: the worker polls member 1, the router forwards t
     await waitFor(async () => (await call(edges[1], '/api/v1/tunnel/workers', { key: routerKey })).status === 200,
       { timeoutMs: 5000, what: 'keys on member 2' });
     agent = await startTunnelAgent({
-      args: ['--edge', `http://127.0.0.1:${edges[0].httpPort}`, '--local', local.url, '--worker-id', 'farm-gpu',
-        '--max-concurrent', '2'],
+      args: ['--edge', tls ? `https://localhost:${edges[0].httpsPort}` : `http://127.0.0.1:${edges[0].httpPort}`,
+        ...(tls ? ['--ca-file', cert.cert] : []), '--local', local.url, '--worker-id', 'farm-gpu', '--max-concurrent', '2'],
       env: { ELDRIC_TUNNEL_KEY: workerKey },
     });
   });
@@ -73,6 +80,7 @@ describe('tunnel across a farm: the worker polls member 1, the router forwards t
     await cp?.kill();
     await local?.kill();
     removeDir(cpData);
+    removeDir(certDir);
   });
 
   it('every member lists the tunnel, with the member that holds it', T, async () => {
@@ -90,7 +98,9 @@ describe('tunnel across a farm: the worker polls member 1, the router forwards t
     await waitFor(async () => (await workersOn(edges[1])).some((w) => w.tunnel_id === agent.tunnel), { timeoutMs: 5000 });
     const client = new OpenAI({
       apiKey: routerKey, maxRetries: 0,
-      baseURL: `http://127.0.0.1:${edges[1].httpPort}/api/v1/tunnel/${agent.tunnel}/forward/v1`,
+      baseURL: tls ? `https://localhost:${edges[1].httpsPort}/api/v1/tunnel/${agent.tunnel}/forward/v1`
+        : `http://127.0.0.1:${edges[1].httpPort}/api/v1/tunnel/${agent.tunnel}/forward/v1`,
+      httpAgent: tls ? new https.Agent({ ca: cert.certPem }) : undefined,
     });
     const t0 = Date.now();
     const stream = await client.chat.completions.create({ model: 'farm-llm', stream: true, messages: [{ role: 'user', content: 'hi' }] });
@@ -107,8 +117,9 @@ describe('tunnel across a farm: the worker polls member 1, the router forwards t
 
   it('a router that leaves member 2 mid-stream stops the worker\'s answer on member 1', T, async () => {
     await new Promise((resolve, reject) => {
-      const req = http.request({
-        host: '127.0.0.1', port: edges[1].httpPort, method: 'POST',
+      const req = (tls ? https : http).request({
+        host: '127.0.0.1', port: tls ? edges[1].httpsPort : edges[1].httpPort, method: 'POST',
+        ca: tls ? cert.certPem : undefined, servername: tls ? 'localhost' : undefined,
         path: `/api/v1/tunnel/${agent.tunnel}/forward/v1/chat/completions`,
         headers: { authorization: `Bearer ${routerKey}`, 'content-type': 'application/json' },
       }, (res) => res.once('data', () => { req.destroy(); resolve(); }));

@@ -157,6 +157,58 @@ describe('NAT tunnel on one Edge', () => {
     assert.equal((await call(edge, `/api/v1/tunnel/${id}/disconnect`, { key: workerKey, method: 'POST' })).status, 200);
   });
 
+  it('a router that reads slowly holds the worker back: the answer is never buffered whole', { timeout: 60000 }, async () => {
+    const id = await connect(workerKey, 'w-slow-router');
+    const parked = poll(workerKey, id);
+    await sleep(50);
+    // The router's side: takes the head, then stops reading.
+    let res;
+    let received = 0;
+    const head = new Promise((resolve, reject) => {
+      const req = http.request({
+        port: edge.httpPort, method: 'POST', path: `/api/v1/tunnel/${id}/forward`,
+        headers: { authorization: `Bearer ${routerKey}`, 'content-type': 'application/json' },
+      }, (r) => {
+        res = r;
+        r.pause();
+        resolve();
+      });
+      req.on('error', reject);
+      req.end('{}');
+    });
+    const job = (await parked).json();
+    // The worker writes 40 MiB as fast as the Edge takes it.
+    const total = 40 << 20;
+    const chunk = Buffer.alloc(1 << 20, 'x');
+    let accepted = 0;
+    let workerDone;
+    const post = http.request({
+      port: edge.httpPort, method: 'POST', path: `/api/v1/tunnel/${id}/response/${job.id}`,
+      headers: { authorization: `Bearer ${workerKey}`, 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' },
+    }, (r) => { r.resume(); r.on('end', () => workerDone(r.statusCode)); });
+    const finished = new Promise((resolve) => { workerDone = resolve; });
+    post.on('error', () => workerDone('error'));
+    const writer = (async () => {
+      while (accepted < total) {
+        const more = post.write(chunk);
+        accepted += chunk.length;
+        if (!more) await new Promise((r) => post.once('drain', r));
+      }
+      post.end();
+    })();
+    await head;
+    await sleep(2000);
+    assert.ok(accepted < total / 2, `the worker got ${accepted >> 20} MiB in while the router read nothing`);
+    // The router reads: everything arrives, and the worker's POST completes.
+    res.on('data', (c) => { received += c.length; });
+    res.resume();
+    await new Promise((r) => res.on('end', r));
+    await writer;
+    assert.equal(received, total);
+    assert.equal(await finished, 200);
+    assert.equal((await call(edge, `/api/v1/tunnel/${id}/disconnect`, { key: workerKey, method: 'POST' })).status, 200);
+  });
+
   it('only the key that opened a tunnel may poll, answer or close it; scopes are checked', T, async () => {
     const id = await connect(workerKey, 'w-owned');
     assertError(await poll(otherWorkerKey, id), 403);
