@@ -42,6 +42,10 @@ bool parse(rapidjson::Document& doc, std::string_view text, std::string* error,
 // limit + 1 then). Does not validate.
 uint32_t nestingDepth(std::string_view text, uint32_t limit);
 
+// True if `text` is well-formed UTF-8 (no overlong forms, surrogates or
+// code points past U+10FFFF): what a JSON string may carry (RFC 8259).
+bool validUtf8(std::string_view text);
+
 // True if some object in `value`, at any depth, has two members with the
 // same name; `*name` is set to that name. Iterative.
 bool findDuplicateKey(const rapidjson::Value& value, std::string* name);

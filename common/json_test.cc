@@ -80,3 +80,28 @@ TEST(JsonTest, RelaxedAllowsCommentsAndTrailingCommas) {
 
 }  // namespace
 }  // namespace eldric::json
+
+namespace eldric::json {
+namespace {
+
+TEST(Utf8, WellFormedTextOnly) {
+  EXPECT_TRUE(validUtf8(""));
+  EXPECT_TRUE(validUtf8("plain ascii"));
+  EXPECT_TRUE(validUtf8("gr\xC3\xBC\xC3\x9F \xE2\x82\xAC \xF0\x9F\x98\x80"));  // ü ß € 😀
+  EXPECT_TRUE(validUtf8("\xF4\x8F\xBF\xBF"));                                  // U+10FFFF
+  for (const char* bad : {
+           "\x80",              // a continuation byte first
+           "\xC0\xAF",          // overlong '/'
+           "\xE0\x80\xAF",      // overlong, three bytes
+           "\xED\xA0\x80",      // a UTF-16 surrogate
+           "\xF4\x90\x80\x80",  // past U+10FFFF
+           "\xC3",              // cut short
+           "\xE2\x82",          // cut short
+           "\xFF",
+       }) {
+    EXPECT_FALSE(validUtf8(bad)) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace eldric::json

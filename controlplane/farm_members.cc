@@ -202,6 +202,14 @@ void ControlPlane::Impl::recordReportLocked(const std::string& id, NodeState& n,
     usage.mutable_tunnels()->DeleteSubrange(kMaxTunnelsPerMember,
                                             usage.tunnels_size() - kMaxTunnelsPerMember);
   }
+  for (auto& t : *usage.mutable_tunnels()) {
+    if (t.models_size() > kMaxModelsPerTunnel) {
+      t.mutable_models()->DeleteSubrange(kMaxModelsPerTunnel,
+                                         t.models_size() - kMaxModelsPerTunnel);
+    }
+    t.clear_member_id();  // the control plane says who holds it, not the member
+    t.clear_relay_url();
+  }
   n.report = usage;
   n.has_report = true;
   n.last_report_unix_ms = unixMs();

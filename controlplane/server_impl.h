@@ -40,6 +40,8 @@ constexpr int64_t kDefaultSyncIntervalMs = 5000;
 constexpr int64_t kFreshIntervals = 3;
 // The most tunnels a member's report may list (UsageReport.tunnels).
 constexpr int kMaxTunnelsPerMember = 4096;
+// ... and the models each lists in the directory (the first ones).
+constexpr int kMaxModelsPerTunnel = 16;
 
 class ControlPlane::Impl : public DiscoveryStreamHandler {
  public:

@@ -20,6 +20,7 @@ void Http1Client::start(RequestHeaders& head, Handler* handler, uint64_t idle_ti
     read_disabled_ = false;
     conn_->readDisable(false);
   }
+  ++gen_;
   handler_ = handler;
   idle_timeout_ms_ = idle_timeout_ms;
   reused_ = conn_ != nullptr;
@@ -28,11 +29,14 @@ void Http1Client::start(RequestHeaders& head, Handler* handler, uint64_t idle_ti
   armIdle();
   if (in_dispatch_) {
     begin_pending_ = true;
+    pending_head_ = head.method == "HEAD";
   } else {
     codec_.beginResponse(head.method == "HEAD");
+    dispatch_gen_ = gen_;
   }
   if (conn_ == nullptr) {
     network::ConnectionOptions options;
+    read_disabled_ = false;
     conn_ = network::Connection::connect(
         dispatcher_, reinterpret_cast<const sockaddr*>(&target_.addr), target_.connect_timeout_ms,
         options, target_.tls, target_.server_name);
@@ -43,6 +47,19 @@ void Http1Client::start(RequestHeaders& head, Handler* handler, uint64_t idle_ti
   Buffer out;
   Http1ClientCodec::encodeRequestHead(head, out);
   conn_->write(out);
+}
+
+void Http1Client::runPendingBegin() {
+  if (!begin_pending_) return;
+  begin_pending_ = false;
+  // The connection the new exchange was written on: bytes after the last
+  // answer (a confused server) mean it cannot carry another.
+  bool reusable = codec_.keepAlive() || conn_ == nullptr;
+  codec_.beginResponse(pending_head_);
+  dispatch_gen_ = gen_;
+  if (!reusable && handler_ != nullptr && reused_) {
+    fail("the server sent bytes after its answer; the connection is not reused");
+  }
 }
 
 void Http1Client::armIdle() {
@@ -81,12 +98,14 @@ void Http1Client::readDisable(bool disable) {
 }
 
 void Http1Client::abandon() {
+  ++gen_;
   handler_ = nullptr;
   idle_->disable();
   closeConnection();
 }
 
 void Http1Client::closeConnection() {
+  read_disabled_ = false;
   if (conn_ == nullptr) return;
   network::Connection* c = conn_;
   conn_ = nullptr;
@@ -106,10 +125,7 @@ void Http1Client::onData(Buffer& data) {
   in_dispatch_ = true;
   codec_.dispatch(data);
   in_dispatch_ = false;
-  if (begin_pending_) {
-    begin_pending_ = false;
-    codec_.beginResponse(false);
-  }
+  runPendingBegin();
   data.clear();
 }
 
@@ -120,15 +136,25 @@ void Http1Client::onEvent(network::ConnectionEvent event) {
     case network::ConnectionEvent::ConnectFailed: {
       std::string why = conn_ && !conn_->tlsError().empty() ? conn_->tlsError() : "cannot connect";
       conn_ = nullptr;
+      read_disabled_ = false;
       if (handler_ != nullptr) fail(why);
       return;
     }
     case network::ConnectionEvent::RemoteClose: {
       std::string tls = conn_ ? conn_->tlsError() : std::string();
       conn_ = nullptr;
+      read_disabled_ = false;
       if (handler_ == nullptr) return;
-      if (codec_.responseStarted() && codec_.onEof()) {
-        complete();  // a body delimited by the close
+      // A body delimited by the close ends here; its handler may start the
+      // next exchange from inside that, which must not be failed below.
+      uint64_t gen = gen_;
+      in_dispatch_ = true;
+      bool ended = codec_.responseStarted() && codec_.onEof();
+      in_dispatch_ = false;
+      runPendingBegin();
+      if (gen != gen_ || handler_ == nullptr) return;
+      if (ended) {
+        complete();
         return;
       }
       fail(tls.empty() ? "the connection closed before the answer ended" : tls);
@@ -136,6 +162,7 @@ void Http1Client::onEvent(network::ConnectionEvent event) {
     }
     case network::ConnectionEvent::LocalClose:
       conn_ = nullptr;
+      read_disabled_ = false;
       return;
   }
 }
@@ -145,7 +172,7 @@ void Http1Client::onBelowWriteBufferLowWatermark() {
 }
 
 void Http1Client::onResponseHeaders(ResponseHeadersPtr headers, bool end_stream) {
-  if (handler_ == nullptr) return;
+  if (!current()) return;
   if (end_stream) {
     Handler* h = handler_;
     complete();
@@ -156,7 +183,7 @@ void Http1Client::onResponseHeaders(ResponseHeadersPtr headers, bool end_stream)
 }
 
 void Http1Client::onResponseData(Buffer& data, bool end_stream) {
-  if (handler_ == nullptr) {
+  if (!current()) {
     data.clear();
     return;
   }
@@ -169,7 +196,9 @@ void Http1Client::onResponseData(Buffer& data, bool end_stream) {
   handler_->onData(data, false);
 }
 
-void Http1Client::onResponseError(const std::string& reason) { fail(reason); }
+void Http1Client::onResponseError(const std::string& reason) {
+  if (current()) fail(reason);
+}
 
 void Http1Client::complete() {
   handler_ = nullptr;

@@ -87,6 +87,10 @@ class Http1Client : public network::ConnectionCallbacks, public ClientCodecCallb
   void fail(const std::string& why);
   void closeConnection();
   void armIdle();
+  // After a parse: the codec starts over for an exchange begun inside it.
+  void runPendingBegin();
+  // The codec's callbacks belong to the current exchange.
+  bool current() const { return handler_ != nullptr && dispatch_gen_ == gen_; }
 
   Dispatcher& dispatcher_;
   const ClientTarget& target_;
@@ -101,6 +105,11 @@ class Http1Client : public network::ConnectionCallbacks, public ClientCodecCallb
   bool got_bytes_ = false;  // a byte of its answer came
   bool stale_failure_ = false;
   bool begin_pending_ = false;  // start() ran inside the codec: reset it after
+  bool pending_head_ = false;   // ... for a HEAD request
+  // Counts exchanges (start, abandon): codec callbacks of an earlier one,
+  // still parsing the old connection's bytes, reach no handler.
+  uint64_t gen_ = 0;
+  uint64_t dispatch_gen_ = 0;  // the exchange the codec is parsing for
 };
 
 }  // namespace eldric::http

@@ -58,6 +58,10 @@ config::RuntimeConfigSharedPtr Server::config() const {
 
 namespace {
 
+// What a usage report carries of the tunnel directory (UsageReport.tunnels).
+constexpr size_t kMaxTunnelReportBytes = 512u << 10;
+constexpr size_t kMaxDirectoryModels = 16;
+
 constexpr uint64_t kSweepIntervalMs = 15000;
 // How often resident memory is compared with limits.max_rss_mb.
 constexpr uint64_t kOverloadCheckMs = 250;
@@ -351,19 +355,26 @@ void Server::startTunnelRelay(const config::RuntimeConfig& cfg) {
 }
 
 void Server::fillUsage(edge::v1::UsageReport* report) {
-  // The tunnels this member holds: the control plane's directory.
+  // The tunnels this member holds: the control plane's directory. Bounded
+  // (a report is one gRPC message): the first models of each, and no more
+  // tunnels past kMaxTunnelReportBytes.
+  size_t bytes = 0;
   for (const auto& t : tunnel_->list()) {
+    if (bytes > kMaxTunnelReportBytes) break;
     auto* v = report->add_tunnels();
     v->set_tunnel_id(t.id);
     v->set_worker_id(t.worker_id);
     v->set_client_name(t.client_name);
-    for (const auto& m : t.models) v->add_models(m);
+    for (size_t i = 0; i < t.models.size() && i < kMaxDirectoryModels; ++i) {
+      v->add_models(t.models[i]);
+    }
     v->set_max_concurrent(t.max_concurrent);
     v->set_connected_unix_ms(static_cast<int64_t>(t.connected_unix_ms));
     v->set_last_poll_unix_ms(static_cast<int64_t>(t.last_poll_unix_ms));
     v->set_in_flight(static_cast<uint32_t>(t.in_flight));
     v->set_queued(static_cast<uint32_t>(t.queued));
     v->set_parked_polls(static_cast<uint32_t>(t.parked));
+    bytes += v->ByteSizeLong();
   }
   auto state = state_.rateLimitState();
   if (!state) return;
@@ -540,6 +551,11 @@ void Server::registerFilters() {
     if (t.max_answer_bytes()) limits.max_answer_bytes = t.max_answer_bytes();
     if (t.tunnels_per_key()) limits.tunnels_per_key = t.tunnels_per_key();
     if (t.max_concurrent()) limits.max_concurrent = t.max_concurrent();
+    // A forward's body is a request like any other (the route allows more
+    // only for a worker's answer).
+    if (uint64_t b = ctx.config.snapshot.limits().max_request_body_bytes()) {
+      limits.max_forward_bytes = b;
+    }
     // The tunnels outlive configs; a new config changes their limits.
     tunnel_->setLimits(limits);
     *out = filters::tunnel::makeFactory(tunnel_);

@@ -3,6 +3,7 @@
 #include <netdb.h>
 #include <rapidjson/document.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/json.h"
@@ -22,6 +23,9 @@ constexpr size_t kMaxControlBytes = 1u << 20;
 // After the answer's last byte, how long the Edge may take to confirm it.
 constexpr uint64_t kConfirmTimeoutMs = 60000;
 constexpr uint64_t kControlTimeoutMs = 15000;
+// A connection to the Edge idle longer than this is not trusted to be open
+// (the Edge's limits.idle_timeout_ms may have closed it).
+constexpr uint64_t kReuseAfterIdleMs = 10000;
 
 // The name and port a URL's host resolves to (the first address).
 bool resolve(const network::Url& url, sockaddr_storage* out, std::string* error) {
@@ -234,6 +238,16 @@ class Agent::Slot : public http::Http1Client::Handler {
         poll_body_.clear();
         work_ = std::move(w);
         local_retried_ = false;
+        poll_done_ms_ = agent_.dispatcher_.nowMs();
+        if (!agent_.pathAllowed(work_.path)) {
+          // Only what the operator serves (--paths): not the local
+          // server's whole API (model pulls, deletes) to any router key.
+          std::string body = http::errorBody(
+              "this worker does not serve " + work_.path.substr(0, work_.path.find('?')),
+              "invalid_request_error", "path_not_served");
+          beginAnswer(403, "application/json", &body);
+          return;
+        }
         run();
         return;
       }
@@ -278,6 +292,9 @@ class Agent::Slot : public http::Http1Client::Handler {
   void beginAnswer(int status, const std::string& content_type, const std::string* whole) {
     state_ = State::Answering;
     head_sent_ = true;
+    // The poll's connection sat idle while the local server worked: the
+    // Edge may have closed it meanwhile, so the answer takes a fresh one.
+    if (agent_.dispatcher_.nowMs() - poll_done_ms_ > kReuseAfterIdleMs) edge_.abandon();
     http::RequestHeaders head;
     head.method = "POST";
     head.path = "/api/v1/tunnel/" + agent_.tunnel_id_ + "/response/" + work_.id;
@@ -389,6 +406,7 @@ class Agent::Slot : public http::Http1Client::Handler {
   bool local_retried_ = false;
   int answer_status_ = 0;
   uint32_t failures_ = 0;
+  uint64_t poll_done_ms_ = 0;
 };
 
 Agent::Agent(Dispatcher& dispatcher, AgentOptions options)
@@ -432,6 +450,13 @@ uint64_t Agent::backoffMs(uint32_t attempt) const {
   if (base > options_.backoff_max_ms) base = options_.backoff_max_ms;
   uint64_t half = base / 2;
   return half + (half ? random::next() % (base - half + 1) : 0);
+}
+
+bool Agent::pathAllowed(const std::string& path) const {
+  for (const auto& p : options_.paths) {
+    if (path.compare(0, p.size(), p) == 0) return true;
+  }
+  return false;
 }
 
 void Agent::authorize(http::RequestHeaders& head) const {
@@ -536,25 +561,35 @@ void Agent::connectTunnel() {
     }
     uint64_t poll_ms = 30000;
     if (doc.HasMember("poll_timeout_ms") && doc["poll_timeout_ms"].IsUint64()) {
-      poll_ms = doc["poll_timeout_ms"].GetUint64();
+      poll_ms = std::clamp<uint64_t>(doc["poll_timeout_ms"].GetUint64(), 100, 600000);
     }
-    opened(id, poll_ms);
+    // The Edge may grant fewer parked polls than asked (tunnel.max_concurrent).
+    uint32_t slots = options_.max_concurrent;
+    if (doc.HasMember("max_concurrent") && doc["max_concurrent"].IsUint()) {
+      slots = std::clamp<uint32_t>(doc["max_concurrent"].GetUint(), 1, slots);
+    }
+    opened(id, poll_ms, slots);
   });
 }
 
-void Agent::opened(const std::string& tunnel_id, uint64_t poll_timeout_ms) {
+void Agent::opened(const std::string& tunnel_id, uint64_t poll_timeout_ms, uint32_t slots) {
   tunnel_id_ = tunnel_id;
   poll_timeout_ms_ = poll_timeout_ms;
   open_failures_ = 0;
   reopening_ = false;
+  // Stopped while it opened: it is closed again, not served.
+  if (stopping_) {
+    slotIdle();
+    return;
+  }
   std::string models;
   for (const auto& m : models_) models += (models.empty() ? "" : ",") + m;
   log::info("tunnel open", {{"tunnel", log::str(tunnel_id_)},
                             {"worker", log::str(options_.worker_id)},
                             {"models", log::str(models)},
-                            {"slots", log::num(options_.max_concurrent)}});
+                            {"slots", log::num(slots)}});
   slots_.clear();
-  for (uint32_t i = 0; i < options_.max_concurrent; ++i) {
+  for (uint32_t i = 0; i < slots; ++i) {
     slots_.push_back(std::make_unique<Slot>(*this, i));
   }
   for (auto& s : slots_) s->poll();

@@ -41,6 +41,9 @@ struct AgentOptions {
   std::string local_key;  // sent to the local server as a Bearer token
   std::string worker_id;
   std::vector<std::string> models;  // empty: the local server's /v1/models
+  // The paths served (prefixes); others are answered 403 without asking
+  // the local server (its admin API stays its own).
+  std::vector<std::string> paths = {"/v1/"};
   uint32_t max_concurrent = 4;
   uint64_t connect_timeout_ms = 10000;
   uint64_t local_timeout_ms = 600000;  // the local server silent that long: failed
@@ -73,7 +76,8 @@ class Agent {
   bool resolveAll(std::string* error);
   void open();
   void connectTunnel();
-  void opened(const std::string& tunnel_id, uint64_t poll_timeout_ms);
+  void opened(const std::string& tunnel_id, uint64_t poll_timeout_ms, uint32_t slots);
+  bool pathAllowed(const std::string& path) const;
   // The tunnel is gone (or the key refused): every slot goes, it reopens.
   void lost(const std::string& why);
   void openLater(const std::string& why);

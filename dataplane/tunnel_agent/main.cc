@@ -38,7 +38,10 @@ against the local server and streams the answer back.
                           host name)
   --models A,B            the models served (default: the local server's
                           /v1/models, asked on every (re)connect)
-  --max-concurrent N      requests served at once, one parked poll each (4)
+  --max-concurrent N      requests served at once, one parked poll each (4;
+                          the Edge may grant fewer: tunnel.max_concurrent)
+  --paths P1,P2           the path prefixes served (/v1/); other requests
+                          are answered 403 without reaching the local server
   --local-timeout-ms MS   the local server silent that long fails the
                           request (600000)
   --connect-timeout-ms MS (10000)
@@ -122,8 +125,22 @@ bool parseArgs(int argc, char** argv, eldric::tunnel_agent::AgentOptions* o, boo
       for (std::string m; std::getline(ss, m, ',');) {
         if (!m.empty()) o->models.push_back(m);
       }
+    } else if (a == "--paths") {
+      o->paths.clear();
+      std::stringstream ss(value);
+      for (std::string p; std::getline(ss, p, ',');) {
+        if (p.empty() || p[0] != '/') {
+          *error = "--paths takes path prefixes that start with /";
+          return false;
+        }
+        o->paths.push_back(p);
+      }
+      if (o->paths.empty()) {
+        *error = "--paths needs at least one prefix";
+        return false;
+      }
     } else if (a == "--max-concurrent") {
-      if (!parseNumber(a, value.c_str(), 1, 1024, &n, error)) return false;
+      if (!parseNumber(a, value.c_str(), 1, 256, &n, error)) return false;
       o->max_concurrent = static_cast<uint32_t>(n);
     } else if (a == "--local-timeout-ms") {
       if (!parseNumber(a, value.c_str(), 100, 86400000, &o->local_timeout_ms, error)) return false;
@@ -175,8 +192,8 @@ bool parseArgs(int argc, char** argv, eldric::tunnel_agent::AgentOptions* o, boo
     gethostname(host, sizeof host - 1);
     o->worker_id = host;
   }
-  if (o->worker_id.empty() || o->worker_id.size() > 256) {
-    *error = "--worker-id must be 1 to 256 characters";
+  if (o->worker_id.empty() || o->worker_id.size() > 128) {
+    *error = "--worker-id must be 1 to 128 characters";
     return false;
   }
   return true;

@@ -3,6 +3,7 @@
 #include <rapidjson/document.h>
 
 #include "common/json.h"
+#include "dataplane/http/path.h"
 
 namespace eldric::tunnel_agent {
 
@@ -87,6 +88,14 @@ bool parseWork(std::string_view json, Work* out, std::string* error) {
       *error = "the poll's path has a byte a request line cannot carry";
       return false;
     }
+  }
+  // In normal form only: no "..", "%2e" or "//" to climb out of the local
+  // server's base path.
+  std::string normal;
+  const char* reason = "";
+  if (http::normalizePath(w.path, &normal, &reason) != http::PathResult::Unchanged) {
+    *error = "the poll's path is not in normal form";
+    return false;
   }
   w.content_type = "application/json";
   auto h = doc.FindMember("headers");

@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "dataplane/common/random.h"
 #include "dataplane/http/errors.h"
+#include "dataplane/http/path.h"
 #include "dataplane/http/route.h"
 #include "eldric/edge/v1/snapshot.pb.h"
 
@@ -44,6 +45,9 @@ void toRouter(const TunnelRequestPtr& r, Fn&& fn) {
     if (auto s = sink.lock()) fn(*s);
   });
 }
+
+// A connect's body: a worker id, its models and a number.
+constexpr uint64_t kMaxConnectBytes = 128u << 10;
 
 }  // namespace
 
@@ -323,6 +327,12 @@ void TunnelService::setDirectory(std::vector<RemoteTunnel> remote) {
       freeaddrinfo(res);
     }
     if (u.https) {
+      if (!tls) {
+        // Never plaintext to a TLS port: the router's key goes with a relay.
+        log::warn("a member's relay URL is https but this member has no trust to check it",
+                  {{"member", log::str(r.member_id)}});
+        continue;
+      }
       t->tls = tls.get();
       t->server_name = u.host;
     }
@@ -409,7 +419,7 @@ struct ForwardState : ForwardSink {
 
 // A forward relayed to the member that holds the tunnel: its answer is
 // passed through as it comes.
-struct RelayState : http::Http1Client::Handler {
+struct RelayState : http::Http1Client::Handler, DeferredDeletable {
   RelayState(TunnelFilter& f, Dispatcher& d, std::shared_ptr<const http::ClientTarget> t,
              std::string m)
       : filter(f), target(std::move(t)), member(std::move(m)), client(d, *target) {}
@@ -765,6 +775,16 @@ http::FilterDataStatus TunnelFilter::decodeData(Buffer& data, bool end_stream) {
     return http::FilterDataStatus::StopIterationNoBuffer;
   }
   body_.move(data);
+  // Only a worker's answer may be as long as tunnel.max_answer_kb (the
+  // route's body limit); a connect is a few names, a forward a request.
+  uint64_t limit = op_ == Op::Connect ? kMaxConnectBytes : service_->limits().max_forward_bytes;
+  if (body_.length() > limit) {
+    body_.clear();
+    refuse(413, "the request body exceeds the limit of " + std::to_string(limit) + " bytes",
+           "body_too_large");
+    cb_->streamInfo().error_code = "body_too_large";
+    return http::FilterDataStatus::StopIterationNoBuffer;
+  }
   if (!end_stream) return http::FilterDataStatus::StopIterationNoBuffer;
   std::string body = body_.toString();
   body_.clear();
@@ -823,9 +843,13 @@ void TunnelFilter::connect(const std::string& body) {
     refuse(status, error, "too_many_tunnels");
     return;
   }
+  const TunnelLimits limits = service_->limits();
   std::string out = "{\"tunnel_id\":";
   log::appendJsonString(out, id);
-  out += ",\"poll_timeout_ms\":" + std::to_string(service_->limits().poll_timeout_ms) + "}";
+  out += ",\"poll_timeout_ms\":" + std::to_string(limits.poll_timeout_ms);
+  // What the Edge granted: polls past it are refused (429).
+  out += ",\"max_concurrent\":" +
+         std::to_string(std::clamp<uint32_t>(max_concurrent, 1, limits.max_concurrent)) + "}";
   replyJson(200, out);
 }
 
@@ -839,15 +863,22 @@ void TunnelFilter::startForward(const std::string& body) {
           ? forward_path_
           : std::string(
                 request_->headers.get("x-eldric-tunnel-path").value_or("/v1/chat/completions"));
-  bool ok = !r->path.empty() && r->path[0] == '/' && r->path.size() <= 1024;
-  for (char c : r->path) {
-    ok = ok && static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
-  }
+  // Already in normal form (no "..", "%2e", "//"): a path that would climb
+  // out of where the worker's server was put is refused, not cleaned.
+  std::string normal;
+  const char* why = "";
+  bool ok = !r->path.empty() && r->path[0] == '/' && r->path.size() <= 1024 &&
+            http::normalizePath(r->path, &normal, &why) == http::PathResult::Unchanged;
   if (!ok) {
     refuse(400,
            "the worker's path (after /forward, or x-eldric-tunnel-path) must be an origin-form "
            "path of up to 1024 visible characters (\"/v1/chat/completions\")",
            "invalid_path");
+    return;
+  }
+  // The body travels to the worker as a JSON string: text only.
+  if (!json::validUtf8(body)) {
+    refuse(400, "the request body must be UTF-8 text to go through a tunnel", "invalid_body");
     return;
   }
   r->content_type = std::string(request_->headers.get("content-type").value_or("application/json"));
@@ -1116,7 +1147,13 @@ void TunnelFilter::onDestroy() {
     cb_->removeDownstreamWatermarkCallbacks(*this);
   }
   // A relay still under way: closing it tells the owner the router left.
-  relay_.reset();
+  // Not deleted here: this may run inside the relay client's own callback
+  // (the answer's last byte ends the stream), with its codec still on the
+  // stack; the loop deletes it once that has returned.
+  if (relay_) {
+    relay_->client.abandon();
+    cb_->dispatcher().deferredDelete(std::move(relay_));
+  }
   if (answer_state_) {
     answer_state_->filter = nullptr;
     answer_state_.reset();

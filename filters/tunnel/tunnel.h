@@ -40,6 +40,9 @@ struct TunnelLimits {
   uint64_t queue_timeout_ms = 30000;       // waited that long for a poll: 504
   uint64_t first_byte_timeout_ms = 60000;  // delivered, no answer started: 504
   uint64_t max_answer_bytes = 64u << 20;   // a worker's answer
+  // A router's forward (its body goes to the worker inside the poll's
+  // JSON, at most 6 times as long escaped): limits.max_body_bytes.
+  uint64_t max_forward_bytes = 10u << 20;
   uint32_t tunnels_per_key = 8;
   uint32_t max_concurrent = 64;  // a worker's declared maximum is capped here
 };

@@ -169,6 +169,12 @@ describe('eldric-tunnel: a worker behind NAT served through the Edge', () => {
     assert.ok(done.choices[0].message.content.length > 0);
   });
 
+  it('only the paths the worker serves (--paths, /v1/ by default) reach its local server', T, async () => {
+    const r = await ecall(`/api/v1/tunnel/${agent.tunnel}/forward/api/pull`, { key: routerKey, json: { name: 'llama3' } });
+    assert.equal(r.status, 403, r.body);
+    assert.equal(r.json().error.code, 'path_not_served');
+  });
+
   it('two streams at once are served side by side (max_concurrent 2)', T, async () => {
     const client = sdk(agent.tunnel);
     const one = async () => {

@@ -41,8 +41,9 @@ describe('NAT tunnel on one Edge', () => {
         auth: { api_keys: { [USER_KEY]: 'user1' }, admin_keys: { [ADMIN_KEY]: 'ops' } },
         data_dir: dataDir,
         tunnel: { poll_timeout_ms: 1500, queue_depth: 2, queue_timeout_ms: 800, first_byte_timeout_ms: 1500 },
-        // Other bodies must arrive within 1 s; a worker's answer may take longer.
-        limits: { body_timeout_ms: 1000 },
+        // Other bodies must arrive within 1 s and weigh 1 MiB at most; a
+        // worker's answer may take longer and weigh more.
+        limits: { body_timeout_ms: 1000, max_body_bytes: 1 << 20 },
       })),
     });
     workerKey = await register('gpu-home', ['worker']);
@@ -153,6 +154,18 @@ describe('NAT tunnel on one Edge', () => {
     assert.equal((await f).status, 200);
     assertError(await forward(id, {}, { 'x-eldric-tunnel-path': '/v1/a b' }), 400, 'invalid_path');
     assertError(await forward(id, {}, { 'x-eldric-tunnel-path': 'v1/chat' }), 400, 'invalid_path');
+    // Nothing that climbs out of where the worker's server was put.
+    for (const p of ['/v1/../api/pull', '/v1/%2e%2e/api/pull', '//api/pull', '/v1/./x']) {
+      assertError(await forward(id, {}, { 'x-eldric-tunnel-path': p }), 400, 'invalid_path', p);
+    }
+    // The body goes to the worker as a JSON string: UTF-8 text only, and a
+    // request's size (limits.max_body_bytes), not an answer's.
+    const bad = await call(edge, `/api/v1/tunnel/${id}/forward`, {
+      key: routerKey, body: Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), headers: { 'content-type': 'application/octet-stream' },
+    });
+    assertError(bad, 400, 'invalid_body');
+    const big = await call(edge, `/api/v1/tunnel/${id}/forward`, { key: routerKey, body: 'x'.repeat((1 << 20) + 10) });
+    assertError(big, 413, 'body_too_large');
     // Not to count against tunnel.tunnels_per_key in the tests below.
     assert.equal((await call(edge, `/api/v1/tunnel/${id}/disconnect`, { key: workerKey, method: 'POST' })).status, 200);
   });
