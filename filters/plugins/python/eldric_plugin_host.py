@@ -49,6 +49,9 @@ INVALID_PARAMS = -32602
 HOST_FAILED = -32603
 
 FILTER_HOOKS = ("inlet", "outlet", "stream")
+# What kwargs_for may pass besides a hook's main argument ("body", "event").
+KWARG_NAMES = frozenset(("body", "event", "__user__", "__metadata__", "__model__",
+                         "__event_emitter__", "__event_call__", "__request__", "__id__"))
 
 # The classes a plugin may define, in the order the description lists them.
 PLUGIN_CLASSES = (("filter", "Filter"), ("pipe", "Pipe"), ("tools", "Tools"))
@@ -384,6 +387,7 @@ class Host:
                                                           thread_name_prefix="plugin")
         self.plugin = None
         self.calls = {}  # id -> Call, for the calls not yet answered nor cancelled
+        self.signatures = {}  # function -> what kwargs_for needs of its signature
         # configure / set_valves / validate_valves run one at a time, in
         # arrival order: their tasks start in creation order and
         # asyncio.Lock wakes its waiters first come, first served.
@@ -668,17 +672,36 @@ class Host:
             "__request__": None,
             "__id__": self.id,
         }
+        takes_all, names = self.signature_of(fn)
+        if takes_all:
+            return available
+        # (name, True): a dunder we do not know that has no default gets None.
+        return {name: (None if unknown else available[name]) for name, unknown in names
+                if unknown or name in available}
+
+    def signature_of(self, fn):
+        """What kwargs_for needs of fn's signature, worked out once per
+        function: inspect.signature is most of a stream hook's cost per
+        chunk. (True, None) for a **kwargs method, else (False, [(name,
+        unknown_dunder)])."""
+        key = getattr(fn, "__func__", fn)
+        try:
+            cached = self.signatures.get(key)
+        except TypeError:  # an unhashable callable: worked out every time
+            key, cached = None, None
+        if cached is not None:
+            return cached
         parameters = inspect.signature(fn).parameters
         if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-            return available
-        kwargs = {}
-        for name, p in parameters.items():
-            if name in available:
-                kwargs[name] = available[name]
-            elif (name.startswith("__") and name.endswith("__") and p.default is p.empty
-                  and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)):
-                kwargs[name] = None
-        return kwargs
+            result = (True, None)
+        else:
+            result = (False, [
+                (name, not (name in KWARG_NAMES) and name.startswith("__") and name.endswith("__")
+                 and p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+                for name, p in parameters.items()])
+        if key is not None and len(self.signatures) < 1024:
+            self.signatures[key] = result
+        return result
 
     async def filter_hook(self, hook, call, params):
         plugin = self.loaded()
