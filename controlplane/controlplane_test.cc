@@ -736,6 +736,43 @@ TEST_F(ControlPlaneTest, FarmUsageCarriesTheOtherMembersTunnels) {
       << fb.tunnels(0).relay_url();
 }
 
+TEST_F(ControlPlaneTest, ATunnelTwoMembersClaimIsInNobodysDirectory) {
+  writeFile(options_.config_file, R"({
+    "router_urls": ["http://127.0.0.1:1"],
+    "tls": {"enabled": false},
+    "auth": {"admin_keys": {"sk-admin-key-for-tests": "ops"}}
+  })");
+  start();
+  TestStream a(channel()), b(channel()), c(channel());
+  for (auto* s : {&a, &b, &c}) {
+    DiscoveryRequest req;
+    req.mutable_node()->set_id(s == &a ? "edge-a" : s == &b ? "edge-b" : "edge-c");
+    req.mutable_node()->set_relay_url("https://10.9.9.9:443");
+    ASSERT_TRUE(s->send(req));
+    DiscoveryResponse r;
+    ASSERT_TRUE(s->nextSnapshot(&r));
+  }
+  auto report = [](std::vector<std::string> ids) {
+    DiscoveryRequest req;
+    auto* u = req.mutable_usage();
+    u->set_at_unix_ms(1);
+    u->set_window_seconds(60);
+    for (const auto& id : ids) u->add_tunnels()->set_tunnel_id(id);
+    return req;
+  };
+  // B also claims A's tunnel: to draw its relays, or a bug. Neither goes
+  // out; B's own other tunnel does.
+  Reporter ra(&a, report({"aaaa"}));
+  Reporter rb(&b, report({"aaaa", "bbbb"}));
+  DiscoveryResponse u;
+  ASSERT_TRUE(c.next(&u, 5s, [](const DiscoveryResponse& m) {
+    return m.has_farm_usage() && m.farm_usage().tunnels_size() > 0;
+  }));
+  std::vector<std::string> ids;
+  for (const auto& t : u.farm_usage().tunnels()) ids.push_back(t.tunnel_id());
+  EXPECT_EQ(ids, std::vector<std::string>{"bbbb"});
+}
+
 TEST_F(ControlPlaneTest, UsageReportsAreBoundedToTheServedLimits) {
   writeFile(options_.config_file, R"({
     "router_urls": ["http://127.0.0.1:1"],

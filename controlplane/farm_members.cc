@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -262,14 +263,37 @@ std::string relayUrlOf(const NodeState& n) {
 
 }  // namespace
 
+std::unordered_set<std::string> ControlPlane::Impl::contestedTunnelsLocked(
+    const std::function<bool(const NodeState&)>& fresh) {
+  std::unordered_map<std::string, const std::string*> holder;
+  std::unordered_set<std::string> contested;
+  for (const auto& [id, n] : nodes_) {
+    if (!fresh(n)) continue;
+    for (const auto& t : n.report.tunnels()) {
+      auto [it, fresh_id] = holder.emplace(t.tunnel_id(), &id);
+      if (!fresh_id && *it->second != id && contested.insert(t.tunnel_id()).second) {
+        log::warn("two members report the same tunnel; it is left out of the directory",
+                  {{"tunnel", log::str(t.tunnel_id())},
+                   {"member", log::str(id)},
+                   {"other_member", log::str(*it->second)}});
+      }
+    }
+  }
+  return contested;
+}
+
 void ControlPlane::Impl::addTunnelDirectory(const std::string& to,
                                             const std::function<bool(const NodeState&)>& fresh,
+                                            const std::unordered_set<std::string>& contested,
                                             edge::v1::FarmUsage* fu) {
   for (const auto& [id, n] : nodes_) {
     if (id == to || !fresh(n) || n.report.tunnels_size() == 0) continue;
     std::string url = relayUrlOf(n);
     if (url.empty()) continue;
     for (const auto& t : n.report.tunnels()) {
+      // Tunnel ids are 128 random bits: one two members claim is a member
+      // trying to draw another's relays (and the router keys they carry).
+      if (contested.count(t.tunnel_id())) continue;
       auto* v = fu->add_tunnels();
       *v = t;
       v->set_member_id(id);
@@ -322,6 +346,7 @@ void ControlPlane::Impl::pushFarmUsage() {
   uint64_t seq = ++usage_seq_;
   uint32_t member_count = static_cast<uint32_t>(std::max<size_t>(1, members.size()));
   auto ceilings = ceilings_.allocate(members, member_count, seq, limit_of);
+  const std::unordered_set<std::string> contested = contestedTunnelsLocked(fresh);
 
   for (auto& [raw, s] : streams_) {
     auto it = nodes_.find(s->nodeId());
@@ -342,7 +367,7 @@ void ControlPlane::Impl::pushFarmUsage() {
     // Ceilings only for members heard from since they connected (seq 0:
     // the member keeps what it has).
     if (!ceilings_.known(it->first)) {
-      addTunnelDirectory(it->first, fresh, fu);
+      addTunnelDirectory(it->first, fresh, contested, fu);
       if (s->push(std::move(msg))) to_kick.push_back(s);
       continue;
     }
@@ -361,7 +386,7 @@ void ControlPlane::Impl::pushFarmUsage() {
     };
     write(mine[FarmCeilings::kIp], fu->mutable_ip_request_ceilings());
     write(mine[FarmCeilings::kKey], fu->mutable_key_request_ceilings());
-    addTunnelDirectory(it->first, fresh, fu);
+    addTunnelDirectory(it->first, fresh, contested, fu);
     if (s->push(std::move(msg))) to_kick.push_back(s);
   }
   // Kick outside streams_mu_ (see the lock order at the top).

@@ -19,6 +19,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "common/config/loader.h"
@@ -106,7 +107,11 @@ class ControlPlane::Impl : public DiscoveryStreamHandler {
   void pushFarmUsage();
   // Under streams_mu_: the other members' tunnels (fresh reports only),
   // with their member and relay URL, into the FarmUsage for member `to`.
+  // Under streams_mu_: tunnel ids two fresh members report (left out).
+  std::unordered_set<std::string> contestedTunnelsLocked(
+      const std::function<bool(const NodeState&)>& fresh);
   void addTunnelDirectory(const std::string& to, const std::function<bool(const NodeState&)>& fresh,
+                          const std::unordered_set<std::string>& contested,
                           edge::v1::FarmUsage* fu);
 
   Options options_;
