@@ -72,6 +72,10 @@ struct Settings {
   std::string log_level;
   // limits
   int64_t max_header_bytes = 32 * 1024, max_headers = 100, max_body_bytes = 10 * 1024 * 1024;
+  // "tls": the profile and Strict-Transport-Security (0: none).
+  std::string tls_profile = "intermediate";
+  int64_t hsts_max_age_s = 0;
+  bool hsts_include_subdomains = false;
   int64_t header_timeout_ms = 10000, idle_timeout_ms = 60000, request_timeout_ms = 600000,
           drain_timeout_ms = 15000, max_connections_per_worker = 0, body_timeout_ms = 60000,
           max_connections = 50000, max_active_requests = 10000, max_rss_mb = 0;
@@ -203,7 +207,10 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                       {{"mode", w.string(&s.tls_mode, {"manual", "acme"})},
                        {"enabled", w.boolean(&s.tls_enabled)},
                        {"cert_file", w.string(&s.cert_file)},
-                       {"key_file", w.string(&s.key_file)}});
+                       {"key_file", w.string(&s.key_file)},
+                       {"profile", w.string(&s.tls_profile, {"intermediate", "modern"})},
+                       {"hsts_max_age_s", w.integer(&s.hsts_max_age_s, 0, 63072000)},
+                       {"hsts_include_subdomains", w.boolean(&s.hsts_include_subdomains)}});
            }},
           {"auth",
            [&](const Value& v, const std::string& p) {
@@ -622,6 +629,10 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     https->set_role(edge::v1::Listener::ROLE_SERVE);
     auto* tls = https->mutable_tls();
     tls->add_alpn_protocols("http/1.1");
+    tls->set_profile(s.tls_profile == "modern" ? edge::v1::TlsContext::PROFILE_MODERN
+                                               : edge::v1::TlsContext::PROFILE_INTERMEDIATE);
+    if (s.hsts_max_age_s > 0) *tls->mutable_hsts_max_age() = duration(s.hsts_max_age_s * 1000);
+    tls->set_hsts_include_subdomains(s.hsts_include_subdomains);
     auto* cert = tls->add_certificates();
     std::string pem;
     if (!readFile(s.cert_file, "tls.cert_file", &pem, error)) return false;

@@ -128,6 +128,10 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
     if (l.has_tls()) {
       cl.tls = tls::ServerContext::create(l.tls(), error);
       if (!cl.tls) return nullptr;
+      if (uint64_t age = static_cast<uint64_t>(l.tls().hsts_max_age().seconds()); age > 0) {
+        cl.hsts = "max-age=" + std::to_string(age) +
+                  (l.tls().hsts_include_subdomains() ? "; includeSubDomains" : "");
+      }
     }
     cfg->listeners.push_back(std::move(cl));
   }

@@ -152,6 +152,10 @@ void ActiveStream::onCodecError(const CodecError& error) {
 }
 
 void ActiveStream::writeHeaders(ResponseHeaders& headers, bool end_stream) {
+  // Every answer on an HTTPS listener that asks for it, the Edge's own and
+  // an upstream's alike (RFC 6797: the header means nothing over HTTP).
+  const std::string& hsts = cm_.listener().hsts;
+  if (!hsts.empty()) headers.headers.set("strict-transport-security", hsts);
   encoder_.encodeHeaders(headers, end_stream);
 }
 

@@ -76,6 +76,8 @@ struct ListenerInfo {
   // This listener only redirects to HTTPS, on `redirect_port`.
   bool redirect_to_https = false;
   uint32_t redirect_port = 0;
+  // Strict-Transport-Security's value on every answer (empty: none).
+  std::string hsts;
 };
 
 }  // namespace eldric::http

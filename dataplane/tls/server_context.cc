@@ -55,7 +55,10 @@ std::shared_ptr<ServerContext> ServerContext::create(const edge::v1::TlsContext&
   auto self = std::shared_ptr<ServerContext>(new ServerContext());
   self->ctx_.reset(SSL_CTX_new(TLS_method()));
   SSL_CTX* ctx = self->ctx_.get();
-  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  // Mozilla's profiles: intermediate offers TLS 1.2 (ECDHE, AEAD only)
+  // and 1.3; modern, 1.3 alone.
+  bool modern = config.profile() == edge::v1::TlsContext::PROFILE_MODERN;
+  SSL_CTX_set_min_proto_version(ctx, modern ? TLS1_3_VERSION : TLS1_2_VERSION);
   SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
   if (!SSL_CTX_set_strict_cipher_list(ctx, kCipherList)) {
     *error = "tls: cipher list rejected: " + lastError();

@@ -21,6 +21,7 @@ import {
   connect,
   isOpenAIError,
   freePort,
+  runEdge,
 } from './lib/harness.mjs';
 
 const TIMEOUT = { timeout: 20000 };
@@ -328,6 +329,64 @@ describe('TLS', () => {
       live.write(get('/health'));
       assert.equal((await live.next(3000)).status, 200);
       assert.equal(edge.proc.exitCode, null, 'still running');
+    });
+  });
+
+  describe('profiles and HSTS (issue 19): tls.profile "modern" is TLS 1.3 only; tls.hsts_max_age_s', () => {
+    let cert;
+    let modern;
+    let plain;
+
+    before(async () => {
+      const d = path.join(dir, 'profiles');
+      fs.mkdirSync(d);
+      cert = await makeCert(d, { type: 'ec', cn: 'profiles' });
+      modern = await startEdge({
+        config: {
+          bind_address: '127.0.0.1', router_urls: [router.url],
+          tls: { cert_file: cert.cert, key_file: cert.key, profile: 'modern', hsts_max_age_s: 31536000, hsts_include_subdomains: true },
+        },
+      });
+      plain = await startEdge({ args: ['--cert', cert.cert, '--key', cert.key, '--routers', router.url] });
+    });
+
+    after(async () => {
+      await modern?.kill();
+      await plain?.kill();
+    });
+
+    const tlsVersion = (port, maxVersion) => new Promise((resolve) => {
+      const s = tls.connect({ host: '127.0.0.1', port, ca: cert.certPem, servername: 'localhost', maxVersion }, () => {
+        const v = s.getProtocol();
+        s.destroy();
+        resolve(v);
+      });
+      s.on('error', () => resolve('refused'));
+    });
+
+    it('modern refuses TLS 1.2 and takes 1.3; the default (intermediate) takes both', TIMEOUT, async () => {
+      assert.equal(await tlsVersion(modern.httpsPort, 'TLSv1.2'), 'refused');
+      assert.equal(await tlsVersion(modern.httpsPort, 'TLSv1.3'), 'TLSv1.3');
+      assert.equal(await tlsVersion(plain.httpsPort, 'TLSv1.2'), 'TLSv1.2');
+      assert.equal(await tlsVersion(plain.httpsPort, 'TLSv1.3'), 'TLSv1.3');
+    });
+
+    it('Strict-Transport-Security on every HTTPS answer when asked for, none by default nor on the HTTP port', TIMEOUT, async () => {
+      for (const p of ['/health', '/v1/models', '/no/such/route']) {
+        const r = await request({ port: modern.httpsPort, path: p, tls: { ca: cert.certPem } });
+        assert.equal(r.headers['strict-transport-security'], 'max-age=31536000; includeSubDomains', p);
+      }
+      const d = await request({ port: plain.httpsPort, path: '/health', tls: { ca: cert.certPem } });
+      assert.equal(d.headers['strict-transport-security'], undefined);
+      const redirect = await request({ port: modern.httpPort, path: '/health' });
+      assert.equal(redirect.status, 308);
+      assert.equal(redirect.headers['strict-transport-security'], undefined, 'not over plain HTTP (RFC 6797)');
+    });
+
+    it('a profile that is not one is refused at start', TIMEOUT, async () => {
+      const r = await runEdge([], { config: { tls: { cert_file: cert.cert, key_file: cert.key, profile: 'old' } } });
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /profile/);
     });
   });
 });
