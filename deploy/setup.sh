@@ -33,6 +33,8 @@ test_pkgs=(
   # Benchmark peers and load generators (test/bench/run); slowloris and
   # slow POST (test/e2e/slowhttp.test.mjs).
   nginx-light haproxy wrk nghttp2-client slowhttptest
+  # TLS as a public scanner sees it (test/e2e/tls-scan.test.mjs).
+  testssl.sh sslscan
   # The web chat's browser tests (playwright-core drives Debian's Chromium;
   # the font makes the screenshots readable).
   chromium fonts-dejavu-core
