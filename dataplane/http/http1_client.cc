@@ -1,8 +1,36 @@
 #include "dataplane/http/http1_client.h"
 
+#include <netdb.h>
+
 #include <cstdio>
+#include <cstring>
 
 namespace eldric::http {
+
+bool makeClientTarget(const network::Url& url, SSL_CTX* tls, ClientTarget* out,
+                      std::string* error) {
+  if (!network::parseIpAddress(url.host, url.port, &out->addr)) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    int rc = getaddrinfo(url.host.c_str(), std::to_string(url.port).c_str(), &hints, &res);
+    if (rc != 0 || res == nullptr) {
+      *error = "cannot resolve " + url.host + ": " + gai_strerror(rc);
+      return false;
+    }
+    memcpy(&out->addr, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+  }
+  std::string host = url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
+  out->authority =
+      url.port == (url.https ? 443 : 80) ? host : host + ":" + std::to_string(url.port);
+  out->base_path = url.path;
+  while (!out->base_path.empty() && out->base_path.back() == '/') out->base_path.pop_back();
+  out->tls = url.https ? tls : nullptr;
+  out->server_name = url.https ? url.host : std::string();
+  return true;
+}
 
 Http1Client::Http1Client(Dispatcher& dispatcher, const ClientTarget& target)
     : dispatcher_(dispatcher), target_(target), codec_(*this) {

@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "common/address.h"
 #include "dataplane/common/buffer.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/http/headers.h"
@@ -33,6 +34,13 @@ struct ClientTarget {
   std::string base_path;    // prefixed to request paths ("" or "/ollama")
   uint64_t connect_timeout_ms = 10000;
 };
+
+// `url` as a target: its address (an IP literal as it is, a name looked up
+// now, blocking: for start-up and the main thread), the Host header (the
+// port left out when it is the scheme's), the base path, and for https the
+// client context `tls` and the name the certificate must match. False with
+// `*error`. The connect timeout is left as it was.
+bool makeClientTarget(const network::Url& url, SSL_CTX* tls, ClientTarget* out, std::string* error);
 
 class Http1Client : public network::ConnectionCallbacks, public ClientCodecCallbacks {
  public:

@@ -932,27 +932,23 @@ void Server::appendTunnelMetrics(std::string& out) {
        std::to_string(queued));
   line("eldric_edge_tunnel_in_flight", "Requests handed to workers, not answered yet.", "gauge",
        std::to_string(in_flight));
-  out +=
-      "# HELP eldric_edge_tunnel_forwarded_total Requests forwarded through tunnels, by outcome.\n"
-      "# TYPE eldric_edge_tunnel_forwarded_total counter\n";
-  out += "eldric_edge_tunnel_forwarded_total{outcome=\"ok\"} " +
-         std::to_string(st.forwarded_ok.load()) + "\n";
-  out += "eldric_edge_tunnel_forwarded_total{outcome=\"failed\"} " +
-         std::to_string(st.forwarded_failed.load()) + "\n";
-  out += "eldric_edge_tunnel_forwarded_total{outcome=\"queue_full\"} " +
-         std::to_string(st.queue_full.load()) + "\n";
-  out += "eldric_edge_tunnel_forwarded_total{outcome=\"no_poll\"} " +
-         std::to_string(st.no_poll.load()) + "\n";
-  out += "eldric_edge_tunnel_forwarded_total{outcome=\"no_answer\"} " +
-         std::to_string(st.no_answer.load()) + "\n";
-  out +=
-      "# HELP eldric_edge_tunnel_relays_total Forwards relayed to the farm member that holds "
-      "the tunnel, by outcome.\n"
-      "# TYPE eldric_edge_tunnel_relays_total counter\n";
-  out += "eldric_edge_tunnel_relays_total{outcome=\"started\"} " +
-         std::to_string(st.relayed.load()) + "\n";
-  out += "eldric_edge_tunnel_relays_total{outcome=\"failed\"} " +
-         std::to_string(st.relay_failed.load()) + "\n";
+  // A counter family by outcome.
+  auto outcomes = [&out](const char* name, const char* help,
+                         std::initializer_list<std::pair<const char*, uint64_t>> values) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n";
+    for (const auto& [outcome, v] : values) {
+      out += std::string(name) + "{outcome=\"" + outcome + "\"} " + std::to_string(v) + "\n";
+    }
+  };
+  outcomes("eldric_edge_tunnel_forwarded_total", "Requests forwarded through tunnels, by outcome.",
+           {{"ok", st.forwarded_ok.load()},
+            {"failed", st.forwarded_failed.load()},
+            {"queue_full", st.queue_full.load()},
+            {"no_poll", st.no_poll.load()},
+            {"no_answer", st.no_answer.load()}});
+  outcomes("eldric_edge_tunnel_relays_total",
+           "Forwards relayed to the farm member that holds the tunnel, by outcome.",
+           {{"started", st.relayed.load()}, {"failed", st.relay_failed.load()}});
   line("eldric_edge_tunnels_reaped_total", "Tunnels closed because their worker stopped polling.",
        "counter", std::to_string(st.reaped.load()));
 }

@@ -1,6 +1,5 @@
 #include "dataplane/tunnel_agent/agent.h"
 
-#include <netdb.h>
 #include <rapidjson/document.h>
 
 #include <algorithm>
@@ -26,35 +25,6 @@ constexpr uint64_t kControlTimeoutMs = 15000;
 // A connection to the Edge idle longer than this is not trusted to be open
 // (the Edge's limits.idle_timeout_ms may have closed it).
 constexpr uint64_t kReuseAfterIdleMs = 10000;
-
-// The name and port a URL's host resolves to (the first address).
-bool resolve(const network::Url& url, sockaddr_storage* out, std::string* error) {
-  if (network::parseIpAddress(url.host, url.port, out)) return true;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  int rc = getaddrinfo(url.host.c_str(), std::to_string(url.port).c_str(), &hints, &res);
-  if (rc != 0 || res == nullptr) {
-    *error = "cannot resolve " + url.host + ": " + gai_strerror(rc);
-    return false;
-  }
-  memcpy(out, res->ai_addr, res->ai_addrlen);
-  freeaddrinfo(res);
-  return true;
-}
-
-std::string authority(const network::Url& url) {
-  std::string host = url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
-  bool default_port = url.port == (url.https ? 443 : 80);
-  return default_port ? host : host + ":" + std::to_string(url.port);
-}
-
-std::string basePath(const network::Url& url) {
-  std::string p = url.path;
-  while (!p.empty() && p.back() == '/') p.pop_back();
-  return p;
-}
 
 }  // namespace
 
@@ -421,18 +391,12 @@ bool Agent::init(std::string* error) {
   if (options_.edge.https) {
     edge_tls_ = tls::makeClientContext(options_.ca_file, "", "", {"http/1.1"}, error);
     if (!edge_tls_) return false;
-    edge_.tls = edge_tls_.get();
-    edge_.server_name = options_.edge.host;
   }
   if (options_.local.https) {
     *error = "the local server is reached over http:// (it runs beside the agent)";
     return false;
   }
-  edge_.authority = authority(options_.edge);
-  edge_.base_path = basePath(options_.edge);
   edge_.connect_timeout_ms = options_.connect_timeout_ms;
-  local_.authority = authority(options_.local);
-  local_.base_path = basePath(options_.local);
   local_.connect_timeout_ms = options_.connect_timeout_ms;
   if (!resolveAll(error)) return false;
   control_ = std::make_unique<Fetch>(dispatcher_, edge_);
@@ -441,7 +405,8 @@ bool Agent::init(std::string* error) {
 }
 
 bool Agent::resolveAll(std::string* error) {
-  return resolve(options_.edge, &edge_.addr, error) && resolve(options_.local, &local_.addr, error);
+  return http::makeClientTarget(options_.edge, edge_tls_.get(), &edge_, error) &&
+         http::makeClientTarget(options_.local, nullptr, &local_, error);
 }
 
 uint64_t Agent::backoffMs(uint32_t attempt) const {

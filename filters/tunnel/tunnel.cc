@@ -1,6 +1,5 @@
 #include "filters/tunnel/tunnel.h"
 
-#include <netdb.h>
 #include <rapidjson/document.h>
 
 #include <algorithm>
@@ -313,31 +312,17 @@ void TunnelService::setDirectory(std::vector<RemoteTunnel> remote) {
                 {{"member", log::str(r.member_id)}, {"why", log::str(why)}});
       continue;
     }
-    if (!network::parseIpAddress(u.host, u.port, &t->addr)) {
-      addrinfo hints{};
-      hints.ai_socktype = SOCK_STREAM;
-      addrinfo* res = nullptr;
-      if (getaddrinfo(u.host.c_str(), std::to_string(u.port).c_str(), &hints, &res) != 0 ||
-          res == nullptr) {
-        log::warn("a member's relay host does not resolve",
-                  {{"member", log::str(r.member_id)}, {"host", log::str(u.host)}});
-        continue;
-      }
-      memcpy(&t->addr, res->ai_addr, res->ai_addrlen);
-      freeaddrinfo(res);
+    if (u.https && !tls) {
+      // Never plaintext to a TLS port: the router's key goes with a relay.
+      log::warn("a member's relay URL is https but this member has no trust to check it",
+                {{"member", log::str(r.member_id)}});
+      continue;
     }
-    if (u.https) {
-      if (!tls) {
-        // Never plaintext to a TLS port: the router's key goes with a relay.
-        log::warn("a member's relay URL is https but this member has no trust to check it",
-                  {{"member", log::str(r.member_id)}});
-        continue;
-      }
-      t->tls = tls.get();
-      t->server_name = u.host;
+    if (!http::makeClientTarget(u, tls.get(), t.get(), &why)) {
+      log::warn("a member's relay host does not resolve",
+                {{"member", log::str(r.member_id)}, {"why", log::str(why)}});
+      continue;
     }
-    bool v6 = u.host.find(':') != std::string::npos;
-    t->authority = (v6 ? "[" + u.host + "]" : u.host) + ":" + std::to_string(u.port);
     t->connect_timeout_ms = 5000;
     keep.emplace(r.relay_url, std::move(t));
   }
