@@ -89,6 +89,11 @@ cc_library(name = "uv", linkopts = ["-luv"])
 cc_library(name = "protobuf", linkopts = ["-lprotobuf", "-lpthread"])
 cc_library(name = "nghttp2", linkopts = ["-lnghttp2"])
 cc_library(name = "sqlite3", linkopts = ["-lsqlite3"])
+# OpenSSL 3 (libssl-dev) for the control plane only, which has it through
+# gRPC anyway; the Edge uses @boringssl. libcurl (libcurl4-openssl-dev) is
+# the control plane's ACME client transport.
+cc_library(name = "openssl", linkopts = ["-lssl", "-lcrypto"])
+cc_library(name = "curl", linkopts = ["-lcurl"])
 cc_library(name = "zlib", linkopts = ["-lz"])
 cc_library(name = "rapidjson")
 # gperftools' tcmalloc (libtcmalloc-minimal4), as Envoy links tcmalloc: the

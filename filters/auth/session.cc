@@ -9,53 +9,10 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "common/base64url.h"
+
 namespace eldric::filters::auth {
 namespace {
-
-constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-std::string b64url(const std::string& in) {
-  std::string out;
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
-    out += kB64[v >> 18];
-    out += kB64[(v >> 12) & 63];
-    out += kB64[(v >> 6) & 63];
-    out += kB64[v & 63];
-  }
-  if (i + 1 == in.size()) {
-    uint32_t v = uint8_t(in[i]) << 16;
-    out += kB64[v >> 18];
-    out += kB64[(v >> 12) & 63];
-  } else if (i + 2 == in.size()) {
-    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
-    out += kB64[v >> 18];
-    out += kB64[(v >> 12) & 63];
-    out += kB64[(v >> 6) & 63];
-  }
-  return out;
-}
-
-bool unb64url(std::string_view in, std::string* out) {
-  out->clear();
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    const char* p = static_cast<const char*>(memchr(kB64, c, 64));
-    if (!p || c == '\0') return false;
-    acc = (acc << 6) | static_cast<uint32_t>(p - kB64);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out->push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
-  }
-  // Canonical only: no dangling character (6 bits that make no byte) and
-  // no set bits past the last byte. Otherwise one token has many spellings,
-  // and a logged-out one could come back spelled another way.
-  return bits < 6 && (acc & ((1u << bits) - 1)) == 0;
-}
 
 std::string mac(const std::string& key, const std::string& payload) {
   unsigned char out[SHA256_DIGEST_LENGTH];
@@ -82,7 +39,7 @@ std::string signSession(const std::string& signing_key, const std::string& key_s
   uint8_t id[kSessionIdBytes];
   RAND_bytes(id, sizeof id);
   payload.append(reinterpret_cast<const char*>(id), sizeof id);
-  return b64url(payload) + "." + b64url(mac(signing_key, payload));
+  return base64UrlEncode(payload) + "." + base64UrlEncode(mac(signing_key, payload));
 }
 
 bool verifySession(std::string_view token, const std::vector<std::string>& signing_keys,
@@ -91,7 +48,8 @@ bool verifySession(std::string_view token, const std::vector<std::string>& signi
   size_t dot = token.find('.');
   if (dot == std::string_view::npos || token.size() > 512) return false;
   std::string payload, sig;
-  if (!unb64url(token.substr(0, dot), &payload) || !unb64url(token.substr(dot + 1), &sig))
+  if (!base64UrlDecode(token.substr(0, dot), &payload) ||
+      !base64UrlDecode(token.substr(dot + 1), &sig))
     return false;
   bool v1 = payload.size() == 2 + 32 + 8 && payload.compare(0, 2, "v1") == 0;
   bool v2 = payload.size() == 2 + 32 + 8 + kSessionIdBytes && payload.compare(0, 2, "v2") == 0;

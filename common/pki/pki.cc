@@ -1,0 +1,351 @@
+// Built against OpenSSL 3 and against BoringSSL (see pki.h): only calls
+// both provide. OpenSSL 3 deprecates the EC_KEY/RSA accessors used for the
+// JWK; they remain, and BoringSSL has nothing newer.
+#define OPENSSL_SUPPRESS_DEPRECATED 1
+
+#include "common/pki/pki.h"
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/ecdsa.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/obj_mac.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <cstring>
+#include <ctime>
+
+#include "common/base64url.h"
+
+namespace eldric::pki {
+namespace {
+
+struct Free {
+  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
+  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
+  void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); }
+  void operator()(BIO* p) const { BIO_free(p); }
+  void operator()(X509* p) const { X509_free(p); }
+  void operator()(X509_REQ* p) const { X509_REQ_free(p); }
+  void operator()(X509_NAME* p) const { X509_NAME_free(p); }
+  void operator()(ECDSA_SIG* p) const { ECDSA_SIG_free(p); }
+  void operator()(GENERAL_NAMES* p) const { GENERAL_NAMES_free(p); }
+  void operator()(BIGNUM* p) const { BN_free(p); }
+  void operator()(STACK_OF(X509_EXTENSION) * p) const {
+    sk_X509_EXTENSION_pop_free(p, X509_EXTENSION_free);
+  }
+};
+template <typename T>
+using Ptr = std::unique_ptr<T, Free>;
+
+// The library's reason for the last failure, with `what` in front.
+std::string sslError(const std::string& what) {
+  unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0) return what;
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  return what + ": " + buf;
+}
+
+std::string bnBytes(const BIGNUM* bn, size_t len) {
+  std::string out(len ? len : static_cast<size_t>(BN_num_bytes(bn)), '\0');
+  BN_bn2binpad(bn, reinterpret_cast<uint8_t*>(out.data()), static_cast<int>(out.size()));
+  return out;
+}
+
+std::string bioString(BIO* bio) {
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio, &data);
+  return len > 0 ? std::string(data, static_cast<size_t>(len)) : std::string();
+}
+
+// dNSName entries for `names`.
+Ptr<GENERAL_NAMES> dnsNames(const std::vector<std::string>& names) {
+  Ptr<GENERAL_NAMES> gens(GENERAL_NAMES_new());
+  if (!gens) return nullptr;
+  for (const auto& n : names) {
+    GENERAL_NAME* gen = GENERAL_NAME_new();
+    ASN1_IA5STRING* ia5 = ASN1_IA5STRING_new();
+    if (!gen || !ia5 || !ASN1_STRING_set(ia5, n.data(), static_cast<int>(n.size()))) {
+      GENERAL_NAME_free(gen);
+      ASN1_IA5STRING_free(ia5);
+      return nullptr;
+    }
+    GENERAL_NAME_set0_value(gen, GEN_DNS, ia5);
+    if (!sk_GENERAL_NAME_push(gens.get(), gen)) {
+      GENERAL_NAME_free(gen);
+      return nullptr;
+    }
+  }
+  return gens;
+}
+
+Ptr<X509_NAME> commonName(const std::string& cn) {
+  Ptr<X509_NAME> name(X509_NAME_new());
+  if (!name) return nullptr;
+  if (!cn.empty() && !X509_NAME_add_entry_by_NID(name.get(), NID_commonName, MBSTRING_UTF8,
+                                                 reinterpret_cast<const unsigned char*>(cn.data()),
+                                                 static_cast<int>(cn.size()), -1, 0))
+    return nullptr;
+  return name;
+}
+
+std::string nameEntry(const X509_NAME* name, int nid) {
+  int i = X509_NAME_get_index_by_NID(name, nid, -1);
+  if (i < 0) return "";
+  const ASN1_STRING* s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+  if (!s) return "";
+  return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                     static_cast<size_t>(ASN1_STRING_length(s)));
+}
+
+// Unix seconds of an ASN.1 time (relative to now, which both libraries
+// can compute).
+bool unixTime(const ASN1_TIME* t, int64_t* out) {
+  int days = 0, secs = 0;
+  if (!t || !ASN1_TIME_diff(&days, &secs, nullptr, t)) return false;
+  *out = static_cast<int64_t>(time(nullptr)) + int64_t{days} * 86400 + secs;
+  return true;
+}
+
+}  // namespace
+
+const char* keyTypeName(KeyType type) {
+  return type == KeyType::Rsa2048 ? "rsa-2048" : "ecdsa-p256";
+}
+
+bool parseKeyType(std::string_view name, KeyType* out) {
+  if (name == "ecdsa-p256") {
+    *out = KeyType::EcdsaP256;
+  } else if (name == "rsa-2048") {
+    *out = KeyType::Rsa2048;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+std::unique_ptr<Key> Key::generate(KeyType type, std::string* error) {
+  Ptr<EVP_PKEY_CTX> ctx(
+      EVP_PKEY_CTX_new_id(type == KeyType::Rsa2048 ? EVP_PKEY_RSA : EVP_PKEY_EC, nullptr));
+  EVP_PKEY* raw = nullptr;
+  bool ok = ctx && EVP_PKEY_keygen_init(ctx.get()) == 1 &&
+            (type == KeyType::Rsa2048
+                 ? EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.get(), 2048) == 1
+                 : EVP_PKEY_CTX_set_ec_paramgen_curve_nid(ctx.get(), NID_X9_62_prime256v1) == 1) &&
+            EVP_PKEY_keygen(ctx.get(), &raw) == 1;
+  if (!ok) {
+    *error = sslError("cannot generate a key");
+    return nullptr;
+  }
+  return std::unique_ptr<Key>(new Key(raw, type));
+}
+
+std::unique_ptr<Key> Key::fromPem(std::string_view pem, std::string* error) {
+  Ptr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  Ptr<EVP_PKEY> pkey(bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!pkey) {
+    *error = sslError("not a PEM private key");
+    return nullptr;
+  }
+  KeyType type;
+  if (EVP_PKEY_id(pkey.get()) == EVP_PKEY_RSA && EVP_PKEY_bits(pkey.get()) >= 2048) {
+    type = KeyType::Rsa2048;
+  } else if (EVP_PKEY_id(pkey.get()) == EVP_PKEY_EC &&
+             EC_GROUP_get_curve_name(EC_KEY_get0_group(EVP_PKEY_get0_EC_KEY(pkey.get()))) ==
+                 NID_X9_62_prime256v1) {
+    type = KeyType::EcdsaP256;
+  } else {
+    *error = "the key is neither ECDSA P-256 nor RSA of 2048 bits or more";
+    return nullptr;
+  }
+  return std::unique_ptr<Key>(new Key(pkey.release(), type));
+}
+
+Key::~Key() { EVP_PKEY_free(static_cast<EVP_PKEY*>(pkey_)); }
+
+std::string Key::privatePem() const {
+  Ptr<BIO> bio(BIO_new(BIO_s_mem()));
+  if (!bio || !PEM_write_bio_PrivateKey(bio.get(), static_cast<EVP_PKEY*>(pkey_), nullptr, nullptr,
+                                        0, nullptr, nullptr))
+    return "";
+  return bioString(bio.get());
+}
+
+std::string Key::publicJwk() const {
+  auto* pkey = static_cast<EVP_PKEY*>(pkey_);
+  if (type_ == KeyType::Rsa2048) {
+    const BIGNUM *n = nullptr, *e = nullptr;
+    RSA_get0_key(EVP_PKEY_get0_RSA(pkey), &n, &e, nullptr);
+    return "{\"e\":\"" + base64UrlEncode(bnBytes(e, 0)) + "\",\"kty\":\"RSA\",\"n\":\"" +
+           base64UrlEncode(bnBytes(n, 0)) + "\"}";
+  }
+  const EC_KEY* ec = EVP_PKEY_get0_EC_KEY(pkey);
+  Ptr<BIGNUM> x(BN_new()), y(BN_new());
+  if (!x || !y ||
+      !EC_POINT_get_affine_coordinates_GFp(EC_KEY_get0_group(ec), EC_KEY_get0_public_key(ec),
+                                           x.get(), y.get(), nullptr))
+    return "";
+  return "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"" + base64UrlEncode(bnBytes(x.get(), 32)) +
+         "\",\"y\":\"" + base64UrlEncode(bnBytes(y.get(), 32)) + "\"}";
+}
+
+const char* Key::jwsAlgorithm() const { return type_ == KeyType::Rsa2048 ? "RS256" : "ES256"; }
+
+bool Key::sign(std::string_view data, std::string* signature, std::string* error) const {
+  Ptr<EVP_MD_CTX> md(EVP_MD_CTX_new());
+  size_t len = 0;
+  if (!md ||
+      EVP_DigestSignInit(md.get(), nullptr, EVP_sha256(), nullptr, static_cast<EVP_PKEY*>(pkey_)) !=
+          1 ||
+      EVP_DigestSign(md.get(), nullptr, &len, reinterpret_cast<const uint8_t*>(data.data()),
+                     data.size()) != 1) {
+    *error = sslError("cannot sign");
+    return false;
+  }
+  std::string der(len, '\0');
+  if (EVP_DigestSign(md.get(), reinterpret_cast<uint8_t*>(der.data()), &len,
+                     reinterpret_cast<const uint8_t*>(data.data()), data.size()) != 1) {
+    *error = sslError("cannot sign");
+    return false;
+  }
+  der.resize(len);
+  if (type_ == KeyType::Rsa2048) {
+    *signature = std::move(der);
+    return true;
+  }
+  const auto* p = reinterpret_cast<const uint8_t*>(der.data());
+  Ptr<ECDSA_SIG> sig(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size())));
+  if (!sig) {
+    *error = sslError("cannot decode the ECDSA signature");
+    return false;
+  }
+  const BIGNUM *r = nullptr, *s = nullptr;
+  ECDSA_SIG_get0(sig.get(), &r, &s);
+  *signature = bnBytes(r, 32) + bnBytes(s, 32);
+  return true;
+}
+
+bool Key::certificateRequest(const std::vector<std::string>& names, std::string* der,
+                             std::string* error) const {
+  auto* pkey = static_cast<EVP_PKEY*>(pkey_);
+  Ptr<X509_REQ> req(X509_REQ_new());
+  Ptr<GENERAL_NAMES> gens = dnsNames(names);
+  Ptr<X509_NAME> subject =
+      commonName(!names.empty() && names[0].size() <= 64 ? names[0] : std::string());
+  Ptr<STACK_OF(X509_EXTENSION)> exts(sk_X509_EXTENSION_new_null());
+  bool ok = req && gens && subject && exts && X509_REQ_set_version(req.get(), 0) &&
+            X509_REQ_set_subject_name(req.get(), subject.get()) &&
+            X509_REQ_set_pubkey(req.get(), pkey) &&
+            X509V3_add1_i2d(reinterpret_cast<STACK_OF(X509_EXTENSION)**>(&exts),
+                            NID_subject_alt_name, gens.get(), 0, 0) == 1 &&
+            X509_REQ_add_extensions(req.get(), exts.get()) &&
+            X509_REQ_sign(req.get(), pkey, EVP_sha256()) > 0;
+  if (!ok) {
+    *error = sslError("cannot make the certificate request");
+    return false;
+  }
+  int len = i2d_X509_REQ(req.get(), nullptr);
+  if (len <= 0) {
+    *error = sslError("cannot encode the certificate request");
+    return false;
+  }
+  der->assign(static_cast<size_t>(len), '\0');
+  auto* out = reinterpret_cast<uint8_t*>(der->data());
+  i2d_X509_REQ(req.get(), &out);
+  return true;
+}
+
+bool Key::selfSigned(const std::vector<std::string>& names, int days, std::string* pem,
+                     std::string* error) const {
+  auto* pkey = static_cast<EVP_PKEY*>(pkey_);
+  Ptr<X509> x(X509_new());
+  Ptr<GENERAL_NAMES> gens = dnsNames(names);
+  Ptr<X509_NAME> name = commonName(names.empty() ? "eldric-edge" : names[0].substr(0, 64));
+  Ptr<BIGNUM> serial(BN_new());
+  bool ok =
+      x && gens && name && serial && X509_set_version(x.get(), 2) &&
+      BN_rand(serial.get(), 64, 0, 0) &&
+      BN_to_ASN1_INTEGER(serial.get(), X509_get_serialNumber(x.get())) &&
+      X509_gmtime_adj(X509_getm_notBefore(x.get()), -3600) &&
+      X509_gmtime_adj(X509_getm_notAfter(x.get()), long{days} * 86400) &&
+      X509_set_subject_name(x.get(), name.get()) && X509_set_issuer_name(x.get(), name.get()) &&
+      X509_set_pubkey(x.get(), pkey) &&
+      (names.empty() || X509_add1_ext_i2d(x.get(), NID_subject_alt_name, gens.get(), 0, 0) == 1) &&
+      X509_sign(x.get(), pkey, EVP_sha256()) > 0;
+  Ptr<BIO> bio(BIO_new(BIO_s_mem()));
+  if (!ok || !bio || !PEM_write_bio_X509(bio.get(), x.get())) {
+    *error = sslError("cannot make a self-signed certificate");
+    return false;
+  }
+  *pem = bioString(bio.get());
+  return true;
+}
+
+bool inspectChain(std::string_view pem, CertificateInfo* out, std::string* error) {
+  *out = CertificateInfo{};
+  Ptr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  Ptr<X509> leaf(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!leaf) {
+    ERR_clear_error();
+    *error = "no PEM certificate";
+    return false;
+  }
+  out->chain_length = 1;
+  while (Ptr<X509>(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr))) ++out->chain_length;
+  ERR_clear_error();
+  out->subject = nameEntry(X509_get_subject_name(leaf.get()), NID_commonName);
+  const X509_NAME* issuer = X509_get_issuer_name(leaf.get());
+  out->issuer = nameEntry(issuer, NID_commonName);
+  if (out->issuer.empty()) out->issuer = nameEntry(issuer, NID_organizationName);
+  Ptr<GENERAL_NAMES> gens(static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(leaf.get(), NID_subject_alt_name, nullptr, nullptr)));
+  for (size_t i = 0; gens && i < sk_GENERAL_NAME_num(gens.get()); ++i) {
+    const GENERAL_NAME* gen = sk_GENERAL_NAME_value(gens.get(), i);
+    if (gen->type != GEN_DNS) continue;
+    const ASN1_STRING* s = gen->d.dNSName;
+    out->names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                            static_cast<size_t>(ASN1_STRING_length(s)));
+  }
+  if (out->names.empty() && !out->subject.empty()) out->names.push_back(out->subject);
+  if (!unixTime(X509_get0_notBefore(leaf.get()), &out->not_before) ||
+      !unixTime(X509_get0_notAfter(leaf.get()), &out->not_after)) {
+    *error = "the certificate's validity does not parse";
+    return false;
+  }
+  return true;
+}
+
+bool chainMatchesKey(std::string_view pem, const Key& key) {
+  Ptr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  Ptr<X509> leaf(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  ERR_clear_error();
+  if (!leaf) return false;
+  // Compare the public halves through the private key's own serialization
+  // of its public part (both libraries agree on i2d_PUBKEY).
+  const std::string key_pem = key.privatePem();
+  Ptr<BIO> probe(BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())));
+  Ptr<EVP_PKEY> priv(probe ? PEM_read_bio_PrivateKey(probe.get(), nullptr, nullptr, nullptr)
+                           : nullptr);
+  EVP_PKEY* pub = X509_get_pubkey(leaf.get());
+  bool same = false;
+  if (priv && pub) {
+    uint8_t *a = nullptr, *b = nullptr;
+    int la = i2d_PUBKEY(priv.get(), &a), lb = i2d_PUBKEY(pub, &b);
+    same = la > 0 && la == lb && memcmp(a, b, static_cast<size_t>(la)) == 0;
+    OPENSSL_free(a);
+    OPENSSL_free(b);
+  }
+  EVP_PKEY_free(pub);
+  ERR_clear_error();
+  return same;
+}
+
+}  // namespace eldric::pki

@@ -1,0 +1,76 @@
+#pragma once
+
+// Keys, JWS signatures, certificate requests and certificates: what the
+// ACME client (controlplane/core/acme) and the data plane's TLS stand-in
+// need. Written to the part of the API that OpenSSL 3 and BoringSSL share
+// and built twice: `:pki_openssl` for the control plane (which links
+// OpenSSL 3 through gRPC) and `:pki_boringssl` for the Edge. The two must
+// never meet in one binary.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace eldric::pki {
+
+enum class KeyType { EcdsaP256, Rsa2048 };
+
+// "ecdsa-p256" / "rsa-2048" (the config's spelling) and back.
+const char* keyTypeName(KeyType type);
+bool parseKeyType(std::string_view name, KeyType* out);
+
+class Key {
+ public:
+  static std::unique_ptr<Key> generate(KeyType type, std::string* error);
+  // A PEM private key (PKCS#8 or the traditional EC/RSA forms).
+  static std::unique_ptr<Key> fromPem(std::string_view pem, std::string* error);
+  ~Key();
+  Key(const Key&) = delete;
+  Key& operator=(const Key&) = delete;
+
+  KeyType type() const { return type_; }
+  // PKCS#8 PEM. Secret: never logged.
+  std::string privatePem() const;
+  // The public key as a JWK with only the required members, in
+  // lexicographic order and without whitespace: RFC 7638's input to the
+  // thumbprint, and what a JWS header carries.
+  std::string publicJwk() const;
+  // "ES256" or "RS256".
+  const char* jwsAlgorithm() const;
+  // A JWS signature over `data` (SHA-256): for ES256 the 64-byte r||s of
+  // RFC 7518 section 3.4, not DER.
+  bool sign(std::string_view data, std::string* signature, std::string* error) const;
+  // A PKCS#10 request (DER) for `names` (subjectAltName dNSName each; the
+  // first also the common name when it fits in 64 characters).
+  bool certificateRequest(const std::vector<std::string>& names, std::string* der,
+                          std::string* error) const;
+  // A self-signed certificate (PEM) for `names`, valid from an hour ago
+  // for `days`.
+  bool selfSigned(const std::vector<std::string>& names, int days, std::string* pem,
+                  std::string* error) const;
+
+ private:
+  Key(void* pkey, KeyType type) : pkey_(pkey), type_(type) {}
+  void* pkey_;  // EVP_PKEY*
+  KeyType type_;
+};
+
+struct CertificateInfo {
+  std::vector<std::string> names;  // the leaf's dNSNames, else its common name
+  std::string subject;             // the leaf's common name
+  std::string issuer;              // the issuer's common name (or organization)
+  int64_t not_before = 0;          // Unix seconds
+  int64_t not_after = 0;
+  size_t chain_length = 0;  // certificates in the PEM
+};
+
+// The first certificate of a PEM chain. False with `*error` when there is
+// none or it does not parse.
+bool inspectChain(std::string_view pem, CertificateInfo* out, std::string* error);
+
+// The chain's leaf holds `key`'s public half.
+bool chainMatchesKey(std::string_view pem, const Key& key);
+
+}  // namespace eldric::pki

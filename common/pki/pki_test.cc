@@ -1,0 +1,122 @@
+#include "common/pki/pki.h"
+
+#include <gtest/gtest.h>
+#include <openssl/bn.h>
+#include <openssl/ecdsa.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <ctime>
+
+#include "common/base64url.h"
+
+namespace eldric::pki {
+namespace {
+
+// Verifies a JWS signature with the library directly, from the PEM.
+bool verify(const Key& key, const std::string& data, const std::string& sig) {
+  std::string pem = key.privatePem();
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  EVP_PKEY* pkey = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  std::string der = sig;
+  if (key.type() == KeyType::EcdsaP256) {
+    if (sig.size() != 64) return false;
+    ECDSA_SIG* s = ECDSA_SIG_new();
+    BIGNUM* r = BN_bin2bn(reinterpret_cast<const uint8_t*>(sig.data()), 32, nullptr);
+    BIGNUM* ss = BN_bin2bn(reinterpret_cast<const uint8_t*>(sig.data()) + 32, 32, nullptr);
+    ECDSA_SIG_set0(s, r, ss);
+    uint8_t* out = nullptr;
+    int len = i2d_ECDSA_SIG(s, &out);
+    der.assign(reinterpret_cast<char*>(out), static_cast<size_t>(len));
+    OPENSSL_free(out);
+    ECDSA_SIG_free(s);
+  }
+  EVP_MD_CTX* md = EVP_MD_CTX_new();
+  bool ok = EVP_DigestVerifyInit(md, nullptr, EVP_sha256(), nullptr, pkey) == 1 &&
+            EVP_DigestVerify(md, reinterpret_cast<const uint8_t*>(der.data()), der.size(),
+                             reinterpret_cast<const uint8_t*>(data.data()), data.size()) == 1;
+  EVP_MD_CTX_free(md);
+  EVP_PKEY_free(pkey);
+  return ok;
+}
+
+class PkiTest : public ::testing::TestWithParam<KeyType> {};
+
+TEST_P(PkiTest, SignsVerifiablyAndRoundTrips) {
+  std::string error;
+  auto key = Key::generate(GetParam(), &error);
+  ASSERT_TRUE(key) << error;
+  std::string sig;
+  ASSERT_TRUE(key->sign("header.payload", &sig, &error)) << error;
+  EXPECT_TRUE(verify(*key, "header.payload", sig));
+  EXPECT_FALSE(verify(*key, "header.payloaD", sig));
+
+  auto again = Key::fromPem(key->privatePem(), &error);
+  ASSERT_TRUE(again) << error;
+  EXPECT_EQ(again->type(), GetParam());
+  EXPECT_EQ(again->publicJwk(), key->publicJwk());
+  std::string jwk = key->publicJwk();
+  if (GetParam() == KeyType::EcdsaP256) {
+    EXPECT_EQ(jwk.rfind("{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"", 0), 0u) << jwk;
+    EXPECT_STREQ(key->jwsAlgorithm(), "ES256");
+  } else {
+    EXPECT_EQ(jwk.rfind("{\"e\":\"AQAB\",\"kty\":\"RSA\",\"n\":\"", 0), 0u) << jwk;
+    EXPECT_STREQ(key->jwsAlgorithm(), "RS256");
+  }
+}
+
+TEST_P(PkiTest, RequestCarriesTheNamesAndVerifies) {
+  std::string error, der;
+  auto key = Key::generate(GetParam(), &error);
+  ASSERT_TRUE(key->certificateRequest({"edge.example", "www.edge.example"}, &der, &error)) << error;
+  const auto* p = reinterpret_cast<const uint8_t*>(der.data());
+  X509_REQ* req = d2i_X509_REQ(nullptr, &p, static_cast<long>(der.size()));
+  ASSERT_NE(req, nullptr);
+  EVP_PKEY* pub = X509_REQ_get_pubkey(req);
+  EXPECT_EQ(X509_REQ_verify(req, pub), 1);
+  EVP_PKEY_free(pub);
+  STACK_OF(X509_EXTENSION)* exts = X509_REQ_get_extensions(req);
+  ASSERT_NE(exts, nullptr);
+  EXPECT_EQ(sk_X509_EXTENSION_num(exts), 1u);
+  sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+  X509_REQ_free(req);
+}
+
+TEST_P(PkiTest, SelfSignedInspects) {
+  std::string error, pem;
+  auto key = Key::generate(GetParam(), &error);
+  ASSERT_TRUE(key->selfSigned({"a.example", "b.example"}, 7, &pem, &error)) << error;
+  CertificateInfo info;
+  ASSERT_TRUE(inspectChain(pem + pem, &info, &error)) << error;
+  EXPECT_EQ(info.names, (std::vector<std::string>{"a.example", "b.example"}));
+  EXPECT_EQ(info.subject, "a.example");
+  EXPECT_EQ(info.issuer, "a.example");
+  EXPECT_EQ(info.chain_length, 2u);
+  int64_t now = time(nullptr);
+  EXPECT_NEAR(static_cast<double>(info.not_after), static_cast<double>(now + 7 * 86400), 5);
+  EXPECT_NEAR(static_cast<double>(info.not_before), static_cast<double>(now - 3600), 5);
+  EXPECT_TRUE(chainMatchesKey(pem, *key));
+  auto other = Key::generate(GetParam(), &error);
+  EXPECT_FALSE(chainMatchesKey(pem, *other));
+}
+
+INSTANTIATE_TEST_SUITE_P(Keys, PkiTest, ::testing::Values(KeyType::EcdsaP256, KeyType::Rsa2048));
+
+TEST(Pki, RefusesWhatIsNotAKeyOrCertificate) {
+  std::string error;
+  EXPECT_FALSE(
+      Key::fromPem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", &error));
+  EXPECT_FALSE(error.empty());
+  CertificateInfo info;
+  EXPECT_FALSE(inspectChain("garbage", &info, &error));
+  EXPECT_FALSE(inspectChain("", &info, &error));
+  KeyType t;
+  EXPECT_TRUE(parseKeyType("rsa-2048", &t));
+  EXPECT_EQ(t, KeyType::Rsa2048);
+  EXPECT_FALSE(parseKeyType("dsa", &t));
+}
+
+}  // namespace
+}  // namespace eldric::pki
