@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "common/config/loader.h"
+#include "common/file.h"
 #include "common/log.h"
 #include "dataplane/common/random.h"
 #include "eldric/edge/v1/admin.pb.h"
@@ -268,14 +269,9 @@ void FarmClient::applyCeilings(const edge::v1::FarmUsage& usage) {
   uint32_t members = std::max<uint32_t>(1, usage.members());
   state_->farm_members.store(members, std::memory_order_release);
   if (members != usage_members_ && !members_file_.empty()) {
-    std::string text = std::to_string(members) + "\n";
-    std::string tmp = members_file_ + ".tmp";
-    FILE* f = fopen(tmp.c_str(), "w");
-    if (f && fwrite(text.data(), 1, text.size(), f) == text.size() && fclose(f) == 0) {
-      rename(tmp.c_str(), members_file_.c_str());
-    } else if (f) {
-      fclose(f);
-    }
+    std::string why;
+    if (!writeFileAtomically(members_file_, std::to_string(members) + "\n", 0644, &why))
+      log::warn("cannot write the farm members file", {{"error", log::str(why)}});
   }
   usage_members_ = members;
   applied_usage_seq_ = usage.seq();

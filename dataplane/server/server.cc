@@ -15,6 +15,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "common/address.h"
+#include "common/file.h"
 #include "common/hex.h"
 #include "common/log.h"
 #include "common/session_key.h"
@@ -245,18 +246,10 @@ bool Server::applyFarmSnapshot(const edge::v1::Snapshot& pushed, std::string* er
   applyConfig(next);
   // Kept so that a restart while the control plane is down still serves
   // the farm's last word (static stability across restarts too).
-  if (!farm_snapshot_path_.empty()) {
-    std::string tmp = farm_snapshot_path_ + ".tmp";
-    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    std::string bytes = snapshot.SerializeAsString();
-    if (fd >= 0 && write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()) &&
-        fsync(fd) == 0) {
-      close(fd);
-      rename(tmp.c_str(), farm_snapshot_path_.c_str());
-    } else if (fd >= 0) {
-      close(fd);
-    }
-  }
+  std::string why;
+  if (!farm_snapshot_path_.empty() &&
+      !writeFileAtomically(farm_snapshot_path_, snapshot.SerializeAsString(), 0600, &why))
+    log::warn("cannot keep the farm snapshot for a restart", {{"error", log::str(why)}});
   log::info("snapshot applied from the control plane",
             {{"version", log::str(snapshot.version())},
              {"api_keys", log::num(snapshot.auth().api_keys_size())}});
