@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "common/pki/pki.h"
 #include "dataplane/network/connection.h"
 #include "dataplane/stats/stats.h"
 
@@ -31,6 +32,11 @@ const upstream::ClusterInfo* RuntimeConfig::cluster(std::string_view name) const
     if (c->name == name) return c.get();
   }
   return nullptr;
+}
+
+const std::string* RuntimeConfig::acmeKeyAuthorization(std::string_view token) const {
+  auto it = acme_challenges.find(token);
+  return it == acme_challenges.end() ? nullptr : &it->second;
 }
 
 const CompiledRoute* RuntimeConfig::match(std::string_view path, std::string_view method,
@@ -125,9 +131,36 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
     cl.port = l.address().port();
     cl.redirect_to_https = l.role() == edge::v1::Listener::ROLE_REDIRECT_TO_HTTPS;
     cl.redirect_port = l.redirect_port();
+    cl.secure = l.has_tls();
     if (l.has_tls()) {
-      cl.tls = tls::ServerContext::create(l.tls(), error);
+      // tls.mode "acme": the issued certificate, or a stand-in until then.
+      edge::v1::TlsContext acme_tls;
+      const edge::v1::TlsContext* tls_config = &l.tls();
+      if (l.tls().acme()) {
+        acme_tls = l.tls();
+        acme_tls.clear_certificates();
+        const auto& acme = snapshot.acme();
+        if (!acme.certificate().certificate_chain_pem().empty()) {
+          *acme_tls.add_certificates() = acme.certificate();
+        } else {
+          if (!tls::standInCertificate(acme_tls.add_certificates(), error)) return nullptr;
+          cl.acme_pending = acme.status().empty() ? "no certificate issued yet" : acme.status();
+        }
+        tls_config = &acme_tls;
+      }
+      cl.tls = tls::ServerContext::create(*tls_config, error);
       if (!cl.tls) return nullptr;
+      for (const auto& c : tls_config->certificates()) {
+        pki::CertificateInfo info;
+        std::string why;
+        CompiledListener::Certificate entry;
+        entry.source = !l.tls().acme() ? "file" : cl.acme_pending.empty() ? "acme" : "stand-in";
+        if (pki::inspectChain(c.certificate_chain_pem(), &info, &why)) {
+          entry.subject = info.subject;
+          entry.not_after = info.not_after;
+        }
+        cl.certificates.push_back(std::move(entry));
+      }
       if (uint64_t age = static_cast<uint64_t>(l.tls().hsts_max_age().seconds()); age > 0) {
         cl.hsts = "max-age=" + std::to_string(age) +
                   (l.tls().hsts_include_subdomains() ? "; includeSubDomains" : "");
@@ -135,6 +168,8 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
     }
     cfg->listeners.push_back(std::move(cl));
   }
+  for (const auto& c : snapshot.acme().challenges())
+    cfg->acme_challenges[c.token()] = c.key_authorization();
   // A redirect with no port of its own points at the HTTPS listener's.
   for (auto& l : cfg->listeners) {
     const CompiledListener* https = cfg->listener("https");

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -34,6 +35,15 @@ struct CompiledListener : http::ListenerInfo {
   std::string address;
   uint32_t port = 0;
   tls::ServerContextSharedPtr tls;  // null: plaintext
+  // The certificates served, for /metrics (expiry) and /health.
+  struct Certificate {
+    std::string source;  // "file", "acme" or "stand-in"
+    std::string subject;
+    int64_t not_after = 0;  // Unix seconds; 0 when it did not parse
+  };
+  std::vector<Certificate> certificates;
+  // tls.mode "acme" and no certificate issued yet: why (from Snapshot.acme).
+  std::string acme_pending;
 };
 
 // Immutable once compile() returns it: nothing casts it back to mutable;
@@ -59,6 +69,9 @@ struct RuntimeConfig : http::RouteConfig {
   const upstream::ClusterInfo* cluster(std::string_view name) const;
   const CompiledRoute* match(std::string_view path, std::string_view method,
                              bool* wrong_method) const override;
+  const std::string* acmeKeyAuthorization(std::string_view token) const override;
+  // Snapshot.acme's challenges: token -> key authorization.
+  std::map<std::string, std::string, std::less<>> acme_challenges;
 };
 using RuntimeConfigSharedPtr = std::shared_ptr<const RuntimeConfig>;
 

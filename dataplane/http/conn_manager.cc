@@ -83,6 +83,21 @@ void ActiveStream::decodeHeaders(RequestHeadersPtr headers, bool end_stream) {
   }
 
   const auto& listener = cm_.listener();
+  // ACME HTTP-01 (RFC 8555 section 8.3) on a plaintext port, before its
+  // redirect: the CA must read the answer over http, on whichever member
+  // its connection reaches.
+  static constexpr std::string_view kAcmePrefix = "/.well-known/acme-challenge/";
+  if (!listener.secure && request_->pathOnly().substr(0, kAcmePrefix.size()) == kAcmePrefix &&
+      (request_->method == "GET" || request_->method == "HEAD")) {
+    std::string_view token = request_->pathOnly().substr(kAcmePrefix.size());
+    if (const std::string* answer = config_->acmeKeyAuthorization(token)) {
+      sendLocalBody(200, "application/octet-stream", *answer);
+    } else {
+      sendLocalReply(ErrorReply{404, "no ACME challenge with this token", "invalid_request_error",
+                                "not_found"});
+    }
+    return;
+  }
   if (listener.redirect_to_https) {
     std::string host;
     if (std::optional<std::string_view> h = request_->headers.get("host")) host = *h;

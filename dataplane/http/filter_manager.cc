@@ -162,13 +162,25 @@ void FilterManager::sendLocalReply(const ErrorReply& reply,
     resetStream(reply.code);
     return;
   }
-  decode_done_ = true;
   streamInfo().error_code = reply.code;
+  sendLocalBody(
+      reply.status, "application/json",
+      errorBody(reply.message, reply.type.empty() ? defaultErrorType(reply.status) : reply.type,
+                reply.code),
+      extra);
+}
+
+void FilterManager::sendLocalBody(int status, std::string_view content_type, std::string_view body,
+                                  const std::function<void(ResponseHeaders&)>& extra) {
+  if (destroyed_) return;
+  if (response_headers_encoded_) {
+    resetStream("local_reply_after_headers");
+    return;
+  }
+  decode_done_ = true;
   auto headers = std::make_unique<ResponseHeaders>();
-  headers->status = reply.status;
-  headers->headers.add("content-type", "application/json");
-  std::string body = errorBody(
-      reply.message, reply.type.empty() ? defaultErrorType(reply.status) : reply.type, reply.code);
+  headers->status = status;
+  headers->headers.add("content-type", content_type);
   headers->headers.add("content-length", std::to_string(body.size()));
   if (extra) extra(*headers);
   Buffer data;

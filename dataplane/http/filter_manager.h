@@ -64,6 +64,10 @@ class FilterManager : public DecoderFilterCallbacks,
   void continueDecoding() override;
   void sendLocalReply(const ErrorReply& reply,
                       const std::function<void(ResponseHeaders&)>& extra = nullptr) override;
+  // A whole answer made here that is not an error (an ACME challenge's key
+  // authorization): like sendLocalReply, with this status, type and body.
+  void sendLocalBody(int status, std::string_view content_type, std::string_view body,
+                     const std::function<void(ResponseHeaders&)>& extra = nullptr);
   void encodeHeaders(ResponseHeadersPtr headers, bool end_stream) override;
   void encodeData(Buffer& data, bool end_stream) override;
   void continue100() override;

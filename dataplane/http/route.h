@@ -67,6 +67,9 @@ class RouteConfig : public ConnectionSettings {
   // path matched a route that does not allow `method`.
   virtual const Route* match(std::string_view path, std::string_view method,
                              bool* wrong_method) const = 0;
+  // ACME HTTP-01: the key authorization to answer for `token` on a
+  // plaintext listener, or null.
+  virtual const std::string* acmeKeyAuthorization(std::string_view token) const { return nullptr; }
 };
 using RouteConfigSharedPtr = std::shared_ptr<const RouteConfig>;
 
@@ -76,6 +79,8 @@ struct ListenerInfo {
   // This listener only redirects to HTTPS, on `redirect_port`.
   bool redirect_to_https = false;
   uint32_t redirect_port = 0;
+  // Connections arrive over TLS.
+  bool secure = false;
   // Strict-Transport-Security's value on every answer (empty: none).
   std::string hsts;
 };

@@ -135,6 +135,29 @@ std::string BuiltinFilter::healthJson(int* status) {
   out += ",\"routers_healthy\":" + std::to_string(healthy);
   out += ",\"routers_total\":" + std::to_string(total);
   out += ",\"routers\":" + list;
+  // What each TLS listener serves; an ACME listener still on its stand-in
+  // says why (it does not make the Edge unhealthy: clients that pin the
+  // stand-in are not expected, and the CA may answer on the next try).
+  out += ",\"tls\":[";
+  bool first_cert = true;
+  for (const auto& l : cfg.listeners) {
+    for (const auto& c : l.certificates) {
+      out += first_cert ? "{\"listener\":" : ",{\"listener\":";
+      first_cert = false;
+      log::appendJsonString(out, l.name);
+      out += ",\"source\":";
+      log::appendJsonString(out, c.source);
+      out += ",\"subject\":";
+      log::appendJsonString(out, c.subject);
+      out += ",\"not_after\":" + std::to_string(c.not_after);
+      if (!l.acme_pending.empty()) {
+        out += ",\"acme_pending\":";
+        log::appendJsonString(out, l.acme_pending);
+      }
+      out += "}";
+    }
+  }
+  out += "]";
   // A plugin in trouble shows here; it does not make the Edge unhealthy.
   if (state_.plugins_health) out += ",\"plugins\":" + state_.plugins_health();
   if (state_.farm_view) {
@@ -292,6 +315,20 @@ std::string BuiltinFilter::metricsText() {
   counter("eldric_edge_upstream_resets_total", "Upstream responses cut off mid-way.", "counter",
           &W::upstream_rq_reset);
 
+  {
+    // Seconds until each served certificate expires (negative once it has).
+    int64_t wall = static_cast<int64_t>(wallMs() / 1000);
+    out +=
+        "# HELP eldric_tls_certificate_expiry_seconds Seconds until the certificate a TLS "
+        "listener serves expires.\n# TYPE eldric_tls_certificate_expiry_seconds gauge\n";
+    for (const auto& l : cfg.listeners) {
+      for (const auto& c : l.certificates) {
+        if (c.not_after == 0) continue;
+        out += "eldric_tls_certificate_expiry_seconds{listener=\"" + l.name + "\",source=\"" +
+               c.source + "\"} " + std::to_string(c.not_after - wall) + "\n";
+      }
+    }
+  }
   uint64_t now = callbacks_->dispatcher().nowMs();
   out += "# HELP eldric_edge_upstream_healthy Whether an upstream takes traffic (1) or not (0).\n";
   out += "# TYPE eldric_edge_upstream_healthy gauge\n";

@@ -7,6 +7,10 @@
 #include <openssl/sha.h>
 #include <openssl/x509.h>
 
+#include <mutex>
+
+#include "common/pki/pki.h"
+
 namespace eldric::tls {
 
 std::string lastError() {
@@ -152,6 +156,23 @@ int ServerContext::selectAlpn(SSL*, const uint8_t** out, uint8_t* out_len, const
   }
   *out = selected;
   return SSL_TLSEXT_ERR_OK;
+}
+
+bool standInCertificate(edge::v1::TlsCertificate* out, std::string* error) {
+  static std::mutex mu;
+  static edge::v1::TlsCertificate made;
+  std::lock_guard<std::mutex> lock(mu);
+  if (made.certificate_chain_pem().empty()) {
+    auto key = pki::Key::generate(pki::KeyType::EcdsaP256, error);
+    std::string pem;
+    if (!key || !key->selfSigned({"eldric-edge-acme-stand-in"}, 3650, &pem, error)) return false;
+    made.set_certificate_chain_pem(pem);
+    made.set_private_key_pem(key->privatePem());
+    made.set_certificate_source("stand-in");
+    made.set_private_key_source("stand-in");
+  }
+  *out = made;
+  return true;
 }
 
 }  // namespace eldric::tls

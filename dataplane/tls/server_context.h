@@ -39,6 +39,11 @@ class ServerContext {
 };
 using ServerContextSharedPtr = std::shared_ptr<ServerContext>;
 
+// What a listener with tls.mode "acme" serves until its first certificate
+// is issued: a self-signed ECDSA certificate ("eldric-edge ACME stand-in"),
+// made once per process. Clients do not trust it, and /health says why.
+bool standInCertificate(edge::v1::TlsCertificate* out, std::string* error);
+
 // The most recent BoringSSL error as text (and clears the queue).
 std::string lastError();
 
