@@ -42,6 +42,7 @@ struct Settings {
   bool tls_enabled = true;
   std::string tls_mode = "manual";
   std::string cert_file, key_file;
+  AcmeSettings acme;
   bool require_api_key = false;
   struct Key {
     std::string key;  // never logged; hashed into the snapshot
@@ -74,7 +75,9 @@ struct Settings {
   int64_t max_header_bytes = 32 * 1024, max_headers = 100, max_body_bytes = 10 * 1024 * 1024;
   // "tls": the profile and Strict-Transport-Security (0: none).
   std::string tls_profile = "intermediate";
-  int64_t hsts_max_age_s = 0;
+  // -1: not set; then 0 (none) with manual certificates, a year with
+  // ACME (a publicly trusted certificate that renews itself).
+  int64_t hsts_max_age_s = -1;
   bool hsts_include_subdomains = false;
   int64_t header_timeout_ms = 10000, idle_timeout_ms = 60000, request_timeout_ms = 600000,
           drain_timeout_ms = 15000, max_connections_per_worker = 0, body_timeout_ms = 60000,
@@ -210,7 +213,21 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                        {"key_file", w.string(&s.key_file)},
                        {"profile", w.string(&s.tls_profile, {"intermediate", "modern"})},
                        {"hsts_max_age_s", w.integer(&s.hsts_max_age_s, 0, 63072000)},
-                       {"hsts_include_subdomains", w.boolean(&s.hsts_include_subdomains)}});
+                       {"hsts_include_subdomains", w.boolean(&s.hsts_include_subdomains)},
+                       {"acme", [&](const Value& a, const std::string& ap) {
+                          auto& acme = s.acme;
+                          w.object(
+                              a, ap,
+                              {{"directory_url", w.string(&acme.directory_url)},
+                               {"email", w.string(&acme.email)},
+                               {"domains", w.stringList(&acme.domains)},
+                               {"key_type", w.string(&acme.key_type, {"ecdsa-p256", "rsa-2048"})},
+                               {"renew_before_days", w.integer(&acme.renew_before_days, 1, 89)},
+                               {"ca_file", w.string(&acme.ca_file)},
+                               {"challenge", w.string(&acme.challenge, {"http-01"})},
+                               {"retry_initial_s", w.integer(&acme.retry_initial_s, 1, 86400)},
+                               {"retry_max_s", w.integer(&acme.retry_max_s, 1, 7 * 86400)}});
+                        }}});
            }},
           {"auth",
            [&](const Value& v, const std::string& p) {
@@ -415,6 +432,87 @@ bool validCidr(const std::string& text) {
   return true;
 }
 
+// A name a CA can issue for by HTTP-01: lowercase letters, digits and
+// hyphens in dot-separated labels (no wildcard, no IP address).
+}  // namespace
+
+bool AcmeSettings::sameAs(const AcmeSettings& o) const {
+  return enabled == o.enabled && directory_url == o.directory_url && email == o.email &&
+         domains == o.domains && key_type == o.key_type &&
+         renew_before_days == o.renew_before_days && ca_file == o.ca_file &&
+         challenge == o.challenge && retry_initial_s == o.retry_initial_s &&
+         retry_max_s == o.retry_max_s && http_port == o.http_port;
+}
+
+namespace {
+
+// HSTS when tls.mode is "acme" and tls.hsts_max_age_s is not set.
+constexpr int64_t kAcmeHstsMaxAgeSeconds = 31536000;
+
+bool validAcmeDomain(const std::string& d) {
+  if (d.empty() || d.size() > 253 || d.front() == '.' || d.back() == '.') return false;
+  size_t label = 0;
+  bool letter = false;
+  for (size_t i = 0; i < d.size(); ++i) {
+    char c = d[i];
+    if (c == '.') {
+      if (label == 0 || d[i - 1] == '-') return false;
+      label = 0;
+      continue;
+    }
+    bool alpha = c >= 'a' && c <= 'z';
+    if (!alpha && !(c >= '0' && c <= '9') && c != '-') return false;
+    if (c == '-' && label == 0) return false;
+    letter = letter || alpha;
+    if (++label > 63) return false;
+  }
+  return letter && d.back() != '-';
+}
+
+bool checkAcme(const Settings& s, std::string* error) {
+  const AcmeSettings& a = s.acme;
+  if (a.domains.empty()) {
+    *error = "tls.mode \"acme\" needs tls.acme.domains (the names to order a certificate for)";
+    return false;
+  }
+  if (a.domains.size() > 100) {
+    *error = "tls.acme.domains: at most 100 names in one certificate";
+    return false;
+  }
+  std::set<std::string> seen;
+  for (const auto& d : a.domains) {
+    if (!validAcmeDomain(d)) {
+      *error = "tls.acme.domains: \"" + d +
+               "\" is not a DNS name a CA can validate over HTTP-01 (lowercase, no wildcard, no "
+               "IP address)";
+      return false;
+    }
+    if (!seen.insert(d).second) {
+      *error = "tls.acme.domains: \"" + d + "\" is listed twice";
+      return false;
+    }
+  }
+  network::Url u;
+  std::string why;
+  if (!network::parseUrl(a.directory_url, &u, &why) || !u.https) {
+    *error = "tls.acme.directory_url \"" + a.directory_url + "\" " +
+             (why.empty() ? "must be https:// (RFC 8555 section 6.1)" : why);
+    return false;
+  }
+  if (!a.email.empty() && (a.email.find('@') == std::string::npos ||
+                           a.email.find_first_of(" ,;<>\r\n") != std::string::npos)) {
+    *error = "tls.acme.email \"" + a.email + "\" is not an email address";
+    return false;
+  }
+  if (a.retry_max_s < a.retry_initial_s) {
+    *error = "tls.acme.retry_max_s must be at least retry_initial_s";
+    return false;
+  }
+  std::string pem;
+  if (!a.ca_file.empty() && !readFile(a.ca_file, "tls.acme.ca_file", &pem, error)) return false;
+  return true;
+}
+
 google::protobuf::Duration duration(int64_t ms) {
   google::protobuf::Duration d;
   d.set_seconds(ms / 1000);
@@ -517,12 +615,7 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   } else if (s.has_farm_peers || !s.farm.control_planes.empty()) {
     out->warnings.push_back("farm settings have no effect in mode \"single\" (use --mode farm)");
   }
-  if (s.tls_enabled && s.tls_mode == "acme") {
-    *error =
-        "tls.mode \"acme\" is not available in this build yet; use \"manual\" with cert_file and "
-        "key_file";
-    return false;
-  }
+  if (s.tls_enabled && s.tls_mode == "acme" && !checkAcme(s, error)) return false;
   // In a farm the routers come with the control plane's snapshot.
   if (s.routers.empty() && s.mode != "farm") {
     *error =
@@ -616,8 +709,16 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     return false;
   }
 
+  const bool acme = s.tls_enabled && s.tls_mode == "acme";
+  if (acme) {
+    out->acme = s.acme;
+    out->acme.enabled = true;
+    out->acme.http_port = s.http_port;
+    if (!s.cert_file.empty() || !s.key_file.empty())
+      out->warnings.push_back("tls.cert_file and tls.key_file are not used with tls.mode \"acme\"");
+  }
   if (s.tls_enabled) {
-    if (s.cert_file.empty() || s.key_file.empty()) {
+    if (!acme && (s.cert_file.empty() || s.key_file.empty())) {
       *error = "TLS is on but " + std::string(s.cert_file.empty() ? "no certificate" : "no key") +
                " is configured: give --cert and --key (tls.cert_file, tls.key_file), or --no-tls";
       return false;
@@ -631,16 +732,21 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     tls->add_alpn_protocols("http/1.1");
     tls->set_profile(s.tls_profile == "modern" ? edge::v1::TlsContext::PROFILE_MODERN
                                                : edge::v1::TlsContext::PROFILE_INTERMEDIATE);
-    if (s.hsts_max_age_s > 0) *tls->mutable_hsts_max_age() = duration(s.hsts_max_age_s * 1000);
+    int64_t hsts = s.hsts_max_age_s >= 0 ? s.hsts_max_age_s : acme ? kAcmeHstsMaxAgeSeconds : 0;
+    if (hsts > 0) *tls->mutable_hsts_max_age() = duration(hsts * 1000);
     tls->set_hsts_include_subdomains(s.hsts_include_subdomains);
-    auto* cert = tls->add_certificates();
-    std::string pem;
-    if (!readFile(s.cert_file, "tls.cert_file", &pem, error)) return false;
-    cert->set_certificate_chain_pem(pem);
-    cert->set_certificate_source(s.cert_file);
-    if (!readFile(s.key_file, "tls.key_file", &pem, error)) return false;
-    cert->set_private_key_pem(pem);
-    cert->set_private_key_source(s.key_file);
+    if (acme) {
+      tls->set_acme(true);
+    } else {
+      auto* cert = tls->add_certificates();
+      std::string pem;
+      if (!readFile(s.cert_file, "tls.cert_file", &pem, error)) return false;
+      cert->set_certificate_chain_pem(pem);
+      cert->set_certificate_source(s.cert_file);
+      if (!readFile(s.key_file, "tls.key_file", &pem, error)) return false;
+      cert->set_private_key_pem(pem);
+      cert->set_private_key_source(s.key_file);
+    }
     auto* http = snap.add_listeners();
     http->set_name("http");
     http->mutable_address()->set_address(s.bind);
@@ -748,6 +854,11 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   }
   {
     auto* r = route("farm", "/api/v1/farm", true, {"GET"});
+    r->set_builtin(edge::v1::BUILTIN_HANDLER_ADMIN);
+    r->set_required_scope(edge::v1::SCOPE_ADMIN);
+  }
+  {
+    auto* r = route("certificates", "/api/v1/certificates", false, {"GET", "POST"});
     r->set_builtin(edge::v1::BUILTIN_HANDLER_ADMIN);
     r->set_required_scope(edge::v1::SCOPE_ADMIN);
   }

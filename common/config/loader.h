@@ -64,9 +64,35 @@ struct FarmOptions {
   std::string offline_policy = "local_share";
 };
 
+// tls.mode "acme": what the orderer (the control plane, or a standalone
+// Edge's in-process core) asks the CA for. Not part of the Snapshot: the
+// data planes only serve what comes of it (Snapshot.acme).
+struct AcmeSettings {
+  bool enabled = false;
+  std::string directory_url = "https://acme-v02.api.letsencrypt.org/directory";
+  std::string email;
+  std::vector<std::string> domains;
+  std::string key_type = "ecdsa-p256";  // or "rsa-2048"
+  int64_t renew_before_days = 30;
+  // Trust for the directory's certificate (a private CA); empty: the
+  // system's roots.
+  std::string ca_file;
+  std::string challenge = "http-01";
+  // After a failed attempt the next comes this long after, doubling up to
+  // retry_max_s.
+  int64_t retry_initial_s = 10;
+  int64_t retry_max_s = 3600;
+  // The HTTP port the challenges are answered on (the config's http_port),
+  // for the orderer's own check before it asks the CA to validate.
+  int64_t http_port = 80;
+  // Whether an orderer started with `other` must start again for these.
+  bool sameAs(const AcmeSettings& other) const;
+};
+
 struct LoadResult {
   edge::v1::Snapshot snapshot;
   FarmOptions farm;
+  AcmeSettings acme;
   std::string log_level;
   // The plugins directory (plugins/<id>/manifest.json); empty: none. Read
   // by whoever owns the store (see controlplane/core/plugin_dir.h).

@@ -263,5 +263,81 @@ TEST(LoaderTest, FarmRelayUrlIsAUrlWithoutAPath) {
   }
 }
 
+std::string acmeError(const std::string& acme) {
+  return loadError(R"({"router_urls":["http://a:1"],"tls":{"mode":"acme","acme":)" + acme + "}}",
+                   CommandLine{});
+}
+
+TEST(LoaderTest, AcmeNeedsNoCertificateFilesAndFlagsTheListener) {
+  LoadResult r;
+  std::string error;
+  ASSERT_TRUE(loadFromText(
+      R"({"router_urls":["http://a:1"],"http_port":8080,
+          "tls":{"mode":"acme","acme":{"domains":["edge.example.com"],"email":"ops@example.com"}}})",
+      "f", CommandLine{}, &r, &error))
+      << error;
+  EXPECT_TRUE(r.acme.enabled);
+  EXPECT_EQ(r.acme.domains, std::vector<std::string>{"edge.example.com"});
+  EXPECT_EQ(r.acme.directory_url, "https://acme-v02.api.letsencrypt.org/directory");
+  EXPECT_EQ(r.acme.key_type, "ecdsa-p256");
+  EXPECT_EQ(r.acme.renew_before_days, 30);
+  EXPECT_EQ(r.acme.http_port, 8080);
+  const edge::v1::Listener* https = nullptr;
+  for (const auto& l : r.snapshot.listeners())
+    if (l.name() == "https") https = &l;
+  ASSERT_NE(https, nullptr);
+  EXPECT_TRUE(https->tls().acme());
+  EXPECT_EQ(https->tls().certificates_size(), 0);
+  // HSTS is on by default with ACME (a year), and can be turned off.
+  EXPECT_EQ(https->tls().hsts_max_age().seconds(), 31536000);
+  LoadResult off;
+  ASSERT_TRUE(loadFromText(
+      R"({"router_urls":["http://a:1"],
+          "tls":{"mode":"acme","hsts_max_age_s":0,"acme":{"domains":["edge.example.com"]}}})",
+      "f", CommandLine{}, &off, &error))
+      << error;
+  for (const auto& l : off.snapshot.listeners()) {
+    if (l.name() == "https") {
+      EXPECT_FALSE(l.tls().has_hsts_max_age());
+    }
+  }
+  // Manual mode keeps ACME off.
+  EXPECT_FALSE(LoadResult{}.acme.enabled);
+}
+
+TEST(LoaderTest, AcmeSettingsAreChecked) {
+  EXPECT_NE(acmeError(R"({})").find("needs tls.acme.domains"), std::string::npos);
+  EXPECT_NE(acmeError(R"({"domains":["*.example.com"]})").find("no wildcard"), std::string::npos);
+  EXPECT_NE(acmeError(R"({"domains":["Edge.example.com"]})").find("lowercase"), std::string::npos);
+  EXPECT_NE(acmeError(R"({"domains":["10.0.0.1"]})").find("no IP address"), std::string::npos);
+  EXPECT_NE(acmeError(R"({"domains":["a..b"]})").find("not a DNS name"), std::string::npos);
+  EXPECT_NE(acmeError(R"({"domains":["-a.b"]})").find("not a DNS name"), std::string::npos);
+  EXPECT_NE(acmeError(R"({"domains":["a.b","a.b"]})").find("listed twice"), std::string::npos);
+  EXPECT_NE(
+      acmeError(R"({"domains":["a.b"],"directory_url":"http://ca/dir"})").find("must be https://"),
+      std::string::npos);
+  EXPECT_NE(
+      acmeError(R"({"domains":["a.b"],"email":"not-an-address"})").find("not an email address"),
+      std::string::npos);
+  EXPECT_NE(acmeError(R"({"domains":["a.b"],"key_type":"rsa-1024"})").find("key_type"),
+            std::string::npos);
+  EXPECT_NE(acmeError(R"({"domains":["a.b"],"renew_before_days":90})").find("renew_before_days"),
+            std::string::npos);
+  EXPECT_NE(acmeError(R"({"domains":["a.b"],"challenge":"dns-01"})").find("challenge"),
+            std::string::npos);
+  EXPECT_NE(
+      acmeError(R"({"domains":["a.b"],"retry_initial_s":60,"retry_max_s":10})").find("retry_max_s"),
+      std::string::npos);
+  EXPECT_NE(
+      acmeError(R"({"domains":["a.b"],"ca_file":"/nonexistent/ca.pem"})").find("tls.acme.ca_file"),
+      std::string::npos);
+  EXPECT_NE(acmeError(R"({"domains":["a.b"],"bogus":1})").find("tls.acme.bogus"),
+            std::string::npos);
+  std::string many = R"({"domains":[)";
+  for (int i = 0; i < 101; ++i)
+    many += (i ? "," : "") + std::string("\"n") + std::to_string(i) + ".example\"";
+  EXPECT_NE(acmeError(many + "]}").find("at most 100"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace eldric::config
