@@ -448,6 +448,32 @@ RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method,
 // ---------------------------------------------------------------------------
 // The farm.
 
+RestReply handleCertificatesRest(const AdminContext& ctx, const std::string& method,
+                                 const std::string& path) {
+  std::string rest;
+  if (!subPath(path, "/api/v1/certificates", &rest))
+    return error(404, "no route for " + path, "not_found");
+  if (rest.empty()) {
+    if (method != "GET") return error(405, "use GET on /api/v1/certificates", "method_not_allowed");
+    return RestReply{200,
+                     "{\"object\":\"list\",\"data\":" +
+                         (ctx.certificates_json ? ctx.certificates_json() : std::string("[]")) +
+                         "}",
+                     ""};
+  }
+  if (rest != "/renew") return error(404, "no route for " + path, "not_found");
+  if (method != "POST")
+    return error(405, "use POST on /api/v1/certificates/renew", "method_not_allowed");
+  if (!ctx.renew_certificates)
+    return error(409, "no certificate here is ordered by ACME (tls.mode is not \"acme\")",
+                 "no_acme");
+  ctx.renew_certificates();
+  return RestReply{202,
+                   "{\"renewing\":true,\"message\":\"a new order has started; GET "
+                   "/api/v1/certificates shows its outcome\"}",
+                   ""};
+}
+
 RestReply handleFarmRest(const AdminContext& ctx, const std::string& method,
                          const std::string& path) {
   std::string rest;
@@ -538,6 +564,8 @@ RestReply handleAdminRest(const AdminContext& ctx, const std::string& method,
   if (subPath(path, "/api/v1/plugins", &rest))
     return handlePluginsRest(ctx, method, path, body, changed);
   if (subPath(path, "/api/v1/farm", &rest)) return handleFarmRest(ctx, method, path);
+  if (subPath(path, "/api/v1/certificates", &rest))
+    return handleCertificatesRest(ctx, method, path);
   return error(404, "no route for " + path, "not_found");
 }
 

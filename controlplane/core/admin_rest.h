@@ -30,6 +30,10 @@ struct AdminContext {
   // Optional: the client's live usage as a JSON object
   // ({"requests_in_window":..,"tokens_in_window":..,"in_flight":..}).
   std::function<std::string(const std::string& client_id)> usage_json;
+  // GET /api/v1/certificates, POST /api/v1/certificates/renew.
+  RestReply handleCertificatesRest(const AdminContext& ctx, const std::string& method,
+                                   const std::string& path);
+
   // GET /api/v1/farm. "farm": the members a control plane knows; "single":
   // a standalone Edge, the one member being itself (no control plane, so
   // its "connected" and report times are null).
@@ -44,6 +48,12 @@ struct AdminContext {
   std::function<bool(const std::string& id, const std::string& valves_json, std::string* error,
                      std::string* field)>
       check_valves;
+  // GET /api/v1/certificates: a JSON array of what each TLS listener
+  // serves (see acme/certificates.h). Unset: an empty list.
+  std::function<std::string()> certificates_json;
+  // POST /api/v1/certificates/renew: orders a new ACME certificate now.
+  // Unset: there is no ACME certificate here to renew (409).
+  std::function<void()> renew_certificates;
 };
 
 // Handles METHOD PATH (path without query) with BODY. Sets `*changed` when
@@ -58,6 +68,10 @@ RestReply handleClientsRest(const AdminContext& ctx, const std::string& method,
 // error about a valves body names the JSON error and its offset only.
 RestReply handlePluginsRest(const AdminContext& ctx, const std::string& method,
                             const std::string& path, const std::string& body, bool* changed);
+
+// GET /api/v1/certificates, POST /api/v1/certificates/renew.
+RestReply handleCertificatesRest(const AdminContext& ctx, const std::string& method,
+                                 const std::string& path);
 
 // GET /api/v1/farm.
 RestReply handleFarmRest(const AdminContext& ctx, const std::string& method,
