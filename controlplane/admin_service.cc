@@ -16,6 +16,7 @@
 #include "common/crypto.h"
 #include "common/log.h"
 #include "controlplane/clock.h"
+#include "controlplane/core/acme/certificates.h"
 #include "controlplane/core/admin_rest.h"
 #include "controlplane/core/store.h"
 #include "controlplane/server_impl.h"
@@ -190,6 +191,11 @@ AdminContext ControlPlane::Impl::adminContextLocked() {
   ctx.usage_json = [this](const std::string& id) { return usageJson(id); };
   ctx.mode = "farm";
   ctx.farm_status = [this](edge::v1::FarmStatus* out) { farmStatus(out); };
+  // Under store_mu_ (the caller's), as acme_ is.
+  ctx.certificates_json = [this] {
+    return acme::certificatesJson(base_.snapshot, acme_.get(), unixMs() / 1000);
+  };
+  if (acme_) ctx.renew_certificates = [this] { acme_->renewNow(); };
   return ctx;
 }
 

@@ -43,6 +43,7 @@
 #include "controlplane/clock.h"
 #include "controlplane/core/plugin_dir.h"
 #include "controlplane/core/store.h"
+#include "controlplane/curl_transport.h"
 #include "controlplane/discovery_stream.h"
 #include "controlplane/server_impl.h"
 #include "eldric/edge/v1/discovery.grpc.pb.h"
@@ -164,6 +165,7 @@ bool ControlPlane::Impl::start(std::string* error) {
     session_key_ = std::move(session_key);
     if (!rebuildLocked("start", error)) return false;
   }
+  if (!applyAcme(base_.acme, error)) return false;
 
   std::shared_ptr<grpc::ServerCredentials> creds;
   if (tls) {
@@ -227,6 +229,10 @@ bool ControlPlane::Impl::reload(std::string* error) {
     log::setLevel(level);
   }
   for (const auto& w : loaded.warnings) log::warn(w);
+  std::string acme_error;
+  if (!applyAcme(loaded.acme, &acme_error))
+    log::error("ACME not restarted; the previous orderer runs on",
+               {{"error", log::str(acme_error)}});
   if (options_.sync_interval_ms <= 0) {
     sync_interval_ms_ = file_interval > 0 ? file_interval : kDefaultSyncIntervalMs;
   }
@@ -256,6 +262,12 @@ void ControlPlane::Impl::shutdown() {
   }
   timer_cv_.notify_all();
   if (timer_.joinable()) timer_.join();
+  std::unique_ptr<acme::Manager> acme;
+  {
+    std::lock_guard<std::mutex> l(store_mu_);
+    acme = std::move(acme_);
+  }
+  acme.reset();  // stops its thread, which may be waiting for store_mu_
   if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
   // Tell every data plane to go elsewhere (or retry) rather than letting
   // the streams hang until the deadline below cancels them.
@@ -277,6 +289,69 @@ void ControlPlane::Impl::shutdown() {
     std::lock_guard<std::mutex> l(streams_mu_);
   }
   log::info("control plane stopped");
+}
+
+// ---------------------------------------------------------------------------
+// ACME.
+
+bool ControlPlane::Impl::applyAcme(const config::AcmeSettings& settings, std::string* error) {
+  std::unique_ptr<acme::Manager> old;
+  {
+    std::lock_guard<std::mutex> l(store_mu_);
+    if (settings.sameAs(acme_settings_) && (acme_ != nullptr) == settings.enabled) return true;
+    old = std::move(acme_);
+  }
+  if (old) {
+    log::info("tls.acme changed: the ACME orderer restarts");
+    old.reset();
+  }
+  std::unique_ptr<acme::Manager> next;
+  if (settings.enabled) {
+    auto transport = makeCurlTransport(settings.ca_file, error);
+    if (!transport) return false;
+    acme::Hooks hooks;
+    hooks.changed = [this] {
+      std::lock_guard<std::mutex> l(store_mu_);
+      rebuildAfterChangeLocked("acme");
+    };
+    hooks.served = [this](const std::vector<std::pair<std::string, std::string>>& c,
+                          std::string* why) { return challengesServed(c, why); };
+    next = std::make_unique<acme::Manager>(settings, options_.data_dir, std::move(transport),
+                                           std::move(hooks));
+  }
+  std::lock_guard<std::mutex> l(store_mu_);
+  acme_settings_ = settings;
+  if (next && !next->start(error)) return false;
+  acme_ = std::move(next);
+  return true;
+}
+
+bool ControlPlane::Impl::challengesServed(
+    const std::vector<std::pair<std::string, std::string>>& challenges, std::string* why) {
+  std::vector<std::string> holding;  // versions that hold every token
+  {
+    std::lock_guard<std::mutex> l(store_mu_);
+    for (const auto& [version, tokens] : challenge_versions_) {
+      bool all = true;
+      for (const auto& c : challenges)
+        all = all && std::find(tokens.begin(), tokens.end(), c.first) != tokens.end();
+      if (all) holding.push_back(version);
+    }
+  }
+  size_t connected = 0, serving = 0;
+  {
+    std::lock_guard<std::mutex> l(streams_mu_);
+    for (const auto& [id, n] : nodes_) {
+      if (!n.stream) continue;
+      ++connected;
+      if (std::find(holding.begin(), holding.end(), n.acked_version) != holding.end()) ++serving;
+    }
+  }
+  if (connected > 0 && serving == connected) return true;
+  *why = connected == 0 ? "no member is connected"
+                        : std::to_string(serving) + " of " + std::to_string(connected) +
+                              " members serve the challenges";
+  return false;
 }
 
 // ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "common/config/loader.h"
+#include "controlplane/core/acme/manager.h"
 #include "controlplane/core/admin_rest.h"
 #include "controlplane/core/farm_limits.h"
 #include "controlplane/core/store.h"
@@ -97,6 +98,14 @@ class ControlPlane::Impl : public DiscoveryStreamHandler {
   void rebuildAfterChangeLocked(const char* reason);
   void publish(OutboundPtr msg, FarmLimits limits);
   AdminContext adminContextLocked();
+  // tls.mode "acme": (re)starts the orderer when the settings differ from
+  // the running one's, stops it when ACME is off. Not under store_mu_ (the
+  // old manager's thread may be waiting for it).
+  bool applyAcme(const config::AcmeSettings& settings, std::string* error);
+  // ACME's served hook: every connected member acked a snapshot that
+  // holds these challenges.
+  bool challengesServed(const std::vector<std::pair<std::string, std::string>>& challenges,
+                        std::string* why);
   std::string usageJson(const std::string& client_id);
   void timerLoop();
   // A usage report arrived: have it reach the other members soon.
@@ -136,6 +145,11 @@ class ControlPlane::Impl : public DiscoveryStreamHandler {
     int64_t expires_at = 0;  // unix seconds; 0: never
   };
   std::unordered_map<std::string, KnownKey> known_keys_;
+  // The ACME orderer (tls.mode "acme"), and the snapshot versions built
+  // while it had challenges out, with their tokens (the last few).
+  std::unique_ptr<acme::Manager> acme_;
+  config::AcmeSettings acme_settings_;
+  std::vector<std::pair<std::string, std::vector<std::string>>> challenge_versions_;
   // The first key expiry in the served snapshot; 0: none. Written under
   // store_mu_, read by the timer without it.
   std::atomic<int64_t> next_expiry_s_{0};

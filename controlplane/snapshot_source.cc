@@ -74,6 +74,7 @@ bool ControlPlane::Impl::rebuildLocked(const char* reason, std::string* error) {
     addRunnablePlugins(base_.plugins_dir, store_->listPlugins(), snap.mutable_plugins(), &warnings);
     for (const auto& w : warnings) log::warn(w);
   }
+  if (acme_) acme_->fill(snap.mutable_acme());
   // Members report (and expect the farm's counts) at the interval this
   // control plane pushes at, whatever set it.
   int64_t interval_ms = sync_interval_ms_.load();
@@ -102,6 +103,12 @@ bool ControlPlane::Impl::rebuildLocked(const char* reason, std::string* error) {
   }
   if (version == built_version_) return true;  // nothing changed: no push
   built_version_ = version;
+  if (snap.acme().challenges_size() > 0) {
+    std::vector<std::string> tokens;
+    for (const auto& c : snap.acme().challenges()) tokens.push_back(c.token());
+    challenge_versions_.emplace_back(version, std::move(tokens));
+    if (challenge_versions_.size() > 16) challenge_versions_.erase(challenge_versions_.begin());
+  }
   snap.set_version(version);
 
   DiscoveryResponse msg;

@@ -14,6 +14,9 @@ build_pkgs=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev rapidjson-dev libgtest-dev libgmock-dev libnghttp2-dev
   libsqlite3-dev zlib1g-dev libtcmalloc-minimal4
+  # The control plane's ACME client: libcurl (OpenSSL flavour, like the
+  # libcrypto the control plane already links; never the data plane).
+  libcurl4-openssl-dev libssl-dev
   # The sanitizer and fuzzing builds (.bazelrc's asan, ubsan, tsan and
   # fuzz configs; test/fuzz/run, test/sanitize): clang, its sanitizer
   # runtimes and libFuzzer.
@@ -35,6 +38,9 @@ test_pkgs=(
   nginx-light haproxy wrk nghttp2-client slowhttptest
   # TLS as a public scanner sees it (test/e2e/tls-scan.test.mjs).
   testssl.sh sslscan
+  # An RFC 8555 CA for the ACME tests (test/e2e/acme.test.mjs) and its
+  # DNS test server.
+  pebble
   # The web chat's browser tests (playwright-core drives Debian's Chromium;
   # the font makes the screenshots readable).
   chromium fonts-dejavu-core

@@ -19,10 +19,12 @@
 #include "common/hex.h"
 #include "common/log.h"
 #include "common/session_key.h"
+#include "controlplane/core/acme/certificates.h"
 #include "controlplane/core/admin_rest.h"
 #include "controlplane/core/plugin_dir.h"
 #include "controlplane/core/snapshot_builder.h"
 #include "dataplane/network/connection.h"
+#include "dataplane/server/acme_transport.h"
 #include "dataplane/server/builtin.h"
 #include "dataplane/server/webchat_handler.h"
 #include "dataplane/tls/client_context.h"
@@ -422,6 +424,7 @@ config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std
     } else {
       log::error("stored session logouts not read", {{"error", log::str(why)}});
     }
+    if (acme_) acme_->fill(snap.mutable_acme());
     if (!plugins_dir_.empty()) {
       std::vector<std::string> warnings;
       controlplane::addRunnablePlugins(plugins_dir_, store_->listPlugins(), snap.mutable_plugins(),
@@ -693,6 +696,14 @@ void Server::reload() {
   base_snapshot_ = loaded.snapshot;
   applyConfig(next);
   state_.reloads_ok.fetch_add(1);
+  // tls.acme changed (or ACME was turned on or off): the orderer starts
+  // again with the new settings; its first build replaces the one above.
+  if (!loaded.acme.sameAs(acme_settings_)) {
+    acme_.reset();
+    acme_settings_ = config::AcmeSettings{};
+    if (loaded.acme.enabled && !startAcme(loaded.acme, &error))
+      log::error("ACME not started", {{"error", log::str(error)}});
+  }
   std::string fp;
   for (const auto& l : next->listeners) {
     if (l.tls) fp = l.tls->fingerprint();
@@ -797,6 +808,11 @@ int Server::run() {
     fprintf(stderr, "eldric-edge: %s\n", error.c_str());
     return 2;
   }
+  if (loaded.acme.enabled && !farm_ && !startAcme(loaded.acme, &error)) {
+    log::error("acme error", {{"error", log::str(error)}});
+    fprintf(stderr, "eldric-edge: %s\n", error.c_str());
+    return 2;
+  }
   // Compiled again with the listeners as bound (a port the kernel picked,
   // the redirect's Location port): the config stays immutable.
   cfg = build(base_snapshot_, &error);
@@ -884,6 +900,7 @@ int Server::run() {
 
   main_.run();
   farm_.reset();
+  acme_.reset();
 
   for (auto& w : workers_) w->stop();
   for (auto& w : workers_) w->join();
@@ -1082,6 +1099,12 @@ AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::s
                             std::string* field) {
     return filters::plugins::validateValves(plugin_runtime_.valvesSchema(id), valves, error, field);
   };
+  ctx.certificates_json = [this] {
+    auto cfg = config();
+    return controlplane::acme::certificatesJson(cfg ? cfg->snapshot : base_snapshot_, acme_.get(),
+                                                static_cast<int64_t>(time(nullptr)));
+  };
+  if (acme_) ctx.renew_certificates = [this] { acme_->renewNow(); };
   controlplane::RestReply r = controlplane::handleAdminRest(ctx, method, path, body, changed);
   // The path names the client or plugin; bodies (keys, valves) are never logged.
   if (*changed) {
@@ -1090,6 +1113,52 @@ AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::s
         {{"method", log::str(method)}, {"path", log::str(path)}, {"caller", log::str(caller)}});
   }
   return Reply{r.status, std::move(r.body), std::move(r.error_code)};
+}
+
+bool Server::startAcme(const config::AcmeSettings& settings, std::string* error) {
+  auto transport = makeAcmeTransport(settings.ca_file, error);
+  if (!transport) return false;
+  // The self-check before the CA is asked: this Edge's own HTTP port
+  // answers each token (a wildcard bind is reached on loopback).
+  std::string check_base;
+  for (const auto& b : bound_listeners_) {
+    if (b.name != "http") continue;
+    std::string host = b.address == "0.0.0.0" ? "127.0.0.1" : b.address == "::" ? "::1" : b.address;
+    if (host.find(':') != std::string::npos) host = "[" + host + "]";
+    check_base = "http://" + host + ":" + std::to_string(b.port) + "/.well-known/acme-challenge/";
+  }
+  std::shared_ptr<controlplane::acme::Transport> checker = makeAcmeTransport("", error);
+  if (!checker) return false;
+  controlplane::acme::Hooks hooks;
+  hooks.changed = [this] {
+    main_.post([this] {
+      std::string why;
+      if (!rebuild(&why))
+        log::error("rebuilding the snapshot for ACME failed", {{"error", log::str(why)}});
+    });
+  };
+  hooks.served = [check_base, checker](
+                     const std::vector<std::pair<std::string, std::string>>& challenges,
+                     std::string* why) {
+    if (check_base.empty()) {
+      *why = "no plaintext HTTP listener";
+      return false;
+    }
+    for (const auto& c : challenges) {
+      controlplane::acme::HttpResponse res;
+      std::string err;
+      if (!checker->fetch({"GET", check_base + c.first, ""}, &res, &err) || res.status != 200 ||
+          res.body != c.second) {
+        *why = err.empty() ? "the HTTP port answered " + std::to_string(res.status) : err;
+        return false;
+      }
+    }
+    return true;
+  };
+  acme_settings_ = settings;
+  acme_ = std::make_unique<controlplane::acme::Manager>(settings, base_snapshot_.data_dir(),
+                                                        std::move(transport), std::move(hooks));
+  return acme_->start(error);
 }
 
 std::vector<std::string> Server::listenAddresses(const config::RuntimeConfig& cfg) const {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/config/loader.h"
+#include "controlplane/core/acme/manager.h"
 #include "controlplane/core/store.h"
 #include "dataplane/config/runtime_config.h"
 #include "dataplane/event/dispatcher.h"
@@ -87,6 +88,11 @@ class Server : public AdminBackend {
   // tunnel, and the tunnel directory from the control plane.
   void startTunnelRelay(const config::RuntimeConfig& cfg);
   std::string nodeId(const config::RuntimeConfig& cfg) const;
+  // Standalone, tls.mode "acme": the in-process orderer (in a farm the
+  // control plane orders). Started once the listeners are bound.
+  bool startAcme(const config::AcmeSettings& settings, std::string* error);
+  // GET /api/v1/certificates and POST /api/v1/certificates/renew.
+  Reply certificatesReply(const std::string& method, const std::string& path);
 
   config::CommandLine cli_;
   Dispatcher main_;
@@ -137,6 +143,8 @@ class Server : public AdminBackend {
   edge::v1::Snapshot local_snapshot_;  // as this process was started
   std::unique_ptr<FarmClient> farm_;
   std::string farm_snapshot_path_;
+  std::unique_ptr<controlplane::acme::Manager> acme_;
+  config::AcmeSettings acme_settings_;  // acme_'s (disabled when none)
 };
 
 }  // namespace eldric::server
