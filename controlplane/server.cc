@@ -404,6 +404,12 @@ void ControlPlane::Impl::timerLoop() {
       std::lock_guard<std::mutex> sl(store_mu_);
       rebuildAfterChangeLocked("session logout");
     }
+    // A new session ticket key comes first (checked every sync interval).
+    int64_t rotate_at = next_ticket_rotation_s_.load();
+    if (rotate_at != 0 && unixMs() / 1000 >= rotate_at) {
+      std::lock_guard<std::mutex> sl(store_mu_);
+      rebuildAfterChangeLocked("session ticket key rotation");
+    }
     l.lock();
   }
 }

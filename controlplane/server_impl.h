@@ -26,6 +26,7 @@
 #include "controlplane/core/acme/manager.h"
 #include "controlplane/core/admin_rest.h"
 #include "controlplane/core/farm_limits.h"
+#include "controlplane/core/snapshot_builder.h"
 #include "controlplane/core/store.h"
 #include "controlplane/discovery_stream.h"
 #include "controlplane/farm_members.h"
@@ -150,6 +151,10 @@ class ControlPlane::Impl : public DiscoveryStreamHandler {
   std::unique_ptr<acme::Manager> acme_;
   config::AcmeSettings acme_settings_;
   std::vector<std::pair<std::string, std::vector<std::string>>> challenge_versions_;
+  // TLS session ticket keys, rotated by the timer (next_ticket_rotation_s_:
+  // when, Unix seconds; 0: never).
+  TicketKeyRing tickets_;
+  std::atomic<int64_t> next_ticket_rotation_s_{0};
   // The first key expiry in the served snapshot; 0: none. Written under
   // store_mu_, read by the timer without it.
   std::atomic<int64_t> next_expiry_s_{0};

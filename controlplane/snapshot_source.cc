@@ -75,6 +75,16 @@ bool ControlPlane::Impl::rebuildLocked(const char* reason, std::string* error) {
     for (const auto& w : warnings) log::warn(w);
   }
   if (acme_) acme_->fill(snap.mutable_acme());
+  // Session ticket keys, one set for the farm: a ticket from any member
+  // resumes on every other.
+  if (snap.session_tickets().has_rotation()) {
+    int64_t rotation = snap.session_tickets().rotation().seconds();
+    tickets_.rotateIfDue(now_s, rotation);
+    tickets_.fill(snap.mutable_session_tickets());
+    next_ticket_rotation_s_ = rotation > 0 ? now_s + tickets_.secondsToNext(now_s, rotation) : 0;
+  } else {
+    next_ticket_rotation_s_ = 0;
+  }
   // Members report (and expect the farm's counts) at the interval this
   // control plane pushes at, whatever set it.
   int64_t interval_ms = sync_interval_ms_.load();

@@ -75,6 +75,8 @@ struct Settings {
   int64_t max_header_bytes = 32 * 1024, max_headers = 100, max_body_bytes = 10 * 1024 * 1024;
   // "tls": the profile and Strict-Transport-Security (0: none).
   std::string tls_profile = "intermediate";
+  // A new session ticket key every this long (0: tickets off).
+  int64_t session_ticket_rotation_s = 3600;
   // -1: not set; then 0 (none) with manual certificates, a year with
   // ACME (a publicly trusted certificate that renews itself).
   int64_t hsts_max_age_s = -1;
@@ -212,6 +214,8 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                        {"cert_file", w.string(&s.cert_file)},
                        {"key_file", w.string(&s.key_file)},
                        {"profile", w.string(&s.tls_profile, {"intermediate", "modern"})},
+                       {"session_ticket_rotation_s",
+                        w.integer(&s.session_ticket_rotation_s, 0, 7 * 86400)},
                        {"hsts_max_age_s", w.integer(&s.hsts_max_age_s, 0, 63072000)},
                        {"hsts_include_subdomains", w.boolean(&s.hsts_include_subdomains)},
                        {"acme", [&](const Value& a, const std::string& ap) {
@@ -730,6 +734,8 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     https->set_role(edge::v1::Listener::ROLE_SERVE);
     auto* tls = https->mutable_tls();
     tls->add_alpn_protocols("http/1.1");
+    *snap.mutable_session_tickets()->mutable_rotation() =
+        duration(s.session_ticket_rotation_s * 1000);
     tls->set_profile(s.tls_profile == "modern" ? edge::v1::TlsContext::PROFILE_MODERN
                                                : edge::v1::TlsContext::PROFILE_INTERMEDIATE);
     int64_t hsts = s.hsts_max_age_s >= 0 ? s.hsts_max_age_s : acme ? kAcmeHstsMaxAgeSeconds : 0;

@@ -1,5 +1,10 @@
 #include "controlplane/core/snapshot_builder.h"
 
+#include <sys/random.h>
+
+#include <algorithm>
+#include <cstdlib>
+
 #include "common/hex.h"
 
 namespace eldric::controlplane {
@@ -40,6 +45,36 @@ void addLoggedOutSessions(const std::vector<LoggedOutSession>& sessions, edge::v
     out->set_token_sha256(raw);
     out->set_expires_at(s.expires_at);
   }
+}
+
+bool TicketKeyRing::rotateIfDue(int64_t now_s, int64_t rotation_s) {
+  if (rotation_s <= 0) {
+    bool had = !keys_.empty();
+    keys_.clear();
+    return had;
+  }
+  if (!keys_.empty() && now_s - rotated_at_ < rotation_s) return false;
+  std::string key(kKeyBytes, '\0');
+  size_t got = 0;
+  while (got < key.size()) {
+    ssize_t n = getrandom(key.data() + got, key.size() - got, 0);
+    if (n <= 0) abort();  // no randomness: nothing safe to encrypt with
+    got += static_cast<size_t>(n);
+  }
+  keys_.insert(keys_.begin(), std::move(key));
+  if (keys_.size() > kKeys) keys_.resize(kKeys);
+  rotated_at_ = now_s;
+  return true;
+}
+
+int64_t TicketKeyRing::secondsToNext(int64_t now_s, int64_t rotation_s) const {
+  if (rotation_s <= 0) return 3600;
+  return std::max<int64_t>(1, rotated_at_ + rotation_s - now_s);
+}
+
+void TicketKeyRing::fill(edge::v1::SessionTickets* out) const {
+  out->clear_keys();
+  for (const auto& k : keys_) out->add_keys(k);
 }
 
 }  // namespace eldric::controlplane

@@ -148,7 +148,7 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
         }
         tls_config = &acme_tls;
       }
-      cl.tls = tls::ServerContext::create(*tls_config, error);
+      cl.tls = tls::ServerContext::create(*tls_config, snapshot.session_tickets(), error);
       if (!cl.tls) return nullptr;
       for (const auto& c : tls_config->certificates()) {
         pki::CertificateInfo info;

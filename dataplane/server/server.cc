@@ -425,6 +425,15 @@ config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std
       log::error("stored session logouts not read", {{"error", log::str(why)}});
     }
     if (acme_) acme_->fill(snap.mutable_acme());
+    // Session ticket keys, kept across rebuilds (a farm's come from the
+    // control plane).
+    if (snap.session_tickets().has_rotation()) {
+      int64_t rotation = snap.session_tickets().rotation().seconds();
+      tickets_.rotateIfDue(now, rotation);
+      tickets_.fill(snap.mutable_session_tickets());
+      if (ticket_timer_ && rotation > 0)
+        ticket_timer_->enable(tickets_.secondsToNext(now, rotation) * 1000);
+    }
     if (!plugins_dir_.empty()) {
       std::vector<std::string> warnings;
       controlplane::addRunnablePlugins(plugins_dir_, store_->listPlugins(), snap.mutable_plugins(),
@@ -869,6 +878,18 @@ int Server::run() {
   sweep_timer_->enable(kSweepIntervalMs);
   overload_timer_ = main_.createTimer([this] { checkMemory(); });
   overload_timer_->enable(kOverloadCheckMs);
+  if (!farm_) {
+    // A rebuild rotates the session ticket key when due; it also re-arms this.
+    ticket_timer_ = main_.createTimer([this] {
+      std::string why;
+      if (!rebuild(&why))
+        log::error("rebuilding for a session ticket key rotation failed",
+                   {{"error", log::str(why)}});
+    });
+    int64_t rotation = base_snapshot_.session_tickets().rotation().seconds();
+    if (base_snapshot_.session_tickets().has_rotation() && rotation > 0)
+      ticket_timer_->enable(tickets_.secondsToNext(time(nullptr), rotation) * 1000);
+  }
   dns_timer_ = main_.createTimer([this] { refreshDns(); });
   dns_timer_->enable(dnsNames(*cfg, nullptr));
   if (farm_) {

@@ -11,6 +11,7 @@
 
 #include "common/config/loader.h"
 #include "controlplane/core/acme/manager.h"
+#include "controlplane/core/snapshot_builder.h"
 #include "controlplane/core/store.h"
 #include "dataplane/config/runtime_config.h"
 #include "dataplane/event/dispatcher.h"
@@ -124,6 +125,9 @@ class Server : public AdminBackend {
   TimerPtr overload_timer_;  // resident memory against limits.max_rss_mb
   void checkMemory();
   TimerPtr dns_timer_;
+  // Standalone: the session ticket keys and the timer that rotates them.
+  controlplane::TicketKeyRing tickets_;
+  TimerPtr ticket_timer_;
   bool dns_rebuild_pending_ = false;  // an address changed; its rebuild failed
   int access_log_fd_ = -1;
   std::string access_log_path_;

@@ -1,12 +1,17 @@
 #include "dataplane/tls/server_context.h"
 
 #include <openssl/bio.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
 
+#include <algorithm>
+#include <cstring>
 #include <mutex>
 
 #include "common/pki/pki.h"
@@ -45,7 +50,46 @@ struct PkeyDeleter {
 
 }  // namespace
 
+namespace {
+
+// The ServerContext an SSL_CTX belongs to, for the ticket callback.
+int contextIndex() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+constexpr size_t kTicketKeyBytes = 80;  // name 16, AES-256 32, HMAC-SHA256 32
+
+}  // namespace
+
+int ServerContext::ticketKey(SSL* ssl, uint8_t* key_name, uint8_t* iv, EVP_CIPHER_CTX* cipher,
+                             HMAC_CTX* hmac, int encrypt) {
+  auto* self =
+      static_cast<ServerContext*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), contextIndex()));
+  if (!self || self->ticket_keys_.empty()) return encrypt ? -1 : 0;
+  auto use = [&](const std::string& k, bool enc) {
+    const auto* b = reinterpret_cast<const uint8_t*>(k.data());
+    return HMAC_Init_ex(hmac, b + 48, 32, EVP_sha256(), nullptr) &&
+           (enc ? EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, b + 16, iv)
+                : EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, b + 16, iv));
+  };
+  if (encrypt) {
+    const std::string& k = self->ticket_keys_.front();
+    memcpy(key_name, k.data(), SSL_TICKET_KEY_NAME_LEN);
+    if (!RAND_bytes(iv, EVP_CIPHER_iv_length(EVP_aes_256_cbc()))) return -1;
+    return use(k, true) ? 1 : -1;
+  }
+  for (size_t i = 0; i < self->ticket_keys_.size(); ++i) {
+    const std::string& k = self->ticket_keys_[i];
+    if (CRYPTO_memcmp(key_name, k.data(), SSL_TICKET_KEY_NAME_LEN) != 0) continue;
+    if (!use(k, false)) return -1;
+    return i == 0 ? 1 : 2;  // under an older key: accepted, and renewed
+  }
+  return 0;  // unknown key (rotated out, or another farm's): a full handshake
+}
+
 std::shared_ptr<ServerContext> ServerContext::create(const edge::v1::TlsContext& config,
+                                                     const edge::v1::SessionTickets& tickets,
                                                      std::string* error) {
   if (config.certificates_size() == 0) {
     *error = "tls: no certificate configured";
@@ -73,6 +117,30 @@ std::shared_ptr<ServerContext> ServerContext::create(const edge::v1::TlsContext&
   // empty by default; say so explicitly for older builds).
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  // Resumption by tickets only (no server-side cache), under the farm's
+  // keys when the snapshot has them: valid on every member and across
+  // config changes. A ticket lives at most two rotations.
+  if (tickets.has_rotation()) {
+    int64_t rotation = tickets.rotation().seconds();
+    if (rotation <= 0) {
+      SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    } else {
+      for (const auto& k : tickets.keys()) {
+        if (k.size() != kTicketKeyBytes) {
+          *error = "tls: a session ticket key is not " + std::to_string(kTicketKeyBytes) + " bytes";
+          return nullptr;
+        }
+        self->ticket_keys_.push_back(k);
+      }
+      uint32_t lifetime = static_cast<uint32_t>(std::min<int64_t>(2 * rotation, 7 * 86400));
+      SSL_CTX_set_timeout(ctx, lifetime);
+      SSL_CTX_set_session_psk_dhe_timeout(ctx, lifetime);
+      if (!self->ticket_keys_.empty()) {
+        SSL_CTX_set_ex_data(ctx, contextIndex(), self.get());
+        SSL_CTX_set_tlsext_ticket_key_cb(ctx, &ServerContext::ticketKey);
+      }
+    }
+  }
 
   const std::string& chain_pem = cert.certificate_chain_pem();
   std::unique_ptr<BIO, BioDeleter> bio(BIO_new_mem_buf(chain_pem.data(), chain_pem.size()));

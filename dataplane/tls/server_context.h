@@ -24,7 +24,9 @@ class ServerContext {
  public:
   // Returns nullptr and sets `error` (naming the offending source) when the
   // material does not load: a bad PEM, a key that does not match, ...
+  // `tickets`: the farm's session ticket keys (Snapshot.session_tickets).
   static std::shared_ptr<ServerContext> create(const edge::v1::TlsContext& config,
+                                               const edge::v1::SessionTickets& tickets,
                                                std::string* error);
   SSL_CTX* get() const { return ctx_.get(); }
   // SHA-256 of the leaf certificate, hex; for logs after a reload.
@@ -34,6 +36,10 @@ class ServerContext {
   SslCtxPtr ctx_;
   std::vector<unsigned char> alpn_wire_;
   std::string fingerprint_;
+  // Session ticket keys, newest first (80 bytes: name, AES-256, HMAC).
+  std::vector<std::string> ticket_keys_;
+  static int ticketKey(SSL* ssl, uint8_t* key_name, uint8_t* iv, EVP_CIPHER_CTX* cipher,
+                       HMAC_CTX* hmac, int encrypt);
   static int selectAlpn(SSL* ssl, const uint8_t** out, uint8_t* out_len, const uint8_t* in,
                         unsigned in_len, void* arg);
 };

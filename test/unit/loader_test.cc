@@ -305,6 +305,26 @@ TEST(LoaderTest, AcmeNeedsNoCertificateFilesAndFlagsTheListener) {
   EXPECT_FALSE(LoadResult{}.acme.enabled);
 }
 
+TEST(LoaderTest, SessionTicketRotationIsInTheSnapshot) {
+  LoadResult r;
+  std::string error;
+  // The default (an hour) without TLS certificates to read: ACME mode.
+  ASSERT_TRUE(loadFromText(
+      R"({"router_urls":["http://a:1"],"tls":{"mode":"acme","acme":{"domains":["a.example"]}}})",
+      "f", CommandLine{}, &r, &error))
+      << error;
+  EXPECT_TRUE(r.snapshot.session_tickets().has_rotation());
+  EXPECT_EQ(r.snapshot.session_tickets().rotation().seconds(), 3600);
+  EXPECT_EQ(r.snapshot.session_tickets().keys_size(), 0);  // the orderer's to fill
+  EXPECT_NE(loadError(R"({"router_urls":["http://a:1"],"tls":{"session_ticket_rotation_s":-1}})")
+                .find("session_ticket_rotation_s"),
+            std::string::npos);
+  EXPECT_NE(
+      loadError(R"({"router_urls":["http://a:1"],"tls":{"session_ticket_rotation_s":604801}})")
+          .find("session_ticket_rotation_s"),
+      std::string::npos);
+}
+
 TEST(LoaderTest, AcmeSettingsAreChecked) {
   EXPECT_NE(acmeError(R"({})").find("needs tls.acme.domains"), std::string::npos);
   EXPECT_NE(acmeError(R"({"domains":["*.example.com"]})").find("no wildcard"), std::string::npos);
