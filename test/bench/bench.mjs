@@ -466,6 +466,30 @@ if (want(3)) {
     spreadOf(res, (r) => r.conn_per_s));
   row('3. the same per core of the proxy (1 / its CPU time per connection)', 'conn/s',
     Object.fromEntries(systems.map((s) => [s.name, 1e6 / med(s.name, (r) => r.server_cpu_us)])), 'higher');
+  // The same, each worker offering the ticket its previous connection got:
+  // resumed TLS 1.3 handshakes (PSK with a fresh X25519 share), beside the
+  // full ones above. Every peer issues tickets by default.
+  const resumed = alternate((s) => {
+    const cpu0 = cpuOf(s.proc.pid);
+    const r = benchclient(['--mode', 'handshake', '--resume', '--url', `https://127.0.0.1:${s.port}/v1/models`,
+      '--concurrency', String(conc), '--duration', String(dur), '--warmup', quick ? '0.3' : '1',
+      '-H', `Authorization: Bearer ${key}`], dur + 30);
+    r.server_cpu_us = ((cpuOf(s.proc.pid) - cpu0) * 1e6) / Math.max(1, r.completed_with_warmup);
+    if (r.errors || r.not_resumed || r.not_tls13) {
+      log(`3r: ${s.name}: ${r.errors} errors, ${r.not_resumed} tickets refused, ${r.not_tls13} not TLS 1.3`);
+    }
+    return r;
+  });
+  const rmed = (name, f) => median(resumed[name].map(f));
+  row(`3. resumed TLS 1.3 connections (session tickets), one request each, ${conc} at a time`, 'conn/s',
+    Object.fromEntries(systems.map((s) => [s.name, rmed(s.name, (r) => r.conn_per_s)])), 'higher',
+    spreadOf(resumed, (r) => r.conn_per_s));
+  notes.push(`Row 3 resumed: the proxy's CPU per resumed connection (µs): ` +
+    systems.map((s) => `${s.name} ${fmt(rmed(s.name, (r) => r.server_cpu_us))}`).join(', ') +
+    `; handshake p50/p99 (µs): ` +
+    systems.map((s) => `${s.name} ${fmt(rmed(s.name, (r) => r.handshake_us.p50))}/${fmt(rmed(s.name, (r) => r.handshake_us.p99))}`).join(', ') +
+    `; resumed of completed: ${systems.map((s) => `${s.name} ${resumed[s.name].reduce((a, r) => a + r.resumed, 0)}/` +
+      `${resumed[s.name].reduce((a, r) => a + r.completed_with_warmup, 0)}`).join(', ')}.`);
   const first = res[systems[0].name][0];
   // For comparison, the former client in the same run: wrk, OpenSSL 3.0.
   const wrkRps = Object.fromEntries(systems.map((s) => [s.name, wrk([`-t${loadThreads}`, `-c${conc}`, `-d${quick ? 1 : dur}s`, '-H', 'Connection: close',

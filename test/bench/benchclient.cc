@@ -78,6 +78,7 @@ struct Options {
   int connect_parallel = 32;
   double timeout = 120;  // sse: seconds after the last send
   bool quiet = false;
+  bool resume = false;  // handshake: offer the previous connection's ticket
 };
 
 const char* kUsage = R"(usage: benchclient --mode handshake|sse --url URL [flags]
@@ -87,6 +88,9 @@ const char* kUsage = R"(usage: benchclient --mode handshake|sse --url URL [flags
     --concurrency K, -c K   workers (default 16)
     --duration S            measured seconds (default 10)
     --warmup S              seconds run before the measured window (default 0)
+    --resume                each worker offers the ticket its previous connection
+                            got: resumed TLS 1.3 handshakes (a full one counts as
+                            an error after the first)
   --mode sse              S streaming requests on connections opened first
     --streams S             streams (default 100)
     --tokens N              token events each stream must deliver (default: not checked)
@@ -155,6 +159,8 @@ Options ParseFlags(int argc, char** argv) {
       o.timeout = f.Num();
     else if (a == "--quiet")
       o.quiet = true;
+    else if (a == "--resume")
+      o.resume = true;
     else if (a.rfind("-", 0) != 0 && o.url.empty())
       o.url = a;
     else
@@ -190,6 +196,8 @@ struct Conn {
   loadgen::SseScanner::Counts piece;  // what the body callback saw of the current read
   int chunk_tokens = 0;               // token events completed in the current HTTP chunk
   uint64_t chunk_merged = 0;          // token events beyond the first in one HTTP chunk
+  SSL_SESSION* ticket = nullptr;      // --resume: the last ticket the server sent
+  bool offered = false;               // this connection offered one
 };
 
 // The response body of a stream, de-chunked: into its SSE scanner, and the
@@ -247,7 +255,7 @@ class Client {
 
   // handshake mode
   Histogram hs_, total_;
-  uint64_t done_ = 0, ok_ = 0, non2xx_ = 0, resumed_ = 0, not13_ = 0;
+  uint64_t done_ = 0, ok_ = 0, non2xx_ = 0, resumed_ = 0, not13_ = 0, not_resumed_ = 0;
   uint64_t err_connect_ = 0, err_tls_ = 0, err_http_ = 0;
   std::string group_, cipher_;
   // sse mode
@@ -326,7 +334,11 @@ void Client::Connected(Conn& c, uint64_t now) {
   if (!sse_) {
     if (now >= measure_from_) hs_.Record(now - c.t_start);
     if (c.ssl) {
-      if (SSL_session_reused(c.ssl)) resumed_++;
+      if (SSL_session_reused(c.ssl)) {
+        resumed_++;
+      } else if (c.offered && now >= measure_from_) {
+        not_resumed_++;  // the server refused a ticket it issued
+      }
       if (SSL_version(c.ssl) != TLS1_3_VERSION) not13_++;
       if (group_.empty()) {
         const char* g = SSL_get_curve_name(SSL_get_curve_id(c.ssl));
@@ -478,6 +490,9 @@ void Client::OnEvent(Conn& c, uint32_t ev, uint64_t now) {
       return;
     }
     c.ssl = loadgen::NewTlsClient(ctx_, c.fd, t_.host);
+    SSL_set_app_data(c.ssl, &c);
+    c.offered = c.ticket != nullptr;
+    if (c.ticket) SSL_set_session(c.ssl, c.ticket);
     c.in = loadgen::TlsInput{};
     c.st = St::kHandshake;
   }
@@ -558,14 +573,15 @@ int Client::RunHandshakes() {
       "\"conn_per_s\":%.1f,\"completed\":%llu,\"completed_with_warmup\":%llu,\"ok\":%llu,"
       "\"non2xx\":%llu,"
       "\"connect_errors\":%llu,\"tls_errors\":%llu,\"http_errors\":%llu,\"errors\":%llu,"
-      "\"resumed\":%llu,\"not_tls13\":%llu,\"group\":\"%s\",\"cipher\":\"%s\","
+      "\"resumed\":%llu,\"not_resumed\":%llu,\"not_tls13\":%llu,\"group\":\"%s\","
+      "\"cipher\":\"%s\","
       "\"client_cpu_us_per_conn\":%.1f,\"handshake_us\":%s,\"connection_us\":%s}\n",
       loadgen::JsonEscape(o_.url).c_str(), o_.concurrency, o_.duration, rate,
       (unsigned long long)done_, (unsigned long long)all_done_, (unsigned long long)ok_,
       (unsigned long long)non2xx_, (unsigned long long)err_connect_, (unsigned long long)err_tls_,
       (unsigned long long)err_http_, (unsigned long long)errors, (unsigned long long)resumed_,
-      (unsigned long long)not13_, group_.c_str(), cipher_.c_str(), cpu_us,
-      loadgen::DistJson(hs_, true).c_str(), loadgen::DistJson(total_, true).c_str());
+      (unsigned long long)not_resumed_, (unsigned long long)not13_, group_.c_str(), cipher_.c_str(),
+      cpu_us, loadgen::DistJson(hs_, true).c_str(), loadgen::DistJson(total_, true).c_str());
   fflush(stdout);
   if (!o_.quiet)
     fprintf(stderr,
@@ -574,9 +590,13 @@ int Client::RunHandshakes() {
             "us/conn\n",
             o_.url.c_str(), o_.concurrency, o_.duration, rate, (unsigned long long)ok_,
             (unsigned long long)errors, group_.c_str(), cipher_.c_str(),
-            resumed_ ? " (some RESUMED)" : "", hs_.Percentile(50) / 1e3, hs_.Percentile(99) / 1e3,
-            total_.Percentile(50) / 1e3, total_.Percentile(99) / 1e3, cpu_us);
-  return errors || resumed_ || not13_ || !done_ ? 1 : 0;
+            o_.resume  ? " (resumed)"
+            : resumed_ ? " (some RESUMED)"
+                       : "",
+            hs_.Percentile(50) / 1e3, hs_.Percentile(99) / 1e3, total_.Percentile(50) / 1e3,
+            total_.Percentile(99) / 1e3, cpu_us);
+  bool wrong_kind = o_.resume ? not_resumed_ > 0 : resumed_ > 0;
+  return errors || wrong_kind || not13_ || !done_ ? 1 : 0;
 }
 
 int Client::RunSse() {
@@ -699,6 +719,19 @@ int Client::Run() {
   }
   request_ = loadgen::BuildRequest(o_.method, t_, headers, o_.body);
   if (t_.tls) ctx_ = loadgen::NewClientContext(/*fresh_handshakes=*/!sse_);
+  if (ctx_ && o_.resume && !sse_) {
+    // TLS 1.3 tickets come after the handshake: the callback keeps the
+    // newest on its connection, for that worker's next one.
+    SSL_CTX_clear_options(ctx_, SSL_OP_NO_TICKET);
+    SSL_CTX_set_session_cache_mode(ctx_, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_sess_set_new_cb(ctx_, [](SSL* ssl, SSL_SESSION* session) {
+      auto* c = static_cast<Conn*>(SSL_get_app_data(ssl));
+      if (!c) return 0;
+      if (c->ticket) SSL_SESSION_free(c->ticket);
+      c->ticket = session;
+      return 1;  // the reference is ours
+    });
+  }
   ep_ = epoll_create1(EPOLL_CLOEXEC);
   if (ep_ < 0) {
     perror("benchclient: epoll_create1");
