@@ -75,7 +75,8 @@ class CurlTransport : public acme::Transport {
       headers = curl_slist_append(headers, "Content-Type: application/jose+json");
     headers = curl_slist_append(headers, "Expect:");
     curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https,http");
+    // ACME is https only (RFC 8555 section 6.1); every URL was checked so.
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https");
     curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT, kExchangeSeconds);

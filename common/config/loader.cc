@@ -42,6 +42,9 @@ struct Settings {
   bool tls_enabled = true;
   std::string tls_mode = "manual";
   std::string cert_file, key_file;
+  // tls.client_ca (mTLS from clients) and whether a certificate is
+  // required ("required") or only verified when given ("optional").
+  std::string client_ca, client_certificate = "optional";
   AcmeSettings acme;
   bool require_api_key = false;
   struct Key {
@@ -50,6 +53,9 @@ struct Settings {
     std::vector<std::string> scopes = {"inference"};
     int64_t rpm = 0, tpm = 0, max_concurrent = 0;
     std::vector<std::string> allowed_models;
+    // auth.certificate_clients: `key` is a client certificate's subject
+    // common name, not a secret.
+    bool certificate = false;
   };
   std::vector<Key> keys;
   int64_t rotation_overlap_s = 3600;
@@ -208,20 +214,22 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
           {"access_log", w.string(&s.access_log)},
           {"tls",
            [&](const Value& v, const std::string& p) {
-             w.object(v, p,
-                      {{"mode", w.string(&s.tls_mode, {"manual", "acme"})},
-                       {"enabled", w.boolean(&s.tls_enabled)},
-                       {"cert_file", w.string(&s.cert_file)},
-                       {"key_file", w.string(&s.key_file)},
-                       {"profile", w.string(&s.tls_profile, {"intermediate", "modern"})},
-                       {"session_ticket_rotation_s",
-                        w.integer(&s.session_ticket_rotation_s, 0, 7 * 86400)},
-                       {"hsts_max_age_s", w.integer(&s.hsts_max_age_s, 0, 63072000)},
-                       {"hsts_include_subdomains", w.boolean(&s.hsts_include_subdomains)},
-                       {"acme", [&](const Value& a, const std::string& ap) {
-                          auto& acme = s.acme;
-                          w.object(
-                              a, ap,
+             w.object(
+                 v, p,
+                 {{"mode", w.string(&s.tls_mode, {"manual", "acme"})},
+                  {"enabled", w.boolean(&s.tls_enabled)},
+                  {"cert_file", w.string(&s.cert_file)},
+                  {"key_file", w.string(&s.key_file)},
+                  {"client_ca", w.string(&s.client_ca)},
+                  {"client_certificate", w.string(&s.client_certificate, {"optional", "required"})},
+                  {"profile", w.string(&s.tls_profile, {"intermediate", "modern"})},
+                  {"session_ticket_rotation_s",
+                   w.integer(&s.session_ticket_rotation_s, 0, 7 * 86400)},
+                  {"hsts_max_age_s", w.integer(&s.hsts_max_age_s, 0, 63072000)},
+                  {"hsts_include_subdomains", w.boolean(&s.hsts_include_subdomains)},
+                  {"acme", [&](const Value& a, const std::string& ap) {
+                     auto& acme = s.acme;
+                     w.object(a, ap,
                               {{"directory_url", w.string(&acme.directory_url)},
                                {"email", w.string(&acme.email)},
                                {"domains", w.stringList(&acme.domains)},
@@ -231,14 +239,15 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                                {"challenge", w.string(&acme.challenge, {"http-01"})},
                                {"retry_initial_s", w.integer(&acme.retry_initial_s, 1, 86400)},
                                {"retry_max_s", w.integer(&acme.retry_max_s, 1, 7 * 86400)}});
-                        }}});
+                   }}});
            }},
           {"auth",
            [&](const Value& v, const std::string& p) {
-             auto keyMap = [&](bool admin) {
-               return [&, admin](const Value& keys, const std::string& kp) {
+             auto keyMap = [&](bool admin, bool certificate = false) {
+               return [&, admin, certificate](const Value& keys, const std::string& kp) {
                  if (!keys.IsObject()) {
-                   w.fail("field \"" + kp + "\" must be an object of key -> client");
+                   w.fail("field \"" + kp + "\" must be an object of " +
+                          (certificate ? "certificate subject" : "key") + " -> client");
                    return;
                  }
                  size_t index = 0;
@@ -246,9 +255,19 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                       ++it, ++index) {
                    Settings::Key k;
                    k.key.assign(it->name.GetString(), it->name.GetStringLength());
+                   k.certificate = certificate;
                    // Name entries by position: the key itself is never echoed.
                    std::string ep = kp + "[" + std::to_string(index) + "]";
-                   if (k.key.size() < 8) {
+                   if (certificate) {
+                     if (k.key.empty() || k.key.size() > 256 ||
+                         !std::all_of(k.key.begin(), k.key.end(),
+                                      [](unsigned char c) { return c >= 0x20 && c != 0x7f; })) {
+                       w.fail("field \"" + ep +
+                              "\": a certificate subject (common name) of 1 to 256 printable "
+                              "characters");
+                       return;
+                     }
+                   } else if (k.key.size() < 8) {
                      w.fail("field \"" + ep + "\": an API key must be at least 8 characters");
                      return;
                    }
@@ -287,6 +306,7 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                  {{"require_api_key", w.boolean(&s.require_api_key)},
                   {"api_keys", keyMap(false)},
                   {"admin_keys", keyMap(true)},
+                  {"certificate_clients", keyMap(false, true)},
                   {"rotation_overlap_seconds", w.integer(&s.rotation_overlap_s, 0, 90 * 86400)},
                   {"session_ttl_seconds", w.integer(&s.session_ttl_s, 60, 30 * 86400)}});
            }},
@@ -664,15 +684,21 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   *auth->mutable_session_ttl() = duration(s.session_ttl_s * 1000);
   std::set<std::string> seen_keys;
   for (const auto& k : s.keys) {
-    if (!seen_keys.insert(k.key).second) {
-      *error = "the same API key is configured twice (for client \"" + k.client + "\")";
+    if (!seen_keys.insert((k.certificate ? "cert:" : "key:") + k.key).second) {
+      *error = k.certificate
+                   ? "auth.certificate_clients: the subject \"" + k.key + "\" is listed twice"
+                   : "the same API key is configured twice (for client \"" + k.client + "\")";
       return false;
     }
     auto* ak = auth->add_api_keys();
-    unsigned char digest[32];
-    crypto::sha256(k.key.data(), k.key.size(), digest);
-    ak->set_sha256(std::string(reinterpret_cast<const char*>(digest), sizeof digest));
-    ak->set_prefix(crypto::keyPrefix(k.key));
+    if (k.certificate) {
+      ak->set_certificate_subject(k.key);
+    } else {
+      unsigned char digest[32];
+      crypto::sha256(k.key.data(), k.key.size(), digest);
+      ak->set_sha256(std::string(reinterpret_cast<const char*>(digest), sizeof digest));
+      ak->set_prefix(crypto::keyPrefix(k.key));
+    }
     ak->set_client_id("cfg_" + k.client);
     ak->set_client_name(k.client);
     for (const auto& sc : k.scopes) {
@@ -686,6 +712,12 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     ak->set_max_concurrent_requests(static_cast<uint32_t>(k.max_concurrent));
     for (const auto& m : k.allowed_models) ak->add_allowed_models(m);
   }
+
+  if (s.client_ca.empty() && std::any_of(s.keys.begin(), s.keys.end(),
+                                         [](const Settings::Key& k) { return k.certificate; }))
+    out->warnings.push_back(
+        "auth.certificate_clients names clients by certificate, but tls.client_ca is not set: no "
+        "client certificate is asked for, so none of them can connect that way");
 
   auto* rl = snap.mutable_rate_limits();
   rl->set_global_requests(static_cast<uint32_t>(std::min<int64_t>(s.global_rpm, UINT32_MAX)));
@@ -741,6 +773,17 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     int64_t hsts = s.hsts_max_age_s >= 0 ? s.hsts_max_age_s : acme ? kAcmeHstsMaxAgeSeconds : 0;
     if (hsts > 0) *tls->mutable_hsts_max_age() = duration(hsts * 1000);
     tls->set_hsts_include_subdomains(s.hsts_include_subdomains);
+    if (!s.client_ca.empty()) {
+      std::string pem;
+      if (!readFile(s.client_ca, "tls.client_ca", &pem, error)) return false;
+      if (pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+        *error = "tls.client_ca " + s.client_ca + ": no PEM certificate in it";
+        return false;
+      }
+      tls->set_client_ca_pem(pem);
+      tls->set_client_ca_source(s.client_ca);
+      tls->set_require_client_certificate(s.client_certificate == "required");
+    }
     if (acme) {
       tls->set_acme(true);
     } else {

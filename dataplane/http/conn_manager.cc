@@ -48,6 +48,9 @@ ActiveStream::~ActiveStream() {
 
 Dispatcher& ActiveStream::dispatcher() { return cm_.context().dispatcher(); }
 const std::string& ActiveStream::peerIp() { return cm_.connection_->peerIp(); }
+const std::string& ActiveStream::peerCertificateSubject() {
+  return cm_.connection_->peerCertificateSubject();
+}
 std::string_view ActiveStream::scheme() { return cm_.tls() ? "https" : "http"; }
 std::string_view ActiveStream::routeName() const {
   return route_ ? std::string_view(route_->name) : "none";

@@ -63,6 +63,7 @@ class ActiveStream : public FilterManager, public RequestDecoder, public Deferre
   const RequestHeaders& requestHeaders() override { return *request_; }
   StreamInfo& streamInfo() override { return info_; }
   const std::string& peerIp() override;
+  const std::string& peerCertificateSubject() override;
   std::string_view scheme() override;
   void closeConnectionAfterResponse() override;
 

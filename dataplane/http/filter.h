@@ -181,6 +181,9 @@ class StreamFilterCallbacks {
   // The client's IP as text ("203.0.113.9", "::1"): the TCP peer, which
   // may be a trusted proxy (see ratelimit::clientIp).
   virtual const std::string& peerIp() = 0;
+  // The verified client certificate's subject common name ("" when none;
+  // see tls.client_ca).
+  virtual const std::string& peerCertificateSubject() = 0;
   // "https" or "http", as the client connected.
   virtual std::string_view scheme() = 0;
   // Ends the stream: the client sees a reset (HTTP/1: the connection

@@ -4,8 +4,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <openssl/mem.h>
 #include <openssl/x509.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/log.h"
@@ -542,6 +544,31 @@ std::string Connection::alpn() const {
 }
 
 const char* Connection::tlsVersion() const { return ssl_ ? SSL_get_version(ssl_) : ""; }
+
+const std::string& Connection::peerCertificateSubject() {
+  if (peer_subject_read_ || !ssl_ || !handshake_done_ || client_tls_) return peer_subject_;
+  peer_subject_read_ = true;
+  // Only a certificate the context verified (SSL_VERIFY_PEER fails the
+  // handshake otherwise; the check is kept against a context without it).
+  X509* cert = SSL_get_peer_certificate(ssl_);
+  if (!cert) return peer_subject_;
+  if (SSL_get_verify_result(ssl_) == X509_V_OK) {
+    X509_NAME* name = X509_get_subject_name(cert);
+    int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+    if (i >= 0) {
+      ASN1_STRING* cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+      unsigned char* utf8 = nullptr;
+      int len = ASN1_STRING_to_UTF8(&utf8, cn);
+      // A name with a NUL or a control character matches no client.
+      if (len > 0 && len <= 256 &&
+          std::all_of(utf8, utf8 + len, [](unsigned char ch) { return ch >= 0x20 && ch != 0x7f; }))
+        peer_subject_.assign(reinterpret_cast<char*>(utf8), static_cast<size_t>(len));
+      OPENSSL_free(utf8);
+    }
+  }
+  X509_free(cert);
+  return peer_subject_;
+}
 
 const std::string& Connection::peerIp() {
   if (peer_ip_.empty()) {

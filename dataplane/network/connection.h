@@ -95,6 +95,9 @@ class Connection : public Flushable {
   const sockaddr_storage& peerAddress() const { return peer_; }
   // The peer's IP as text ("203.0.113.9", "::1"), computed once.
   const std::string& peerIp();
+  // The subject common name of the client certificate the peer presented
+  // and the TLS context verified (client_ca_pem); "" when none.
+  const std::string& peerCertificateSubject();
   uint64_t bytesReceived() const { return bytes_received_; }
   uint64_t bytesSent() const { return bytes_sent_; }
   Dispatcher& dispatcher() { return dispatcher_; }
@@ -169,6 +172,8 @@ class Connection : public Flushable {
 
   sockaddr_storage peer_{};
   std::string peer_ip_;
+  std::string peer_subject_;
+  bool peer_subject_read_ = false;
   uint64_t bytes_received_ = 0;
   uint64_t bytes_sent_ = 0;
 };

@@ -187,6 +187,42 @@ std::shared_ptr<ServerContext> ServerContext::create(const edge::v1::TlsContext&
     return nullptr;
   }
 
+  // Client certificates: verified against client_ca_pem's CAs (whose
+  // names the server sends as acceptable); one that does not verify fails
+  // the handshake, none at all only when they are required.
+  if (!config.client_ca_pem().empty()) {
+    const std::string& ca_pem = config.client_ca_pem();
+    std::unique_ptr<BIO, BioDeleter> cbio(BIO_new_mem_buf(ca_pem.data(), ca_pem.size()));
+    X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+    STACK_OF(X509_NAME)* names = sk_X509_NAME_new_null();
+    size_t loaded = 0;
+    for (;;) {
+      std::unique_ptr<X509, X509Deleter> ca(
+          PEM_read_bio_X509(cbio.get(), nullptr, nullptr, nullptr));
+      if (!ca) break;
+      if (!X509_STORE_add_cert(store, ca.get())) {
+        sk_X509_NAME_pop_free(names, X509_NAME_free);
+        *error = "tls: client CA in " + config.client_ca_source() + " rejected: " + lastError();
+        return nullptr;
+      }
+      sk_X509_NAME_push(names, X509_NAME_dup(X509_get_subject_name(ca.get())));
+      ++loaded;
+    }
+    ERR_clear_error();
+    if (loaded == 0) {
+      sk_X509_NAME_pop_free(names, X509_NAME_free);
+      *error = "tls: no PEM certificate in the client CA file " + config.client_ca_source();
+      return nullptr;
+    }
+    SSL_CTX_set_client_CA_list(ctx, names);
+    SSL_CTX_set_verify(
+        ctx,
+        SSL_VERIFY_PEER |
+            (config.require_client_certificate() ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+        nullptr);
+    SSL_CTX_set_verify_depth(ctx, 5);
+  }
+
   for (const auto& proto : config.alpn_protocols()) {
     if (proto.empty() || proto.size() > 255) {
       *error = "tls: bad ALPN protocol name";

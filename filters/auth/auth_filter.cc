@@ -19,7 +19,8 @@ AuthConfig::AuthConfig(const edge::v1::Auth& auth) : require_key_(auth.require_a
   session_keys_.assign(auth.session_signing_keys().begin(), auth.session_signing_keys().end());
   if (auth.session_ttl().seconds() > 0) session_ttl_s_ = auth.session_ttl().seconds();
   for (const auto& k : auth.api_keys()) {
-    if (k.sha256().size() != SHA256_DIGEST_LENGTH) continue;
+    bool by_certificate = !k.certificate_subject().empty();
+    if (!by_certificate && k.sha256().size() != SHA256_DIGEST_LENGTH) continue;
     auto id = std::make_shared<http::ClientIdentity>();
     id->client_id = k.client_id();
     id->client_name = k.client_name();
@@ -34,11 +35,23 @@ AuthConfig::AuthConfig(const edge::v1::Auth& auth) : require_key_(auth.require_a
     id->max_concurrent = k.max_concurrent_requests();
     id->allowed_models.assign(k.allowed_models().begin(), k.allowed_models().end());
     id->expires_at = k.expires_at();
+    if (by_certificate) {
+      certificate_clients_[k.certificate_subject()] = std::move(id);
+      continue;
+    }
     keys_[k.sha256()] = Stored{k.sha256(), std::move(id)};
   }
   for (const auto& l : auth.logged_out_sessions()) {
     if (l.token_sha256().size() == SHA256_DIGEST_LENGTH) logged_out_.insert(l.token_sha256());
   }
+}
+
+std::shared_ptr<const http::ClientIdentity> AuthConfig::lookupCertificate(std::string_view subject,
+                                                                          int64_t now_s) const {
+  auto it = certificate_clients_.find(absl::string_view(subject.data(), subject.size()));
+  if (it == certificate_clients_.end()) return nullptr;
+  if (it->second->expires_at > 0 && it->second->expires_at <= now_s) return nullptr;
+  return it->second;
 }
 
 std::shared_ptr<const http::ClientIdentity> AuthConfig::lookup(std::string_view key, int64_t now_s,
@@ -202,6 +215,23 @@ http::FilterHeadersStatus AuthFilter::decodeHeaders(http::RequestHeaders& header
     if (!token.empty()) headers.headers.remove("cookie");
   }
   if (callbacks_->streamInfo().identity) return http::FilterHeadersStatus::Continue;
+  // No key, no session: a client certificate the listener verified may
+  // name a client (auth.certificate_clients). A key, when given, wins.
+  if (const std::string& subject = callbacks_->peerCertificateSubject(); !subject.empty()) {
+    if (auto id = config_->lookupCertificate(subject, static_cast<int64_t>(time(nullptr)))) {
+      if (scope != 0 && !id->hasScope(scope)) {
+        st.forbidden.fetch_add(1, std::memory_order_relaxed);
+        refuse(*callbacks_, 403, "this client certificate may not use this endpoint",
+               "insufficient_scope");
+        return http::FilterHeadersStatus::StopIteration;
+      }
+      st.ok.fetch_add(1, std::memory_order_relaxed);
+      auto& info = callbacks_->streamInfo();
+      info.client_name = id->client_name;
+      info.identity = std::move(id);
+      return http::FilterHeadersStatus::Continue;
+    }
+  }
   bool needs_key = scope == edge::v1::SCOPE_ADMIN || scope == edge::v1::SCOPE_WORKER ||
                    (scope != 0 && config_->requireKey());
   if (needs_key) {

@@ -39,6 +39,10 @@ class AuthConfig {
   // The same by the key's raw SHA-256 (sessions carry the hash, not the key).
   std::shared_ptr<const http::ClientIdentity> lookupHash(std::string_view sha256, int64_t now_s,
                                                          bool* expired) const;
+  // The client a verified certificate's subject common name stands for
+  // (auth.certificate_clients); null if none.
+  std::shared_ptr<const http::ClientIdentity> lookupCertificate(std::string_view subject,
+                                                                int64_t now_s) const;
   size_t keyCount() const { return keys_.size(); }
   const std::vector<std::string>& sessionKeys() const { return session_keys_; }
   int64_t sessionTtlSeconds() const { return session_ttl_s_; }
@@ -59,6 +63,8 @@ class AuthConfig {
   // presented key up needs no std::string of its digest.
   absl::flat_hash_map<std::string, Stored> keys_;
   absl::flat_hash_set<std::string> logged_out_;
+  absl::flat_hash_map<std::string, std::shared_ptr<const http::ClientIdentity>>
+      certificate_clients_;
 };
 using AuthConfigSharedPtr = std::shared_ptr<const AuthConfig>;
 

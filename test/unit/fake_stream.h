@@ -45,6 +45,7 @@ class FakeStream : public http::FilterManager {
   http::RequestHeaders request;
   http::StreamInfo info;
   std::string peer_ip = "127.0.0.1";
+  std::string peer_subject;  // a verified client certificate's CN
   std::string client_scheme = "http";
   // What the connection would say: addDownstreamWatermarkCallbacks tells a
   // newcomer at once while this is set (see ActiveStream).
@@ -126,6 +127,7 @@ class FakeStream : public http::FilterManager {
   const http::RequestHeaders& requestHeaders() override { return request; }
   http::StreamInfo& streamInfo() override { return info; }
   const std::string& peerIp() override { return peer_ip; }
+  const std::string& peerCertificateSubject() override { return peer_subject; }
   std::string_view scheme() override { return client_scheme; }
   void resetStream(std::string_view reason) override;
   void closeConnectionAfterResponse() override { close_connection_after_response = true; }

@@ -325,6 +325,48 @@ TEST(LoaderTest, SessionTicketRotationIsInTheSnapshot) {
       std::string::npos);
 }
 
+TEST(LoaderTest, CertificateClientsAndClientCa) {
+  LoadResult r;
+  std::string error;
+  ASSERT_TRUE(loadFromText(
+      R"({"router_urls":["http://a:1"],"tls":{"mode":"acme","acme":{"domains":["a.example"]},
+          "client_ca":"/etc/ssl/certs/ca-certificates.crt","client_certificate":"required"},
+          "auth":{"certificate_clients":{"billing-service":{"client":"billing","rpm":5}}}})",
+      "f", CommandLine{}, &r, &error))
+      << error;
+  const edge::v1::ApiKey* entry = nullptr;
+  for (const auto& k : r.snapshot.auth().api_keys())
+    if (k.certificate_subject() == "billing-service") entry = &k;
+  ASSERT_NE(entry, nullptr);
+  EXPECT_TRUE(entry->sha256().empty());
+  EXPECT_EQ(entry->client_name(), "billing");
+  EXPECT_EQ(entry->requests_per_minute(), 5u);
+  for (const auto& l : r.snapshot.listeners()) {
+    if (l.name() != "https") continue;
+    EXPECT_TRUE(l.tls().require_client_certificate());
+    EXPECT_NE(l.tls().client_ca_pem().find("BEGIN CERTIFICATE"), std::string::npos);
+  }
+  // Clients by certificate with no CA to verify them: said.
+  LoadResult w;
+  ASSERT_TRUE(loadFromText(R"({"router_urls":["http://a:1"],
+          "auth":{"certificate_clients":{"svc":"svc"}}})",
+                           "f", noTls(), &w, &error))
+      << error;
+  EXPECT_FALSE(w.warnings.empty());
+  EXPECT_NE(loadError(R"({"router_urls":["http://a:1"],"auth":{"certificate_clients":{"":"x"}}})")
+                .find("certificate subject"),
+            std::string::npos);
+  EXPECT_NE(
+      loadError(R"({"router_urls":["http://a:1"],"tls":{"mode":"acme","client_ca":"/nonexistent",
+                         "acme":{"domains":["a.example"]}}})",
+                CommandLine{})
+          .find("tls.client_ca"),
+      std::string::npos);
+  EXPECT_NE(loadError(R"({"router_urls":["http://a:1"],"tls":{"client_certificate":"always"}})")
+                .find("client_certificate"),
+            std::string::npos);
+}
+
 TEST(LoaderTest, AcmeSettingsAreChecked) {
   EXPECT_NE(acmeError(R"({})").find("needs tls.acme.domains"), std::string::npos);
   EXPECT_NE(acmeError(R"({"domains":["*.example.com"]})").find("no wildcard"), std::string::npos);
