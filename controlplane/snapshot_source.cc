@@ -105,6 +105,7 @@ bool ControlPlane::Impl::rebuildLocked(const char* reason, std::string* error) {
   next_expiry_s_ = next_expiry;
   known_keys_.clear();
   for (const auto& k : snap.auth().api_keys()) {
+    if (k.sha256().empty()) continue;  // a client by certificate: no key to check
     KnownKey known;
     known.client_name = k.client_name();
     known.expires_at = k.expires_at();
