@@ -1137,7 +1137,7 @@ AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::s
 }
 
 bool Server::startAcme(const config::AcmeSettings& settings, std::string* error) {
-  auto transport = makeAcmeTransport(settings.ca_file, error);
+  auto transport = makeAcmeTransport(main_, settings.ca_file, error);
   if (!transport) return false;
   // The self-check before the CA is asked: this Edge's own HTTP port
   // answers each token (a wildcard bind is reached on loopback).
@@ -1148,7 +1148,7 @@ bool Server::startAcme(const config::AcmeSettings& settings, std::string* error)
     if (host.find(':') != std::string::npos) host = "[" + host + "]";
     check_base = "http://" + host + ":" + std::to_string(b.port) + "/.well-known/acme-challenge/";
   }
-  std::shared_ptr<controlplane::acme::Transport> checker = makeAcmeTransport("", error);
+  std::shared_ptr<controlplane::acme::Transport> checker = makeAcmeTransport(main_, "", error);
   if (!checker) return false;
   controlplane::acme::Hooks hooks;
   hooks.changed = [this] {
