@@ -339,6 +339,30 @@ describe('ACME (pebble)', { skip: !commandExists('pebble') && 'pebble is not ins
     }
   });
 
+  it('a SIGHUP that changes tls.acme.domains orders for the new names', T, async () => {
+    const pebblePort = await freePort();
+    const httpPort = await freePort();
+    const pebble = await startPebble({ dir, cert, port: pebblePort, httpPort, dnsPort: dns.dnsPort });
+    const config = acmeConfig({ directory: pebble.url, ca: cert.cert, routerUrl: router.url, httpPort });
+    config.tls.acme.domains = ['edge.test'];
+    const edge = await startEdge({ config });
+    try {
+      const root = await pebble.root();
+      await waitFor(async () => (await acmeEntry(edge.httpsPort)).issued === true, { timeoutMs: 40000, what: 'issuance' });
+      config.tls.acme.domains = ['edge.test', 'api.edge.test'];
+      fs.writeFileSync(edge.configFile, JSON.stringify(config));
+      edge.signal('SIGHUP');
+      await waitFor(async () => {
+        const c = await peerCertificate(edge.httpsPort, { ca: root, servername: 'api.edge.test' }).catch(() => null);
+        return c && c.authorized && /DNS:api\.edge\.test/.test(c.cert.subjectaltname);
+      }, { timeoutMs: 40000, what: `a certificate for the new name; log:\n${edge.stderr()}` });
+      assert.deepEqual((await acmeEntry(edge.httpsPort)).domains, ['edge.test', 'api.edge.test']);
+    } finally {
+      await edge.stop();
+      await stopProc(pebble);
+    }
+  });
+
   it('a farm: the control plane orders, the CA validates against a member that did not order', T, async () => {
     const pebblePort = await freePort();
     const cpPort = await freePort();
