@@ -69,14 +69,18 @@ class CurlTransport : public acme::Transport {
     }
     Collect collect{out};
     curl_slist* headers = nullptr;
-    headers =
-        curl_slist_append(headers, "Accept: application/json, application/pem-certificate-chain");
-    if (request.method == "POST")
-      headers = curl_slist_append(headers, "Content-Type: application/jose+json");
+    headers = curl_slist_append(headers,
+                                "Accept: application/json, application/pem-certificate-chain, "
+                                "application/ocsp-response");
+    std::string type =
+        "Content-Type: " + (request.content_type.empty() ? std::string("application/jose+json")
+                                                         : request.content_type);
+    if (request.method == "POST") headers = curl_slist_append(headers, type.c_str());
     headers = curl_slist_append(headers, "Expect:");
     curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
-    // ACME is https only (RFC 8555 section 6.1); every URL was checked so.
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https");
+    // ACME is https only (RFC 8555 section 6.1: the client checks every
+    // URL so); OCSP responders are usually plain http (RFC 5019).
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https,http");
     curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT, kExchangeSeconds);

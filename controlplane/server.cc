@@ -163,7 +163,14 @@ bool ControlPlane::Impl::start(std::string* error) {
     store_ = std::move(store);
     base_ = std::move(loaded);
     session_key_ = std::move(session_key);
+    auto ocsp_transport = makeCurlTransport("", error);
+    if (!ocsp_transport) return false;
+    stapler_ = std::make_unique<acme::OcspStapler>(std::move(ocsp_transport), [this] {
+      std::lock_guard<std::mutex> sl(store_mu_);
+      rebuildAfterChangeLocked("ocsp");
+    });
     if (!rebuildLocked("start", error)) return false;
+    stapler_->start();
   }
   if (!applyAcme(base_.acme, error)) return false;
 
@@ -263,11 +270,14 @@ void ControlPlane::Impl::shutdown() {
   timer_cv_.notify_all();
   if (timer_.joinable()) timer_.join();
   std::unique_ptr<acme::Manager> acme;
+  std::unique_ptr<acme::OcspStapler> stapler;
   {
     std::lock_guard<std::mutex> l(store_mu_);
     acme = std::move(acme_);
+    stapler = std::move(stapler_);
   }
   acme.reset();  // stops its thread, which may be waiting for store_mu_
+  stapler.reset();
   if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
   // Tell every data plane to go elsewhere (or retry) rather than letting
   // the streams hang until the deadline below cancels them.

@@ -24,6 +24,7 @@
 
 #include "common/config/loader.h"
 #include "controlplane/core/acme/manager.h"
+#include "controlplane/core/acme/ocsp.h"
 #include "controlplane/core/admin_rest.h"
 #include "controlplane/core/farm_limits.h"
 #include "controlplane/core/snapshot_builder.h"
@@ -149,6 +150,8 @@ class ControlPlane::Impl : public DiscoveryStreamHandler {
   // The ACME orderer (tls.mode "acme"), and the snapshot versions built
   // while it had challenges out, with their tokens (the last few).
   std::unique_ptr<acme::Manager> acme_;
+  // OCSP answers for the certificates the snapshot serves.
+  std::unique_ptr<acme::OcspStapler> stapler_;
   config::AcmeSettings acme_settings_;
   std::vector<std::pair<std::string, std::vector<std::string>>> challenge_versions_;
   // TLS session ticket keys, rotated by the timer (next_ticket_rotation_s_:

@@ -75,6 +75,7 @@ bool ControlPlane::Impl::rebuildLocked(const char* reason, std::string* error) {
     for (const auto& w : warnings) log::warn(w);
   }
   if (acme_) acme_->fill(snap.mutable_acme());
+  if (stapler_) stapler_->watchAndFill(&snap);
   // Session ticket keys, one set for the farm: a ticket from any member
   // resumes on every other.
   if (snap.session_tickets().has_rotation()) {

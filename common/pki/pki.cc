@@ -37,6 +37,7 @@ struct Free {
   void operator()(ECDSA_SIG* p) const { ECDSA_SIG_free(p); }
   void operator()(GENERAL_NAMES* p) const { GENERAL_NAMES_free(p); }
   void operator()(BIGNUM* p) const { BN_free(p); }
+  void operator()(AUTHORITY_INFO_ACCESS* p) const { AUTHORITY_INFO_ACCESS_free(p); }
   void operator()(STACK_OF(X509_EXTENSION) * p) const {
     sk_X509_EXTENSION_pop_free(p, X509_EXTENSION_free);
   }
@@ -346,6 +347,220 @@ bool chainMatchesKey(std::string_view pem, const Key& key) {
   EVP_PKEY_free(pub);
   ERR_clear_error();
   return same;
+}
+
+namespace {
+
+// DER, as much as OCSP needs.
+void appendTlv(std::string& out, uint8_t tag, std::string_view content) {
+  out.push_back(static_cast<char>(tag));
+  size_t n = content.size();
+  if (n < 0x80) {
+    out.push_back(static_cast<char>(n));
+  } else {
+    std::string len;
+    for (; n; n >>= 8) len.insert(len.begin(), static_cast<char>(n & 0xff));
+    out.push_back(static_cast<char>(0x80 | len.size()));
+    out += len;
+  }
+  out.append(content.data(), content.size());
+}
+
+// Reads one TLV off the front of `*in` (definite lengths, single-byte
+// tags). False on anything malformed or truncated.
+bool readTlv(std::string_view* in, uint8_t* tag, std::string_view* content) {
+  if (in->size() < 2) return false;
+  *tag = static_cast<uint8_t>((*in)[0]);
+  if ((*tag & 0x1f) == 0x1f) return false;  // multi-byte tags: not in OCSP
+  size_t len = static_cast<uint8_t>((*in)[1]);
+  size_t head = 2;
+  if (len & 0x80) {
+    size_t bytes = len & 0x7f;
+    if (bytes == 0 || bytes > 4 || in->size() < 2 + bytes) return false;
+    len = 0;
+    for (size_t i = 0; i < bytes; ++i) len = (len << 8) | static_cast<uint8_t>((*in)[2 + i]);
+    head += bytes;
+  }
+  if (len > in->size() - head) return false;
+  *content = in->substr(head, len);
+  in->remove_prefix(head + len);
+  return true;
+}
+
+// Reads a TLV that must have tag `want`.
+bool expect(std::string_view* in, uint8_t want, std::string_view* content) {
+  uint8_t tag = 0;
+  return readTlv(in, &tag, content) && tag == want;
+}
+
+// "YYYYMMDDHHMMSSZ" (RFC 5280's GeneralizedTime, no fractions).
+bool generalizedTime(std::string_view t, int64_t* out) {
+  if (t.size() != 15 || t[14] != 'Z') return false;
+  int v[6] = {0};
+  const int widths[6] = {4, 2, 2, 2, 2, 2};
+  size_t at = 0;
+  for (int i = 0; i < 6; ++i) {
+    for (int j = 0; j < widths[i]; ++j, ++at) {
+      if (t[at] < '0' || t[at] > '9') return false;
+      v[i] = v[i] * 10 + (t[at] - '0');
+    }
+  }
+  if (v[1] < 1 || v[1] > 12 || v[2] < 1 || v[2] > 31 || v[3] > 23 || v[4] > 59 || v[5] > 60)
+    return false;
+  struct tm tm = {};
+  tm.tm_year = v[0] - 1900;
+  tm.tm_mon = v[1] - 1;
+  tm.tm_mday = v[2];
+  tm.tm_hour = v[3];
+  tm.tm_min = v[4];
+  tm.tm_sec = v[5];
+  *out = static_cast<int64_t>(timegm(&tm));
+  return true;
+}
+
+bool sha1(const void* data, size_t len, std::string* out) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (!EVP_Digest(data, len, md, &n, EVP_sha1(), nullptr)) return false;
+  out->assign(reinterpret_cast<char*>(md), n);
+  return true;
+}
+
+}  // namespace
+
+bool ocspRequest(std::string_view chain_pem, OcspRequest* out, std::string* error) {
+  *out = OcspRequest{};
+  Ptr<BIO> bio(BIO_new_mem_buf(chain_pem.data(), static_cast<int>(chain_pem.size())));
+  Ptr<X509> leaf(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  Ptr<X509> issuer(leaf ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  ERR_clear_error();
+  if (!leaf) {
+    *error = "no PEM certificate";
+    return false;
+  }
+  Ptr<AUTHORITY_INFO_ACCESS> aia(static_cast<AUTHORITY_INFO_ACCESS*>(
+      X509_get_ext_d2i(leaf.get(), NID_info_access, nullptr, nullptr)));
+  for (size_t i = 0; aia && i < sk_ACCESS_DESCRIPTION_num(aia.get()); ++i) {
+    const ACCESS_DESCRIPTION* ad = sk_ACCESS_DESCRIPTION_value(aia.get(), i);
+    if (OBJ_obj2nid(ad->method) != NID_ad_OCSP || ad->location->type != GEN_URI) continue;
+    const ASN1_STRING* uri = ad->location->d.uniformResourceIdentifier;
+    out->url.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+                    static_cast<size_t>(ASN1_STRING_length(uri)));
+    break;
+  }
+  if (out->url.empty()) {
+    *error = "the certificate names no OCSP responder";
+    return false;
+  }
+  if (!issuer) {
+    *error = "the chain holds no issuer certificate (needed to ask its OCSP responder)";
+    return false;
+  }
+  // CertID: SHA-1 of the issuer's name (DER) and of its key's bits, and
+  // the leaf's serial.
+  unsigned char* name_der = nullptr;
+  int name_len = i2d_X509_NAME(X509_get_subject_name(issuer.get()), &name_der);
+  std::string name_hash, key_hash;
+  bool hashed = name_len > 0 && sha1(name_der, static_cast<size_t>(name_len), &name_hash);
+  OPENSSL_free(name_der);
+  const ASN1_BIT_STRING* key_bits = X509_get0_pubkey_bitstr(issuer.get());
+  hashed = hashed && key_bits &&
+           sha1(ASN1_STRING_get0_data(key_bits), static_cast<size_t>(ASN1_STRING_length(key_bits)),
+                &key_hash);
+  unsigned char* serial_der = nullptr;
+  int serial_len = i2d_ASN1_INTEGER(X509_get_serialNumber(leaf.get()), &serial_der);
+  if (!hashed || serial_len <= 0) {
+    OPENSSL_free(serial_der);
+    *error = "the certificate's OCSP identity could not be computed";
+    return false;
+  }
+  out->serial.assign(reinterpret_cast<char*>(serial_der), static_cast<size_t>(serial_len));
+  OPENSSL_free(serial_der);
+  static const char kSha1Algorithm[] = "\x30\x09\x06\x05\x2b\x0e\x03\x02\x1a\x05\x00";
+  std::string cert_id(kSha1Algorithm, sizeof kSha1Algorithm - 1);
+  appendTlv(cert_id, 0x04, name_hash);
+  appendTlv(cert_id, 0x04, key_hash);
+  cert_id += out->serial;
+  std::string req, list, tbs;
+  appendTlv(req, 0x30, [&] {
+    std::string c;
+    appendTlv(c, 0x30, cert_id);
+    return c;
+  }());
+  appendTlv(list, 0x30, req);
+  appendTlv(tbs, 0x30, list);
+  appendTlv(out->der, 0x30, tbs);
+  return true;
+}
+
+bool checkOcspResponse(std::string_view der, std::string_view serial, int64_t now,
+                       int64_t* this_update, int64_t* next_update, std::string* error) {
+  *this_update = *next_update = 0;
+  auto bad = [&](const char* why) {
+    *error = std::string("the OCSP answer ") + why;
+    return false;
+  };
+  std::string_view in = der, response, status, bytes, type, basic;
+  if (!expect(&in, 0x30, &response) || !in.empty()) return bad("is not DER");
+  if (!expect(&response, 0x0a, &status) || status.size() != 1) return bad("has no status");
+  if (status[0] != 0) {
+    static const char* const kNames[] = {
+        "successful", "malformedRequest", "internalError", "tryLater",
+        "(4)",        "sigRequired",      "unauthorized"};
+    uint8_t st = static_cast<uint8_t>(status[0]);
+    *error =
+        std::string("the OCSP responder answered ") + (st < 7 ? kNames[st] : "an unknown status");
+    return false;
+  }
+  std::string_view explicit0;
+  if (!expect(&response, 0xa0, &explicit0) || !expect(&explicit0, 0x30, &bytes))
+    return bad("has no response");
+  static const char kBasic[] = "\x2b\x06\x01\x05\x05\x07\x30\x01\x01";  // id-pkix-ocsp-basic
+  if (!expect(&bytes, 0x06, &type) || type != std::string_view(kBasic, sizeof kBasic - 1))
+    return bad("is not a basic response");
+  if (!expect(&bytes, 0x04, &basic)) return bad("is truncated");
+  std::string_view basic_seq, tbs, tag_content;
+  if (!expect(&basic, 0x30, &basic_seq) || !expect(&basic_seq, 0x30, &tbs))
+    return bad("has no response data");
+  uint8_t tag = 0;
+  std::string_view item;
+  // [0] version (optional), then the responder's id ([1] or [2]).
+  if (!readTlv(&tbs, &tag, &item)) return bad("is truncated");
+  if (tag == 0xa0 && !readTlv(&tbs, &tag, &item)) return bad("is truncated");
+  if (tag != 0xa1 && tag != 0xa2) return bad("names no responder");
+  std::string_view produced, responses;
+  if (!expect(&tbs, 0x18, &produced) || !expect(&tbs, 0x30, &responses))
+    return bad("has no responses");
+  while (!responses.empty()) {
+    std::string_view single, cert_id, field;
+    if (!expect(&responses, 0x30, &single) || !expect(&single, 0x30, &cert_id))
+      return bad("has a malformed response");
+    std::string_view alg, name_hash, key_hash, number;
+    if (!expect(&cert_id, 0x30, &alg) || !expect(&cert_id, 0x04, &name_hash) ||
+        !expect(&cert_id, 0x04, &key_hash) || !expect(&cert_id, 0x02, &number))
+      return bad("has a malformed certificate id");
+    std::string encoded;
+    appendTlv(encoded, 0x02, number);
+    if (encoded != serial) continue;
+    if (!readTlv(&single, &tag, &field)) return bad("is truncated");
+    if (tag == 0xa1) return bad("says the certificate is revoked");
+    if (tag != 0x80) return bad("does not say the certificate is good");
+    std::string_view t;
+    if (!expect(&single, 0x18, &t) || !generalizedTime(t, this_update))
+      return bad("has no thisUpdate");
+    if (!single.empty()) {
+      std::string_view next;
+      if (readTlv(&single, &tag, &next) && tag == 0xa0) {
+        std::string_view nt;
+        if (!expect(&next, 0x18, &nt) || !generalizedTime(nt, next_update))
+          return bad("has a malformed nextUpdate");
+      }
+    }
+    if (*this_update > now + 300) return bad("is from the future");
+    if (*next_update != 0 && *next_update < now) return bad("is out of date");
+    return true;
+  }
+  return bad("does not name this certificate");
 }
 
 }  // namespace eldric::pki

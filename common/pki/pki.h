@@ -73,4 +73,24 @@ bool inspectChain(std::string_view pem, CertificateInfo* out, std::string* error
 // The chain's leaf holds `key`'s public half.
 bool chainMatchesKey(std::string_view pem, const Key& key);
 
+// OCSP (RFC 6960), for stapling. What to ask the leaf's responder: its
+// URL (the leaf's Authority Information Access), the request (DER: one
+// CertID, SHA-1 as RFC 5019 profiles it) and the leaf's serial (the
+// INTEGER's DER), which the answer must name.
+struct OcspRequest {
+  std::string url;
+  std::string der;
+  std::string serial;
+};
+// False with `*error` when the leaf names no responder, or the chain does
+// not hold its issuer (the second certificate).
+bool ocspRequest(std::string_view chain_pem, OcspRequest* out, std::string* error);
+// A responder's answer (DER, untrusted): "successful", a basic response
+// whose entry for `serial` is "good", current at `now` (thisUpdate not in
+// the future, nextUpdate not past). Sets its thisUpdate and nextUpdate
+// (0 when it has none). The signature is left to the TLS client, which
+// checks a stapled answer itself.
+bool checkOcspResponse(std::string_view der, std::string_view serial, int64_t now,
+                       int64_t* this_update, int64_t* next_update, std::string* error);
+
 }  // namespace eldric::pki

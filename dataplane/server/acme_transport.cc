@@ -134,7 +134,9 @@ class EdgeTransport : public acme::Transport {
       }
       current_ = ex;
     }
-    loop_.post([ex, method = request.method, path, body = request.body] {
+    std::string type =
+        request.content_type.empty() ? "application/jose+json" : request.content_type;
+    loop_.post([ex, method = request.method, path, body = request.body, type] {
       if (ex->finished || !ex->registry) return;  // interrupted before it began
       ex->registry->active.insert(ex);
       ex->client = std::make_unique<http::Http1Client>(*ex->loop, ex->target);
@@ -146,9 +148,11 @@ class EdgeTransport : public acme::Transport {
       head.method = method;
       head.path = path;
       head.headers.add("user-agent", "eldric-edge-acme/1");
-      head.headers.add("accept", "application/json, application/pem-certificate-chain");
+      head.headers.add("accept",
+                       "application/json, application/pem-certificate-chain, "
+                       "application/ocsp-response");
       if (method == "POST") {
-        head.headers.add("content-type", "application/jose+json");
+        head.headers.add("content-type", type);
         head.headers.add("content-length", std::to_string(body.size()));
       }
       ex->client->start(head, ex.get(), kExchangeMs);

@@ -434,6 +434,8 @@ config::RuntimeConfigSharedPtr Server::build(const edge::v1::Snapshot& base, std
       if (ticket_timer_ && rotation > 0)
         ticket_timer_->enable(tickets_.secondsToNext(now, rotation) * 1000);
     }
+    // OCSP answers for what is served (file certificates and ACME's).
+    if (stapler_) stapler_->watchAndFill(&snap);
     if (!plugins_dir_.empty()) {
       std::vector<std::string> warnings;
       controlplane::addRunnablePlugins(plugins_dir_, store_->listPlugins(), snap.mutable_plugins(),
@@ -817,6 +819,21 @@ int Server::run() {
     fprintf(stderr, "eldric-edge: %s\n", error.c_str());
     return 2;
   }
+  if (!farm_) {
+    auto ocsp_transport = makeAcmeTransport(main_, "", &error);
+    if (!ocsp_transport) {
+      fprintf(stderr, "eldric-edge: %s\n", error.c_str());
+      return 2;
+    }
+    stapler_ = std::make_unique<controlplane::acme::OcspStapler>(std::move(ocsp_transport), [this] {
+      main_.post([this] {
+        std::string why;
+        if (!rebuild(&why))
+          log::error("rebuilding the snapshot for OCSP failed", {{"error", log::str(why)}});
+      });
+    });
+    stapler_->start();
+  }
   if (loaded.acme.enabled && !farm_ && !startAcme(loaded.acme, &error)) {
     log::error("acme error", {{"error", log::str(error)}});
     fprintf(stderr, "eldric-edge: %s\n", error.c_str());
@@ -922,6 +939,7 @@ int Server::run() {
   main_.run();
   farm_.reset();
   acme_.reset();
+  stapler_.reset();
 
   for (auto& w : workers_) w->stop();
   for (auto& w : workers_) w->join();

@@ -11,6 +11,7 @@
 
 #include "common/config/loader.h"
 #include "controlplane/core/acme/manager.h"
+#include "controlplane/core/acme/ocsp.h"
 #include "controlplane/core/snapshot_builder.h"
 #include "controlplane/core/store.h"
 #include "dataplane/config/runtime_config.h"
@@ -148,6 +149,8 @@ class Server : public AdminBackend {
   std::unique_ptr<FarmClient> farm_;
   std::string farm_snapshot_path_;
   std::unique_ptr<controlplane::acme::Manager> acme_;
+  // Standalone: fetches OCSP answers for the certificates served.
+  std::unique_ptr<controlplane::acme::OcspStapler> stapler_;
   config::AcmeSettings acme_settings_;  // acme_'s (disabled when none)
 };
 

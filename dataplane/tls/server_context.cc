@@ -166,6 +166,16 @@ std::shared_ptr<ServerContext> ServerContext::create(const edge::v1::TlsContext&
   }
   ERR_clear_error();  // the loop ends on a "no start line" error
 
+  // OCSP stapling: the responder's answer the orderer fetched, sent to a
+  // client that asks (status_request).
+  if (!cert.ocsp_response().empty() &&
+      !SSL_CTX_set_ocsp_response(ctx, reinterpret_cast<const uint8_t*>(cert.ocsp_response().data()),
+                                 cert.ocsp_response().size())) {
+    *error =
+        "tls: the OCSP answer for " + cert.certificate_source() + " was refused: " + lastError();
+    return nullptr;
+  }
+
   const std::string& key_pem = cert.private_key_pem();
   std::unique_ptr<BIO, BioDeleter> kbio(BIO_new_mem_buf(key_pem.data(), key_pem.size()));
   std::unique_ptr<EVP_PKEY, PkeyDeleter> key(

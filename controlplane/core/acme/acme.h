@@ -17,9 +17,11 @@
 namespace eldric::controlplane::acme {
 
 struct HttpRequest {
-  std::string method;  // GET, HEAD or POST (then `body` is application/jose+json)
+  std::string method;  // GET, HEAD or POST
   std::string url;
   std::string body;
+  // A POST's body type; empty: application/jose+json (ACME's).
+  std::string content_type;
 };
 
 struct HttpResponse {
