@@ -710,7 +710,7 @@ void Server::reload() {
   // tls.acme changed (or ACME was turned on or off): the orderer starts
   // again with the new settings; its first build replaces the one above.
   if (!loaded.acme.sameAs(acme_settings_)) {
-    acme_.reset();
+    stopAcme();
     acme_settings_ = config::AcmeSettings{};
     if (loaded.acme.enabled && !startAcme(loaded.acme, &error))
       log::error("ACME not started", {{"error", log::str(error)}});
@@ -938,7 +938,7 @@ int Server::run() {
 
   main_.run();
   farm_.reset();
-  acme_.reset();
+  stopAcme();
   stapler_.reset();
 
   for (auto& w : workers_) w->stop();
@@ -1154,6 +1154,15 @@ AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::s
   return Reply{r.status, std::move(r.body), std::move(r.error_code)};
 }
 
+void Server::stopAcme() {
+  // The manager's thread may be waiting on the main loop (this thread)
+  // for its self-check: release it first, or the join below would wait
+  // for the check's deadline.
+  if (acme_checker_) acme_checker_->interrupt();
+  acme_.reset();
+  acme_checker_.reset();
+}
+
 bool Server::startAcme(const config::AcmeSettings& settings, std::string* error) {
   auto transport = makeAcmeTransport(main_, settings.ca_file, error);
   if (!transport) return false;
@@ -1168,6 +1177,7 @@ bool Server::startAcme(const config::AcmeSettings& settings, std::string* error)
   }
   std::shared_ptr<controlplane::acme::Transport> checker = makeAcmeTransport(main_, "", error);
   if (!checker) return false;
+  acme_checker_ = checker;
   controlplane::acme::Hooks hooks;
   hooks.changed = [this] {
     main_.post([this] {

@@ -93,6 +93,7 @@ class Server : public AdminBackend {
   // Standalone, tls.mode "acme": the in-process orderer (in a farm the
   // control plane orders). Started once the listeners are bound.
   bool startAcme(const config::AcmeSettings& settings, std::string* error);
+  void stopAcme();
   // GET /api/v1/certificates and POST /api/v1/certificates/renew.
   Reply certificatesReply(const std::string& method, const std::string& path);
 
@@ -152,6 +153,8 @@ class Server : public AdminBackend {
   // Standalone: fetches OCSP answers for the certificates served.
   std::unique_ptr<controlplane::acme::OcspStapler> stapler_;
   config::AcmeSettings acme_settings_;  // acme_'s (disabled when none)
+  // Its self-check's transport (runs on the main loop; see stopAcme).
+  std::shared_ptr<controlplane::acme::Transport> acme_checker_;
 };
 
 }  // namespace eldric::server
