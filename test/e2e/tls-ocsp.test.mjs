@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
+import { startControlPlane } from './lib/controlplane.mjs';
 import {
   startEdge,
   startFakeRouter,
@@ -104,6 +105,42 @@ describe('OCSP stapling', () => {
       assert.ok(edge.stderrLines().some((l) => l.includes('OCSP answer fetched')));
     } finally {
       await edge.stop();
+    }
+  });
+
+  it('in a farm the control plane fetches the answer and every member staples it', T, async () => {
+    const cpPort = await freePort();
+    const cpData = makeTempDir('eldric-ocsp-cp-');
+    const cp = await startControlPlane({
+      port: cpPort, dataDir: cpData, syncMs: 500,
+      config: { router_urls: [router.url], tls: { enabled: true, cert_file: files.chain, key_file: files.key } },
+    });
+    const edges = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        edges.push(await startEdge({
+          args: ['--bind', '127.0.0.1', '--cert', files.chain, '--key', files.key, '--mode', 'farm',
+            '--control-plane', `127.0.0.1:${cpPort}`, '--node-id', `ocsp${i + 1}`],
+        }));
+      }
+      const ca = fs.readFileSync(files.ca, 'utf8');
+      for (const e of edges) {
+        let answer = null;
+        await waitFor(async () => (answer = await stapled(e.httpsPort, ca)) !== null, {
+          timeoutMs: 15000, what: `member ${e.httpsPort} stapling; cp log:\n${cp.stderr()}`,
+        });
+        const der = path.join(dir, `stapled-${e.httpsPort}.der`);
+        fs.writeFileSync(der, answer);
+        const check = await execCommand('openssl', ['ocsp', '-respin', der, '-issuer', files.ca, '-cert', files.leaf,
+          '-CAfile', files.ca]);
+        assert.match(check.stdout, /leaf\.crt: good/);
+      }
+      // Members fetch nothing themselves.
+      for (const e of edges) assert.ok(!e.stderr().includes('OCSP answer fetched'));
+    } finally {
+      for (const e of edges) await e.kill();
+      await cp.kill();
+      removeDir(cpData);
     }
   });
 });
