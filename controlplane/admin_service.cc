@@ -195,7 +195,7 @@ AdminContext ControlPlane::Impl::adminContextLocked() {
   ctx.certificates_json = [this] {
     return acme::certificatesJson(base_.snapshot, acme_.get(), unixMs() / 1000);
   };
-  if (acme_) ctx.renew_certificates = [this] { acme_->renewNow(); };
+  if (acme_) ctx.renew_certificates = [this](std::string* why) { return acme_->renewNow(why); };
   return ctx;
 }
 

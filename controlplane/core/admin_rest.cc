@@ -467,7 +467,8 @@ RestReply handleCertificatesRest(const AdminContext& ctx, const std::string& met
   if (!ctx.renew_certificates)
     return error(409, "no certificate here is ordered by ACME (tls.mode is not \"acme\")",
                  "no_acme");
-  ctx.renew_certificates();
+  std::string why;
+  if (!ctx.renew_certificates(&why)) return error(409, why, "order_in_progress");
   return RestReply{202,
                    "{\"renewing\":true,\"message\":\"a new order has started; GET "
                    "/api/v1/certificates shows its outcome\"}",

@@ -51,9 +51,10 @@ struct AdminContext {
   // GET /api/v1/certificates: a JSON array of what each TLS listener
   // serves (see acme/certificates.h). Unset: an empty list.
   std::function<std::string()> certificates_json;
-  // POST /api/v1/certificates/renew: orders a new ACME certificate now.
+  // POST /api/v1/certificates/renew: orders a new ACME certificate now;
+  // false with `*why` when it cannot start (one is under way: 409).
   // Unset: there is no ACME certificate here to renew (409).
-  std::function<void()> renew_certificates;
+  std::function<bool(std::string* why)> renew_certificates;
 };
 
 // Handles METHOD PATH (path without query) with BODY. Sets `*changed` when

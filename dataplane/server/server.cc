@@ -1143,7 +1143,7 @@ AdminBackend::Reply Server::executeAdmin(const std::string& method, const std::s
     return controlplane::acme::certificatesJson(cfg ? cfg->snapshot : base_snapshot_, acme_.get(),
                                                 static_cast<int64_t>(time(nullptr)));
   };
-  if (acme_) ctx.renew_certificates = [this] { acme_->renewNow(); };
+  if (acme_) ctx.renew_certificates = [this](std::string* why) { return acme_->renewNow(why); };
   controlplane::RestReply r = controlplane::handleAdminRest(ctx, method, path, body, changed);
   // The path names the client or plugin; bodies (keys, valves) are never logged.
   if (*changed) {

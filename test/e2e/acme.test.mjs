@@ -265,6 +265,10 @@ describe('ACME (pebble)', { skip: !commandExists('pebble') && 'pebble is not ins
       const oldSerial = issued.cert.serialNumber;
       const renew = await adminCall(edge.httpsPort, '/api/v1/certificates/renew', { method: 'POST' });
       assert.equal(renew.status, 202, renew.body);
+      // One order at a time: a second request while it runs is refused.
+      const again = await adminCall(edge.httpsPort, '/api/v1/certificates/renew', { method: 'POST' });
+      assert.equal(again.status, 409, again.body);
+      assert.equal(again.json().error.code, 'order_in_progress');
       await waitFor(async () => (await peerCertificate(edge.httpsPort, { ca: root })).cert.serialNumber !== oldSerial, {
         timeoutMs: 40000, what: `the renewed certificate; log:\n${edge.stderr()}`,
       });

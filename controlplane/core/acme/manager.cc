@@ -74,13 +74,18 @@ void Manager::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Manager::renewNow() {
+bool Manager::renewNow(std::string* why) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (ordering_ || renew_requested_) {
+      *why = "an order is already under way; GET /api/v1/certificates shows its outcome";
+      return false;
+    }
     renew_requested_ = true;
     next_attempt_ = 0;
   }
   cv_.notify_all();
+  return true;
 }
 
 bool Manager::stopping() const {
@@ -307,6 +312,7 @@ void Manager::run() {
         continue;
       }
       renew_requested_ = false;
+      ordering_ = true;
     }
     std::string error;
     bool had = hasCertificate();
@@ -318,6 +324,7 @@ void Manager::run() {
     publishChallenges({});
     {
       std::lock_guard<std::mutex> lock(mu_);
+      ordering_ = false;
       last_ = Attempt{now(), ok, error};
       if (ok) {
         backoff_s_ = 0;

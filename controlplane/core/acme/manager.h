@@ -55,7 +55,9 @@ class Manager {
   bool start(std::string* error);
   void stop();
   // Orders a new certificate now, whatever the current one's expiry.
-  void renewNow();
+  // False with `*why` while an order is under way (one at a time: a CA
+  // counts duplicate certificates against its limits).
+  bool renewNow(std::string* why);
 
   // The state to serve: challenges, the certificate (if any) and why there
   // is none.
@@ -98,6 +100,7 @@ class Manager {
   std::condition_variable cv_;
   bool stop_ = false;
   bool renew_requested_ = false;
+  bool ordering_ = false;  // an order is under way
   std::vector<std::pair<std::string, std::string>> challenges_;
   std::string chain_pem_, key_pem_;
   pki::CertificateInfo info_;
