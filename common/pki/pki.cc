@@ -38,6 +38,7 @@ struct Free {
   void operator()(GENERAL_NAMES* p) const { GENERAL_NAMES_free(p); }
   void operator()(BIGNUM* p) const { BN_free(p); }
   void operator()(AUTHORITY_INFO_ACCESS* p) const { AUTHORITY_INFO_ACCESS_free(p); }
+  void operator()(AUTHORITY_KEYID* p) const { AUTHORITY_KEYID_free(p); }
   void operator()(STACK_OF(X509_EXTENSION) * p) const {
     sk_X509_EXTENSION_pop_free(p, X509_EXTENSION_free);
   }
@@ -427,6 +428,36 @@ bool sha1(const void* data, size_t len, std::string* out) {
 }
 
 }  // namespace
+
+bool ariCertificateId(std::string_view chain_pem, std::string* id, std::string* error) {
+  Ptr<BIO> bio(BIO_new_mem_buf(chain_pem.data(), static_cast<int>(chain_pem.size())));
+  Ptr<X509> leaf(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  ERR_clear_error();
+  if (!leaf) {
+    *error = "no PEM certificate";
+    return false;
+  }
+  Ptr<AUTHORITY_KEYID> aki(static_cast<AUTHORITY_KEYID*>(
+      X509_get_ext_d2i(leaf.get(), NID_authority_key_identifier, nullptr, nullptr)));
+  if (!aki || !aki->keyid || ASN1_STRING_length(aki->keyid) <= 0) {
+    *error = "the certificate has no Authority Key Identifier";
+    return false;
+  }
+  unsigned char* serial_der = nullptr;
+  int n = i2d_ASN1_INTEGER(X509_get_serialNumber(leaf.get()), &serial_der);
+  std::string_view serial_tlv(reinterpret_cast<char*>(serial_der), n > 0 ? n : 0);
+  std::string_view content;
+  bool ok = n > 0 && expect(&serial_tlv, 0x02, &content);
+  if (ok) {
+    *id = base64UrlEncode(
+              std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(aki->keyid)),
+                               static_cast<size_t>(ASN1_STRING_length(aki->keyid)))) +
+          "." + base64UrlEncode(content);
+  }
+  OPENSSL_free(serial_der);
+  if (!ok) *error = "the certificate's serial number does not encode";
+  return ok;
+}
 
 bool ocspRequest(std::string_view chain_pem, OcspRequest* out, std::string* error) {
   *out = OcspRequest{};

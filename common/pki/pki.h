@@ -73,6 +73,12 @@ bool inspectChain(std::string_view pem, CertificateInfo* out, std::string* error
 // The chain's leaf holds `key`'s public half.
 bool chainMatchesKey(std::string_view pem, const Key& key);
 
+// ACME Renewal Information (RFC 9773 section 4.1): the leaf's certificate
+// identifier, base64url(Authority Key Identifier's keyIdentifier) "."
+// base64url(serial number's DER content octets). False with `*error` when
+// the leaf has no Authority Key Identifier.
+bool ariCertificateId(std::string_view chain_pem, std::string* id, std::string* error);
+
 // OCSP (RFC 6960), for stapling. What to ask the leaf's responder: its
 // URL (the leaf's Authority Information Access), the request (DER: one
 // CertID, SHA-1 as RFC 5019 profiles it) and the leaf's serial (the

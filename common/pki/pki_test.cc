@@ -118,5 +118,37 @@ TEST(Pki, RefusesWhatIsNotAKeyOrCertificate) {
   EXPECT_FALSE(parseKeyType("dsa", &t));
 }
 
+// RFC 9773's certificate identifier, against one openssl made (AKI
+// A2:D3:F3:31:..., serial 156EFA1AC6...).
+TEST(Pki, AriCertificateId) {
+  const char kLeaf[] = R"(-----BEGIN CERTIFICATE-----
+MIIBtzCCAV2gAwIBAgIUFW76GsYwhVmMXt4BNbLAMw4CxvgwCgYIKoZIzj0EAwIw
+DTELMAkGA1UEAwwCY2EwHhcNMjYxMjA2MjAzNTM2WhcNMjYxMjA4MjAzNTM2WjAU
+MRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAARv
+k7tuVW3wCTzWVKI55j7iJDDEfvpZ031hapvUiBhSbNfnKZbI/n6b8U8Skl16KBii
+OMJCqeaC8u8SDKrNgnTPo4GTMIGQMBoGA1UdEQQTMBGCCWxvY2FsaG9zdIcEfwAA
+ATAyBggrBgEFBQcBAQQmMCQwIgYIKwYBBQUHMAGGFmh0dHA6Ly8xMjcuMC4wLjE6
+MTg5OTkwHQYDVR0OBBYEFCsFS5w0LR8DY9fEuJ7ZdcQa6aYmMB8GA1UdIwQYMBaA
+FKLT8zEPmezvTyWcJWdF8PsJLQwaMAoGCCqGSM49BAMCA0gAMEUCIHp7A9LHSMRG
+I8vj2r08PPq4Rn/Un765mKuXsuWPRSexAiEA7hRhVf5y69bIkcVx3SY7vN/SMAZL
+POdtAIQCm1xmaBA=
+-----END CERTIFICATE-----
+)";
+  std::string id, error;
+  ASSERT_TRUE(ariCertificateId(kLeaf, &id, &error)) << error;
+  EXPECT_EQ(id, "otPzMQ-Z7O9PJZwlZ0Xw-wktDBo.FW76GsYwhVmMXt4BNbLAMw4Cxvg");
+  // Its OCSP request names the responder in its AIA; without the issuer
+  // in the chain there is nothing to ask.
+  OcspRequest req;
+  EXPECT_FALSE(ocspRequest(kLeaf, &req, &error));
+  EXPECT_NE(error.find("issuer"), std::string::npos) << error;
+  // A self-signed certificate made here has no AKI: no identifier.
+  auto key = Key::generate(KeyType::EcdsaP256, &error);
+  ASSERT_TRUE(key);
+  std::string pem;
+  ASSERT_TRUE(key->selfSigned({"a.example"}, 1, &pem, &error));
+  EXPECT_FALSE(ariCertificateId(pem, &id, &error));
+}
+
 }  // namespace
 }  // namespace eldric::pki

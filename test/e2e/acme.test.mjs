@@ -367,6 +367,66 @@ describe('ACME (pebble)', { skip: !commandExists('pebble') && 'pebble is not ins
     }
   });
 
+  it('ACME Renewal Information: a window already open renews at once, then the new one is kept', T, async () => {
+    // Debian's pebble (2.3) offers no renewalInfo: a small front for its
+    // directory adds one (RFC 9773) and answers it; everything else goes
+    // to pebble itself.
+    const pebblePort = await freePort();
+    const httpPort = await freePort();
+    const pebble = await startPebble({ dir, cert, port: pebblePort, httpPort, dnsPort: dns.dnsPort });
+    const asked = [];
+    const front = https.createServer({ cert: cert.certPem, key: cert.keyPem }, async (req, res) => {
+      const port = front.address().port;
+      if (req.url === '/dir') {
+        const d = await request({ port: pebblePort, path: '/dir', tls: { ca: cert.certPem, servername: 'localhost' } });
+        const j = JSON.parse(d.body);
+        j.renewalInfo = `https://127.0.0.1:${port}/ari`;
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(j));
+        return;
+      }
+      const m = /^\/ari\/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/.exec(req.url);
+      if (req.method === 'GET' && m) {
+        asked.push(m[1]);
+        const now = Date.now();
+        // The first certificate: renew now (a window already open). Later
+        // ones: a month from now.
+        const first = m[1] === asked[0];
+        const start = new Date(first ? now - 7200e3 : now + 30 * 86400e3).toISOString();
+        const end = new Date(first ? now - 3600e3 : now + 31 * 86400e3).toISOString();
+        res.writeHead(200, { 'content-type': 'application/json', 'retry-after': '21600' });
+        res.end(JSON.stringify({ suggestedWindow: { start, end } }));
+        return;
+      }
+      res.writeHead(404);
+      res.end();
+    });
+    front.listen(0, '127.0.0.1');
+    await new Promise((r) => front.once('listening', r));
+    const edge = await startEdge({
+      config: acmeConfig({ directory: `https://127.0.0.1:${front.address().port}/dir`, ca: cert.cert,
+        routerUrl: router.url, httpPort }),
+    });
+    try {
+      await waitFor(async () => {
+        const e = await acmeEntry(edge.httpsPort);
+        return e.renewal_info && e.renewal_info.window_start > Date.now() / 1000;
+      }, { timeoutMs: 40000, what: `a second certificate with a future window; log:\n${edge.stderr()}` });
+      assert.equal(new Set(asked).size, 2, `renewal info asked for two certificates: ${asked}`);
+      const issued = edge.stderrLines().filter((l) => l.includes('ACME certificate issued'));
+      assert.equal(issued.length, 2, 'renewed once, on the CA\'s word, with no renewal asked for');
+      const e = await acmeEntry(edge.httpsPort);
+      assert.equal(e.renewal_info.status, 'ok');
+      assert.ok(e.renewal_info.renew_at >= e.renewal_info.window_start && e.renewal_info.renew_at < e.renewal_info.window_end);
+      // The chosen moment is the renewal time (sooner than 30 days before expiry would be).
+      assert.equal(e.renew_at, Math.min(e.renewal_info.renew_at, e.not_after - 30 * 86400));
+    } finally {
+      await edge.stop();
+      front.close();
+      await stopProc(pebble);
+    }
+  });
+
   it('a farm: the control plane orders, the CA validates against a member that did not order', T, async () => {
     const pebblePort = await freePort();
     const cpPort = await freePort();

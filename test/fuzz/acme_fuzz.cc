@@ -5,13 +5,13 @@
 // answer comes from the input.
 //
 // Input: [mode][bytes]
-//   mode % 7: 0 directory, 1 order, 2 authorization, 3 problem (status
+//   mode % 8: 0 directory, 1 order, 2 authorization, 3 problem (status
 //             from the next byte), 4 a certificate chain (PEM), 5 the
 //             client against scripted answers: the bytes split on
 //             "\n--\n" into answers, each "<status>\n<nonce>\n<location>
 //             \n<retry-after>\n<body>", 6 an OCSP responder's answer
 //             (DER; the serial it must name is the first byte's length
-//             of bytes after it).
+//             of bytes after it), 7 renewal information (RFC 9773).
 
 #include <algorithm>
 #include <cstdint>
@@ -108,7 +108,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   std::string_view body(reinterpret_cast<const char*>(data) + 1, size - 1);
   std::string error;
-  switch (data[0] % 7) {
+  switch (data[0] % 8) {
     case 0: {
       controlplane::acme::Directory d;
       controlplane::acme::parseDirectory(body, &d, &error);
@@ -145,6 +145,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 5:
       fuzz::runClient(body);
       break;
+    case 7: {
+      controlplane::acme::RenewalWindow w;
+      controlplane::acme::parseRenewalInfo(body, &w, &error);
+      break;
+    }
     case 6: {
       if (body.empty()) break;
       size_t n = std::min<size_t>(static_cast<uint8_t>(body[0]) % 24, body.size() - 1);

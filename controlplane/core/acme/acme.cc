@@ -126,6 +126,75 @@ bool parseDirectory(std::string_view body, Directory* out, std::string* error) {
     *error = "the directory's " + why;
     return false;
   }
+  // Optional: a CA without ARI simply has none; a bad one is ignored too.
+  if (!urlMember(doc, "renewalInfo", false, &out->renewal_info, &why)) out->renewal_info.clear();
+  return true;
+}
+
+bool parseRfc3339(std::string_view t, int64_t* out) {
+  // YYYY-MM-DDTHH:MM:SS
+  if (t.size() < 20 || t.size() > 40) return false;
+  auto digits = [&](size_t at, size_t n, int* v) {
+    *v = 0;
+    for (size_t i = at; i < at + n; ++i) {
+      if (t[i] < '0' || t[i] > '9') return false;
+      *v = *v * 10 + (t[i] - '0');
+    }
+    return true;
+  };
+  int y, mo, d, h, mi, sec;
+  if (!digits(0, 4, &y) || t[4] != '-' || !digits(5, 2, &mo) || t[7] != '-' || !digits(8, 2, &d) ||
+      (t[10] != 'T' && t[10] != 't') || !digits(11, 2, &h) || t[13] != ':' || !digits(14, 2, &mi) ||
+      t[16] != ':' || !digits(17, 2, &sec))
+    return false;
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return false;
+  size_t at = 19;
+  if (at < t.size() && t[at] == '.') {
+    ++at;
+    size_t from = at;
+    while (at < t.size() && t[at] >= '0' && t[at] <= '9') ++at;
+    if (at == from) return false;
+  }
+  int64_t offset = 0;
+  if (at < t.size() && (t[at] == 'Z' || t[at] == 'z')) {
+    ++at;
+  } else if (at + 6 == t.size() && (t[at] == '+' || t[at] == '-') && t[at + 3] == ':') {
+    int oh, om;
+    if (!digits(at + 1, 2, &oh) || !digits(at + 4, 2, &om) || oh > 23 || om > 59) return false;
+    offset = (t[at] == '+' ? 1 : -1) * (oh * 3600 + om * 60);
+    at += 6;
+  } else {
+    return false;
+  }
+  if (at != t.size()) return false;
+  struct tm tm = {};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = sec;
+  *out = static_cast<int64_t>(timegm(&tm)) - offset;
+  return true;
+}
+
+bool parseRenewalInfo(std::string_view body, RenewalWindow* out, std::string* error) {
+  rapidjson::Document doc;
+  if (!parseObject(doc, body, "the renewal information", error)) return false;
+  *out = RenewalWindow{};
+  auto w = doc.FindMember("suggestedWindow");
+  if (w == doc.MemberEnd() || !w->value.IsObject()) {
+    *error = "the renewal information has no \"suggestedWindow\"";
+    return false;
+  }
+  if (!parseRfc3339(str(w->value, "start"), &out->start) ||
+      !parseRfc3339(str(w->value, "end"), &out->end) || out->end <= out->start) {
+    *error = "the renewal information's window is not two RFC 3339 times, start before end";
+    return false;
+  }
+  std::string why;
+  if (!urlMember(doc, "explanationURL", false, &out->explanation_url, &why))
+    out->explanation_url.clear();
   return true;
 }
 
@@ -244,6 +313,25 @@ bool Client::loadDirectory() {
     return fail("directory", "cannot reach " + directory_url_ + ": " + why);
   if (r.status != 200) return failWith("directory", r);
   if (!parseDirectory(r.body, &directory_, &why)) return fail("directory", why);
+  return true;
+}
+
+bool Client::fetchRenewalInfo(const std::string& certificate_id, RenewalWindow* out) {
+  if (directory_.renewal_info.empty()) return fail("renewal info", "the CA offers none");
+  HttpResponse r;
+  std::string why;
+  std::string url = directory_.renewal_info;
+  if (url.back() != '/') url += '/';
+  if (!transport_.fetch({"GET", url + certificate_id, ""}, &r, &why))
+    return fail("renewal info", "cannot reach the CA: " + why);
+  retry_after_s_ = 0;
+  if (!r.retry_after.empty()) {
+    char* end = nullptr;
+    long v = strtol(r.retry_after.c_str(), &end, 10);
+    if (end && !*end && v > 0) retry_after_s_ = std::min<long>(v, 86400);
+  }
+  if (r.status != 200) return failWith("renewal info", r);
+  if (!parseRenewalInfo(r.body, out, &why)) return fail("renewal info", why);
   return true;
 }
 

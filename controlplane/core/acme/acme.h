@@ -58,6 +58,14 @@ struct Problem {
 
 struct Directory {
   std::string new_nonce, new_account, new_order;
+  // ACME Renewal Information (RFC 9773); empty when the CA offers none.
+  std::string renewal_info;
+};
+
+// RFC 9773 section 4.2: when the CA would like the certificate renewed.
+struct RenewalWindow {
+  int64_t start = 0, end = 0;  // Unix seconds, start < end
+  std::string explanation_url;
 };
 
 struct Order {
@@ -85,6 +93,10 @@ struct Authorization {
 bool parseDirectory(std::string_view body, Directory* out, std::string* error);
 bool parseOrder(std::string_view body, Order* out, std::string* error);
 bool parseAuthorization(std::string_view body, Authorization* out, std::string* error);
+bool parseRenewalInfo(std::string_view body, RenewalWindow* out, std::string* error);
+// RFC 3339 date-time ("2025-01-02T04:00:00Z", fractions and offsets
+// allowed) to Unix seconds.
+bool parseRfc3339(std::string_view text, int64_t* out);
 // Always fills `*out` (with the status and the first bytes of a body that
 // is not a problem document).
 void parseProblem(const HttpResponse& response, Problem* out);
@@ -113,6 +125,10 @@ class Client {
   bool respond(const std::string& challenge_url);
   bool finalize(const std::string& finalize_url, const std::string& csr_der, Order* order);
   bool downloadCertificate(const std::string& url, std::string* pem_chain);
+  // GET <renewalInfo>/<certificate id> (RFC 9773): the suggested window;
+  // retryAfterSeconds() then says when to ask again (up to a day). Needs
+  // loadDirectory() first and directory().renewal_info set.
+  bool fetchRenewalInfo(const std::string& certificate_id, RenewalWindow* out);
 
   // RFC 8555 section 8.1: token "." base64url(JWK thumbprint).
   std::string keyAuthorization(const std::string& token) const;

@@ -91,6 +91,67 @@ TEST(AcmeParse, OrderAndAuthorization) {
                          &a, &error));
 }
 
+TEST(AcmeParse, RenewalInfo) {
+  Directory d;
+  std::string error;
+  ASSERT_TRUE(
+      parseDirectory(R"({"newNonce":"https://ca.test/n","newAccount":"https://ca.test/a",)"
+                     R"("newOrder":"https://ca.test/o","renewalInfo":"https://ca.test/ari"})",
+                     &d, &error))
+      << error;
+  EXPECT_EQ(d.renewal_info, "https://ca.test/ari");
+  // Optional, and a bad one is ignored rather than failing the directory.
+  ASSERT_TRUE(
+      parseDirectory(R"({"newNonce":"https://ca.test/n","newAccount":"https://ca.test/a",)"
+                     R"("newOrder":"https://ca.test/o","renewalInfo":"http://ca.test/ari"})",
+                     &d, &error));
+  EXPECT_TRUE(d.renewal_info.empty());
+
+  RenewalWindow w;
+  ASSERT_TRUE(parseRenewalInfo(R"({"suggestedWindow":{"start":"2025-01-02T04:00:00Z",)"
+                               R"("end":"2025-01-03T04:00:00.5+01:00"},)"
+                               R"("explanationURL":"https://ca.test/why"})",
+                               &w, &error))
+      << error;
+  EXPECT_EQ(w.start, 1735790400);
+  EXPECT_EQ(w.end, 1735790400 + 86400 - 3600);
+  EXPECT_EQ(w.explanation_url, "https://ca.test/why");
+  EXPECT_FALSE(parseRenewalInfo(R"({"suggestedWindow":{"start":"2025-01-03T04:00:00Z",)"
+                                R"("end":"2025-01-02T04:00:00Z"}})",
+                                &w, &error));
+  EXPECT_FALSE(
+      parseRenewalInfo(R"({"suggestedWindow":{"start":"yesterday","end":"today"}})", &w, &error));
+  EXPECT_FALSE(parseRenewalInfo(R"({})", &w, &error));
+  int64_t t = 0;
+  EXPECT_FALSE(parseRfc3339("2025-13-01T00:00:00Z", &t));
+  EXPECT_FALSE(parseRfc3339("2025-01-01T00:00:00", &t));
+  EXPECT_FALSE(parseRfc3339("2025-01-01T00:00:00Zjunk", &t));
+  EXPECT_TRUE(parseRfc3339("1970-01-01t00:00:00z", &t));
+  EXPECT_EQ(t, 0);
+}
+
+TEST(AcmeClient, FetchesRenewalInfoByCertificateId) {
+  ScriptedTransport ca;
+  std::string error;
+  auto key = pki::Key::generate(pki::KeyType::EcdsaP256, &error);
+  ASSERT_TRUE(key) << error;
+  Client client(ca, *key, "https://ca.test/dir");
+  ca.answers.push_back(
+      answer(200, R"({"newNonce":"https://ca.test/n","newAccount":"https://ca.test/a",)"
+                  R"("newOrder":"https://ca.test/o","renewalInfo":"https://ca.test/ari"})"));
+  HttpResponse info = answer(200, R"({"suggestedWindow":{"start":"2025-01-02T04:00:00Z",)"
+                                  R"("end":"2025-01-03T04:00:00Z"}})");
+  info.retry_after = "21600";
+  ca.answers.push_back(info);
+  ASSERT_TRUE(client.loadDirectory()) << client.error();
+  RenewalWindow w;
+  ASSERT_TRUE(client.fetchRenewalInfo("aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE", &w)) << client.error();
+  EXPECT_EQ(ca.requests.back().method, "GET");
+  EXPECT_EQ(ca.requests.back().url, "https://ca.test/ari/aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE");
+  EXPECT_EQ(client.retryAfterSeconds(), 21600);
+  EXPECT_EQ(w.end - w.start, 86400);
+}
+
 TEST(AcmeParse, ProblemIsBoundedAndPrintable) {
   Problem p;
   parseProblem(answer(403, R"({"type":"urn:ietf:params:acme:error:rejectedIdentifier",)"

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <random>
 #include <set>
 #include <sstream>
 
@@ -19,6 +20,11 @@ namespace {
 
 // How long one order may poll the CA (authorizations, then processing).
 constexpr int64_t kPollDeadlineSeconds = 120;
+// ACME Renewal Information: asked every 6 h (or as the CA's Retry-After
+// says, between 1 h and a day); a day when the CA offers none.
+constexpr int64_t kRenewalInfoDefaultS = 6 * 3600;
+constexpr int64_t kRenewalInfoRetryS = 3600;
+constexpr int64_t kRenewalInfoMaxS = 86400;
 
 bool readWhole(const std::string& path, std::string* out) {
   std::ifstream in(path, std::ios::binary);
@@ -106,7 +112,66 @@ bool Manager::coversDomains(const pki::CertificateInfo& info) const {
   return true;
 }
 
-int64_t Manager::renewAt() const { return info_.not_after - settings_.renew_before_days * 86400; }
+int64_t Manager::renewAt() const {
+  int64_t at = info_.not_after - settings_.renew_before_days * 86400;
+  // The CA's suggested window (ARI) may ask for it sooner, never later.
+  if (renewal_info_at_ > 0) at = std::min(at, renewal_info_at_);
+  return at;
+}
+
+void Manager::checkRenewalInfo() {
+  std::string chain, id, why;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    chain = chain_pem_;
+  }
+  int64_t t = now();
+  int64_t next = t + kRenewalInfoDefaultS;
+  std::string status;
+  RenewalWindow window;
+  bool got = false;
+  std::unique_ptr<pki::Key> account;
+  if (!pki::ariCertificateId(chain, &id, &why)) {
+    status = "not asked: " + why;
+    next = t + kRenewalInfoMaxS;
+  } else if (!accountKey(&account, &why)) {
+    status = "not asked: " + why;
+  } else {
+    Client client(*transport_, *account, settings_.directory_url);
+    if (!client.loadDirectory()) {
+      status = "not asked: " + client.error();
+      next = t + kRenewalInfoRetryS;
+    } else if (client.directory().renewal_info.empty()) {
+      status = "the CA offers none";
+      next = t + kRenewalInfoMaxS;
+    } else if (!client.fetchRenewalInfo(id, &window)) {
+      status = "failed: " + client.error();
+      next = t + kRenewalInfoRetryS;
+    } else {
+      got = true;
+      status = "ok";
+      if (client.retryAfterSeconds() > 0)
+        next = t + std::clamp<int64_t>(client.retryAfterSeconds(), kRenewalInfoRetryS,
+                                       kRenewalInfoMaxS);
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  next_renewal_info_ = next;
+  renewal_info_status_ = status;
+  if (!got) return;
+  if (window.start != renewal_window_.start || window.end != renewal_window_.end) {
+    // RFC 9773 section 4.2: a uniformly random moment within the window
+    // (so a CA's many subscribers do not all come at once); one already
+    // past means now.
+    std::mt19937_64 rng(std::random_device{}());
+    int64_t span = window.end - window.start;
+    renewal_info_at_ = window.start + static_cast<int64_t>(rng() % static_cast<uint64_t>(span));
+    renewal_window_ = window;
+    log::info("ACME renewal window from the CA", {{"start", log::num(window.start)},
+                                                  {"end", log::num(window.end)},
+                                                  {"renew_at", log::num(renewal_info_at_)}});
+  }
+}
 
 bool Manager::loadStored(std::string* error) {
   std::string chain, key_pem;
@@ -306,8 +371,15 @@ void Manager::run() {
       int64_t t = now();
       bool need = chain_pem_.empty() || renew_requested_ || t >= renewAt();
       due = need && t >= next_attempt_;
+      if (!due && !chain_pem_.empty() && t >= next_renewal_info_) {
+        // Time to ask the CA whether it wants this certificate renewed
+        // early (RFC 9773).
+        lock.unlock();
+        checkRenewalInfo();
+        continue;
+      }
       if (!due) {
-        wake = need ? next_attempt_ : renewAt();
+        wake = need ? next_attempt_ : std::min(renewAt(), next_renewal_info_);
         cv_.wait_for(lock, std::chrono::seconds(std::clamp<int64_t>(wake - t, 1, 3600)));
         continue;
       }
@@ -329,6 +401,10 @@ void Manager::run() {
       if (ok) {
         backoff_s_ = 0;
         next_attempt_ = 0;
+        // A new certificate: the CA's window was the old one's.
+        renewal_window_ = RenewalWindow{};
+        renewal_info_at_ = 0;
+        next_renewal_info_ = 0;
       } else {
         backoff_s_ = backoff_s_ == 0 ? settings_.retry_initial_s
                                      : std::min(backoff_s_ * 2, settings_.retry_max_s);
@@ -384,6 +460,17 @@ void Manager::appendDescription(std::string& out, int64_t now) const {
   if (!chain_pem_.empty()) {
     appendCertificateInfo(out, info_, now);
     out += ",\"renew_at\":" + std::to_string(renewAt());
+  }
+  out += ",\"renewal_info\":";
+  if (renewal_info_status_.empty()) {
+    out += "null";
+  } else {
+    out += "{\"status\":" + jsonString(renewal_info_status_);
+    if (renewal_window_.end > 0)
+      out += ",\"window_start\":" + std::to_string(renewal_window_.start) +
+             ",\"window_end\":" + std::to_string(renewal_window_.end) +
+             ",\"renew_at\":" + std::to_string(renewal_info_at_);
+    out += ",\"next_check_at\":" + std::to_string(next_renewal_info_) + "}";
   }
   out += ",\"status\":" + jsonString(status_.empty() ? "ok" : status_);
   out += ",\"last_attempt\":";

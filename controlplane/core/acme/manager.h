@@ -84,6 +84,8 @@ class Manager {
   bool accountKey(std::unique_ptr<pki::Key>* out, std::string* error);
   bool coversDomains(const pki::CertificateInfo& info) const;
   int64_t renewAt() const;  // under mu_
+  // Asks the CA for its renewal window (RFC 9773), if it offers one.
+  void checkRenewalInfo();
   void publishChallenges(std::vector<std::pair<std::string, std::string>> challenges);
   bool stopping() const;
   // Sleeps `seconds` or until stopped; false when stopped.
@@ -107,6 +109,12 @@ class Manager {
   std::string status_ = "no certificate yet: the first order has not run";
   Attempt last_;
   int64_t next_attempt_ = 0;
+  // ACME Renewal Information: when to ask next, what the CA suggested, the
+  // moment chosen in its window (0: none), and how the last ask went.
+  int64_t next_renewal_info_ = 0;
+  RenewalWindow renewal_window_;
+  int64_t renewal_info_at_ = 0;
+  std::string renewal_info_status_;
   int64_t backoff_s_ = 0;
   std::thread thread_;
 };
