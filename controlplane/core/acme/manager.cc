@@ -166,6 +166,15 @@ void Manager::checkRenewalInfo() {
     std::mt19937_64 rng(std::random_device{}());
     int64_t span = window.end - window.start;
     renewal_info_at_ = window.start + static_cast<int64_t>(rng() % static_cast<uint64_t>(span));
+    // A CA whose windows are always open would have us renew without end:
+    // after a renewal its window caused, the next waits an hour.
+    if (last_window_renewal_ > 0 && renewal_info_at_ < last_window_renewal_ + kRenewalInfoRetryS) {
+      renewal_info_at_ = last_window_renewal_ + kRenewalInfoRetryS;
+      log::warn(
+          "the CA's renewal window is open again right after a renewal it asked for; "
+          "waiting an hour",
+          {{"renew_at", log::num(renewal_info_at_)}});
+    }
     renewal_window_ = window;
     log::info("ACME renewal window from the CA", {{"start", log::num(window.start)},
                                                   {"end", log::num(window.end)},
@@ -383,6 +392,10 @@ void Manager::run() {
         cv_.wait_for(lock, std::chrono::seconds(std::clamp<int64_t>(wake - t, 1, 3600)));
         continue;
       }
+      // Started by the CA's renewal window (not by expiry or a request)?
+      if (!chain_pem_.empty() && !renew_requested_ && renewal_info_at_ > 0 &&
+          t >= renewal_info_at_ && t < info_.not_after - settings_.renew_before_days * 86400)
+        last_window_renewal_ = t;
       renew_requested_ = false;
       ordering_ = true;
     }

@@ -115,6 +115,7 @@ class Manager {
   RenewalWindow renewal_window_;
   int64_t renewal_info_at_ = 0;
   std::string renewal_info_status_;
+  int64_t last_window_renewal_ = 0;  // when the CA's window last started an order
   int64_t backoff_s_ = 0;
   std::thread thread_;
 };
