@@ -86,6 +86,9 @@ struct Exchange : http::Http1Client::Handler {
     }
     cv.notify_all();
     if (deadline) deadline->disable();
+    // The transport already ended (its destructor let every exchange go):
+    // nothing is left to clean up.
+    if (!registry) return;
     loop->post([reg = registry, raw = this] {
       for (auto it = reg->active.begin(); it != reg->active.end(); ++it) {
         if (it->get() != raw) continue;
