@@ -202,12 +202,16 @@ bool Manager::loadStored(std::string* error) {
     *error = "the stored certificate has expired";
     return false;
   }
+  hold(std::move(chain), std::move(key_pem), std::move(info));
+  return true;
+}
+
+void Manager::hold(std::string chain, std::string key_pem, pki::CertificateInfo info) {
   std::lock_guard<std::mutex> lock(mu_);
   chain_pem_ = std::move(chain);
   key_pem_ = std::move(key_pem);
   info_ = std::move(info);
   status_.clear();
-  return true;
 }
 
 bool Manager::save(const std::string& chain, const std::string& key_pem, std::string* error) {
@@ -358,13 +362,7 @@ bool Manager::order(std::string* error) {
   }
   std::string key_pem = key->privatePem();
   if (!save(chain, key_pem, error)) return false;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    chain_pem_ = std::move(chain);
-    key_pem_ = std::move(key_pem);
-    info_ = std::move(info);
-    status_.clear();
-  }
+  hold(std::move(chain), std::move(key_pem), std::move(info));
   return true;
 }
 

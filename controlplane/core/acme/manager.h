@@ -81,6 +81,8 @@ class Manager {
   bool order(std::string* error);
   bool loadStored(std::string* error);
   bool save(const std::string& chain, const std::string& key_pem, std::string* error);
+  // Serves this certificate from now on (takes mu_).
+  void hold(std::string chain, std::string key_pem, pki::CertificateInfo info);
   bool accountKey(std::unique_ptr<pki::Key>* out, std::string* error);
   bool coversDomains(const pki::CertificateInfo& info) const;
   int64_t renewAt() const;  // under mu_
