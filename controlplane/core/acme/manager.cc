@@ -241,11 +241,6 @@ void Manager::publishChallenges(std::vector<std::pair<std::string, std::string>>
   if (hooks_.changed) hooks_.changed();
 }
 
-std::vector<std::pair<std::string, std::string>> Manager::challenges() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return challenges_;
-}
-
 bool Manager::order(std::string* error) {
   std::unique_ptr<pki::Key> account;
   if (!accountKey(&account, error)) return false;

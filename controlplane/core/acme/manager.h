@@ -67,8 +67,6 @@ class Manager {
   // an object being written): the directory, the domains, the issued
   // certificate if any, the status, the last attempt and the next.
   void appendDescription(std::string& out, int64_t now) const;
-  // Challenge tokens currently published.
-  std::vector<std::pair<std::string, std::string>> challenges() const;
 
  private:
   struct Attempt {
