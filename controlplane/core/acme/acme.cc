@@ -81,6 +81,15 @@ bool urlMember(const Value& obj, const char* name, bool required, std::string* o
   return true;
 }
 
+// A Retry-After of delay-seconds, at most `cap`; 0 when absent or not a
+// positive number (an HTTP-date is not honoured).
+int64_t retryAfter(const HttpResponse& r, int64_t cap) {
+  if (r.retry_after.empty()) return 0;
+  char* end = nullptr;
+  long v = strtol(r.retry_after.c_str(), &end, 10);
+  return end && !*end && v > 0 ? std::min<int64_t>(v, cap) : 0;
+}
+
 bool validToken(std::string_view token) {
   std::string bytes;
   return !token.empty() && token.size() <= kMaxToken && base64UrlDecode(token, &bytes);
@@ -324,12 +333,7 @@ bool Client::fetchRenewalInfo(const std::string& certificate_id, RenewalWindow* 
   if (url.back() != '/') url += '/';
   if (!transport_.fetch({"GET", url + certificate_id, ""}, &r, &why))
     return fail("renewal info", "cannot reach the CA: " + why);
-  retry_after_s_ = 0;
-  if (!r.retry_after.empty()) {
-    char* end = nullptr;
-    long v = strtol(r.retry_after.c_str(), &end, 10);
-    if (end && !*end && v > 0) retry_after_s_ = std::min<long>(v, 86400);
-  }
+  retry_after_s_ = retryAfter(r, 86400);
   if (r.status != 200) return failWith("renewal info", r);
   if (!parseRenewalInfo(r.body, out, &why)) return fail("renewal info", why);
   return true;
@@ -364,12 +368,7 @@ bool Client::post(const std::string& url, const std::string& payload, bool use_j
     if (!transport_.fetch({"POST", url, body}, out, &why))
       return fail(step, "cannot reach the CA: " + why);
     if (!out->replay_nonce.empty()) nonce_ = out->replay_nonce;
-    retry_after_s_ = 0;
-    if (!out->retry_after.empty()) {
-      char* end = nullptr;
-      long v = strtol(out->retry_after.c_str(), &end, 10);
-      if (end && !*end && v > 0) retry_after_s_ = std::min<long>(v, 3600);
-    }
+    retry_after_s_ = retryAfter(*out, 3600);
     if (out->status < 400) return true;
     Problem p;
     parseProblem(*out, &p);
