@@ -9,6 +9,34 @@
 
 namespace eldric::network {
 
+bool splitHostPort(const std::string& target, std::string* host, uint16_t* port) {
+  std::string port_text;
+  if (!target.empty() && target.front() == '[') {
+    size_t close = target.find(']');
+    if (close == std::string::npos || close + 1 >= target.size() || target[close + 1] != ':') {
+      return false;
+    }
+    *host = target.substr(1, close - 1);
+    port_text = target.substr(close + 2);
+  } else {
+    size_t colon = target.rfind(':');
+    if (colon == std::string::npos || colon == 0) return false;
+    *host = target.substr(0, colon);
+    // A bare IPv6 literal needs brackets to tell the port apart.
+    if (host->find(':') != std::string::npos) return false;
+    port_text = target.substr(colon + 1);
+  }
+  if (port_text.empty() || port_text.size() > 5) return false;
+  unsigned long p = 0;
+  for (char c : port_text) {
+    if (c < '0' || c > '9') return false;
+    p = p * 10 + static_cast<unsigned long>(c - '0');
+  }
+  if (p == 0 || p > 65535) return false;
+  *port = static_cast<uint16_t>(p);
+  return true;
+}
+
 std::string formatAddress(const sockaddr* addr) {
   char buf[INET6_ADDRSTRLEN] = {0};
   if (addr->sa_family == AF_INET) {

@@ -15,6 +15,9 @@ std::string formatAddress(const sockaddr* addr);
 // Parses an IP literal ("10.0.0.1", "::1", "[::1]") and port into `out`.
 // Returns false if it is not an IP literal.
 bool parseIpAddress(const std::string& ip, uint16_t port, sockaddr_storage* out);
+// Splits "host:port" or "[v6]:port" (brackets removed from `host`). The
+// port is required and from 1 to 65535; a bare IPv6 literal is refused.
+bool splitHostPort(const std::string& target, std::string* host, uint16_t* port);
 
 }  // namespace eldric::network
 

@@ -20,40 +20,11 @@ constexpr int32_t kConnectionWindow = 16 * 1024 * 1024;
 // Doubling the keepalive interval after "too_many_pings" stops here.
 constexpr uint64_t kMaxKeepaliveMs = 60 * 60 * 1000;
 
-// "host:port" or "[v6]:port". The port is required.
-bool splitHostPort(const std::string& target, std::string* host, uint16_t* port) {
-  std::string port_text;
-  if (!target.empty() && target.front() == '[') {
-    size_t close = target.find(']');
-    if (close == std::string::npos || close + 1 >= target.size() || target[close + 1] != ':') {
-      return false;
-    }
-    *host = target.substr(1, close - 1);
-    port_text = target.substr(close + 2);
-  } else {
-    size_t colon = target.rfind(':');
-    if (colon == std::string::npos || colon == 0) return false;
-    *host = target.substr(0, colon);
-    // A bare IPv6 literal needs brackets to tell the port apart.
-    if (host->find(':') != std::string::npos) return false;
-    port_text = target.substr(colon + 1);
-  }
-  if (port_text.empty() || port_text.size() > 5) return false;
-  unsigned long p = 0;
-  for (char c : port_text) {
-    if (c < '0' || c > '9') return false;
-    p = p * 10 + static_cast<unsigned long>(c - '0');
-  }
-  if (p == 0 || p > 65535) return false;
-  *port = static_cast<uint16_t>(p);
-  return true;
-}
-
 // The host part of an :authority ("cp.example:443" -> "cp.example").
 std::string authorityHost(const std::string& authority) {
   std::string host;
   uint16_t port;
-  if (splitHostPort(authority, &host, &port)) return host;
+  if (network::splitHostPort(authority, &host, &port)) return host;
   if (authority.size() > 2 && authority.front() == '[' && authority.back() == ']') {
     return authority.substr(1, authority.size() - 2);
   }
@@ -168,7 +139,7 @@ void Session::nextAttempt() {
     addr_index_ = 0;
     std::string host;
     uint16_t port = 0;
-    if (!splitHostPort(target_, &host, &port)) {
+    if (!network::splitHostPort(target_, &host, &port)) {
       last_error_ = "bad target \"" + target_ + "\" (want host:port)";
       continue;
     }
@@ -364,8 +335,9 @@ bool Session::submit(const std::shared_ptr<Call>& call) {
   }
   for (const auto& [name, value] : call->metadata) {
     nghttp2_nv nv = header(name, value);
-    // A credential stays out of HPACK's dynamic table (RFC 7541 7.1.3).
-    if (name == "authorization") nv.flags = NGHTTP2_NV_FLAG_NO_INDEX;
+    // What callers add is credentials (an admin key, the farm token): kept
+    // out of HPACK's dynamic table (RFC 7541 7.1.3).
+    nv.flags = NGHTTP2_NV_FLAG_NO_INDEX;
     nva.push_back(nv);
   }
   nghttp2_data_provider provider;
