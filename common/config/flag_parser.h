@@ -5,6 +5,7 @@
 // treat flags alike.
 
 #include <string>
+#include <vector>
 
 namespace eldric::config {
 
@@ -24,6 +25,14 @@ class FlagParser {
     }
     *name = name_;
     return true;
+  }
+
+  // Every argument after the current one (what follows "--"); the walk
+  // ends there.
+  std::vector<std::string> rest() {
+    std::vector<std::string> out;
+    while (++i_ < argc_) out.emplace_back(argv_[i_]);
+    return out;
   }
 
   // The current flag's value: after '=' or the next argument. False with

@@ -1,5 +1,7 @@
 #include "common/config/loader.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -71,7 +73,6 @@ struct Settings {
   bool plugins_require_sandbox = false;
   int64_t plugins_max_message_kb = 0;
   std::string plugins_runtime_dir;
-  bool has_farm_peers = false;
   FarmOptions farm;
   int64_t sync_interval_ms = 5000;
   int64_t workers = 0;
@@ -351,9 +352,23 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
            }},
           {"farm",
            [&](const Value& v, const std::string& p) {
-             std::vector<std::string> peers;
              w.object(v, p,
-                      {{"peers", w.stringList(&peers)},
+                      {{"peers", w.stringList(&s.farm.peers)},
+                       {"primary",
+                        [&](const Value& pv, const std::string& pp) {
+                          if (pv.IsBool()) {
+                            s.farm.primary = pv.GetBool() ? "self" : "";
+                          } else if (pv.IsString() && pv.GetStringLength() > 0) {
+                            s.farm.primary.assign(pv.GetString(), pv.GetStringLength());
+                          } else {
+                            w.fail("field \"" + pp +
+                                   "\" must be true (this member), false, or a member's "
+                                   "host:port as in peers");
+                          }
+                        }},
+                       {"port", w.integer(&s.farm.port, 1, 65535)},
+                       {"secret_file", w.string(&s.farm.secret_file)},
+                       {"controlplane_path", w.string(&s.farm.controlplane_path)},
                        {"sync_interval_ms", w.integer(&s.sync_interval_ms, 10, 3600000)},
                        {"control_plane", w.stringList(&s.farm.control_planes)},
                        {"control_plane_ca", w.string(&s.farm.ca_file)},
@@ -364,7 +379,6 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                        {"relay_ca", w.string(&s.farm.relay_ca_file)},
                        {"offline_policy",
                         w.string(&s.farm.offline_policy, {"local_share", "local_only"})}});
-             s.has_farm_peers = !peers.empty();
            }},
           {"limits",
            [&](const Value& v, const std::string& p) {
@@ -585,7 +599,17 @@ bool applyFlags(const CommandLine& cli, Settings& s, std::string* error) {
   }
   if (!cli.data_dir.empty()) s.data_dir = cli.data_dir;
   if (!cli.plugins_dir.empty()) s.plugins_dir = cli.plugins_dir;
-  if (!cli.peers.empty()) s.has_farm_peers = true;
+  if (!cli.peers.empty()) s.farm.peers = splitList(cli.peers);
+  if (cli.primary) s.farm.primary = "self";
+  if (!cli.farm_port.empty()) {
+    int64_t port = 0;
+    if (!parsePort("--farm-port", cli.farm_port, &port, error)) return false;
+    if (port == 0) {
+      *error = "flag --farm-port: the farm port must be fixed (1-65535): the members dial it";
+      return false;
+    }
+    s.farm.port = port;
+  }
   if (!cli.control_plane.empty()) s.farm.control_planes = splitList(cli.control_plane);
   if (!cli.control_plane_ca.empty()) s.farm.ca_file = cli.control_plane_ca;
   if (!cli.control_plane_cert.empty()) s.farm.cert_file = cli.control_plane_cert;
@@ -594,18 +618,81 @@ bool applyFlags(const CommandLine& cli, Settings& s, std::string* error) {
   return true;
 }
 
+// The seed's farm: the members in farm.peers, one of them running the
+// control plane (farm_plan.h). Fills the parts of s.farm the plan and the
+// primary's child need.
+bool checkSupervisedFarm(const Settings& s, FarmOptions* farm, std::string* error) {
+  FarmOptions& f = *farm;
+  for (const auto& p : f.peers) {
+    std::string host;
+    uint16_t port = 0;
+    if (!network::splitHostPort(p, &host, &port)) {
+      *error = "farm peer \"" + p +
+               "\" must be host:port (the port it serves on, e.g. edge2:443; IPv6 as [::1]:443)";
+      return false;
+    }
+  }
+  if (!f.primary.empty() && f.primary != "self") {
+    std::string host;
+    uint16_t port = 0;
+    if (!network::splitHostPort(f.primary, &host, &port)) {
+      *error = "farm.primary \"" + f.primary + "\" must be true or a member's host:port";
+      return false;
+    }
+  }
+  if (s.tls_enabled && s.tls_mode == "acme") {
+    *error =
+        "a farm of --peers serves its farm port with the Edge's certificate file, which tls.mode "
+        "\"acme\" does not have: run eldric-controlplane yourself (--control-plane host:port) "
+        "for an ACME farm";
+    return false;
+  }
+  if (!s.tls_enabled) {
+    // Plaintext stays on this host.
+    for (const auto& p : f.peers) {
+      std::string host;
+      uint16_t port = 0;
+      network::splitHostPort(p, &host, &port);
+      sockaddr_storage ip;
+      bool lo = host == "localhost" ||
+                (network::parseIpAddress(host, 0, &ip) &&
+                 ((ip.ss_family == AF_INET &&
+                   (ntohl(reinterpret_cast<sockaddr_in*>(&ip)->sin_addr.s_addr) >> 24) == 127) ||
+                  (ip.ss_family == AF_INET6 &&
+                   IN6_IS_ADDR_LOOPBACK(&reinterpret_cast<sockaddr_in6*>(&ip)->sin6_addr))));
+      if (!lo) {
+        *error = "farm peer \"" + p +
+                 "\" is off this host, and without TLS the farm's snapshots (keys, session "
+                 "secrets) would cross the network in plaintext: give the Edges a certificate "
+                 "(--cert, --key) or keep a --no-tls farm on loopback";
+        return false;
+      }
+    }
+    if (f.secret_file.empty()) {
+      *error =
+          "a farm without TLS has no key to derive the members' secret from: set "
+          "farm.secret_file (a file holding a shared secret of 16 characters or more)";
+      return false;
+    }
+  }
+  f.supervised = true;
+  f.member_port = s.tls_enabled ? s.https_port : s.http_port;
+  f.bind = s.bind;
+  f.tls_cert_file = s.tls_enabled ? s.cert_file : std::string();
+  f.tls_key_file = s.tls_enabled ? s.key_file : std::string();
+  return true;
+}
+
 bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out,
                    std::string* error) {
   // What this build cannot do yet is refused or named, never silently
   // ignored: an operator who asked for API keys must not get an open door.
   if (s.mode == "farm") {
-    // The seed's --peers named the other Edges; members now find each other
-    // through the control plane, so peers alone cannot make a farm.
-    if (s.farm.control_planes.empty()) {
+    if (s.farm.control_planes.empty() && s.farm.peers.empty()) {
       *error =
-          std::string("mode \"farm\" needs --control-plane host:port (farm.control_plane): ") +
-          "members share keys and limits through eldric-controlplane" +
-          (s.has_farm_peers ? "; --peers / farm.peers no longer connects Edges to each other" : "");
+          "mode \"farm\" needs the members, --peers host:port,... (farm.peers: one of them runs "
+          "the control plane), or --control-plane host:port (farm.control_plane: "
+          "eldric-controlplane run separately)";
       return false;
     }
     for (const auto& cp : s.farm.control_planes) {
@@ -615,9 +702,10 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
         return false;
       }
     }
-    if (s.has_farm_peers) {
+    if (!s.farm.control_planes.empty() && !s.farm.peers.empty()) {
       out->warnings.push_back(
-          "farm.peers / --peers is ignored: members find each other through the control plane");
+          "farm.peers / --peers is ignored with --control-plane: members find each other through "
+          "the control plane");
     }
     if (s.farm.cert_file.empty() != s.farm.key_file.empty()) {
       *error = "control plane mTLS needs both control_plane_cert and control_plane_key";
@@ -634,9 +722,11 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
       }
     }
     out->farm = s.farm;
+    if (out->farm.control_planes.empty() && !checkSupervisedFarm(s, &out->farm, error))
+      return false;
     out->farm.enabled = true;
     out->farm.sync_interval_ms = static_cast<uint64_t>(s.sync_interval_ms);
-  } else if (s.has_farm_peers || !s.farm.control_planes.empty()) {
+  } else if (!s.farm.peers.empty() || !s.farm.control_planes.empty()) {
     out->warnings.push_back("farm settings have no effect in mode \"single\" (use --mode farm)");
   }
   if (s.tls_enabled && s.tls_mode == "acme" && !checkAcme(s, error)) return false;
@@ -1030,11 +1120,16 @@ Usage: eldric-edge [flags]
   --access-log PATH   JSON access log: "-" for stdout (default), a file, or "off"
   --log-level LEVEL   debug, info, warn, error (default info)
   --mode MODE         single (default) or farm
-  --control-plane L   farm mode: eldric-controlplane address(es), host:port[,host:port]
+  --peers LIST        farm: the members as they serve, host:port[,...] (this one may be
+                      listed); one of them runs the farm's control plane for all
+  --primary           farm: this member is the one (default: the first member's name in
+                      byte order, which every member works out alike)
+  --farm-port N       farm: the port the primary's control plane listens on (default 8870)
+  --control-plane L   farm: eldric-controlplane run on its own, host:port[,host:port]
+                      (instead of --peers; what a farm of more than a few members wants)
   --control-plane-ca F, --control-plane-cert F, --control-plane-key F
                       TLS (and mTLS) to the control plane
   --node-id ID        this member's name in the farm (default: hostname:port)
-  --peers LIST        the seed's farm peers: replaced by --control-plane
   --api-key KEY       require API keys; KEY is the operator's (inference + admin scopes)
   --api-key-file F    the same, the key read from F's first line (or set ELDRIC_API_KEY)
   --data-dir DIR      where registered clients are kept (default /var/lib/eldric-edge)
@@ -1076,6 +1171,10 @@ bool parseCommandLine(int argc, char** argv, CommandLine* out, std::string* erro
       if (!flags.value(&out->mode, error)) return false;
     } else if (arg == "--peers") {
       if (!flags.value(&out->peers, error)) return false;
+    } else if (arg == "--primary") {
+      out->primary = true;
+    } else if (arg == "--farm-port") {
+      if (!flags.value(&out->farm_port, error)) return false;
     } else if (arg == "--api-key") {
       if (!flags.value(&out->api_key, error)) return false;
     } else if (arg == "--api-key-file") {
@@ -1111,6 +1210,38 @@ bool parseCommandLine(int argc, char** argv, CommandLine* out, std::string* erro
     if (const char* env = getenv("ELDRIC_API_KEY"); env && *env) out->api_key = env;
   }
   return true;
+}
+
+std::vector<std::string> commandLineArgs(const CommandLine& cli) {
+  std::vector<std::string> out;
+  auto add = [&](const char* flag, const std::string& v) {
+    if (v.empty()) return;
+    out.push_back(flag);
+    out.push_back(v);
+  };
+  add("--config", cli.config_file);
+  add("--log-level", cli.log_level);
+  add("--port", cli.port);
+  add("--http-port", cli.http_port);
+  add("--bind", cli.bind);
+  add("--routers", cli.routers);
+  add("--cert", cli.cert);
+  add("--key", cli.key);
+  add("--workers", cli.workers);
+  add("--mode", cli.mode);
+  add("--peers", cli.peers);
+  add("--access-log", cli.access_log);
+  add("--control-plane", cli.control_plane);
+  add("--data-dir", cli.data_dir);
+  add("--control-plane-ca", cli.control_plane_ca);
+  add("--control-plane-cert", cli.control_plane_cert);
+  add("--control-plane-key", cli.control_plane_key);
+  add("--node-id", cli.node_id);
+  add("--plugins-dir", cli.plugins_dir);
+  add("--farm-port", cli.farm_port);
+  if (cli.no_tls) out.push_back("--no-tls");
+  if (cli.primary) out.push_back("--primary");
+  return out;
 }
 
 bool loadFromText(const std::string& text, const std::string& source, const CommandLine& cli,

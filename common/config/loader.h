@@ -19,8 +19,9 @@ struct CommandLine {
   // Raw flag values; empty / unset when not given.
   std::string port, http_port, bind, routers, cert, key, workers, mode, peers, api_key, access_log,
       control_plane, data_dir, control_plane_ca, control_plane_cert, control_plane_key, node_id,
-      plugins_dir;
+      plugins_dir, farm_port;
   bool no_tls = false;
+  bool primary = false;  // --primary: this member runs the farm's control plane
 };
 
 // Reads a whole file. On failure `*error` names `what` and the path
@@ -62,7 +63,42 @@ struct FarmOptions {
   // at limit / members (last known); "local_only" enforces the whole limit
   // on local counts (the farm may then admit members x limit).
   std::string offline_policy = "local_share";
+
+  // The seed's form: no control_plane, the members named in `peers` (the
+  // HTTPS host:port each serves on, this one among them or not). One
+  // member, the primary, runs eldric-controlplane as its supervised child
+  // on `port`; every member subscribes to it. See farm_plan.h.
+  bool supervised = false;
+  std::vector<std::string> peers;
+  // "": not marked (farm_plan.h picks); "self": this member (--primary,
+  // farm.primary: true); else the primary's name as the peers give it.
+  std::string primary;
+  int64_t port = kDefaultFarmPort;
+  // The members' shared secret (first line); empty: derived from the TLS
+  // private key every member holds.
+  std::string secret_file;
+  // Where eldric-controlplane is; empty: beside eldric-edge, then PATH.
+  std::string controlplane_path;
+  // This member as the peers name it: the port it serves on (HTTPS, or
+  // HTTP with --no-tls), its bind address, and its TLS files (the farm
+  // port's certificate, the members' pin and the derived secret; empty
+  // with --no-tls).
+  int64_t member_port = 0;
+  std::string bind;
+  std::string tls_cert_file, tls_key_file;
+  // Filled in at start from the secret (dataplane/tls/farm_token.h); never
+  // logged.
+  std::string member_token;
+  // How many members the plan names: the equal share of a farm-wide limit
+  // until the control plane says how many report.
+  uint32_t planned_members = 0;
+  static constexpr int64_t kDefaultFarmPort = 8870;
 };
+
+// The flags that give the same settings again (for the primary's control
+// plane child), without the API key (which it passes in the environment,
+// out of every local user's reach in /proc/<pid>/cmdline).
+std::vector<std::string> commandLineArgs(const CommandLine& cli);
 
 // tls.mode "acme": what the orderer (the control plane, or a standalone
 // Edge's in-process core) asks the CA for. Not part of the Snapshot: the

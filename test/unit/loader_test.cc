@@ -225,24 +225,96 @@ TEST(LoaderTest, DnsRefreshIsAnUpstreamSettingWithBounds) {
 namespace eldric::config {
 namespace {
 
-TEST(LoaderTest, FarmModeNeedsAControlPlaneAndSaysWhatPeersBecame) {
+TEST(LoaderTest, FarmModeNeedsMembersOrAControlPlane) {
   CommandLine cli = noTls();
   cli.mode = "farm";
-  cli.peers = "edge2:443,edge3:443";
   std::string e = loadError("", cli);
   EXPECT_NE(e.find("--control-plane"), std::string::npos) << e;
   EXPECT_NE(e.find("--peers"), std::string::npos) << e;
+  cli.peers = "edge2:443,edge3:443";
   cli.control_plane = "127.0.0.1:8870,cp2:8870";
   LoadResult r;
   std::string error;
   ASSERT_TRUE(loadFromText("", "flags", cli, &r, &error))
       << error;  // routers come from the control plane
   EXPECT_TRUE(r.farm.enabled);
+  EXPECT_FALSE(r.farm.supervised);
   ASSERT_EQ(r.farm.control_planes.size(), 2u);
   EXPECT_EQ(r.farm.offline_policy, "local_share");
   ASSERT_FALSE(r.warnings.empty());  // --peers is ignored, and it says so
   cli.control_plane = "no-port";
   EXPECT_NE(loadError("", cli).find("host:port"), std::string::npos);
+}
+
+// The seed's form: --peers alone, TLS from the Edge's own files.
+TEST(LoaderTest, SeedFarmOfPeersIsSupervised) {
+  CommandLine cli;
+  cli.mode = "farm";
+  cli.peers = "edge2:443, edge3:443";
+  cli.cert = "/nonexistent/cert.pem";
+  cli.key = "/nonexistent/key.pem";
+  // The files are read (and missing): the farm checks come first.
+  cli.peers = "edge2";
+  EXPECT_NE(loadError("", cli).find("farm peer \"edge2\" must be host:port"), std::string::npos);
+  cli.peers = "edge2:443,edge3:443";
+  cli.primary = true;
+  cli.farm_port = "0";
+  EXPECT_NE(loadError("", cli).find("--farm-port"), std::string::npos);
+  cli.farm_port = "9870";
+  std::string e = loadError("", cli);
+  EXPECT_NE(e.find("tls.cert_file"), std::string::npos) << e;  // got past the farm checks
+
+  // Without TLS: on loopback only, and with a secret file.
+  CommandLine plain = noTls();
+  plain.mode = "farm";
+  plain.peers = "10.0.0.2:8080";
+  e = loadError(R"({"farm":{"secret_file":"/s"}})", plain);
+  EXPECT_NE(e.find("plaintext"), std::string::npos) << e;
+  plain.peers = "127.0.0.1:8081,[::1]:8082,localhost:8083";
+  e = loadError("", plain);
+  EXPECT_NE(e.find("farm.secret_file"), std::string::npos) << e;
+  LoadResult r;
+  std::string error;
+  ASSERT_TRUE(loadFromText(R"({"http_port":8080,"farm":{"secret_file":"/s","port":9999,
+                               "primary":"127.0.0.1:8081"}})",
+                           "edge.json", plain, &r, &error))
+      << error;
+  EXPECT_TRUE(r.farm.supervised);
+  EXPECT_EQ(r.farm.member_port, 8080);
+  EXPECT_EQ(r.farm.port, 9999);
+  EXPECT_EQ(r.farm.primary, "127.0.0.1:8081");
+  ASSERT_EQ(r.farm.peers.size(), 3u);
+  EXPECT_TRUE(r.farm.tls_cert_file.empty());
+  e = loadError(R"({"farm":{"secret_file":"/s","primary":7}})", plain);
+  EXPECT_NE(e.find("farm.primary"), std::string::npos) << e;
+  // ACME has no certificate file for the farm port.
+  CommandLine acme;
+  acme.mode = "farm";
+  acme.peers = "edge2:443";
+  e = loadError(R"({"tls":{"mode":"acme","acme":{"domains":["a.example"]}}})", acme);
+  EXPECT_NE(e.find("--control-plane"), std::string::npos) << e;
+}
+
+TEST(LoaderTest, CommandLineArgsGiveTheSameSettingsWithoutTheKey) {
+  CommandLine cli;
+  cli.mode = "farm";
+  cli.peers = "a:1,b:2";
+  cli.primary = true;
+  cli.no_tls = true;
+  cli.api_key = "sk-secret-operator-key";
+  cli.farm_port = "9870";
+  auto args = commandLineArgs(cli);
+  std::string joined;
+  for (const auto& a : args) joined += a + " ";
+  EXPECT_EQ(joined, "--mode farm --peers a:1,b:2 --farm-port 9870 --no-tls --primary ");
+  std::vector<char*> argv = {const_cast<char*>("eldric-edge")};
+  for (auto& a : args) argv.push_back(a.data());
+  CommandLine back;
+  std::string error;
+  ASSERT_TRUE(parseCommandLine(static_cast<int>(argv.size()), argv.data(), &back, &error)) << error;
+  EXPECT_EQ(back.peers, cli.peers);
+  EXPECT_TRUE(back.primary);
+  EXPECT_EQ(back.farm_port, "9870");
 }
 
 TEST(LoaderTest, FarmRelayUrlIsAUrlWithoutAPath) {
