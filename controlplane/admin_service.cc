@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/config/farm_plan.h"
 #include "common/crypto.h"
 #include "common/log.h"
 #include "controlplane/clock.h"
@@ -164,7 +165,8 @@ class AdminService final : public edge::v1::Admin::Service {
   template <class F>
   grpc::Status guarded(grpc::ServerContext* ctx, const char* method, F call) {
     std::string caller;
-    grpc::Status status = impl_->authorizeAdmin(*ctx, &caller);
+    grpc::Status status = impl_->checkMember(*ctx);
+    if (status.ok()) status = impl_->authorizeAdmin(*ctx, &caller);
     if (!status.ok()) {
       log::warn("admin call refused", {{"method", log::str(method)},
                                        {"peer", log::str(ctx->peer())},
@@ -220,6 +222,20 @@ std::string ControlPlane::Impl::usageJson(const std::string& client_id) {
   return "{\"requests_in_window\":" + std::to_string(requests) +
          ",\"tokens_in_window\":" + std::to_string(tokens) +
          ",\"in_flight\":" + std::to_string(in_flight) + "}";
+}
+
+grpc::Status ControlPlane::Impl::checkMember(const grpc::ServerContextBase& ctx) const {
+  if (options_.member_token.empty()) return grpc::Status::OK;
+  const auto& md = ctx.client_metadata();
+  auto it = md.find(config::kFarmTokenMetadata);
+  std::string given =
+      it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
+  if (!crypto::constantTimeEquals(given, options_.member_token)) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "not a member of this farm: the farm token does not match (members "
+                        "derive it from the TLS key they share, or from farm.secret_file)");
+  }
+  return grpc::Status::OK;
 }
 
 grpc::Status ControlPlane::Impl::authorizeAdmin(const grpc::ServerContext& ctx,

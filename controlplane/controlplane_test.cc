@@ -2,6 +2,7 @@
 // clients: the discovery stream (hello, snapshot, ACK/NACK, pushes on
 // change, farm usage), the Admin service, TLS and mTLS.
 
+#include <fcntl.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <stdlib.h>
@@ -77,8 +78,9 @@ class KeyedContext : public grpc::ClientContext {
 // One discovery stream, read on its own thread into a queue.
 class TestStream {
  public:
-  explicit TestStream(std::shared_ptr<grpc::Channel> channel)
+  explicit TestStream(std::shared_ptr<grpc::Channel> channel, const std::string& farm_token = "")
       : stub_(edge::v1::SnapshotDiscovery::NewStub(channel)) {
+    if (!farm_token.empty()) ctx_.AddMetadata("eldric-farm-token", farm_token);
     stream_ = stub_->StreamSnapshots(&ctx_);
     reader_ = std::thread([this] {
       DiscoveryResponse r;
@@ -1210,15 +1212,62 @@ TEST_F(ControlPlaneTest, SyncIntervalComesFromTheFileWithoutTheFlag) {
   EXPECT_EQ(r.snapshot().farm().sync_interval().nanos(), 500 * 1000000);
 }
 
-TEST_F(ControlPlaneTest, AFarmMemberConfigIsRefused) {
+// One file for the members and the control plane: a member's farm
+// settings are not the control plane's concern.
+TEST_F(ControlPlaneTest, AFarmMemberConfigIsServed) {
   writeFile(options_.config_file, R"({
     "mode": "farm", "router_urls": ["http://127.0.0.1:1"], "tls": {"enabled": false},
-    "farm": {"control_plane": ["127.0.0.1:8870"]}
+    "farm": {"control_plane": ["127.0.0.1:8870"], "peers": ["a:1"]}
+  })");
+  start();
+  TestStream s(channel());
+  ASSERT_TRUE(s.hello("edge-a"));
+  DiscoveryResponse r;
+  ASSERT_TRUE(s.nextSnapshot(&r));
+  EXPECT_EQ(r.snapshot().clusters(0).endpoints(0).url(), "http://127.0.0.1:1");
+}
+
+TEST_F(ControlPlaneTest, NoRoutersIsRefused) {
+  writeFile(options_.config_file, R"({
+    "mode": "farm", "tls": {"enabled": false}, "farm": {"control_plane": ["127.0.0.1:8870"]}
   })");
   ControlPlane cp(options_);
   std::string error;
   EXPECT_FALSE(cp.start(&error));
-  EXPECT_NE(error.find("leave \"mode\" out"), std::string::npos) << error;
+  EXPECT_NE(error.find("no routers"), std::string::npos) << error;
+}
+
+// Started by a farm's primary: the Edge's flags instead of a file, and
+// every call must carry the members' token.
+TEST_F(ControlPlaneTest, MemberTokenGuardsEveryCall) {
+  options_.config_file.clear();
+  options_.edge_args = {"--no-tls", "--routers",       "http://127.0.0.1:2", "--mode",
+                        "farm",     "--control-plane", "127.0.0.1:1"};
+  options_.member_token = std::string(64, 'a');
+  start();
+  {
+    TestStream stranger(channel());
+    stranger.hello("edge-x");
+    grpc::Status st = stranger.finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_NE(st.error_message().find("farm token"), std::string::npos) << st.error_message();
+  }
+  {
+    TestStream wrong(channel(), std::string(64, 'b'));
+    wrong.hello("edge-x");
+    EXPECT_EQ(wrong.finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  TestStream member(channel(), std::string(64, 'a'));
+  ASSERT_TRUE(member.hello("edge-a"));
+  DiscoveryResponse r;
+  ASSERT_TRUE(member.nextSnapshot(&r));
+  EXPECT_EQ(r.snapshot().clusters(0).endpoints(0).url(), "http://127.0.0.1:2");
+  // Admin calls too, before the key is looked at.
+  auto stub = edge::v1::Admin::NewStub(channel());
+  KeyedContext ctx;
+  edge::v1::ClientList list;
+  grpc::Status st = stub->ListClients(&ctx, edge::v1::ListClientsRequest(), &list);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
 }
 
 TEST(FlagsTest, ParsesAndRefuses) {
@@ -1375,6 +1424,44 @@ TEST_F(TlsTest, UnreadableCertificateIsAStartError) {
   std::string error;
   EXPECT_FALSE(bad.start(&error));
   EXPECT_NE(error.find("missing.key"), std::string::npos) << error;
+}
+
+}  // namespace
+}  // namespace eldric::controlplane
+
+namespace eldric::controlplane {
+namespace {
+
+TEST(FlagsTest, EdgeFlagsAndMemberToken) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  std::string token(64, 'c');
+  ASSERT_EQ(write(fds[1], (token + "\n").data(), token.size() + 1),
+            static_cast<ssize_t>(token.size() + 1));
+  close(fds[1]);
+  std::string fd = std::to_string(fds[0]);
+  std::vector<const char*> args = {
+      "eldric-controlplane", "--member-token-fd", fd.c_str(), "--parent-pid", "1234", "--",
+      "--routers",           "http://r:1",        "--peers",  "a:1"};
+  Options o;
+  std::string error;
+  ASSERT_TRUE(
+      parseCommandLine(static_cast<int>(args.size()), const_cast<char**>(args.data()), &o, &error))
+      << error;
+  EXPECT_EQ(o.member_token, token);
+  EXPECT_EQ(o.parent_pid, 1234);
+  ASSERT_EQ(o.edge_args.size(), 4u);
+  EXPECT_EQ(o.edge_args[3], "a:1");
+  // The descriptor was closed after reading.
+  EXPECT_EQ(fcntl(fds[0], F_GETFD), -1);
+  // An empty descriptor gives no token.
+  ASSERT_EQ(pipe(fds), 0);
+  close(fds[1]);
+  fd = std::to_string(fds[0]);
+  std::vector<const char*> bad = {"eldric-controlplane", "--member-token-fd", fd.c_str()};
+  Options o2;
+  EXPECT_FALSE(parseCommandLine(3, const_cast<char**>(bad.data()), &o2, &error));
+  EXPECT_NE(error.find("gave no token"), std::string::npos) << error;
 }
 
 }  // namespace

@@ -40,6 +40,9 @@ class DiscoveryStream;
 class DiscoveryStreamHandler {
  public:
   virtual ~DiscoveryStreamHandler() = default;
+  // Whether this caller may subscribe at all (a farm's member token); a
+  // refusal ends the call with this status before any message.
+  virtual grpc::Status admit(const grpc::CallbackServerContext& ctx) { return grpc::Status::OK; }
   // The first message, its node id checked.
   virtual void onHello(DiscoveryStream* s, const edge::v1::DiscoveryRequest& req) = 0;
   // Every later message.
@@ -232,6 +235,7 @@ class DiscoveryService final
   explicit DiscoveryService(DiscoveryStreamHandler* handler) : handler_(handler) {}
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StreamSnapshots(
       grpc::CallbackServerContext* ctx) override {
+    if (grpc::Status status = handler_->admit(*ctx); !status.ok()) return new Refused(status);
     auto s = std::make_shared<DiscoveryStream>(handler_, ctx);
     DiscoveryStream* raw = s.get();
     raw->begin(std::move(s));
@@ -239,6 +243,14 @@ class DiscoveryService final
   }
 
  private:
+  // A call refused before it starts: finished at once, freed when gRPC is
+  // done with it.
+  class Refused : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+   public:
+    explicit Refused(const grpc::Status& status) { Finish(status); }
+    void OnDone() override { delete this; }
+  };
+
   DiscoveryStreamHandler* handler_;
 };
 

@@ -1,5 +1,8 @@
 // eldric-controlplane's command line. See server.h.
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
 #include <string>
 
@@ -14,6 +17,7 @@ data planes, keeps the client registry, and sums the farm's usage for
 farm-wide rate limits.
 
 Usage: eldric-controlplane --config FILE [flags]
+       eldric-controlplane [flags] -- EDGE-FLAGS
   --config FILE          the Edge JSON config (same schema as eldric-edge's
                          --config) that every data plane is served; required
   --listen ADDR:PORT     gRPC listen address (default 127.0.0.1:8870;
@@ -27,6 +31,12 @@ Usage: eldric-controlplane --config FILE [flags]
   --client-ca FILE       require client certificates signed by this CA (mTLS)
   --allow-plaintext      serve without TLS on an address other than loopback
   --log-level LEVEL      debug, info, warn, error (default: the file's, else info)
+  --member-token-fd N    require every call to carry the token read from
+                         descriptor N (how a farm's primary Edge starts this
+                         daemon for its members; see the README's "Farm")
+  --parent-pid PID       exit when process PID (the primary Edge) does
+  -- EDGE-FLAGS          eldric-edge's own flags instead of --config (the
+                         primary passes its command line on this way)
   --help, --version
 
 Without --tls-cert the server is plaintext, which it refuses to be on any
@@ -64,6 +74,33 @@ bool loopbackListen(const std::string& s) {
   std::string host = colon == std::string::npos ? s : s.substr(0, colon);
   if (host == "localhost" || host == "[::1]") return true;
   return host.rfind("127.", 0) == 0;
+}
+
+// The token the primary Edge wrote into a pipe: one line, read whole, the
+// descriptor closed after.
+bool readTokenFd(const std::string& v, std::string* token, std::string* error) {
+  char* end = nullptr;
+  long fd = std::strtol(v.c_str(), &end, 10);
+  if (*end || fd < 3 || fd > 1024) {
+    *error = "flag --member-token-fd: expected a descriptor number from 3 (got \"" + v + "\")";
+    return false;
+  }
+  std::string text;
+  char buf[256];
+  while (text.size() < 4096) {
+    ssize_t n = read(static_cast<int>(fd), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  close(static_cast<int>(fd));
+  text = text.substr(0, text.find('\n'));
+  if (text.size() < 32) {
+    *error = "flag --member-token-fd: descriptor " + v + " gave no token";
+    return false;
+  }
+  *token = std::move(text);
+  return true;
 }
 
 }  // namespace
@@ -114,6 +151,22 @@ bool parseCommandLine(int argc, char** argv, Options* out, std::string* error) {
             "flag --log-level: must be debug, info, warn or error (got \"" + out->log_level + "\")";
         return false;
       }
+    } else if (arg == "--member-token-fd") {
+      std::string v;
+      if (!flags.value(&v, error)) return false;
+      if (!readTokenFd(v, &out->member_token, error)) return false;
+    } else if (arg == "--parent-pid") {
+      std::string v;
+      if (!flags.value(&v, error)) return false;
+      char* end = nullptr;
+      long n = std::strtol(v.c_str(), &end, 10);
+      if (*end || n <= 1) {
+        *error = "flag --parent-pid: expected a process id (got \"" + v + "\")";
+        return false;
+      }
+      out->parent_pid = static_cast<int>(n);
+    } else if (arg == "--") {
+      out->edge_args = flags.rest();
     } else if (arg.empty() || arg[0] != '-') {
       *error = "unexpected argument \"" + arg + "\" (see --help)";
       return false;
@@ -138,7 +191,7 @@ bool parseCommandLine(int argc, char** argv, Options* out, std::string* error) {
              "give --tls-cert and --tls-key, or --allow-plaintext on a private network";
     return false;
   }
-  if (out->config_file.empty()) {
+  if (out->config_file.empty() && out->edge_args.empty()) {
     *error =
         "missing --config FILE: the Edge JSON config that the data planes are served (see --help)";
     return false;

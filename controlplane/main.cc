@@ -2,6 +2,8 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <string>
@@ -26,6 +28,16 @@ int main(int argc, char** argv) {
   if (options.version) {
     puts("eldric-controlplane 0.1.0");
     return 0;
+  }
+  if (options.parent_pid > 0) {
+    // A farm's primary Edge runs this daemon: when it goes, even by
+    // SIGKILL, so does this one (SIGTERM, handled below like any other),
+    // and the restarted Edge finds the farm port free.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != options.parent_pid) {
+      fprintf(stderr, "eldric-controlplane: the Edge that started this one is gone\n");
+      return 2;
+    }
   }
 
   // A farm's streams each hold a descriptor: the limit raised and the

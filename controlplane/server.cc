@@ -86,15 +86,26 @@ void grpcLog(gpr_log_func_args* args) {
 bool ControlPlane::Impl::loadConfig(config::LoadResult* out, int64_t* file_interval,
                                     std::string* error) {
   config::CommandLine cli;
-  cli.config_file = options_.config_file;
+  if (!options_.edge_args.empty()) {
+    // The primary Edge's own flags, read as it reads them (its API key,
+    // if any, came in ELDRIC_API_KEY).
+    std::vector<char*> argv = {const_cast<char*>("eldric-edge")};
+    for (auto& a : options_.edge_args) argv.push_back(const_cast<char*>(a.c_str()));
+    if (!config::parseCommandLine(static_cast<int>(argv.size()), argv.data(), &cli, error)) {
+      *error = "the Edge's flags: " + *error;
+      return false;
+    }
+  } else {
+    cli.config_file = options_.config_file;
+  }
+  // A farm member's own settings (mode "farm", peers, control_plane,
+  // node_id) say how it reaches a control plane; here they are not used,
+  // so one file can serve the members and this daemon alike.
   if (!config::load(cli, out, error)) return false;
-  if (out->farm.enabled) {
-    // This file is what every member serves; how a member reaches the
-    // control plane is that member's own config.
-    *error = options_.config_file +
-             ": the control plane's config describes what the data planes serve: leave "
-             "\"mode\" out (or \"single\"); farm connection settings (mode \"farm\", "
-             "control_plane, node_id) belong in each data plane's own config";
+  if (out->snapshot.clusters_size() == 0 || out->snapshot.clusters(0).name() != "routers" ||
+      out->snapshot.clusters(0).endpoints_size() == 0) {
+    *error = (cli.config_file.empty() ? std::string("the Edge's flags") : cli.config_file) +
+             ": no routers for the farm: give \"router_urls\" (or --routers)";
     return false;
   }
   // farm.sync_interval_ms (the loader's default when absent).
@@ -104,7 +115,7 @@ bool ControlPlane::Impl::loadConfig(config::LoadResult* out, int64_t* file_inter
 }
 
 bool ControlPlane::Impl::start(std::string* error) {
-  if (options_.config_file.empty()) {
+  if (options_.config_file.empty() && options_.edge_args.empty()) {
     *error = "no --config FILE: the Edge JSON config that the data planes are served";
     return false;
   }

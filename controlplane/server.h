@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace eldric::controlplane {
 
@@ -26,6 +27,16 @@ struct Options {
   // Plaintext beyond loopback, knowingly (a private network).
   bool allow_plaintext = false;
   std::string log_level;  // empty: the file's log_level, else info
+  // The Edge's own flags (after "--"), read like eldric-edge reads them:
+  // how a farm's primary starts its control plane with its own settings.
+  // `config_file` is then unused.
+  std::vector<std::string> edge_args;
+  // The members' token: every call must carry it (metadata
+  // "eldric-farm-token"). Read from a descriptor the primary passes
+  // (--member-token-fd), never the command line.
+  std::string member_token;
+  // Exit when this process (the primary Edge) does (--parent-pid).
+  int parent_pid = 0;
   bool help = false;
   bool version = false;
 };

@@ -62,6 +62,7 @@ class ControlPlane::Impl : public DiscoveryStreamHandler {
   }
 
   // DiscoveryStream callbacks.
+  grpc::Status admit(const grpc::CallbackServerContext& ctx) override { return checkMember(ctx); }
   void onHello(DiscoveryStream* s, const edge::v1::DiscoveryRequest& req) override;
   void onRequest(DiscoveryStream* s, const edge::v1::DiscoveryRequest& req) override;
   void onDone(DiscoveryStream* s) override;
@@ -74,6 +75,10 @@ class ControlPlane::Impl : public DiscoveryStreamHandler {
   // control plane serves. A data plane's certificate alone (it may
   // subscribe) is not enough. Fills `caller` with the key's client name.
   grpc::Status authorizeAdmin(const grpc::ServerContext& ctx, std::string* caller);
+  // With a member token (a farm's primary started this daemon), every call
+  // must carry it as "eldric-farm-token" metadata; compared in constant
+  // time. OK when there is none.
+  grpc::Status checkMember(const grpc::ServerContextBase& ctx) const;
   grpc::Status handleRest(const edge::v1::RestRequest& req, const std::string& caller,
                           edge::v1::RestReply* reply);
   grpc::Status registerClient(const edge::v1::RegisterClientRequest& req,
