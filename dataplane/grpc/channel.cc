@@ -112,7 +112,7 @@ Channel::Channel(Dispatcher& dispatcher, ChannelOptions options)
       alive_(std::make_shared<bool>(true)) {
   if (options_.tls) {
     ssl_ctx_ = tls::makeClientContext(options_.ca_file, options_.cert_file, options_.key_file,
-                                      {"h2"}, &config_error_);
+                                      {"h2"}, &config_error_, options_.pin_certificate_file);
     if (!ssl_ctx_)
       log::error("grpc channel: TLS options rejected", {{"error", log::str(config_error_)}});
   }
@@ -176,6 +176,7 @@ void Channel::runFailures() {
 
 std::unique_ptr<Stream> Channel::startStream(const std::string& path, StreamCallbacks& callbacks) {
   auto call = std::make_shared<Call>(path, &callbacks, options_.max_receive_message_bytes);
+  call->metadata = options_.metadata;
   auto stream = std::make_unique<StreamImpl>(call, stats_, alive_);
   if (!config_error_.empty()) {
     failLater(call, kUnavailable, config_error_);
@@ -192,7 +193,8 @@ void Channel::unary(
   auto u = std::make_unique<detail::UnaryCall>(*this, std::move(done));
   detail::UnaryCall* raw = u.get();
   auto call = std::make_shared<Call>(path, raw, options_.max_receive_message_bytes);
-  call->metadata = std::move(metadata);
+  call->metadata = options_.metadata;
+  call->metadata.insert(call->metadata.end(), metadata.begin(), metadata.end());
   if (timeout_ms > 0) {
     call->deadline_ms = dispatcher_.nowMs() + timeout_ms;
     raw->timer = dispatcher_.createTimer([raw] { raw->onDeadline(); });

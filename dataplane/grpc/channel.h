@@ -41,6 +41,14 @@ struct ChannelOptions {
   std::string ca_file;
   // A client certificate and key (mTLS); both or neither.
   std::string cert_file, key_file;
+  // Instead of a CA and a name: the server must present a certificate
+  // with the same public key as this file's first certificate (a farm's
+  // members, which share the Edge's certificate and key).
+  std::string pin_certificate_file;
+  // Sent in every call's HEADERS (lowercase names), before a call's own.
+  // All metadata is kept out of HPACK's dynamic table (it is credentials:
+  // "authorization", "eldric-farm-token").
+  std::vector<std::pair<std::string, std::string>> metadata;
   // The :authority header, the SNI and the name the server certificate
   // must carry (its host part); default: the target ("host:port") for
   // :authority and its host for SNI and verification.
@@ -129,8 +137,8 @@ class Channel {
   // grpc-timeout and enforced locally too (DEADLINE_EXCEEDED); it counts
   // from this call, connecting included. Success is status 0 with exactly
   // one response message.
-  // `metadata` goes in the call's HEADERS (lowercase names); an
-  // "authorization" value is marked never to be indexed by HPACK.
+  // `metadata` goes in the call's HEADERS (lowercase names), marked never
+  // to be indexed by HPACK.
   using Metadata = std::vector<std::pair<std::string, std::string>>;
   void unary(const std::string& path, std::string request, uint64_t timeout_ms,
              std::function<void(int grpc_status, std::string message, std::string response)> done,

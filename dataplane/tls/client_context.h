@@ -15,8 +15,12 @@ namespace eldric::tls {
 // Returns null and sets `error` when a file does not load. An empty
 // `ca_file` means the system's bundle (/etc/ssl/certs/ca-certificates.crt):
 // this BoringSSL build has no default trust store.
+//
+// With `pin_certificate_file`, the CA and the name are not checked: the
+// server's certificate must carry the same public key as that file's first
+// certificate (a farm's members, which share the Edge's key).
 SslCtxPtr makeClientContext(const std::string& ca_file, const std::string& cert_file,
                             const std::string& key_file, const std::vector<std::string>& alpn,
-                            std::string* error);
+                            std::string* error, const std::string& pin_certificate_file = "");
 
 }  // namespace eldric::tls
