@@ -175,6 +175,18 @@ std::string BuiltinFilter::healthJson(int* status) {
     out += ",\"farm_members\":" + std::to_string(f.members);
     out += ",\"offline_policy\":";
     log::appendJsonString(out, f.offline_policy);
+    if (f.supervised) {
+      out += ",\"primary\":";
+      log::appendJsonString(out, f.primary);
+      out += ",\"this_member_is_primary\":";
+      out += f.is_primary ? "true" : "false";
+      if (f.is_primary) {
+        out += ",\"process\":{\"running\":";
+        out += f.control_plane_pid ? "true" : "false";
+        out += ",\"pid\":" + std::to_string(f.control_plane_pid) +
+               ",\"starts\":" + std::to_string(f.control_plane_starts) + "}";
+      }
+    }
     out += f.connected
                ? "}"
                : ",\"note\":\"control plane unreachable: serving with the last good snapshot\"}";

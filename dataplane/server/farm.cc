@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <unordered_map>
 
+#include "common/config/farm_plan.h"
 #include "common/config/loader.h"
 #include "common/file.h"
 #include "common/log.h"
@@ -72,12 +73,23 @@ FarmClient::FarmClient(Dispatcher& main, const config::FarmOptions& options, std
   for (auto& a : listen_addresses) node_.add_listen_addresses(a);
   grpc::ChannelOptions co;
   co.targets = options_.control_planes;
-  co.tls = !options_.ca_file.empty() || !options_.cert_file.empty();
+  co.tls = !options_.ca_file.empty() || !options_.cert_file.empty() ||
+           (options_.supervised && !options_.tls_cert_file.empty());
+  // A supervised farm's primary serves the members' own certificate: its
+  // key is what identifies it, unless a CA was given.
+  if (options_.supervised && options_.ca_file.empty())
+    co.pin_certificate_file = options_.tls_cert_file;
+  if (!options_.member_token.empty())
+    co.metadata.emplace_back(config::kFarmTokenMetadata, options_.member_token);
   co.ca_file = options_.ca_file;
   co.cert_file = options_.cert_file;
   co.key_file = options_.key_file;
   channel_ = std::make_unique<grpc::Channel>(main_, co);
   view_.offline_policy = options_.offline_policy;
+  // A supervised farm knows its members before any usage arrives: the
+  // offline share is limit / members from the first request, not the
+  // whole limit on every member.
+  if (options_.planned_members > 1) usage_members_ = view_.members = options_.planned_members;
 }
 
 void FarmClient::setIdentity(std::string node_id,

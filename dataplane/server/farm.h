@@ -35,6 +35,13 @@ struct FarmView {
   uint64_t reconnects = 0;
   uint32_t members = 1;
   std::string offline_policy;
+  // A supervised farm (--peers): the primary's name, whether this member
+  // is it, and its control plane child (pid 0: not running).
+  bool supervised = false;
+  std::string primary;
+  bool is_primary = false;
+  int64_t control_plane_pid = 0;
+  uint64_t control_plane_starts = 0;
 };
 
 class FarmClient : public grpc::StreamCallbacks {

@@ -28,6 +28,7 @@
 #include "dataplane/server/builtin.h"
 #include "dataplane/server/webchat_handler.h"
 #include "dataplane/tls/client_context.h"
+#include "dataplane/tls/farm_token.h"
 #include "filters/auth/auth_filter.h"
 #include "filters/auth/session.h"
 #include "filters/auth/session_filter.h"
@@ -623,6 +624,46 @@ void Server::applyConfig(config::RuntimeConfigSharedPtr cfg, std::function<void(
   health_->update(cfg->clusters);
 }
 
+bool Server::prepareSupervisedFarm(const std::string& data_dir, std::string* error) {
+  config::FarmOptions& f = farm_options_;
+  if (!config::planFarm(f, config::systemFarmProbe(), &farm_plan_, error)) return false;
+  if (!tls::farmToken(f.secret_file, f.tls_key_file, &f.member_token, error)) return false;
+  f.control_planes = farm_plan_.targets;
+  f.planned_members = static_cast<uint32_t>(farm_plan_.members.size());
+  if (f.node_id.empty()) f.node_id = farm_plan_.self;
+  std::string members;
+  for (const auto& m : farm_plan_.members) members += (members.empty() ? "" : ",") + m;
+  log::info("farm: members meet at the primary's control plane",
+            {{"self", log::str(farm_plan_.self)},
+             {"primary", log::str(farm_plan_.primary)},
+             {"members", log::str(members)},
+             {"control_plane", log::str(farm_plan_.targets.front())}});
+  if (!farm_plan_.is_primary) return true;
+
+  ControlPlaneChild::Spec spec;
+  spec.binary = findControlPlaneBinary(f.controlplane_path, error);
+  if (spec.binary.empty()) return false;
+  std::string cp_dir = data_dir + "/controlplane";
+  if ((mkdir(data_dir.c_str(), 0700) != 0 && errno != EEXIST) ||
+      (mkdir(cp_dir.c_str(), 0700) != 0 && errno != EEXIST)) {
+    *error = "data_dir " + cp_dir + ": " + strerror(errno);
+    return false;
+  }
+  spec.args = {"--listen",     farm_plan_.listen,       "--data-dir",
+               cp_dir,         "--member-token-fd",     "3",
+               "--parent-pid", std::to_string(getpid())};
+  if (!f.tls_cert_file.empty()) {
+    spec.args.insert(spec.args.end(), {"--tls-cert", f.tls_cert_file, "--tls-key", f.tls_key_file});
+  }
+  spec.args.push_back("--");
+  for (auto& a : config::commandLineArgs(cli_)) spec.args.push_back(std::move(a));
+  spec.token = f.member_token;
+  spec.api_key = cli_.api_key;
+  spec.listen = farm_plan_.listen;
+  control_plane_ = std::make_unique<ControlPlaneChild>(main_, std::move(spec));
+  return true;
+}
+
 bool Server::prepareFarm(const std::string& data_dir, std::string* error) {
   if (mkdir(data_dir.c_str(), 0700) != 0 && errno != EEXIST) {
     *error = "data_dir " + data_dir + ": " + strerror(errno);
@@ -671,6 +712,11 @@ bool Server::prepareFarm(const std::string& data_dir, std::string* error) {
 }
 
 void Server::reload() {
+  if (control_plane_) {
+    log::info("SIGHUP: passed to the farm's control plane, which re-reads the config");
+    control_plane_->reload();
+    return;
+  }
   if (farm_) {
     log::info(
         "SIGHUP: in a farm the configuration comes from the control plane; nothing to re-read");
@@ -766,7 +812,8 @@ int Server::run() {
   local_snapshot_ = loaded.snapshot;
   state_.mode = farm_options_.enabled ? "farm" : "single";
   if (farm_options_.enabled) {
-    if (!prepareFarm(data_dir, &error)) {
+    if ((farm_options_.supervised && !prepareSupervisedFarm(data_dir, &error)) ||
+        !prepareFarm(data_dir, &error)) {
       fprintf(stderr, "eldric-edge: %s\n", error.c_str());
       return 2;
     }
@@ -915,7 +962,19 @@ int Server::run() {
     farm_->setRateLimitState(state_.rateLimitState());
     farm_->setMembersFile(farm_snapshot_path_.substr(0, farm_snapshot_path_.rfind('/')) +
                           "/farm-members");
-    state_.farm_view = [this] { return farm_->view(); };
+    state_.farm_view = [this] {
+      FarmView v = farm_->view();
+      if (farm_options_.supervised) {
+        v.supervised = true;
+        v.primary = farm_plan_.primary;
+        v.is_primary = farm_plan_.is_primary;
+        if (control_plane_) {
+          v.control_plane_pid = control_plane_->pid();
+          v.control_plane_starts = control_plane_->starts();
+        }
+      }
+      return v;
+    };
     farm_->start();
   }
   std::string ports;
@@ -936,8 +995,10 @@ int Server::run() {
   if (write(2, ready.data(), ready.size()) < 0) {
   }
 
+  if (control_plane_) control_plane_->start();
   main_.run();
   farm_.reset();
+  control_plane_.reset();  // stops it (the members serve on)
   stopAcme();
   stapler_.reset();
 

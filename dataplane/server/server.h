@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/config/farm_plan.h"
 #include "common/config/loader.h"
 #include "controlplane/core/acme/manager.h"
 #include "controlplane/core/acme/ocsp.h"
@@ -17,6 +18,7 @@
 #include "dataplane/config/runtime_config.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/server/admin_api.h"
+#include "dataplane/server/control_plane_child.h"
 #include "dataplane/server/farm.h"
 #include "dataplane/server/worker.h"
 #include "dataplane/upstream/health_checker.h"
@@ -64,6 +66,10 @@ class Server : public AdminBackend {
   // clients, with each route's filter chain from filters_.
   config::RuntimeConfigSharedPtr build(const edge::v1::Snapshot& base, std::string* error);
   bool prepareFarm(const std::string& data_dir, std::string* error);
+  // The seed's farm (--peers, no --control-plane): plans who the primary
+  // is, derives the members' token, points the farm client at the
+  // primary's farm port and, on the primary, starts the control plane.
+  bool prepareSupervisedFarm(const std::string& data_dir, std::string* error);
   bool applyFarmSnapshot(const edge::v1::Snapshot& snapshot, std::string* error);
   void fillUsage(edge::v1::UsageReport* report);
   // Sessions logged out here that the running snapshot does not list yet.
@@ -148,6 +154,8 @@ class Server : public AdminBackend {
   config::FarmOptions farm_options_;
   edge::v1::Snapshot local_snapshot_;  // as this process was started
   std::unique_ptr<FarmClient> farm_;
+  config::FarmPlan farm_plan_;                        // a supervised farm's
+  std::unique_ptr<ControlPlaneChild> control_plane_;  // on its primary
   std::string farm_snapshot_path_;
   std::unique_ptr<controlplane::acme::Manager> acme_;
   // Standalone: fetches OCSP answers for the certificates served.

@@ -205,6 +205,8 @@ export function request(opts) {
   } = opts;
   const mod = opts.tls ? https : http;
   const options = { host, port, path: reqPath, method, headers: { ...headers }, agent };
+  // The client's source address (another of 127.0.0.0/8: its own per-IP count).
+  if (opts.localAddress) options.localAddress = opts.localAddress;
   if (opts.tls) {
     options.ca = opts.tls.ca;
     options.servername = opts.tls.servername ?? 'localhost';
