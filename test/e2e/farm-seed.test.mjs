@@ -316,3 +316,77 @@ describe('the seed farm from one config file: every member listed, the primary n
     }
   });
 });
+
+describe('a --no-tls farm of --peers on one host: the shared secret file admits the members', { timeout: 60000 }, () => {
+  let router, tmp, farmPort;
+  const ports = [];
+  const edges = [];
+  const name = (i) => `127.0.0.1:${ports[i]}`;
+  const health = async (port) =>
+    (await request({ port, path: '/health', headers: auth(ADMIN_KEY) })).json();
+
+  const member = async (i, secretFile, allPorts = ports) => {
+    const cfg = path.join(tmp, `edge${i}.json`);
+    fs.writeFileSync(cfg, JSON.stringify({ farm: { secret_file: secretFile } }));
+    return startEdge({
+      args: ['--config', cfg, '--no-tls', '--mode', 'farm', '--routers', router.url, '--api-key', ADMIN_KEY,
+        '--peers', allPorts.filter((p) => p !== allPorts[i]).map((p) => `127.0.0.1:${p}`).join(','),
+        '--http-port', String(allPorts[i]), '--farm-port', String(farmPort)],
+    });
+  };
+
+  before(async () => {
+    router = await startFakeRouter();
+    tmp = makeTempDir('eldric-seed-plain-');
+    fs.writeFileSync(path.join(tmp, 'secret'), 'a-shared-farm-secret-for-the-test\n', { mode: 0o600 });
+    fs.writeFileSync(path.join(tmp, 'other'), 'another-secret-that-is-not-ours\n', { mode: 0o600 });
+    farmPort = await freePort();
+    for (let i = 0; i < 2; i++) ports.push(await freePort());
+    for (let i = 0; i < 2; i++) edges.push(await member(i, path.join(tmp, 'secret')));
+    for (const p of ports) {
+      await waitFor(async () => (await health(p)).control_plane?.connected === true, { timeoutMs: 20000, what: `member on ${p}` });
+    }
+  });
+
+  after(async () => {
+    for (const e of edges) await e?.kill();
+    await router?.stop();
+    removeDir(tmp);
+  });
+
+  it('the members share keys; the farm port is on loopback only', T, async () => {
+    const reg = await request({
+      port: ports[0], method: 'POST', path: '/api/v1/clients/register',
+      headers: { ...auth(ADMIN_KEY), 'content-type': 'application/json' }, body: JSON.stringify({ name: 'plain-app' }),
+    });
+    assert.equal(reg.status, 200, reg.body);
+    await waitFor(async () => (await request({ port: ports[1], path: '/v1/models', headers: auth(reg.json().api_key) })).status === 200,
+      { timeoutMs: 1000, intervalMs: 20, what: 'key on the other member' });
+    const primary = [name(0), name(1)].sort()[0];
+    assert.equal((await health(ports[0])).control_plane.primary, primary);
+    assert.ok(await portOpen(farmPort));
+  });
+
+  it('an Edge with another secret is refused by the control plane, and says so', T, async () => {
+    const port = await freePort();
+    const all = [...ports, port];
+    // Its name sorts after the members' only if its port does: keep it a
+    // follower whatever the ports, so that it dials the real primary.
+    const stranger = await startEdge({
+      args: ['--config', (() => {
+        const f = path.join(tmp, 'stranger.json');
+        fs.writeFileSync(f, JSON.stringify({ farm: { secret_file: path.join(tmp, 'other'), primary: [name(0), name(1)].sort()[0] } }));
+        return f;
+      })(), '--no-tls', '--mode', 'farm', '--routers', router.url, '--api-key', ADMIN_KEY,
+      '--peers', all.filter((p) => p !== port).map((p) => `127.0.0.1:${p}`).join(','),
+      '--http-port', String(port), '--farm-port', String(farmPort)],
+    });
+    try {
+      const line = await stranger.waitStderr((l) => l?.msg?.includes('stream closed') && /not a member/.test(l.message ?? ''), 10000);
+      assert.equal(line.grpc_status, 16);
+      assert.equal((await health(port)).control_plane.connected, false);
+    } finally {
+      await stranger.kill();
+    }
+  });
+});
