@@ -304,8 +304,11 @@ void Server::startTunnelRelay(const config::RuntimeConfig& cfg) {
   // Trust for the other members' certificates (relays over https).
   std::string ca =
       !farm_options_.relay_ca_file.empty() ? farm_options_.relay_ca_file : farm_options_.ca_file;
+  // A supervised farm's members share the Edge's key: pinned to it, as the
+  // farm port is, unless a CA was given.
+  std::string pin = farm_options_.supervised && ca.empty() ? farm_options_.tls_cert_file : "";
   std::string error;
-  tls::SslCtxPtr ctx = tls::makeClientContext(ca, "", "", {"http/1.1"}, &error);
+  tls::SslCtxPtr ctx = tls::makeClientContext(ca, "", "", {"http/1.1"}, &error, pin);
   if (!ctx) {
     log::warn("tunnel relays over https will fail: no trust for the other members",
               {{"error", log::str(error)}});

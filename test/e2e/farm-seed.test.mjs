@@ -22,6 +22,7 @@ import {
   sleep,
   makeCert,
   portOpen,
+  startTunnelAgent,
 } from './lib/harness.mjs';
 
 const T = { timeout: 90000 };
@@ -299,6 +300,41 @@ describe('the seed farm from one config file: every member listed, the primary n
     for (let i = 0; i < 3; i++) {
       const r = await request({ port: ports[i].https, tls: { ca: cert.certPem }, path: '/v1/models', headers: auth(ADMIN_KEY) });
       assert.equal(r.status, 200, r.body);
+    }
+  });
+
+  it('a tunnel held by one member is reached through another: the relay trusts the shared key', T, async () => {
+    const admin = 'sk-seed-file-admin-01';
+    const call = (i, p, { key = admin, json } = {}) => request({
+      port: ports[i].https, tls: { ca: cert.certPem }, path: p, method: json ? 'POST' : 'GET',
+      headers: { authorization: `Bearer ${key}`, ...(json ? { 'content-type': 'application/json' } : {}) },
+      body: json ? JSON.stringify(json) : undefined, timeoutMs: 10000,
+    });
+    const register = async (name, scopes) => {
+      const r = await call(0, '/api/v1/clients/register', { json: { name, scopes } });
+      assert.equal(r.status, 200, r.body);
+      return r.json().api_key;
+    };
+    const workerKey = await register('seed-gpu', ['worker']);
+    const routerKey = await register('seed-router', ['router']);
+    await waitFor(async () => (await call(1, '/api/v1/tunnel/workers', { key: routerKey })).status === 200,
+      { timeoutMs: 5000, what: 'keys on member 1' });
+    const agent = await startTunnelAgent({
+      args: ['--edge', `https://localhost:${ports[0].https}`, '--ca-file', cert.cert, '--local', router.url,
+        '--worker-id', 'seed-gpu'],
+      env: { ELDRIC_TUNNEL_KEY: workerKey },
+    });
+    try {
+      await waitFor(async () => (await call(1, '/api/v1/tunnel/workers', { key: routerKey })).json().data
+        .some((w) => w.tunnel_id === agent.tunnel), { timeoutMs: 5000, what: 'the directory reaches member 1' });
+      const r = await call(1, `/api/v1/tunnel/${agent.tunnel}/forward/v1/chat/completions`,
+        { key: routerKey, json: { model: 'm', messages: [{ role: 'user', content: 'hi' }] } });
+      assert.equal(r.status, 200, r.body);
+      assert.equal(r.json().object, 'chat.completion');
+      const m = await call(1, '/metrics');
+      assert.match(m.body, /eldric_edge_tunnel_relays_total\{outcome="started"\} [1-9]/);
+    } finally {
+      await agent.kill();
     }
   });
 
