@@ -29,12 +29,22 @@ Dispatcher::~Dispatcher() {
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&idle_), nullptr);
-  // Close whatever handles remain (timers whose owners leaked at exit) and
-  // let their close callbacks run.
+  // Close whatever handles remain and let their close callbacks run. A
+  // timer here is a pooled handle (takeTimerHandle) whose Timer still
+  // lives, typically owned by something deleted only in those callbacks
+  // (a connection closing at exit): the Timer lets go of it and the
+  // handle is freed, not leaked.
   uv_walk(
       &loop_,
       [](uv_handle_t* h, void*) {
-        if (!uv_is_closing(h)) uv_close(h, nullptr);
+        if (uv_is_closing(h)) return;
+        if (h->type == UV_TIMER) {
+          if (h->data) static_cast<Timer*>(h->data)->handle_ = nullptr;
+          h->data = nullptr;
+          uv_close(h, [](uv_handle_t* t) { delete reinterpret_cast<uv_timer_t*>(t); });
+          return;
+        }
+        uv_close(h, nullptr);
       },
       nullptr);
   uv_run(&loop_, UV_RUN_DEFAULT);
@@ -146,9 +156,11 @@ Timer::Timer(Dispatcher& d, std::function<void()> cb)
 }
 
 Timer::~Timer() {
+  // At teardown the dispatcher closes every handle still open and takes
+  // this one away (and may be gone): a Timer destroyed after that must not
+  // touch either again.
+  if (!handle_) return;
   auto* h = reinterpret_cast<uv_handle_t*>(handle_);
-  // At teardown the dispatcher closes every handle still open (and may be
-  // gone): a Timer destroyed after that must not touch either again.
   if (uv_is_closing(h)) return;
   uv_timer_stop(handle_);
   handle_->data = nullptr;
@@ -156,6 +168,7 @@ Timer::~Timer() {
 }
 
 void Timer::enable(uint64_t ms) {
+  if (!handle_) return;  // the dispatcher is being torn down
   // libuv counts a timeout from the loop's cached time, as uv_now does.
   uint64_t now = uv_now(handle_->loop);
   enabled_ = true;

@@ -112,10 +112,12 @@ class Timer {
   bool enabled() const { return enabled_; }
 
  private:
+  friend class Dispatcher;
   static void onTimer(uv_timer_t* t);
   Dispatcher& dispatcher_;
   // Borrowed from the dispatcher's free list and given back (stopped) on
-  // destruction; closed by the dispatcher at teardown.
+  // destruction; closed (and set to null here) by the dispatcher at
+  // teardown.
   uv_timer_t* handle_;
   std::function<void()> cb_;
   bool enabled_ = false;
