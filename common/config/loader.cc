@@ -707,6 +707,11 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
           "farm.peers / --peers is ignored with --control-plane: members find each other through "
           "the control plane");
     }
+    if (!s.farm.control_planes.empty() && !s.farm.primary.empty()) {
+      out->warnings.push_back(
+          "farm.primary / --primary is ignored with --control-plane: that control plane is run on "
+          "its own");
+    }
     if (s.farm.cert_file.empty() != s.farm.key_file.empty()) {
       *error = "control plane mTLS needs both control_plane_cert and control_plane_key";
       return false;

@@ -242,6 +242,11 @@ TEST(LoaderTest, FarmModeNeedsMembersOrAControlPlane) {
   ASSERT_EQ(r.farm.control_planes.size(), 2u);
   EXPECT_EQ(r.farm.offline_policy, "local_share");
   ASSERT_FALSE(r.warnings.empty());  // --peers is ignored, and it says so
+  cli.primary = true;
+  LoadResult r2;
+  ASSERT_TRUE(loadFromText("", "flags", cli, &r2, &error)) << error;
+  EXPECT_EQ(r2.warnings.size(), r.warnings.size() + 1);  // and --primary too
+  cli.primary = false;
   cli.control_plane = "no-port";
   EXPECT_NE(loadError("", cli).find("host:port"), std::string::npos);
 }
