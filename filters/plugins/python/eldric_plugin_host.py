@@ -24,7 +24,9 @@ never logged: they may hold secrets.
 
 import argparse
 import asyncio
+import collections.abc
 import concurrent.futures
+import enum
 import functools
 import importlib.util
 import inspect
@@ -264,6 +266,254 @@ def valves_kind(cls):
 # --- The plugin --------------------------------------------------------------
 
 
+# --- Tools -------------------------------------------------------------------
+#
+# A Tools class's public methods are the plugin's tools. Each is described to
+# the Edge as an OpenAI function, derived as Open WebUI derives it: the type
+# hints give the parameters' JSON schema, the docstring's text before its
+# first ":param" line the description, and ":param name: text" lines each
+# parameter's description. Dunder parameters (__user__, __event_emitter__,
+# ...) are context the host passes, not arguments the model gives.
+
+# Nesting followed in a type hint (List[List[Dict...]]) before giving up.
+MAX_HINT_DEPTH = 8
+
+
+def values_type(values):
+    """The JSON type all `values` share (for an enum's schema), or None."""
+    kinds = {json_kind(v) for v in values}
+    if len(kinds) != 1:
+        return None
+    kind = kinds.pop()
+    return kind if kind in ("string", "integer", "number", "boolean") else None
+
+
+def model_class(hint):
+    """Whether `hint` is a pydantic model class (v2, or v1)."""
+    return isinstance(hint, type) and (hasattr(hint, "model_json_schema") or
+                                       (hasattr(hint, "__fields__") and hasattr(hint, "schema")))
+
+
+def hint_schema(hint, depth=0):
+    """The JSON schema of a parameter's type hint; {} (anything) for what
+    has no JSON counterpart."""
+    if depth > MAX_HINT_DEPTH or hint in (inspect.Parameter.empty, typing.Any, None):
+        return {}
+    if hint is type(None):
+        return {"type": "null"}
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        return hint_schema(args[0], depth + 1)
+    if origin is typing.Union or origin is types.UnionType:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return hint_schema(rest[0], depth + 1)
+        return {"anyOf": [hint_schema(a, depth + 1) for a in rest]}
+    if origin is typing.Literal:
+        schema = {"enum": list(args)}
+        kind = values_type(args)
+        if kind:
+            schema["type"] = kind
+        return schema
+    if origin in (list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.Set):
+        schema = {"type": "array"}
+        if args and args[-1] is not Ellipsis and (origin is not tuple or len(args) == 1 or
+                                                  (len(args) == 2 and args[1] is Ellipsis)):
+            schema["items"] = hint_schema(args[0], depth + 1)
+        return schema
+    if origin in (dict, collections.abc.Mapping):
+        return {"type": "object"}
+    if isinstance(hint, type):
+        if issubclass(hint, bool):
+            return {"type": "boolean"}
+        if issubclass(hint, enum.Enum):
+            values = [m.value for m in hint]
+            schema = {"enum": values}
+            kind = values_type(values)
+            if kind:
+                schema["type"] = kind
+            return schema
+        if issubclass(hint, int):
+            return {"type": "integer"}
+        if issubclass(hint, float):
+            return {"type": "number"}
+        if issubclass(hint, str):
+            return {"type": "string"}
+        if issubclass(hint, (list, tuple, set, frozenset)):
+            return {"type": "array"}
+        if issubclass(hint, dict):
+            return {"type": "object"}
+        if model_class(hint):
+            schema = hint.model_json_schema() if hasattr(hint, "model_json_schema") else hint.schema()
+            return dict(schema)
+    return {}
+
+
+def parse_docstring(doc):
+    """(description, {parameter: description}) from a reST-style docstring."""
+    description, params, current, in_fields = [], {}, None, False
+    for line in inspect.cleandoc(doc or "").splitlines():
+        text = line.strip()
+        if text.startswith(":param"):
+            head, _, rest = text[len(":param"):].partition(":")
+            words = head.split()
+            current = words[-1] if words else None
+            if current:
+                params[current] = rest.strip()
+            in_fields = True
+        elif text.startswith(":"):
+            current, in_fields = None, True  # :return:, :raises ...
+        elif in_fields:
+            if current and text:
+                params[current] = (params[current] + " " + text).strip()
+        elif text:
+            description.append(text)
+    return " ".join(description), params
+
+
+def is_context(name):
+    return name.startswith("__") and name.endswith("__")
+
+
+class ToolEntry:
+    """One tool: the bound method, its OpenAI spec, and what checking a
+    call's arguments needs (each parameter's hint and schema)."""
+
+    def __init__(self, name, fn):
+        self.name = name
+        self.fn = fn
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception:  # a forward reference it cannot resolve, ...
+            hints = dict(getattr(fn, "__annotations__", {}))
+        description, docs = parse_docstring(getattr(fn, "__doc__", None))
+        self.params = {}  # name -> (hint, schema, required)
+        properties, required = {}, []
+        for pname, p in inspect.signature(fn).parameters.items():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY) or is_context(pname):
+                continue
+            hint = hints.get(pname, p.annotation)
+            schema = hint_schema(hint)
+            if pname in docs:
+                schema = {**schema, "description": docs[pname]}
+            properties[pname] = schema
+            needed = p.default is p.empty
+            if needed:
+                required.append(pname)
+            self.params[pname] = (hint, schema, needed)
+        self.spec = {"name": name, "description": description or name,
+                     "parameters": {"type": "object", "properties": properties,
+                                    "required": required}}
+
+    def arguments(self, given):
+        """The keyword arguments for a call, checked against the schema (a
+        pydantic-typed one built into its model); the -32602 error naming
+        the argument otherwise. Messages never quote a value."""
+        out = {}
+        for name in given:
+            if name not in self.params:
+                raise RpcError(INVALID_PARAMS, f"{self.name}: unknown argument {name!r}",
+                               {"argument": name})
+        for name, (hint, schema, needed) in self.params.items():
+            if name not in given:
+                if needed:
+                    raise RpcError(INVALID_PARAMS, f"{self.name}: missing argument {name!r}",
+                                   {"argument": name})
+                continue
+            out[name] = self.check(name, hint, schema, given[name])
+        return out
+
+    def check(self, name, hint, schema, value):
+        def refuse(why):
+            raise RpcError(INVALID_PARAMS, f"{self.name}: argument {name!r} {why}",
+                           {"argument": name})
+
+        target = hint
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            rest = [a for a in typing.get_args(hint) if a is not type(None)]
+            if value is None and len(rest) < len(typing.get_args(hint)):
+                return None
+            target = rest[0] if len(rest) == 1 else hint
+        if model_class(target):
+            if not isinstance(value, dict):
+                refuse("must be an object")
+            try:
+                return target.model_validate(value) if hasattr(target, "model_validate") \
+                    else target.parse_obj(value)
+            except Exception as e:
+                refuse(f"does not fit {target.__name__}: {type(e).__name__}")
+        if isinstance(target, type) and issubclass(target, enum.Enum):
+            try:
+                return target(value)
+            except (ValueError, TypeError):
+                refuse(f"must be one of {[m.value for m in target]}")
+        if not value_fits(schema, value):
+            refuse(f"must be {describe_schema(schema)}")
+        if schema.get("type") == "integer" and isinstance(value, float):
+            return int(value)
+        return value
+
+
+def value_fits(schema, value, depth=0):
+    """Whether a JSON value fits a schema hint_schema made (types, enums,
+    array items, anyOf); {} fits anything."""
+    if depth > MAX_HINT_DEPTH:
+        return True
+    if "anyOf" in schema:
+        return any(value_fits(s, value, depth + 1) for s in schema["anyOf"])
+    if "enum" in schema and value not in schema["enum"]:
+        return False
+    kind = schema.get("type")
+    if kind is None:
+        return True
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "integer":
+        return (isinstance(value, int) and not isinstance(value, bool)) or \
+            (isinstance(value, float) and value.is_integer())
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "null":
+        return value is None
+    if kind == "object":
+        return isinstance(value, dict)
+    if kind == "array":
+        return isinstance(value, list) and all(
+            value_fits(schema.get("items", {}), v, depth + 1) for v in value)
+    return True
+
+
+def describe_schema(schema):
+    if "enum" in schema:
+        return f"one of {schema['enum']}"
+    if "anyOf" in schema:
+        return " or ".join(describe_schema(s) for s in schema["anyOf"])
+    kind = schema.get("type", "any value")
+    if kind == "array" and schema.get("items", {}).get("type"):
+        return f"an array of {schema['items']['type']}"
+    return {"integer": "an integer", "object": "an object", "array": "an array"}.get(kind, f"a {kind}")
+
+
+def tool_entries(instance):
+    """A Tools instance's tools by name: its public methods (not the
+    Valves classes, not properties), in name order. A method whose
+    signature cannot be described is left out, and said."""
+    entries = {}
+    for name in sorted(dir(type(instance))):
+        if name.startswith("_"):
+            continue
+        attr = inspect.getattr_static(type(instance), name, None)
+        if isinstance(attr, (type, property)) or not callable(getattr(instance, name, None)):
+            continue
+        try:
+            entries[name] = ToolEntry(name, getattr(instance, name))
+        except (TypeError, ValueError) as e:
+            log(f"tool {name}: left out, its signature cannot be described ({type(e).__name__})")
+    return entries
+
+
 class LoadError(Exception):
     pass
 
@@ -292,6 +542,7 @@ class Plugin:
             raise LoadError("main.py defines none of Filter, Pipe, Tools")
         self.filter = self.instances.get("filter")
         self.pipe = self.instances.get("pipe")
+        self.tools = tool_entries(self.instances["tools"]) if "tools" in self.instances else {}
         # A manifold (a Pipe with `pipes`) serves several pipe ids.
         self.manifold = self.pipe is not None and hasattr(self.pipe, "pipes")
 
@@ -400,6 +651,7 @@ class Host:
             "outlet": functools.partial(self.filter_hook, "outlet"),
             "stream": functools.partial(self.filter_hook, "stream"),
             "pipe": self.pipe,
+            "tool": self.tool,
         }
 
     # Input: read on the loop itself (non-blocking, add_reader): a request
@@ -609,6 +861,7 @@ class Host:
             "classes": list(plugin.instances),
             "filter": {hook: callable(getattr(plugin.filter, hook, None)) for hook in FILTER_HOOKS},
             "pipes": await self.list_pipes(),
+            "tools": [entry.spec for entry in plugin.tools.values()],
             "valves": plugin.valves,
             "valves_schema": plugin.valves_schema,
             "priority": plugin.priority(),
@@ -651,15 +904,7 @@ class Host:
         them: `main` ({"body": ...} or {"event": ...}) and the dunder
         context. A **kwargs method gets them all; a dunder parameter we do
         not know and that has no default gets None."""
-        user = params.get("user")
-        user_valves = getattr(owner, "UserValves", None)
-        if isinstance(user, dict) and isinstance(user_valves, type):
-            # Open WebUI passes each user's own settings; the Edge has none,
-            # so a plugin reading __user__["valves"] sees the defaults.
-            try:
-                user = {**user, "valves": user_valves()}
-            except Exception as e:
-                raise plugin_raised(e) from e
+        user = self.user_for(owner, params)
         subject = next(iter(main.values()))
         model = {"id": subject.get("model") if isinstance(subject.get("model"), str) else None}
         available = {
@@ -678,6 +923,60 @@ class Host:
         # (name, True): a dunder we do not know that has no default gets None.
         return {name: (None if unknown else available[name]) for name, unknown in names
                 if unknown or name in available}
+
+    def user_for(self, owner, params):
+        """The __user__ a method gets: the call's user object, with the
+        defaults of the class's UserValves when it has one."""
+        user = params.get("user")
+        user_valves = getattr(owner, "UserValves", None)
+        if isinstance(user, dict) and isinstance(user_valves, type):
+            # Open WebUI passes each user's own settings; the Edge has none,
+            # so a plugin reading __user__["valves"] sees the defaults.
+            try:
+                user = {**user, "valves": user_valves()}
+            except Exception as e:
+                raise plugin_raised(e) from e
+        return user
+
+    async def tool(self, call, params):
+        """One tool call: the arguments the model gave, checked against the
+        tool's schema before the plugin sees them; the result as text (a
+        string as it is, anything else as JSON)."""
+        plugin = self.loaded()
+        name = params.get("name")
+        entry = plugin.tools.get(name) if isinstance(name, str) else None
+        if entry is None:
+            raise RpcError(METHOD_NOT_FOUND, "the plugin has no such tool")
+        given = params.get("arguments", {})
+        if not isinstance(given, dict):
+            raise RpcError(INVALID_PARAMS, "params.arguments must be an object")
+        kwargs = entry.arguments(given)
+        model = params.get("model") if isinstance(params.get("model"), str) else None
+        context = {
+            "__user__": self.user_for(plugin.instances["tools"], params),
+            "__id__": self.id,
+            "__metadata__": {"model": {"id": model}},
+            "__model__": {"id": model},
+            "__messages__": params.get("messages") if isinstance(params.get("messages"), list) else [],
+            "__event_emitter__": no_event,
+            "__event_call__": no_event,
+            "__request__": None,
+        }
+        takes_all, names = self.signature_of(entry.fn)
+        for pname, unknown in ([(n, False) for n in context] if takes_all else names):
+            if pname in context:
+                kwargs[pname] = context[pname]
+            elif unknown:
+                kwargs[pname] = None
+        result = await self.call_plugin(entry.fn, kwargs)
+        if isinstance(result, str):
+            return {"content": result}
+        try:
+            text = json.dumps(result, ensure_ascii=False, allow_nan=False, default=json_default)
+        except (ValueError, TypeError) as e:
+            raise RpcError(PLUGIN_RAISED, f"the tool's result is not JSON: {e}",
+                           {"type": type(e).__name__}) from None
+        return {"content": text}
 
     def signature_of(self, fn):
         """What kwargs_for needs of fn's signature, worked out once per

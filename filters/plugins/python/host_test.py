@@ -880,6 +880,153 @@ class ExamplePluginsTest(HostTestCase):
                                                "user": USER}),
                          {"content": "owui-pipe: Hello, World!"})
 
+# --- tools -------------------------------------------------------------------
+
+TOOLS = """
+    import asyncio
+    import enum
+    from typing import List, Literal, Optional
+    from pydantic import BaseModel, Field
+
+    class Unit(enum.Enum):
+        C = "celsius"
+        F = "fahrenheit"
+
+    class Place(BaseModel):
+        city: str
+        country: str = "FR"
+
+    class Tools:
+        class Valves(BaseModel):
+            greeting: str = Field(default="Hello", description="how to greet")
+
+        class UserValves(BaseModel):
+            loud: bool = False
+
+        def __init__(self):
+            self.valves = self.Valves()
+            self.calls = 0
+
+        def greet(self, name: str, times: int = 1, __user__: dict = None) -> str:
+            \"\"\"
+            Greet someone by name.
+
+            :param name: who to greet
+            :param times: how many
+              times over
+            :return: the greeting
+            \"\"\"
+            self.calls += 1
+            return " ".join([f"{self.valves.greeting} {name} from {__user__['name']}"] * times)
+
+        async def weather(self, place: Place, unit: Unit = Unit.C, days: Optional[int] = None,
+                          kind: Literal["now", "forecast"] = "now") -> dict:
+            \"\"\"The weather somewhere.\"\"\"
+            await asyncio.sleep(0)
+            return {"city": place.city, "country": place.country, "unit": unit.value,
+                    "days": days, "kind": kind}
+
+        def tags(self, values: List[str], scale: float, flag: bool, meta: dict, **kwargs) -> list:
+            return [values, scale, flag, meta, sorted(k for k in kwargs if k.startswith("__"))]
+
+        def broken(self) -> str:
+            raise RuntimeError("the database is down")
+
+        def unjson(self):
+            return {"n": float("nan")}
+
+        def _private(self):
+            return "never offered"
+
+        @property
+        def state(self):
+            return "not a tool"
+"""
+
+
+class ToolsTest(HostTestCase):
+    def test_specs_from_hints_and_docstrings(self):
+        host, d = self.start(TOOLS)
+        self.assertIn("tools", d["classes"])
+        specs = {t["name"]: t for t in d["tools"]}
+        self.assertEqual(sorted(specs), ["broken", "greet", "tags", "unjson", "weather"])
+        greet = specs["greet"]
+        self.assertEqual(greet["description"], "Greet someone by name.")
+        self.assertEqual(greet["parameters"], {
+            "type": "object",
+            "properties": {"name": {"type": "string", "description": "who to greet"},
+                           "times": {"type": "integer", "description": "how many times over"}},
+            "required": ["name"]})
+        weather = specs["weather"]["parameters"]
+        self.assertEqual(weather["required"], ["place"])
+        self.assertEqual(weather["properties"]["place"]["properties"]["city"]["type"], "string")
+        self.assertEqual(weather["properties"]["unit"], {"enum": ["celsius", "fahrenheit"], "type": "string"})
+        self.assertEqual(weather["properties"]["days"], {"type": "integer"})
+        self.assertEqual(weather["properties"]["kind"], {"enum": ["now", "forecast"], "type": "string"})
+        tags = specs["tags"]["parameters"]["properties"]
+        self.assertEqual(tags["values"], {"type": "array", "items": {"type": "string"}})
+        self.assertEqual(tags["scale"], {"type": "number"})
+        self.assertEqual(tags["flag"], {"type": "boolean"})
+        self.assertEqual(tags["meta"], {"type": "object"})
+        self.assertEqual(specs["broken"]["description"], "broken")
+
+    def test_calls_sync_and_async_with_context(self):
+        host, _ = self.start(TOOLS, valves={"greeting": "Hi"})
+        r = host.request("tool", {"name": "greet", "arguments": {"name": "Bob", "times": 2}, "user": USER})
+        self.assertEqual(r, {"content": "Hi Bob from Ada Hi Bob from Ada"})
+        r = host.request("tool", {"name": "weather", "arguments": {"place": {"city": "Lyon"}, "unit": "fahrenheit",
+                                                                     "days": 3.0}})
+        self.assertEqual(json.loads(r["content"]), {"city": "Lyon", "country": "FR", "unit": "fahrenheit",
+                                                    "days": 3, "kind": "now"})
+        r = host.request("tool", {"name": "tags", "arguments": {"values": ["a"], "scale": 1, "flag": True,
+                                                                  "meta": {}}, "user": USER})
+        self.assertEqual(json.loads(r["content"]), [["a"], 1, True, {}, [
+            "__event_call__", "__event_emitter__", "__id__", "__messages__", "__metadata__", "__model__",
+            "__request__", "__user__"]])
+
+    def test_arguments_are_checked_before_the_plugin_runs(self):
+        host, _ = self.start(TOOLS)
+        cases = [
+            ({"times": 1}, "missing argument 'name'", "name"),
+            ({"name": "a", "nope": 1}, "unknown argument 'nope'", "nope"),
+            ({"name": 5}, "argument 'name' must be a string", "name"),
+            ({"name": "a", "times": 1.5}, "argument 'times' must be an integer", "times"),
+            ({"name": "a", "times": True}, "argument 'times' must be an integer", "times"),
+        ]
+        for arguments, message, argument in cases:
+            with self.subTest(arguments=arguments):
+                e = host.error(host.call("tool", {"name": "greet", "arguments": arguments, "user": USER}))
+                self.assertEqual(e["code"], -32602)
+                self.assertIn(message, e["message"])
+                self.assertEqual(e["data"], {"argument": argument})
+        for arguments in ({"place": "Lyon"}, {"place": {"country": "FR"}}, {"place": {"city": "x"}, "unit": "K"},
+                          {"place": {"city": "x"}, "kind": "later"}):
+            with self.subTest(arguments=arguments):
+                self.assertEqual(host.error(host.call("tool", {"name": "weather", "arguments": arguments}))["code"],
+                                 -32602)
+        self.assertEqual(host.error(host.call("tool", {"name": "greet", "arguments": "{}"}))["code"], -32602)
+        # Nothing of the above reached the plugin: greet never counted a call.
+        self.assertEqual(host.request("tool", {"name": "greet", "arguments": {"name": "x"}, "user": USER}),
+                         {"content": "Hello x from Ada"})
+
+    def test_unknown_tools_and_failures(self):
+        host, _ = self.start(TOOLS)
+        for name in ("_private", "state", "Valves", "nothing", 7):
+            with self.subTest(name=name):
+                self.assertEqual(host.error(host.call("tool", {"name": name, "arguments": {}}))["code"], -32601)
+        e = host.error(host.call("tool", {"name": "broken", "arguments": {}}))
+        self.assertEqual(e, {"code": -32000, "message": "the database is down", "data": {"type": "RuntimeError"}})
+        e = host.error(host.call("tool", {"name": "unjson", "arguments": {}}))
+        self.assertEqual(e["code"], -32000)
+        self.assertIn("not JSON", e["message"])
+        # The host serves on.
+        self.assertEqual(host.request("tool", {"name": "greet", "arguments": {"name": "y"}, "user": USER}),
+                         {"content": "Hello y from Ada"})
+
+    def test_a_plugin_without_tools_describes_none(self):
+        _, d = self.start(PYDANTIC_FILTER)
+        self.assertEqual(d["tools"], [])
+
 
 if __name__ == "__main__":
     unittest.main()
