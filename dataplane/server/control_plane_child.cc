@@ -83,6 +83,11 @@ void ControlPlaneChild::reload() {
   if (running_) kill(pid_, SIGHUP);
 }
 
+void ControlPlaneChild::noMoreRestarts() {
+  stopping_ = true;
+  restart_timer_->disable();
+}
+
 void ControlPlaneChild::spawn() {
   if (stopping_ || running_) return;
   // The token through a pipe: written whole before the child starts (it is

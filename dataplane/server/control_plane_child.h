@@ -48,6 +48,9 @@ class ControlPlaneChild {
   void start();
   // SIGHUP to the child: it re-reads the config.
   void reload();
+  // The Edge drains: a child that exits now (systemd signals the whole
+  // unit) is not started again.
+  void noMoreRestarts();
   // No more restarts; SIGTERM, then SIGKILL if it is still there after
   // `grace_ms`; returns once it is reaped. For the Edge's exit, with its
   // loop no longer running.

@@ -778,6 +778,7 @@ void Server::startDrain() {
   log::info("draining", {{"deadline_ms", log::num(static_cast<long long>(cfg->drain_timeout_ms))}});
   // No new lookups: one still out when the loop closes would hold the exit.
   if (dns_timer_) dns_timer_->disable();
+  if (control_plane_) control_plane_->noMoreRestarts();
   for (auto& w : workers_) w->drain();
   drain_timer_ = main_.createTimer([this] {
     log::warn("drain deadline reached; closing remaining connections");

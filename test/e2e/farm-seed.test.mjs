@@ -156,6 +156,25 @@ describe('the seed farm: --mode farm --peers, the primary runs the control plane
     assert.ok(admitted >= limit * 0.9, `admitted ${admitted}: the limit is shared, not lost`);
   });
 
+  it('the primary restarts its control plane when it dies; the members come back to it', T, async () => {
+    const p = primaryIndex();
+    const before = (await health(p)).control_plane.process;
+    process.kill(before.pid, 'SIGKILL');
+    let now;
+    await waitFor(async () => {
+      now = (await health(p)).control_plane.process;
+      return now.running && now.pid !== before.pid;
+    }, { timeoutMs: 10000, what: 'a new control plane' });
+    assert.equal(now.starts, before.starts + 1);
+    await edges[p].waitStderr((l) => l?.msg === 'farm: the control plane exited; restarting it' && l.signal === 9);
+    for (let i = 0; i < 3; i++) {
+      await waitFor(async () => (await health(i)).control_plane?.connected === true, { timeoutMs: 40000, what: `member ${i} back` });
+    }
+    // Its store is the same: what was registered is still there.
+    const list = await call(2, '/api/v1/clients');
+    assert.ok(list.json().data.some((c) => c.name === 'seed-app'), list.body);
+  });
+
   it('a stranger with another key cannot join: the farm port is pinned to the members\' key', T, async () => {
     const other = await makeCert(tmp, { name: 'stranger' });
     const dir = makeTempDir('eldric-seed-stranger-');
