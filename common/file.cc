@@ -6,8 +6,26 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 namespace eldric {
+
+bool readWholeFile(const std::string& path, std::string* out, std::string* error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *error = path + ": " + strerror(errno);
+    return false;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) {
+    *error = path + ": read error";
+    return false;
+  }
+  *out = ss.str();
+  return true;
+}
 
 bool writeFileAtomically(const std::string& path, std::string_view bytes, unsigned mode,
                          std::string* error) {

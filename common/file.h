@@ -11,4 +11,8 @@ namespace eldric {
 bool writeFileAtomically(const std::string& path, std::string_view bytes, unsigned mode,
                          std::string* error);
 
+// Reads the whole of `path` into `*out`. False with `*error` ("<path>:
+// <errno text>", or a read error) when it cannot.
+bool readWholeFile(const std::string& path, std::string* out, std::string* error);
+
 }  // namespace eldric

@@ -17,6 +17,7 @@
 #include "common/address.h"
 #include "common/config/flag_parser.h"
 #include "common/crypto.h"
+#include "common/file.h"
 #include "common/json.h"
 #include "rapidjson/document.h"
 
@@ -1079,19 +1080,9 @@ std::vector<std::string> splitList(const std::string& s) {
 
 bool readFile(const std::string& path, const std::string& what, std::string* out,
               std::string* error) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    *error = what + " " + path + ": " + strerror(errno);
-    return false;
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) {
-    *error = what + " " + path + ": read error";
-    return false;
-  }
-  *out = ss.str();
-  return true;
+  if (readWholeFile(path, out, error)) return true;
+  *error = what + " " + *error;
+  return false;
 }
 
 bool readKeyFile(const std::string& path, const std::string& what, std::string* key,

@@ -7,9 +7,7 @@
 #include <openssl/mem.h>
 #include <openssl/pem.h>
 
-#include <fstream>
-#include <sstream>
-
+#include "common/file.h"
 #include "common/hex.h"
 #include "dataplane/tls/server_context.h"
 
@@ -18,14 +16,6 @@ namespace eldric::tls {
 namespace {
 constexpr char kLabel[] = "eldric-edge farm member token v1";
 
-bool readAll(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  *out = ss.str();
-  return true;
-}
 }  // namespace
 
 bool farmToken(const std::string& secret_file, const std::string& key_file, std::string* token,
@@ -33,8 +23,8 @@ bool farmToken(const std::string& secret_file, const std::string& key_file, std:
   std::string secret;
   if (!secret_file.empty()) {
     std::string text;
-    if (!readAll(secret_file, &text)) {
-      *error = "farm.secret_file " + secret_file + ": cannot be read";
+    if (!readWholeFile(secret_file, &text, error)) {
+      *error = "farm.secret_file " + *error;
       return false;
     }
     secret = text.substr(0, text.find('\n'));

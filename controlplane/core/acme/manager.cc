@@ -6,10 +6,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <fstream>
 #include <random>
 #include <set>
-#include <sstream>
 
 #include "common/file.h"
 #include "common/log.h"
@@ -25,15 +23,6 @@ constexpr int64_t kPollDeadlineSeconds = 120;
 constexpr int64_t kRenewalInfoDefaultS = 6 * 3600;
 constexpr int64_t kRenewalInfoRetryS = 3600;
 constexpr int64_t kRenewalInfoMaxS = 86400;
-
-bool readWhole(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  *out = ss.str();
-  return true;
-}
 
 std::string jsonString(std::string_view s) {
   std::string out;
@@ -183,9 +172,10 @@ void Manager::checkRenewalInfo() {
 }
 
 bool Manager::loadStored(std::string* error) {
-  std::string chain, key_pem;
-  if (!readWhole(dir_ + "/certificate.pem", &chain) ||
-      !readWhole(dir_ + "/certificate.key", &key_pem))
+  // None stored (the first start) is not worth a reason.
+  std::string chain, key_pem, absent;
+  if (!readWholeFile(dir_ + "/certificate.pem", &chain, &absent) ||
+      !readWholeFile(dir_ + "/certificate.key", &key_pem, &absent))
     return false;
   pki::CertificateInfo info;
   auto key = pki::Key::fromPem(key_pem, error);
@@ -221,8 +211,8 @@ bool Manager::save(const std::string& chain, const std::string& key_pem, std::st
 }
 
 bool Manager::accountKey(std::unique_ptr<pki::Key>* out, std::string* error) {
-  std::string path = dir_ + "/account.key", pem;
-  if (readWhole(path, &pem)) {
+  std::string path = dir_ + "/account.key", pem, absent;
+  if (readWholeFile(path, &pem, &absent)) {
     *out = pki::Key::fromPem(pem, error);
     if (!*out) *error = path + ": " + *error;
     return *out != nullptr;
