@@ -129,9 +129,16 @@ bool planFarm(const FarmOptions& farm, const FarmProbe& probe, FarmPlan* out, st
     uint16_t first_port = 0;
     sockaddr_storage ip;
     std::string host;
+    std::string bind = farm.bind;
+    if (bind.size() > 2 && bind.front() == '[' && bind.back() == ']')
+      bind = bind.substr(1, bind.size() - 2);
+    bool wildcard = bind.empty() || bind == "0.0.0.0" || bind == "::";
     if (!peers.empty() && network::splitHostPort(peers[0], &first_host, &first_port) &&
         network::parseIpAddress(first_host, 0, &ip)) {
-      host = probe.local_address_toward(first_host);
+      // Bound to one address: that is where the others reach this member.
+      host = !wildcard && network::parseIpAddress(bind, 0, &ip)
+                 ? bind
+                 : probe.local_address_toward(first_host);
     }
     if (host.empty()) host = probe.host_name();
     out->self = joinHostPort(host, farm.member_port);

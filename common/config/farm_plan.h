@@ -9,9 +9,10 @@
 //     the peers name it: a peer entry that is this machine (a local
 //     address, or a name that resolves to one) with this member's port;
 //     else farm.node_id / --node-id; else, when the peers are IP
-//     addresses, the local address this machine reaches the first peer
-//     from, and when they are names, the host name; with this member's
-//     port (HTTPS, or HTTP with --no-tls).
+//     addresses, the address it is bound to (--bind), or if bound to all,
+//     the local address this machine reaches the first peer from, and when
+//     they are names, the host name; with this member's port (HTTPS, or
+//     HTTP with --no-tls).
 //   - The primary is the member marked (--primary / farm.primary: true on
 //     it, or farm.primary: "<name>" on every member); if none is marked,
 //     the member whose name sorts first (byte order).

@@ -180,6 +180,10 @@ std::string BuiltinFilter::healthJson(int* status) {
       log::appendJsonString(out, f.primary);
       out += ",\"this_member_is_primary\":";
       out += f.is_primary ? "true" : "false";
+      if (!f.other_primary.empty()) {
+        out += ",\"other_primary\":";
+        log::appendJsonString(out, f.other_primary);
+      }
       if (f.is_primary) {
         out += ",\"process\":{\"running\":";
         out += f.control_plane_pid ? "true" : "false";

@@ -20,6 +20,7 @@ namespace {
 
 constexpr const char* kStreamPath = "/eldric.edge.v1.SnapshotDiscovery/StreamSnapshots";
 constexpr const char* kRestPath = "/eldric.edge.v1.Admin/HandleRest";
+constexpr const char* kFarmStatusPath = "/eldric.edge.v1.Admin/GetFarmStatus";
 // How long an admin answer waits for this member to run the snapshot that
 // holds its change (the stream may be reconnecting after a control-plane
 // restart); then it is answered anyway.
@@ -71,8 +72,17 @@ FarmClient::FarmClient(Dispatcher& main, const config::FarmOptions& options, std
   node_.set_id(std::move(node_id));
   node_.set_build_version("eldric-edge 0.1.0");
   for (auto& a : listen_addresses) node_.add_listen_addresses(a);
+  channel_ = std::make_unique<grpc::Channel>(main_, channelOptions(options_.control_planes));
+  view_.offline_policy = options_.offline_policy;
+  // A supervised farm knows its members before any usage arrives: the
+  // offline share is limit / members from the first request, not the
+  // whole limit on every member.
+  if (options_.planned_members > 1) usage_members_ = view_.members = options_.planned_members;
+}
+
+grpc::ChannelOptions FarmClient::channelOptions(std::vector<std::string> targets) const {
   grpc::ChannelOptions co;
-  co.targets = options_.control_planes;
+  co.targets = std::move(targets);
   co.tls = !options_.ca_file.empty() || !options_.cert_file.empty() ||
            (options_.supervised && !options_.tls_cert_file.empty());
   // A supervised farm's primary serves the members' own certificate: its
@@ -84,12 +94,56 @@ FarmClient::FarmClient(Dispatcher& main, const config::FarmOptions& options, std
   co.ca_file = options_.ca_file;
   co.cert_file = options_.cert_file;
   co.key_file = options_.key_file;
-  channel_ = std::make_unique<grpc::Channel>(main_, co);
-  view_.offline_policy = options_.offline_policy;
-  // A supervised farm knows its members before any usage arrives: the
-  // offline share is limit / members from the first request, not the
-  // whole limit on every member.
-  if (options_.planned_members > 1) usage_members_ = view_.members = options_.planned_members;
+  return co;
+}
+
+void FarmClient::watchForOtherPrimaries(std::vector<std::string> other_targets, uint64_t first_ms,
+                                        uint64_t period_ms) {
+  for (auto& t : other_targets) {
+    auto co = channelOptions({t});
+    co.keepalive_ms = 0;
+    primary_probes_.emplace_back(t, std::make_unique<grpc::Channel>(main_, co));
+  }
+  if (primary_probes_.empty()) return;
+  primary_period_ms_ = period_ms;
+  primary_timer_ = main_.createTimer([this] { checkOtherPrimaries(); });
+  primary_timer_->enable(first_ms);
+}
+
+void FarmClient::checkOtherPrimaries() {
+  // An Admin call without an admin key: a control plane of this farm (the
+  // TLS key pinned, the token accepted) refuses it for the missing key;
+  // nothing there (connection refused, or a server without this farm's
+  // key or token) is UNAVAILABLE or UNAUTHENTICATED about the token.
+  auto remaining = std::make_shared<size_t>(primary_probes_.size());
+  auto found = std::make_shared<std::string>();
+  for (auto& [target, channel] : primary_probes_) {
+    channel->unary(
+        kFarmStatusPath, "", 3000,
+        [this, target = target, remaining, found](int status, std::string message, std::string) {
+          bool ours = status == grpc::kPermissionDenied ||
+                      (status == grpc::kUnauthenticated &&
+                       message.find("not a member") == std::string::npos) ||
+                      status == 0;
+          if (ours && found->empty()) *found = target;
+          if (--*remaining > 0) return;
+          if (*found != other_primary_) {
+            if (found->empty()) {
+              log::info("farm: no other primary answers any more");
+            } else {
+              log::error(
+                  "farm: another member runs a control plane of this farm too: the farm is split "
+                  "(mark the primary alike on every member: --primary on one and farm.primary "
+                  "naming it on the others, or on none)",
+                  {{"other", log::str(*found)}});
+            }
+            other_primary_ = *found;
+            std::lock_guard<std::mutex> lock(view_mutex_);
+            view_.other_primary = other_primary_;
+          }
+          primary_timer_->enable(primary_period_ms_);
+        });
+  }
 }
 
 void FarmClient::setIdentity(std::string node_id,

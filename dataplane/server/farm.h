@@ -42,6 +42,9 @@ struct FarmView {
   bool is_primary = false;
   int64_t control_plane_pid = 0;
   uint64_t control_plane_starts = 0;
+  // Another member's farm port where a control plane of this farm
+  // answers (a second primary); empty when none.
+  std::string other_primary;
 };
 
 class FarmClient : public grpc::StreamCallbacks {
@@ -77,12 +80,21 @@ class FarmClient : public grpc::StreamCallbacks {
   using TunnelDirectoryFn =
       std::function<void(const google::protobuf::RepeatedPtrField<edge::v1::TunnelView>&)>;
   void setTunnelRelay(std::string relay_url, TunnelDirectoryFn on_directory);
+  // On a supervised farm's primary, before start(): every `period_ms`
+  // (first after `first_ms`), asks the other members' farm ports whether a
+  // control plane holding this farm's key answers there too: a second
+  // primary (members marked differently) splits the farm. Found: logged as
+  // an error and shown in view().other_primary until it is gone.
+  void watchForOtherPrimaries(std::vector<std::string> other_targets, uint64_t first_ms,
+                              uint64_t period_ms);
 
   // grpc::StreamCallbacks
   void onMessage(std::string message) override;
   void onClose(int grpc_status, std::string message) override;
 
  private:
+  grpc::ChannelOptions channelOptions(std::vector<std::string> targets) const;
+  void checkOtherPrimaries();
   void connect();
   void scheduleReconnect();
   void sendReport();
@@ -100,6 +112,11 @@ class FarmClient : public grpc::StreamCallbacks {
   TunnelDirectoryFn on_directory_;
   std::unique_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::Stream> stream_;
+  // watchForOtherPrimaries: one channel per other member's farm port.
+  std::vector<std::pair<std::string, std::unique_ptr<grpc::Channel>>> primary_probes_;
+  TimerPtr primary_timer_;
+  uint64_t primary_period_ms_ = 0;
+  std::string other_primary_;
   TimerPtr reconnect_timer_;
   TimerPtr report_timer_;
   TimerPtr offline_timer_;

@@ -42,6 +42,13 @@
 
 namespace eldric::server {
 
+namespace {
+// A supervised farm's primary looks for a second primary (members marked
+// differently) this long after it starts, then this often.
+constexpr uint64_t kOtherPrimaryFirstCheckMs = 2000;
+constexpr uint64_t kOtherPrimaryCheckMs = 30000;
+}  // namespace
+
 // ---------------------------------------------------------------------------
 // Server
 
@@ -966,6 +973,11 @@ int Server::run() {
     farm_->setRateLimitState(state_.rateLimitState());
     farm_->setMembersFile(farm_snapshot_path_.substr(0, farm_snapshot_path_.rfind('/')) +
                           "/farm-members");
+    if (control_plane_) {
+      // The first target is this member's own farm port.
+      farm_->watchForOtherPrimaries({farm_plan_.targets.begin() + 1, farm_plan_.targets.end()},
+                                    kOtherPrimaryFirstCheckMs, kOtherPrimaryCheckMs);
+    }
     state_.farm_view = [this] {
       FarmView v = farm_->view();
       if (farm_options_.supervised) {

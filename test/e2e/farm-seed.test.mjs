@@ -445,3 +445,43 @@ describe('a --no-tls farm of --peers on one host: the shared secret file admits 
     }
   });
 });
+
+describe('two members both marked --primary: each finds the other and says the farm is split', { timeout: 60000 }, () => {
+  let router, tmp, cert, farmPort;
+  const edges = [];
+  const hosts = ['127.0.0.1', '127.0.0.2'];
+  const ports = [];
+
+  before(async () => {
+    router = await startFakeRouter();
+    tmp = makeTempDir('eldric-seed-split-');
+    cert = await makeCert(tmp, { san: 'DNS:localhost,IP:127.0.0.1,IP:127.0.0.2' });
+    farmPort = await freePort();
+    for (let i = 0; i < 2; i++) ports.push(await freePort());
+    for (let i = 0; i < 2; i++) {
+      edges.push(await startEdge({
+        args: ['--mode', 'farm', '--primary', '--peers', `${hosts[1 - i]}:${ports[1 - i]}`, '--bind', hosts[i],
+          '--routers', router.url, '--cert', cert.cert, '--key', cert.key, '--api-key', ADMIN_KEY,
+          '--port', String(ports[i]), '--farm-port', String(farmPort)],
+      }));
+    }
+  });
+
+  after(async () => {
+    for (const e of edges) await e?.kill();
+    await router?.stop();
+    removeDir(tmp);
+  });
+
+  it('both log it and /health names the other', T, async () => {
+    for (let i = 0; i < 2; i++) {
+      const line = await edges[i].waitStderr((l) => l?.msg?.startsWith('farm: another member runs a control plane'), 15000);
+      assert.equal(line.other, `${hosts[1 - i]}:${farmPort}`);
+      const h = (await request({
+        host: hosts[i], port: ports[i], tls: { ca: cert.certPem }, path: '/health', headers: auth(ADMIN_KEY),
+      })).json();
+      assert.equal(h.control_plane.this_member_is_primary, true);
+      assert.equal(h.control_plane.other_primary, `${hosts[1 - i]}:${farmPort}`);
+    }
+  });
+});

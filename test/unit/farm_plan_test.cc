@@ -63,6 +63,13 @@ TEST(FarmPlanTest, LoopbackMembersNameThemselvesByAddressAndPort) {
   // One address, one farm port: one target.
   ASSERT_EQ(a.targets.size(), 1u);
   EXPECT_EQ(a.targets[0], "127.0.0.1:8870");
+  // Bound to one address: named by it, not by the route to the peers.
+  FarmOptions bound = seedFarm({"127.0.0.1:9443"}, 8443);
+  bound.bind = "127.0.0.2";
+  FarmPlan b2 = plan(bound, lo);
+  EXPECT_EQ(b2.self, "127.0.0.2:8443");
+  EXPECT_EQ(b2.listen, "127.0.0.2:8870");
+  ASSERT_EQ(b2.targets.size(), 2u);
 }
 
 // One config file for every member: all listed, the primary named.
