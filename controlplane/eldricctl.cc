@@ -18,7 +18,9 @@
 #include <string>
 #include <vector>
 
+#include "common/config/farm_plan.h"
 #include "common/config/loader.h"
+#include "common/pki/pki.h"
 #include "eldric/edge/v1/admin.grpc.pb.h"
 
 namespace {
@@ -79,6 +81,10 @@ Global flags (anywhere on the line):
                         $ELDRIC_API_KEY): every call needs a key with the admin
                         scope (from the config's auth.admin_keys, or a client
                         registered with --scopes ...,admin)
+  --farm-key FILE       a farm started the seed's way (eldric-edge --peers): the
+                        TLS key its members share (or --farm-secret-file FILE, its
+                        farm.secret_file); its control plane is on a member's farm
+                        port, e.g. --control-plane edge1:8870 --ca cert.pem
   --timeout SECONDS     give up after this long (default 10)
   --json                print JSON instead of tables
   --help                this text
@@ -101,6 +107,9 @@ Examples:
 struct Args {
   std::string control_plane;
   std::string ca, cert, key, server_name;
+  // A farm started the seed's way: the members' token, from the TLS key
+  // they share or their secret file (pki::farmToken).
+  std::string farm_key, farm_secret_file;
   bool tls = false;
   bool json = false;
   bool help = false;
@@ -117,8 +126,9 @@ int usageError(const std::string& msg) {
 
 bool parseArgs(int argc, char** argv, Args* a, std::string* error) {
   static const std::set<std::string> kBool = {"json", "tls", "help"};
-  static const std::set<std::string> kGlobal = {"control-plane", "ca",      "cert",        "key",
-                                                "server-name",   "timeout", "api-key-file"};
+  static const std::set<std::string> kGlobal = {"control-plane", "ca",          "cert",
+                                                "key",           "server-name", "timeout",
+                                                "api-key-file",  "farm-key",    "farm-secret-file"};
   static const std::set<std::string> kCommand = {"description", "scopes",          "rpm",
                                                  "tpm",         "max-concurrent",  "models",
                                                  "expires-in",  "overlap-seconds", "set"};
@@ -167,6 +177,10 @@ bool parseArgs(int argc, char** argv, Args* a, std::string* error) {
       a->key = value;
     } else if (name == "server-name") {
       a->server_name = value;
+    } else if (name == "farm-key") {
+      a->farm_key = value;
+    } else if (name == "farm-secret-file") {
+      a->farm_secret_file = value;
     } else if (name == "api-key-file") {
       if (!readKeyFile(value, "flag --api-key-file", &a->api_key, error)) return false;
     } else if (name == "timeout") {
@@ -439,6 +453,10 @@ class Cli {
     } else {
       creds = grpc::InsecureChannelCredentials();
     }
+    if (!a_.farm_key.empty() || !a_.farm_secret_file.empty()) {
+      if (!eldric::pki::farmToken(a_.farm_secret_file, a_.farm_key, &farm_token_, error))
+        return false;
+    }
     grpc::ChannelArguments args;
     if (!a_.server_name.empty()) args.SetSslTargetNameOverride(a_.server_name);
     tls_ = tls;
@@ -450,6 +468,7 @@ class Cli {
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(a_.timeout_s));
     // Every Admin call needs an admin key; the server says so if missing.
     if (!api_key_.empty()) ctx->AddMetadata("authorization", "Bearer " + api_key_);
+    if (!farm_token_.empty()) ctx->AddMetadata(eldric::config::kFarmTokenMetadata, farm_token_);
   }
 
   int fail(const grpc::Status& s) {
@@ -750,6 +769,7 @@ class Cli {
   Args a_;
   std::string target_;
   std::string api_key_;
+  std::string farm_token_;
   bool tls_ = false;
   std::unique_ptr<v1::Admin::Stub> stub_;
 };

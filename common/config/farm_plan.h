@@ -32,7 +32,7 @@ namespace eldric::config {
 
 // The gRPC metadata every member's call carries to a supervised farm's
 // control plane: hex HMAC-SHA256 of the members' shared secret (see
-// dataplane/tls/farm_token.h). Never logged.
+// pki::farmToken in common/pki/pki.h). Never logged.
 constexpr char kFarmTokenMetadata[] = "eldric-farm-token";
 
 struct FarmPlan {

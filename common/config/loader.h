@@ -86,7 +86,7 @@ struct FarmOptions {
   int64_t member_port = 0;
   std::string bind;
   std::string tls_cert_file, tls_key_file;
-  // Filled in at start from the secret (dataplane/tls/farm_token.h); never
+  // Filled in at start from the secret (pki::farmToken, common/pki/pki.h); never
   // logged.
   std::string member_token;
   // How many members the plan names: the equal share of a farm-wide limit

@@ -11,6 +11,7 @@
 #include <openssl/ecdsa.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/obj_mac.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -22,6 +23,8 @@
 #include <ctime>
 
 #include "common/base64url.h"
+#include "common/file.h"
+#include "common/hex.h"
 
 namespace eldric::pki {
 namespace {
@@ -592,6 +595,61 @@ bool checkOcspResponse(std::string_view der, std::string_view serial, int64_t no
     return true;
   }
   return bad("does not name this certificate");
+}
+
+bool farmToken(const std::string& secret_file, const std::string& key_file, std::string* token,
+               std::string* error) {
+  static constexpr char kLabel[] = "eldric-edge farm member token v1";
+  std::string secret;
+  if (!secret_file.empty()) {
+    std::string text;
+    if (!readWholeFile(secret_file, &text, error)) {
+      *error = "farm.secret_file " + *error;
+      return false;
+    }
+    secret = text.substr(0, text.find('\n'));
+    while (!secret.empty() && (secret.back() == '\r' || secret.back() == ' ')) secret.pop_back();
+    OPENSSL_cleanse(text.data(), text.size());
+    if (secret.size() < 16) {
+      *error = "farm.secret_file " + secret_file + ": the secret must be 16 characters or more";
+      return false;
+    }
+  } else {
+    std::string pem;
+    if (!readWholeFile(key_file, &pem, error)) {
+      *error = "tls.key_file " + *error;
+      return false;
+    }
+    BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+    EVP_PKEY* key = bio ? PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr) : nullptr;
+    BIO_free(bio);
+    OPENSSL_cleanse(pem.data(), pem.size());
+    PKCS8_PRIV_KEY_INFO* p8 = key ? EVP_PKEY2PKCS8(key) : nullptr;
+    EVP_PKEY_free(key);
+    unsigned char* der = nullptr;
+    int len = p8 ? i2d_PKCS8_PRIV_KEY_INFO(p8, &der) : -1;
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    if (len <= 0) {
+      *error =
+          sslError("tls.key_file " + key_file + ": cannot derive the farm's member token from it");
+      return false;
+    }
+    secret.assign(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+    OPENSSL_cleanse(der, static_cast<size_t>(len));
+    OPENSSL_free(der);
+  }
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int mac_len = 0;
+  bool ok = HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+                 reinterpret_cast<const unsigned char*>(kLabel), sizeof kLabel - 1, mac,
+                 &mac_len) != nullptr;
+  OPENSSL_cleanse(secret.data(), secret.size());
+  if (!ok) {
+    *error = "farm token: HMAC failed";
+    return false;
+  }
+  *token = hexEncode(std::string_view(reinterpret_cast<char*>(mac), mac_len));
+  return true;
 }
 
 }  // namespace eldric::pki

@@ -99,4 +99,16 @@ bool ocspRequest(std::string_view chain_pem, OcspRequest* out, std::string* erro
 bool checkOcspResponse(std::string_view der, std::string_view serial, int64_t now,
                        int64_t* this_update, int64_t* next_update, std::string* error);
 
+// The token a supervised farm's members present to the primary's control
+// plane (metadata "eldric-farm-token", common/config/farm_plan.h): hex
+// HMAC-SHA256 of a fixed label, keyed with the members' shared secret:
+// `secret_file`'s first line (trailing blanks removed, 16 characters or
+// more) when given, else the PKCS#8 encoding of the private key in
+// `key_file` (so a key stored as PKCS#1 on one member and PKCS#8 on
+// another gives the same token): whoever holds the key the farm serves
+// with is a member. Both builds give the same token (pki_test checks one
+// value in each). False with `*error` naming the file.
+bool farmToken(const std::string& secret_file, const std::string& key_file, std::string* token,
+               std::string* error);
+
 }  // namespace eldric::pki

@@ -150,5 +150,49 @@ POdtAIQCm1xmaBA=
   EXPECT_FALSE(ariCertificateId(pem, &id, &error));
 }
 
+// The farm token: one fixed P-256 key as SEC1 and as PKCS#8 gives the value
+// OpenSSL's command line and Python's hmac give (`openssl pkcs8 -topk8
+// -outform DER`, HMAC-SHA256 of the label): the Edge (BoringSSL) and
+// eldricctl (OpenSSL) derive the same token.
+TEST(FarmTokenTest, SameTokenInEveryBuildAndEncoding) {
+  const std::string dir = ::testing::TempDir();
+  auto write = [&](const char* name, const std::string& text) {
+    std::string path = dir + "/" + name;
+    FILE* f = fopen(path.c_str(), "w");
+    fputs(text.c_str(), f);
+    fclose(f);
+    return path;
+  };
+  const char kSec1[] = R"(-----BEGIN EC PRIVATE KEY-----
+MHcCAQEEIKdleoQIbM8H0W5EYSCVVLqq6yhV572uMwaHnSP3k+RAoAoGCCqGSM49
+AwEHoUQDQgAEphOnHYs4VQSnAXS7kBFteeU/MPeUfpp9712nzSUgOYoeY/yzzI2l
+udX3UAu35w1f1hCiyn8FW8fKbCrfOK+1JQ==
+-----END EC PRIVATE KEY-----
+)";
+  const char kPkcs8[] = R"(-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgp2V6hAhszwfRbkRh
+IJVUuqrrKFXnva4zBoedI/eT5EChRANCAASmE6cdizhVBKcBdLuQEW155T8w95R+
+mn3vXafNJSA5ih5j/LPMjaW51fdQC7fnDV/WEKLKfwVbx8psKt84r7Ul
+-----END PRIVATE KEY-----
+)";
+  const char kExpected[] = "c5fab761c9c6f2d0df33120a7172ea5096d6e2eaaac5cc787c52544c1174e243";
+  std::string token, error;
+  ASSERT_TRUE(farmToken("", write("sec1.pem", kSec1), &token, &error)) << error;
+  EXPECT_EQ(token, kExpected);
+  ASSERT_TRUE(farmToken("", write("pkcs8.pem", kPkcs8), &token, &error)) << error;
+  EXPECT_EQ(token, kExpected);
+  // A secret file: its first line, trailing blanks left out.
+  std::string a, b;
+  ASSERT_TRUE(farmToken(write("s1", "a-farm-secret-of-enough-length\n"), "", &a, &error));
+  ASSERT_TRUE(farmToken(write("s2", "a-farm-secret-of-enough-length  \r\nmore\n"), "", &b, &error));
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, kExpected);
+  EXPECT_FALSE(farmToken(write("short", "short\n"), "", &token, &error));
+  EXPECT_NE(error.find("16 characters"), std::string::npos) << error;
+  EXPECT_FALSE(farmToken("", dir + "/missing.pem", &token, &error));
+  EXPECT_NE(error.find("tls.key_file"), std::string::npos) << error;
+  EXPECT_FALSE(farmToken("", write("junk.pem", "not a key"), &token, &error));
+}
+
 }  // namespace
 }  // namespace eldric::pki

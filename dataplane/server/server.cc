@@ -18,6 +18,7 @@
 #include "common/file.h"
 #include "common/hex.h"
 #include "common/log.h"
+#include "common/pki/pki.h"
 #include "common/session_key.h"
 #include "controlplane/core/acme/certificates.h"
 #include "controlplane/core/admin_rest.h"
@@ -28,7 +29,6 @@
 #include "dataplane/server/builtin.h"
 #include "dataplane/server/webchat_handler.h"
 #include "dataplane/tls/client_context.h"
-#include "dataplane/tls/farm_token.h"
 #include "filters/auth/auth_filter.h"
 #include "filters/auth/session.h"
 #include "filters/auth/session_filter.h"
@@ -637,7 +637,7 @@ void Server::applyConfig(config::RuntimeConfigSharedPtr cfg, std::function<void(
 bool Server::prepareSupervisedFarm(const std::string& data_dir, std::string* error) {
   config::FarmOptions& f = farm_options_;
   if (!config::planFarm(f, config::systemFarmProbe(), &farm_plan_, error)) return false;
-  if (!tls::farmToken(f.secret_file, f.tls_key_file, &f.member_token, error)) return false;
+  if (!pki::farmToken(f.secret_file, f.tls_key_file, &f.member_token, error)) return false;
   f.control_planes = farm_plan_.targets;
   f.planned_members = static_cast<uint32_t>(farm_plan_.members.size());
   if (f.node_id.empty()) f.node_id = farm_plan_.self;

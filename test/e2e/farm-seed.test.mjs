@@ -23,7 +23,9 @@ import {
   makeCert,
   portOpen,
   startTunnelAgent,
+  execCommand,
 } from './lib/harness.mjs';
+import { CTL_BIN } from './lib/controlplane.mjs';
 
 const T = { timeout: 90000 };
 const ADMIN_KEY = 'sk-seed-farm-operator-0001';
@@ -173,6 +175,17 @@ describe('the seed farm: --mode farm --peers, the primary runs the control plane
     // Its store is the same: what was registered is still there.
     const list = await call(2, '/api/v1/clients');
     assert.ok(list.json().data.some((c) => c.name === 'seed-app'), list.body);
+  });
+
+  it('eldricctl reaches the primary\'s control plane with the members\' key, and not without it', T, async () => {
+    const keyFile = path.join(tmp, 'admin.key');
+    fs.writeFileSync(keyFile, `${ADMIN_KEY}\n`, { mode: 0o600 });
+    const base = ['--control-plane', `127.0.0.1:${farmPort}`, '--ca', cert.cert, '--server-name', 'localhost',
+      '--api-key-file', keyFile, '--json'];
+    const { stdout } = await execCommand(CTL_BIN, [...base, '--farm-key', cert.key, 'farm', 'status']);
+    const status = JSON.parse(stdout);
+    assert.equal(status.members.length, 3, stdout);
+    await assert.rejects(execCommand(CTL_BIN, [...base, 'farm', 'status']), /not a member of this farm/);
   });
 
   it('a stranger with another key cannot join: the farm port is pinned to the members\' key', T, async () => {
