@@ -69,6 +69,22 @@ bool parseIpAddress(const std::string& ip, uint16_t port, sockaddr_storage* out)
   return false;
 }
 
+bool isLoopback(const sockaddr* addr) {
+  if (addr->sa_family == AF_INET) {
+    return (ntohl(reinterpret_cast<const sockaddr_in*>(addr)->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (addr->sa_family == AF_INET6) {
+    return IN6_IS_ADDR_LOOPBACK(&reinterpret_cast<const sockaddr_in6*>(addr)->sin6_addr);
+  }
+  return false;
+}
+
+bool isLoopbackHost(const std::string& host) {
+  if (host == "localhost") return true;
+  sockaddr_storage ip;
+  return parseIpAddress(host, 0, &ip) && isLoopback(reinterpret_cast<const sockaddr*>(&ip));
+}
+
 bool parseUrl(const std::string& text, Url* out, std::string* error) {
   Url u;
   std::string rest;

@@ -18,6 +18,12 @@ bool parseIpAddress(const std::string& ip, uint16_t port, sockaddr_storage* out)
 // Splits "host:port" or "[v6]:port" (brackets removed from `host`). The
 // port is required and from 1 to 65535; a bare IPv6 literal is refused.
 bool splitHostPort(const std::string& target, std::string* host, uint16_t* port);
+// Whether `addr` is a loopback address (127.0.0.0/8, ::1).
+bool isLoopback(const sockaddr* addr);
+// Whether `host` is loopback without a name lookup: "localhost", or a
+// loopback IP literal (IPv6 with or without brackets). A name that merely
+// starts with "127." is not.
+bool isLoopbackHost(const std::string& host);
 
 }  // namespace eldric::network
 

@@ -1299,12 +1299,18 @@ TEST(FlagsTest, ParsesAndRefuses) {
            {{"--config", "e.json", "--client-ca", "ca.pem"}, "needs TLS"},
            {{"--config", "e.json", "--bogus"}, "unknown flag --bogus"},
            {{"--config", "e.json", "--listen", "0.0.0.0:9000"}, "--allow-plaintext"},
+           // A name that starts like a loopback address is not one.
+           {{"--config", "e.json", "--listen", "127.example.com:9000"}, "--allow-plaintext"},
            {{"--config"}, "needs a value"},
        }) {
     Options x;
     std::string err;
     EXPECT_FALSE(parse(b.args, &x, &err)) << b.fragment;
     EXPECT_NE(err.find(b.fragment), std::string::npos) << err;
+  }
+  for (const char* loopback : {"[::1]:9000", "localhost:9000", "127.1.2.3:9000"}) {
+    Options l;
+    EXPECT_TRUE(parse({"--config", "e.json", "--listen", loopback}, &l, &error)) << error;
   }
   Options h;
   EXPECT_TRUE(parse({"--help"}, &h, &error));

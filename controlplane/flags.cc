@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "common/address.h"
 #include "common/config/flag_parser.h"
 #include "controlplane/server.h"
 
@@ -71,9 +72,7 @@ bool validListen(const std::string& s) {
 // True if the listen address is on loopback only.
 bool loopbackListen(const std::string& s) {
   size_t colon = s.rfind(':');
-  std::string host = colon == std::string::npos ? s : s.substr(0, colon);
-  if (host == "localhost" || host == "[::1]") return true;
-  return host.rfind("127.", 0) == 0;
+  return network::isLoopbackHost(colon == std::string::npos ? s : s.substr(0, colon));
 }
 
 // The token the primary Edge wrote into a pipe: one line, read whole, the

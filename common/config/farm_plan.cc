@@ -35,18 +35,8 @@ bool sameAddress(const sockaddr* a, const sockaddr* b) {
   return false;
 }
 
-bool loopback(const sockaddr* a) {
-  if (a->sa_family == AF_INET) {
-    return (ntohl(reinterpret_cast<const sockaddr_in*>(a)->sin_addr.s_addr) >> 24) == 127;
-  }
-  if (a->sa_family == AF_INET6) {
-    return IN6_IS_ADDR_LOOPBACK(&reinterpret_cast<const sockaddr_in6*>(a)->sin6_addr);
-  }
-  return false;
-}
-
 bool localAddress(const sockaddr* a) {
-  if (loopback(a)) return true;
+  if (network::isLoopback(a)) return true;
   ifaddrs* list = nullptr;
   if (getifaddrs(&list) != 0) return false;
   bool found = false;
@@ -58,7 +48,7 @@ bool localAddress(const sockaddr* a) {
 }
 
 bool systemIsLocal(const std::string& host) {
-  if (host == "localhost") return true;
+  if (network::isLoopbackHost(host)) return true;
   sockaddr_storage ip;
   if (network::parseIpAddress(host, 0, &ip)) return localAddress(reinterpret_cast<sockaddr*>(&ip));
   addrinfo hints{};

@@ -1,7 +1,5 @@
 #include "common/config/loader.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -654,14 +652,7 @@ bool checkSupervisedFarm(const Settings& s, FarmOptions* farm, std::string* erro
       std::string host;
       uint16_t port = 0;
       network::splitHostPort(p, &host, &port);
-      sockaddr_storage ip;
-      bool lo = host == "localhost" ||
-                (network::parseIpAddress(host, 0, &ip) &&
-                 ((ip.ss_family == AF_INET &&
-                   (ntohl(reinterpret_cast<sockaddr_in*>(&ip)->sin_addr.s_addr) >> 24) == 127) ||
-                  (ip.ss_family == AF_INET6 &&
-                   IN6_IS_ADDR_LOOPBACK(&reinterpret_cast<sockaddr_in6*>(&ip)->sin6_addr))));
-      if (!lo) {
+      if (!network::isLoopbackHost(host)) {
         *error = "farm peer \"" + p +
                  "\" is off this host, and without TLS the farm's snapshots (keys, session "
                  "secrets) would cross the network in plaintext: give the Edges a certificate "
