@@ -1,0 +1,62 @@
+#include "dataplane/http/sse.h"
+
+#include <cstring>
+
+namespace eldric::http {
+
+bool SseSplitter::feed(const Buffer& data,
+                       const std::function<bool(std::string_view event)>& event) {
+  if (spent_) return false;
+  // Scanning restarts a few bytes back: a blank line may straddle slices.
+  size_t scan = carry_.size() >= 3 ? carry_.size() - 3 : start_;
+  if (scan < start_) scan = start_;
+  for (size_t i = 0; i < data.sliceCount(); ++i) carry_.append(data.slice(i).view());
+  while (true) {
+    std::string_view s(carry_);
+    size_t end = std::string_view::npos, len = 0;
+    for (size_t at = scan; at < s.size();) {
+      const void* q = memchr(s.data() + at, '\n', s.size() - at);
+      if (!q) break;
+      size_t nl = static_cast<size_t>(static_cast<const char*>(q) - s.data());
+      if (nl + 1 < s.size() && s[nl + 1] == '\n') {
+        end = nl;
+        len = 2;
+        break;
+      }
+      if (nl + 2 < s.size() && s[nl + 1] == '\r' && s[nl + 2] == '\n') {
+        end = nl;
+        len = 3;
+        break;
+      }
+      at = nl + 1;
+    }
+    if (end == std::string_view::npos) break;
+    std::string_view ev = s.substr(start_, end + len - start_);
+    start_ = end + len;
+    scan = start_;
+    if (!event(ev)) {
+      spent_ = true;
+      return false;
+    }
+  }
+  if (start_ > 0 && (start_ == carry_.size() || start_ > 4096)) {
+    carry_.erase(0, start_);
+    start_ = 0;
+  }
+  if (carry_.size() - start_ > max_event_bytes_) {
+    spent_ = true;
+    return false;
+  }
+  return true;
+}
+
+std::string_view sseData(std::string_view event) {
+  while (!event.empty() && (event.back() == '\n' || event.back() == '\r')) event.remove_suffix(1);
+  if (event.substr(0, 5) != "data:") return {};
+  std::string_view v = event.substr(5);
+  if (!v.empty() && v[0] == ' ') v.remove_prefix(1);
+  if (v.empty() || v.find('\n') != std::string_view::npos) return {};
+  return v;
+}
+
+}  // namespace eldric::http
