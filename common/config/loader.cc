@@ -72,6 +72,8 @@ struct Settings {
   bool plugins_require_sandbox = false;
   int64_t plugins_max_message_kb = 0;
   std::string plugins_runtime_dir;
+  int64_t plugins_max_tool_rounds = 5;
+  bool plugins_stream_tool_events = false;
   FarmOptions farm;
   int64_t sync_interval_ms = 5000;
   int64_t workers = 0;
@@ -347,7 +349,9 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                       {{"python", w.string(&s.plugins_python)},
                        {"require_sandbox", w.boolean(&s.plugins_require_sandbox)},
                        {"max_message_kb", w.integer(&s.plugins_max_message_kb, 64, 1 << 20)},
-                       {"runtime_dir", w.string(&s.plugins_runtime_dir)}});
+                       {"runtime_dir", w.string(&s.plugins_runtime_dir)},
+                       {"max_tool_rounds", w.integer(&s.plugins_max_tool_rounds, 1, 100)},
+                       {"stream_tool_events", w.boolean(&s.plugins_stream_tool_events)}});
            }},
           {"farm",
            [&](const Value& v, const std::string& p) {
@@ -758,6 +762,8 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   plugins->set_require_sandbox(s.plugins_require_sandbox);
   plugins->set_max_message_bytes(static_cast<uint64_t>(s.plugins_max_message_kb) * 1024);
   plugins->set_runtime_dir(s.plugins_runtime_dir);
+  plugins->set_max_tool_rounds(static_cast<uint32_t>(s.plugins_max_tool_rounds));
+  plugins->set_stream_tool_events(s.plugins_stream_tool_events);
   if (s.mode == "farm" && !s.plugins_dir.empty()) {
     out->warnings.push_back(
         "plugins_dir is read by the control plane in a farm (its config's plugins_dir); this "

@@ -291,6 +291,7 @@ std::string readManifest(const rapidjson::Value& m, edge::v1::RunnablePlugin* p)
     setMs(p->mutable_outlet_timeout(), uintMember(t, "outlet_ms", kDay, &bad));
     setMs(p->mutable_stream_timeout(), uintMember(t, "stream_ms", kDay, &bad));
     setMs(p->mutable_pipe_timeout(), uintMember(t, "pipe_ms", kDay, &bad));
+    setMs(p->mutable_tool_timeout(), uintMember(t, "tool_ms", kDay, &bad));
   }
   auto limits = m.FindMember("limits");
   if (limits != m.MemberEnd()) {
@@ -311,7 +312,8 @@ void addRunnablePlugins(const std::string& dir, const std::vector<PluginRecord>&
                         edge::v1::Plugins* out, std::vector<std::string>* warnings) {
   size_t total = 0;
   for (const auto& rec : plugins) {
-    if (!rec.enabled || (rec.type != "filter" && rec.type != "pipe")) continue;
+    if (!rec.enabled || (rec.type != "filter" && rec.type != "pipe" && rec.type != "tool"))
+      continue;
     const std::string pdir = dir + "/" + rec.id;
     std::string text;
     int rc = readSmallFile(pdir + "/manifest.json", &text);

@@ -73,29 +73,6 @@ void PluginFilter::onDestroy() {
 
 Instance* PluginFilter::instance(const std::string& id) const { return host_->find(id); }
 
-std::string PluginFilter::userJson() const {
-  const auto& identity = decoder_->streamInfo().identity;
-  std::string out = "{\"id\":";
-  if (!identity) {
-    out += R"("anonymous","name":"anonymous","role":"user","scopes":[]})";
-    return out;
-  }
-  out += jsonString(identity->client_id);
-  out += ",\"name\":";
-  out += jsonString(identity->client_name);
-  out += ",\"role\":";
-  out += identity->hasScope(2) ? "\"admin\"" : "\"user\"";
-  out += ",\"scopes\":[";
-  bool first = true;
-  for (std::string_view name : identity->scopeNames()) {
-    if (!first) out += ',';
-    first = false;
-    log::appendJsonString(out, name);
-  }
-  out += "]}";
-  return out;
-}
-
 // ---------------------------------------------------------------------------
 // Calls
 
@@ -326,7 +303,7 @@ http::FilterDataStatus PluginFilter::decodeData(Buffer& data, bool end_stream) {
   bool is_pipe = chat_route_ && host_->pipeFor(model_, &pipe) != nullptr;
   if (!inlets && !is_pipe) return http::FilterDataStatus::Continue;
   held_body_ = &data;
-  user_json_ = userJson();
+  user_json_ = userJson(decoder_->streamInfo().identity.get());
   in_decode_data_ = true;
   finished_inside_ = false;
   step_ = 0;

@@ -84,7 +84,6 @@ class PluginFilter : public http::StreamDecoderFilter,
   // A plugin could not answer: fail_open skips it, fail_closed refuses.
   // Returns true if the request goes on.
   bool applyPolicy(const PluginSpec& spec, CallFailure failure, const std::string& why);
-  std::string userJson() const;
   // The filter at or after step_ that has the hook (step_ moves to it), or
   // null when none is left.
   const PluginSpecSharedPtr* nextWith(bool (Instance::*has)() const);

@@ -187,6 +187,28 @@ bool materialize(const std::string& root, const edge::v1::RunnablePlugin& p, std
 
 }  // namespace
 
+std::string userJson(const http::ClientIdentity* identity) {
+  std::string out = "{\"id\":";
+  if (!identity) {
+    out += R"("anonymous","name":"anonymous","role":"user","scopes":[]})";
+    return out;
+  }
+  log::appendJsonString(out, identity->client_id);
+  out += ",\"name\":";
+  log::appendJsonString(out, identity->client_name);
+  out += ",\"role\":";
+  out += identity->hasScope(2) ? "\"admin\"" : "\"user\"";
+  out += ",\"scopes\":[";
+  bool first = true;
+  for (std::string_view name : identity->scopeNames()) {
+    if (!first) out += ',';
+    first = false;
+    log::appendJsonString(out, name);
+  }
+  out += "]}";
+  return out;
+}
+
 const char* hookName(Hook h) {
   switch (h) {
     case Hook::Inlet:
@@ -197,6 +219,8 @@ const char* hookName(Hook h) {
       return "stream";
     case Hook::Pipe:
       return "pipe";
+    case Hook::Tool:
+      return "tool";
     default:
       return "unknown";
   }
@@ -321,6 +345,8 @@ bool Runtime::compile(const edge::v1::Plugins& plugins, std::shared_ptr<PluginsC
                       std::string* error) {
   auto cfg = std::make_shared<PluginsConfig>();
   if (plugins.max_message_bytes()) cfg->max_message_bytes = plugins.max_message_bytes();
+  if (plugins.max_tool_rounds()) cfg->max_tool_rounds = plugins.max_tool_rounds();
+  cfg->stream_tool_events = plugins.stream_tool_events();
   std::vector<std::string> ids;
   for (const auto& p : plugins.plugins()) ids.push_back(p.id());
   status_.markDisabledExcept(ids);
@@ -354,8 +380,8 @@ bool Runtime::compile(const edge::v1::Plugins& plugins, std::shared_ptr<PluginsC
       *error = "a plugin id must be 1-64 letters, digits, '.', '_' or '-' (not starting with '.')";
       return false;
     }
-    if (p.type() != "filter" && p.type() != "pipe") {
-      *error = "plugin " + p.id() + ": the data plane runs filters and pipes, not \"" +
+    if (p.type() != "filter" && p.type() != "pipe" && p.type() != "tool") {
+      *error = "plugin " + p.id() + ": the data plane runs filters, pipes and tools, not \"" +
                p.type().substr(0, 32) + "\"";
       return false;
     }
@@ -371,6 +397,7 @@ bool Runtime::compile(const edge::v1::Plugins& plugins, std::shared_ptr<PluginsC
     spec->outlet_ms = durationMs(p.outlet_timeout(), 2000);
     spec->stream_ms = durationMs(p.stream_timeout(), 200);
     spec->pipe_ms = durationMs(p.pipe_timeout(), 300000);
+    spec->tool_ms = durationMs(p.tool_timeout(), 30000);
     spec->network = p.network();
     spec->models.assign(p.models().begin(), p.models().end());
     if (!materialize(root, p, &spec->code_dir, error)) return false;
@@ -701,6 +728,35 @@ void Instance::describe(const rapidjson::Value& d) {
       if (pipes_.size() >= 256) break;
     }
   }
+  tools_.clear();
+  auto tools = d.FindMember("tools");
+  if (spec_->type == "tool" && tools != d.MemberEnd() && tools->value.IsArray()) {
+    // The host's words, checked as any plugin output is: a method name
+    // the Edge can put in a function name, a schema that is an object.
+    for (const auto& t : tools->value.GetArray()) {
+      if (!t.IsObject()) continue;
+      auto name = t.FindMember("name");
+      if (name == t.MemberEnd() || !name->value.IsString()) continue;
+      ToolFunction f;
+      f.method.assign(name->value.GetString(), name->value.GetStringLength());
+      if (f.method.empty() || f.method.size() > 64) continue;
+      auto desc = t.FindMember("description");
+      if (desc != t.MemberEnd() && desc->value.IsString())
+        f.description.assign(desc->value.GetString(),
+                             std::min<size_t>(desc->value.GetStringLength(), 4096));
+      auto params = t.FindMember("parameters");
+      if (params != t.MemberEnd() && params->value.IsObject()) {
+        rapidjson::StringBuffer sb;
+        rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+        params->value.Accept(w);
+        f.parameters_json.assign(sb.GetString(), sb.GetSize());
+      } else {
+        f.parameters_json = R"({"type":"object","properties":{}})";
+      }
+      tools_.push_back(std::move(f));
+      if (tools_.size() >= 128) break;
+    }
+  }
   // What the operator sees: the description without the valves' values.
   rapidjson::StringBuffer sb;
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
@@ -869,6 +925,8 @@ void PluginHost::apply(PluginsConfigSharedPtr config) {
   // What is left was disabled or removed: its processes are stopped.
   instances_.swap(next);
   next.clear();
+  tools_ = 0;
+  for (const auto& [id, inst] : instances_) tools_ += inst->spec().type == "tool";
 }
 
 std::vector<Instance*> PluginHost::filtersFor(std::string_view model) const {
@@ -894,6 +952,15 @@ Instance* PluginHost::pipeFor(std::string_view model, const PipeModel** pipe) co
     }
   }
   return nullptr;
+}
+
+std::vector<Instance*> PluginHost::toolsFor(std::string_view model) const {
+  std::vector<Instance*> out;
+  for (const auto& [id, inst] : instances_) {
+    if (inst->spec().type == "tool" && !inst->tools().empty() && inst->appliesTo(model))
+      out.push_back(inst.get());
+  }
+  return out;
 }
 
 std::vector<std::pair<const PipeModel*, const Instance*>> PluginHost::pipeModels() const {

@@ -27,7 +27,7 @@
 namespace eldric::filters::plugins {
 
 // Outcomes counted per plugin and hook.
-enum class Hook { Inlet, Outlet, Stream, Pipe, kCount };
+enum class Hook { Inlet, Outlet, Stream, Pipe, Tool, kCount };
 enum class Outcome { Ok, Refused, Failed, Timeout, kCount };
 const char* hookName(Hook h);
 const char* outcomeName(Outcome o);
@@ -78,14 +78,14 @@ class StatusTable {
 struct PluginSpec {
   std::string id;
   std::string name;
-  std::string type;         // "filter" or "pipe"
+  std::string type;         // "filter", "pipe" or "tool"
   std::string valves_json;  // secret
   std::string code_sha256;
   std::string code_dir;  // holds main.py
   std::string data_dir;  // writable by the plugin
   bool fail_open = false;
   uint32_t processes = 1;
-  uint64_t inlet_ms = 2000, outlet_ms = 2000, stream_ms = 200, pipe_ms = 300000;
+  uint64_t inlet_ms = 2000, outlet_ms = 2000, stream_ms = 200, pipe_ms = 300000, tool_ms = 30000;
   bool network = false;
   std::vector<std::string> models;  // empty: all
   LaunchSpec launch;                // how each process starts
@@ -97,6 +97,8 @@ struct PluginsConfig {
   std::vector<PluginSpecSharedPtr> plugins;  // by id
   size_t max_message_bytes = 8u << 20;
   bool sandboxed = false;
+  uint32_t max_tool_rounds = 5;
+  bool stream_tool_events = false;
 };
 using PluginsConfigSharedPtr = std::shared_ptr<const PluginsConfig>;
 
@@ -137,6 +139,15 @@ class Runtime {
   int run_uid_ = -1, run_gid_ = -1;  // the plugins' user when the Edge is root
 };
 
+// A method of a tool plugin's Tools class, as the model is offered it.
+struct ToolFunction {
+  std::string method;  // what the `tool` call names
+  // {"name", "description", "parameters"} as the host described it
+  // (PROTOCOL.md); the Edge renames it when it offers it.
+  std::string description;
+  std::string parameters_json;  // a JSON schema object
+};
+
 // A pipe model a plugin answers.
 struct PipeModel {
   std::string model;    // "<plugin_id>.<pipe_id>", or the plugin id for a lone pipe
@@ -170,6 +181,8 @@ class Instance : public PluginProcess::Owner {
   // Whether it applies to `model` (manifest's and valves' lists).
   bool appliesTo(std::string_view model) const;
   const std::vector<PipeModel>& pipes() const { return pipes_; }
+  // A tool plugin's functions (none until its process described them).
+  const std::vector<ToolFunction>& tools() const { return tools_; }
 
   // PluginProcess::Owner
   void onReady(PluginProcess& process, const rapidjson::Value& description) override;
@@ -204,6 +217,7 @@ class Instance : public PluginProcess::Owner {
   int64_t priority_ = 0;
   std::vector<std::string> valve_models_;  // from the description; empty: all
   std::vector<PipeModel> pipes_;
+  std::vector<ToolFunction> tools_;
   std::string last_error_;
 };
 
@@ -226,6 +240,10 @@ class PluginHost {
   std::vector<Instance*> filtersFor(std::string_view model) const;
   // The pipe that answers `model`, or null.
   Instance* pipeFor(std::string_view model, const PipeModel** pipe) const;
+  // Tool plugins that apply to `model`, by id.
+  std::vector<Instance*> toolsFor(std::string_view model) const;
+  // Whether any tool plugin runs (a cheap look before reading a body).
+  bool hasTools() const { return tools_ > 0; }
   // Every pipe model, for /v1/models.
   std::vector<std::pair<const PipeModel*, const Instance*>> pipeModels() const;
   bool empty() const { return instances_.empty(); }
@@ -235,7 +253,12 @@ class PluginHost {
   Dispatcher& dispatcher_;
   PluginsConfigSharedPtr config_;
   std::map<std::string, std::unique_ptr<Instance>> instances_;
+  size_t tools_ = 0;  // instances of type "tool"
 };
+
+// `__user__` as plugins get it (PROTOCOL.md): the client's id, name, role
+// and scopes, never its key; "anonymous" without one.
+std::string userJson(const http::ClientIdentity* identity);
 
 // The slot of RuntimeConfig::worker_settings a compiled config keeps its
 // plugins under (what each worker's host applies).
