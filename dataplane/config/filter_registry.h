@@ -57,8 +57,11 @@ class FilterRegistry {
 // filter counts what the upstream sent before their stream hooks rewrite
 // it. (They must also come first for the manager: they hold a request's
 // headers until its body is complete, and the usage filter buffers bodies.)
-inline constexpr std::string_view kHttpFilters[] = {"ratelimit.ip", "auth", "ratelimit", "plugins",
-                                                    "usage"};
+// The tool loop comes last: it asks the route's handler itself, round by
+// round, and what it passes on is the final answer, counted whole by the
+// usage filter.
+inline constexpr std::string_view kHttpFilters[] = {"ratelimit.ip", "auth",  "ratelimit",
+                                                    "plugins",      "usage", "tools"};
 
 // Terminal handlers, by what a route's action names.
 inline constexpr std::string_view kRouterFilter = "router";       // a cluster

@@ -153,6 +153,11 @@ struct StreamInfo {
   uint32_t attempts = 0;
   uint64_t prompt_tokens = 0;
   uint64_t completion_tokens = 0;
+  // The Edge's own tools (issue 20): how many times the request went back
+  // to the model with their results, and which ran ("weather__lookup,..."
+  // names only, never arguments).
+  uint32_t tool_rounds = 0;
+  std::string tools_ran;
   // A client that shuts down its sending side is gone, even with its
   // request whole: set by a handler that holds a request open until
   // something happens (a tunnel's parked poll), where a FIN is a worker that

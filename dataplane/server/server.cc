@@ -36,6 +36,7 @@
 #include "filters/plugins/plugin_filter.h"
 #include "filters/plugins/valves.h"
 #include "filters/ratelimit/ratelimit_filter.h"
+#include "filters/tools/tools_filter.h"
 #include "filters/tunnel/tunnel.h"
 #include "filters/usage/usage_filter.h"
 #include "rapidjson/document.h"
@@ -520,6 +521,13 @@ void Server::registerFilters() {
     *out = filters::plugins::makeFactory();
     return true;
   });
+  // The tool loop: after the usage filter, which then counts the final
+  // answer with every round's tokens summed.
+  filters_.add("tools",
+               [](const config::FilterFactoryContext&, http::FilterFactory* out, std::string*) {
+                 *out = filters::tools::makeFactory();
+                 return true;
+               });
   // Terminal handlers.
   filters_.add(std::string(config::kRouterFilter),
                [](const config::FilterFactoryContext& ctx, http::FilterFactory* out, std::string*) {

@@ -195,6 +195,10 @@ void Worker::logAccess(const http::RequestHeaders* request, const http::StreamIn
     out += ",\"client\":";
     log::appendJsonString(out, info.client_name);
   }
+  if (info.tool_rounds) {
+    out += ",\"tool_rounds\":" + std::to_string(info.tool_rounds) + ",\"tools\":";
+    log::appendJsonString(out, info.tools_ran);
+  }
   if (!info.error_code.empty()) {
     out += ",\"error\":";
     log::appendJsonString(out, info.error_code);

@@ -29,7 +29,6 @@ import OpenAI from 'openai';
 import {
   REPO_ROOT,
   startFakeRouter,
-  makeTempDir,
   removeDir,
   request,
   streamRequest,
@@ -41,6 +40,7 @@ import {
   sleep,
 } from './lib/harness.mjs';
 import { edgeConfig, testKey, SecretWatch, call, assertError, parseMetrics, metricValue } from './lib/keys.mjs';
+import { writePlugin, pluginsTempDir } from './lib/plugins.mjs';
 
 const T = { timeout: 30000 };
 const watch = new SecretWatch();
@@ -100,28 +100,6 @@ async function routerBody(router) {
   const last = await router.lastRequest();
   assert.ok(last && typeof last.body === 'string', `the router saw no request: ${JSON.stringify(last)}`);
   return JSON.parse(last.body);
-}
-
-/** Writes a plugin folder (manifest, main.py, valves.json). */
-function writePlugin(root, id, manifest, code, valves) {
-  const d = path.join(root, id);
-  fs.mkdirSync(d, { recursive: true });
-  fs.writeFileSync(path.join(d, 'manifest.json'), JSON.stringify({ name: id, version: '1.0.0', entry: 'main.py', ...manifest }));
-  fs.writeFileSync(path.join(d, 'main.py'), code);
-  if (valves) fs.writeFileSync(path.join(d, 'valves.json'), JSON.stringify(valves));
-}
-
-/**
- * A temp dir the plugins' user (nobody) can traverse: bubblewrap, started
- * as nobody, binds the code and data folders under it. The Edge refuses a
- * runtime dir that others may write; this one is 0711 and root's.
- */
-function pluginsTempDir(prefix) {
-  const dir = makeTempDir(prefix);
-  fs.chmodSync(dir, 0o711);
-  const plugins = path.join(dir, 'plugins');
-  fs.mkdirSync(plugins);
-  return { dir, plugins, runtime: path.join(dir, 'runtime'), data: path.join(dir, 'store') };
 }
 
 function baseConfig(router, t, workers) {

@@ -590,6 +590,9 @@ struct Conn {
 
   void StartStream(bool chat, const std::string& model, uint64_t tokens, uint64_t delay_ms,
                    bool include_usage, uint64_t prompt_tokens, bool mid_close);
+  void AnswerToolScript(const std::string& script, const std::string& model, bool streamed,
+                        bool include_usage, uint64_t prompt_tokens, size_t tool_round,
+                        const std::string& tool_results);
   void EmitEvent(const std::string& json);
   void EmitTokenEvent(uint64_t i);
   void FinishStream();
@@ -1133,6 +1136,10 @@ void Conn::HandleGenerate(bool chat, bool mid_close) {
   std::string model;
   bool stream = false, include_usage = false;
   uint64_t prompt_tokens = 0;
+  // x-fake-tools: which round this is (assistant messages that called
+  // tools so far) and what the tool messages said.
+  size_t tool_round = 0;
+  std::string tool_results;
   {
     JsonScratch scratch{w};
     JsonDocument doc(&w->json_values, 1024, &w->json_stack);
@@ -1154,7 +1161,22 @@ void Conn::HandleGenerate(bool chat, bool mid_close) {
         if (msgs != doc.MemberEnd() && msgs->value.IsArray()) {
           for (const auto& msg : msgs->value.GetArray()) {
             if (!msg.IsObject()) continue;
+            auto role = msg.FindMember("role");
+            std::string_view r = role != msg.MemberEnd() && role->value.IsString()
+                                     ? std::string_view(role->value.GetString())
+                                     : std::string_view();
+            if (r == "assistant" && msg.HasMember("tool_calls")) ++tool_round;
             auto content = msg.FindMember("content");
+            if (r == "tool" && content != msg.MemberEnd() && content->value.IsString()) {
+              if (!tool_results.empty()) tool_results += " | ";
+              auto id = msg.FindMember("tool_call_id");
+              if (id != msg.MemberEnd() && id->value.IsString()) {
+                tool_results += '[';
+                tool_results += id->value.GetString();
+                tool_results += "] ";
+              }
+              tool_results.append(content->value.GetString(), content->value.GetStringLength());
+            }
             if (content != msg.MemberEnd()) {
               prompt_tokens += CountContentWords(content->value);
             }
@@ -1168,6 +1190,12 @@ void Conn::HandleGenerate(bool chat, bool mid_close) {
     if (!ok) return;
   }
   if (model.empty()) model = g_opt.models.front();
+
+  if (const std::string* script = req.Find("x-fake-tools"); script && chat) {
+    AnswerToolScript(*script, model, stream, include_usage, prompt_tokens, tool_round,
+                     tool_results);
+    return;
+  }
 
   if (stream) {
     StartStream(chat, model, tokens, delay_ms, include_usage, prompt_tokens, mid_close);
@@ -1207,6 +1235,172 @@ void Conn::HandleGenerate(bool chat, bool mid_close) {
   delayed.close_after = mid_close;
   busy = Busy::kDelayed;
   uv_timer_start(&timer, OnTimer, wait_ms, 0);
+}
+
+// x-fake-tools: a JSON array of rounds; a round is an array of calls
+// {"name", "arguments" (a string, sent as it is), "id"?}, or an object
+// {"content": "...", "calls": [...]} for an answer that says something
+// before it calls. Round k answers the request that holds k assistant
+// messages with tool_calls; past the script, the answer quotes the tool
+// messages: "Tool results: [call id] content | ...".
+void Conn::AnswerToolScript(const std::string& script, const std::string& model, bool streamed,
+                            bool include_usage, uint64_t prompt_tokens, size_t tool_round,
+                            const std::string& tool_results) {
+  rapidjson::Document s;
+  s.Parse(script.data(), script.size());
+  if (s.HasParseError() || !s.IsArray()) {
+    SendError(400, "Invalid x-fake-tools header.", "invalid_request_error");
+    return;
+  }
+  struct Call {
+    std::string id, name, arguments;
+  };
+  std::vector<Call> calls;
+  std::string content;
+  if (tool_round < s.Size()) {
+    const rapidjson::Value& round = s[static_cast<rapidjson::SizeType>(tool_round)];
+    const rapidjson::Value* list = &round;
+    if (round.IsObject()) {
+      auto c = round.FindMember("content");
+      if (c != round.MemberEnd() && c->value.IsString()) content = c->value.GetString();
+      auto l = round.FindMember("calls");
+      list = l != round.MemberEnd() ? &l->value : nullptr;
+    }
+    if (list && list->IsArray()) {
+      for (const auto& c : list->GetArray()) {
+        if (!c.IsObject()) continue;
+        Call call;
+        auto n = c.FindMember("name");
+        auto a = c.FindMember("arguments");
+        auto i = c.FindMember("id");
+        if (n != c.MemberEnd() && n->value.IsString()) call.name = n->value.GetString();
+        if (a != c.MemberEnd() && a->value.IsString()) call.arguments = a->value.GetString();
+        if (i != c.MemberEnd() && i->value.IsString()) {
+          call.id = i->value.GetString();
+        } else {
+          call.id = "call_fake_" + std::to_string(tool_round) + "_" + std::to_string(calls.size());
+        }
+        calls.push_back(std::move(call));
+      }
+    }
+  } else {
+    content = "Tool results: " + tool_results;
+  }
+  uint64_t completion = 0;
+  {
+    bool word = false;
+    for (char ch : content) {
+      bool space = ch == ' ' || ch == '\n' || ch == '\t';
+      if (!space && !word) ++completion;
+      word = !space;
+    }
+  }
+  completion += 5 * calls.size();
+  std::string prefix = "{\"id\":\"chatcmpl-fake-";
+  AppendUint(&prefix, w->index);
+  prefix.push_back('-');
+  AppendUint(&prefix, ++w->next_id);
+  prefix.append("\",\"object\":\"chat.completion");
+  std::string tail = "\",\"created\":";
+  AppendUint(&tail, static_cast<uint64_t>(time(nullptr)));
+  tail.append(",\"model\":");
+  AppendJsonString(&tail, model);
+  tail.append(",\"system_fingerprint\":");
+  tail.append(g_name_json);
+  const char* finish = calls.empty() ? "stop" : "tool_calls";
+
+  if (!streamed) {
+    std::string body =
+        prefix + tail + ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",";
+    body += "\"content\":";
+    if (content.empty()) {
+      body += "null";
+    } else {
+      AppendJsonString(&body, content);
+    }
+    if (!calls.empty()) {
+      body += ",\"tool_calls\":[";
+      for (size_t i = 0; i < calls.size(); ++i) {
+        if (i) body += ',';
+        body += "{\"id\":";
+        AppendJsonString(&body, calls[i].id);
+        body += ",\"type\":\"function\",\"function\":{\"name\":";
+        AppendJsonString(&body, calls[i].name);
+        body += ",\"arguments\":";
+        AppendJsonString(&body, calls[i].arguments);
+        body += "}}";
+      }
+      body += ']';
+    }
+    body += "},\"logprobs\":null,\"finish_reason\":\"";
+    body += finish;
+    body += "\"}],";
+    AppendUsage(&body, prompt_tokens, completion);
+    body += '}';
+    SendBody(200, body);
+    return;
+  }
+
+  // Streamed as a model streams: a role chunk, the content a word at a
+  // time, each call's id and name, then its arguments in 7-byte pieces,
+  // the finish chunk, usage if asked, [DONE].
+  stream.chat = true;
+  stream.chunked = !req.http10;
+  stream.keep_alive = req.keep_alive && !req.http10;
+  AppendHead(&out, 200, "text/event-stream",
+             stream.chunked ? Framing::kChunked : Framing::kUntilClose, 0, stream.keep_alive);
+  std::string head = prefix + ".chunk" + tail + ",\"choices\":[{\"index\":0,\"delta\":";
+  auto delta = [&](const std::string& d, const char* reason) {
+    std::string e = head + d + ",\"logprobs\":null,\"finish_reason\":";
+    if (reason) {
+      e += '"';
+      e += reason;
+      e += '"';
+    } else {
+      e += "null";
+    }
+    e += "}]}";
+    EmitEvent(e);
+  };
+  delta("{\"role\":\"assistant\",\"content\":null}", nullptr);
+  size_t at = 0;
+  while (at < content.size()) {
+    size_t end = content.find(' ', at);
+    end = end == std::string::npos ? content.size() : end + 1;
+    std::string d = "{\"content\":";
+    AppendJsonString(&d, content.substr(at, end - at));
+    delta(d + "}", nullptr);
+    at = end;
+  }
+  for (size_t i = 0; i < calls.size(); ++i) {
+    std::string d = "{\"tool_calls\":[{\"index\":" + std::to_string(i) + ",\"id\":";
+    AppendJsonString(&d, calls[i].id);
+    d += ",\"type\":\"function\",\"function\":{\"name\":";
+    AppendJsonString(&d, calls[i].name);
+    d += ",\"arguments\":\"\"}}]}";
+    delta(d, nullptr);
+    const std::string& args = calls[i].arguments;
+    for (size_t p = 0; p < args.size(); p += 7) {
+      std::string piece =
+          "{\"tool_calls\":[{\"index\":" + std::to_string(i) + ",\"function\":{\"arguments\":";
+      AppendJsonString(&piece, args.substr(p, 7));
+      delta(piece + "}}]}", nullptr);
+    }
+  }
+  delta("{}", finish);
+  if (include_usage) {
+    std::string e = prefix + ".chunk" + tail + ",\"choices\":[],";
+    AppendUsage(&e, prompt_tokens, completion);
+    e += '}';
+    EmitEvent(e);
+  }
+  if (stream.chunked) {
+    out.append("e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n");
+  } else {
+    out.append("data: [DONE]\n\n");
+    close_after_write = true;
+  }
+  if (!stream.keep_alive) close_after_write = true;
 }
 
 void Conn::EmitEvent(const std::string& json) {

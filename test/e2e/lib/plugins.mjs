@@ -1,7 +1,8 @@
-// A plugins directory in the seed's layout (plugins/<id>/manifest.json,
-// main.py, valves.json), for the plugin endpoint tests.
+// Plugin folders in the seed's layout (plugins/<id>/manifest.json,
+// main.py, valves.json), for the plugin tests.
 import fs from 'node:fs';
 import path from 'node:path';
+import { makeTempDir } from './harness.mjs';
 
 /** Writes a plugins directory in the seed's layout; returns its path. */
 export function writePluginsDir(dir, secret) {
@@ -46,3 +47,24 @@ export function writePluginsDir(dir, secret) {
   return root;
 }
 
+/** Writes a plugin folder (manifest, main.py, valves.json). */
+export function writePlugin(root, id, manifest, code, valves) {
+  const d = path.join(root, id);
+  fs.mkdirSync(d, { recursive: true });
+  fs.writeFileSync(path.join(d, 'manifest.json'), JSON.stringify({ name: id, version: '1.0.0', entry: 'main.py', ...manifest }));
+  fs.writeFileSync(path.join(d, 'main.py'), code);
+  if (valves) fs.writeFileSync(path.join(d, 'valves.json'), JSON.stringify(valves));
+}
+
+/**
+ * A temp dir the plugins' user (nobody) can traverse: bubblewrap, started
+ * as nobody, binds the code and data folders under it. The Edge refuses a
+ * runtime dir that others may write; this one is 0711 and root's.
+ */
+export function pluginsTempDir(prefix) {
+  const dir = makeTempDir(prefix);
+  fs.chmodSync(dir, 0o711);
+  const plugins = path.join(dir, 'plugins');
+  fs.mkdirSync(plugins);
+  return { dir, plugins, runtime: path.join(dir, 'runtime'), data: path.join(dir, 'store') };
+}
