@@ -47,6 +47,7 @@ void toProto(const ClientRecord& c, edge::v1::Client* out) {
   out->set_tokens_per_minute(c.limits.tpm);
   out->set_max_concurrent_requests(c.limits.max_concurrent);
   for (const auto& m : c.limits.allowed_models) out->add_allowed_models(m);
+  for (const auto& t : c.limits.tools) out->add_tools(t);
   out->set_created_at(c.created_at);
   out->set_expires_at(c.expires_at);
   out->set_revoked_at(c.revoked_at);
@@ -93,6 +94,7 @@ std::vector<edge::v1::Client> configClients(const edge::v1::Auth& auth,
       c->set_tokens_per_minute(k.tokens_per_minute());
       c->set_max_concurrent_requests(k.max_concurrent_requests());
       for (const auto& m : k.allowed_models()) c->add_allowed_models(m);
+      for (const auto& t : k.tools()) c->add_tools(t);
     } else {
       c = &out[it->second];
     }
@@ -314,6 +316,7 @@ grpc::Status ControlPlane::Impl::registerClient(const edge::v1::RegisterClientRe
   limits.tpm = req.tokens_per_minute();
   limits.max_concurrent = req.max_concurrent_requests();
   limits.allowed_models.assign(req.allowed_models().begin(), req.allowed_models().end());
+  limits.tools.assign(req.tools().begin(), req.tools().end());
   if (req.expires_in_seconds() < 0) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "expires_in_seconds must be 0 (never) or positive");

@@ -42,9 +42,12 @@ Usage: eldricctl [global flags] COMMAND [arguments] [flags]
 Clients (who may call the API; each has one or more API keys):
   clients register NAME [--description TEXT] [--scopes inference,admin,worker]
                         [--rpm N] [--tpm N] [--max-concurrent N]
-                        [--models m1,m2] [--expires-in SECONDS]
+                        [--models m1,m2] [--tools t1,t2|none]
+                        [--expires-in SECONDS]
                         Register a client and print its API key. The key is
-                        shown only this once: store it right away.
+                        shown only this once: store it right away. --tools:
+                        the tool plugins (ids or function names) it is
+                        offered; default all, "none" for none.
   clients list          All clients: registered ones and those in the config file.
   clients get ID        One client (by id "cl_..." or by name), with its keys.
   clients revoke ID     Revoke a client: every data plane refuses its keys
@@ -129,9 +132,9 @@ bool parseArgs(int argc, char** argv, Args* a, std::string* error) {
   static const std::set<std::string> kGlobal = {"control-plane", "ca",          "cert",
                                                 "key",           "server-name", "timeout",
                                                 "api-key-file",  "farm-key",    "farm-secret-file"};
-  static const std::set<std::string> kCommand = {"description", "scopes",          "rpm",
-                                                 "tpm",         "max-concurrent",  "models",
-                                                 "expires-in",  "overlap-seconds", "set"};
+  static const std::set<std::string> kCommand = {"description",     "scopes", "rpm",   "tpm",
+                                                 "max-concurrent",  "models", "tools", "expires-in",
+                                                 "overlap-seconds", "set"};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "-h") arg = "--help";
@@ -321,6 +324,7 @@ void printClient(const v1::Client& c) {
       {"Tokens/min:", limit(c.tokens_per_minute(), "default")},
       {"Max concurrent:", limit(c.max_concurrent_requests(), "default")},
       {"Models:", c.allowed_models().empty() ? "all" : join(c.allowed_models())},
+      {"Tools:", c.tools().empty() ? "all tool plugins" : join(c.tools())},
       {"Created:", formatTime(c.created_at())},
       {"Expires:", c.expires_at() ? formatTime(c.expires_at()) : "never"},
       {"Status:", clientStatus(c)},
@@ -364,10 +368,11 @@ class Cli {
     };
     if (group == "clients") {
       if (cmd == "register") {
-        if (!args(1, "one argument: NAME") || !onlyFlags(a_,
-                                                         {"description", "scopes", "rpm", "tpm",
-                                                          "max-concurrent", "models", "expires-in"},
-                                                         full, &error)) {
+        if (!args(1, "one argument: NAME") ||
+            !onlyFlags(a_,
+                       {"description", "scopes", "rpm", "tpm", "max-concurrent", "models", "tools",
+                        "expires-in"},
+                       full, &error)) {
           return usageError(error);
         }
         return clientsRegister(p[2]);
@@ -522,6 +527,10 @@ class Cli {
     it = a_.flags.find("models");
     if (it != a_.flags.end()) {
       for (const auto& m : splitList(it->second)) req.add_allowed_models(m);
+    }
+    it = a_.flags.find("tools");
+    if (it != a_.flags.end()) {
+      for (const auto& t : splitList(it->second)) req.add_tools(t);
     }
     uint64_t rpm = 0, tpm = 0, conc = 0, expires = 0;
     if (!parseUint(a_, "rpm", UINT32_MAX, &rpm, &error) ||

@@ -54,6 +54,7 @@ struct Settings {
     std::vector<std::string> scopes = {"inference"};
     int64_t rpm = 0, tpm = 0, max_concurrent = 0;
     std::vector<std::string> allowed_models;
+    std::vector<std::string> tools;
     // auth.certificate_clients: `key` is a client certificate's subject
     // common name, not a secret.
     bool certificate = false;
@@ -282,7 +283,8 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                                {"rpm", w.integer(&k.rpm, 0, kMaxInt)},
                                {"tpm", w.integer(&k.tpm, 0, kMaxInt)},
                                {"max_concurrent", w.integer(&k.max_concurrent, 0, 1000000)},
-                               {"allowed_models", w.stringList(&k.allowed_models)}});
+                               {"allowed_models", w.stringList(&k.allowed_models)},
+                               {"tools", w.stringList(&k.tools)}});
                    } else {
                      w.fail("field \"" + ep + "\" must be a client name or an object");
                      return;
@@ -804,6 +806,7 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     ak->set_tokens_per_minute(static_cast<uint32_t>(k.tpm));
     ak->set_max_concurrent_requests(static_cast<uint32_t>(k.max_concurrent));
     for (const auto& m : k.allowed_models) ak->add_allowed_models(m);
+    for (const auto& t : k.tools) ak->add_tools(t);
   }
 
   if (s.client_ca.empty() && std::any_of(s.keys.begin(), s.keys.end(),

@@ -95,6 +95,10 @@ void writeClient(Writer& w, const ClientRecord& c, const AdminContext& ctx,
   w.StartArray();
   for (const auto& m : c.limits.allowed_models) w.String(m.c_str());
   w.EndArray();
+  w.Key("tools");
+  w.StartArray();
+  for (const auto& t : c.limits.tools) w.String(t.c_str());
+  w.EndArray();
   w.EndObject();
   w.Key("created_at");
   w.Int64(c.created_at);
@@ -166,6 +170,7 @@ std::vector<ClientRecord> configClients(const AdminContext& ctx, const std::stri
     c.limits.tpm = k.tokens_per_minute();
     c.limits.max_concurrent = k.max_concurrent_requests();
     c.limits.allowed_models.assign(k.allowed_models().begin(), k.allowed_models().end());
+    c.limits.tools.assign(k.tools().begin(), k.tools().end());
     KeyRecord kr;
     kr.prefix = k.prefix();
     c.keys.push_back(kr);
@@ -224,6 +229,13 @@ RestReply registerClient(const AdminContext& ctx, const rapidjson::Document& doc
     for (const auto& v : doc["allowed_models"].GetArray()) {
       if (!v.IsString()) return error(400, "\"allowed_models\" must hold strings", "invalid_field");
       limits.allowed_models.push_back(v.GetString());
+    }
+  }
+  if (doc.HasMember("tools")) {
+    if (!doc["tools"].IsArray()) return error(400, "\"tools\" must be an array", "invalid_field");
+    for (const auto& v : doc["tools"].GetArray()) {
+      if (!v.IsString()) return error(400, "\"tools\" must hold strings", "invalid_field");
+      limits.tools.push_back(v.GetString());
     }
   }
   int64_t expires_at = 0;

@@ -30,6 +30,7 @@ void addClientKeys(const std::vector<ClientRecord>& clients, int64_t now_s, edge
       ak->set_tokens_per_minute(c.limits.tpm);
       ak->set_max_concurrent_requests(c.limits.max_concurrent);
       for (const auto& m : c.limits.allowed_models) ak->add_allowed_models(m);
+      for (const auto& t : c.limits.tools) ak->add_tools(t);
       int64_t expires = k.expires_at;
       if (c.expires_at != 0 && (expires == 0 || c.expires_at < expires)) expires = c.expires_at;
       ak->set_expires_at(expires);

@@ -44,7 +44,7 @@ constexpr int kBusyTimeoutMs = 5000;
 // on this order.
 constexpr char kSelectClients[] =
     "SELECT id, name, description, scopes, rpm, tpm, max_concurrent, allowed_models, source, "
-    "created_at, expires_at, revoked_at FROM clients";
+    "created_at, expires_at, revoked_at, tools FROM clients";
 constexpr char kSelectPlugins[] =
     "SELECT id, name, type, enabled, valves, created_at, updated_at FROM plugins";
 constexpr char kSelectKeys[] =
@@ -173,8 +173,8 @@ class SqliteStore : public Store {
     if (!newClientId(&id, error)) return false;
     Stmt ins(db_,
              "INSERT INTO clients (id, name, description, scopes, rpm, tpm, max_concurrent, "
-             "allowed_models, source, created_at, expires_at, revoked_at) "
-             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'api', ?9, ?10, 0)");
+             "allowed_models, source, created_at, expires_at, revoked_at, tools) "
+             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'api', ?9, ?10, 0, ?11)");
     ins.bind(1, id)
         .bind(2, name)
         .bind(3, description)
@@ -184,7 +184,8 @@ class SqliteStore : public Store {
         .bind(7, static_cast<int64_t>(limits.max_concurrent))
         .bind(8, joinModels(limits.allowed_models))
         .bind(9, now)
-        .bind(10, expires_at);
+        .bind(10, expires_at)
+        .bind(11, joinModels(limits.tools));
     if (ins.step() != SQLITE_DONE) return dbError(error);
 
     std::string key;
@@ -533,6 +534,7 @@ class SqliteStore : public Store {
     r.created_at = q.int64(9);
     r.expires_at = q.int64(10);
     r.revoked_at = q.int64(11);
+    r.limits.tools = splitModels(q.text(12));
     return r;
   }
 

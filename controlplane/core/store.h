@@ -30,6 +30,9 @@ struct ClientLimits {
   uint32_t tpm = 0;
   uint32_t max_concurrent = 0;              // 0: unlimited
   std::vector<std::string> allowed_models;  // empty: all
+  // Tool plugins offered (plugin ids or function names); empty: all,
+  // {"none"}: none.
+  std::vector<std::string> tools;
 };
 
 struct KeyRecord {

@@ -77,8 +77,12 @@ CREATE TABLE logged_out_sessions (
 ) WITHOUT ROWID;
 CREATE INDEX logged_out_sessions_by_expiry ON logged_out_sessions (expires_at);
 )sql"},
+    {4, R"sql(
+-- The tool plugins a client is offered (newline separated; empty: all).
+ALTER TABLE clients ADD COLUMN tools TEXT NOT NULL DEFAULT '';
+)sql"},
 };
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 
 }  // namespace
 

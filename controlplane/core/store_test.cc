@@ -187,6 +187,7 @@ TEST(StoreTest, RegisterListGet) {
   limits.tpm = 100000;
   limits.max_concurrent = 4;
   limits.allowed_models = {"llama-3-8b", "qwen2:7b"};
+  limits.tools = {"weather", "clock__now"};
   int64_t before = std::time(nullptr);
   IssuedKey issued;
   std::string error;
@@ -206,6 +207,7 @@ TEST(StoreTest, RegisterListGet) {
   EXPECT_EQ(c.limits.tpm, 100000u);
   EXPECT_EQ(c.limits.max_concurrent, 4u);
   EXPECT_EQ(c.limits.allowed_models, limits.allowed_models);
+  EXPECT_EQ(c.limits.tools, limits.tools);
   EXPECT_EQ(c.source, "api");
   EXPECT_GE(c.created_at, before);
   EXPECT_EQ(c.expires_at, 0);
@@ -298,6 +300,9 @@ TEST(StoreTest, ValidationErrors) {
   ClientLimits bad_models;
   bad_models.allowed_models = {"a\nb"};
   EXPECT_NE(attempt("ok", "", kInference, bad_models, 0).find("model"), std::string::npos);
+  ClientLimits bad_tools;
+  bad_tools.tools = {"weather lookup"};
+  EXPECT_NE(attempt("ok", "", kInference, bad_tools, 0).find("tools"), std::string::npos);
   EXPECT_EQ(store->version(), 0u);
   EXPECT_TRUE(store->listClients().empty());
 
@@ -716,13 +721,14 @@ TEST(StoreTest, MigratesASchemaOneDatabase) {
     auto store = openOrDie(dir);
     registerOrDie(store.get(), "kept");
   }
-  // Turn it back into what release 1 wrote: no plugins or logouts table, schema 1.
+  // Turn it back into what release 1 wrote: no plugins or logouts table,
+  // no clients.tools, schema 1.
   {
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open((dir + "/edge.db").c_str(), &db), SQLITE_OK);
     ASSERT_EQ(sqlite3_exec(db,
-                           "DROP TABLE plugins; DROP TABLE logged_out_sessions; UPDATE meta SET "
-                           "value = 1 WHERE key = "
+                           "DROP TABLE plugins; DROP TABLE logged_out_sessions; ALTER TABLE "
+                           "clients DROP COLUMN tools; UPDATE meta SET value = 1 WHERE key = "
                            "'schema_version';",
                            nullptr, nullptr, nullptr),
               SQLITE_OK);
@@ -730,7 +736,8 @@ TEST(StoreTest, MigratesASchemaOneDatabase) {
   }
   auto store = openOrDie(dir);
   ASSERT_NE(store, nullptr);
-  EXPECT_TRUE(store->getClient("kept").has_value());
+  ASSERT_TRUE(store->getClient("kept").has_value());
+  EXPECT_TRUE(store->getClient("kept")->limits.tools.empty());
   EXPECT_EQ(store->version(), 1u);
   PluginRecord p;
   p.id = "after-migration";
@@ -745,7 +752,7 @@ TEST(StoreTest, MigratesASchemaOneDatabase) {
                                  nullptr),
               SQLITE_OK);
     ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-    EXPECT_EQ(sqlite3_column_int(st, 0), 3);
+    EXPECT_EQ(sqlite3_column_int(st, 0), 4);
     sqlite3_finalize(st);
     sqlite3_close(db);
   }

@@ -116,6 +116,21 @@ bool validateLimits(const ClientLimits& limits, std::string* error) {
       return false;
     }
   }
+  if (limits.tools.size() > 64) {
+    *error = "a client may name at most 64 tools";
+    return false;
+  }
+  for (const std::string& t : limits.tools) {
+    // Plugin ids and function names: what the data plane compares them to.
+    bool ok = !t.empty() && t.size() <= 128;
+    for (char c : t) {
+      if (!isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') ok = false;
+    }
+    if (!ok) {
+      *error = "tools must be plugin ids or function names: 1-128 letters, digits, '.', '_' or '-'";
+      return false;
+    }
+  }
   return true;
 }
 

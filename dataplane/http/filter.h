@@ -70,6 +70,9 @@ struct ClientIdentity {
   uint32_t tokens_per_window = 0;
   uint32_t max_concurrent = 0;
   std::vector<std::string> allowed_models;  // empty: all
+  // The Edge's tool plugins it is offered: plugin ids or function names;
+  // empty: all, {"none"}: none (ApiKey.tools).
+  std::vector<std::string> tools;
   int64_t expires_at = 0;
   bool hasScope(int scope) const { return (scopes >> scope) & 1u; }
   // The names of its scopes (edge::v1::Scope 1-4), in that order, as the
@@ -81,6 +84,13 @@ struct ClientIdentity {
       if (hasScope(bit)) out.push_back(kNames[bit - 1]);
     }
     return out;
+  }
+  bool allowsTool(std::string_view plugin_id, std::string_view function) const {
+    if (tools.empty()) return true;
+    for (const auto& t : tools) {
+      if (t == plugin_id || t == function) return true;
+    }
+    return false;
   }
   bool allowsModel(std::string_view model) const {
     if (allowed_models.empty()) return true;

@@ -34,6 +34,7 @@ AuthConfig::AuthConfig(const edge::v1::Auth& auth) : require_key_(auth.require_a
     id->tokens_per_window = k.tokens_per_minute();
     id->max_concurrent = k.max_concurrent_requests();
     id->allowed_models.assign(k.allowed_models().begin(), k.allowed_models().end());
+    id->tools.assign(k.tools().begin(), k.tools().end());
     id->expires_at = k.expires_at();
     if (by_certificate) {
       certificate_clients_[k.certificate_subject()] = std::move(id);

@@ -192,10 +192,12 @@ http::FilterDataStatus ToolsFilter::decodeData(Buffer& data, bool end_stream) {
         client_names.emplace_back(name->GetString(), name->GetStringLength());
     }
   }
+  const http::ClientIdentity* who = decoder_->streamInfo().identity.get();
   for (plugins::Instance* inst : host_->toolsFor(model_)) {
     for (const auto& f : inst->tools()) {
       std::string name = functionName(inst->spec().id, f.method);
-      if (std::find(client_names.begin(), client_names.end(), name) != client_names.end() ||
+      if ((who && !who->allowsTool(inst->spec().id, name)) ||
+          std::find(client_names.begin(), client_names.end(), name) != client_names.end() ||
           isOffered(name))
         continue;
       offered_.push_back(Offered{std::move(name), inst->spec().id, f.method});
@@ -235,6 +237,9 @@ http::FilterDataStatus ToolsFilter::decodeData(Buffer& data, bool end_stream) {
     max_rounds_ = cfg->max_tool_rounds;
     stream_events_ = cfg->stream_tool_events;
   }
+  // A client that shows progress (the web chat) asks for it per request.
+  if (request_headers_->headers.get("x-eldric-tool-events").value_or("") == "on")
+    stream_events_ = true;
   user_json_ = plugins::userJson(decoder_->streamInfo().identity.get());
   active_ = true;
   data.clear();

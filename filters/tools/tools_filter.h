@@ -14,10 +14,13 @@
 //   answer does (through the encoder filters: the usage filter counts it),
 //   with `usage` summed over the rounds; calls of the client's own tools
 //   reach the client (the Edge's calls of that round are left out of it).
+// Which tools: those of plugins that apply to the model (manifest or
+// valves `models`) and that the client's `tools` setting allows.
 // Streamed, a round is held until its first delta says what it is:
 // content streams on at once, tool calls are assembled and nothing of
-// them reaches the client (but, with plugins.stream_tool_events, an SSE
-// comment naming the tool that runs). A tool that fails, times out or is
+// them reaches the client (but, with plugins.stream_tool_events or the
+// request header `x-eldric-tool-events: on`, an SSE comment naming the
+// tool that runs). A tool that fails, times out or is
 // given arguments that are not JSON answers the model with an error text,
 // never the client. Requests with no tool to offer pass through untouched.
 

@@ -276,8 +276,10 @@ describe('client registry: register, list, get, revoke, rotate', () => {
       tpm: 50000,
       max_concurrent: 3,
       allowed_models: ['llama3.2:3b'],
+      tools: ['weather', 'clock__now'],
     });
     assert.deepEqual([...j.scopes].sort(), ['admin', 'inference']);
+    assert.deepEqual(j.limits.tools, ['weather', 'clock__now']);
     assert.equal(j.limits.rpm, 120);
     assert.equal(j.limits.tpm, 50000);
     assert.equal(j.limits.max_concurrent, 3);

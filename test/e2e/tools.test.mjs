@@ -14,16 +14,19 @@
 //    model is told, the request does not fail.
 // 4. max_tool_rounds exceeded: an OpenAI-shaped error, streamed and not.
 // 5. A client's own tools: its calls come back to it; a name clash is the
-//    client's; a tool limited to other models is never offered (the
-//    router's request shows the `tools` array).
+//    client's; a tool limited to other models, or not in the client's
+//    `tools` setting, is never offered (the router's request shows the
+//    `tools` array), and a call of it is the client's, not run.
 // 6. Progress comments in a stream; metrics; the access log names the
 //    tools, never their arguments.
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import http from 'node:http';
+import path from 'node:path';
 import OpenAI from 'openai';
-import { startFakeRouter, removeDir, request, waitFor } from './lib/harness.mjs';
+import { REPO_ROOT, startFakeRouter, removeDir, request, waitFor } from './lib/harness.mjs';
 import { edgeConfig, testKey, SecretWatch, call, assertError, parseMetrics, metricValue } from './lib/keys.mjs';
 import { writePlugin, pluginsTempDir } from './lib/plugins.mjs';
 
@@ -31,6 +34,9 @@ const T = { timeout: 30000 };
 const watch = new SecretWatch();
 const ADMIN_KEY = watch.key(testKey('admin'));
 const USER_KEY = watch.key(testKey('user'));
+// Clients limited to one tool, and to none.
+const LOOKUP_KEY = watch.key(testKey('lookup'));
+const NO_TOOLS_KEY = watch.key(testKey('notools'));
 // An argument value that must never reach a log.
 const ARG_SECRET = `arg-secret-${Math.random().toString(36).slice(2, 12)}`;
 const KEEP_ALIVE = Number(process.versions.node.split('.')[0]) >= 20;
@@ -94,9 +100,18 @@ describe('tool plugins run by the Edge', () => {
     t = pluginsTempDir('eldric-tools-');
     writePlugin(t.plugins, 'weather', { type: 'tool', enabled: true, timeouts: { tool_ms: 1000 } }, WEATHER);
     writePlugin(t.plugins, 'other', { type: 'tool', enabled: true, models: ['other-model'] }, OTHER);
+    // The shipped example, as shipped (installed disabled).
+    fs.cpSync(path.join(REPO_ROOT, 'deploy/plugins/calculator'), path.join(t.plugins, 'calculator'), { recursive: true });
     const config = watch.configKeys(
       edgeConfig(router.url, {
-        auth: { api_keys: { [USER_KEY]: 'sdk-user' }, admin_keys: { [ADMIN_KEY]: 'ops' } },
+        auth: {
+          api_keys: {
+            [USER_KEY]: 'sdk-user',
+            [LOOKUP_KEY]: { client: 'lookup-only', tools: ['weather__lookup'] },
+            [NO_TOOLS_KEY]: { client: 'no-tools', tools: ['none'] },
+          },
+          admin_keys: { [ADMIN_KEY]: 'ops' },
+        },
         plugins_dir: t.plugins,
         data_dir: t.data,
         workers: 1,
@@ -318,6 +333,52 @@ describe('tool plugins run by the Edge', () => {
     assert.ok(!sent.tools.some((x) => x.function.name.startsWith('other__')));
     await client.chat.completions.create({ ...ask('other'), model: 'other-model' });
     assert.ok((await routerSaw()).tools.some((x) => x.function.name === 'other__secret'));
+  });
+
+  it('offers a client only the tools its setting allows', T, async () => {
+    const r = await call(edge, '/v1/chat/completions', { key: LOOKUP_KEY, json: ask('limited') });
+    assert.equal(r.status, 200, r.body);
+    assert.deepEqual((await routerSaw()).tools.map((x) => x.function.name), ['weather__lookup']);
+    const n = await call(edge, '/v1/chat/completions', { key: NO_TOOLS_KEY, json: ask('none') });
+    assert.equal(n.status, 200, n.body);
+    assert.equal((await routerSaw()).tools, undefined);
+    // A call of a tool it was not offered is the client's, as any unknown tool.
+    const c = await call(edge, '/v1/chat/completions', {
+      key: LOOKUP_KEY,
+      json: ask('sneak'),
+      headers: script([callOf('weather__whoami', {}, 'w')]).headers,
+    });
+    assert.equal(c.json().choices[0].finish_reason, 'tool_calls');
+    assert.equal(c.json().choices[0].message.tool_calls[0].function.name, 'weather__whoami');
+  });
+
+  it('runs the shipped calculator example once enabled', T, async () => {
+    const r = await call(edge, '/api/v1/plugins/calculator/enable', { key: ADMIN_KEY, method: 'POST' });
+    assert.equal(r.status, 200, r.body);
+    await waitFor(
+      async () => {
+        const s = await call(edge, '/api/v1/plugins/calculator', { key: ADMIN_KEY });
+        return s.status === 200 && s.json().runtime?.status === 'running';
+      },
+      { timeoutMs: 20000, intervalMs: 100, what: 'calculator running' },
+    );
+    const a = await client.chat.completions.create(
+      ask('what is (17 * 23) / 4 in miles per km?'),
+      script([
+        callOf('calculator__calculate', { expression: '(17 * 23) / 4' }, 'c1'),
+        callOf('calculator__convert', { value: 5, from_unit: 'km', to_unit: 'mi' }, 'c2'),
+        callOf('calculator__calculate', { expression: "__import__('os').system('id')" }, 'c3'),
+        callOf('calculator__convert', { value: 1, from_unit: 'km', to_unit: 'parsec' }, 'c4'),
+      ]),
+    );
+    const text = a.choices[0].message.content;
+    assert.match(text, /\[c1\] \(17 \* 23\) \/ 4 = 97\.75/);
+    assert.match(text, /\[c2\] 5 km = 3\.10685596119 mi/);
+    assert.match(text, /\[c3\] Error: calculator__calculate: only numbers/);
+    assert.match(text, /\[c4\] Error: calculator__convert: .*to_unit/);
+    const sent = await routerSaw();
+    const convert = sent.tools.find((x) => x.function.name === 'calculator__convert').function;
+    assert.deepEqual(convert.parameters.properties.to_unit.enum, ['km', 'm', 'mi', 'ft', 'kg', 'lb', 'l', 'gal']);
   });
 
   it('passes a request with tool_choice "none" on untouched', T, async () => {
