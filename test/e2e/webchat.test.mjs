@@ -8,6 +8,7 @@
 //     answers with markdown, a script injection, an SSE error event, a
 //     dropped stream or an HTTP error, picked by the words of the message.
 //   - "limited": API keys with a per-key limit of 3 requests a minute: 429.
+//   - "tools": a tool plugin the Edge runs while the page shows it running.
 // Screenshots go to test-output/screenshots/.
 
 import { describe, it, before, after } from 'node:test';
@@ -29,6 +30,7 @@ import {
   expectedContent,
   sleep,
 } from './lib/harness.mjs';
+import { writePlugin, pluginsTempDir } from './lib/plugins.mjs';
 
 const T = { timeout: 60000 };
 const CHROMIUM = '/usr/bin/chromium';
@@ -729,6 +731,80 @@ describe('web chat under a rate limit', () => {
       const shown = Number(m[1]);
       assert.ok(shown >= 1 && shown <= Number(retryAfter), `shows ${shown} s for Retry-After ${retryAfter}`);
       await screenshot(page, 'chat-429.png');
+      assert.deepEqual(problems, []);
+    } finally {
+      await context.close();
+    }
+  });
+});
+
+describe('web chat with the Edge running a tool plugin (issue 20)', () => {
+  const ADMIN_KEY = 'sk-webchat-e2e-admin-key-0001';
+  let t;
+  let router;
+  let edge;
+  let base;
+
+  before(async () => {
+    t = pluginsTempDir('eldric-webchat-tools-');
+    // Slow enough that the page shows it running.
+    writePlugin(
+      t.plugins,
+      'weather',
+      { type: 'tool', enabled: true },
+      `import time
+
+
+class Tools:
+    def lookup(self, city: str) -> str:
+        """Current weather for a city.
+        :param city: the city's name
+        """
+        time.sleep(1.5)
+        return f"sunny in {city}"
+`,
+    );
+    router = await startFakeRouter({
+      args: ['--tool-script', JSON.stringify([[{ name: 'weather__lookup', arguments: '{"city":"Lyon"}' }]])],
+    });
+    edge = await startEdge({
+      args: ['--no-tls', '--routers', router.url],
+      config: {
+        data_dir: t.data,
+        plugins_dir: t.plugins,
+        plugins: { runtime_dir: t.runtime },
+        auth: { require_api_key: true, api_keys: { [GOOD_KEY]: CLIENT }, admin_keys: { [ADMIN_KEY]: 'ops' } },
+      },
+    });
+    base = `http://127.0.0.1:${edge.httpPort}`;
+    await waitFor(
+      async () => {
+        const r = await request({ port: edge.httpPort, path: '/health', headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+        return r.status === 200 && /"weather":"running"/.test(r.body);
+      },
+      { timeoutMs: 20000, intervalMs: 100, what: 'weather running' },
+    );
+  });
+
+  after(async () => {
+    await edge?.kill();
+    await router?.kill();
+    removeDir(t?.dir);
+  });
+
+  it('shows which tool runs, then the answer that used it', T, async () => {
+    const { context, page, problems } = await openPage();
+    try {
+      await login(page, base);
+      await send(page, 'What is the weather in Lyon?');
+      const running = await page.waitForSelector('.msg-assistant .msg-tools.running', { timeout: 10000 });
+      assert.equal(await running.textContent(), 'Running weather.lookup \u2026');
+      await screenshot(page, 'webchat-tool-running.png');
+      await idle(page);
+      assert.equal(await lastAnswer(page), 'Tool results: [call_fake_0_0] sunny in Lyon');
+      assert.equal(await page.textContent('.msg-assistant .msg-tools'), 'Used weather.lookup');
+      assert.equal(await page.$('.msg-assistant .msg-tools.running'), null);
+      await screenshot(page, 'webchat-tool-done.png');
       assert.deepEqual(problems, []);
     } finally {
       await context.close();

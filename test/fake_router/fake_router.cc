@@ -89,6 +89,8 @@ struct Options {
   std::vector<std::string> models;
   FailMode fail = FailMode::kNone;
   std::string name = "fake-router";
+  // x-fake-tools for chat requests that offer tools and carry no header.
+  std::string tool_script;
 };
 
 Options g_opt;
@@ -1140,6 +1142,7 @@ void Conn::HandleGenerate(bool chat, bool mid_close) {
   // tools so far) and what the tool messages said.
   size_t tool_round = 0;
   std::string tool_results;
+  bool offers_tools = false;
   {
     JsonScratch scratch{w};
     JsonDocument doc(&w->json_values, 1024, &w->json_stack);
@@ -1157,6 +1160,8 @@ void Conn::HandleGenerate(bool chat, bool mid_close) {
         include_usage = iu != so->value.MemberEnd() && iu->value.IsBool() && iu->value.GetBool();
       }
       if (chat) {
+        auto tools = doc.FindMember("tools");
+        offers_tools = tools != doc.MemberEnd() && tools->value.IsArray() && !tools->value.Empty();
         auto msgs = doc.FindMember("messages");
         if (msgs != doc.MemberEnd() && msgs->value.IsArray()) {
           for (const auto& msg : msgs->value.GetArray()) {
@@ -1191,7 +1196,9 @@ void Conn::HandleGenerate(bool chat, bool mid_close) {
   }
   if (model.empty()) model = g_opt.models.front();
 
-  if (const std::string* script = req.Find("x-fake-tools"); script && chat) {
+  const std::string* script = req.Find("x-fake-tools");
+  if (!script && offers_tools && !g_opt.tool_script.empty()) script = &g_opt.tool_script;
+  if (script && chat) {
     AnswerToolScript(*script, model, stream, include_usage, prompt_tokens, tool_round,
                      tool_results);
     return;
@@ -1635,6 +1642,8 @@ void Usage(FILE* f) {
           "                       close-before-headers (default none)\n"
           "  --name NAME          label for the x-fake-router header\n"
           "                       (default fake-router)\n"
+          "  --tool-script JSON   x-fake-tools for chat requests that offer\n"
+          "                       tools and do not send the header\n"
           "  --help               this text\n"
           "\n"
           "Per request: x-fake-tokens, x-fake-delay-ms, x-fake-fail,\n"
@@ -1659,8 +1668,9 @@ int ParseArgs(int argc, char** argv, Options* o) {
       Usage(stdout);
       return 0;
     }
-    static const char* const kFlags[] = {"--port",           "--bind",  "--threads", "--tokens",
-                                         "--token-delay-ms", "--model", "--fail",    "--name"};
+    static const char* const kFlags[] = {"--port", "--bind",           "--threads",
+                                         "--tokens", "--token-delay-ms", "--model",
+                                         "--fail",   "--name",           "--tool-script"};
     std::string name = arg.substr(0, arg.find('='));
     bool known = false;
     for (const char* f : kFlags) known = known || name == f;
@@ -1705,6 +1715,8 @@ int ParseArgs(int argc, char** argv, Options* o) {
       if (!ok) fprintf(stderr, "fake-router: unknown --fail mode '%s'\n", value.c_str());
     } else if (arg == "--name") {
       o->name = value;
+    } else if (arg == "--tool-script") {
+      o->tool_script = value;
     } else {
       fprintf(stderr, "fake-router: unknown flag %s (see --help)\n", arg.c_str());
       return 2;

@@ -428,6 +428,13 @@
       body.classList.toggle('cursor', !final);
     }
     extra.replaceChildren();
+    if (m.role === 'assistant' && m.tools && m.tools.length) {
+      const note = document.createElement('div');
+      const running = !final && m.toolRunning;
+      note.className = 'msg-tools' + (running ? ' running' : '');
+      note.textContent = running ? 'Running ' + m.toolRunning + ' \u2026' : 'Used ' + m.tools.join(', ');
+      extra.append(note);
+    }
     if (m.stopped) {
       const note = document.createElement('div');
       note.className = 'msg-note';
@@ -557,6 +564,13 @@
     el.send.disabled = !el.model.value;
   }
 
+  // "weather__lookup" (the Edge's name for plugin weather's lookup) as a
+  // person reads it: "weather.lookup".
+  function toolLabel(name) {
+    const i = name.indexOf('__');
+    return i > 0 ? name.slice(0, i) + '.' + name.slice(i + 2) : name;
+  }
+
   function historyFor(c, upto) {
     return c.messages
       .slice(0, upto)
@@ -565,7 +579,9 @@
   }
 
   // Parses a text/event-stream incrementally: feed() takes decoded text and
-  // returns the complete events in it as {event, data}.
+  // returns the complete events in it as {event, data}. A block of comment
+  // lines only (": tool weather__lookup running", the Edge's word on its
+  // tools) comes out as {event: 'comment', data: the comment text}.
   function sseParser() {
     let buf = '';
     return {
@@ -579,8 +595,13 @@
           buf = buf.slice(m.index + m[0].length);
           let event = 'message';
           const data = [];
+          const comments = [];
           for (const line of block.split(/\r\n|\n|\r/)) {
-            if (line === '' || line.startsWith(':')) continue;
+            if (line.startsWith(':')) {
+              comments.push(line.slice(1).trim());
+              continue;
+            }
+            if (line === '') continue;
             const i = line.indexOf(':');
             const field = i < 0 ? line : line.slice(0, i);
             let value = i < 0 ? '' : line.slice(i + 1);
@@ -589,6 +610,7 @@
             else if (field === 'data') data.push(value);
           }
           if (data.length) events.push({ event, data: data.join('\n') });
+          else if (comments.length) events.push({ event: 'comment', data: comments.join('\n') });
         }
         return events;
       },
@@ -644,7 +666,8 @@
       const res = await fetch('/v1/chat/completions', {
         method: 'POST',
         credentials: 'same-origin',
-        headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+        // The Edge says which of its tools runs while the answer waits.
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream', 'x-eldric-tool-events': 'on' },
         body: JSON.stringify({ model, messages: history, stream: true }),
         signal: controller.signal,
       });
@@ -661,6 +684,16 @@
           const { value, done } = await reader.read();
           if (done) break;
           for (const ev of sse.feed(decoder.decode(value, { stream: true }))) {
+            if (ev.event === 'comment') {
+              const tool = /^tool (\S+) running$/.exec(ev.data);
+              if (tool) {
+                const name = toolLabel(tool[1]);
+                msg.tools = (msg.tools || []).filter((n) => n !== name).concat(name);
+                msg.toolRunning = name;
+                scheduleRender();
+              }
+              continue;
+            }
             sawEvent = true;
             if (ev.data === '[DONE]') {
               finished = true;
@@ -687,6 +720,7 @@
               const d = choice.delta || {};
               if (typeof d.content === 'string') msg.content += d.content;
               else if (typeof choice.text === 'string') msg.content += choice.text;
+              if (msg.content) delete msg.toolRunning;
               if (choice.finish_reason) finished = true;
             }
             scheduleRender();
@@ -716,6 +750,7 @@
       }
     } finally {
       if (renderTimer !== null) clearTimeout(renderTimer);
+      delete msg.toolRunning;
       streaming = null;
       c.updated = Date.now();
       save();
