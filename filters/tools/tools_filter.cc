@@ -20,6 +20,9 @@ namespace {
 constexpr size_t kMaxAnswerBytes = 8u << 20;
 // A round's content kept for its assistant message.
 constexpr size_t kMaxRoundText = 1u << 20;
+// A tool's answer as the model gets it: the request grows by every round's
+// answers, and a plugin may say up to plugins.max_message_kb.
+constexpr size_t kMaxToolResult = 1u << 20;
 
 std::string serialize(const rapidjson::Value& v) {
   rapidjson::StringBuffer sb;
@@ -692,7 +695,7 @@ void ToolsFilter::runTools(std::vector<ToolCall> calls, std::string text) {
     std::string params = "{\"name\":";
     log::appendJsonString(params, run->offered->method);
     params += ",\"arguments\":";
-    params += raw;
+    params += serialize(args);  // as parsed: nothing but the one object
     params += ",\"user\":";
     params += user_json_;
     params += ",\"model\":";
@@ -719,6 +722,14 @@ void ToolsFilter::Run::finish(plugins::Outcome outcome, std::string text) {
   }
   process = nullptr;
   content = std::move(text);
+  if (content.size() > kMaxToolResult) {
+    // Cut on a character boundary, and said so.
+    size_t n = kMaxToolResult;
+    while (n > 0 && (static_cast<unsigned char>(content[n]) & 0xC0) == 0x80) --n;
+    content.resize(n);
+    content +=
+        "\n[the Edge cut this tool's answer at " + std::to_string(kMaxToolResult) + " bytes]";
+  }
   owner->onRunDone();
 }
 

@@ -149,7 +149,8 @@ fs.writeFileSync(path.join(work, 'haproxy.pem'), fs.readFileSync(cert, 'utf8') +
 const edgeBArg = process.argv.find((a) => a.startsWith('--edge-b='));
 const edgeB = edgeBArg ? path.resolve(edgeBArg.slice(9)) : null;
 const portNames = ['router', 'sseRouter', 'edge', 'nginx', 'haproxy', 'edgeOff', 'edgeHttp', 'edgeOffHttp', 'edgeB', 'edgeBHttp',
-  'edgeInlet', 'edgeInletHttp', 'edgeStream', 'edgeStreamHttp', 'edgeTunnel', 'edgeTunnelHttp', 'tunnelRouter'];
+  'edgeInlet', 'edgeInletHttp', 'edgeStream', 'edgeStreamHttp', 'edgeTunnel', 'edgeTunnelHttp', 'tunnelRouter',
+  'edgeTool', 'edgeToolHttp'];
 const ports = {};
 for (const [i, n] of portNames.entries()) {
   ports[n] = basePortArg ? Number(basePortArg.slice(12)) + i : await freePort();
@@ -513,7 +514,7 @@ if (want(3)) {
 // scenario 4, which points "edge" at the paced router.
 const adminKey = 'sk-bench-admin-0123456789';
 const pluginRows = [];
-const pluginNames = ['edge', 'edge+inlet', 'edge+stream'];
+const pluginNames = ['edge', 'edge+inlet', 'edge+stream', 'edge+tool'];
 // `target`: issue 17's bound on the plugin system's figure: `value` (the
 // row's figure) and/or `delta` (its figure minus the plain Edge's, the
 // plugin's own share), `max` or `min`. `delta`: per-run differences, paired
@@ -717,6 +718,59 @@ if (want(8)) {
     `(runs ${minMax(res['edge+stream'].map((x) => x.kids_cpu_us)).map(fmt).join('-')}); the Edge's own: ` +
     `${fmt(median(res['edge+stream'].map((x) => x.cpu_us - x.kids_cpu_us)))} µs against ${fmt(median(res.edge.map((x) => x.cpu_us)))} µs without. ` +
     `Stream calls: ${pluginCallsNote(m0, m1)}.`);
+}
+
+// 10. A no-op tool round trip (issue 20): the fake router scripted to call
+// the tool noop-tool__ping and then answer with its result. edge+tool is
+// "edge" plus test/bench/plugins/noop-tool (async Tools.ping returning
+// "ok"): one request, the Edge runs the tool and asks the router again.
+// Against it, the same two rounds made by the client itself through the
+// plain Edge (it offers the tool, reads the call, sends the result), and
+// straight to the router (a note). test/bench/tool_rounds.mjs, one
+// exchange at a time over keep-alive (Node's https client: its timings).
+if (want(10)) {
+  const sys = await startPluginEdge('edge+tool', 'noop-tool', ports.edgeTool, ports.edgeToolHttp);
+  const list = [edgeSys, sys];
+  const rounds = (url, mode) => {
+    const args = [path.join(here, 'tool_rounds.mjs'), '--url', url, '--mode', mode, '--duration', String(dur),
+      '-H', `Authorization: Bearer ${key}`];
+    const p = spawnSync('node', args, { encoding: 'utf8', timeout: (dur + 60) * 1000 });
+    let r;
+    try {
+      r = JSON.parse(p.stdout.trim().split('\n').pop());
+    } catch {
+      throw new Error(`tool_rounds ${url} failed (exit ${p.status}): ${p.stderr}`);
+    }
+    if (r.errors) log(`10: ${url} ${mode}: ${r.errors} errors (${r.error_text})`);
+    return r;
+  };
+  const directUrl = `http://127.0.0.1:${ports.router}/v1/chat/completions`;
+  const m0 = pluginMetrics(sys);
+  const res = Object.fromEntries(list.map((s) => [s.name, []]));
+  const direct = [];
+  for (let r = 0; r < reps; r++) {
+    direct.push(rounds(directUrl, 'client'));
+    for (const s of r % 2 ? [...list].reverse() : list) res[s.name].push(rounds(chatUrl(s), s === sys ? 'edge' : 'client'));
+  }
+  const m1 = pluginMetrics(sys);
+  killGroup(sys.proc);
+  const med = (f) => Object.fromEntries(list.map((s) => [s.name, median(res[s.name].map(f))]));
+  const spr = (f) => Object.fromEntries(list.map((s) => [s.name, minMax(res[s.name].map(f))]));
+  for (const p of ['p50', 'p99']) {
+    const f = (x) => x.latency_us[p];
+    pluginRow(`10. a no-op tool round trip, one at a time, ${p}: edge = the client runs the tool (two requests), edge+tool = the Edge does`,
+      'µs', med(f), 'lower', spr(f), `10. tool round trip ${p}`, { delta: deltaOf(res, 'edge+tool', f) });
+  }
+  const dmed = (p) => fmt(median(direct.map((x) => x.latency_us[p])));
+  notes.push(`Rows 10 (issue 20): test/bench/tool_rounds.mjs, ${dur} s per run, ${reps} run(s) each way after 20 untimed exchanges. ` +
+    `An exchange: the model (the fake router, x-fake-tools) asks for noop-tool__ping, the tool answers "ok", the model answers with it. ` +
+    `"edge": the client offers the tool and makes both rounds through the plain Edge; "edge+tool": one request, the Edge offers its ` +
+    `tool plugin, calls it and asks again (plugin running ${sys.startS.toFixed(2)} s after the Edge's start). The client's two rounds ` +
+    `straight to the router: p50 ${dmed('p50')} µs, p99 ${dmed('p99')} µs; so the Edge's loop adds ` +
+    `${fmt(median(res['edge+tool'].map((x) => x.latency_us.p50)) - median(direct.map((x) => x.latency_us.p50)))} µs p50 per exchange ` +
+    `over a client doing it against the router itself (Node's client pays its own request twice there). ` +
+    `Exchanges: ${list.map((s) => `${s.name} ${res[s.name].reduce((a, x) => a + x.exchanges, 0)} (${res[s.name].reduce((a, x) => a + x.errors, 0)} errors)`).join(', ')}. ` +
+    `Tool calls: ${pluginCallsNote(m0, m1)}.`);
 }
 
 // 9. The NAT tunnel (issue 18): an Edge with a tunnel, eldric-tunnel in
@@ -1051,7 +1105,7 @@ function pluginVerdict(r) {
 if (pluginRows.length) {
   const shown = pluginNames.filter((n) => pluginRows.some((r) => n in r.values));
   const others = shown.filter((n) => n !== 'edge');
-  const head = ['scenario (issue 17)', 'unit', ...shown, ...others.map((n) => `${n}/edge`), 'plugin − edge (median of runs)', 'target (issue 17)'];
+  const head = ['scenario (plugins: issues 17, 20)', 'unit', ...shown, ...others.map((n) => `${n}/edge`), 'plugin − edge (median of runs)', 'target (issue 17)'];
   lines.push('', `| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`);
   for (const r of pluginRows) {
     lines.push(`| ${[r.scenario, `${r.unit} (${r.better} is better)`, ...shown.map((n) => (n in r.values ? fmt(r.values[n]) : '')),

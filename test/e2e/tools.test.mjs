@@ -77,6 +77,10 @@ class Tools:
         """Kills its process."""
         os._exit(3)
 
+    def big(self) -> str:
+        """A 2 MiB answer."""
+        return "é" * (1 << 20)
+
     def whoami(self, __user__: dict = None, __model__: dict = None) -> str:
         """Who is calling."""
         return f"user={__user__['name']} model={__model__['id']}"
@@ -178,7 +182,7 @@ describe('tool plugins run by the Edge', () => {
 
     const sent = await routerSaw();
     const names = sent.tools.map((x) => x.function.name).sort();
-    assert.deepEqual(names, ['weather__clock', 'weather__crash', 'weather__fail', 'weather__hang', 'weather__lookup', 'weather__whoami']);
+    assert.deepEqual(names, ['weather__big', 'weather__clock', 'weather__crash', 'weather__fail', 'weather__hang', 'weather__lookup', 'weather__whoami']);
     const lookup = sent.tools.find((x) => x.function.name === 'weather__lookup').function;
     assert.equal(lookup.description, 'Current weather for a city.');
     assert.deepEqual(lookup.parameters.required, ['city']);
@@ -250,6 +254,13 @@ describe('tool plugins run by the Edge', () => {
     assert.match(text, /\[j\] Error: the arguments of weather__lookup are not a JSON object/);
     assert.match(text, /\[s\] Error: weather__lookup: .*city/);
     assert.match(text, /\[u\] Error: weather__lookup: .*town/);
+
+    // An answer over 1 MiB reaches the model cut, and says so.
+    const big = await client.chat.completions.create(ask('big'), script([callOf('weather__big', {}, 'b')]));
+    const cut = big.choices[0].message.content;
+    assert.ok(cut.startsWith('Tool results: [b] éé'), cut.slice(0, 40));
+    assert.ok(cut.endsWith('\n[the Edge cut this tool\'s answer at 1048576 bytes]'), cut.slice(-80));
+    assert.equal(Buffer.byteLength(cut), Buffer.byteLength('Tool results: [b] ') + (1 << 20) + Buffer.byteLength("\n[the Edge cut this tool's answer at 1048576 bytes]"));
 
     const started = Date.now();
     const h = await client.chat.completions.create(ask('hang'), script([callOf('weather__hang', {}, 'h')]));
