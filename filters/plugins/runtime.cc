@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <random>
+#include <tuple>
 
 #include "common/crypto.h"
 #include "common/json.h"
@@ -241,11 +242,35 @@ const char* outcomeName(Outcome o) {
   }
 }
 
-void PluginStatus::observe(Hook h, uint64_t us) {
+int PluginStatus::bucketOf(uint64_t us) {
   int b = 0;
   while (b < kBuckets - 1 && us > kLatencyBucketsUs[b]) ++b;
-  latency[static_cast<int>(h)][b].fetch_add(1, std::memory_order_relaxed);
+  return b;
+}
+
+void PluginStatus::observe(Hook h, uint64_t us) {
+  latency[static_cast<int>(h)][bucketOf(us)].fetch_add(1, std::memory_order_relaxed);
   latency_sum_us[static_cast<int>(h)].fetch_add(us, std::memory_order_relaxed);
+}
+
+void PluginStatus::countTool(const std::string& function, Outcome o, uint64_t us) {
+  count(Hook::Tool, o);
+  observe(Hook::Tool, us);
+  std::shared_ptr<ToolCounters> c;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = tools.find(function);
+    if (it != tools.end()) {
+      c = it->second;
+    } else if (tools.size() < kMaxToolMethods) {
+      c = std::make_shared<ToolCounters>();
+      tools.emplace(function, c);
+    }
+  }
+  if (!c) return;
+  c->calls[static_cast<int>(o)].fetch_add(1, std::memory_order_relaxed);
+  c->latency[bucketOf(us)].fetch_add(1, std::memory_order_relaxed);
+  c->latency_sum_us.fetch_add(us, std::memory_order_relaxed);
 }
 
 std::shared_ptr<PluginStatus> StatusTable::get(const std::string& id) {
@@ -561,33 +586,64 @@ void Runtime::appendMetrics(std::string& out) {
       }
     }
   }
+  // One histogram's lines (none while it has counted nothing).
+  auto histogram = [&out](const char* name, const std::string& labels,
+                          const std::atomic<uint64_t>* buckets,
+                          const std::atomic<uint64_t>& sum_us) {
+    uint64_t cumulative = 0;
+    std::string lines;
+    for (int b = 0; b < PluginStatus::kBuckets; ++b) {
+      cumulative += buckets[b].load(std::memory_order_relaxed);
+      char le[32];
+      if (b < PluginStatus::kBuckets - 1) {
+        snprintf(le, sizeof(le), "%g", PluginStatus::kLatencyBucketsUs[b] / 1e6);
+      } else {
+        snprintf(le, sizeof(le), "+Inf");
+      }
+      lines += std::string(name) + "_bucket{" + labels + ",le=\"" + le + "\"} " +
+               std::to_string(cumulative) + "\n";
+    }
+    if (!cumulative) return;
+    out += lines;
+    char sum[64];
+    snprintf(sum, sizeof(sum), "%.6f", sum_us.load(std::memory_order_relaxed) / 1e6);
+    out += std::string(name) + "_sum{" + labels + "} " + sum + "\n";
+    out += std::string(name) + "_count{" + labels + "} " + std::to_string(cumulative) + "\n";
+  };
   out += "# HELP eldric_edge_plugin_call_duration_seconds Time from a call to its answer.\n";
   out += "# TYPE eldric_edge_plugin_call_duration_seconds histogram\n";
   for (const auto& [id, st] : all) {
     for (int h = 0; h < static_cast<int>(Hook::kCount); ++h) {
-      uint64_t cumulative = 0;
-      std::string labels =
-          "plugin=\"" + label(id) + "\",hook=\"" + hookName(static_cast<Hook>(h)) + "\"";
-      std::string lines;
-      for (int b = 0; b < PluginStatus::kBuckets; ++b) {
-        cumulative += st->latency[h][b].load(std::memory_order_relaxed);
-        char le[32];
-        if (b < PluginStatus::kBuckets - 1) {
-          snprintf(le, sizeof(le), "%g", PluginStatus::kLatencyBucketsUs[b] / 1e6);
-        } else {
-          snprintf(le, sizeof(le), "+Inf");
-        }
-        lines += "eldric_edge_plugin_call_duration_seconds_bucket{" + labels + ",le=\"" + le +
-                 "\"} " + std::to_string(cumulative) + "\n";
+      histogram("eldric_edge_plugin_call_duration_seconds",
+                "plugin=\"" + label(id) + "\",hook=\"" + hookName(static_cast<Hook>(h)) + "\"",
+                st->latency[h], st->latency_sum_us[h]);
+    }
+  }
+  // Tool plugins, by function: what the model called, how it went.
+  std::vector<std::tuple<std::string, std::string, std::shared_ptr<PluginStatus::ToolCounters>>>
+      tools;
+  for (const auto& [id, st] : all) {
+    std::lock_guard<std::mutex> lock(st->mutex);
+    for (const auto& [function, c] : st->tools) tools.emplace_back(id, function, c);
+  }
+  if (!tools.empty()) {
+    out += "# HELP eldric_edge_tool_calls_total Calls of tool plugins' functions, by outcome.\n";
+    out += "# TYPE eldric_edge_tool_calls_total counter\n";
+    for (const auto& [id, function, c] : tools) {
+      for (int o = 0; o < static_cast<int>(Outcome::kCount); ++o) {
+        uint64_t n = c->calls[o].load(std::memory_order_relaxed);
+        if (!n) continue;
+        out += "eldric_edge_tool_calls_total{plugin=\"" + label(id) + "\",tool=\"" +
+               label(function) + "\",outcome=\"" + outcomeName(static_cast<Outcome>(o)) + "\"} " +
+               std::to_string(n) + "\n";
       }
-      if (!cumulative) continue;
-      out += lines;
-      char sum[64];
-      snprintf(sum, sizeof(sum), "%.6f",
-               st->latency_sum_us[h].load(std::memory_order_relaxed) / 1e6);
-      out += "eldric_edge_plugin_call_duration_seconds_sum{" + labels + "} " + sum + "\n";
-      out += "eldric_edge_plugin_call_duration_seconds_count{" + labels + "} " +
-             std::to_string(cumulative) + "\n";
+    }
+    out += "# HELP eldric_edge_tool_call_duration_seconds Time from a tool call to its answer.\n";
+    out += "# TYPE eldric_edge_tool_call_duration_seconds histogram\n";
+    for (const auto& [id, function, c] : tools) {
+      histogram("eldric_edge_tool_call_duration_seconds",
+                "plugin=\"" + label(id) + "\",tool=\"" + label(function) + "\"", c->latency,
+                c->latency_sum_us);
     }
   }
   out += "# HELP eldric_edge_plugin_restarts_total Plugin processes restarted after a crash.\n";

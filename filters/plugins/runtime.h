@@ -50,6 +50,19 @@ struct PluginStatus {
     calls[static_cast<int>(h)][static_cast<int>(o)].fetch_add(1, std::memory_order_relaxed);
   }
   void observe(Hook h, uint64_t us);
+  // The latency bucket of `us`.
+  static int bucketOf(uint64_t us);
+
+  // A tool plugin's calls by function (the name the model called it by).
+  struct ToolCounters {
+    std::atomic<uint64_t> calls[static_cast<int>(Outcome::kCount)]{};
+    std::atomic<uint64_t> latency[kBuckets]{};
+    std::atomic<uint64_t> latency_sum_us{0};
+  };
+  // Counts one call of `function` (hook "tool" too): made on first use, at
+  // most kMaxToolMethods per plugin (the rest go uncounted by name).
+  void countTool(const std::string& function, Outcome o, uint64_t us);
+  static constexpr size_t kMaxToolMethods = 256;
 
   // Under the mutex: what the last process to change said.
   mutable std::mutex mutex;
@@ -58,6 +71,7 @@ struct PluginStatus {
   std::string description_json;    // configure's result without the valves
   std::string valves_schema_json = "{}";
   std::vector<std::pair<std::string, std::string>> pipe_models;  // model id, display name
+  std::map<std::string, std::shared_ptr<ToolCounters>> tools;    // by function name
 };
 
 // The status of every plugin ever started in this process, by id.

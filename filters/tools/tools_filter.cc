@@ -717,8 +717,8 @@ void ToolsFilter::Run::finish(plugins::Outcome outcome, std::string text) {
   done = true;
   if (spec) {
     if (process) spec->status->in_flight.fetch_sub(1, std::memory_order_relaxed);
-    spec->status->count(plugins::Hook::Tool, outcome);
-    spec->status->observe(plugins::Hook::Tool, (Dispatcher::monotonicNs() - started_ns) / 1000);
+    spec->status->countTool(offered->name, outcome,
+                            (Dispatcher::monotonicNs() - started_ns) / 1000);
   }
   process = nullptr;
   content = std::move(text);

@@ -404,6 +404,11 @@ describe('tool plugins run by the Edge', () => {
     const samples = parseMetrics(r.body);
     assert.ok(metricValue(samples, 'eldric_edge_plugin_calls_total', { plugin: 'weather', hook: 'tool', outcome: 'ok' }) >= 5);
     assert.ok(metricValue(samples, 'eldric_edge_plugin_calls_total', { plugin: 'weather', hook: 'tool', outcome: 'timeout' }) >= 1);
+    // Per function too.
+    assert.ok(metricValue(samples, 'eldric_edge_tool_calls_total', { plugin: 'weather', tool: 'weather__lookup', outcome: 'ok' }) >= 5);
+    assert.equal(metricValue(samples, 'eldric_edge_tool_calls_total', { plugin: 'weather', tool: 'weather__hang', outcome: 'timeout' }), 1);
+    assert.equal(metricValue(samples, 'eldric_edge_tool_calls_total', { plugin: 'weather', tool: 'weather__fail', outcome: 'refused' }), 1);
+    assert.ok(metricValue(samples, 'eldric_edge_tool_call_duration_seconds_count', { plugin: 'weather', tool: 'weather__clock' }) >= 2);
     assert.ok(!edge.stdout().includes(ARG_SECRET), 'an argument in the access log');
     assert.ok(!edge.stderr().includes(ARG_SECRET), 'an argument in the log');
     watch.assertNoKeyInLogs();
