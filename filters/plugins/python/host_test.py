@@ -13,6 +13,7 @@ a Python that has pydantic 2 checks that side.
 import json
 import os
 import queue
+import random
 import shutil
 import subprocess
 import sys
@@ -1026,6 +1027,77 @@ class ToolsTest(HostTestCase):
     def test_a_plugin_without_tools_describes_none(self):
         _, d = self.start(PYDANTIC_FILTER)
         self.assertEqual(d["tools"], [])
+
+
+class ToolArgumentsFuzzTest(HostTestCase):
+    """The model's arguments are untrusted: random JSON values against each
+    method's schema (seeded, so a failure repeats). Every answer is a result,
+    a -32602 naming an argument the call had or needed, or the method's own
+    error (-32000); no message quotes a value; the process lives on."""
+
+    MARK = "MARK-7f3a"
+
+    def value(self, rnd, depth=0):
+        kinds = ["str", "int", "float", "bool", "null", "bigint"]
+        if depth < 3:
+            kinds += ["list", "dict"]
+        k = rnd.choice(kinds)
+        if k == "str":
+            return rnd.choice(["", self.MARK, "celsius", "now", "forecast", "Lyon", "é" * rnd.randint(1, 5),
+                               self.MARK + "\u0000\ud7ff"])
+        if k == "int":
+            return rnd.randint(-3, 3)
+        if k == "bigint":
+            return rnd.choice([2 ** 64, -2 ** 70, 10 ** 30])
+        if k == "float":
+            return rnd.choice([0.5, 3.0, -1e308, 1e-300])
+        if k == "bool":
+            return rnd.random() < 0.5
+        if k == "null":
+            return None
+        if k == "list":
+            return [self.value(rnd, depth + 1) for _ in range(rnd.randint(0, 3))]
+        return {rnd.choice(["city", "country", self.MARK, "x"]): self.value(rnd, depth + 1)
+                for _ in range(rnd.randint(0, 3))}
+
+    def test_random_arguments_get_a_result_or_a_clean_refusal(self):
+        host, _ = self.start(TOOLS)
+        names = {"greet": ["name", "times"], "weather": ["place", "unit", "days", "kind"],
+                 "tags": ["values", "scale", "flag", "meta"]}
+        valid = {"greet": {"name": "Bob"}, "weather": {"place": {"city": "Lyon"}},
+                 "tags": {"values": ["a"], "scale": 1.5, "flag": True, "meta": {}}}
+        rnd = random.Random(20)
+        outcomes = {"ok": 0, "refused": 0, "raised": 0}
+        for i in range(400):
+            tool = rnd.choice(sorted(names))
+            params = names[tool] + ["extra", self.MARK]
+            if rnd.random() < 0.5:
+                # A valid call with at most one argument changed.
+                arguments = json.loads(json.dumps(valid[tool]))
+                if rnd.random() < 0.7:
+                    arguments[rnd.choice(params)] = self.value(rnd)
+            else:
+                arguments = {p: self.value(rnd) for p in rnd.sample(params, rnd.randint(0, len(params)))}
+            message = host.response(host.call("tool", {"name": tool, "arguments": arguments, "user": USER}))
+            with self.subTest(i=i, tool=tool, arguments=arguments):
+                if "result" in message:
+                    self.assertIsInstance(message["result"]["content"], str)
+                    outcomes["ok"] += 1
+                    continue
+                e = message["error"]
+                # An unknown argument's name may be quoted; never a value.
+                self.assertNotIn(self.MARK, e["message"].replace(f"'{self.MARK}'", ""))
+                if e["code"] == -32602:
+                    self.assertIn(e["data"]["argument"], params)
+                    outcomes["refused"] += 1
+                else:
+                    self.assertEqual(e["code"], -32000, e)
+                    outcomes["raised"] += 1
+        # Answers and refusals both happened, and the process still answers.
+        self.assertGreater(outcomes["ok"], 0, outcomes)
+        self.assertGreater(outcomes["refused"], 100, outcomes)
+        self.assertEqual(host.request("tool", {"name": "greet", "arguments": {"name": "x"}, "user": USER}),
+                         {"content": "Hello x from Ada"})
 
 
 if __name__ == "__main__":
