@@ -31,6 +31,9 @@ void AsyncStream::start(const FilterFactory& handler, RequestHeaders headers, Bu
   bool has_body = body.length() > 0;
   request_.chunked = false;
   request_.expect_continue = false;
+  // The whole body is here: nothing for an upstream to wait for, and a
+  // client's own framing headers do not describe this body.
+  request_.headers.removeAll({"expect", "transfer-encoding"});
   request_.content_length = body.length();
   request_.headers.set("content-length", std::to_string(body.length()));
   handler(*this);

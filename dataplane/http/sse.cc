@@ -31,6 +31,12 @@ bool SseSplitter::feed(const Buffer& data,
       at = nl + 1;
     }
     if (end == std::string_view::npos) break;
+    if (end - start_ > max_event_bytes_) {
+      // Bounded whatever the reads were: an event is refused by its size,
+      // not by where the network cut the stream.
+      spent_ = true;
+      return false;
+    }
     std::string_view ev = s.substr(start_, end + len - start_);
     start_ = end + len;
     scan = start_;

@@ -19,8 +19,9 @@ class SseSplitter {
   explicit SseSplitter(size_t max_event_bytes) : max_event_bytes_(max_event_bytes) {}
 
   // Appends `data` and calls `event` with each complete event, its blank
-  // line included ("data: {...}\n\n"), in order. False when an event grew
-  // past the limit (the splitter is then spent) or `event` returned false.
+  // line included ("data: {...}\n\n"), in order. False when an event is
+  // longer than the limit (its blank line aside; whole or still pending:
+  // the splitter is then spent) or `event` returned false.
   bool feed(const Buffer& data, const std::function<bool(std::string_view event)>& event);
   // Bytes of an event not yet complete (an upstream that ended mid-event).
   std::string_view pending() const { return std::string_view(carry_).substr(start_); }

@@ -69,26 +69,43 @@ void sumUsage(rapidjson::Value& usage, uint64_t prompt, uint64_t completion,
   add("total_tokens", prompt + completion);
 }
 
-// Renumbers (or leaves out) the entries of a `tool_calls` array by their
-// index in the round. Returns how many are left.
+// Renumbers (or leaves out) the entries of a `tool_calls` array by the
+// call each is part of. Whole answers: the entry's position. Streamed
+// pieces: as ToolCallAssembler reads them, an integer `index` names its
+// call and an entry without one (or with null) is the next call;
+// `*calls_seen` is the assembler's count of calls so far, advanced here
+// chunk by chunk. An entry whose call is outside the map, or whose index
+// is of another type (the assembler refuses those), is kept as it is.
+// Returns how many entries are left.
 size_t remapToolCalls(rapidjson::Value& calls, const std::vector<int>& index_map,
-                      bool by_position) {
+                      size_t* calls_seen) {
   if (!calls.IsArray()) return 0;
   rapidjson::Value::ValueIterator it = calls.Begin();
   size_t position = 0;
   while (it != calls.End()) {
-    int64_t index = static_cast<int64_t>(position);
     rapidjson::Value* idx = member(*it, "index");
-    if (!by_position) index = idx && idx->IsInt64() ? idx->GetInt64() : -1;
-    int mapped = index >= 0 && static_cast<size_t>(index) < index_map.size()
-                     ? index_map[static_cast<size_t>(index)]
-                     : static_cast<int>(index);
-    ++position;
+    uint64_t call = position++;
+    if (calls_seen) {
+      if (idx && idx->IsUint64()) {
+        call = idx->GetUint64();
+      } else if (!idx || idx->IsNull()) {
+        call = *calls_seen;
+      } else {
+        ++it;
+        continue;
+      }
+      if (call >= *calls_seen) *calls_seen = call + 1;
+    }
+    if (call >= index_map.size()) {
+      ++it;
+      continue;
+    }
+    int mapped = index_map[call];
     if (mapped < 0) {
       it = calls.Erase(it);
       continue;
     }
-    if (idx && idx->IsInt64()) idx->SetInt64(mapped);
+    if (idx && idx->IsUint64()) idx->SetUint64(static_cast<uint64_t>(mapped));
     ++it;
   }
   return calls.Size();
@@ -96,8 +113,9 @@ size_t remapToolCalls(rapidjson::Value& calls, const std::vector<int>& index_map
 
 }  // namespace
 
-bool rewriteChunk(rapidjson::Document& chunk, const ChunkRewrite& rw) {
-  if (!chunk.IsObject()) return true;
+bool rewriteChunk(rapidjson::Document& chunk, ChunkRewrite& rw) {
+  // An error event goes as it is (the assembler never read it either).
+  if (!chunk.IsObject() || member(chunk, "error")) return true;
   auto& alloc = chunk.GetAllocator();
   if (!rw.id.empty()) {
     if (rapidjson::Value* id = member(chunk, "id"); id && id->IsString())
@@ -111,7 +129,7 @@ bool rewriteChunk(rapidjson::Document& chunk, const ChunkRewrite& rw) {
   if (!delta || !delta->IsObject()) return true;
   rapidjson::Value* calls = member(*delta, "tool_calls");
   if (!calls || !calls->IsArray()) return true;
-  if (remapToolCalls(*calls, rw.index_map, false) > 0) return true;
+  if (remapToolCalls(*calls, rw.index_map, &rw.calls_seen) > 0) return true;
   delta->RemoveMember("tool_calls");
   // Nothing but left-out calls: not worth a chunk.
   rapidjson::Value* reason = member(*choice, "finish_reason");
@@ -446,7 +464,7 @@ void ToolsFilter::onWholeAnswer() {
     auto& alloc = doc.GetAllocator();
     if (edge > 0 && message) {
       if (rapidjson::Value* tc = member(*message, "tool_calls"))
-        remapToolCalls(*tc, index_map, true);
+        remapToolCalls(*tc, index_map, nullptr);
     }
     if (rapidjson::Value* usage = member(doc, "usage"))
       sumUsage(*usage, prompt_tokens_, completion_tokens_, alloc);
@@ -555,7 +573,7 @@ void ToolsFilter::emit(std::string_view event) {
   decoder_->encodeData(b, false);
 }
 
-void ToolsFilter::emitRewritten(std::string_view event, const ChunkRewrite& rw) {
+void ToolsFilter::emitRewritten(std::string_view event, ChunkRewrite& rw) {
   std::string_view payload = http::sseData(event);
   rapidjson::Document doc;
   std::string why;

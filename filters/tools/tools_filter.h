@@ -49,11 +49,16 @@ struct ChunkRewrite {
   // Tokens of the earlier rounds, added to the chunk's `usage`.
   uint64_t prompt_tokens = 0;
   uint64_t completion_tokens = 0;
+  // Calls seen so far, as ToolCallAssembler counts them: a piece without
+  // an index is the next call. The chunks of a round go through one
+  // ChunkRewrite in order.
+  size_t calls_seen = 0;
 };
 
-// Applies `rw` to one parsed chunk. False when nothing is left of it to
-// send (it only carried calls that are left out).
-bool rewriteChunk(rapidjson::Document& chunk, const ChunkRewrite& rw);
+// Applies `rw` to one parsed chunk (the round's chunks in order, error
+// events aside). False when nothing is left of it to send (it only
+// carried calls that are left out).
+bool rewriteChunk(rapidjson::Document& chunk, ChunkRewrite& rw);
 
 // The name a plugin's method is offered under: `<plugin id>__<method>`,
 // with what a function name may not hold (OpenAI: [A-Za-z0-9_-]{1,64})
@@ -118,7 +123,7 @@ class ToolsFilter : public http::StreamDecoderFilter,
   void startRound();
   bool onEvent(std::string_view event);
   void emit(std::string_view event);
-  void emitRewritten(std::string_view event, const ChunkRewrite& rw);
+  void emitRewritten(std::string_view event, ChunkRewrite& rw);
   void sendHead();
   void onStreamEnd();
   void onWholeAnswer();

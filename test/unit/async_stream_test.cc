@@ -112,6 +112,9 @@ class AsyncStreamTest : public ::testing::Test {
     req.method = "POST";
     req.path = "/v1/chat/completions";
     req.headers.add("content-length", "999");
+    req.headers.add("expect", "100-continue");
+    req.headers.add("transfer-encoding", "chunked");
+    req.chunked = true;
     Buffer b;
     b.add(body);
     stream->start(factory, req, b);
@@ -131,6 +134,9 @@ TEST_F(AsyncStreamTest, TheHandlerAnswersToTheCallbacks) {
   EXPECT_TRUE(stream->done());
   // The request as the handler got it: its own content-length.
   EXPECT_EQ(stream->requestHeaders().headers.get("content-length").value_or(""), "7");
+  EXPECT_FALSE(stream->requestHeaders().headers.get("expect"));
+  EXPECT_FALSE(stream->requestHeaders().headers.get("transfer-encoding"));
+  EXPECT_FALSE(stream->requestHeaders().chunked);
   // Its facts are its own; the client's stream's were copied, not shared.
   EXPECT_EQ(stream->streamInfo().upstream_host, "http://router:1");
   EXPECT_EQ(stream->streamInfo().client_name, "alice");

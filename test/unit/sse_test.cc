@@ -63,6 +63,20 @@ TEST(SseTest, AnEventPastTheLimitSpendsTheSplitter) {
   EXPECT_TRUE(evs.empty());
 }
 
+// Found by tool_stream_fuzz: an event that arrives whole in one read is
+// bounded too, not only one still pending.
+TEST(SseTest, AWholeEventPastTheLimitIsRefusedToo) {
+  SseSplitter s(16);
+  bool ok = true;
+  auto evs = split(s, {"data: 0123456789abcdef\n\ndata: x\n\n"}, &ok);
+  EXPECT_FALSE(ok);
+  EXPECT_TRUE(evs.empty());
+  SseSplitter exact(16);
+  evs = split(exact, {"data: 0123456789\n\n"}, &ok);  // 16 bytes: the limit
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(evs.size(), 1u);
+}
+
 TEST(SseTest, DataIsOneLineOnly) {
   EXPECT_EQ(sseData("data:{}\n\n"), "{}");
   EXPECT_EQ(sseData("event: x\ndata: {}\n\n"), "");

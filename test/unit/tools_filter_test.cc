@@ -13,7 +13,7 @@
 namespace eldric::filters::tools {
 namespace {
 
-std::string rewrite(const std::string& text, const ChunkRewrite& rw, bool* kept) {
+std::string rewrite(const std::string& text, ChunkRewrite& rw, bool* kept) {
   rapidjson::Document d;
   std::string error;
   EXPECT_TRUE(json::parse(d, text, &error)) << error;
@@ -61,9 +61,36 @@ TEST(ToolsFilterTest, UsageIsSummedAndTheIdKept) {
   // Anything else passes as it is: not an object, no choices, odd shapes.
   for (const char* odd : {R"([1,2])", R"({"choices":"x"})", R"({"choices":[{"delta":3}]})",
                           R"({"choices":[{"delta":{"tool_calls":5}}]})", R"({"usage":[]})"}) {
-    rewrite(odd, ChunkRewrite{}, &kept);
+    ChunkRewrite none;
+    rewrite(odd, none, &kept);
     EXPECT_TRUE(kept) << odd;
   }
+}
+
+// Found by tool_stream_fuzz: a piece without an index is the next call, as
+// the assembler reads it, not one to leave out.
+TEST(ToolsFilterTest, PiecesWithoutAnIndexAreTheNextCall) {
+  ChunkRewrite rw;
+  rw.index_map = {-1, 0};  // the Edge's call, then the client's
+  bool kept = false;
+  rewrite(
+      R"({"choices":[{"delta":{"tool_calls":[{"id":"e","function":{"name":"weather__lookup","arguments":"{}"}}]}}]})",
+      rw, &kept);
+  EXPECT_FALSE(kept);
+  EXPECT_EQ(
+      rewrite(
+          R"({"choices":[{"delta":{"tool_calls":[{"index":null,"id":"k","function":{"name":"calc"}}]}}]})",
+          rw, &kept),
+      R"({"choices":[{"delta":{"tool_calls":[{"index":null,"id":"k","function":{"name":"calc"}}]}}]})");
+  EXPECT_TRUE(kept);
+  EXPECT_EQ(rw.calls_seen, 2u);
+  // An error event is not a chunk of the answer: left as it is.
+  ChunkRewrite fresh;
+  fresh.index_map = {-1};
+  rewrite(R"({"error":{"message":"x"},"choices":[{"delta":{"tool_calls":[{"index":0}]}}]})", fresh,
+          &kept);
+  EXPECT_TRUE(kept);
+  EXPECT_EQ(fresh.calls_seen, 0u);
 }
 
 TEST(ToolsFilterTest, FunctionNamesAreWhatOpenAIAccepts) {
