@@ -2,6 +2,13 @@
 
 #include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <map>
+#include <mutex>
+#include <set>
+#include <vector>
 
 #include "common/log.h"
 
@@ -44,6 +51,12 @@ const char* failureName(CallFailure f) {
 // The child's libuv handles. They are closed only once the child has been
 // reaped (a process handle closed earlier would leave a zombie), so they
 // may outlive the PluginProcess: `process` is null from then on.
+namespace {
+// Handles not yet closed, by loop: what a worker's teardown finishes.
+std::mutex g_live_mutex;
+std::map<uv_loop_t*, std::set<PluginProcess::Handles*>> g_live;
+}  // namespace
+
 struct PluginProcess::Handles {
   uv_process_t child;
   uv_pipe_t in;     // its stdin
@@ -54,7 +67,14 @@ struct PluginProcess::Handles {
   bool spawned = false;
   bool exited = false;
 
-  void init(uv_loop_t* loop) {
+  uv_loop_t* loop = nullptr;
+
+  void init(uv_loop_t* l) {
+    loop = l;
+    {
+      std::lock_guard<std::mutex> lock(g_live_mutex);
+      g_live[loop].insert(this);
+    }
     uv_pipe_init(loop, &in, 0);
     uv_pipe_init(loop, &proto, 0);
     uv_pipe_init(loop, &out, 0);
@@ -68,7 +88,16 @@ struct PluginProcess::Handles {
   }
   static void onClosed(uv_handle_t* h) {
     auto* self = static_cast<Handles*>(h->data);
-    if (--self->open == 0) delete self;
+    if (--self->open > 0) return;
+    {
+      std::lock_guard<std::mutex> lock(g_live_mutex);
+      auto it = g_live.find(self->loop);
+      if (it != g_live.end()) {
+        it->second.erase(self);
+        if (it->second.empty()) g_live.erase(it);
+      }
+    }
+    delete self;
   }
   // Closes everything; deletes itself when the last close completes.
   void closeAll() {
@@ -112,6 +141,33 @@ PluginProcess::~PluginProcess() {
     } else {
       handles_->closeAll();
     }
+  }
+}
+
+void PluginProcess::awaitExits(uv_loop_t* loop, uint64_t timeout_ms) {
+  std::vector<Handles*> orphans;
+  {
+    std::lock_guard<std::mutex> lock(g_live_mutex);
+    auto it = g_live.find(loop);
+    if (it == g_live.end()) return;
+    for (Handles* h : it->second) {
+      if (!h->process && h->spawned && !h->exited) orphans.push_back(h);
+    }
+  }
+  // Killed already (their PluginProcess is gone): reaped here, not by the
+  // loop, which is not run again but to close what is left.
+  uint64_t deadline = uv_hrtime() + timeout_ms * 1000000;
+  for (Handles* h : orphans) {
+    h->killGroup();
+    while (true) {
+      int status = 0;
+      pid_t r = waitpid(h->child.pid, &status, WNOHANG);
+      if (r != 0 || uv_hrtime() >= deadline) break;  // reaped, gone, or out of time
+      usleep(1000);
+    }
+    h->exited = true;
+    // The close callbacks run in the loop's last turn (~Dispatcher).
+    h->closeAll();
   }
 }
 

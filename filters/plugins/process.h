@@ -98,6 +98,14 @@ class PluginProcess : public DeferredDeletable {
   // Asks the child to finish what it has and exit (EOF on its stdin).
   void drain();
 
+  // At a worker's teardown, after its processes were destroyed (killed,
+  // their children not yet reaped): reaps them here (at most `timeout_ms`
+  // in all) and closes their handles, whose close callbacks free them in
+  // the loop's last turn; otherwise the loop's teardown would close them
+  // without a callback and leak them. Once the loop's thread has ended.
+  static void awaitExits(uv_loop_t* loop, uint64_t timeout_ms);
+  struct Handles;  // the libuv handles; they outlive this object until closed
+
   bool ready() const { return state_ == State::Ready; }
   bool gone() const { return state_ == State::Gone; }
   size_t inFlight() const { return calls_.size(); }
@@ -109,7 +117,6 @@ class PluginProcess : public DeferredDeletable {
     CallObserver* observer = nullptr;
     TimerPtr timer;
   };
-  struct Handles;  // the libuv handles; they outlive this object until closed
 
   void write(std::string line);
   void onProtocolBytes(std::string_view bytes);

@@ -963,7 +963,11 @@ void Instance::ValvesObserver::onFailure(CallFailure, const std::string& why) {
 // ---------------------------------------------------------------------------
 // PluginHost
 
-PluginHost::~PluginHost() { instances_.clear(); }
+PluginHost::~PluginHost() {
+  instances_.clear();
+  // The processes were killed; their handles close once each is reaped.
+  PluginProcess::awaitExits(dispatcher_.loop(), 2000);
+}
 
 void PluginHost::apply(PluginsConfigSharedPtr config) {
   config_ = std::move(config);
