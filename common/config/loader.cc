@@ -992,6 +992,13 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
     r->set_builtin(edge::v1::BUILTIN_HANDLER_ADMIN);
     r->set_required_scope(edge::v1::SCOPE_ADMIN);
   }
+  // The web chat's actions and widgets (before the admin plugins routes,
+  // which would match it): any caller of the chat, by key or session.
+  {
+    auto* r = route("plugins_ui", "/api/v1/plugins/ui", true, {"GET"});
+    r->set_builtin(edge::v1::BUILTIN_HANDLER_WEBCHAT);
+    r->set_required_scope(edge::v1::SCOPE_INFERENCE);
+  }
   {
     auto* r = route("plugins", "/api/v1/plugins", false, {"GET", "POST", "PUT"});
     r->set_builtin(edge::v1::BUILTIN_HANDLER_ADMIN);
@@ -1020,6 +1027,8 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
         ->set_builtin(edge::v1::BUILTIN_HANDLER_WEBCHAT);
   }
   route("chat_assets", "/chat/assets/", false, {"GET", "HEAD"})
+      ->set_builtin(edge::v1::BUILTIN_HANDLER_WEBCHAT);
+  route("chat_plugins", "/chat/plugins/", false, {"GET", "HEAD"})
       ->set_builtin(edge::v1::BUILTIN_HANDLER_WEBCHAT);
   route("session", "/api/v1/session", true, {"GET", "POST", "DELETE"})
       ->set_builtin(edge::v1::BUILTIN_HANDLER_SESSION);

@@ -254,6 +254,85 @@ void setMs(google::protobuf::Duration* d, uint64_t ms) {
   d->set_nanos(static_cast<int32_t>((ms % 1000) * 1000000));
 }
 
+// A path the manifest names: a relative file path of plain names.
+bool manifestPath(const std::string& path) {
+  if (path.empty() || path.size() > 256 || path.front() == '/') return false;
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t end = path.find('/', start);
+    if (end == std::string::npos) end = path.size();
+    std::string part = path.substr(start, end - start);
+    if (part.empty() || part[0] == '.' || !plainName(part)) return false;
+    start = end + 1;
+  }
+  return true;
+}
+
+// An action's or widget's manifest fields (README "Actions and widgets").
+// Empty on success, else why.
+std::string readUiManifest(const rapidjson::Value& m, const std::string& type,
+                           edge::v1::PluginUi* ui) {
+  auto str = [&m](const char* key, std::string* out, size_t max) -> bool {
+    auto it = m.FindMember(key);
+    if (it == m.MemberEnd()) return true;
+    if (!it->value.IsString() || it->value.GetStringLength() > max) return false;
+    out->assign(it->value.GetString(), it->value.GetStringLength());
+    return true;
+  };
+  std::string entry, label, icon, slot;
+  if (!str("entry", &entry, 256) || !manifestPath(entry) ||
+      !(entry.size() > 3 &&
+        (entry.compare(entry.size() - 3, 3, ".js") == 0 ||
+         (entry.size() > 4 && entry.compare(entry.size() - 4, 4, ".mjs") == 0))))
+    return "\"entry\" must name the plugin's JavaScript module (a .js or .mjs file in its folder)";
+  if (!str("label", &label, 64)) return "\"label\" must be text of at most 64 characters";
+  for (char c : label) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+      return "\"label\" holds a control character";
+  }
+  if (!str("icon", &icon, 256) || (!icon.empty() && !manifestPath(icon)))
+    return "\"icon\" must name an SVG or PNG file in the plugin's folder";
+  if (!icon.empty() && !(icon.size() > 4 && (icon.compare(icon.size() - 4, 4, ".svg") == 0 ||
+                                             icon.compare(icon.size() - 4, 4, ".png") == 0)))
+    return "\"icon\" must name an SVG or PNG file in the plugin's folder";
+  if (!str("slot", &slot, 16)) return "\"slot\" must be \"side\", \"prompt\" or \"header\"";
+  if (type == "widget") {
+    if (slot.empty()) slot = "side";
+    if (slot != "side" && slot != "prompt" && slot != "header")
+      return "\"slot\" must be \"side\", \"prompt\" or \"header\"";
+  } else if (!slot.empty()) {
+    return "\"slot\" is for widgets";
+  }
+  ui->set_entry(entry);
+  ui->set_label(label);
+  ui->set_icon(icon);
+  ui->set_slot(slot);
+  auto on_user = m.FindMember("on_user_messages");
+  if (on_user != m.MemberEnd()) {
+    if (!on_user->value.IsBool()) return "\"on_user_messages\" must be true or false";
+    ui->set_on_user_messages(on_user->value.GetBool());
+  }
+  for (const char* key : {"public_valves", "styles"}) {
+    auto it = m.FindMember(key);
+    if (it == m.MemberEnd()) continue;
+    if (!it->value.IsArray() || it->value.Size() > 32)
+      return std::string("\"") + key + "\" must be a list of at most 32 names";
+    for (const auto& v : it->value.GetArray()) {
+      if (!v.IsString() || v.GetStringLength() == 0 || v.GetStringLength() > 128)
+        return std::string("\"") + key + "\" must be a list of names";
+      std::string s(v.GetString(), v.GetStringLength());
+      if (std::string_view(key) == "styles") {
+        if (!manifestPath(s) || s.size() < 5 || s.compare(s.size() - 4, 4, ".css") != 0)
+          return "\"styles\" must name .css files in the plugin's folder";
+        ui->add_styles(s);
+      } else {
+        ui->add_public_valves(s);
+      }
+    }
+  }
+  return "";
+}
+
 // The manifest's runtime settings into `p`. Empty on success, else why.
 std::string readManifest(const rapidjson::Value& m, edge::v1::RunnablePlugin* p) {
   std::string bad;
@@ -312,7 +391,8 @@ void addRunnablePlugins(const std::string& dir, const std::vector<PluginRecord>&
                         edge::v1::Plugins* out, std::vector<std::string>* warnings) {
   size_t total = 0;
   for (const auto& rec : plugins) {
-    if (!rec.enabled || (rec.type != "filter" && rec.type != "pipe" && rec.type != "tool"))
+    bool ui = rec.type == "action" || rec.type == "widget";
+    if (!rec.enabled || (rec.type != "filter" && rec.type != "pipe" && rec.type != "tool" && !ui))
       continue;
     const std::string pdir = dir + "/" + rec.id;
     std::string text;
@@ -337,6 +417,7 @@ void addRunnablePlugins(const std::string& dir, const std::vector<PluginRecord>&
     p.set_type(rec.type);
     p.set_valves_json(rec.valves_json);
     std::string bad = readManifest(m, &p);
+    if (bad.empty() && ui) bad = readUiManifest(m, rec.type, p.mutable_ui());
     if (!bad.empty()) {
       warnings->push_back("plugin not run: " + pdir + "/manifest.json: " + bad);
       continue;
@@ -367,9 +448,26 @@ void addRunnablePlugins(const std::string& dir, const std::vector<PluginRecord>&
       index.push_back('\n');
       f->set_content(std::move(content));
     }
-    if (!has_main) {
+    if (!ui && !has_main) {
       warnings->push_back("plugin not run: " + pdir + ": no main.py");
       continue;
+    }
+    if (ui) {
+      // What the manifest names must be among the files.
+      std::vector<std::string> named = {p.ui().entry()};
+      if (!p.ui().icon().empty()) named.push_back(p.ui().icon());
+      for (const auto& s : p.ui().styles()) named.push_back(s);
+      std::string missing;
+      for (const auto& n : named) {
+        bool found = false;
+        for (const auto& f : p.files()) found = found || f.path() == n;
+        if (!found) missing = n;
+      }
+      if (!missing.empty()) {
+        warnings->push_back("plugin not shown: " + pdir + ": the manifest names " + missing +
+                            ", which is not in the folder");
+        continue;
+      }
     }
     p.set_code_sha256(crypto::sha256Hex(index));
     *out->add_plugins() = std::move(p);

@@ -210,6 +210,59 @@ std::string userJson(const http::ClientIdentity* identity) {
   return out;
 }
 
+const char* uiContentType(std::string_view path) {
+  auto ends = [path](std::string_view ext) {
+    return path.size() > ext.size() && path.substr(path.size() - ext.size()) == ext;
+  };
+  if (ends(".js") || ends(".mjs")) return "text/javascript; charset=utf-8";
+  if (ends(".css")) return "text/css; charset=utf-8";
+  if (ends(".svg")) return "image/svg+xml";
+  if (ends(".png")) return "image/png";
+  if (ends(".json")) return "application/json";
+  if (ends(".txt") || ends(".md")) return "text/plain; charset=utf-8";
+  return "application/octet-stream";
+}
+
+namespace {
+
+UiPluginSharedPtr compileUi(const edge::v1::RunnablePlugin& p) {
+  auto u = std::make_shared<UiPlugin>();
+  u->id = p.id();
+  u->name = p.name().empty() ? p.id() : p.name();
+  u->type = p.type();
+  u->version = p.code_sha256().substr(0, 16);
+  u->ui = p.ui();
+  for (const auto& f : p.files()) {
+    UiFile file;
+    file.content = f.content();
+    file.etag = "\"" + crypto::sha256Hex(f.content()) + "\"";
+    file.content_type = uiContentType(f.path());
+    u->files.emplace(f.path(), std::move(file));
+  }
+  // Public valves only: the rest are the server's.
+  rapidjson::Document valves;
+  std::string why;
+  if (!p.ui().public_valves().empty() && json::parse(valves, p.valves_json(), &why) &&
+      valves.IsObject()) {
+    rapidjson::StringBuffer sb;
+    rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+    w.StartObject();
+    for (const auto& m : valves.GetObject()) {
+      std::string_view k(m.name.GetString(), m.name.GetStringLength());
+      bool pub = false;
+      for (const auto& name : p.ui().public_valves()) pub = pub || name == k;
+      if (!pub) continue;
+      w.Key(m.name.GetString(), m.name.GetStringLength());
+      m.value.Accept(w);
+    }
+    w.EndObject();
+    u->public_valves_json.assign(sb.GetString(), sb.GetSize());
+  }
+  return u;
+}
+
+}  // namespace
+
 const char* hookName(Hook h) {
   switch (h) {
     case Hook::Inlet:
@@ -404,6 +457,10 @@ bool Runtime::compile(const edge::v1::Plugins& plugins, std::shared_ptr<PluginsC
     if (p.id().size() > 64 || !safeRelativePath(p.id()) || p.id().find('/') != std::string::npos) {
       *error = "a plugin id must be 1-64 letters, digits, '.', '_' or '-' (not starting with '.')";
       return false;
+    }
+    if (p.type() == "action" || p.type() == "widget") {
+      cfg->ui.push_back(compileUi(p));
+      continue;
     }
     if (p.type() != "filter" && p.type() != "pipe" && p.type() != "tool") {
       *error = "plugin " + p.id() + ": the data plane runs filters, pipes and tools, not \"" +

@@ -107,8 +107,31 @@ struct PluginSpec {
 };
 using PluginSpecSharedPtr = std::shared_ptr<const PluginSpec>;
 
+// An action or widget (issue 21): files the web chat serves to the
+// browser, which runs them in a sandboxed frame; nothing runs here.
+struct UiFile {
+  std::string content;
+  std::string etag;  // "\"<sha256 hex>\""
+  const char* content_type = "application/octet-stream";
+};
+struct UiPlugin {
+  std::string id;
+  std::string name;
+  std::string type;     // "action" or "widget"
+  std::string version;  // 16 hex of the code's SHA-256: in every file's URL
+  edge::v1::PluginUi ui;
+  std::string public_valves_json = "{}";  // only the valves marked public
+  std::map<std::string, UiFile> files;    // by path in the plugin's folder
+};
+using UiPluginSharedPtr = std::shared_ptr<const UiPlugin>;
+
+// The content type a plugin file is served with, by its extension: what a
+// browser may run or show from a plugin's folder (anything else is bytes).
+const char* uiContentType(std::string_view path);
+
 struct PluginsConfig {
   std::vector<PluginSpecSharedPtr> plugins;  // by id
+  std::vector<UiPluginSharedPtr> ui;         // actions and widgets, by id
   size_t max_message_bytes = 8u << 20;
   bool sandboxed = false;
   uint32_t max_tool_rounds = 5;

@@ -17,9 +17,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import { once } from 'node:events';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import {
-  REPO_ROOT,
   startFakeRouter,
   startEdge,
   makeCert,
@@ -31,105 +29,14 @@ import {
   sleep,
 } from './lib/harness.mjs';
 import { writePlugin, pluginsTempDir } from './lib/plugins.mjs';
+import { openPage, ready, screenshot, lastAnswer, send, idle, login as loginWith } from './lib/browser.mjs';
 
 const T = { timeout: 60000 };
-const CHROMIUM = '/usr/bin/chromium';
-const SHOTS = path.join(REPO_ROOT, 'test-output', 'screenshots');
 const GOOD_KEY = 'sk-webchat-e2e-good-key-0001';
 const BAD_KEY = 'sk-webchat-e2e-wrong-key-999';
 const CLIENT = 'webchat-e2e';
 const TOKENS = 30;
-
-// ---------------------------------------------------------------------------
-// The browser: one Chromium for the file, a fresh context (cookies, local
-// storage) per scenario.
-
-let browserPromise = null;
-function browser() {
-  browserPromise ??= chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-    ],
-    timeout: 30000,
-  });
-  return browserPromise;
-}
-
-after(async () => {
-  if (browserPromise) await (await browserPromise).close().catch(() => {});
-});
-
-/**
- * A new context and page. Records what must never happen on these pages: a
- * script error, a Content-Security-Policy violation, a dialog other than
- * the delete confirmation.
- */
-async function openPage(width = 1280, height = 800) {
-  const context = await (await browser()).newContext({
-    viewport: { width, height },
-    ignoreHTTPSErrors: true, // the test's own self-signed certificate
-    deviceScaleFactor: 1,
-  });
-  const page = await context.newPage();
-  const problems = [];
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => {
-    if (/Content[- ]Security[- ]Policy/i.test(m.text())) problems.push(`CSP: ${m.text()}`);
-  });
-  page.on('dialog', (d) => {
-    if (d.type() === 'confirm' && /^Delete /.test(d.message())) d.accept();
-    else {
-      problems.push(`unexpected ${d.type()} dialog: ${d.message()}`);
-      d.dismiss();
-    }
-  });
-  page.setDefaultTimeout(15000);
-  return { context, page, problems };
-}
-
-async function ready(page) {
-  await page.waitForSelector('body[data-ready="true"]', { state: 'attached' });
-}
-
-async function screenshot(page, name) {
-  fs.mkdirSync(SHOTS, { recursive: true });
-  await page.screenshot({ path: path.join(SHOTS, name) });
-}
-
-/** Text of the last assistant message's body, whitespace collapsed. */
-async function lastAnswer(page) {
-  return page.evaluate(() => {
-    const all = document.querySelectorAll('.msg-assistant .msg-body');
-    const last = all[all.length - 1];
-    return last ? last.textContent.replace(/\s+/g, ' ').trim() : null;
-  });
-}
-
-async function send(page, text) {
-  await page.fill('#input', text);
-  await page.press('#input', 'Enter');
-}
-
-/** Waits until no answer streams (Send is back). */
-async function idle(page, timeout = 20000) {
-  await page.waitForSelector('#send:not([hidden])', { timeout });
-  await page.waitForSelector('#stop[hidden]', { state: 'attached', timeout });
-}
-
-async function login(page, base, key = GOOD_KEY) {
-  await page.goto(`${base}/login`);
-  await ready(page);
-  await page.fill('#api-key', key);
-  await Promise.all([page.waitForURL(`${base}/chat`), page.click('#login-submit')]);
-  await ready(page);
-}
+const login = (page, base, key = GOOD_KEY) => loginWith(page, base, key);
 
 // ---------------------------------------------------------------------------
 // A scripted OpenAI-compatible upstream: the fake router's tokens are plain

@@ -442,6 +442,7 @@
       extra.append(note);
     }
     if (m.error) extra.append(errorView(m.error));
+    extra.append(...pluginNotes(m));
     actions.replaceChildren();
     if (!final) return;
     if (m.content) {
@@ -453,6 +454,7 @@
     if (m.role === 'assistant' && last && !streaming) {
       actions.append(button('Regenerate', 'btn btn-ghost msg-regenerate', () => regenerate()));
     }
+    if (m.content) actions.append(...actionButtons(m));
   }
 
   function errorView(err) {
@@ -649,6 +651,7 @@
     c.updated = Date.now();
     const controller = new AbortController();
     streaming = { conv: c, msg, controller };
+    pluginEvent('stream-started', { model });
     save();
     renderAll();
 
@@ -752,6 +755,8 @@
       if (renderTimer !== null) clearTimeout(renderTimer);
       delete msg.toolRunning;
       streaming = null;
+      pluginEvent('stream-ended', { model, content: msg.content.slice(0, PLUGIN_TEXT_MAX) });
+      pluginEvent('message-added', { role: 'assistant', content: msg.content.slice(0, PLUGIN_TEXT_MAX) });
       c.updated = Date.now();
       save();
       refresh(msg, { final: true });
@@ -773,6 +778,7 @@
     hideBanner();
     const c = current() || createConversation();
     c.messages.push({ role: 'user', content: text });
+    pluginEvent('message-added', { role: 'user', content: text.slice(0, PLUGIN_TEXT_MAX) });
     if (!c.renamed && c.title === DEFAULT_TITLE) c.title = titleFrom(text);
     el.input.value = '';
     autoGrow();
@@ -890,6 +896,7 @@
   });
   el.model.addEventListener('change', () => {
     localStorage.setItem(MODEL_KEY, el.model.value);
+    pluginEvent('model-changed', { model: el.model.value });
     const c = current();
     if (c) {
       c.model = el.model.value;
@@ -908,12 +915,305 @@
     renderAll();
   });
 
+  // ---------------------------------------------------------------------
+  // Plugins: actions (buttons under messages) and widgets (a slot on the
+  // page), README "Actions and widgets". Each runs in a frame the Edge
+  // serves sandboxed (scripts only, an opaque origin, no network), and
+  // asks the page through postMessage for what it may do (ctx). Every
+  // message is checked here: its frame, its shape, its rate; a run has a
+  // time budget; what a plugin gives is only ever shown as text.
+
+  const PLUGIN_RUN_MS = 10000; // an action's budget
+  const PLUGIN_MESSAGES_PER_S = 50;
+  const PLUGIN_TEXT_MAX = 100000;
+  const pluginUi = { actions: [], widgets: [], channels: new Set() };
+
+  // The Edge's own API a plugin may call with the user's session.
+  function pluginApiAllowed(method, path) {
+    return (
+      (method === 'GET' && (path === '/v1/models' || path === '/api/v1/usage')) ||
+      (method === 'POST' && path === '/v1/chat/completions')
+    );
+  }
+
+  function validPlugin(p) {
+    return (
+      p &&
+      typeof p.id === 'string' &&
+      /^[A-Za-z0-9._-]{1,64}$/.test(p.id) &&
+      (p.type === 'action' || p.type === 'widget') &&
+      typeof p.frame === 'string' &&
+      p.frame.startsWith('/chat/plugins/') &&
+      typeof p.label === 'string' &&
+      (p.icon === null || (typeof p.icon === 'string' && p.icon.startsWith('/chat/plugins/')))
+    );
+  }
+
+  async function loadPlugins() {
+    let list = [];
+    try {
+      const res = await fetch('/api/v1/plugins/ui', { credentials: 'same-origin' });
+      if (res.ok) list = ((await res.json()).data || []).filter(validPlugin);
+    } catch (e) {
+      list = [];
+    }
+    pluginUi.actions = list.filter((p) => p.type === 'action');
+    pluginUi.widgets = list.filter((p) => p.type === 'widget');
+    for (const w of pluginUi.widgets) mountWidget(w);
+  }
+
+  // A frame for `plugin`; `onReady` runs when its module said so.
+  function openChannel(plugin, { visible, parent, onReady, onDone, onFailed }) {
+    const frame = document.createElement('iframe');
+    frame.setAttribute('sandbox', 'allow-scripts');
+    frame.setAttribute('referrerpolicy', 'no-referrer');
+    frame.className = visible ? 'plugin-frame' : 'plugin-frame hidden-frame';
+    frame.title = plugin.label || plugin.id;
+    frame.src = plugin.frame;
+    const ch = { plugin, frame, onReady, onDone, onFailed, window: 0, count: 0, closed: false, call: 0 };
+    pluginUi.channels.add(ch);
+    (parent || document.body).append(frame);
+    return ch;
+  }
+
+  function closeChannel(ch) {
+    if (ch.closed) return;
+    ch.closed = true;
+    clearTimeout(ch.timer);
+    pluginUi.channels.delete(ch);
+    ch.frame.remove(); // stops whatever it runs
+  }
+
+  function post(ch, message) {
+    if (ch.closed || !ch.frame.contentWindow) return;
+    ch.frame.contentWindow.postMessage({ eldric: 1, ...message }, '*');
+  }
+
+  window.addEventListener('message', (e) => {
+    let ch = null;
+    for (const c of pluginUi.channels) if (c.frame.contentWindow && e.source === c.frame.contentWindow) ch = c;
+    // Only our frames, sandboxed: their origin is opaque.
+    if (!ch || e.origin !== 'null') return;
+    const m = e.data;
+    if (!m || typeof m !== 'object' || m.eldric !== 1 || typeof m.type !== 'string') return;
+    const now = Date.now();
+    if (now - ch.window > 1000) {
+      ch.window = now;
+      ch.count = 0;
+    }
+    if (++ch.count > PLUGIN_MESSAGES_PER_S) {
+      const failed = ch.onFailed;
+      closeChannel(ch);
+      if (failed) failed('stopped: it sent more than ' + PLUGIN_MESSAGES_PER_S + ' messages a second');
+      return;
+    }
+    if (m.type === 'ready') {
+      post(ch, { type: 'init', valves: ch.plugin.valves || {}, model: el.model.value });
+      if (ch.onReady) ch.onReady(ch);
+    } else if (m.type === 'done') {
+      if (ch.onDone) ch.onDone(ch);
+    } else if (m.type === 'failed') {
+      if (ch.onFailed) ch.onFailed(typeof m.error === 'string' ? m.error.slice(0, 500) : 'failed');
+    } else if (m.type === 'ctx' && Number.isInteger(m.id)) {
+      handleContext(ch, m.id, String(m.op), m.args && typeof m.args === 'object' ? m.args : {});
+    }
+  });
+
+  function text(v) {
+    return String(v === undefined || v === null ? '' : v).slice(0, PLUGIN_TEXT_MAX);
+  }
+
+  async function handleContext(ch, id, op, args) {
+    const reply = (ok, valueOrError) =>
+      post(ch, ok ? { type: 'result', id, ok: true, value: valueOrError } : { type: 'result', id, ok: false, error: valueOrError });
+    try {
+      const c = current();
+      switch (op) {
+        case 'conversation':
+          return reply(true, c ? c.messages.filter((m) => m.role === 'user' || m.role === 'assistant').map((m) => ({ role: m.role, content: m.content })) : []);
+        case 'insertText': {
+          el.input.value = (el.input.value + text(args.text)).slice(0, PLUGIN_TEXT_MAX);
+          el.input.dispatchEvent(new Event('input'));
+          el.input.focus();
+          return reply(true, null);
+        }
+        case 'addNote': {
+          if (!ch.target) return reply(false, 'only an action may add a note under its message');
+          const m = ch.target;
+          m.notes = (m.notes || []).concat({ plugin: ch.plugin.label || ch.plugin.id, text: text(args.text).slice(0, 20000) }).slice(-20);
+          save();
+          refresh(m, { final: true });
+          return reply(true, null);
+        }
+        case 'copy': {
+          await copyText(text(args.text));
+          return reply(true, null);
+        }
+        case 'download': {
+          const types = ['text/plain', 'text/markdown', 'text/csv', 'application/json'];
+          const type = types.includes(args.type) ? args.type : 'text/plain';
+          const name = text(args.name).replace(/[^A-Za-z0-9._ -]/g, '_').slice(0, 100) || 'download.txt';
+          const url = URL.createObjectURL(new Blob([text(args.text)], { type }));
+          const a = document.createElement('a');
+          a.href = url;
+          a.download = name;
+          document.body.append(a);
+          a.click();
+          a.remove();
+          setTimeout(() => URL.revokeObjectURL(url), 10000);
+          return reply(true, null);
+        }
+        case 'api': {
+          const method = String(args.method).toUpperCase();
+          const path = String(args.path);
+          if (!pluginApiAllowed(method, path)) return reply(false, 'not a route plugins may call: ' + method + ' ' + path.slice(0, 100));
+          const init = { method, credentials: 'same-origin', headers: {} };
+          if (method === 'POST') {
+            const body = args.body && typeof args.body === 'object' ? { ...args.body, stream: false } : {};
+            init.body = JSON.stringify(body);
+            if (init.body.length > 256 * 1024) return reply(false, 'the body is larger than 256 KiB');
+            init.headers['content-type'] = 'application/json';
+          }
+          const res = await fetch(path, init);
+          let body = null;
+          try {
+            body = await res.json();
+          } catch (e) {
+            body = null;
+          }
+          return reply(true, { status: res.status, body });
+        }
+        case 'setModel': {
+          const model = text(args.model);
+          if (![...el.model.options].some((o) => o.value === model)) return reply(false, 'no such model');
+          el.model.value = model;
+          el.model.dispatchEvent(new Event('change'));
+          return reply(true, null);
+        }
+        case 'resize': {
+          const h = Math.max(24, Math.min(600, Math.round(Number(args.height) || 0)));
+          ch.frame.style.height = h + 'px';
+          return reply(true, h);
+        }
+        default:
+          return reply(false, 'unknown request ' + op.slice(0, 50));
+      }
+    } catch (e) {
+      return reply(false, e && e.message ? e.message : String(e));
+    }
+  }
+
+  // An action's button was clicked for message `m`.
+  function runAction(action, m, btn) {
+    const status = (note, isError) => {
+      m.actionStatus = { plugin: action.label || action.id, text: note, error: !!isError };
+      refresh(m, { final: true });
+    };
+    btn.disabled = true;
+    const ch = openChannel(action, {
+      visible: false,
+      onReady: (c) => post(c, { type: 'run', call: 1, message: { role: m.role, content: m.content, model: m.model || el.model.value } }),
+      onDone: (c) => {
+        closeChannel(c);
+        btn.disabled = false;
+        delete m.actionStatus;
+        refresh(m, { final: true });
+      },
+      onFailed: (why) => {
+        closeChannel(ch);
+        btn.disabled = false;
+        status((action.label || action.id) + ' failed: ' + why, true);
+      },
+    });
+    ch.target = m;
+    ch.timer = setTimeout(() => {
+      closeChannel(ch);
+      btn.disabled = false;
+      status((action.label || action.id) + ' was stopped: it did not finish in ' + PLUGIN_RUN_MS / 1000 + ' s', true);
+    }, PLUGIN_RUN_MS);
+  }
+
+  function actionButtons(m) {
+    const out = [];
+    for (const a of pluginUi.actions) {
+      if (m.role !== 'assistant' && !(m.role === 'user' && a.on_user_messages)) continue;
+      const b = button('', 'btn btn-ghost msg-plugin', () => runAction(a, m, b));
+      if (a.icon) {
+        const img = document.createElement('img');
+        img.src = a.icon;
+        img.alt = '';
+        img.width = 14;
+        img.height = 14;
+        b.append(img);
+      }
+      b.append(document.createTextNode(a.label || a.id));
+      b.dataset.plugin = a.id;
+      out.push(b);
+    }
+    return out;
+  }
+
+  function pluginNotes(m) {
+    const out = [];
+    for (const n of m.notes || []) {
+      const d = document.createElement('div');
+      d.className = 'msg-plugin-note';
+      const who = document.createElement('span');
+      who.className = 'who';
+      who.textContent = n.plugin + ': ';
+      d.append(who, document.createTextNode(n.text));
+      out.push(d);
+    }
+    if (m.actionStatus) {
+      const d = document.createElement('div');
+      d.className = 'msg-plugin-note' + (m.actionStatus.error ? ' error' : '');
+      d.textContent = m.actionStatus.text;
+      out.push(d);
+    }
+    return out;
+  }
+
+  const SLOTS = { side: 'plugin-side', prompt: 'plugin-prompt', header: 'plugin-header' };
+
+  function mountWidget(w) {
+    const slot = $(SLOTS[w.slot] || SLOTS.side);
+    if (!slot) return;
+    slot.hidden = false;
+    const box = document.createElement('div');
+    box.className = 'plugin-widget';
+    box.dataset.plugin = w.id;
+    const note = document.createElement('div');
+    note.className = 'plugin-widget-error';
+    note.hidden = true;
+    const ch = openChannel(w, {
+      visible: true,
+      parent: box,
+      onReady: (c) => post(c, { type: 'mount', call: 1 }),
+      onDone: () => {},
+      onFailed: (why) => {
+        closeChannel(ch);
+        note.textContent = (w.label || w.id) + ' failed: ' + why;
+        note.hidden = false;
+      },
+    });
+    box.append(note);
+    slot.append(box);
+  }
+
+  // Widgets hear what happens in the chat.
+  function pluginEvent(name, data) {
+    for (const ch of pluginUi.channels) {
+      if (ch.plugin.type === 'widget') post(ch, { type: 'event', name, data });
+    }
+  }
+
   (async function start() {
     if (store.current && !current()) store.current = null;
     if (!store.current && store.conversations.length) store.current = store.conversations[0].id;
     renderAll();
     if (!(await loadSession())) return;
     await loadModels();
+    await loadPlugins();
     renderAll();
     document.body.dataset.ready = 'true';
     el.input.focus();
