@@ -56,6 +56,7 @@ function assertError(r, status, code) {
 }
 
 const VALVE_SECRET = `farm-valve-secret-${Math.random().toString(36).slice(2)}`;
+const HELLO_WIDGET = 'export function mount(el) { el.textContent = "hello from the farm"; }\n';
 
 describe('farm: control plane and three data planes', { timeout: 120000 }, () => {
   let router, cp, cpPort, cpData, cpConfig, pluginsTmp;
@@ -75,6 +76,13 @@ describe('farm: control plane and three data planes', { timeout: 120000 }, () =>
       // The control plane owns the plugins' state in a farm.
       plugins_dir: writePluginsDir(pluginsTmp, VALVE_SECRET),
     };
+    // A widget (issue 21): its files reach the members in the snapshot.
+    const widget = path.join(cpConfig.plugins_dir, 'hello-widget');
+    fs.mkdirSync(widget);
+    fs.writeFileSync(path.join(widget, 'manifest.json'), JSON.stringify({
+      name: 'Hello', version: '1.0.0', type: 'widget', entry: 'main.js', label: 'Hello', enabled: true,
+    }));
+    fs.writeFileSync(path.join(widget, 'main.js'), HELLO_WIDGET);
     cp = await startControlPlane({ syncMs: SYNC_MS, port: cpPort, dataDir: cpData, config: cpConfig });
     for (let i = 0; i < 3; i++) {
       edges.push(
@@ -102,7 +110,7 @@ describe('farm: control plane and three data planes', { timeout: 120000 }, () =>
     const list = await adminCall(edges[1], '/api/v1/plugins');
     assert.equal(list.status, 200, list.body);
     assert.deepEqual(list.json().data.map((p) => [p.id, p.type, p.enabled]),
-      [['content-filter', 'filter', false], ['my-tool', 'tool', true]]);
+      [['content-filter', 'filter', false], ['hello-widget', 'widget', true], ['my-tool', 'tool', true]]);
     assert.ok(!list.body.includes(VALVE_SECRET));
 
     const on = await adminCall(edges[0], '/api/v1/plugins/content-filter/enable', { method: 'POST' });
@@ -151,6 +159,25 @@ describe('farm: control plane and three data planes', { timeout: 120000 }, () =>
     for (const text of [cp.stderr(), ...edges.map((e) => e.stderr() + e.stdout())]) {
       assert.ok(!text.includes(VALVE_SECRET), 'a valve value appears in a log');
     }
+  });
+
+  it('a widget reaches every member from the snapshot, and leaves when disabled', T, async () => {
+    for (const e of edges) {
+      const r = await adminCall(e, '/api/v1/plugins/ui');
+      assert.equal(r.status, 200, r.body);
+      const w = r.json().data.find((p) => p.id === 'hello-widget');
+      assert.ok(w, r.body);
+      assert.equal(w.slot, 'side');
+      const js = await request({ port: e.httpPort, path: w.frame.replace(/frame\.html$/, 'main.js') });
+      assert.equal(js.status, 200);
+      assert.equal(js.body, HELLO_WIDGET);
+    }
+    const off = await adminCall(edges[0], '/api/v1/plugins/hello-widget/disable', { method: 'POST' });
+    assert.equal(off.status, 200, off.body);
+    await waitFor(async () => !(await adminCall(edges[2], '/api/v1/plugins/ui')).json().data.some((p) => p.id === 'hello-widget'), {
+      timeoutMs: 5000,
+      what: 'the widget gone on member 3',
+    });
   });
 
   it('GET /api/v1/farm on any member lists the three members with the current version', T, async () => {
