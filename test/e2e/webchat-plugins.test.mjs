@@ -64,6 +64,7 @@ function writeTestPlugins(root) {
       'export async function run(m, ctx) { await ctx.insertText("> " + m.content); await ctx.download("note.md", m.role + ": " + m.content, "text/markdown"); }\n',
     ],
     ['looper', { label: 'Looper' }, 'export function run() { for (;;) {} }\n'],
+    ['wanderer', { label: 'Wanderer' }, 'export function run() { location.reload(); return new Promise(() => {}); }\n'],
     ['flooder', { label: 'Flooder' }, 'export async function run(m, ctx) { for (let i = 0; i < 500; i++) ctx.insertText(""); await new Promise(() => {}); }\n'],
     [
       'xss',
@@ -106,7 +107,7 @@ describe('web chat plugins: actions and widgets', () => {
     await waitFor(
       async () => {
         const r = await call(edge, '/api/v1/plugins/ui', { key: KEY });
-        return r.status === 200 && r.json().data.length === EXAMPLES.length + 6;
+        return r.status === 200 && r.json().data.length === EXAMPLES.length + 7;
       },
       { timeoutMs: 10000, what: 'every UI plugin listed' },
     );
@@ -277,6 +278,8 @@ describe('web chat plugins: actions and widgets', () => {
       await idle(page);
       await page.click('.msg-assistant button[data-plugin="thrower"]');
       await page.waitForSelector('.msg-plugin-note.error:has-text("Thrower failed: boom")');
+      await page.click('.msg-assistant button[data-plugin="wanderer"]');
+      await page.waitForSelector('.msg-plugin-note.error:has-text("stopped: its frame navigated away")', { timeout: 10000 });
       await page.click('.msg-assistant button[data-plugin="flooder"]');
       await page.waitForSelector('.msg-plugin-note.error:has-text("more than 50 messages a second")', { timeout: 10000 });
       const started = Date.now();

@@ -970,8 +970,16 @@
     frame.className = visible ? 'plugin-frame' : 'plugin-frame hidden-frame';
     frame.title = plugin.label || plugin.id;
     frame.src = plugin.frame;
-    const ch = { plugin, frame, onReady, onDone, onFailed, window: 0, count: 0, closed: false, call: 0 };
+    const ch = { plugin, frame, onReady, onDone, onFailed, window: 0, count: 0, closed: false, call: 0, loads: 0 };
     pluginUi.channels.add(ch);
+    // A frame that navigates is no longer the plugin's frame: nothing more
+    // goes to it (messages to an opaque origin cannot name their target).
+    frame.addEventListener('load', () => {
+      if (++ch.loads < 2 || ch.closed) return;
+      const failed = ch.onFailed;
+      closeChannel(ch);
+      if (failed) failed('stopped: its frame navigated away');
+    });
     (parent || document.body).append(frame);
     return ch;
   }
@@ -1189,13 +1197,18 @@
       visible: true,
       parent: box,
       onReady: (c) => post(c, { type: 'mount', call: 1 }),
-      onDone: () => {},
+      onDone: (c) => clearTimeout(c.timer),
       onFailed: (why) => {
         closeChannel(ch);
         note.textContent = (w.label || w.id) + ' failed: ' + why;
         note.hidden = false;
       },
     });
+    ch.timer = setTimeout(() => {
+      closeChannel(ch);
+      note.textContent = (w.label || w.id) + ' was stopped: it did not finish mounting in ' + PLUGIN_RUN_MS / 1000 + ' s';
+      note.hidden = false;
+    }, PLUGIN_RUN_MS);
     box.append(note);
     slot.append(box);
   }
