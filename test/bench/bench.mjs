@@ -150,7 +150,8 @@ const edgeBArg = process.argv.find((a) => a.startsWith('--edge-b='));
 const edgeB = edgeBArg ? path.resolve(edgeBArg.slice(9)) : null;
 const portNames = ['router', 'sseRouter', 'edge', 'nginx', 'haproxy', 'edgeOff', 'edgeHttp', 'edgeOffHttp', 'edgeB', 'edgeBHttp',
   'edgeInlet', 'edgeInletHttp', 'edgeStream', 'edgeStreamHttp', 'edgeTunnel', 'edgeTunnelHttp', 'tunnelRouter',
-  'edgeTool', 'edgeToolHttp'];
+  'edgeTool', 'edgeToolHttp', 'staticUpstream', 'edgeModels', 'edgeModelsHttp', 'edgeModelsOff',
+  'edgeModelsOffHttp', 'nginxModels', 'haproxyModels'];
 const ports = {};
 for (const [i, n] of portNames.entries()) {
   ports[n] = basePortArg ? Number(basePortArg.slice(12)) + i : await freePort();
@@ -771,6 +772,98 @@ if (want(10)) {
     `over a client doing it against the router itself (Node's client pays its own request twice there). ` +
     `Exchanges: ${list.map((s) => `${s.name} ${res[s.name].reduce((a, x) => a + x.exchanges, 0)} (${res[s.name].reduce((a, x) => a + x.errors, 0)} errors)`).join(', ')}. ` +
     `Tool calls: ${pluginCallsNote(m0, m1)}.`);
+}
+
+// 11. Issue 23's scenario: GET /v1/models (a small JSON) in front of one
+// static nginx upstream that answers as nginx writes (head and body in one
+// segment, Content-Length, keep-alive), with wrk as a new user would run
+// it: one connection one request at a time (p50, p99), then 64 at once.
+// Its own set of proxies, all pointed at that upstream: the Edge with its
+// key check and three tiers on (the Bearer key), the same Edge with them
+// off (a note), nginx and HAProxy with no auth.
+if (want(11)) {
+  const modelsJson = JSON.stringify({ object: 'list', data: ['llama3.2:3b', 'fake-model'].map((id) => ({ id, object: 'model', created: 1700000000, owned_by: 'bench' })) });
+  fs.writeFileSync(path.join(work, 'nginx-static.conf'), `worker_processes 1;
+pid ${work}/nginx-static.pid;
+error_log ${work}/nginx-static.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${work}/nginx-body; proxy_temp_path ${work}/nginx-proxy;
+  fastcgi_temp_path ${work}/f; uwsgi_temp_path ${work}/u; scgi_temp_path ${work}/s;
+  keepalive_timeout 300s; keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:${ports.staticUpstream};
+    location = /v1/models { default_type application/json; return 200 '${modelsJson}'; }
+  }
+}
+`);
+  const upstream = start('nginx', ['-c', path.join(work, 'nginx-static.conf'), '-g', 'daemon off;']);
+  await waitPort(ports.staticUpstream);
+  const upstreamUrl = `http://127.0.0.1:${ports.staticUpstream}`;
+  const mEdge = { name: 'edge', port: ports.edgeModels };
+  const mEdgeOff = { name: 'edge-nofilters', port: ports.edgeModelsOff };
+  fs.writeFileSync(path.join(work, 'edge-models.json'), JSON.stringify({
+    ...edgeCfg, https_port: ports.edgeModels, http_port: ports.edgeModelsHttp, data_dir: path.join(work, 'edge-data-models'),
+    router_urls: [upstreamUrl],
+  }));
+  fs.writeFileSync(path.join(work, 'edge-models-off.json'), JSON.stringify({
+    ...edgeCfg, https_port: ports.edgeModelsOff, http_port: ports.edgeModelsOffHttp, data_dir: path.join(work, 'edge-data-models-off'),
+    router_urls: [upstreamUrl], auth: { require_api_key: false }, rate_limits: { global_rpm: 0, per_ip_rpm: 0, per_key_rpm: 0 },
+  }));
+  mEdge.proc = start(bin('dataplane/eldric-edge'), ['--config', path.join(work, 'edge-models.json')], { proxy: true });
+  mEdgeOff.proc = start(bin('dataplane/eldric-edge'), ['--config', path.join(work, 'edge-models-off.json')], { proxy: true });
+  const list = [mEdge];
+  if (which('nginx')) {
+    const s = { name: 'nginx', port: ports.nginxModels };
+    fs.writeFileSync(path.join(work, 'nginx-models.conf'), nginxConf(ports.staticUpstream, ports.nginxModels));
+    s.proc = start('nginx', ['-c', path.join(work, 'nginx-models.conf'), '-g', 'daemon off;'], { proxy: true });
+    list.push(s);
+  }
+  if (which('haproxy')) {
+    const s = { name: 'haproxy', port: ports.haproxyModels };
+    fs.writeFileSync(path.join(work, 'haproxy-models.cfg'), haproxyConf(ports.staticUpstream, ports.haproxyModels));
+    s.proc = start('haproxy', ['-f', path.join(work, 'haproxy-models.cfg'), '-db'], { proxy: true });
+    list.push(s);
+  }
+  for (const s of [...list, mEdgeOff]) await waitPort(s.port, true);
+  const luaGet = path.join(work, 'get-models.lua');
+  fs.writeFileSync(luaGet, `wrk.method = "GET"
+wrk.headers["Authorization"] = "Bearer ${key}"
+`);
+  // The filterless Edge gets no key (it would refuse one it does not know).
+  const luaGetAnon = path.join(work, 'get-models-anon.lua');
+  fs.writeFileSync(luaGetAnon, 'wrk.method = "GET"\n');
+  const script = (s) => (s === mEdgeOff ? luaGetAnon : luaGet);
+  const url = (s) => `https://127.0.0.1:${s.port}/v1/models`;
+  const all = [...list, mEdgeOff];
+  // Untimed warm-up: TLS sessions, upstream connections.
+  for (const s of all) wrk(['-t1', '-c1', '-d1s', '-s', script(s), url(s)]);
+  const lat = alternate((s) => {
+    const r = wrk(['-t1', '-c1', `-d${dur}s`, '--latency', '-s', script(s), url(s)]);
+    if (r.non2xx || r.errs) log(`11: ${s.name}: non-2xx ${r.non2xx} ${r.errs}`);
+    return r;
+  }, all);
+  const thr = alternate((s) => {
+    const r = wrk([`-t${loadThreads}`, '-c64', `-d${dur}s`, '-s', script(s), url(s)]);
+    if (r.non2xx || r.errs) log(`11: ${s.name}: non-2xx ${r.non2xx} ${r.errs}`);
+    return r.rps;
+  }, all);
+  const shown = list.map((s) => s.name);
+  const med = (res, f) => Object.fromEntries(shown.map((n) => [n, median(res[n].map(f))]));
+  for (const p of ['50', '99']) {
+    const f = (r) => r.lat[p] * 1000;
+    row(`11. GET /v1/models (issue 23), TLS keep-alive, one request at a time, p${p} (Edge: key + three tiers)`, 'µs',
+      med(lat, f), 'lower', spreadOf(lat, f, shown), `11. p${p} at 1 conn`);
+  }
+  row('11. GET /v1/models, TLS keep-alive, 64 conns', 'req/s', med(thr, (v) => v), 'higher', spreadOf(thr, (v) => v, shown), '11. req/s at 64 conns');
+  const offLat = (p) => fmt(median(lat['edge-nofilters'].map((r) => r.lat[p] * 1000)));
+  notes.push(`Rows 11 (issue 23): one static nginx upstream (\`return 200\` of a ${modelsJson.length}-byte JSON: head and body in one ` +
+    `segment, Content-Length, keep-alive) behind each proxy; wrk -t1 -c1 --latency (p50/p99) and -c64 (req/s), ${dur} s per run, ` +
+    `${reps} run(s) each after a 1 s warm-up, order alternating; the Edge sends a Bearer key (auth and three tiers on), nginx and ` +
+    `HAProxy check nothing. The same Edge with auth and the tiers off: p50 ${offLat('50')} µs, p99 ${offLat('99')} µs, ` +
+    `${fmt(median(thr['edge-nofilters']))} req/s at 64 conns.`);
+  for (const s of [...all, { proc: upstream }]) killGroup(s.proc);
 }
 
 // 9. The NAT tunnel (issue 18): an Edge with a tunnel, eldric-tunnel in
