@@ -23,7 +23,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import OpenAI from 'openai';
 import {
@@ -39,7 +38,7 @@ import {
   commandExists,
   sleep,
 } from './lib/harness.mjs';
-import { edgeConfig, testKey, SecretWatch, call, assertError, parseMetrics, metricValue } from './lib/keys.mjs';
+import { edgeConfig, testKey, SecretWatch, call, assertError, parseMetrics, metricValue, sdkClient } from './lib/keys.mjs';
 import { writePlugin, pluginsTempDir } from './lib/plugins.mjs';
 
 const T = { timeout: 30000 };
@@ -55,9 +54,6 @@ const EXAMPLES = path.join(REPO_ROOT, 'deploy/plugins');
 const OWUI = path.join(REPO_ROOT, 'test/e2e/plugins');
 const CITE_LINE = 'Source: internal knowledge base, reviewed quarterly.';
 const SENTENCE = 'The quick brown fox jumps over the lazy dog.';
-// Node 18's fetch in the SDK ends SSE read over keep-alive sockets with
-// "Premature close" (see chat.test.mjs): keep-alive only on Node 20+.
-const KEEP_ALIVE = Number(process.versions.node.split('.')[0]) >= 20;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -436,14 +432,7 @@ describe('example plugins through the OpenAI SDK', () => {
 
   const newClient = () => {
     agent?.destroy();
-    agent = new http.Agent({ keepAlive: KEEP_ALIVE });
-    client = new OpenAI({
-      apiKey: USER_KEY,
-      baseURL: `http://127.0.0.1:${edge.httpPort}/v1`,
-      httpAgent: agent,
-      maxRetries: 0,
-      timeout: 15000,
-    });
+    ({ client, agent } = sdkClient(edge, USER_KEY));
   };
 
   before(async () => {

@@ -23,11 +23,9 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
-import OpenAI from 'openai';
 import { REPO_ROOT, startFakeRouter, removeDir, request, waitFor } from './lib/harness.mjs';
-import { edgeConfig, testKey, SecretWatch, call, assertError, parseMetrics, metricValue } from './lib/keys.mjs';
+import { edgeConfig, testKey, SecretWatch, call, assertError, parseMetrics, metricValue, sdkClient } from './lib/keys.mjs';
 import { writePlugin, pluginsTempDir } from './lib/plugins.mjs';
 
 const T = { timeout: 30000 };
@@ -39,7 +37,6 @@ const LOOKUP_KEY = watch.key(testKey('lookup'));
 const NO_TOOLS_KEY = watch.key(testKey('notools'));
 // An argument value that must never reach a log.
 const ARG_SECRET = `arg-secret-${Math.random().toString(36).slice(2, 12)}`;
-const KEEP_ALIVE = Number(process.versions.node.split('.')[0]) >= 20;
 
 const WEATHER = `import asyncio, os, time
 from typing import Literal
@@ -131,14 +128,7 @@ describe('tool plugins run by the Edge', () => {
       },
       { timeoutMs: 20000, intervalMs: 100, what: 'weather running' },
     );
-    agent = new http.Agent({ keepAlive: KEEP_ALIVE });
-    client = new OpenAI({
-      apiKey: USER_KEY,
-      baseURL: `http://127.0.0.1:${edge.httpPort}/v1`,
-      httpAgent: agent,
-      maxRetries: 0,
-      timeout: 20000,
-    });
+    ({ client, agent } = sdkClient(edge, USER_KEY, { timeout: 20000 }));
   });
 
   after(async () => {

@@ -5,7 +5,25 @@
 
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import OpenAI from 'openai';
 import { request, startEdge, isOpenAIError, chatBody, sleep } from './harness.mjs';
+
+// Node 18's fetch in the SDK ends SSE reads over keep-alive sockets with
+// "Premature close" (see chat.test.mjs): keep-alive only on Node 20+.
+export const SDK_KEEP_ALIVE = Number(process.versions.node.split('.')[0]) >= 20;
+
+/** The official OpenAI SDK against an Edge's plain-HTTP port: {client, agent}. */
+export function sdkClient(edge, key, { timeout = 15000 } = {}) {
+  const agent = new http.Agent({ keepAlive: SDK_KEEP_ALIVE });
+  const client = new OpenAI({
+    apiKey: key,
+    baseURL: `http://127.0.0.1:${edge.httpPort}/v1`,
+    httpAgent: agent,
+    maxRetries: 0,
+    timeout,
+  });
+  return { client, agent };
+}
 
 /**
  * Every tier off. The seed's defaults apply when `rate_limits` is absent
