@@ -1668,7 +1668,7 @@ int ParseArgs(int argc, char** argv, Options* o) {
       Usage(stdout);
       return 0;
     }
-    static const char* const kFlags[] = {"--port", "--bind",           "--threads",
+    static const char* const kFlags[] = {"--port",   "--bind",           "--threads",
                                          "--tokens", "--token-delay-ms", "--model",
                                          "--fail",   "--name",           "--tool-script"};
     std::string name = arg.substr(0, arg.find('='));
