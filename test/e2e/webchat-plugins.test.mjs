@@ -61,7 +61,7 @@ function writeTestPlugins(root) {
     [
       'helper',
       { label: 'Quote and save', on_user_messages: true },
-      'export async function run(m, ctx) { await ctx.insertText("> " + m.content); await ctx.download("note.md", m.role + ": " + m.content, "text/markdown"); }\n',
+      'export async function run(m, ctx) { await ctx.insertText("> " + m.content); await ctx.download("note.md", m.role + ": " + m.content, "text/markdown"); const c = await ctx.conversation(); await ctx.addNote(c.map((x) => x.role + "=" + x.content).join(" | ")); }\n',
     ],
     ['looper', { label: 'Looper' }, 'export function run() { for (;;) {} }\n'],
     ['wanderer', { label: 'Wanderer' }, 'export function run() { location.reload(); return new Promise(() => {}); }\n'],
@@ -177,7 +177,7 @@ describe('web chat plugins: actions and widgets', () => {
   });
 
   it('runs the examples as a user clicks them', T, async () => {
-    const { context, page, problems } = await openPage(1400, 900);
+    const { context, page, problems } = await openPage(1400, 900, { permissions: ['clipboard-read', 'clipboard-write'] });
     try {
       await login(page, base, KEY);
       // The widgets mounted: usage in the side panel, the models above the prompt.
@@ -193,6 +193,8 @@ describe('web chat plugins: actions and widgets', () => {
       assert.match(answer, /tok0 tok1/);
       await page.click('.msg-assistant button[data-plugin="copy-markdown"]');
       await page.waitForSelector('.msg-assistant .msg-plugin-note:has-text("Copied the Markdown source")');
+      // The Markdown source as the model sent it (the page shows it rendered and trimmed).
+      assert.equal(await page.evaluate(() => navigator.clipboard.readText()), 'tok0 tok1 tok2 tok3 tok4 ');
       await page.click('.msg-assistant button[data-plugin="summarise"]');
       const summary = await page.waitForSelector('.msg-assistant .msg-plugin-note:has-text("Summary:")', { timeout: 15000 });
       assert.match(await summary.textContent(), /Summary: tok0/);
@@ -227,6 +229,8 @@ describe('web chat plugins: actions and widgets', () => {
       assert.equal(download.suggestedFilename(), 'note.md');
       assert.equal(fs.readFileSync(await download.path(), 'utf8'), 'user: quote me');
       assert.equal(await page.inputValue('#input'), '> quote me');
+      // The conversation as ctx.conversation() gave it.
+      await page.waitForSelector('.msg-user .msg-plugin-note:has-text("user=quote me | assistant=tok0")');
       assert.deepEqual(problems, []);
     } finally {
       await context.close();

@@ -39,11 +39,12 @@ after(async () => {
  * script error, a Content-Security-Policy violation, a dialog other than
  * the delete confirmation.
  */
-export async function openPage(width = 1280, height = 800) {
+export async function openPage(width = 1280, height = 800, contextOptions = {}) {
   const context = await (await browser()).newContext({
     viewport: { width, height },
     ignoreHTTPSErrors: true, // the test's own self-signed certificate
     deviceScaleFactor: 1,
+    ...contextOptions,
   });
   const page = await context.newPage();
   const problems = [];
