@@ -701,6 +701,9 @@ TEST(StoreTest, PluginsRoundTrip) {
   bad_id.id = "has space";
   bad_id.type = "filter";
   EXPECT_FALSE(store->upsertPlugin(bad_id, &error));
+  bad_id.id = "ui";  // GET /api/v1/plugins/ui is the chat's list
+  EXPECT_FALSE(store->upsertPlugin(bad_id, &error));
+  EXPECT_NE(error.find("reserved"), std::string::npos) << error;
   PluginRecord bad_type;
   bad_type.id = "x";
   EXPECT_FALSE(store->upsertPlugin(bad_type, &error));

@@ -142,6 +142,11 @@ bool validatePlugin(const PluginRecord& p, std::string* error) {
     *error = "plugin id must be 1-64 characters of letters, digits, '.', '_' or '-'";
     return false;
   }
+  if (p.id == "ui") {
+    // GET /api/v1/plugins/ui is the web chat's list of actions and widgets.
+    *error = "plugin id \"ui\" is reserved";
+    return false;
+  }
   std::optional<size_t> name_len = utf8Length(p.name);
   if (!name_len || *name_len > kMaxNameLen) {
     *error = "plugin name must be at most 64 characters of valid UTF-8";
