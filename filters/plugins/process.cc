@@ -48,15 +48,15 @@ const char* failureName(CallFailure f) {
   return "unknown";
 }
 
-// The child's libuv handles. They are closed only once the child has been
-// reaped (a process handle closed earlier would leave a zombie), so they
-// may outlive the PluginProcess: `process` is null from then on.
 namespace {
 // Handles not yet closed, by loop: what a worker's teardown finishes.
 std::mutex g_live_mutex;
 std::map<uv_loop_t*, std::set<PluginProcess::Handles*>> g_live;
 }  // namespace
 
+// The child's libuv handles. They are closed only once the child has been
+// reaped (a process handle closed earlier would leave a zombie), so they
+// may outlive the PluginProcess: `process` is null from then on.
 struct PluginProcess::Handles {
   uv_process_t child;
   uv_pipe_t in;     // its stdin

@@ -684,7 +684,9 @@ void ToolsFilter::runTools(std::vector<ToolCall> calls, std::string text) {
   starting_runs_ = true;
   for (auto& run : runs_) {
     const std::string& name = run->call.name;
-    if (info.tools_ran.find(name) == std::string::npos && info.tools_ran.size() < 1024) {
+    // Each name once ("a,b"): names are [A-Za-z0-9_-], so commas delimit.
+    if (("," + info.tools_ran + ",").find("," + name + ",") == std::string::npos &&
+        info.tools_ran.size() < 1024) {
       if (!info.tools_ran.empty()) info.tools_ran += ',';
       info.tools_ran += name;
     }
