@@ -68,6 +68,49 @@ bool findDuplicateKey(const rapidjson::Value& root, std::string* name) {
 
 namespace {
 
+int hexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// The code unit of the \u escape at `at` (its backslash), or -1.
+int escapeAt(std::string_view text, size_t at) {
+  if (at + 6 > text.size() || text[at] != '\\' || text[at + 1] != 'u') return -1;
+  int v = 0;
+  for (size_t i = at + 2; i < at + 6; ++i) {
+    int h = hexValue(text[i]);
+    if (h < 0) return -1;
+    v = v * 16 + h;
+  }
+  return v;
+}
+
+// A \uDC00-\uDFFF escape that does not follow a \uD800-\uDBFF one: RapidJSON
+// 1.1 takes it and stores the surrogate's three bytes, which are not UTF-8,
+// so the document would not serialize back to valid JSON (found by
+// tool_stream_fuzz). A high surrogate without its low half is refused by
+// RapidJSON itself. Only texts holding "\u" are scanned past a memmem.
+bool loneLowSurrogate(std::string_view text) {
+  size_t at = 0;
+  while (at + 1 < text.size()) {
+    const void* q = memmem(text.data() + at, text.size() - at, "\\u", 2);
+    if (!q) return false;
+    size_t i = static_cast<size_t>(static_cast<const char*>(q) - text.data());
+    // An escape only if its backslash is not itself escaped.
+    size_t run = 0;
+    for (size_t b = i; b > 0 && text[b - 1] == '\\'; --b) ++run;
+    at = i + 2;
+    if (run % 2 != 0) continue;
+    int v = escapeAt(text, i);
+    if (v < 0xDC00 || v > 0xDFFF) continue;
+    int before = i >= 6 ? escapeAt(text, i - 6) : -1;
+    if (before < 0xD800 || before > 0xDBFF) return true;
+  }
+  return false;
+}
+
 template <unsigned kFlags>
 void parseWith(rapidjson::Document& doc, std::string_view text) {
   doc.Parse<kFlags | rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(
@@ -91,6 +134,11 @@ bool parse(rapidjson::Document& doc, std::string_view text, std::string* error,
     parseWith<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag>(doc, text);
   } else {
     parseWith<rapidjson::kParseNoFlags>(doc, text);
+  }
+  if (!doc.HasParseError() && loneLowSurrogate(text)) {
+    doc.SetNull();
+    if (error) *error = "not valid JSON: a \\u escape of a lone UTF-16 low surrogate";
+    return false;
   }
   if (doc.HasParseError()) {
     if (error_offset) *error_offset = doc.GetErrorOffset();

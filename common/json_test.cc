@@ -84,6 +84,23 @@ TEST(JsonTest, RelaxedAllowsCommentsAndTrailingCommas) {
 namespace eldric::json {
 namespace {
 
+// Found by tool_stream_fuzz: RapidJSON 1.1 took a lone low surrogate
+// escape and stored bytes that are not UTF-8, so the document did not
+// serialize back to JSON that parses.
+TEST(JsonTest, LoneSurrogateEscapesAreRefused) {
+  rapidjson::Document d;
+  std::string error;
+  for (const char* bad : {R"({"a":"\uDC00"})", R"({"a":"x\udfff"})", R"({"\uDDDD":1})",
+                          R"({"a":"\\\uDC00"})", R"({"a":"\uD800"})", R"({"a":"\uD800x"})"}) {
+    EXPECT_FALSE(parse(d, bad, &error)) << bad;
+  }
+  EXPECT_NE(error.find("not valid JSON"), std::string::npos) << error;
+  for (const char* good : {R"({"a":"\uD83D\uDE00"})", R"({"a":"\\uDC00"})", R"({"a":"\u00e9"})",
+                           R"({"a":"\\\\uDC00"})", R"({"a":"uDC00"})"}) {
+    EXPECT_TRUE(parse(d, good, &error)) << good << ": " << error;
+  }
+}
+
 TEST(Utf8, WellFormedTextOnly) {
   EXPECT_TRUE(validUtf8(""));
   EXPECT_TRUE(validUtf8("plain ascii"));
