@@ -1,6 +1,8 @@
 #include "common/json.h"
 
 #include <rapidjson/error/en.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include <algorithm>
 #include <cstring>
@@ -161,6 +163,13 @@ bool parse(rapidjson::Document& doc, std::string_view text, std::string* error,
     return false;
   }
   return true;
+}
+
+std::string serialize(const rapidjson::Value& value) {
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  value.Accept(w);
+  return std::string(sb.GetString(), sb.GetSize());
 }
 
 bool validUtf8(std::string_view text) {

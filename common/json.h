@@ -46,6 +46,9 @@ uint32_t nestingDepth(std::string_view text, uint32_t limit);
 // code points past U+10FFFF): what a JSON string may carry (RFC 8259).
 bool validUtf8(std::string_view text);
 
+// `value` as compact JSON text.
+std::string serialize(const rapidjson::Value& value);
+
 // True if some object in `value`, at any depth, has two members with the
 // same name; `*name` is set to that name. Iterative.
 bool findDuplicateKey(const rapidjson::Value& value, std::string* name);

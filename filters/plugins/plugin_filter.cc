@@ -6,8 +6,7 @@
 #include "common/log.h"
 #include "dataplane/http/errors.h"
 #include "dataplane/http/route.h"
-#include "rapidjson/stringbuffer.h"
-#include "rapidjson/writer.h"
+#include "dataplane/http/sse.h"
 
 namespace eldric::filters::plugins {
 
@@ -22,12 +21,7 @@ constexpr size_t kMaxEventBytes = 1u << 20;
 constexpr int kNoSuchMethod = -32601;
 constexpr int kPluginRaised = -32000;
 
-std::string serialize(const rapidjson::Value& v) {
-  rapidjson::StringBuffer sb;
-  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-  v.Accept(w);
-  return std::string(sb.GetString(), sb.GetSize());
-}
+using json::serialize;
 
 std::string jsonString(std::string_view s) {
   std::string out;
@@ -37,12 +31,8 @@ std::string jsonString(std::string_view s) {
 
 // "data: {...}" on one line: the JSON, else empty.
 std::string_view sseJson(std::string_view event) {
-  while (!event.empty() && (event.back() == '\n' || event.back() == '\r')) event.remove_suffix(1);
-  if (event.substr(0, 5) != "data:") return {};
-  std::string_view v = event.substr(5);
-  if (!v.empty() && v[0] == ' ') v.remove_prefix(1);
-  if (v.empty() || v[0] != '{' || v.find('\n') != std::string_view::npos) return {};
-  return v;
+  std::string_view v = http::sseData(event);
+  return !v.empty() && v[0] == '{' ? v : std::string_view();
 }
 
 // A response whose content-length says it may be held whole.

@@ -859,10 +859,7 @@ void Instance::describe(const rapidjson::Value& d) {
                              std::min<size_t>(desc->value.GetStringLength(), 4096));
       auto params = t.FindMember("parameters");
       if (params != t.MemberEnd() && params->value.IsObject()) {
-        rapidjson::StringBuffer sb;
-        rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-        params->value.Accept(w);
-        f.parameters_json.assign(sb.GetString(), sb.GetSize());
+        f.parameters_json = json::serialize(params->value);
       } else {
         f.parameters_json = R"({"type":"object","properties":{}})";
       }
@@ -883,12 +880,7 @@ void Instance::describe(const rapidjson::Value& d) {
   w.EndObject();
   std::string schema = "{}";
   auto vs = d.FindMember("valves_schema");
-  if (vs != d.MemberEnd() && vs->value.IsObject()) {
-    rapidjson::StringBuffer sb2;
-    rapidjson::Writer<rapidjson::StringBuffer> w2(sb2);
-    vs->value.Accept(w2);
-    schema = sb2.GetString();
-  }
+  if (vs != d.MemberEnd() && vs->value.IsObject()) schema = json::serialize(vs->value);
   std::lock_guard<std::mutex> lock(status().mutex);
   status().description_json = sb.GetString();
   status().valves_schema_json = std::move(schema);

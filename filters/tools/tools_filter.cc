@@ -1,8 +1,5 @@
 #include "filters/tools/tools_filter.h"
 
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
-
 #include <algorithm>
 #include <utility>
 
@@ -24,12 +21,7 @@ constexpr size_t kMaxRoundText = 1u << 20;
 // answers, and a plugin may say up to plugins.max_message_kb.
 constexpr size_t kMaxToolResult = 1u << 20;
 
-std::string serialize(const rapidjson::Value& v) {
-  rapidjson::StringBuffer sb;
-  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-  v.Accept(w);
-  return std::string(sb.GetString(), sb.GetSize());
-}
+using json::serialize;
 
 const rapidjson::Value* member(const rapidjson::Value& v, const char* name) {
   if (!v.IsObject()) return nullptr;
