@@ -92,7 +92,8 @@ struct Settings {
   bool hsts_include_subdomains = false;
   int64_t header_timeout_ms = 10000, idle_timeout_ms = 60000, request_timeout_ms = 600000,
           drain_timeout_ms = 15000, max_connections_per_worker = 0, body_timeout_ms = 60000,
-          max_connections = 50000, max_active_requests = 10000, max_rss_mb = 0;
+          max_connections = 50000, max_active_requests = 10000, max_rss_mb = 0,
+          handshake_budget_us = 1000;
   // upstream
   int64_t connect_timeout_ms = 2000, health_interval_ms = 5000, health_timeout_ms = 2000,
           unhealthy_threshold = 2, healthy_threshold = 1, ejection_failures = 3,
@@ -399,6 +400,7 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
                        {"max_connections", w.integer(&s.max_connections, 1, 10000000)},
                        {"max_active_requests", w.integer(&s.max_active_requests, 1, 10000000)},
                        {"max_rss_mb", w.integer(&s.max_rss_mb, 0, 1 << 24)},
+                       {"handshake_budget_us", w.integer(&s.handshake_budget_us, 0, 1000000)},
                        {"max_connections_per_worker",
                         w.integer(&s.max_connections_per_worker, 0, 10000000)}});
            }},
@@ -919,6 +921,9 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   limits->set_max_connections(static_cast<uint32_t>(s.max_connections));
   limits->set_max_active_requests(static_cast<uint32_t>(s.max_active_requests));
   limits->set_max_rss_bytes(static_cast<uint64_t>(s.max_rss_mb) << 20);
+  limits->mutable_handshake_budget()->set_seconds(s.handshake_budget_us / 1000000);
+  limits->mutable_handshake_budget()->set_nanos(
+      static_cast<int32_t>((s.handshake_budget_us % 1000000) * 1000));
 
   auto addCluster = [&](const std::string& name, const std::vector<std::string>& urls,
                         const char* what, bool health) -> bool {

@@ -1,5 +1,6 @@
 #include "dataplane/config/runtime_config.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/pki/pki.h"
@@ -123,6 +124,12 @@ RuntimeConfigSharedPtr compile(const edge::v1::Snapshot& snapshot, upstream::Hos
   if (limits.max_connections()) cfg->max_connections = limits.max_connections();
   if (limits.max_active_requests()) cfg->max_active_requests = limits.max_active_requests();
   cfg->max_rss_bytes = limits.max_rss_bytes();
+  if (limits.has_handshake_budget()) {
+    const auto& b = limits.handshake_budget();
+    cfg->handshake_budget_ns =
+        static_cast<uint64_t>(std::max<int64_t>(0, b.seconds())) * 1000000000ull +
+        static_cast<uint64_t>(std::max<int32_t>(0, b.nanos()));
+  }
 
   for (const auto& l : snapshot.listeners()) {
     CompiledListener cl;

@@ -58,6 +58,8 @@ struct RuntimeConfig : http::RouteConfig {
   uint32_t max_connections = 50000;
   uint32_t max_active_requests = 10000;
   uint64_t max_rss_bytes = 0;  // 0: off
+  // Limits.handshake_budget in nanoseconds (Dispatcher::setExpensiveWorkBudget).
+  uint64_t handshake_budget_ns = 1000000;
   // What filter entries compiled for the workers rather than for each
   // stream (the plugins each worker runs), under keys their owners
   // define; a worker reads them when it switches to this config. Filled

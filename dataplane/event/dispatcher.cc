@@ -17,6 +17,10 @@ Dispatcher::Dispatcher() {
   uv_unref(reinterpret_cast<uv_handle_t*>(&check_));
   uv_idle_init(&loop_, &idle_);
   idle_.data = this;
+  uv_prepare_init(&loop_, &prepare_);
+  prepare_.data = this;
+  uv_prepare_start(&prepare_, &Dispatcher::onPrepare);
+  uv_unref(reinterpret_cast<uv_handle_t*>(&prepare_));
 }
 
 Dispatcher::~Dispatcher() {
@@ -29,6 +33,7 @@ Dispatcher::~Dispatcher() {
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&idle_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
   // Close whatever handles remain and let their close callbacks run. A
   // timer here is a pooled handle (takeTimerHandle) whose Timer still
   // lives, typically owned by something deleted only in those callbacks
@@ -61,6 +66,7 @@ void Dispatcher::post(std::function<void()> fn) {
 
 void Dispatcher::onAsync(uv_async_t* h) {
   auto* self = static_cast<Dispatcher*>(h->data);
+  self->markBusy();
   std::vector<std::function<void()>> work;
   {
     std::lock_guard<std::mutex> lock(self->post_mutex_);
@@ -84,8 +90,54 @@ void Dispatcher::clearDeferred() {
 
 void Dispatcher::onCheck(uv_check_t* h) {
   auto* self = static_cast<Dispatcher*>(h->data);
+  if (!self->flushes_.empty() || !self->deferred_.empty() || !self->due_.empty()) self->markBusy();
+  self->runDue();
   self->runFlushes();
   self->clearDeferred();
+}
+
+void Dispatcher::setIterationObserver(IterationObserver fn, void* ctx) {
+  observer_ = fn;
+  observer_ctx_ = ctx;
+}
+
+void Dispatcher::onPrepare(uv_prepare_t* h) {
+  // The loop is about to wait: the iteration's busy time ends here.
+  auto* self = static_cast<Dispatcher*>(h->data);
+  self->expensive_run_ = 0;
+  // What was deferred during this iteration runs after the next poll.
+  if (!self->next_.empty()) self->due_.swap(self->next_);
+  if (self->busy_since_ == 0) return;
+  uint64_t busy = uv_hrtime() - self->busy_since_;
+  self->busy_since_ = 0;
+  if (self->observer_) self->observer_(self->observer_ctx_, busy);
+}
+
+void Dispatcher::deferToNextIteration(NextIteration* w) {
+  // The idle handle keeps the next poll from blocking.
+  uv_idle_start(&idle_, [](uv_idle_t*) {});
+  next_.push_back(w);
+}
+
+void Dispatcher::cancelNextIteration(NextIteration* w) {
+  for (auto& p : next_) {
+    if (p == w) p = nullptr;
+  }
+  for (auto& p : due_) {
+    if (p == w) p = nullptr;
+  }
+}
+
+void Dispatcher::runDue() {
+  // By index: an entry may be cancelled, or defer itself again (into
+  // next_), while this runs.
+  for (size_t i = 0; i < due_.size(); ++i) {
+    if (NextIteration* w = due_[i]) {
+      due_[i] = nullptr;
+      w->onNextIteration();
+    }
+  }
+  due_.clear();
 }
 
 void Dispatcher::scheduleFlush(Flushable* f) {
@@ -114,7 +166,7 @@ void Dispatcher::runFlushes() {
     }
     flush_batch_.clear();
   }
-  uv_idle_stop(&idle_);
+  if (next_.empty()) uv_idle_stop(&idle_);
 }
 
 uv_timer_t* Dispatcher::takeTimerHandle() {
@@ -182,6 +234,7 @@ void Timer::enable(uint64_t ms) {
 void Timer::onTimer(uv_timer_t* t) {
   auto* self = static_cast<Timer*>(t->data);
   if (!self) return;
+  self->dispatcher_.markBusy();
   self->armed_ = false;
   if (!self->enabled_) return;
   uint64_t now = uv_now(t->loop);

@@ -33,6 +33,14 @@ class Flushable {
   virtual void onFlush() = 0;
 };
 
+// Work put off until the loop has polled for I/O again: it runs in the
+// next iteration's check phase, after that iteration's I/O callbacks.
+class NextIteration {
+ public:
+  virtual ~NextIteration() = default;
+  virtual void onNextIteration() = 0;
+};
+
 class Dispatcher {
  public:
   Dispatcher();
@@ -58,6 +66,39 @@ class Dispatcher {
   void scheduleFlush(Flushable* f);
   void cancelFlush(Flushable* f);
 
+  // Busy time per loop iteration: from the first callback into this
+  // process's code after the loop woke (I/O, a timer, posted work, the
+  // check phase) to the moment it is about to wait again, in nanoseconds.
+  // One long iteration delays every connection on the loop: a stall. The
+  // worker records it in its stats shard (eldric_edge_event_loop_busy_seconds).
+  using IterationObserver = void (*)(void* ctx, uint64_t busy_ns);
+  void setIterationObserver(IterationObserver fn, void* ctx);
+  // Called first thing by each callback the loop makes into our code;
+  // stamps the iteration's start once.
+  void markBusy() {
+    if (busy_since_ == 0) busy_since_ = uv_hrtime();
+  }
+
+  // Expensive steps that can wait (a new TLS connection's key exchange and
+  // signature, a few hundred microseconds each): once this iteration has
+  // been busy for the budget and has run at least one such step, the next
+  // one waits for the next iteration (deferToNextIteration), so that a
+  // burst of new connections does not stall the streams already running
+  // on the loop. 0: no budget, everything runs at once.
+  void setExpensiveWorkBudget(uint64_t ns) { expensive_budget_ns_ = ns; }
+  // True: go ahead now (it is counted). False: defer and ask again.
+  bool admitExpensiveWork() {
+    if (expensive_budget_ns_ != 0 && expensive_run_ != 0 && busy_since_ != 0 &&
+        uv_hrtime() - busy_since_ >= expensive_budget_ns_)
+      return false;
+    ++expensive_run_;
+    return true;
+  }
+  // w->onNextIteration() once the loop has polled again; a NextIteration
+  // that goes away must cancel.
+  void deferToNextIteration(NextIteration* w);
+  void cancelNextIteration(NextIteration* w);
+
   // Runs until exit() is called.
   void run();
   // Thread-safe.
@@ -66,8 +107,10 @@ class Dispatcher {
  private:
   static void onAsync(uv_async_t* h);
   static void onCheck(uv_check_t* h);
+  static void onPrepare(uv_prepare_t* h);
   void clearDeferred();
   void runFlushes();
+  void runDue();
 
   friend class Timer;
   // Timer handles are recycled: a timer per request (the router's
@@ -82,6 +125,16 @@ class Dispatcher {
   uv_loop_t loop_;
   uv_async_t async_;
   uv_check_t check_;
+  // Runs just before the loop waits: ends an iteration's busy time.
+  uv_prepare_t prepare_;
+  IterationObserver observer_ = nullptr;
+  void* observer_ctx_ = nullptr;
+  uint64_t busy_since_ = 0;  // uv_hrtime() of the iteration's first callback, 0: none yet
+  uint64_t expensive_budget_ns_ = 0;
+  uint32_t expensive_run_ = 0;  // expensive steps admitted this iteration
+  // Deferred this iteration (next_) and due in this one's check phase (due_).
+  std::vector<NextIteration*> next_;
+  std::vector<NextIteration*> due_;
   // Active only while flushes are pending: keeps uv_run from blocking in
   // poll before the check phase runs them.
   uv_idle_t idle_;

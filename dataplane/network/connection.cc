@@ -29,6 +29,7 @@ Connection::Connection(Dispatcher& dispatcher, const ConnectionOptions& options)
 
 Connection::~Connection() {
   if (flush_scheduled_) dispatcher_.cancelFlush(this);
+  if (handshake_deferred_) dispatcher_.cancelNextIteration(this);
   if (ssl_) SSL_free(ssl_);
   if (in_flight_) in_flight_->conn = nullptr;
 }
@@ -128,6 +129,7 @@ void Connection::onConnect(uv_connect_t* req, int status) {
   auto* c = static_cast<Connection*>(req->data);
   delete req;
   if (status == UV_ECANCELED || c->socket_closed_) return;
+  c->dispatcher_.markBusy();
   if (status != 0) {
     c->timer_->disable();
     c->raise(ConnectionEvent::ConnectFailed);
@@ -156,6 +158,7 @@ void Connection::startReading() {
 
 void Connection::onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
   auto* c = static_cast<Connection*>(h->data);
+  c->dispatcher_.markBusy();  // libuv asks for a buffer before each read
   // Reuse the current slab while no one else holds it and it has room:
   // small reads (SSE frames, requests) then share one slab.
   if (!c->read_slab_ || !c->read_slab_->exclusive() ||
@@ -217,6 +220,12 @@ void Connection::handleRead(ssize_t nread) {
   }
 }
 
+void Connection::onNextIteration() {
+  handshake_deferred_ = false;
+  if (socket_closed_ || closing_) return;
+  doTlsRead();
+}
+
 void Connection::deliver() {
   if (read_buffer_.empty() || closing_ || socket_closed_ || !callbacks_) return;
   if (read_disable_count_ > 0) return;
@@ -251,6 +260,15 @@ bool Connection::doHandshake() {
 
 void Connection::doTlsRead() {
   if (!handshake_done_) {
+    if (handshake_deferred_) return;  // its turn comes in the next iteration
+    // A server's first flight (key share, certificate, signature) is the
+    // expensive step; nothing written yet means it is still to come.
+    if (!client_tls_ && bytes_sent_ == 0 && write_buffer_.empty() && !in_flight_ &&
+        !dispatcher_.admitExpensiveWork()) {
+      handshake_deferred_ = true;
+      dispatcher_.deferToNextIteration(this);
+      return;
+    }
     if (!doHandshake()) return;
     if (client_tls_) timer_->disable();  // the connect timeout
     if (callbacks_) callbacks_->onEvent(ConnectionEvent::Connected);
@@ -413,6 +431,7 @@ void Connection::onWrite(uv_write_t* req, int status) {
   Connection* c = w->conn;
   delete w;
   if (!c) return;
+  c->dispatcher_.markBusy();
   c->in_flight_ = nullptr;
   if (status == 0) c->bytes_sent_ += c->in_flight_bytes_;
   c->in_flight_bytes_ = 0;

@@ -55,7 +55,7 @@ struct ConnectionOptions {
   uint64_t flush_timeout_ms = 5000;
 };
 
-class Connection : public Flushable {
+class Connection : public Flushable, public NextIteration {
  public:
   // Adopts an accepted socket. `tls` (may be null) is the server context.
   static Connection* accept(Dispatcher& dispatcher, uv_stream_t* server, SSL_CTX* tls,
@@ -109,6 +109,9 @@ class Connection : public Flushable {
   // Flushable: encrypts what was written during this loop iteration (one
   // TLS record per 16 KB, not one per write) and starts the socket write.
   void onFlush() override;
+  // A TLS server connection whose first handshake step was put off (the
+  // loop's expensive-work budget was spent) takes it now.
+  void onNextIteration() override;
   void scheduleFlush();
   void encryptPending();
 
@@ -146,7 +149,8 @@ class Connection : public Flushable {
   ConnectionCallbacks* callbacks_ = nullptr;
   SSL* ssl_ = nullptr;
   bool handshake_done_ = false;
-  bool client_tls_ = false;  // TLS as the client (connect() with a context)
+  bool handshake_deferred_ = false;  // waiting for the next loop iteration
+  bool client_tls_ = false;          // TLS as the client (connect() with a context)
   std::string tls_error_;
   bool connecting_ = false;
   bool closing_ = false;  // close() called; flushing or closed

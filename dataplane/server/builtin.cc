@@ -58,6 +58,42 @@ void appendHost(std::string& out, const upstream::Host& h, uint64_t now_ms) {
   out += "}";
 }
 
+// One Prometheus histogram series summed over the workers' shards:
+// cumulative buckets, sum and count; nothing when nothing was recorded.
+// `labels` is empty or `name="value"` pairs without braces.
+template <typename H, typename Field>
+void appendHistogram(std::string& out, stats::Registry& reg, const char* name,
+                     const std::string& labels, Field field) {
+  uint64_t buckets[H::kBucketCount + 1] = {0};
+  uint64_t sum_us = 0, count = 0;
+  reg.forEachWorker([&](stats::WorkerStats& w) {
+    const H& h = field(w);
+    for (size_t b = 0; b <= H::kBucketCount; ++b) buckets[b] += h.buckets[b].value();
+    sum_us += h.sum_us.value();
+    count += h.count.value();
+  });
+  if (!count) return;
+  const std::string sep = labels.empty() ? "" : ",";
+  char line[512];
+  uint64_t cumulative = 0;
+  for (size_t b = 0; b <= H::kBucketCount; ++b) {
+    cumulative += buckets[b];
+    char le[32];
+    if (b < H::kBucketCount) {
+      snprintf(le, sizeof le, "%g", H::kBounds[b]);
+    } else {
+      snprintf(le, sizeof le, "+Inf");
+    }
+    snprintf(line, sizeof line, "%s_bucket{%s%sle=\"%s\"} %" PRIu64 "\n", name, labels.c_str(),
+             sep.c_str(), le, cumulative);
+    out += line;
+  }
+  const std::string braces = labels.empty() ? "" : "{" + labels + "}";
+  snprintf(line, sizeof line, "%s_sum%s %.6f\n%s_count%s %" PRIu64 "\n", name, braces.c_str(),
+           static_cast<double>(sum_us) / 1e6, name, braces.c_str(), count);
+  out += line;
+}
+
 }  // namespace
 
 http::FilterHeadersStatus BuiltinFilter::decodeHeaders(http::RequestHeaders&, bool end_stream) {
@@ -255,34 +291,18 @@ std::string BuiltinFilter::metricsText() {
   out += "# TYPE eldric_edge_http_request_duration_seconds histogram\n";
   for (size_t r = 0; r < routes.size(); ++r) {
     if (routes[r].empty()) continue;
-    uint64_t buckets[stats::kLatencyBucketCount + 1] = {0};
-    uint64_t sum_us = 0, count = 0;
-    reg.forEachWorker([&](stats::WorkerStats& w) {
-      for (size_t b = 0; b <= stats::kLatencyBucketCount; ++b)
-        buckets[b] += w.latency[r].buckets[b].value();
-      sum_us += w.latency[r].sum_us.value();
-      count += w.latency[r].count.value();
-    });
-    if (!count) continue;
-    uint64_t cumulative = 0;
-    for (size_t b = 0; b < stats::kLatencyBucketCount; ++b) {
-      cumulative += buckets[b];
-      snprintf(line, sizeof line,
-               "eldric_edge_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %" PRIu64
-               "\n",
-               routes[r].c_str(), stats::kLatencyBuckets[b], cumulative);
-      out += line;
-    }
-    cumulative += buckets[stats::kLatencyBucketCount];
-    snprintf(line, sizeof line,
-             "eldric_edge_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %" PRIu64
-             "\n"
-             "eldric_edge_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
-             "eldric_edge_http_request_duration_seconds_count{route=\"%s\"} %" PRIu64 "\n",
-             routes[r].c_str(), cumulative, routes[r].c_str(), static_cast<double>(sum_us) / 1e6,
-             routes[r].c_str(), count);
-    out += line;
+    appendHistogram<stats::Histogram>(
+        out, reg, "eldric_edge_http_request_duration_seconds", "route=\"" + routes[r] + "\"",
+        [r](stats::WorkerStats& w) -> const stats::Histogram& { return w.latency[r]; });
   }
+  out +=
+      "# HELP eldric_edge_event_loop_busy_seconds Time a worker's event loop spent running "
+      "callbacks in one iteration (from its first callback after waking to its next wait). A "
+      "long one delays every connection on that worker.\n"
+      "# TYPE eldric_edge_event_loop_busy_seconds histogram\n";
+  appendHistogram<stats::LoopHistogram>(
+      out, reg, "eldric_edge_event_loop_busy_seconds", "",
+      [](stats::WorkerStats& w) -> const stats::LoopHistogram& { return w.loop_busy; });
 
   auto counter = [&](const char* name, const char* help, const char* type,
                      stats::Counter stats::WorkerStats::*field) {

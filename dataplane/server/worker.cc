@@ -35,6 +35,12 @@ Worker::Worker(Server& server, uint32_t index, config::RuntimeConfigSharedPtr co
       filters::plugins::kPluginHostKey,
       std::shared_ptr<filters::plugins::PluginHost>(std::shared_ptr<void>(), plugin_host_.get()));
   access_log_fd_ = server.accessLogFd();
+  dispatcher_.setExpensiveWorkBudget(config_->handshake_budget_ns);
+  dispatcher_.setIterationObserver(
+      [](void* ctx, uint64_t busy_ns) {
+        static_cast<stats::WorkerStats*>(ctx)->loop_busy.record(busy_ns / 1000);
+      },
+      stats_.get());
 }
 
 void Worker::applyPlugins(const config::RuntimeConfigSharedPtr& config) {
@@ -85,6 +91,7 @@ void Worker::join() {
 void Worker::setConfig(config::RuntimeConfigSharedPtr config, std::function<void()> applied) {
   dispatcher_.post([this, config, applied] {
     config_ = config;
+    dispatcher_.setExpensiveWorkBudget(config->handshake_budget_ns);
     http1_upstreams_->onClusters(config->clusters);
     applyPlugins(config);
     if (applied) applied();
@@ -93,6 +100,7 @@ void Worker::setConfig(config::RuntimeConfigSharedPtr config, std::function<void
 
 void Worker::onConnection(uv_stream_t* server, int status) {
   auto* l = static_cast<ListenerHandle*>(server->data);
+  l->worker->dispatcher_.markBusy();
   if (status < 0) return;
   l->worker->accept(l);
 }

@@ -2,15 +2,6 @@
 
 namespace eldric::stats {
 
-void Histogram::record(uint64_t us) {
-  double s = static_cast<double>(us) / 1e6;
-  size_t i = 0;
-  while (i < kLatencyBucketCount && s > kLatencyBuckets[i]) ++i;
-  buckets[i].inc();
-  sum_us.inc(us);
-  count.inc();
-}
-
 Registry& Registry::get() {
   static Registry* r = new Registry();
   return *r;

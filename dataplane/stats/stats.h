@@ -31,13 +31,30 @@ class Counter {
 constexpr double kLatencyBuckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                       0.5,    1,     2.5,    5,     10,   30,    60,   120, 300};
 constexpr size_t kLatencyBucketCount = sizeof(kLatencyBuckets) / sizeof(kLatencyBuckets[0]);
+// An event loop iteration's busy time: tens of microseconds when all is
+// well; a millisecond and up is a stall every connection on that loop feels.
+constexpr double kLoopBuckets[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                   0.01,    0.025,  0.05,    0.1,    0.25,  1};
+constexpr size_t kLoopBucketCount = sizeof(kLoopBuckets) / sizeof(kLoopBuckets[0]);
 
-struct Histogram {
-  Counter buckets[kLatencyBucketCount + 1];  // last is +Inf
+template <const double* Bounds, size_t N>
+struct BasicHistogram {
+  static constexpr const double* kBounds = Bounds;
+  static constexpr size_t kBucketCount = N;
+  Counter buckets[N + 1];  // last is +Inf
   Counter sum_us;
   Counter count;
-  void record(uint64_t us);
+  void record(uint64_t us) {
+    double s = static_cast<double>(us) / 1e6;
+    size_t i = 0;
+    while (i < N && s > Bounds[i]) ++i;
+    buckets[i].inc();
+    sum_us.inc(us);
+    count.inc();
+  }
 };
+using Histogram = BasicHistogram<kLatencyBuckets, kLatencyBucketCount>;
+using LoopHistogram = BasicHistogram<kLoopBuckets, kLoopBucketCount>;
 
 constexpr size_t kMaxRoutes = 64;
 constexpr int kMinStatus = 100;
@@ -64,6 +81,7 @@ struct WorkerStats {
   Counter upstream_rq_reset;    // upstream died mid-response
   Counter downstream_rq_reset;  // client went away mid-response
   Counter access_log_dropped;
+  LoopHistogram loop_busy;  // the worker's event loop, per iteration
 };
 
 // Process-wide registry: route names get stable indexes, workers register

@@ -236,6 +236,7 @@ bool PluginProcess::start(const LaunchSpec& spec, std::string configure_params,
                 [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
                   auto* h = static_cast<Handles*>(s->data);
                   if (!h->process) return;
+                  h->process->dispatcher_.markBusy();
                   if (n > 0) {
                     h->process->onProtocolBytes(std::string_view(buf->base, n));
                   } else if (n < 0) {

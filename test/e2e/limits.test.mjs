@@ -1,10 +1,20 @@
 // Every limit has a default, a knob and a test. The header timeout, header
 // and body sizes are in framing.test.mjs; the request timeout (504) in
 // streaming.test.mjs; these are the rest: the idle keep-alive timeout, the
-// per-worker connection cap and the drain deadline.
+// per-worker connection cap, the handshake budget and the drain deadline.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startFakeRouter, startEdge, HttpConn, request, waitExit, sleep } from './lib/harness.mjs';
+import {
+  startFakeRouter,
+  startEdge,
+  HttpConn,
+  request,
+  waitExit,
+  sleep,
+  makeCert,
+  makeTempDir,
+  removeDir,
+} from './lib/harness.mjs';
 
 const T = { timeout: 30000 };
 
@@ -62,6 +72,35 @@ describe('connection limits', () => {
     const m = await request({ port: edge.httpPort, path: '/metrics' });
     assert.match(m.body, /eldric_edge_downstream_connections_rejected_total [1-9]/);
   });
+
+  // A burst of new TLS connections on one worker: with a budget of 1 µs
+  // each loop turn runs one new connection's first handshake step and the
+  // rest wait their turn; none is dropped or starved. The same burst with
+  // the budget off. The loop's per-iteration busy time is in /metrics.
+  for (const budget of [1, 0]) {
+    it(`completes a burst of 40 TLS handshakes with limits.handshake_budget_us ${budget}`, T, async () => {
+      const dir = makeTempDir();
+      const cert = await makeCert(dir, { type: 'ec', cn: 'localhost', name: 'ec' });
+      const router = await startFakeRouter();
+      const edge = await startEdge({
+        args: ['--cert', cert.cert, '--key', cert.key, '--workers', '1'],
+        config: { router_urls: [router.url], limits: { handshake_budget_us: budget } },
+      });
+      after(async () => {
+        await edge.stop();
+        await router.stop();
+        removeDir(dir);
+      });
+      const answers = await Promise.all(Array.from({ length: 40 }, () =>
+        request({ port: edge.httpsPort, path: '/v1/models', tls: { ca: cert.certPem }, headers: { connection: 'close' } })));
+      assert.deepEqual(answers.map((r) => r.status), Array(40).fill(200));
+      const m = await request({ port: edge.httpsPort, path: '/metrics', tls: { ca: cert.certPem } });
+      assert.match(m.body, /^# TYPE eldric_edge_event_loop_busy_seconds histogram$/m);
+      const count = Number(m.body.match(/^eldric_edge_event_loop_busy_seconds_count (\d+)$/m)?.[1]);
+      assert.ok(count >= 40, `loop iterations counted: ${count}`);
+      assert.match(m.body, /^eldric_edge_event_loop_busy_seconds_bucket\{le="\+Inf"\} \d+$/m);
+    });
+  }
 
   it('exits at limits.drain_timeout_ms even if a request hangs', T, async () => {
     const router = await startFakeRouter();

@@ -100,5 +100,83 @@ TEST(DispatcherTest, ATimerAliveAtTeardownIsFreedAndLetGo) {
   idle.reset();
 }
 
+struct Later : NextIteration {
+  explicit Later(std::vector<int>* log, int id) : log(log), id(id) {}
+  void onNextIteration() override { log->push_back(id); }
+  std::vector<int>* log;
+  int id;
+};
+
+// Deferred from inside an iteration's check phase: not in that iteration,
+// in the next one, after it has polled.
+struct DefersFromFlush : Flushable {
+  DefersFromFlush(Dispatcher& d, NextIteration* w) : d(d), w(w) {}
+  void onFlush() override { d.deferToNextIteration(w); }
+  Dispatcher& d;
+  NextIteration* w;
+};
+
+TEST(DispatcherTest, DeferredWorkRunsInTheNextIterationNotThisOne) {
+  Dispatcher d;
+  std::vector<int> log;
+  Later later(&log, 7);
+  DefersFromFlush f(d, &later);
+  d.scheduleFlush(&f);
+  uv_run(d.loop(), UV_RUN_NOWAIT);  // the flush defers
+  EXPECT_TRUE(log.empty());
+  uv_run(d.loop(), UV_RUN_NOWAIT);  // polls (without blocking), then runs it
+  EXPECT_EQ(log, std::vector<int>({7}));
+  uv_run(d.loop(), UV_RUN_NOWAIT);
+  EXPECT_EQ(log.size(), 1u);  // once
+}
+
+TEST(DispatcherTest, CancelledDeferredWorkDoesNotRun) {
+  Dispatcher d;
+  std::vector<int> log;
+  Later a(&log, 1), b(&log, 2);
+  d.deferToNextIteration(&a);
+  d.deferToNextIteration(&b);
+  d.cancelNextIteration(&a);
+  uv_run(d.loop(), UV_RUN_NOWAIT);
+  uv_run(d.loop(), UV_RUN_NOWAIT);
+  EXPECT_EQ(log, std::vector<int>({2}));
+}
+
+TEST(DispatcherTest, TheExpensiveWorkBudgetAdmitsOneThenWaitsForTheNextIteration) {
+  Dispatcher d;
+  d.setExpensiveWorkBudget(1);  // 1 ns
+  d.markBusy();
+  EXPECT_TRUE(d.admitExpensiveWork());  // the first of an iteration always runs
+  uint64_t t = uv_hrtime();
+  while (uv_hrtime() == t) {
+  }
+  EXPECT_FALSE(d.admitExpensiveWork());
+  uv_run(d.loop(), UV_RUN_NOWAIT);  // a new iteration
+  d.markBusy();
+  EXPECT_TRUE(d.admitExpensiveWork());
+
+  d.setExpensiveWorkBudget(0);  // no budget: everything runs
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(d.admitExpensiveWork());
+}
+
+TEST(DispatcherTest, TheObserverSeesEachBusyIterationOnce) {
+  Dispatcher d;
+  std::vector<uint64_t> busy;
+  d.setIterationObserver(
+      [](void* ctx, uint64_t ns) { static_cast<std::vector<uint64_t>*>(ctx)->push_back(ns); },
+      &busy);
+  auto timer = d.createTimer([] {
+    uint64_t t = uv_hrtime();
+    while (uv_hrtime() - t < 2000000) {
+    }
+  });
+  timer->enable(0);
+  uv_run(d.loop(), UV_RUN_NOWAIT);  // the timer runs ~2 ms
+  uv_run(d.loop(), UV_RUN_NOWAIT);  // nothing runs: nothing to report
+  ASSERT_EQ(busy.size(), 1u);
+  EXPECT_GE(busy[0], 2000000u);
+  EXPECT_LT(busy[0], 1000000000u);
+}
+
 }  // namespace
 }  // namespace eldric

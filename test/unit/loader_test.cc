@@ -219,6 +219,35 @@ TEST(LoaderTest, DnsRefreshIsAnUpstreamSettingWithBounds) {
             std::string::npos);
 }
 
+TEST(LoaderTest, HandshakeBudgetDefaultsToAMillisecondAndZeroTurnsItOff) {
+  upstream::HostRegistry hosts;
+  for (auto [text, want_ns] :
+       {std::pair<const char*, uint64_t>{R"({"router_urls": ["http://127.0.0.1:8881"]})", 1000000},
+        {R"({"router_urls": ["http://127.0.0.1:8881"], "limits": {"handshake_budget_us": 250}})",
+         250000},
+        {R"({"router_urls": ["http://127.0.0.1:8881"], "limits": {"handshake_budget_us": 0}})",
+         0}}) {
+    LoadResult r;
+    std::string error;
+    ASSERT_TRUE(loadFromText(text, "edge.json", noTls(), &r, &error)) << error;
+    auto cfg = compile(r.snapshot, hosts, &error);
+    ASSERT_TRUE(cfg) << error;
+    EXPECT_EQ(cfg->handshake_budget_ns, want_ns) << text;
+  }
+  // A snapshot from before the field (unset): the default.
+  LoadResult r;
+  std::string error;
+  ASSERT_TRUE(loadFromText(R"({"router_urls": ["http://127.0.0.1:8881"]})", "edge.json", noTls(),
+                           &r, &error));
+  r.snapshot.mutable_limits()->clear_handshake_budget();
+  auto cfg = compile(r.snapshot, hosts, &error);
+  ASSERT_TRUE(cfg) << error;
+  EXPECT_EQ(cfg->handshake_budget_ns, 1000000u);
+  EXPECT_NE(loadError(R"({"limits": {"handshake_budget_us": 2000000}})")
+                .find("limits.handshake_budget_us"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace eldric::config
 
