@@ -198,8 +198,8 @@ fs.writeFileSync(path.join(work, 'edge-off.json'), JSON.stringify({
 }));
 const edgeOff = { name: 'edge-nofilters', port: ports.edgeOff, start: () => start(bin('dataplane/eldric-edge'), ['--config', path.join(work, 'edge-off.json')], { proxy: true }) };
 
-function nginxConf(routerPort, port) {
-  return `worker_processes ${workers};
+function nginxConf(routerPort, port, n = workers) {
+  return `worker_processes ${n};
 pid ${work}/nginx-${port}.pid;
 error_log ${work}/nginx-${port}.err warn;
 worker_rlimit_nofile 20000;
@@ -222,9 +222,9 @@ http {
 }
 `;
 }
-function haproxyConf(routerPort, port) {
+function haproxyConf(routerPort, port, n = workers) {
   return `global
-  nbthread ${workers}
+  nbthread ${n}
   maxconn 9900
   tune.ssl.default-dh-param 2048
 defaults
@@ -857,6 +857,41 @@ wrk.headers["Authorization"] = "Bearer ${key}"
       med(lat, f), 'lower', spreadOf(lat, f, shown), `11. p${p} at 1 conn`);
   }
   row('11. GET /v1/models, TLS keep-alive, 64 conns', 'req/s', med(thr, (v) => v), 'higher', spreadOf(thr, (v) => v, shown), '11. req/s at 64 conns');
+  // Two workers each (issue 23): the Edge's `workers`, nginx's
+  // worker_processes, HAProxy's nbthread, restarted on the same ports; req/s
+  // at 64 connections from two wrk threads. On this machine's two cores the
+  // load generator and the upstream share them with the proxy.
+  const two = {};
+  {
+    for (const s of list) {
+      killGroup(s.proc);
+    }
+    await sleep(500);
+    for (const s of list) {
+      if (s === mEdge) {
+        fs.writeFileSync(path.join(work, 'edge-models-2.json'), JSON.stringify({
+          ...edgeCfg, https_port: ports.edgeModels, http_port: ports.edgeModelsHttp, data_dir: path.join(work, 'edge-data-models-2'),
+          router_urls: [upstreamUrl], workers: 2,
+        }));
+        s.proc = start(bin('dataplane/eldric-edge'), ['--config', path.join(work, 'edge-models-2.json')], { proxy: true });
+      } else if (s.name === 'nginx') {
+        fs.writeFileSync(path.join(work, 'nginx-models-2.conf'), nginxConf(ports.staticUpstream, s.port, 2));
+        s.proc = start('nginx', ['-c', path.join(work, 'nginx-models-2.conf'), '-g', 'daemon off;'], { proxy: true });
+      } else {
+        fs.writeFileSync(path.join(work, 'haproxy-models-2.cfg'), haproxyConf(ports.staticUpstream, s.port, 2));
+        s.proc = start('haproxy', ['-f', path.join(work, 'haproxy-models-2.cfg'), '-db'], { proxy: true });
+      }
+    }
+    for (const s of list) await waitPort(s.port, true);
+    for (const s of list) wrk(['-t2', '-c64', '-d1s', '-s', luaGet, url(s)]);
+    Object.assign(two, alternate((s) => {
+      const r = wrk(['-t2', '-c64', `-d${dur}s`, '-s', luaGet, url(s)]);
+      if (r.non2xx || r.errs) log(`11w: ${s.name}: non-2xx ${r.non2xx} ${r.errs}`);
+      return r.rps;
+    }, list));
+  }
+  row('11w. GET /v1/models, TLS keep-alive, 64 conns, two workers each (two wrk threads)', 'req/s', med(two, (v) => v), 'higher',
+    spreadOf(two, (v) => v, shown), '11w. req/s at 64 conns, 2 workers');
   const offLat = (p) => fmt(median(lat['edge-nofilters'].map((r) => r.lat[p] * 1000)));
   notes.push(`Rows 11 (issue 23): one static nginx upstream (\`return 200\` of a ${modelsJson.length}-byte JSON: head and body in one ` +
     `segment, Content-Length, keep-alive) behind each proxy; wrk -t1 -c1 --latency (p50/p99) and -c64 (req/s), ${dur} s per run, ` +
@@ -1205,6 +1240,8 @@ const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? (
 function targetOf(scenario) {
   if (/^2b?\. added latency p99/.test(scenario)) return { max: 100, peer: true };
   if (/^[135]\./.test(scenario)) return { peer: true };
+  // Issue 23: one request at a time and 64 connections, against the best peer.
+  if (/^11w?\. /.test(scenario)) return { peer: true };
   if (/^4\. .*added (TTFB|inter-chunk delay) p99/.test(scenario)) return { max: 100 };
   if (/^4\. .*lost or merged/.test(scenario)) return { max: 0 };
   return null;
@@ -1236,7 +1273,7 @@ function verdict(r) {
   }
   return parts.join('; ');
 }
-const header = ['scenario', 'unit', ...names, ...names.filter((n) => n !== 'edge').map((n) => `edge/${n}`), 'target (issue 6)'];
+const header = ['scenario', 'unit', ...names, ...names.filter((n) => n !== 'edge').map((n) => `edge/${n}`), 'target (issues 6, 23)'];
 const lines = [`| ${header.join(' | ')} |`, `| ${header.map(() => '---').join(' | ')} |`];
 for (const r of rows) {
   lines.push(`| ${[r.scenario, `${r.unit} (${r.better} is better)`, ...names.map((n) => fmt(r.values[n])),
