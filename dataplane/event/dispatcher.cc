@@ -90,8 +90,9 @@ void Dispatcher::clearDeferred() {
 
 void Dispatcher::onCheck(uv_check_t* h) {
   auto* self = static_cast<Dispatcher*>(h->data);
-  if (!self->flushes_.empty() || !self->deferred_.empty() || !self->due_.empty()) self->markBusy();
-  self->runDue();
+  if (!self->flushes_.empty() || !self->deferred_.empty() || !self->expensive_queue_.empty())
+    self->markBusy();
+  self->runQueuedWork();
   self->runFlushes();
   self->clearDeferred();
 }
@@ -105,39 +106,38 @@ void Dispatcher::onPrepare(uv_prepare_t* h) {
   // The loop is about to wait: the iteration's busy time ends here.
   auto* self = static_cast<Dispatcher*>(h->data);
   self->expensive_run_ = 0;
-  // What was deferred during this iteration runs after the next poll.
-  if (!self->next_.empty()) self->due_.swap(self->next_);
+  ++self->iteration_;
   if (self->busy_since_ == 0) return;
   uint64_t busy = uv_hrtime() - self->busy_since_;
   self->busy_since_ = 0;
   if (self->observer_) self->observer_(self->observer_ctx_, busy);
 }
 
-void Dispatcher::deferToNextIteration(NextIteration* w) {
+void Dispatcher::queueExpensiveWork(ExpensiveWork* w) {
   // The idle handle keeps the next poll from blocking.
   uv_idle_start(&idle_, [](uv_idle_t*) {});
-  next_.push_back(w);
+  expensive_queue_.emplace_back(w, iteration_);
 }
 
-void Dispatcher::cancelNextIteration(NextIteration* w) {
-  for (auto& p : next_) {
-    if (p == w) p = nullptr;
-  }
-  for (auto& p : due_) {
-    if (p == w) p = nullptr;
+void Dispatcher::cancelExpensiveWork(ExpensiveWork* w) {
+  for (auto& e : expensive_queue_) {
+    if (e.first == w) e.first = nullptr;
   }
 }
 
-void Dispatcher::runDue() {
-  // By index: an entry may be cancelled, or defer itself again (into
-  // next_), while this runs.
-  for (size_t i = 0; i < due_.size(); ++i) {
-    if (NextIteration* w = due_[i]) {
-      due_[i] = nullptr;
-      w->onNextIteration();
+void Dispatcher::runQueuedWork() {
+  // In arrival order, while the budget admits; what was queued in this
+  // iteration waits for the next (the loop polls for I/O first).
+  while (!expensive_queue_.empty()) {
+    auto [w, queued_in] = expensive_queue_.front();
+    if (!w) {
+      expensive_queue_.pop_front();
+      continue;
     }
+    if (queued_in == iteration_ || !admitNext()) break;
+    expensive_queue_.pop_front();
+    w->onAdmitted();
   }
-  due_.clear();
 }
 
 void Dispatcher::scheduleFlush(Flushable* f) {
@@ -166,7 +166,7 @@ void Dispatcher::runFlushes() {
     }
     flush_batch_.clear();
   }
-  if (next_.empty()) uv_idle_stop(&idle_);
+  if (expensive_queue_.empty()) uv_idle_stop(&idle_);
 }
 
 uv_timer_t* Dispatcher::takeTimerHandle() {

@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -33,12 +34,12 @@ class Flushable {
   virtual void onFlush() = 0;
 };
 
-// Work put off until the loop has polled for I/O again: it runs in the
-// next iteration's check phase, after that iteration's I/O callbacks.
-class NextIteration {
+// An expensive step that waited for the loop's budget (see
+// Dispatcher::admitExpensiveWork): called once it is admitted.
+class ExpensiveWork {
  public:
-  virtual ~NextIteration() = default;
-  virtual void onNextIteration() = 0;
+  virtual ~ExpensiveWork() = default;
+  virtual void onAdmitted() = 0;
 };
 
 class Dispatcher {
@@ -82,22 +83,19 @@ class Dispatcher {
   // Expensive steps that can wait (a new TLS connection's key exchange and
   // signature, a few hundred microseconds each): once this iteration has
   // been busy for the budget and has run at least one such step, the next
-  // one waits for the next iteration (deferToNextIteration), so that a
-  // burst of new connections does not stall the streams already running
-  // on the loop. 0: no budget, everything runs at once.
+  // ones wait in a queue, first come first served, and are admitted in
+  // later iterations' check phases (after the loop has polled again), so
+  // that a burst of new connections does not stall the streams already
+  // running on the loop. Each iteration admits at least one. 0: no budget,
+  // everything runs at once.
   void setExpensiveWorkBudget(uint64_t ns) { expensive_budget_ns_ = ns; }
-  // True: go ahead now (it is counted). False: defer and ask again.
-  bool admitExpensiveWork() {
-    if (expensive_budget_ns_ != 0 && expensive_run_ != 0 && busy_since_ != 0 &&
-        uv_hrtime() - busy_since_ >= expensive_budget_ns_)
-      return false;
-    ++expensive_run_;
-    return true;
-  }
-  // w->onNextIteration() once the loop has polled again; a NextIteration
-  // that goes away must cancel.
-  void deferToNextIteration(NextIteration* w);
-  void cancelNextIteration(NextIteration* w);
+  // For a step arriving now: true, go ahead (it is counted); false, queue
+  // it with queueExpensiveWork (also whenever others already wait).
+  bool admitExpensiveWork() { return expensive_queue_.empty() && admitNext(); }
+  // w->onAdmitted() when its turn comes, no earlier than the next
+  // iteration. A queued ExpensiveWork that goes away must cancel.
+  void queueExpensiveWork(ExpensiveWork* w);
+  void cancelExpensiveWork(ExpensiveWork* w);
 
   // Runs until exit() is called.
   void run();
@@ -110,7 +108,14 @@ class Dispatcher {
   static void onPrepare(uv_prepare_t* h);
   void clearDeferred();
   void runFlushes();
-  void runDue();
+  void runQueuedWork();
+  bool admitNext() {
+    if (expensive_budget_ns_ != 0 && expensive_run_ != 0 && busy_since_ != 0 &&
+        uv_hrtime() - busy_since_ >= expensive_budget_ns_)
+      return false;
+    ++expensive_run_;
+    return true;
+  }
 
   friend class Timer;
   // Timer handles are recycled: a timer per request (the router's
@@ -132,9 +137,10 @@ class Dispatcher {
   uint64_t busy_since_ = 0;  // uv_hrtime() of the iteration's first callback, 0: none yet
   uint64_t expensive_budget_ns_ = 0;
   uint32_t expensive_run_ = 0;  // expensive steps admitted this iteration
-  // Deferred this iteration (next_) and due in this one's check phase (due_).
-  std::vector<NextIteration*> next_;
-  std::vector<NextIteration*> due_;
+  uint64_t iteration_ = 0;      // counted at each prepare phase
+  // Waiting steps in arrival order, with the iteration they were queued in
+  // (they run no earlier than the next); cancelled ones are null.
+  std::deque<std::pair<ExpensiveWork*, uint64_t>> expensive_queue_;
   // Active only while flushes are pending: keeps uv_run from blocking in
   // poll before the check phase runs them.
   uv_idle_t idle_;

@@ -29,7 +29,7 @@ Connection::Connection(Dispatcher& dispatcher, const ConnectionOptions& options)
 
 Connection::~Connection() {
   if (flush_scheduled_) dispatcher_.cancelFlush(this);
-  if (handshake_deferred_) dispatcher_.cancelNextIteration(this);
+  if (handshake_queued_) dispatcher_.cancelExpensiveWork(this);
   if (ssl_) SSL_free(ssl_);
   if (in_flight_) in_flight_->conn = nullptr;
 }
@@ -220,8 +220,9 @@ void Connection::handleRead(ssize_t nread) {
   }
 }
 
-void Connection::onNextIteration() {
-  handshake_deferred_ = false;
+void Connection::onAdmitted() {
+  handshake_queued_ = false;
+  handshake_admitted_ = true;
   if (socket_closed_ || closing_) return;
   doTlsRead();
 }
@@ -260,14 +261,16 @@ bool Connection::doHandshake() {
 
 void Connection::doTlsRead() {
   if (!handshake_done_) {
-    if (handshake_deferred_) return;  // its turn comes in the next iteration
+    if (handshake_queued_) return;  // its turn comes in a later iteration
     // A server's first flight (key share, certificate, signature) is the
-    // expensive step; nothing written yet means it is still to come.
-    if (!client_tls_ && bytes_sent_ == 0 && write_buffer_.empty() && !in_flight_ &&
-        !dispatcher_.admitExpensiveWork()) {
-      handshake_deferred_ = true;
-      dispatcher_.deferToNextIteration(this);
-      return;
+    // expensive step: it waits for the loop's budget, in arrival order.
+    if (!client_tls_ && !handshake_admitted_) {
+      if (!dispatcher_.admitExpensiveWork()) {
+        handshake_queued_ = true;
+        dispatcher_.queueExpensiveWork(this);
+        return;
+      }
+      handshake_admitted_ = true;
     }
     if (!doHandshake()) return;
     if (client_tls_) timer_->disable();  // the connect timeout

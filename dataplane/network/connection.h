@@ -55,7 +55,7 @@ struct ConnectionOptions {
   uint64_t flush_timeout_ms = 5000;
 };
 
-class Connection : public Flushable, public NextIteration {
+class Connection : public Flushable, public ExpensiveWork {
  public:
   // Adopts an accepted socket. `tls` (may be null) is the server context.
   static Connection* accept(Dispatcher& dispatcher, uv_stream_t* server, SSL_CTX* tls,
@@ -109,9 +109,9 @@ class Connection : public Flushable, public NextIteration {
   // Flushable: encrypts what was written during this loop iteration (one
   // TLS record per 16 KB, not one per write) and starts the socket write.
   void onFlush() override;
-  // A TLS server connection whose first handshake step was put off (the
-  // loop's expensive-work budget was spent) takes it now.
-  void onNextIteration() override;
+  // A TLS server connection whose first handshake step waited for the
+  // loop's expensive-work budget takes it now.
+  void onAdmitted() override;
   void scheduleFlush();
   void encryptPending();
 
@@ -149,7 +149,8 @@ class Connection : public Flushable, public NextIteration {
   ConnectionCallbacks* callbacks_ = nullptr;
   SSL* ssl_ = nullptr;
   bool handshake_done_ = false;
-  bool handshake_deferred_ = false;  // waiting for the next loop iteration
+  bool handshake_queued_ = false;    // waiting for the loop's budget
+  bool handshake_admitted_ = false;  // its first handshake step may run
   bool client_tls_ = false;          // TLS as the client (connect() with a context)
   std::string tls_error_;
   bool connecting_ = false;

@@ -492,6 +492,28 @@ if (want(3)) {
     systems.map((s) => `${s.name} ${fmt(rmed(s.name, (r) => r.handshake_us.p50))}/${fmt(rmed(s.name, (r) => r.handshake_us.p99))}`).join(', ') +
     `; resumed of completed: ${systems.map((s) => `${s.name} ${resumed[s.name].reduce((a, r) => a + r.resumed, 0)}/` +
       `${resumed[s.name].reduce((a, r) => a + r.completed_with_warmup, 0)}`).join(', ')}.`);
+  // The floor the TLS libraries set (issue 23): the Edge's BoringSSL alone
+  // (test/bench/tls_floor: primitives and whole in-memory handshakes) and
+  // the peers' OpenSSL (`openssl speed`), on the same certificate's curve.
+  try {
+    const floor = JSON.parse(execFileSync(bin('test/bench/tls_floor'), ['--cert', cert, '--key', keyFile,
+      '--n', quick ? '200' : '2000', '--handshakes', quick ? '100' : '1000'], { encoding: 'utf8' }));
+    let ossl = '';
+    if (which('openssl')) {
+      const out = execFileSync('openssl', ['speed', '-seconds', quick ? '1' : '3', 'ecdsap256', 'ecdhx25519'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+      const signPerS = Number(/ecdsa \(nistp256\)\s+\S+\s+\S+\s+([\d.]+)/.exec(out)?.[1]);
+      const ecdhPerS = Number(/ecdh \(X25519\)\s+\S+\s+([\d.]+)/.exec(out)?.[1]);
+      const version = execFileSync('openssl', ['version'], { encoding: 'utf8' }).trim();
+      ossl = `; ${version} (nginx's and HAProxy's library, \`openssl speed\`): ECDSA P-256 sign ${fmt(1e6 / signPerS)} µs, ` +
+        `X25519 derive ${fmt(1e6 / ecdhPerS)} µs`;
+    }
+    notes.push(`Row 3, the libraries alone (CPU µs per operation): the Edge's ${floor.library} (test/bench/tls_floor): ` +
+      `X25519 key pair ${fmt(floor.x25519_keypair_us)}, X25519 derive ${fmt(floor.x25519_us)}, ECDSA P-256 sign ` +
+      `${fmt(floor.ecdsa_p256_sign_us)}, a whole TLS 1.3 handshake in memory ${fmt(floor.handshake_server_us)} for the server ` +
+      `(${fmt(floor.handshake_both_us)} both sides)${ossl}.`);
+  } catch (e) {
+    log(`3: tls_floor: ${e.message}`);
+  }
   const first = res[systems[0].name][0];
   // For comparison, the former client in the same run: wrk, OpenSSL 3.0.
   const wrkRps = Object.fromEntries(systems.map((s) => [s.name, wrk([`-t${loadThreads}`, `-c${conc}`, `-d${quick ? 1 : dur}s`, '-H', 'Connection: close',

@@ -100,43 +100,53 @@ TEST(DispatcherTest, ATimerAliveAtTeardownIsFreedAndLetGo) {
   idle.reset();
 }
 
-struct Later : NextIteration {
+struct Later : ExpensiveWork {
   explicit Later(std::vector<int>* log, int id) : log(log), id(id) {}
-  void onNextIteration() override { log->push_back(id); }
+  void onAdmitted() override { log->push_back(id); }
   std::vector<int>* log;
   int id;
 };
 
-// Deferred from inside an iteration's check phase: not in that iteration,
-// in the next one, after it has polled.
-struct DefersFromFlush : Flushable {
-  DefersFromFlush(Dispatcher& d, NextIteration* w) : d(d), w(w) {}
-  void onFlush() override { d.deferToNextIteration(w); }
+// Queued from inside an iteration's check phase, as a connection's read
+// callback would in its poll phase.
+struct QueuesFromFlush : Flushable {
+  QueuesFromFlush(Dispatcher& d, std::vector<ExpensiveWork*> w) : d(d), w(std::move(w)) {}
+  void onFlush() override {
+    for (auto* x : w) d.queueExpensiveWork(x);
+  }
   Dispatcher& d;
-  NextIteration* w;
+  std::vector<ExpensiveWork*> w;
 };
 
-TEST(DispatcherTest, DeferredWorkRunsInTheNextIterationNotThisOne) {
+TEST(DispatcherTest, QueuedExpensiveWorkRunsInLaterIterationsInArrivalOrder) {
   Dispatcher d;
+  d.setExpensiveWorkBudget(1);  // 1 ns: one step per iteration
   std::vector<int> log;
-  Later later(&log, 7);
-  DefersFromFlush f(d, &later);
+  Later a(&log, 1), b(&log, 2), c(&log, 3);
+  QueuesFromFlush f(d, {&a, &b, &c});
   d.scheduleFlush(&f);
-  uv_run(d.loop(), UV_RUN_NOWAIT);  // the flush defers
+  uv_run(d.loop(), UV_RUN_NOWAIT);  // queued; none runs in the same iteration
   EXPECT_TRUE(log.empty());
-  uv_run(d.loop(), UV_RUN_NOWAIT);  // polls (without blocking), then runs it
-  EXPECT_EQ(log, std::vector<int>({7}));
+  // Later arrivals wait behind the queue.
+  EXPECT_FALSE(d.admitExpensiveWork());
+  uv_run(d.loop(), UV_RUN_NOWAIT);  // polls without blocking, then admits one
+  EXPECT_EQ(log, std::vector<int>({1}));
   uv_run(d.loop(), UV_RUN_NOWAIT);
-  EXPECT_EQ(log.size(), 1u);  // once
+  uv_run(d.loop(), UV_RUN_NOWAIT);
+  EXPECT_EQ(log, std::vector<int>({1, 2, 3}));
+  uv_run(d.loop(), UV_RUN_NOWAIT);
+  EXPECT_EQ(log.size(), 3u);  // once each
+  d.markBusy();
+  EXPECT_TRUE(d.admitExpensiveWork());  // the queue is empty again
 }
 
-TEST(DispatcherTest, CancelledDeferredWorkDoesNotRun) {
+TEST(DispatcherTest, CancelledQueuedWorkDoesNotRun) {
   Dispatcher d;
   std::vector<int> log;
   Later a(&log, 1), b(&log, 2);
-  d.deferToNextIteration(&a);
-  d.deferToNextIteration(&b);
-  d.cancelNextIteration(&a);
+  d.queueExpensiveWork(&a);
+  d.queueExpensiveWork(&b);
+  d.cancelExpensiveWork(&a);
   uv_run(d.loop(), UV_RUN_NOWAIT);
   uv_run(d.loop(), UV_RUN_NOWAIT);
   EXPECT_EQ(log, std::vector<int>({2}));

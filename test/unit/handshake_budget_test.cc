@@ -1,8 +1,8 @@
 // A burst of new TLS connections on one loop (a restart's reconnect
 // storm): with the loop's expensive-work budget, the server's first
-// flights (key share and signature) are spread over loop iterations, so
-// the streams already running get the loop between them; every
-// connection still completes. Real sockets, real BoringSSL on both ends.
+// flights (key share and signature) are spread over loop iterations, first
+// come first served, so the streams already running get the loop between
+// them; every connection still completes. Real sockets, real BoringSSL on both ends.
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
