@@ -766,13 +766,18 @@ TEST_F(ControlPlaneTest, ATunnelTwoMembersClaimIsInNobodysDirectory) {
   // out; B's own other tunnel does.
   Reporter ra(&a, report({"aaaa"}));
   Reporter rb(&b, report({"aaaa", "bbbb"}));
+  // Until A's report is in, B's claim of "aaaa" is uncontested and may go
+  // out (the reports race): wait for the usage both reports made, in which
+  // A's tunnel is nobody's. Were it wrongly kept, this would time out.
+  auto ids = [](const DiscoveryResponse& m) {
+    std::vector<std::string> out;
+    for (const auto& t : m.farm_usage().tunnels()) out.push_back(t.tunnel_id());
+    return out;
+  };
   DiscoveryResponse u;
-  ASSERT_TRUE(c.next(&u, 5s, [](const DiscoveryResponse& m) {
-    return m.has_farm_usage() && m.farm_usage().tunnels_size() > 0;
+  ASSERT_TRUE(c.next(&u, 5s, [&](const DiscoveryResponse& m) {
+    return m.has_farm_usage() && ids(m) == std::vector<std::string>{"bbbb"};
   }));
-  std::vector<std::string> ids;
-  for (const auto& t : u.farm_usage().tunnels()) ids.push_back(t.tunnel_id());
-  EXPECT_EQ(ids, std::vector<std::string>{"bbbb"});
 }
 
 TEST_F(ControlPlaneTest, UsageReportsAreBoundedToTheServedLimits) {

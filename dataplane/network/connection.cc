@@ -272,7 +272,14 @@ void Connection::doTlsRead() {
       }
       handshake_admitted_ = true;
     }
-    if (!doHandshake()) return;
+    if (!doHandshake()) {
+      // Only part of the ClientHello came: nothing was computed or sent.
+      // The rest asks the budget again (else a client sending hellos in
+      // two pieces would have its flights run outside it).
+      if (!client_tls_ && bytes_sent_ == 0 && write_buffer_.empty() && !in_flight_)
+        handshake_admitted_ = false;
+      return;
+    }
     if (client_tls_) timer_->disable();  // the connect timeout
     if (callbacks_) callbacks_->onEvent(ConnectionEvent::Connected);
     if (socket_closed_ || closing_) return;

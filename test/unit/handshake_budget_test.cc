@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <map>
 #include <memory>
@@ -148,6 +150,59 @@ TEST_F(HandshakeBudgetTest, NoBudgetStillCompletesEveryHandshake) {
   ASSERT_EQ(servers_.size(), 12u);
   for (auto& s : servers_) EXPECT_TRUE(s->connected);
   for (auto& c : clients_) EXPECT_TRUE(c->connected);
+}
+
+// A ClientHello as a real client writes it (BoringSSL, into a memory BIO).
+std::string clientHello(SSL_CTX* ctx) {
+  SSL* ssl = SSL_new(ctx);
+  BIO* rbio = BIO_new(BIO_s_mem());
+  BIO* wbio = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl, rbio, wbio);
+  SSL_set_connect_state(ssl);
+  SSL_set_tlsext_host_name(ssl, "localhost");
+  SSL_do_handshake(ssl);
+  const uint8_t* data = nullptr;
+  size_t len = 0;
+  BIO_mem_contents(wbio, &data, &len);
+  std::string out(reinterpret_cast<const char*>(data), len);
+  SSL_free(ssl);
+  return out;
+}
+
+TEST_F(HandshakeBudgetTest, AClientHelloInTwoPiecesStillWaitsForTheBudget) {
+  d_.setExpensiveWorkBudget(1);
+  // Four raw clients send the first bytes of a ClientHello (nothing to
+  // compute yet), then the rest all at once: their flights must still go
+  // one per iteration, not all in the poll that brings the rest.
+  std::vector<int> fds;
+  std::vector<std::string> hellos;
+  for (int i = 0; i < 4; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_EQ(connect(fd, reinterpret_cast<const sockaddr*>(&addr_), sizeof addr_), 0);
+    hellos.push_back(clientHello(client_tls_.get()));
+    ASSERT_GT(hellos.back().size(), 20u);
+    ASSERT_EQ(write(fd, hellos.back().data(), 10), 10);
+    fds.push_back(fd);
+  }
+  for (int i = 0; i < 200 && servers_.size() < 4; ++i) uv_run(d_.loop(), UV_RUN_NOWAIT);
+  for (int i = 0; i < 5; ++i) uv_run(d_.loop(), UV_RUN_NOWAIT);  // the first pieces read
+  ASSERT_EQ(servers_.size(), 4u);
+  for (auto& s : servers_) EXPECT_EQ(s->conn->bytesSent(), 0u);
+  for (size_t i = 0; i < fds.size(); ++i) {
+    ssize_t rest = static_cast<ssize_t>(hellos[i].size() - 10);
+    ASSERT_EQ(write(fds[i], hellos[i].data() + 10, rest), rest);
+  }
+  size_t sent_before = 0;
+  for (int i = 0; i < 50 && sent_before < 4; ++i) {
+    uv_run(d_.loop(), UV_RUN_ONCE);
+    size_t sent = 0;
+    for (auto& s : servers_) sent += s->conn->bytesSent() > 0;
+    EXPECT_LE(sent - sent_before, 1u) << "flights in one iteration";
+    sent_before = sent;
+  }
+  EXPECT_EQ(sent_before, 4u);
+  for (int fd : fds) close(fd);
+  for (int i = 0; i < 20; ++i) uv_run(d_.loop(), UV_RUN_NOWAIT);
 }
 
 TEST_F(HandshakeBudgetTest, AConnectionClosedWhileItWaitsIsForgotten) {
