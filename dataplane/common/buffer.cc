@@ -34,6 +34,12 @@ Slab* Slab::create(size_t min_capacity) {
   return new (mem) Slab(static_cast<uint32_t>(min_capacity));
 }
 
+Slab* Slab::createExact(size_t capacity) {
+  if (capacity == kDefaultSize) return create(capacity);
+  void* mem = ::operator new(sizeof(Slab) + capacity);
+  return new (mem) Slab(static_cast<uint32_t>(capacity));
+}
+
 void Slab::release() {
   if (capacity_ == kDefaultSize && t_cache.free.size() < kMaxCachedSlabs) {
     t_cache.free.push_back(this);

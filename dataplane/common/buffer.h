@@ -20,6 +20,10 @@ class Slab {
   // A slab of at least `min_capacity` bytes. Slabs of the default size are
   // recycled through a per-thread free list.
   static Slab* create(size_t min_capacity);
+  // A slab of exactly `capacity` bytes, never from the free list: for a
+  // few bytes held a long time (a ClientHello waiting its turn), where a
+  // default slab would keep 16 KB.
+  static Slab* createExact(size_t capacity);
   static constexpr size_t kDefaultSize = 16 * 1024;
 
   void ref() { ++refs_; }

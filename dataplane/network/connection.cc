@@ -220,10 +220,27 @@ void Connection::handleRead(ssize_t nread) {
   }
 }
 
+void Connection::holdWhileQueued() {
+  // Nothing more is read until its turn (the kernel's buffer holds the
+  // rest and pushes back on the client), and what was read, a ClientHello
+  // of a few hundred bytes, moves out of its 16 KB read slab: a long queue
+  // of waiting connections costs their hellos, not 16 KB each.
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  size_t n = tls_in_.length();
+  if (n == 0 || n >= Slab::kDefaultSize) return;
+  Slab* copy = Slab::createExact(n);
+  tls_in_.copyOut(n, copy->data());
+  tls_in_.clear();
+  tls_in_.addSlice(SlabRef(copy), 0, static_cast<uint32_t>(n));
+  read_slab_ = SlabRef();
+  read_offset_ = 0;
+}
+
 void Connection::onAdmitted() {
   handshake_queued_ = false;
   handshake_admitted_ = true;
   if (socket_closed_ || closing_) return;
+  startReading();
   doTlsRead();
 }
 
@@ -268,6 +285,7 @@ void Connection::doTlsRead() {
       if (!dispatcher_.admitExpensiveWork()) {
         handshake_queued_ = true;
         dispatcher_.queueExpensiveWork(this);
+        holdWhileQueued();
         return;
       }
       handshake_admitted_ = true;

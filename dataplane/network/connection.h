@@ -112,6 +112,7 @@ class Connection : public Flushable, public ExpensiveWork {
   // A TLS server connection whose first handshake step waited for the
   // loop's expensive-work budget takes it now.
   void onAdmitted() override;
+  void holdWhileQueued();
   void scheduleFlush();
   void encryptPending();
 

@@ -4,6 +4,7 @@
 // come first served, so the streams already running get the loop between
 // them; every connection still completes. Real sockets, real BoringSSL on both ends.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
@@ -201,6 +202,44 @@ TEST_F(HandshakeBudgetTest, AClientHelloInTwoPiecesStillWaitsForTheBudget) {
     sent_before = sent;
   }
   EXPECT_EQ(sent_before, 4u);
+  for (int fd : fds) close(fd);
+  for (int i = 0; i < 20; ++i) uv_run(d_.loop(), UV_RUN_NOWAIT);
+}
+
+TEST_F(HandshakeBudgetTest, AWaitingConnectionReadsNothingMore) {
+  d_.setExpensiveWorkBudget(1);
+  // Three ClientHellos in one poll: one flight runs, two wait. Then each
+  // client sends 256 KB more: a waiting connection must leave it in the
+  // kernel (which pushes back on the client), not buffer it.
+  std::vector<int> fds;
+  std::string hello = clientHello(client_tls_.get());
+  for (int i = 0; i < 3; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_EQ(connect(fd, reinterpret_cast<const sockaddr*>(&addr_), sizeof addr_), 0);
+    fds.push_back(fd);
+  }
+  for (int i = 0; i < 200 && servers_.size() < 3; ++i) uv_run(d_.loop(), UV_RUN_NOWAIT);
+  ASSERT_EQ(servers_.size(), 3u);
+  for (int fd : fds) ASSERT_EQ(write(fd, hello.data(), hello.size()), ssize_t(hello.size()));
+  for (int i = 0; i < 50; ++i) {
+    size_t sent = 0;
+    for (auto& s : servers_) sent += s->conn->bytesSent() > 0;
+    if (sent) break;
+    uv_run(d_.loop(), UV_RUN_NOWAIT);
+  }
+  std::string junk(256 * 1024, 'x');
+  for (int fd : fds) {
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    ASSERT_GT(write(fd, junk.data(), junk.size()), 0);
+  }
+  uv_run(d_.loop(), UV_RUN_NOWAIT);  // admits at most one more
+  size_t waiting = 0;
+  for (auto& s : servers_) {
+    if (s->closed || s->conn->bytesSent() > 0) continue;
+    ++waiting;
+    EXPECT_EQ(s->conn->bytesReceived(), hello.size()) << "a waiting connection read on";
+  }
+  EXPECT_GE(waiting, 1u);
   for (int fd : fds) close(fd);
   for (int i = 0; i < 20; ++i) uv_run(d_.loop(), UV_RUN_NOWAIT);
 }
