@@ -15,7 +15,8 @@ fd 3, so lines never interleave; it also reads fd 0 (non-blocking) and
 handles each request line itself. `async def` plugin methods run on the
 loop; plain methods run
 in a pool of --threads threads, and so does the iteration of a plain
-generator a pipe returns.
+generator a pipe returns. A stream hook that cannot wait (plain, or async
+without an await) is answered in the read callback itself (stream_now).
 
 Only the standard library is needed; pydantic (v1 or v2) is used through
 the plugin's own Valves classes, never imported here. Valve values are
@@ -26,6 +27,7 @@ import argparse
 import asyncio
 import collections.abc
 import concurrent.futures
+import dis
 import enum
 import functools
 import importlib.util
@@ -110,13 +112,18 @@ def json_default(obj):
     return str(obj)
 
 
+# One encoder for every line: json.dumps with options builds a new one per
+# call (about 9 of a cold stream call's ~40 µs of encoding, BENCHMARKS.md rows 8).
+ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                           default=json_default)
+
+
 def encode(message):
-    """One protocol line. json.dumps escapes newlines inside strings and
+    """One protocol line. JSON escapes newlines inside strings and
     allow_nan=False refuses NaN/Infinity, which are not JSON and would make
     the Edge kill the process. A lone surrogate in a plugin's string cannot
     be UTF-8: it becomes "?" rather than an invalid line."""
-    text = json.dumps(message, ensure_ascii=False, allow_nan=False,
-                      separators=(",", ":"), default=json_default)
+    text = ENCODER.encode(message)
     return text.encode("utf-8", "replace") + b"\n"
 
 
@@ -639,6 +646,7 @@ class Host:
         self.plugin = None
         self.calls = {}  # id -> Call, for the calls not yet answered nor cancelled
         self.signatures = {}  # function -> what kwargs_for needs of its signature
+        self.waits = {}  # function -> never_waits(function)
         # configure / set_valves / validate_valves run one at a time, in
         # arrival order: their tasks start in creation order and
         # asyncio.Lock wakes its waiters first come, first served.
@@ -706,6 +714,8 @@ class Host:
                 raise RpcError(INVALID_REQUEST, f"call {call_id} is already in flight")
             elif method not in self.handlers:
                 raise RpcError(METHOD_NOT_FOUND, f"no method {method!r}")
+            elif method == "stream" and self.stream_now(Call(call_id), params):
+                pass
             else:
                 call = Call(call_id)
                 call.task = self.loop.create_task(self.run(call, self.handlers[method], params))
@@ -1001,6 +1011,85 @@ class Host:
         if key is not None and len(self.signatures) < 1024:
             self.signatures[key] = result
         return result
+
+    def stream_now(self, call, params):
+        """A stream call answered right here, in the read callback, when the
+        hook cannot wait on anything: a plain method, or an `async def` with
+        no await in it (Open WebUI's usual stream filter). No task, no
+        second turn of the loop. Stream calls come one per chunk at the
+        model's pace, so the process has been idle and its caches cold
+        each time: every step left out is time the chunk waits (BENCHMARKS.md,
+        rows 8). False (nothing done) for any other hook: it runs as a task.
+        """
+        plugin = self.plugin
+        if plugin is None or plugin.filter is None:
+            return False
+        fn = getattr(plugin.filter, "stream", None)
+        kind = self.never_waits(fn) if callable(fn) else None
+        if kind is None:
+            return False
+        try:
+            subject = object_param(params, "event")
+            takes_all, names = self.signature_of(fn)
+            if not takes_all and len(names) == 1 and names[0][0] == "event":
+                kwargs = {"event": subject}
+            else:
+                kwargs = self.kwargs_for(fn, plugin.filter, {"event": subject}, params)
+            try:
+                result = fn(**kwargs)
+                if kind == "async":
+                    try:
+                        result.send(None)
+                    except StopIteration as done:
+                        result = done.value
+                    else:  # not reached: never_waits saw no await in it
+                        result.close()
+                        raise RpcError(HOST_FAILED, "the stream hook waited")
+                elif inspect.isawaitable(result):
+                    # A plain method that handed back an awaitable: awaited
+                    # in a task, as call_plugin does.
+                    self.calls[call.id] = call
+                    call.task = self.loop.create_task(
+                        self.run(call, self.stream_result, {"awaitable": result}))
+                    return True
+            except RpcError:
+                raise
+            except Exception as e:
+                raise plugin_raised(e) from e
+            self.answer(call, {"event": None if result is None else as_object(result, "stream")})
+        except RpcError as e:
+            self.answer(call, error=e)
+        return True
+
+    async def stream_result(self, call, params):
+        try:
+            result = await params["awaitable"]
+        except Exception as e:
+            raise plugin_raised(e) from e
+        return {"event": None if result is None else as_object(result, "stream")}
+
+    def never_waits(self, fn):
+        """"async" for a coroutine function whose code has no suspension
+        point (every await, async with and async for yields): one send runs
+        it to its end; "plain" for a plain function (not a generator);
+        else None. Worked out once per function."""
+        key = getattr(fn, "__func__", fn)
+        try:
+            known = self.waits.get(key, False)
+        except TypeError:  # unhashable: asked every time
+            key, known = None, False
+        if known is False:
+            if inspect.iscoroutinefunction(fn):
+                code = getattr(key, "__code__", None)
+                known = "async" if code is not None and not any(
+                    i.opname == "YIELD_VALUE" for i in dis.get_instructions(code)) else None
+            elif inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+                known = None
+            else:
+                known = "plain"
+            if key is not None and len(self.waits) < 1024:
+                self.waits[key] = known
+        return known
 
     async def filter_hook(self, hook, call, params):
         plugin = self.loaded()

@@ -521,6 +521,58 @@ class FilterTest(HostTestCase):
         self.assertEqual(host.request("stream", {"event": {"drop": True}}), {"event": None})
         self.assertEqual(host.request("stream", {"event": {"x": 1}}), {"event": {"x": 1}})
 
+    def test_stream_hooks_that_wait_and_that_do_not(self):
+        # An async hook without an await is answered in the read callback
+        # (Host.stream_now: no task is running it); one that awaits and a
+        # plain one handing back an awaitable still run as tasks; all give
+        # the same answers, concurrently, and errors are the same as ever.
+        for n, hook in enumerate(("""
+                async def stream(self, event):
+                    event["seen"] = asyncio.current_task() is None
+                    return event
+        """, """
+                async def stream(self, event):
+                    await asyncio.sleep(0)
+                    assert asyncio.current_task() is not None
+                    event["seen"] = True
+                    return event
+        """, """
+                def stream(self, event):
+                    async def later():
+                        await asyncio.sleep(0)
+                        event["seen"] = True
+                        return event
+                    return later()
+        """, """
+                async def stream(self, event, __user__):
+                    event["seen"] = __user__ is None or __user__["id"] == "u1"
+                    return event
+        """)):
+            with self.subTest(hook=hook.strip().splitlines()[0]):
+                host, _ = self.start("import asyncio\n\nclass Filter:\n" + textwrap.indent(
+                    textwrap.dedent(hook), "    "), name=f"hook{n}")
+                ids = [host.call("stream", {"event": {"n": k}}) for k in range(20)]
+                got = sorted((host.result(i)["event"]["n"], host.result(i)["event"]["seen"]) for i in ids)
+                self.assertEqual(got, [(k, True) for k in range(20)])
+        host, _ = self.start(name="not-a-method", source="""
+            import asyncio
+
+            class Filter:
+                stream = "not a method"
+
+                async def outlet(self, body):
+                    raise KeyError("x")
+        """)
+        self.assertEqual(host.error(host.call("stream", {"event": {}}))["code"], -32601)
+        host, _ = self.start(name="raises", source="""
+            class Filter:
+                async def stream(self, event):
+                    raise ValueError("no " + event["word"])
+        """)
+        e = host.error(host.call("stream", {"event": {"word": "swearing"}}))
+        self.assertEqual(e, {"code": -32000, "message": "no swearing", "data": {"type": "ValueError"}})
+        self.assertEqual(host.error(host.call("stream", {"event": "text"}))["code"], -32602)
+
 
 # --- pipes -------------------------------------------------------------------
 
