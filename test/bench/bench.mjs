@@ -741,6 +741,30 @@ if (want(8)) {
     `(runs ${minMax(res['edge+stream'].map((x) => x.kids_cpu_us)).map(fmt).join('-')}); the Edge's own: ` +
     `${fmt(median(res['edge+stream'].map((x) => x.cpu_us - x.kids_cpu_us)))} µs against ${fmt(median(res.edge.map((x) => x.cpu_us)))} µs without. ` +
     `Stream calls: ${pluginCallsNote(m0, m1)}.`);
+  // The floor under the row: one protocol round trip over pipes at the
+  // same pace (test/bench/pipe_rtt), to the plugin host running noop-stream
+  // (no Edge, no sandbox) and to the least a Python process can do per call
+  // (test/bench/python_echo.py). Alternating, one of each per round.
+  try {
+    const rtt = (cmd) => JSON.parse(execFileSync(bin('test/bench/pipe_rtt'),
+      ['--n', quick ? '100' : '300', '--gap-ms', String(delayMs), '--', '/usr/bin/python3', '-I', '-B', ...cmd],
+      { encoding: 'utf8', timeout: 120000 }));
+    const hostCmd = [path.join(repo, 'filters/plugins/python/eldric_plugin_host.py'), '--dir', path.join(here, 'plugins/noop-stream'), '--id', 'noop-stream'];
+    const echoCmd = [path.join(here, 'python_echo.py')];
+    const floor = { host: [], echo: [] };
+    for (let r = 0; r < reps; r++) {
+      for (const k of r % 2 ? ['echo', 'host'] : ['host', 'echo']) floor[k].push(rtt(k === 'host' ? hostCmd : echoCmd));
+    }
+    const fl = (k, f) => `${fmt(median(floor[k].map(f)))} (${minMax(floor[k].map(f)).map(fmt).join('-')})`;
+    notes.push(`Row 8's floor (test/bench/pipe_rtt, ${quick ? 100 : 300} stream calls ${delayMs} ms apart, one at a time, ` +
+      `${reps} round(s)): round trip p50 / CPU per call (µs), the plugin host with noop-stream (no Edge, no sandbox) ` +
+      `${fl('host', (x) => x.rtt_us.p50)} / ${fl('host', (x) => x.cpu_us_per_call)}; a bare Python echo (test/bench/python_echo.py: ` +
+      `blocking read, json, write) ${fl('echo', (x) => x.rtt_us.p50)} / ${fl('echo', (x) => x.cpu_us_per_call)}. ` +
+      `The echo's round trip is what any Python process answering each chunk costs here; the host's is what the row's ` +
+      `"plugin − edge" can at best come down to.`);
+  } catch (e) {
+    log(`8: pipe_rtt: ${e.message}`);
+  }
 }
 
 // 10. A no-op tool round trip (issue 20): the fake router scripted to call
