@@ -12,6 +12,12 @@
 
 namespace eldric::server {
 
+namespace {
+// How long an access log line may wait in its worker's buffer for others
+// to be written with it (one write per batch).
+constexpr uint64_t kAccessLogFlushMs = 200;
+}  // namespace
+
 struct Worker::ListenerHandle {
   uv_tcp_t tcp;
   Worker* worker;
@@ -76,11 +82,9 @@ void Worker::start(const std::vector<std::pair<int, std::string>>& listen_fds) {
   http1_upstreams_->onClusters(config_->clusters);
   // On the worker's own loop: its plugin processes belong to it.
   dispatcher_.post([this, config = config_] { applyPlugins(config); });
-  access_log_timer_ = dispatcher_.createTimer([this] {
-    flushAccessLog();
-    access_log_timer_->enable(200);
-  });
-  access_log_timer_->enable(200);
+  // Armed by the first line of a batch (logAccess): a worker with nothing
+  // to log, or no access log, never wakes for it.
+  access_log_timer_ = dispatcher_.createTimer([this] { flushAccessLog(); });
   thread_ = std::thread([this] { dispatcher_.run(); });
 }
 
@@ -169,6 +173,10 @@ void Worker::logAccess(const http::RequestHeaders* request, const http::StreamIn
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   std::string& out = access_log_buffer_;
+  // A line waits at most kAccessLogFlushMs for the rest of its batch.
+  if (out.empty() && access_log_timer_ && !access_log_timer_->enabled()) {
+    access_log_timer_->enable(kAccessLogFlushMs);
+  }
   char buf[160];
   struct tm tm;
   gmtime_r(&ts.tv_sec, &tm);
