@@ -58,40 +58,20 @@ void appendHost(std::string& out, const upstream::Host& h, uint64_t now_ms) {
   out += "}";
 }
 
-// One Prometheus histogram series summed over the workers' shards:
-// cumulative buckets, sum and count; nothing when nothing was recorded.
+// One Prometheus histogram series summed over the workers' shards.
 // `labels` is empty or `name="value"` pairs without braces.
 template <typename H, typename Field>
 void appendHistogram(std::string& out, stats::Registry& reg, const char* name,
                      const std::string& labels, Field field) {
   uint64_t buckets[H::kBucketCount + 1] = {0};
-  uint64_t sum_us = 0, count = 0;
+  uint64_t sum_us = 0;
   reg.forEachWorker([&](stats::WorkerStats& w) {
     const H& h = field(w);
     for (size_t b = 0; b <= H::kBucketCount; ++b) buckets[b] += h.buckets[b].value();
     sum_us += h.sum_us.value();
-    count += h.count.value();
   });
-  if (!count) return;
-  const std::string sep = labels.empty() ? "" : ",";
-  char line[512];
-  uint64_t cumulative = 0;
-  for (size_t b = 0; b <= H::kBucketCount; ++b) {
-    cumulative += buckets[b];
-    char le[32];
-    if (b < H::kBucketCount) {
-      snprintf(le, sizeof le, "%g", H::kBounds[b]);
-    } else {
-      snprintf(le, sizeof le, "+Inf");
-    }
-    snprintf(line, sizeof line, "%s_bucket{%s%sle=\"%s\"} %" PRIu64 "\n", name, labels.c_str(),
-             sep.c_str(), le, cumulative);
-    out += line;
-  }
-  const std::string braces = labels.empty() ? "" : "{" + labels + "}";
-  snprintf(line, sizeof line, "%s_sum%s %.6f\n%s_count%s %" PRIu64 "\n", name, braces.c_str(),
-           static_cast<double>(sum_us) / 1e6, name, braces.c_str(), count);
-  out += line;
+  stats::appendPrometheusHistogram(out, name, labels, H::kBounds, buckets, H::kBucketCount,
+                                   static_cast<double>(sum_us) / 1e6);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace eldric::stats {
@@ -105,5 +106,15 @@ class Registry {
   std::vector<std::string> routes_;
   std::vector<WorkerStats*> workers_;
 };
+
+// Appends one Prometheus histogram series in the text format: a cumulative
+// `<name>_bucket` line per upper bound (`bounds_s`, seconds, `bucket_count`
+// of them) and one for +Inf (`counts` has bucket_count + 1 entries, not
+// cumulative), then `<name>_sum` (`sum_s`) and `<name>_count`. Nothing when
+// every count is zero. `labels` is empty or `name="value"` pairs without
+// braces, already escaped.
+void appendPrometheusHistogram(std::string& out, std::string_view name, std::string_view labels,
+                               const double* bounds_s, const uint64_t* counts, size_t bucket_count,
+                               double sum_s);
 
 }  // namespace eldric::stats

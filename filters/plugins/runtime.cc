@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <random>
@@ -16,6 +17,7 @@
 #include "common/crypto.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "dataplane/stats/stats.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 
@@ -644,28 +646,21 @@ void Runtime::appendMetrics(std::string& out) {
     }
   }
   // One histogram's lines (none while it has counted nothing).
+  static const auto kBoundsS = [] {
+    std::array<double, PluginStatus::kBuckets - 1> b{};
+    for (size_t i = 0; i < b.size(); ++i) b[i] = PluginStatus::kLatencyBucketsUs[i] / 1e6;
+    return b;
+  }();
   auto histogram = [&out](const char* name, const std::string& labels,
                           const std::atomic<uint64_t>* buckets,
                           const std::atomic<uint64_t>& sum_us) {
-    uint64_t cumulative = 0;
-    std::string lines;
+    uint64_t counts[PluginStatus::kBuckets];
     for (int b = 0; b < PluginStatus::kBuckets; ++b) {
-      cumulative += buckets[b].load(std::memory_order_relaxed);
-      char le[32];
-      if (b < PluginStatus::kBuckets - 1) {
-        snprintf(le, sizeof(le), "%g", PluginStatus::kLatencyBucketsUs[b] / 1e6);
-      } else {
-        snprintf(le, sizeof(le), "+Inf");
-      }
-      lines += std::string(name) + "_bucket{" + labels + ",le=\"" + le + "\"} " +
-               std::to_string(cumulative) + "\n";
+      counts[b] = buckets[b].load(std::memory_order_relaxed);
     }
-    if (!cumulative) return;
-    out += lines;
-    char sum[64];
-    snprintf(sum, sizeof(sum), "%.6f", sum_us.load(std::memory_order_relaxed) / 1e6);
-    out += std::string(name) + "_sum{" + labels + "} " + sum + "\n";
-    out += std::string(name) + "_count{" + labels + "} " + std::to_string(cumulative) + "\n";
+    stats::appendPrometheusHistogram(
+        out, name, labels, kBoundsS.data(), counts, kBoundsS.size(),
+        static_cast<double>(sum_us.load(std::memory_order_relaxed)) / 1e6);
   };
   out += "# HELP eldric_edge_plugin_call_duration_seconds Time from a call to its answer.\n";
   out += "# TYPE eldric_edge_plugin_call_duration_seconds histogram\n";
