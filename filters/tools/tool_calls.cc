@@ -7,20 +7,6 @@ namespace eldric::filters::tools {
 
 namespace {
 
-const rapidjson::Value* member(const rapidjson::Value& v, const char* name) {
-  if (!v.IsObject()) return nullptr;
-  auto it = v.FindMember(name);
-  return it == v.MemberEnd() ? nullptr : &it->value;
-}
-
-// choices[0], or null.
-const rapidjson::Value* firstChoice(const rapidjson::Value& doc) {
-  const rapidjson::Value* choices = member(doc, "choices");
-  if (!choices || !choices->IsArray() || choices->Empty()) return nullptr;
-  const rapidjson::Value& c = (*choices)[0];
-  return c.IsObject() ? &c : nullptr;
-}
-
 // Appends the string `v` (if any) to `out`, within `max` bytes. False
 // (with `*error`) for a value that is not a string or too long.
 bool appendString(const rapidjson::Value* v, size_t max, const char* what, std::string* out,

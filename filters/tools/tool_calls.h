@@ -14,9 +14,31 @@
 
 #include <cstddef>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace eldric::filters::tools {
+
+// rapidjson::Value, const when V (a Value or a Document) is.
+template <typename V>
+using ValueOf = std::conditional_t<std::is_const_v<V>, const rapidjson::Value, rapidjson::Value>;
+
+// v's member `name`, or null (also when v is not an object).
+template <typename V>
+ValueOf<V>* member(V& v, const char* name) {
+  if (!v.IsObject()) return nullptr;
+  auto it = v.FindMember(name);
+  return it == v.MemberEnd() ? nullptr : &it->value;
+}
+
+// choices[0] of an OpenAI completion or chunk when it is an object, or null.
+template <typename V>
+ValueOf<V>* firstChoice(V& doc) {
+  ValueOf<V>* choices = member(doc, "choices");
+  if (!choices || !choices->IsArray() || choices->Empty()) return nullptr;
+  ValueOf<V>& c = (*choices)[0];
+  return c.IsObject() ? &c : nullptr;
+}
 
 struct ToolCall {
   std::string id;         // "call_..."; may be empty (some servers omit it)

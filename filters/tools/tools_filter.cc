@@ -23,25 +23,6 @@ constexpr size_t kMaxToolResult = 1u << 20;
 
 using json::serialize;
 
-const rapidjson::Value* member(const rapidjson::Value& v, const char* name) {
-  if (!v.IsObject()) return nullptr;
-  auto it = v.FindMember(name);
-  return it == v.MemberEnd() ? nullptr : &it->value;
-}
-
-rapidjson::Value* member(rapidjson::Value& v, const char* name) {
-  if (!v.IsObject()) return nullptr;
-  auto it = v.FindMember(name);
-  return it == v.MemberEnd() ? nullptr : &it->value;
-}
-
-rapidjson::Value* firstChoice(rapidjson::Value& doc) {
-  rapidjson::Value* choices = member(doc, "choices");
-  if (!choices || !choices->IsArray() || choices->Empty()) return nullptr;
-  rapidjson::Value& c = (*choices)[0];
-  return c.IsObject() ? &c : nullptr;
-}
-
 uint64_t uintOr0(const rapidjson::Value* v) { return v && v->IsUint64() ? v->GetUint64() : 0; }
 
 // Adds the earlier rounds' tokens to a `usage` object.
