@@ -387,6 +387,20 @@ std::string readManifest(const rapidjson::Value& m, edge::v1::RunnablePlugin* p)
 
 }  // namespace
 
+std::string readPluginManifest(std::string_view text, const std::string& type,
+                               edge::v1::RunnablePlugin* p) {
+  rapidjson::Document m;
+  std::string jerr;
+  if (!json::parse(m, text, &jerr) || !m.IsObject()) {
+    return jerr.empty() ? "not a JSON object" : jerr;
+  }
+  std::string bad = readManifest(m, p);
+  if (bad.empty() && (type == "action" || type == "widget")) {
+    bad = readUiManifest(m, type, p->mutable_ui());
+  }
+  return bad;
+}
+
 void addRunnablePlugins(const std::string& dir, const std::vector<PluginRecord>& plugins,
                         edge::v1::Plugins* out, std::vector<std::string>* warnings) {
   size_t total = 0;
@@ -404,20 +418,12 @@ void addRunnablePlugins(const std::string& dir, const std::vector<PluginRecord>&
         warnings->push_back("plugin not run: " + pdir + "/manifest.json: " + strerror(rc));
       continue;
     }
-    rapidjson::Document m;
-    std::string jerr;
-    if (!json::parse(m, text, &jerr) || !m.IsObject()) {
-      warnings->push_back("plugin not run: " + pdir +
-                          "/manifest.json: " + (jerr.empty() ? "not a JSON object" : jerr));
-      continue;
-    }
     edge::v1::RunnablePlugin p;
     p.set_id(rec.id);
     p.set_name(rec.name.empty() ? rec.id : rec.name);
     p.set_type(rec.type);
     p.set_valves_json(rec.valves_json);
-    std::string bad = readManifest(m, &p);
-    if (bad.empty() && ui) bad = readUiManifest(m, rec.type, p.mutable_ui());
+    std::string bad = readPluginManifest(text, rec.type, &p);
     if (!bad.empty()) {
       warnings->push_back("plugin not run: " + pdir + "/manifest.json: " + bad);
       continue;

@@ -15,6 +15,7 @@
 // Valves may hold secrets: no message here quotes a valves.json.
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "controlplane/core/store.h"
@@ -54,6 +55,13 @@ bool syncPluginDirLogged(const std::string& dir, Store& store, std::string* erro
 //   "limits": {"memory_mb", "cpu_seconds", "open_files", "processes"}.
 // A plugin whose folder or manifest cannot be used is left out, with a
 // warning that names the file and the reason (never a valve).
+// One manifest.json's text read for a plugin of `type` into `p`: the
+// runtime settings above and, for an action or widget, its "ui" fields
+// (README "Actions and widgets"). Empty on success, else why (never
+// quoting the text). Fuzzed: test/fuzz/plugin_manifest_fuzz.
+std::string readPluginManifest(std::string_view text, const std::string& type,
+                               edge::v1::RunnablePlugin* p);
+
 inline constexpr size_t kMaxPluginFiles = 256;
 inline constexpr size_t kMaxPluginFileBytes = 1u << 20;
 inline constexpr size_t kMaxPluginCodeBytes = 8u << 20;
