@@ -55,13 +55,6 @@ bool syncPluginDirLogged(const std::string& dir, Store& store, std::string* erro
 //   "limits": {"memory_mb", "cpu_seconds", "open_files", "processes"}.
 // A plugin whose folder or manifest cannot be used is left out, with a
 // warning that names the file and the reason (never a valve).
-// One manifest.json's text read for a plugin of `type` into `p`: the
-// runtime settings above and, for an action or widget, its "ui" fields
-// (README "Actions and widgets"). Empty on success, else why (never
-// quoting the text). Fuzzed: test/fuzz/plugin_manifest_fuzz.
-std::string readPluginManifest(std::string_view text, const std::string& type,
-                               edge::v1::RunnablePlugin* p);
-
 inline constexpr size_t kMaxPluginFiles = 256;
 inline constexpr size_t kMaxPluginFileBytes = 1u << 20;
 inline constexpr size_t kMaxPluginCodeBytes = 8u << 20;
@@ -69,5 +62,12 @@ inline constexpr size_t kMaxPluginCodeBytes = 8u << 20;
 inline constexpr size_t kMaxAllPluginsCodeBytes = 32u << 20;
 void addRunnablePlugins(const std::string& dir, const std::vector<PluginRecord>& plugins,
                         edge::v1::Plugins* out, std::vector<std::string>* warnings);
+
+// One manifest.json's text read for a plugin of `type` into `p`: the
+// runtime settings addRunnablePlugins lists and, for an action or
+// widget, its "ui" fields (README "Actions and widgets"). Empty on
+// success, else why (never quoting the text). Fuzzed: test/fuzz/plugin_manifest_fuzz.
+std::string readPluginManifest(std::string_view text, const std::string& type,
+                               edge::v1::RunnablePlugin* p);
 
 }  // namespace eldric::controlplane

@@ -1056,7 +1056,7 @@ class Host:
                 raise
             except Exception as e:
                 raise plugin_raised(e) from e
-            self.answer(call, {"event": None if result is None else as_object(result, "stream")})
+            self.answer(call, stream_answer(result))
         except RpcError as e:
             self.answer(call, error=e)
         return True
@@ -1066,7 +1066,7 @@ class Host:
             result = await params["awaitable"]
         except Exception as e:
             raise plugin_raised(e) from e
-        return {"event": None if result is None else as_object(result, "stream")}
+        return stream_answer(result)
 
     def never_waits(self, fn):
         """"async" for a coroutine function whose code has no suspension
@@ -1105,8 +1105,7 @@ class Host:
         # the loop for: past it the Edge replaces the process.
         result = await self.call_plugin(fn, kwargs, inline=hook == "stream")
         if hook == "stream":
-            # None drops the event (Open WebUI's stream filters do so).
-            return {"event": None if result is None else as_object(result, hook)}
+            return stream_answer(result)
         # None leaves the body as the method left it (changed in place or not).
         return {"body": subject if result is None else as_object(result, hook)}
 
@@ -1195,6 +1194,12 @@ def as_object(result, hook):
         return dump_model(result)
     raise RpcError(PLUGIN_RAISED, f"{hook} returned {type(result).__name__}, not a dict",
                    {"type": "TypeError"})
+
+
+def stream_answer(result):
+    """A stream hook's result as its call's answer; None drops the event
+    (Open WebUI's stream filters do so)."""
+    return {"event": None if result is None else as_object(result, "stream")}
 
 
 def chunk_params(item):
