@@ -685,8 +685,8 @@ if (want(7)) {
 if (want(8)) {
   const sys = await startPluginEdge('edge+stream', 'noop-stream', ports.edgeStream, ports.edgeStreamHttp);
   const list = [edgeSys, sys];
-  const tokens = quick ? 20 : 50, delayMs = 20, streams = 4;
-  const sseDelay = (url) => {
+  const tokens = quick ? 20 : 50;
+  const sseDelay = (url, streams, delayMs) => {
     const args = [path.join(here, 'sse_delay.mjs'), '--url', url, '--duration', String(dur), '--streams', String(streams),
       '--tokens', String(tokens), '--delay-ms', String(delayMs), '-H', `Authorization: Bearer ${key}`];
     const p = spawnSync('node', args, { encoding: 'utf8', timeout: (dur + (3 * tokens * delayMs) / 1000 + 60) * 1000 });
@@ -700,68 +700,79 @@ if (want(8)) {
     return r;
   };
   const directUrl = `http://127.0.0.1:${ports.router}/v1/chat/completions`;
-  const m0 = pluginMetrics(sys);
-  const res = Object.fromEntries(list.map((s) => [s.name, []]));
-  const directRuns = [];
-  for (let r = 0; r < reps; r++) {
-    const direct = sseDelay(directUrl);
-    directRuns.push(direct);
-    for (const s of r % 2 ? [...list].reverse() : list) {
-      const c0 = cpuTree(s.proc.pid);
-      const x = sseDelay(chatUrl(s));
-      const c1 = cpuTree(s.proc.pid);
-      // CPU per event relayed (its request and the warm-up streams included).
-      x.cpu_us = ((c1.self + c1.kids - c0.self - c0.kids) * 1e6) / Math.max(1, x.events_all);
-      x.kids_cpu_us = ((c1.kids - c0.kids) * 1e6) / Math.max(1, x.events_all);
-      x.added = { p50: Math.max(0, x.lateness_us.p50 - direct.lateness_us.p50), p99: Math.max(0, x.lateness_us.p99 - direct.lateness_us.p99) };
-      res[s.name].push(x);
+  // The issue's two loads at a model's pace, 20 ms per token: one stream
+  // (the plugin process idle 20 ms between chunks) and 64 at once (a chunk
+  // every third of a millisecond, on cores the client and router share).
+  // And one stream 1 ms per token: the same call with the process's caches
+  // still warm from the last chunk, what the row costs on a core not
+  // handed to others between chunks (the floor below).
+  for (const [streams, delayMs] of [[1, 20], [1, 1], [64, 20]]) {
+    const m0 = pluginMetrics(sys);
+    const res = Object.fromEntries(list.map((s) => [s.name, []]));
+    const directRuns = [];
+    for (let r = 0; r < reps; r++) {
+      const direct = sseDelay(directUrl, streams, delayMs);
+      directRuns.push(direct);
+      for (const s of r % 2 ? [...list].reverse() : list) {
+        const c0 = cpuTree(s.proc.pid);
+        const x = sseDelay(chatUrl(s), streams, delayMs);
+        const c1 = cpuTree(s.proc.pid);
+        // CPU per event relayed (its request and the warm-up streams included).
+        x.cpu_us = ((c1.self + c1.kids - c0.self - c0.kids) * 1e6) / Math.max(1, x.events_all);
+        x.kids_cpu_us = ((c1.kids - c0.kids) * 1e6) / Math.max(1, x.events_all);
+        x.added = { p50: Math.max(0, x.lateness_us.p50 - direct.lateness_us.p50), p99: Math.max(0, x.lateness_us.p99 - direct.lateness_us.p99) };
+        res[s.name].push(x);
+      }
     }
+    const m1 = pluginMetrics(sys);
+    const med = (f) => Object.fromEntries(list.map((s) => [s.name, median(res[s.name].map(f))]));
+    const spr = (f) => Object.fromEntries(list.map((s) => [s.name, minMax(res[s.name].map(f))]));
+    for (const p of ['p50', 'p99']) {
+      const f = (x) => x.added[p];
+      pluginRow(`8. SSE, ${streams} stream${streams > 1 ? 's' : ''} × ${tokens} tokens @${delayMs} ms: added delay per chunk ${p === 'p50' ? 'median' : 'p99'}, no-op stream filter`,
+        'µs', med(f), 'lower', spr(f), `8. added per-chunk delay ${p}, ${streams} stream${streams > 1 ? 's' : ''} @${delayMs} ms`,
+        { delta: deltaOf(res, 'edge+stream', (x) => x.lateness_us[p]), target: p === 'p50' ? { delta: { max: 100 } } : null });
+    }
+    pluginRow(`8. CPU per chunk, ${streams} stream${streams > 1 ? 's' : ''} @${delayMs} ms, the Edge and its plugin processes`, 'µs', med((x) => x.cpu_us), 'lower', spr((x) => x.cpu_us),
+      `8. CPU per chunk, ${streams} stream${streams > 1 ? 's' : ''} @${delayMs} ms`, { delta: deltaOf(res, 'edge+stream', (x) => x.cpu_us) });
+    const line = (name, x) => `${name} ${fmt(x.lateness_us.p50)}/${fmt(x.lateness_us.p99)}/${fmt(x.lateness_us.max)} µs ` +
+      `(first event p50 ${fmt(x.first_event_us.p50)}), ${x.events} events, ${x.streams_ok} streams whole, ${x.lost} lost, ${x.errors} errors`;
+    notes.push(`Rows 8 (issue 17), ${streams} stream${streams > 1 ? 's' : ''} at once @${delayMs} ms: edge+stream is "edge" plus plugins_dir with test/bench/plugins/noop-stream (async Filter.stream ` +
+      `returning the event), plugin running ${sys.startS.toFixed(2)} s after the Edge's start. test/bench/sse_delay.mjs (Node's https ` +
+      `client: its read times, not kernel stamps): ${streams} keep-alive loops each one stream after another, ${tokens} tokens ${delayMs} ms apart, ` +
+      `an untimed warm-up stream per loop, ${dur} s per run; every event's lateness = arrival - request sent - its place in the router's ` +
+      `schedule. Per run, lateness p50/p99/max: ` + directRuns.map((d, i) => `run ${i + 1}: ${line('direct', d)}; ` +
+        list.map((s) => line(s.name, res[s.name][i])).join('; ')).join('. ') +
+      `. Of the CPU per chunk, the plugin's processes: ${fmt(median(res['edge+stream'].map((x) => x.kids_cpu_us)))} µs ` +
+      `(runs ${minMax(res['edge+stream'].map((x) => x.kids_cpu_us)).map(fmt).join('-')}); the Edge's own: ` +
+      `${fmt(median(res['edge+stream'].map((x) => x.cpu_us - x.kids_cpu_us)))} µs against ${fmt(median(res.edge.map((x) => x.cpu_us)))} µs without. ` +
+      `Stream calls: ${pluginCallsNote(m0, m1)}.`);
   }
-  const m1 = pluginMetrics(sys);
   killGroup(sys.proc);
-  const med = (f) => Object.fromEntries(list.map((s) => [s.name, median(res[s.name].map(f))]));
-  const spr = (f) => Object.fromEntries(list.map((s) => [s.name, minMax(res[s.name].map(f))]));
-  for (const p of ['p50', 'p99']) {
-    const f = (x) => x.added[p];
-    pluginRow(`8. SSE, ${streams} streams × ${tokens} tokens @${delayMs} ms: added delay per chunk ${p === 'p50' ? 'median' : 'p99'}, no-op stream filter`,
-      'µs', med(f), 'lower', spr(f), `8. added per-chunk delay ${p}`,
-      { delta: deltaOf(res, 'edge+stream', (x) => x.lateness_us[p]), target: p === 'p50' ? { delta: { max: 100 } } : null });
-  }
-  pluginRow('8. CPU per chunk, the Edge and its plugin processes', 'µs', med((x) => x.cpu_us), 'lower', spr((x) => x.cpu_us),
-    '8. CPU per chunk', { delta: deltaOf(res, 'edge+stream', (x) => x.cpu_us) });
-  const line = (name, x) => `${name} ${fmt(x.lateness_us.p50)}/${fmt(x.lateness_us.p99)}/${fmt(x.lateness_us.max)} µs ` +
-    `(first event p50 ${fmt(x.first_event_us.p50)}), ${x.events} events, ${x.streams_ok} streams whole, ${x.lost} lost, ${x.errors} errors`;
-  notes.push(`Rows 8 (issue 17): edge+stream is "edge" plus plugins_dir with test/bench/plugins/noop-stream (async Filter.stream ` +
-    `returning the event), plugin running ${sys.startS.toFixed(2)} s after the Edge's start. test/bench/sse_delay.mjs (Node's https ` +
-    `client: its read times, not kernel stamps): ${streams} keep-alive loops each one stream after another, ${tokens} tokens ${delayMs} ms apart, ` +
-    `an untimed warm-up stream per loop, ${dur} s per run; every event's lateness = arrival - request sent - its place in the router's ` +
-    `schedule. Per run, lateness p50/p99/max: ` + directRuns.map((d, i) => `run ${i + 1}: ${line('direct', d)}; ` +
-      list.map((s) => line(s.name, res[s.name][i])).join('; ')).join('. ') +
-    `. Of the CPU per chunk, the plugin's processes: ${fmt(median(res['edge+stream'].map((x) => x.kids_cpu_us)))} µs ` +
-    `(runs ${minMax(res['edge+stream'].map((x) => x.kids_cpu_us)).map(fmt).join('-')}); the Edge's own: ` +
-    `${fmt(median(res['edge+stream'].map((x) => x.cpu_us - x.kids_cpu_us)))} µs against ${fmt(median(res.edge.map((x) => x.cpu_us)))} µs without. ` +
-    `Stream calls: ${pluginCallsNote(m0, m1)}.`);
-  // The floor under the row: one protocol round trip over pipes at the
-  // same pace (test/bench/pipe_rtt), to the plugin host running noop-stream
+  // The floor under the row: one protocol round trip over pipes at each
+  // pace (test/bench/pipe_rtt), to the plugin host running noop-stream
   // (no Edge, no sandbox) and to the least a Python process can do per call
   // (test/bench/python_echo.py). Alternating, one of each per round.
   try {
-    const rtt = (cmd) => JSON.parse(execFileSync(bin('test/bench/pipe_rtt'),
-      ['--n', quick ? '100' : '300', '--gap-ms', String(delayMs), '--', '/usr/bin/python3', '-I', '-B', ...cmd],
+    const rtt = (cmd, gapMs) => JSON.parse(execFileSync(bin('test/bench/pipe_rtt'),
+      ['--n', quick ? '100' : '300', '--gap-ms', String(gapMs), '--', '/usr/bin/python3', '-I', '-B', ...cmd],
       { encoding: 'utf8', timeout: 120000 }));
     const hostCmd = [path.join(repo, 'filters/plugins/python/eldric_plugin_host.py'), '--dir', path.join(here, 'plugins/noop-stream'), '--id', 'noop-stream'];
     const echoCmd = [path.join(here, 'python_echo.py')];
-    const floor = { host: [], echo: [] };
-    for (let r = 0; r < reps; r++) {
-      for (const k of r % 2 ? ['echo', 'host'] : ['host', 'echo']) floor[k].push(rtt(k === 'host' ? hostCmd : echoCmd));
-    }
-    const fl = (k, f) => `${fmt(median(floor[k].map(f)))} (${minMax(floor[k].map(f)).map(fmt).join('-')})`;
-    notes.push(`Row 8's floor (test/bench/pipe_rtt, ${quick ? 100 : 300} stream calls ${delayMs} ms apart, one at a time, ` +
-      `${reps} round(s)): round trip p50 / CPU per call (µs), the plugin host with noop-stream (no Edge, no sandbox) ` +
-      `${fl('host', (x) => x.rtt_us.p50)} / ${fl('host', (x) => x.cpu_us_per_call)}; a bare Python echo (test/bench/python_echo.py: ` +
-      `blocking read, json, write) ${fl('echo', (x) => x.rtt_us.p50)} / ${fl('echo', (x) => x.cpu_us_per_call)}. ` +
-      `The echo's round trip is what any Python process answering each chunk costs here; the host's is what the row's ` +
-      `"plugin − edge" can at best come down to.`);
+    const paces = [20, 1].map((gapMs) => {
+      const floor = { host: [], echo: [] };
+      for (let r = 0; r < reps; r++) {
+        for (const k of r % 2 ? ['echo', 'host'] : ['host', 'echo']) floor[k].push(rtt(k === 'host' ? hostCmd : echoCmd, gapMs));
+      }
+      const fl = (k, f) => `${fmt(median(floor[k].map(f)))} (${minMax(floor[k].map(f)).map(fmt).join('-')})`;
+      return `${gapMs} ms apart: the plugin host with noop-stream (no Edge, no sandbox) ` +
+        `${fl('host', (x) => x.rtt_us.p50)} / ${fl('host', (x) => x.cpu_us_per_call)}, a bare Python echo ` +
+        `${fl('echo', (x) => x.rtt_us.p50)} / ${fl('echo', (x) => x.cpu_us_per_call)}`;
+    });
+    notes.push(`Row 8's floor (test/bench/pipe_rtt, ${quick ? 100 : 300} stream calls one at a time, ${reps} round(s) per pace; ` +
+      `round trip p50 / CPU per call, µs; the echo is test/bench/python_echo.py: blocking read, json, write): ${paces.join('; ')}. ` +
+      `The echo's round trip is what any Python process answering each chunk costs here at that pace; the host's is what the ` +
+      `row's "plugin − edge" can at best come down to.`);
   } catch (e) {
     log(`8: pipe_rtt: ${e.message}`);
   }
@@ -800,7 +811,6 @@ if (want(10)) {
     for (const s of r % 2 ? [...list].reverse() : list) res[s.name].push(rounds(chatUrl(s), s === sys ? 'edge' : 'client'));
   }
   const m1 = pluginMetrics(sys);
-  killGroup(sys.proc);
   const med = (f) => Object.fromEntries(list.map((s) => [s.name, median(res[s.name].map(f))]));
   const spr = (f) => Object.fromEntries(list.map((s) => [s.name, minMax(res[s.name].map(f))]));
   for (const p of ['p50', 'p99']) {
