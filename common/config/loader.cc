@@ -75,6 +75,8 @@ struct Settings {
   std::string plugins_runtime_dir;
   int64_t plugins_max_tool_rounds = 5;
   bool plugins_stream_tool_events = false;
+  int64_t plugins_max_tool_result_kb = 1024;
+  int64_t plugins_max_tool_answer_kb = 8192;
   FarmOptions farm;
   int64_t sync_interval_ms = 5000;
   int64_t workers = 0;
@@ -348,13 +350,16 @@ void walkFile(Walker& w, const Value& root, Settings& s) {
            }},
           {"plugins",
            [&](const Value& v, const std::string& p) {
-             w.object(v, p,
-                      {{"python", w.string(&s.plugins_python)},
-                       {"require_sandbox", w.boolean(&s.plugins_require_sandbox)},
-                       {"max_message_kb", w.integer(&s.plugins_max_message_kb, 64, 1 << 20)},
-                       {"runtime_dir", w.string(&s.plugins_runtime_dir)},
-                       {"max_tool_rounds", w.integer(&s.plugins_max_tool_rounds, 1, 100)},
-                       {"stream_tool_events", w.boolean(&s.plugins_stream_tool_events)}});
+             w.object(
+                 v, p,
+                 {{"python", w.string(&s.plugins_python)},
+                  {"require_sandbox", w.boolean(&s.plugins_require_sandbox)},
+                  {"max_message_kb", w.integer(&s.plugins_max_message_kb, 64, 1 << 20)},
+                  {"runtime_dir", w.string(&s.plugins_runtime_dir)},
+                  {"max_tool_rounds", w.integer(&s.plugins_max_tool_rounds, 1, 100)},
+                  {"stream_tool_events", w.boolean(&s.plugins_stream_tool_events)},
+                  {"max_tool_result_kb", w.integer(&s.plugins_max_tool_result_kb, 1, 1 << 20)},
+                  {"max_tool_answer_kb", w.integer(&s.plugins_max_tool_answer_kb, 64, 1 << 20)}});
            }},
           {"farm",
            [&](const Value& v, const std::string& p) {
@@ -768,6 +773,8 @@ bool buildSnapshot(const Settings& s, const std::string& source, LoadResult* out
   plugins->set_runtime_dir(s.plugins_runtime_dir);
   plugins->set_max_tool_rounds(static_cast<uint32_t>(s.plugins_max_tool_rounds));
   plugins->set_stream_tool_events(s.plugins_stream_tool_events);
+  plugins->set_max_tool_result_bytes(static_cast<uint64_t>(s.plugins_max_tool_result_kb) * 1024);
+  plugins->set_max_tool_answer_bytes(static_cast<uint64_t>(s.plugins_max_tool_answer_kb) * 1024);
   if (s.mode == "farm" && !s.plugins_dir.empty()) {
     out->warnings.push_back(
         "plugins_dir is read by the control plane in a farm (its config's plugins_dir); this "

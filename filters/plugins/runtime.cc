@@ -427,6 +427,8 @@ bool Runtime::compile(const edge::v1::Plugins& plugins, std::shared_ptr<PluginsC
   if (plugins.max_message_bytes()) cfg->max_message_bytes = plugins.max_message_bytes();
   if (plugins.max_tool_rounds()) cfg->max_tool_rounds = plugins.max_tool_rounds();
   cfg->stream_tool_events = plugins.stream_tool_events();
+  if (plugins.max_tool_result_bytes()) cfg->max_tool_result_bytes = plugins.max_tool_result_bytes();
+  if (plugins.max_tool_answer_bytes()) cfg->max_tool_answer_bytes = plugins.max_tool_answer_bytes();
   std::vector<std::string> ids;
   for (const auto& p : plugins.plugins()) ids.push_back(p.id());
   status_.markDisabledExcept(ids);

@@ -136,6 +136,8 @@ struct PluginsConfig {
   bool sandboxed = false;
   uint32_t max_tool_rounds = 5;
   bool stream_tool_events = false;
+  size_t max_tool_result_bytes = 1u << 20;
+  size_t max_tool_answer_bytes = 8u << 20;
 };
 using PluginsConfigSharedPtr = std::shared_ptr<const PluginsConfig>;
 

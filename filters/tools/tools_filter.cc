@@ -12,15 +12,6 @@ namespace eldric::filters::tools {
 
 namespace {
 
-// A round's whole JSON answer, and what a streamed round may hold back,
-// are bounded: the model's output is untrusted.
-constexpr size_t kMaxAnswerBytes = 8u << 20;
-// A round's content kept for its assistant message.
-constexpr size_t kMaxRoundText = 1u << 20;
-// A tool's answer as the model gets it: the request grows by every round's
-// answers, and a plugin may say up to plugins.max_message_kb.
-constexpr size_t kMaxToolResult = 1u << 20;
-
 using json::serialize;
 
 uint64_t uintOr0(const rapidjson::Value* v) { return v && v->IsUint64() ? v->GetUint64() : 0; }
@@ -230,6 +221,12 @@ http::FilterDataStatus ToolsFilter::decodeData(Buffer& data, bool end_stream) {
   if (const plugins::PluginsConfig* cfg = host_->config()) {
     max_rounds_ = cfg->max_tool_rounds;
     stream_events_ = cfg->stream_tool_events;
+    // The model's output is untrusted: what a round reads or holds of it
+    // (its JSON answer, held events, one event, its text) is bounded. A
+    // tool's answer is cut: the request grows by every round's answers,
+    // and a plugin may say up to plugins.max_message_kb.
+    max_result_ = cfg->max_tool_result_bytes;
+    max_answer_ = cfg->max_tool_answer_bytes;
   }
   // A client that shows progress (the web chat) asks for it per request.
   if (request_headers_->headers.get("x-eldric-tool-events").value_or("") == "on")
@@ -268,7 +265,7 @@ void ToolsFilter::startRound() {
   mode_ = stream_ ? Mode::Undecided : Mode::Collect;
   round_head_.reset();
   collected_.clear();
-  splitter_ = http::SseSplitter(1u << 20);
+  splitter_ = http::SseSplitter(max_answer_);
   assembler_ = ToolCallAssembler();
   held_.clear();
   held_bytes_ = 0;
@@ -333,10 +330,11 @@ void ToolsFilter::onAsyncData(Buffer& data, bool end_stream) {
       }
       return;
     case Mode::Collect:
-      if (collected_.size() + data.length() > kMaxAnswerBytes) {
+      if (collected_.size() + data.length() > max_answer_) {
         data.clear();
         fail(502, "bad_upstream_response",
-             "the model's answer is larger than the Edge reads for tool calls");
+             "the model's answer is larger than the Edge reads for tool calls "
+             "(plugins.max_tool_answer_kb)");
         return;
       }
       for (size_t i = 0; i < data.sliceCount(); ++i) collected_.append(data.slice(i).view());
@@ -349,7 +347,9 @@ void ToolsFilter::onAsyncData(Buffer& data, bool end_stream) {
       if (finished_) return;
       if (!ok) {
         fail(502, "bad_upstream_response",
-             round_error_.empty() ? "an event of the model's stream is too large" : round_error_);
+             round_error_.empty() ? "an event of the model's stream is larger than "
+                                    "plugins.max_tool_answer_kb"
+                                  : round_error_);
         return;
       }
       if (end_stream) onStreamEnd();
@@ -424,8 +424,7 @@ void ToolsFilter::onWholeAnswer() {
     std::string text;
     if (const rapidjson::Value* content = message ? member(*message, "content") : nullptr;
         content && content->IsString()) {
-      text.assign(content->GetString(),
-                  std::min<size_t>(content->GetStringLength(), kMaxRoundText));
+      text.assign(content->GetString(), std::min<size_t>(content->GetStringLength(), max_answer_));
     }
     runTools(std::move(calls), std::move(text));
     return;
@@ -487,10 +486,10 @@ bool ToolsFilter::onEvent(std::string_view event) {
             const rapidjson::Value* c = member(*delta, k);
             if (c && c->IsString() && c->GetStringLength() > 0) {
               content = true;
-              if (round_text_.size() < kMaxRoundText)
+              if (round_text_.size() < max_answer_)
                 round_text_.append(
                     c->GetString(),
-                    std::min<size_t>(c->GetStringLength(), kMaxRoundText - round_text_.size()));
+                    std::min<size_t>(c->GetStringLength(), max_answer_ - round_text_.size()));
             }
           }
           call_piece = member(*delta, "tool_calls") != nullptr;
@@ -522,8 +521,10 @@ bool ToolsFilter::onEvent(std::string_view event) {
     return true;
   }
   held_bytes_ += event.size();
-  if (held_bytes_ > kMaxAnswerBytes) {
-    round_error_ = "the model's answer is larger than the Edge holds for tool calls";
+  if (held_bytes_ > max_answer_) {
+    round_error_ =
+        "the model's answer is larger than the Edge holds for tool calls "
+        "(plugins.max_tool_answer_kb)";
     return false;
   }
   held_.emplace_back(event);
@@ -560,7 +561,7 @@ void ToolsFilter::emitRewritten(std::string_view event, ChunkRewrite& rw) {
 }
 
 void ToolsFilter::onStreamEnd() {
-  if (!splitter_.pending().empty() && held_bytes_ + splitter_.pending().size() < kMaxAnswerBytes) {
+  if (!splitter_.pending().empty() && held_bytes_ + splitter_.pending().size() < max_answer_) {
     // An upstream that ended mid-event: what it sent goes on as it is.
     held_.emplace_back(splitter_.pending());
   }
@@ -715,13 +716,14 @@ void ToolsFilter::Run::finish(plugins::Outcome outcome, std::string text) {
   }
   process = nullptr;
   content = std::move(text);
-  if (content.size() > kMaxToolResult) {
+  size_t max = owner->max_result_;
+  if (content.size() > max) {
     // Cut on a character boundary, and said so.
-    size_t n = kMaxToolResult;
+    size_t n = max;
     while (n > 0 && (static_cast<unsigned char>(content[n]) & 0xC0) == 0x80) --n;
     content.resize(n);
-    content +=
-        "\n[the Edge cut this tool's answer at " + std::to_string(kMaxToolResult) + " bytes]";
+    content += "\n[the Edge cut this tool's answer at " + std::to_string(max) +
+               " bytes (plugins.max_tool_result_kb)]";
   }
   owner->onRunDone();
 }

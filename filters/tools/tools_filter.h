@@ -151,6 +151,9 @@ class ToolsFilter : public http::StreamDecoderFilter,
   bool stream_ = false;
   bool stream_events_ = false;
   uint32_t max_rounds_ = 5;
+  // plugins.max_tool_result_kb and max_tool_answer_kb (PluginsConfig).
+  size_t max_result_ = 1u << 20;
+  size_t max_answer_ = 8u << 20;
   std::string user_json_;
   std::vector<Offered> offered_;
 
@@ -165,7 +168,7 @@ class ToolsFilter : public http::StreamDecoderFilter,
   http::ResponseHeadersPtr round_head_;
   Mode mode_ = Mode::Collect;
   std::string collected_;  // Collect: the answer so far
-  http::SseSplitter splitter_{1u << 20};
+  http::SseSplitter splitter_{max_answer_};
   ToolCallAssembler assembler_;
   std::vector<std::string> held_;
   size_t held_bytes_ = 0;

@@ -13,6 +13,9 @@
 //    process; arguments that are not JSON or do not fit the schema: the
 //    model is told, the request does not fail.
 // 4. max_tool_rounds exceeded: an OpenAI-shaped error, streamed and not.
+//    A tool's answer over max_tool_result_kb reaches the model cut and
+//    saying so; a model's answer over max_tool_answer_kb, read whole for
+//    its tool calls, is a 502; streamed content is not held, and passes.
 // 5. A client's own tools: its calls come back to it; a name clash is the
 //    client's; a tool limited to other models, or not in the client's
 //    `tools` setting, is never offered (the router's request shows the
@@ -116,7 +119,8 @@ describe('tool plugins run by the Edge', () => {
         plugins_dir: t.plugins,
         data_dir: t.data,
         workers: 1,
-        plugins: { runtime_dir: t.runtime, max_tool_rounds: 3, stream_tool_events: true },
+        // Bounds below their defaults (1 MiB, 8 MiB), to be reached.
+        plugins: { runtime_dir: t.runtime, max_tool_rounds: 3, stream_tool_events: true, max_tool_result_kb: 128, max_tool_answer_kb: 256 },
       }),
     );
     edge = await watch.startEdge({ config });
@@ -245,12 +249,14 @@ describe('tool plugins run by the Edge', () => {
     assert.match(text, /\[s\] Error: weather__lookup: .*city/);
     assert.match(text, /\[u\] Error: weather__lookup: .*town/);
 
-    // An answer over 1 MiB reaches the model cut, and says so.
+    // An answer over plugins.max_tool_result_kb (128 here) reaches the
+    // model cut on a character boundary, and says so.
     const big = await client.chat.completions.create(ask('big'), script([callOf('weather__big', {}, 'b')]));
     const cut = big.choices[0].message.content;
+    const note = "\n[the Edge cut this tool's answer at 131072 bytes (plugins.max_tool_result_kb)]";
     assert.ok(cut.startsWith('Tool results: [b] éé'), cut.slice(0, 40));
-    assert.ok(cut.endsWith('\n[the Edge cut this tool\'s answer at 1048576 bytes]'), cut.slice(-80));
-    assert.equal(Buffer.byteLength(cut), Buffer.byteLength('Tool results: [b] ') + (1 << 20) + Buffer.byteLength("\n[the Edge cut this tool's answer at 1048576 bytes]"));
+    assert.ok(cut.endsWith(note), cut.slice(-100));
+    assert.equal(Buffer.byteLength(cut), Buffer.byteLength('Tool results: [b] ') + 131072 + Buffer.byteLength(note));
 
     const started = Date.now();
     const h = await client.chat.completions.create(ask('hang'), script([callOf('weather__hang', {}, 'h')]));
@@ -274,6 +280,21 @@ describe('tool plugins run by the Edge', () => {
     await running();
     const again = await client.chat.completions.create(ask('after'), script([callOf('weather__lookup', { city: 'Nice' }, 'n')]));
     assert.match(again.choices[0].message.content, /\[n\] weather in Nice/);
+  });
+
+  it('reads at most max_tool_answer_kb of a model answer it may run tools for', T, async () => {
+    // Three cut answers of 128 KiB quoted back: a final answer of about
+    // 400 KB against a bound of 256 KiB.
+    const three = script([callOf('weather__big', {}, 'b1'), callOf('weather__big', {}, 'b2'), callOf('weather__big', {}, 'b3')]);
+    const r = await call(edge, '/v1/chat/completions', { key: USER_KEY, json: ask('three'), headers: three.headers });
+    const j = assertError(r, 502, 'bad_upstream_response');
+    assert.match(j.error.message, /larger than the Edge reads for tool calls \(plugins\.max_tool_answer_kb\)/);
+    // Streamed, an answer's content is not held: it goes on as it comes,
+    // each event under the bound, whole.
+    const s = await streamed(ask('three'), three);
+    assert.ok(s.content.startsWith('Tool results: [b1] éé'), s.content.slice(0, 40));
+    assert.ok(Buffer.byteLength(s.content) > 3 * 131072, String(Buffer.byteLength(s.content)));
+    assert.equal((s.content.match(/plugins\.max_tool_result_kb/g) ?? []).length, 3);
   });
 
   it('ends with an OpenAI-shaped error past max_tool_rounds', T, async () => {

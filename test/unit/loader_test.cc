@@ -219,6 +219,29 @@ TEST(LoaderTest, DnsRefreshIsAnUpstreamSettingWithBounds) {
             std::string::npos);
 }
 
+TEST(LoaderTest, ToolBoundsHaveDefaultsAndKnobs) {
+  LoadResult r;
+  std::string error;
+  ASSERT_TRUE(loadFromText(R"({"router_urls": ["http://localhost:8881"]})", "edge.json", noTls(),
+                           &r, &error))
+      << error;
+  EXPECT_EQ(r.snapshot.plugins().max_tool_result_bytes(), 1u << 20);
+  EXPECT_EQ(r.snapshot.plugins().max_tool_answer_bytes(), 8u << 20);
+  ASSERT_TRUE(loadFromText(
+      R"({"router_urls": ["http://localhost:8881"],
+          "plugins": {"max_tool_result_kb": 4, "max_tool_answer_kb": 64}})",
+      "edge.json", noTls(), &r, &error))
+      << error;
+  EXPECT_EQ(r.snapshot.plugins().max_tool_result_bytes(), 4096u);
+  EXPECT_EQ(r.snapshot.plugins().max_tool_answer_bytes(), 65536u);
+  EXPECT_NE(
+      loadError(R"({"plugins": {"max_tool_result_kb": 0}})").find("plugins.max_tool_result_kb"),
+      std::string::npos);
+  EXPECT_NE(
+      loadError(R"({"plugins": {"max_tool_answer_kb": 63}})").find("plugins.max_tool_answer_kb"),
+      std::string::npos);
+}
+
 TEST(LoaderTest, HandshakeBudgetDefaultsToAMillisecondAndZeroTurnsItOff) {
   upstream::HostRegistry hosts;
   for (auto [text, want_ns] :
