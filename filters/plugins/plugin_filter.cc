@@ -15,8 +15,9 @@ namespace {
 // A pipe's non-streamed text, and a streamed answer assembled for the
 // outlets, are cut here.
 constexpr size_t kMaxAssembled = 16u << 20;
-// An SSE event longer than this is passed on untouched (not filtered).
-constexpr size_t kMaxEventBytes = 1u << 20;
+// What a stream event may take of plugins.max_message_kb: the rest is for
+// the answer's framing ({"jsonrpc":"2.0","id":N,"result":{"event":...}}).
+constexpr size_t kEventFraming = 4096;
 
 constexpr int kNoSuchMethod = -32601;
 constexpr int kPluginRaised = -32000;
@@ -531,6 +532,10 @@ http::FilterHeadersStatus PluginFilter::encodeHeaders(http::ResponseHeaders& hea
   if (sse_) {
     if (stream_hooks_) headers.headers.remove("content-length");
     assembling_ = outlet_hooks_;
+    const PluginsConfig* cfg = host_->config();
+    size_t max_message = cfg ? cfg->max_message_bytes : PluginsConfig().max_message_bytes;
+    splitter_ = http::SseSplitter(max_message > 2 * kEventFraming ? max_message - kEventFraming
+                                                                  : max_message / 2);
     return http::FilterHeadersStatus::Continue;
   }
   bool json = ct && ct->find("json") != std::string_view::npos;
@@ -574,10 +579,9 @@ http::FilterDataStatus PluginFilter::encodeData(Buffer& data, bool end_stream) {
   if (!sse_) return http::FilterDataStatus::Continue;
   if (!stream_hooks_) {
     if (assembling_) {
-      // Read along for the outlets; the bytes pass untouched.
-      Buffer copy;
-      data.copyRefsTo(copy, data.length());
-      queueSseBytes(copy);
+      // Read along for the outlets; the bytes pass untouched. Past an
+      // event too large to read, the outlets get what came before it.
+      queueSseBytes(data);
       for (const auto& ev : events_) {
         std::string_view j = sseJson(ev);
         if (j.empty()) continue;
@@ -590,7 +594,7 @@ http::FilterDataStatus PluginFilter::encodeData(Buffer& data, bool end_stream) {
     }
     return http::FilterDataStatus::Continue;
   }
-  queueSseBytes(data);
+  if (!queueSseBytes(data)) event_too_large_ = true;
   data.clear();
   if (end_stream) upstream_ended_ = true;
   if (!stream_busy_) runStream();
@@ -619,27 +623,11 @@ void PluginFilter::mergePipeModels(Buffer& body) {
   response_->headers.set("content-length", std::to_string(out.size()));
 }
 
-void PluginFilter::queueSseBytes(Buffer& data) {
-  sse_carry_ += data.toString();
-  size_t start = 0;
-  while (true) {
-    size_t end = sse_carry_.find("\n\n", start);
-    size_t crlf = sse_carry_.find("\r\n\r\n", start);
-    size_t len = 2;
-    if (crlf != std::string::npos && (end == std::string::npos || crlf < end)) {
-      end = crlf;
-      len = 4;
-    }
-    if (end == std::string::npos) break;
-    events_.push_back(sse_carry_.substr(start, end + len - start));
-    start = end + len;
-  }
-  sse_carry_.erase(0, start);
-  if (sse_carry_.size() > kMaxEventBytes) {
-    // One event too large to hold: passed on as it is.
-    events_.push_back(std::move(sse_carry_));
-    sse_carry_.clear();
-  }
+bool PluginFilter::queueSseBytes(const Buffer& data) {
+  return splitter_.feed(data, [this](std::string_view ev) {
+    events_.emplace_back(ev);
+    return true;
+  });
 }
 
 void PluginFilter::runStream() {
@@ -647,7 +635,7 @@ void PluginFilter::runStream() {
   in_run_stream_ = true;
   while (!stream_busy_ && !stream_failed_ && event_index_ < events_.size()) {
     const std::string& ev = events_[event_index_];
-    std::string_view j = ev.size() <= kMaxEventBytes ? sseJson(ev) : std::string_view();
+    std::string_view j = sseJson(ev);
     if (j.empty()) {
       stream_out_.add(ev);
       ++event_index_;
@@ -670,13 +658,19 @@ void PluginFilter::runStream() {
   if (!stream_busy_ && !stream_failed_ && event_index_ >= events_.size()) {
     events_.clear();
     event_index_ = 0;
-    bool end = upstream_ended_;
-    if (end) {
-      stream_out_.add(sse_carry_);
-      sse_carry_.clear();
+    if (event_too_large_) {
+      // Not passed on unfiltered: a filter that redacts must see every
+      // event. What came before it has gone on.
+      failStream(502, "bad_upstream_response",
+                 "an event of the upstream's stream is larger than the stream filters take "
+                 "(plugins.max_message_kb)");
+    } else {
+      bool end = upstream_ended_;
+      // An upstream that ended mid-event: what it sent goes on as it is.
+      if (end) stream_out_.add(splitter_.pending());
+      flushStreamOutput(end);
+      if (end) fireStreamOutlets();
     }
-    flushStreamOutput(end);
-    if (end) fireStreamOutlets();
   }
   in_run_stream_ = false;
 }

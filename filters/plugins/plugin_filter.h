@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "dataplane/http/filter.h"
+#include "dataplane/http/sse.h"
 #include "filters/plugins/runtime.h"
 
 namespace eldric::filters::plugins {
@@ -69,7 +70,8 @@ class PluginFilter : public http::StreamDecoderFilter,
   void flushStreamOutput(bool end);
   void runOutlets();
   void outletsDone();
-  void queueSseBytes(Buffer& data);
+  // Splits `data` into events_; false once an event is too large.
+  bool queueSseBytes(const Buffer& data);
   void assemble(const rapidjson::Value& event);
   void fireStreamOutlets();
 
@@ -126,7 +128,10 @@ class PluginFilter : public http::StreamDecoderFilter,
   bool outlet_hooks_ = false;
   http::ResponseHeaders* response_ = nullptr;
   Buffer* held_response_ = nullptr;
-  std::string sse_carry_;
+  // Events as large as a plugin may answer (plugins.max_message_kb, less
+  // the protocol's framing); set with the answer's head.
+  http::SseSplitter splitter_{0};
+  bool event_too_large_ = false;
   std::vector<std::string> events_;  // complete SSE events waiting, in order
   size_t event_index_ = 0;
   std::string current_event_;  // the JSON of the event being filtered

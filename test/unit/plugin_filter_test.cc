@@ -57,9 +57,10 @@ class PluginFilterTest : public ::testing::Test {
   }
 
   // Starts `plugins` on the test's loop and waits until each runs.
-  void start(std::vector<edge::v1::RunnablePlugin> plugins) {
+  void start(std::vector<edge::v1::RunnablePlugin> plugins, uint64_t max_message_bytes = 0) {
     edge::v1::Plugins snap;
     snap.set_runtime_dir(runtime_dir_);
+    snap.set_max_message_bytes(max_message_bytes);
     for (auto& p : plugins) *snap.add_plugins() = std::move(p);
     std::shared_ptr<filters::plugins::PluginsConfig> cfg;
     std::string error;
@@ -162,6 +163,36 @@ TEST_F(PluginFilterTest, StreamEventsAreRewrittenInOrderAndOneMayBeDropped) {
   s.encodeData(b, true);
   ASSERT_TRUE(runUntil([&] { return s.response_complete; }));
   EXPECT_EQ(s.response_body, event("bAnAnA") + event("pApAyA") + "data: [DONE]\n\n");
+}
+
+TEST_F(PluginFilterTest, AnEventTooLargeForThePluginEndsTheStreamRatherThanPassUnfiltered) {
+  // plugins.max_message_kb 64: an event may take 60 KiB of it.
+  start({plugin("upper", "filter", kUpper)}, 64 << 10);
+  FakeStream& s = stream();
+  s.decodeHeaders(false);
+  s.decodeData(R"({"model":"m","stream":true,"messages":[]})", true);
+  ASSERT_TRUE(runUntil([&] { return s.end_stream_passed_chain; }));
+  auto head = std::make_unique<http::ResponseHeaders>();
+  head->headers.add("content-type", "text/event-stream");
+  s.encodeHeaders(std::move(head), false);
+  auto event = [](const std::string& text) {
+    return "data: {\"choices\":[{\"delta\":{\"content\":\"" + text + "\"}}]}\r\n\r\n";
+  };
+  std::string big = event(std::string(70000, 'a'));
+  Buffer b;
+  b.add(event("banana") + big.substr(0, 40000));
+  s.encodeData(b, false);
+  b.add(big.substr(40000) + event("papaya") + "data: [DONE]\n\n");
+  s.encodeData(b, true);
+  ASSERT_TRUE(runUntil([&] { return s.response_complete; }));
+  std::string want = "data: {\"choices\":[{\"delta\":{\"content\":\"bAnAnA\"}}]}\n\n";
+  ASSERT_EQ(s.response_body.substr(0, want.size()), want) << s.response_body.substr(0, 200);
+  std::string rest = s.response_body.substr(want.size());
+  EXPECT_NE(rest.find("plugins.max_message_kb"), std::string::npos) << rest;
+  EXPECT_NE(rest.find("\"code\":\"bad_upstream_response\""), std::string::npos) << rest;
+  EXPECT_EQ(rest.find("aaaa"), std::string::npos);
+  EXPECT_EQ(rest.find("pApAyA"), std::string::npos);
+  EXPECT_EQ(rest.substr(rest.size() - 14), "data: [DONE]\n\n");
 }
 
 TEST_F(PluginFilterTest, AnInletThatRaisesRefusesTheRequestWithItsMessage) {
