@@ -42,6 +42,11 @@ edge::v1::RunnablePlugin plugin(const std::string& id, const std::string& type,
   return p;
 }
 
+// A chat chunk's SSE event carrying `text`.
+std::string contentEvent(const std::string& text, const char* end = "\n\n") {
+  return "data: {\"choices\":[{\"delta\":{\"content\":\"" + text + "\"}}]}" + end;
+}
+
 class PluginFilterTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -85,6 +90,19 @@ class PluginFilterTest : public ::testing::Test {
     s.addFilters(filters::plugins::makeFactory());
     s.request.method = "POST";
     s.request.path = "/v1/chat/completions";
+    return s;
+  }
+
+  // A streamed chat request that went on to the router, whose answer's
+  // head (an SSE stream) has come back through the filter.
+  FakeStream& streamedAnswer() {
+    FakeStream& s = stream();
+    s.decodeHeaders(false);
+    s.decodeData(R"({"model":"m","stream":true,"messages":[]})", true);
+    EXPECT_TRUE(runUntil([&] { return s.end_stream_passed_chain; }));
+    auto head = std::make_unique<http::ResponseHeaders>();
+    head->headers.add("content-type", "text/event-stream");
+    s.encodeHeaders(std::move(head), false);
     return s;
   }
 
@@ -146,38 +164,21 @@ TEST_F(PluginFilterTest, AnInletRewritesTheRequestThatGoesOn) {
 
 TEST_F(PluginFilterTest, StreamEventsAreRewrittenInOrderAndOneMayBeDropped) {
   start({plugin("upper", "filter", kUpper)});
-  FakeStream& s = stream();
-  s.decodeHeaders(false);
-  s.decodeData(R"({"model":"m","stream":true,"messages":[]})", true);
-  ASSERT_TRUE(runUntil([&] { return s.end_stream_passed_chain; }));
-  auto head = std::make_unique<http::ResponseHeaders>();
-  head->headers.add("content-type", "text/event-stream");
-  s.encodeHeaders(std::move(head), false);
-  auto event = [](const std::string& text) {
-    return "data: {\"choices\":[{\"delta\":{\"content\":\"" + text + "\"}}]}\n\n";
-  };
+  FakeStream& s = streamedAnswer();
   Buffer b;
-  b.add(event("banana") + event("drop"));
+  b.add(contentEvent("banana") + contentEvent("drop"));
   s.encodeData(b, false);
-  b.add(event("papaya") + "data: [DONE]\n\n");
+  b.add(contentEvent("papaya") + "data: [DONE]\n\n");
   s.encodeData(b, true);
   ASSERT_TRUE(runUntil([&] { return s.response_complete; }));
-  EXPECT_EQ(s.response_body, event("bAnAnA") + event("pApAyA") + "data: [DONE]\n\n");
+  EXPECT_EQ(s.response_body, contentEvent("bAnAnA") + contentEvent("pApAyA") + "data: [DONE]\n\n");
 }
 
 TEST_F(PluginFilterTest, AnEventTooLargeForThePluginEndsTheStreamRatherThanPassUnfiltered) {
   // plugins.max_message_kb 64: an event may take 60 KiB of it.
   start({plugin("upper", "filter", kUpper)}, 64 << 10);
-  FakeStream& s = stream();
-  s.decodeHeaders(false);
-  s.decodeData(R"({"model":"m","stream":true,"messages":[]})", true);
-  ASSERT_TRUE(runUntil([&] { return s.end_stream_passed_chain; }));
-  auto head = std::make_unique<http::ResponseHeaders>();
-  head->headers.add("content-type", "text/event-stream");
-  s.encodeHeaders(std::move(head), false);
-  auto event = [](const std::string& text) {
-    return "data: {\"choices\":[{\"delta\":{\"content\":\"" + text + "\"}}]}\r\n\r\n";
-  };
+  FakeStream& s = streamedAnswer();
+  auto event = [](const std::string& text) { return contentEvent(text, "\r\n\r\n"); };
   std::string big = event(std::string(70000, 'a'));
   Buffer b;
   b.add(event("banana") + big.substr(0, 40000));
@@ -185,7 +186,7 @@ TEST_F(PluginFilterTest, AnEventTooLargeForThePluginEndsTheStreamRatherThanPassU
   b.add(big.substr(40000) + event("papaya") + "data: [DONE]\n\n");
   s.encodeData(b, true);
   ASSERT_TRUE(runUntil([&] { return s.response_complete; }));
-  std::string want = "data: {\"choices\":[{\"delta\":{\"content\":\"bAnAnA\"}}]}\n\n";
+  std::string want = contentEvent("bAnAnA");
   ASSERT_EQ(s.response_body.substr(0, want.size()), want) << s.response_body.substr(0, 200);
   std::string rest = s.response_body.substr(want.size());
   EXPECT_NE(rest.find("plugins.max_message_kb"), std::string::npos) << rest;
