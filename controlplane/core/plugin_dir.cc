@@ -37,9 +37,10 @@ int readSmallFile(const std::string& path, std::string* out) {
 
 }  // namespace
 
+bool isUiPluginType(const std::string& type) { return type == "action" || type == "widget"; }
+
 bool isPluginType(const std::string& type) {
-  return type == "tool" || type == "filter" || type == "pipe" || type == "action" ||
-         type == "widget";
+  return type == "tool" || type == "filter" || type == "pipe" || isUiPluginType(type);
 }
 
 bool scanPluginDir(const std::string& dir, std::vector<PluginRecord>* out,
@@ -395,7 +396,7 @@ std::string readPluginManifest(std::string_view text, const std::string& type,
     return jerr.empty() ? "not a JSON object" : jerr;
   }
   std::string bad = readManifest(m, p);
-  if (bad.empty() && (type == "action" || type == "widget")) {
+  if (bad.empty() && isUiPluginType(type)) {
     bad = readUiManifest(m, type, p->mutable_ui());
   }
   return bad;
@@ -405,9 +406,8 @@ void addRunnablePlugins(const std::string& dir, const std::vector<PluginRecord>&
                         edge::v1::Plugins* out, std::vector<std::string>* warnings) {
   size_t total = 0;
   for (const auto& rec : plugins) {
-    bool ui = rec.type == "action" || rec.type == "widget";
-    if (!rec.enabled || (rec.type != "filter" && rec.type != "pipe" && rec.type != "tool" && !ui))
-      continue;
+    if (!rec.enabled || !isPluginType(rec.type)) continue;
+    bool ui = isUiPluginType(rec.type);
     const std::string pdir = dir + "/" + rec.id;
     std::string text;
     int rc = readSmallFile(pdir + "/manifest.json", &text);

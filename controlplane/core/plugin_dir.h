@@ -25,6 +25,8 @@ namespace eldric::controlplane {
 
 // The plugin types of the seed.
 bool isPluginType(const std::string& type);
+// An action or a widget: files for the web chat, nothing run here.
+bool isUiPluginType(const std::string& type);
 
 // Reads every subdirectory of `dir` that holds a manifest.json. A plugin
 // that cannot be read (bad manifest, bad valves.json) is skipped with a
