@@ -34,14 +34,14 @@ bool SseSplitter::feed(const Buffer& data,
     if (end - start_ > max_event_bytes_) {
       // Bounded whatever the reads were: an event is refused by its size,
       // not by where the network cut the stream.
-      spent_ = true;
+      spend();
       return false;
     }
     std::string_view ev = s.substr(start_, end + len - start_);
     start_ = end + len;
     scan = start_;
     if (!event(ev)) {
-      spent_ = true;
+      spend();
       return false;
     }
   }
@@ -50,7 +50,7 @@ bool SseSplitter::feed(const Buffer& data,
     start_ = 0;
   }
   if (carry_.size() - start_ > max_event_bytes_) {
-    spent_ = true;
+    spend();
     return false;
   }
   return true;

@@ -24,9 +24,16 @@ class SseSplitter {
   // the splitter is then spent) or `event` returned false.
   bool feed(const Buffer& data, const std::function<bool(std::string_view event)>& event);
   // Bytes of an event not yet complete (an upstream that ended mid-event).
+  // Empty once the splitter is spent.
   std::string_view pending() const { return std::string_view(carry_).substr(start_); }
 
  private:
+  // Refuses everything from now on, and lets go of what it held.
+  void spend() {
+    spent_ = true;
+    std::string().swap(carry_);
+    start_ = 0;
+  }
   size_t max_event_bytes_;
   std::string carry_;
   size_t start_ = 0;

@@ -596,7 +596,13 @@ http::FilterDataStatus PluginFilter::encodeData(Buffer& data, bool end_stream) {
   }
   if (!queueSseBytes(data)) event_too_large_ = true;
   data.clear();
-  if (end_stream) upstream_ended_ = true;
+  if (end_stream) {
+    upstream_ended_ = true;
+    // An upstream that ended mid-event: what it sent is an event too (a
+    // client may read a line without its blank line), filtered as one.
+    std::string_view tail = splitter_.pending();
+    if (!event_too_large_ && !tail.empty()) events_.push_back(std::string(tail) + "\n\n");
+  }
   if (!stream_busy_) runStream();
   return http::FilterDataStatus::StopIterationNoBuffer;
 }
@@ -664,10 +670,10 @@ void PluginFilter::runStream() {
       failStream(502, "bad_upstream_response",
                  "an event of the upstream's stream is larger than the stream filters take "
                  "(plugins.max_message_kb)");
+      // The outlets hear what was answered up to it.
+      fireStreamOutlets();
     } else {
       bool end = upstream_ended_;
-      // An upstream that ended mid-event: what it sent goes on as it is.
-      if (end) stream_out_.add(splitter_.pending());
       flushStreamOutput(end);
       if (end) fireStreamOutlets();
     }

@@ -14,6 +14,15 @@ namespace {
 
 using json::serialize;
 
+// The longest prefix of `s` of at most `max` bytes that ends on a UTF-8
+// character boundary.
+size_t utf8Prefix(std::string_view s, size_t max) {
+  if (s.size() <= max) return s.size();
+  size_t n = max;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return n;
+}
+
 uint64_t uintOr0(const rapidjson::Value* v) { return v && v->IsUint64() ? v->GetUint64() : 0; }
 
 // Adds the earlier rounds' tokens to a `usage` object.
@@ -270,6 +279,7 @@ void ToolsFilter::startRound() {
   held_.clear();
   held_bytes_ = 0;
   round_text_.clear();
+  round_text_full_ = false;
   round_error_.clear();
   round_prompt_ = round_completion_ = 0;
 
@@ -424,7 +434,8 @@ void ToolsFilter::onWholeAnswer() {
     std::string text;
     if (const rapidjson::Value* content = message ? member(*message, "content") : nullptr;
         content && content->IsString()) {
-      text.assign(content->GetString(), std::min<size_t>(content->GetStringLength(), max_answer_));
+      std::string_view said(content->GetString(), content->GetStringLength());
+      text.assign(said.data(), utf8Prefix(said, max_result_));
     }
     runTools(std::move(calls), std::move(text));
     return;
@@ -486,10 +497,13 @@ bool ToolsFilter::onEvent(std::string_view event) {
             const rapidjson::Value* c = member(*delta, k);
             if (c && c->IsString() && c->GetStringLength() > 0) {
               content = true;
-              if (round_text_.size() < max_answer_)
-                round_text_.append(
-                    c->GetString(),
-                    std::min<size_t>(c->GetStringLength(), max_answer_ - round_text_.size()));
+              std::string_view piece(c->GetString(), c->GetStringLength());
+              size_t n =
+                  round_text_full_
+                      ? 0
+                      : utf8Prefix(piece, max_result_ - std::min(max_result_, round_text_.size()));
+              round_text_.append(piece.data(), n);
+              round_text_full_ = round_text_full_ || n < piece.size();
             }
           }
           call_piece = member(*delta, "tool_calls") != nullptr;
@@ -719,9 +733,7 @@ void ToolsFilter::Run::finish(plugins::Outcome outcome, std::string text) {
   size_t max = owner->max_result_;
   if (content.size() > max) {
     // Cut on a character boundary, and said so.
-    size_t n = max;
-    while (n > 0 && (static_cast<unsigned char>(content[n]) & 0xC0) == 0x80) --n;
-    content.resize(n);
+    content.resize(utf8Prefix(content, max));
     content += "\n[the Edge cut this tool's answer at " + std::to_string(max) +
                " bytes (plugins.max_tool_result_kb)]";
   }

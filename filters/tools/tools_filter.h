@@ -151,7 +151,8 @@ class ToolsFilter : public http::StreamDecoderFilter,
   bool stream_ = false;
   bool stream_events_ = false;
   uint32_t max_rounds_ = 5;
-  // plugins.max_tool_result_kb and max_tool_answer_kb (PluginsConfig).
+  // plugins.max_tool_result_kb (a tool's answer, a round's text) and
+  // max_tool_answer_kb (what is read or held of the model's answer).
   size_t max_result_ = 1u << 20;
   size_t max_answer_ = 8u << 20;
   std::string user_json_;
@@ -172,7 +173,11 @@ class ToolsFilter : public http::StreamDecoderFilter,
   ToolCallAssembler assembler_;
   std::vector<std::string> held_;
   size_t held_bytes_ = 0;
-  std::string round_text_;  // the round's content, for its assistant message
+  // The round's content, for its assistant message: what the model said
+  // before its calls, kept up to max_result_ (it goes into the request, as
+  // a tool's answer does); full once a piece was cut.
+  std::string round_text_;
+  bool round_text_full_ = false;
   std::string round_error_;
   uint64_t round_prompt_ = 0, round_completion_ = 0;
 

@@ -811,6 +811,7 @@ if (want(10)) {
     for (const s of r % 2 ? [...list].reverse() : list) res[s.name].push(rounds(chatUrl(s), s === sys ? 'edge' : 'client'));
   }
   const m1 = pluginMetrics(sys);
+  killGroup(sys.proc);
   const med = (f) => Object.fromEntries(list.map((s) => [s.name, median(res[s.name].map(f))]));
   const spr = (f) => Object.fromEntries(list.map((s) => [s.name, minMax(res[s.name].map(f))]));
   for (const p of ['p50', 'p99']) {

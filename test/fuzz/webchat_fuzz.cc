@@ -115,6 +115,8 @@ void fuzzOne(const uint8_t* data, size_t size) {
     if (!s.local_replies.empty()) abort();
     return;
   }
+  // One answer, whole.
+  if (s.local_replies.size() > 1 || !s.response_complete) abort();
   int status = s.response_headers->status;
   if (status != 200 && status != 302 && status != 304 && status != 404) abort();
   for (const auto& h : s.response_headers->headers.entries()) {

@@ -174,6 +174,17 @@ TEST_F(PluginFilterTest, StreamEventsAreRewrittenInOrderAndOneMayBeDropped) {
   EXPECT_EQ(s.response_body, contentEvent("bAnAnA") + contentEvent("pApAyA") + "data: [DONE]\n\n");
 }
 
+TEST_F(PluginFilterTest, AnUpstreamThatEndsMidEventHasThatEventFilteredToo) {
+  start({plugin("upper", "filter", kUpper)});
+  FakeStream& s = streamedAnswer();
+  Buffer b;
+  std::string last = contentEvent("papaya");
+  b.add(contentEvent("banana") + last.substr(0, last.size() - 1));  // one newline of two
+  s.encodeData(b, true);
+  ASSERT_TRUE(runUntil([&] { return s.response_complete; }));
+  EXPECT_EQ(s.response_body, contentEvent("bAnAnA") + contentEvent("pApAyA"));
+}
+
 TEST_F(PluginFilterTest, AnEventTooLargeForThePluginEndsTheStreamRatherThanPassUnfiltered) {
   // plugins.max_message_kb 64: an event may take 60 KiB of it.
   start({plugin("upper", "filter", kUpper)}, 64 << 10);
