@@ -239,6 +239,13 @@ class EncoderFilterCallbacks : public StreamFilterCallbacks {
   // result on, in order, without the manager buffering the stream.
   virtual void injectEncodedDataToFilterChain(const StreamEncoderFilter& from, Buffer& data,
                                               bool end_stream) = 0;
+  // The filter holds more of the answer than it should (a transform that
+  // runs behind the upstream, such as a plugin called per event): whoever
+  // reads the upstream stops, as for a slow client, until the filter says
+  // it is below again (Envoy's onEncoderFilterAboveWriteBufferHighWatermark).
+  // The two calls pair up; the stream's end clears what is left.
+  virtual void onEncoderFilterAboveWriteBufferHighWatermark() = 0;
+  virtual void onEncoderFilterBelowWriteBufferLowWatermark() = 0;
 };
 
 class StreamDecoderFilter {

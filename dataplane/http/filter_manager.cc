@@ -357,8 +357,8 @@ void FilterManager::readDisableDownstream(bool disable) {
 
 void FilterManager::addDownstreamWatermarkCallbacks(DownstreamWatermarkCallbacks& cb) {
   watermark_callbacks_.push_back(&cb);
-  // A client already behind: tell the newcomer at once.
-  if (connectionAboveHighWatermark()) cb.onAboveWriteBufferHighWatermark();
+  // A client, or a filter, already behind: tell the newcomer at once.
+  if (connectionAboveHighWatermark() || filters_above_ > 0) cb.onAboveWriteBufferHighWatermark();
 }
 
 void FilterManager::removeDownstreamWatermarkCallbacks(DownstreamWatermarkCallbacks& cb) {
@@ -368,10 +368,23 @@ void FilterManager::removeDownstreamWatermarkCallbacks(DownstreamWatermarkCallba
 }
 
 void FilterManager::onAboveWriteBufferHighWatermark() {
+  if (filters_above_ > 0) return;  // already told
   for (auto* cb : watermark_callbacks_) cb->onAboveWriteBufferHighWatermark();
 }
 
 void FilterManager::onBelowWriteBufferLowWatermark() {
+  if (filters_above_ > 0) return;  // a filter still holds too much
+  for (auto* cb : watermark_callbacks_) cb->onBelowWriteBufferLowWatermark();
+}
+
+void FilterManager::onEncoderFilterAboveWriteBufferHighWatermark() {
+  if (destroyed_ || filters_above_++ > 0 || connectionAboveHighWatermark()) return;
+  for (auto* cb : watermark_callbacks_) cb->onAboveWriteBufferHighWatermark();
+}
+
+void FilterManager::onEncoderFilterBelowWriteBufferLowWatermark() {
+  if (destroyed_ || filters_above_ == 0) return;
+  if (--filters_above_ > 0 || connectionAboveHighWatermark()) return;
   for (auto* cb : watermark_callbacks_) cb->onBelowWriteBufferLowWatermark();
 }
 

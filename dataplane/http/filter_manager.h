@@ -80,6 +80,8 @@ class FilterManager : public DecoderFilterCallbacks,
   void injectEncodedData(Buffer& data, bool end_stream) override;
   void injectEncodedDataToFilterChain(const StreamEncoderFilter& from, Buffer& data,
                                       bool end_stream) override;
+  void onEncoderFilterAboveWriteBufferHighWatermark() override;
+  void onEncoderFilterBelowWriteBufferLowWatermark() override;
 
   // FilterChainBuilder
   void addDecoderFilter(StreamDecoderFilterPtr filter) override;
@@ -156,6 +158,9 @@ class FilterManager : public DecoderFilterCallbacks,
   bool response_complete_ = false;
 
   absl::InlinedVector<DownstreamWatermarkCallbacks*, 2> watermark_callbacks_;
+  // Encoder filters above their own watermark. The callbacks hear one
+  // "above" while the client or any filter is, one "below" when none is.
+  uint32_t filters_above_ = 0;
   bool destroyed_ = false;
   bool read_disabled_ = false;
 };

@@ -18,6 +18,11 @@ constexpr size_t kMaxAssembled = 16u << 20;
 // What a stream event may take of plugins.max_message_kb: the rest is for
 // the answer's framing ({"jsonrpc":"2.0","id":N,"result":{"event":...}}).
 constexpr size_t kEventFraming = 4096;
+// Events waiting for the stream filters: past the high mark the upstream
+// is held back until the queue is under the low one (the marks of the
+// client's connection, network::ConnectionOptions).
+constexpr size_t kQueueHighBytes = 256 * 1024;
+constexpr size_t kQueueLowBytes = 64 * 1024;
 
 constexpr int kNoSuchMethod = -32601;
 constexpr int kPluginRaised = -32000;
@@ -590,6 +595,7 @@ http::FilterDataStatus PluginFilter::encodeData(Buffer& data, bool end_stream) {
         if (json::parse(d, j, &why)) assemble(d);
       }
       events_.clear();
+      queued_bytes_ = 0;
       if (end_stream) fireStreamOutlets();
     }
     return http::FilterDataStatus::Continue;
@@ -601,9 +607,13 @@ http::FilterDataStatus PluginFilter::encodeData(Buffer& data, bool end_stream) {
     // An upstream that ended mid-event: what it sent is an event too (a
     // client may read a line without its blank line), filtered as one.
     std::string_view tail = splitter_.pending();
-    if (!event_too_large_ && !tail.empty()) events_.push_back(std::string(tail) + "\n\n");
+    if (!event_too_large_ && !tail.empty()) {
+      events_.push_back(std::string(tail) + "\n\n");
+      queued_bytes_ += events_.back().size();
+    }
   }
   if (!stream_busy_) runStream();
+  checkWatermark();
   return http::FilterDataStatus::StopIterationNoBuffer;
 }
 
@@ -632,6 +642,7 @@ void PluginFilter::mergePipeModels(Buffer& body) {
 bool PluginFilter::queueSseBytes(const Buffer& data) {
   return splitter_.feed(data, [this](std::string_view ev) {
     events_.emplace_back(ev);
+    queued_bytes_ += ev.size();
     return true;
   });
 }
@@ -644,7 +655,7 @@ void PluginFilter::runStream() {
     std::string_view j = sseJson(ev);
     if (j.empty()) {
       stream_out_.add(ev);
-      ++event_index_;
+      consumeEvent();
       continue;
     }
     // The upstream's words: parsed and written out again before they go
@@ -653,7 +664,7 @@ void PluginFilter::runStream() {
     std::string why;
     if (!json::parse(ev_doc, j, &why) || !ev_doc.IsObject()) {
       stream_out_.add(ev);
-      ++event_index_;
+      consumeEvent();
       continue;
     }
     current_event_ = serialize(ev_doc);
@@ -664,6 +675,7 @@ void PluginFilter::runStream() {
   if (!stream_busy_ && !stream_failed_ && event_index_ >= events_.size()) {
     events_.clear();
     event_index_ = 0;
+    queued_bytes_ = 0;
     if (event_too_large_) {
       // Not passed on unfiltered: a filter that redacts must see every
       // event. What came before it has gone on.
@@ -679,6 +691,24 @@ void PluginFilter::runStream() {
     }
   }
   in_run_stream_ = false;
+  checkWatermark();
+}
+
+void PluginFilter::consumeEvent() {
+  queued_bytes_ -= events_[event_index_].size();
+  ++event_index_;
+}
+
+// Events waiting for the plugins hold the upstream back past the high
+// mark, as a slow client does, and let it go below the low one.
+void PluginFilter::checkWatermark() {
+  if (!above_watermark_ && !stream_failed_ && queued_bytes_ > kQueueHighBytes) {
+    above_watermark_ = true;
+    encoder_->onEncoderFilterAboveWriteBufferHighWatermark();
+  } else if (above_watermark_ && (stream_failed_ || queued_bytes_ < kQueueLowBytes)) {
+    above_watermark_ = false;
+    encoder_->onEncoderFilterBelowWriteBufferLowWatermark();
+  }
 }
 
 void PluginFilter::runStreamHooks() {
@@ -701,7 +731,7 @@ void PluginFilter::streamEventDone(std::string event_json) {
       if (json::parse(d, event_json, &why)) assemble(d);
     }
   }
-  ++event_index_;
+  consumeEvent();
   stream_busy_ = false;
   // Each event goes on as soon as it is done.
   if (!in_run_stream_) {
@@ -720,6 +750,7 @@ void PluginFilter::failStream(int status, const std::string& code, const std::st
   (void)status;
   stream_failed_ = true;
   phase_ = Phase::Idle;
+  checkWatermark();  // nothing more is filtered: the upstream may go on
   stream_out_.add(http::sseErrorEvent(message, "server_error", code));
   stream_out_.add("data: [DONE]\n\n");
   flushStreamOutput(true);

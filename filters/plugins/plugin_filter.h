@@ -72,6 +72,8 @@ class PluginFilter : public http::StreamDecoderFilter,
   void outletsDone();
   // Splits `data` into events_; false once an event is too large.
   bool queueSseBytes(const Buffer& data);
+  void consumeEvent();
+  void checkWatermark();
   void assemble(const rapidjson::Value& event);
   void fireStreamOutlets();
 
@@ -133,6 +135,8 @@ class PluginFilter : public http::StreamDecoderFilter,
   http::SseSplitter splitter_{0};
   bool event_too_large_ = false;
   std::vector<std::string> events_;  // complete SSE events waiting, in order
+  size_t queued_bytes_ = 0;          // of events_ not yet done
+  bool above_watermark_ = false;     // the upstream is held back
   size_t event_index_ = 0;
   std::string current_event_;  // the JSON of the event being filtered
   Buffer stream_out_;

@@ -371,6 +371,41 @@ TEST(FakeStreamTest, WatermarkCallbacksAreToldAndForgotten) {
   EXPECT_TRUE(s.watermarkCallbacks().empty());
 }
 
+// An encoder filter that holds too much (a plugin behind the upstream)
+// holds the upstream back as a slow client does; the readers hear one
+// "above" while either is behind and one "below" when neither is.
+TEST(FakeStreamTest, AFilterBehindHoldsTheUpstreamBackWithTheClient) {
+  FakeStream s;
+  Watermarks w;
+  s.addDownstreamWatermarkCallbacks(w);
+  s.onEncoderFilterAboveWriteBufferHighWatermark();
+  EXPECT_EQ(w.above, 1);
+  s.raiseHighWatermark();  // the client too: nothing new to say
+  EXPECT_EQ(w.above, 1);
+  s.onEncoderFilterBelowWriteBufferLowWatermark();  // the client still behind
+  EXPECT_EQ(w.below, 0);
+  s.lowerBelowLowWatermark();
+  EXPECT_EQ(w.below, 1);
+  // Two filters: the upstream goes on when both are below.
+  s.onEncoderFilterAboveWriteBufferHighWatermark();
+  s.onEncoderFilterAboveWriteBufferHighWatermark();
+  EXPECT_EQ(w.above, 2);
+  Watermarks late;
+  s.addDownstreamWatermarkCallbacks(late);  // a filter is behind: told at once
+  EXPECT_EQ(late.above, 1);
+  s.onEncoderFilterBelowWriteBufferLowWatermark();
+  EXPECT_EQ(w.below, 1);
+  s.onEncoderFilterBelowWriteBufferLowWatermark();
+  EXPECT_EQ(w.below, 2);
+  s.onEncoderFilterBelowWriteBufferLowWatermark();  // unpaired: ignored
+  EXPECT_EQ(w.below, 2);
+  // The client alone, as before.
+  s.raiseHighWatermark();
+  s.lowerBelowLowWatermark();
+  EXPECT_EQ(w.above, 3);
+  EXPECT_EQ(w.below, 3);
+}
+
 TEST(FakeStreamTest, FactoriesSeeTheWorkerLocalsAndAddFilters) {
   static constexpr http::FilterStateKey<std::string> kPool{"test.pool"};
   FakeStream s;

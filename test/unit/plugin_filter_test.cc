@@ -185,6 +185,41 @@ TEST_F(PluginFilterTest, AnUpstreamThatEndsMidEventHasThatEventFilteredToo) {
   EXPECT_EQ(s.response_body, contentEvent("bAnAnA") + contentEvent("pApAyA"));
 }
 
+// Events that pile up behind a slow stream filter hold the upstream back
+// (the router stops reading it) until the filter has caught up.
+TEST_F(PluginFilterTest, EventsPilingUpBehindTheFilterHoldTheUpstreamBack) {
+  start({plugin("slow", "filter", R"(
+import time
+
+class Filter:
+    def stream(self, event):
+        if event["choices"][0]["delta"]["content"] == "slow":
+            time.sleep(0.1)
+        return event
+)")});
+  FakeStream& s = streamedAnswer();
+  struct Reader : http::DownstreamWatermarkCallbacks {
+    void onAboveWriteBufferHighWatermark() override { ++above; }
+    void onBelowWriteBufferLowWatermark() override { ++below; }
+    int above = 0, below = 0;
+  } reader;
+  s.addDownstreamWatermarkCallbacks(reader);
+  std::string many;
+  for (int i = 0; i < 5000; ++i) many += contentEvent("token" + std::to_string(i));
+  ASSERT_GT(many.size(), 256u * 1024);
+  Buffer b;
+  b.add(contentEvent("slow") + many);
+  s.encodeData(b, false);
+  EXPECT_EQ(reader.above, 1);  // at once: the queue is past 256 KiB
+  EXPECT_EQ(reader.below, 0);
+  ASSERT_TRUE(runUntil([&] { return reader.below == 1; }, 30000));
+  b.add("data: [DONE]\n\n");
+  s.encodeData(b, true);
+  ASSERT_TRUE(runUntil([&] { return s.response_complete; }, 30000));
+  EXPECT_EQ(s.response_body, contentEvent("slow") + many + "data: [DONE]\n\n");
+  EXPECT_EQ(reader.above, 1);
+}
+
 TEST_F(PluginFilterTest, AnEventTooLargeForThePluginEndsTheStreamRatherThanPassUnfiltered) {
   // plugins.max_message_kb 64: an event may take 60 KiB of it.
   start({plugin("upper", "filter", kUpper)}, 64 << 10);
