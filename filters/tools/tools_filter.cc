@@ -231,9 +231,9 @@ http::FilterDataStatus ToolsFilter::decodeData(Buffer& data, bool end_stream) {
     max_rounds_ = cfg->max_tool_rounds;
     stream_events_ = cfg->stream_tool_events;
     // The model's output is untrusted: what a round reads or holds of it
-    // (its JSON answer, held events, one event, its text) is bounded. A
-    // tool's answer is cut: the request grows by every round's answers,
-    // and a plugin may say up to plugins.max_message_kb.
+    // (its JSON answer, held events, one event) is bounded. A tool's answer
+    // and the model's words before its calls are cut: the request grows by
+    // every round's, and a plugin may say up to plugins.max_message_kb.
     max_result_ = cfg->max_tool_result_bytes;
     max_answer_ = cfg->max_tool_answer_bytes;
   }
