@@ -56,12 +56,38 @@ bool SseSplitter::feed(const Buffer& data,
   return true;
 }
 
+SseEvent readSseEvent(std::string_view event) {
+  SseEvent e;
+  size_t i = 0;
+  while (i < event.size()) {
+    size_t end = event.find_first_of("\r\n", i);
+    if (end == std::string_view::npos) end = event.size();
+    std::string_view line = event.substr(i, end - i);
+    i = end;
+    if (i < event.size())
+      i += event[i] == '\r' && i + 1 < event.size() && event[i + 1] == '\n' ? 2 : 1;
+    if (line.empty()) continue;  // the blank line that ends it
+    if (line == "data" || line.substr(0, 5) == "data:") {
+      std::string_view v = line.size() > 5 ? line.substr(5) : std::string_view();
+      if (!v.empty() && v[0] == ' ') v.remove_prefix(1);
+      if (e.has_data) e.data.push_back('\n');
+      e.data.append(v);
+      e.has_data = true;
+    } else {
+      e.other.append(line);
+      e.other.push_back('\n');
+    }
+  }
+  return e;
+}
+
 std::string_view sseData(std::string_view event) {
   while (!event.empty() && (event.back() == '\n' || event.back() == '\r')) event.remove_suffix(1);
   if (event.substr(0, 5) != "data:") return {};
   std::string_view v = event.substr(5);
   if (!v.empty() && v[0] == ' ') v.remove_prefix(1);
-  if (v.empty() || v.find('\n') != std::string_view::npos) return {};
+  // A lone CR ends a line too: that is data over several lines.
+  if (v.empty() || v.find_first_of("\r\n") != std::string_view::npos) return {};
   return v;
 }
 

@@ -40,9 +40,20 @@ class SseSplitter {
   bool spent_ = false;
 };
 
+// An event as an SSE client reads it (the WHATWG event stream format):
+// its `data` lines joined with "\n", and its other lines (comments,
+// event:, id:, retry:) as they came, each ended by "\n". Lines end in
+// "\r\n", "\n" or "\r".
+struct SseEvent {
+  bool has_data = false;
+  std::string data;
+  std::string other;
+};
+SseEvent readSseEvent(std::string_view event);
+
 // The payload of an event that is one `data:` line ("data: {...}" gives
 // "{...}", "data: [DONE]" gives "[DONE]"); empty for anything else
-// (comments, named events, multi-line data).
+// (comments, named events, multi-line data, a lone CR inside).
 std::string_view sseData(std::string_view event);
 
 }  // namespace eldric::http

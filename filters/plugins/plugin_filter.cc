@@ -35,12 +35,6 @@ std::string jsonString(std::string_view s) {
   return out;
 }
 
-// "data: {...}" on one line: the JSON, else empty.
-std::string_view sseJson(std::string_view event) {
-  std::string_view v = http::sseData(event);
-  return !v.empty() && v[0] == '{' ? v : std::string_view();
-}
-
 // A response whose content-length says it may be held whole.
 bool boundedLength(const http::ResponseHeaders& headers) {
   auto cl = headers.headers.get("content-length");
@@ -587,12 +581,13 @@ http::FilterDataStatus PluginFilter::encodeData(Buffer& data, bool end_stream) {
       // Read along for the outlets; the bytes pass untouched. Past an
       // event too large to read, the outlets get what came before it.
       queueSseBytes(data);
+      // An answer cut mid-event: its last event counts too.
+      if (end_stream && !splitter_.pending().empty()) events_.emplace_back(splitter_.pending());
       for (const auto& ev : events_) {
-        std::string_view j = sseJson(ev);
-        if (j.empty()) continue;
+        http::SseEvent e = http::readSseEvent(ev);
         rapidjson::Document d;
         std::string why;
-        if (json::parse(d, j, &why)) assemble(d);
+        if (e.has_data && json::parse(d, e.data, &why)) assemble(d);
       }
       events_.clear();
       queued_bytes_ = 0;
@@ -652,8 +647,9 @@ void PluginFilter::runStream() {
   in_run_stream_ = true;
   while (!stream_busy_ && !stream_failed_ && event_index_ < events_.size()) {
     const std::string& ev = events_[event_index_];
-    std::string_view j = sseJson(ev);
-    if (j.empty()) {
+    http::SseEvent e = http::readSseEvent(ev);
+    if (!e.has_data || e.data == "[DONE]") {
+      // A comment (keep-alive) or the end: nothing a filter reads.
       stream_out_.add(ev);
       consumeEvent();
       continue;
@@ -662,12 +658,16 @@ void PluginFilter::runStream() {
     // into a protocol line (raw text could smuggle JSON-RPC members).
     rapidjson::Document ev_doc;
     std::string why;
-    if (!json::parse(ev_doc, j, &why) || !ev_doc.IsObject()) {
-      stream_out_.add(ev);
+    if (!json::parse(ev_doc, e.data, &why) || !ev_doc.IsObject()) {
+      // Data a filter cannot be given (not an object, or cut short by an
+      // upstream that ended mid-event) is not passed on past it either:
+      // no OpenAI client could read it, and its words may be what a
+      // filter would have removed.
       consumeEvent();
       continue;
     }
     current_event_ = serialize(ev_doc);
+    current_other_ = std::move(e.other);
     stream_busy_ = true;
     step_ = 0;
     runStreamHooks();
@@ -724,7 +724,9 @@ void PluginFilter::runStreamHooks() {
 void PluginFilter::streamEventDone(std::string event_json) {
   phase_ = Phase::Idle;
   if (!event_json.empty()) {
-    stream_out_.add("data: " + event_json + "\n\n");
+    // Its other lines (an id, an event name) as they came, then the data
+    // as the filters left it, on one line.
+    stream_out_.add(current_other_ + "data: " + event_json + "\n\n");
     if (assembling_) {
       rapidjson::Document d;
       std::string why;

@@ -139,6 +139,7 @@ class PluginFilter : public http::StreamDecoderFilter,
   bool above_watermark_ = false;     // the upstream is held back
   size_t event_index_ = 0;
   std::string current_event_;  // the JSON of the event being filtered
+  std::string current_other_;  // its lines other than data, as they came
   Buffer stream_out_;
   bool upstream_ended_ = false;
   bool stream_busy_ = false;

@@ -308,6 +308,18 @@ void fuzzOne(const uint8_t* data, size_t size) {
       handed_out.append(ev);
       std::string_view payload = http::sseData(ev);
       if (payload.find('\n') != std::string_view::npos) abort();
+      // The event as a client reads it (what the plugin filter hands its
+      // stream hooks): no line break but the joins of its data lines,
+      // none inside its other lines, and one data line reads as sseData.
+      http::SseEvent read = http::readSseEvent(ev);
+      if (read.data.find('\r') != std::string::npos) abort();
+      if (read.other.find('\r') != std::string::npos) abort();
+      if (!read.other.empty() && read.other.back() != '\n') abort();
+      if (read.other.find("\n\n") != std::string::npos ||
+          (!read.other.empty() && read.other[0] == '\n'))
+        abort();
+      if (!payload.empty() && (!read.has_data || read.data != payload || !read.other.empty()))
+        abort();
       if (payload == "[DONE]") return true;
       rapidjson::Document doc;
       std::string why;

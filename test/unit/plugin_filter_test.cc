@@ -174,6 +174,26 @@ TEST_F(PluginFilterTest, StreamEventsAreRewrittenInOrderAndOneMayBeDropped) {
   EXPECT_EQ(s.response_body, contentEvent("bAnAnA") + contentEvent("pApAyA") + "data: [DONE]\n\n");
 }
 
+// Every event a client could read as data goes through the filter: data
+// over several lines (a client joins them), an event with an id; what a
+// filter cannot be given (not a JSON object, or cut short) goes nowhere.
+TEST_F(PluginFilterTest, EveryEventAClientWouldReadGoesThroughTheFilter) {
+  start({plugin("upper", "filter", kUpper)});
+  FakeStream& s = streamedAnswer();
+  Buffer b;
+  b.add(
+      ": keep-alive\n\n"
+      "data: {\"choices\":[{\"delta\":\r\ndata: {\"content\":\"banana\"}}]}\r\n\r\n"
+      "id: 7\ndata: {\"choices\":[{\"delta\":{\"content\":\"papaya\"}}]}\n\n"
+      "data: a plain secret\n\n"
+      "data: [DONE]\n\n"
+      "data: {\"choices\":[{\"delta\":{\"content\":\"cut sh");
+  s.encodeData(b, true);
+  ASSERT_TRUE(runUntil([&] { return s.response_complete; }));
+  EXPECT_EQ(s.response_body, ": keep-alive\n\n" + contentEvent("bAnAnA") + "id: 7\n" +
+                                 contentEvent("pApAyA") + "data: [DONE]\n\n");
+}
+
 TEST_F(PluginFilterTest, AnUpstreamThatEndsMidEventHasThatEventFilteredToo) {
   start({plugin("upper", "filter", kUpper)});
   FakeStream& s = streamedAnswer();

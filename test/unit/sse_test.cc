@@ -77,6 +77,21 @@ TEST(SseTest, AWholeEventPastTheLimitIsRefusedToo) {
   EXPECT_EQ(evs.size(), 1u);
 }
 
+TEST(SseTest, AnEventReadsAsAClientReadsIt) {
+  SseEvent e = readSseEvent("data: {\"a\":\r\ndata:1}\r\n\r\n");
+  EXPECT_TRUE(e.has_data);
+  EXPECT_EQ(e.data, "{\"a\":\n1}");
+  EXPECT_EQ(e.other, "");
+  e = readSseEvent(": ping\rid: 7\revent: x\rdata\rdata:  two\r\r");
+  EXPECT_EQ(e.data, "\n two");
+  EXPECT_EQ(e.other, ": ping\nid: 7\nevent: x\n");
+  e = readSseEvent(": keep-alive\n\n");
+  EXPECT_FALSE(e.has_data);
+  EXPECT_EQ(e.other, ": keep-alive\n");
+  EXPECT_FALSE(readSseEvent("database: x\n\n").has_data);
+  EXPECT_EQ(sseData("data: a\rb\n\n"), "");  // a lone CR ends a line too
+}
+
 TEST(SseTest, DataIsOneLineOnly) {
   EXPECT_EQ(sseData("data:{}\n\n"), "{}");
   EXPECT_EQ(sseData("event: x\ndata: {}\n\n"), "");
