@@ -1,5 +1,6 @@
 #include "dataplane/http/sse.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace eldric::http {
@@ -56,6 +57,20 @@ bool SseSplitter::feed(const Buffer& data,
   return true;
 }
 
+namespace {
+
+// A `data` field's line: its value ("data: x" gives "x", "data" gives "").
+// False for a comment or another field.
+bool dataLine(std::string_view line, std::string_view* value) {
+  if (line != "data" && line.substr(0, 5) != "data:") return false;
+  std::string_view v = line.substr(std::min<size_t>(5, line.size()));
+  if (!v.empty() && v[0] == ' ') v.remove_prefix(1);
+  *value = v;
+  return true;
+}
+
+}  // namespace
+
 SseEvent readSseEvent(std::string_view event) {
   SseEvent e;
   size_t i = 0;
@@ -67,9 +82,8 @@ SseEvent readSseEvent(std::string_view event) {
     if (i < event.size())
       i += event[i] == '\r' && i + 1 < event.size() && event[i + 1] == '\n' ? 2 : 1;
     if (line.empty()) continue;  // the blank line that ends it
-    if (line == "data" || line.substr(0, 5) == "data:") {
-      std::string_view v = line.size() > 5 ? line.substr(5) : std::string_view();
-      if (!v.empty() && v[0] == ' ') v.remove_prefix(1);
+    std::string_view v;
+    if (dataLine(line, &v)) {
       if (e.has_data) e.data.push_back('\n');
       e.data.append(v);
       e.has_data = true;
@@ -83,9 +97,8 @@ SseEvent readSseEvent(std::string_view event) {
 
 std::string_view sseData(std::string_view event) {
   while (!event.empty() && (event.back() == '\n' || event.back() == '\r')) event.remove_suffix(1);
-  if (event.substr(0, 5) != "data:") return {};
-  std::string_view v = event.substr(5);
-  if (!v.empty() && v[0] == ' ') v.remove_prefix(1);
+  std::string_view v;
+  if (!dataLine(event, &v)) return {};
   // A lone CR ends a line too: that is data over several lines.
   if (v.empty() || v.find_first_of("\r\n") != std::string_view::npos) return {};
   return v;
